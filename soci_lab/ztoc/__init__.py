@@ -1,0 +1,1 @@
+"""zTOC formats and builder (filled in below as the room grows)."""
