@@ -1,0 +1,374 @@
+"""gzip checkpoints ("zinfo"): build, (de)serialize, span geometry and random-access extraction.
+
+Build rule (upstream ``generate_zinfo_from_fp``, itself zlib's ``zran.c``): inflate with ``Z_BLOCK``; at a
+deflate block boundary (``data_type & 128``) that is not after the last block (``!(data_type & 64)``) add a
+checkpoint when ``totout == 0`` or ``totout - last > span_size`` (strict). A checkpoint is ``(in, out, bits,
+window)``: compressed offset of the first full byte after the boundary, uncompressed offset, how many bits of
+byte ``in-1`` belong to the next block, and the 32 KiB of output before ``out`` (zeros while fewer were
+produced). Concatenated gzip members are followed (``inflateReset2``), counters running on; a boundary right
+after a member's header is a candidate like any other.
+
+Blob layout (little-endian, no magic, version by length): ``int32 count, int64 span_size`` then ``count``
+records ``int64 in, int64 out, uint8 bits, 32768-byte window`` (v2). A v1 blob omits record 0, which is
+synthesized as ``in=10, out=0, bits=0, zero window`` and re-serialized the v1 way.
+
+Speed: the scan feeds 1 MiB of input per refill and inflates into a 1 MiB output buffer preceded by a 32 KiB
+copy of the previous output, so a checkpoint's window is one contiguous slice (copied only then) and the
+Python work per deflate block is a handful of attribute reads. Span digests are hashed on the fly from the
+input buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import ExceedMaxSpan, FormatError, NonMonotonicCheckpoints
+from . import _zlib as z
+
+WINSIZE = 32768
+PACKED_CHECKPOINT_SIZE = 8 + 8 + 1 + WINSIZE
+BLOB_HEADER_SIZE = 12
+ZINFO_VERSION_ONE = 1
+ZINFO_VERSION_TWO = 2
+_ZERO_WINDOW = bytes(WINSIZE)
+_HDR = struct.Struct("<iq")
+_REC = struct.Struct("<qqB")
+
+_IN_CHUNK = 1 << 20
+_OUT_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One access point: ``in_`` (compressed), ``out`` (uncompressed), ``bits`` (0..7), 32 KiB ``window``."""
+
+    in_: int
+    out: int
+    bits: int
+    window: bytes | memoryview
+
+
+class GzipZinfo:
+    """Gzip checkpoints plus the archive sizes needed for the last span's end (span geometry)."""
+
+    algorithm = "gzip"
+
+    def __init__(
+        self,
+        checkpoints: list[Checkpoint],
+        span_size: int,
+        compressed_size: int = 0,
+        uncompressed_size: int = 0,
+        version: int = ZINFO_VERSION_TWO,
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.span_size = span_size
+        self.compressed_size = compressed_size
+        self.uncompressed_size = uncompressed_size
+        self.version = version
+
+    # --- geometry ---------------------------------------------------------------------------------
+
+    @property
+    def max_span_id(self) -> int:
+        """Number of spans − 1 (upstream ``MaxSpanID``)."""
+        return len(self.checkpoints) - 1
+
+    @property
+    def span_count(self) -> int:
+        """Number of spans."""
+        return len(self.checkpoints)
+
+    def _check(self, i: int) -> None:
+        if not 0 <= i < len(self.checkpoints):
+            raise ExceedMaxSpan(f"span {i} does not exist (max span id {self.max_span_id})")
+
+    def start_compressed_offset(self, i: int) -> int:
+        """``in_i`` minus one when the checkpoint starts mid-byte."""
+        self._check(i)
+        c = self.checkpoints[i]
+        return c.in_ - (1 if c.bits else 0)
+
+    def end_compressed_offset(self, i: int) -> int:
+        """``in_{i+1}``, or the blob size for the last span (includes the gzip trailer)."""
+        self._check(i)
+        return self.checkpoints[i + 1].in_ if i + 1 < len(self.checkpoints) else self.compressed_size
+
+    def start_uncompressed_offset(self, i: int) -> int:
+        """``out_i``."""
+        self._check(i)
+        return self.checkpoints[i].out
+
+    def end_uncompressed_offset(self, i: int) -> int:
+        """``out_{i+1}``, or the uncompressed archive size for the last span."""
+        self._check(i)
+        return self.checkpoints[i + 1].out if i + 1 < len(self.checkpoints) else self.uncompressed_size
+
+    def span_of(self, offset: int) -> int:
+        """Largest ``i`` with ``out_i <= offset`` (upstream ``UncompressedOffsetToSpanID``)."""
+        lo, hi = 0, len(self.checkpoints) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.checkpoints[mid].out <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def validate(self) -> None:
+        """Checkpoint sanity as upstream's SpanManager checks it, plus range checks.
+
+        Raises :class:`NonMonotonicCheckpoints` when ``in``/``out`` do not strictly increase.
+        """
+        prev_in = prev_out = -1
+        for i, c in enumerate(self.checkpoints):
+            if not 0 <= c.bits <= 7:
+                raise FormatError(f"checkpoint {i} has {c.bits} bits (must be 0..7)")
+            if c.in_ < 0 or c.out < 0 or (c.bits and c.in_ < 1):
+                raise FormatError(f"checkpoint {i} has negative offsets")
+            if i and (c.in_ <= prev_in or c.out <= prev_out):
+                raise NonMonotonicCheckpoints(
+                    f"checkpoint {i} (in={c.in_}, out={c.out}) does not follow (in={prev_in}, out={prev_out})"
+                )
+            prev_in, prev_out = c.in_, c.out
+        if self.checkpoints and (self.compressed_size and prev_in > self.compressed_size):
+            raise FormatError(f"last checkpoint at compressed offset {prev_in} beyond the layer size")
+        if self.checkpoints and self.uncompressed_size and prev_out > self.uncompressed_size:
+            raise FormatError(f"last checkpoint at uncompressed offset {prev_out} beyond the archive size")
+
+    def verify_header(self, data: bytes) -> None:
+        """Check the bytes ``[0, start_compressed_offset(0))`` look like a gzip header (upstream VerifyHeader)."""
+        if len(data) < 10 or data[:2] != b"\x1f\x8b" or data[2] != 8:
+            raise FormatError("layer does not start with a gzip header")
+
+    # --- serialization ----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The zinfo blob (v2; a v1-loaded zinfo re-serializes as v1, byte for byte)."""
+        parts = [_HDR.pack(len(self.checkpoints), self.span_size)]
+        first = 1 if self.version == ZINFO_VERSION_ONE else 0
+        for c in self.checkpoints[first:]:
+            parts.append(_REC.pack(c.in_, c.out, c.bits))
+            parts.append(bytes(c.window))
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(
+        cls, blob: bytes | memoryview, compressed_size: int = 0, uncompressed_size: int = 0
+    ) -> GzipZinfo:
+        """Parse a v2 (or legacy v1) blob. Length must match the count exactly; windows are zero-copy views."""
+        mv = memoryview(blob).cast("B") if not isinstance(blob, memoryview) else blob
+        n = len(mv)
+        if n < BLOB_HEADER_SIZE:
+            raise FormatError(f"gzip zinfo blob of {n} bytes is shorter than its 12-byte header")
+        count, span = _HDR.unpack_from(mv, 0)
+        if count < 0:
+            raise FormatError(f"gzip zinfo claims {count} checkpoints")
+        body = n - BLOB_HEADER_SIZE
+        if body == PACKED_CHECKPOINT_SIZE * count:
+            version, first = ZINFO_VERSION_TWO, 0
+        elif count >= 1 and body == PACKED_CHECKPOINT_SIZE * (count - 1):
+            version, first = ZINFO_VERSION_ONE, 1
+        else:
+            raise FormatError(
+                f"gzip zinfo blob of {n} bytes does not hold the {count} checkpoints it claims "
+                f"(expected {BLOB_HEADER_SIZE + PACKED_CHECKPOINT_SIZE * count} bytes)"
+            )
+        cps: list[Checkpoint] = []
+        if first:
+            cps.append(Checkpoint(10, 0, 0, _ZERO_WINDOW))
+        pos = BLOB_HEADER_SIZE
+        for _ in range(first, count):
+            i, o, b = _REC.unpack_from(mv, pos)
+            w0 = pos + 17
+            cps.append(Checkpoint(i, o, b, mv[w0 : w0 + WINSIZE]))
+            pos = w0 + WINSIZE
+        return cls(cps, span, compressed_size, uncompressed_size, version)
+
+    # --- extraction -------------------------------------------------------------------------------
+
+    def extract(self, span_id: int, data: bytes | memoryview, offset: int, length: int) -> bytes:
+        """Uncompressed bytes ``[offset, offset+length)`` from span ``span_id``'s compressed bytes.
+
+        ``data`` starts at :meth:`start_compressed_offset` of the span and may run on into later spans
+        (a request may cross span ends). Handles non-byte-aligned checkpoints and member boundaries.
+        """
+        self._check(span_id)
+        cp = self.checkpoints[span_id]
+        skip = offset - cp.out
+        if skip < 0 or length < 0:
+            raise FormatError(f"offset {offset} is before span {span_id} (starts at {cp.out})")
+        return inflate_from(data, cp.bits, cp.window, skip, length)
+
+    def decompress_span(self, span_id: int, data: bytes | memoryview) -> bytes:
+        """The whole uncompressed content of span ``span_id`` from exactly its compressed bytes."""
+        start = self.start_uncompressed_offset(span_id)
+        return self.extract(span_id, data, start, self.end_uncompressed_offset(span_id) - start)
+
+
+def inflate_from(data: bytes | memoryview, bits: int, window: bytes | memoryview, skip: int, length: int) -> bytes:
+    """Raw-inflate ``data`` from a checkpoint: prime ``bits`` bits of ``data[0]``, set the window as dictionary,
+    discard ``skip`` bytes and return the next ``length`` bytes. At the end of a gzip member the 8-byte trailer
+    is skipped and the next member (with its header) is inflated on. Short data → FormatError."""
+    if length == 0:
+        return b""
+    src = bytes(data)
+    pos = 0
+    total = skip + length
+    out = ctypes.create_string_buffer(total)
+    inbuf = ctypes.create_string_buffer(src, len(src)) if src else ctypes.create_string_buffer(1)
+    inaddr = ctypes.addressof(inbuf)
+    with z.Inflater(z.WBITS_RAW) as inf:
+        s = inf.strm
+        if bits:
+            if not src:
+                raise FormatError("span data is empty")
+            inf.prime(bits, src[0] >> (8 - bits))
+            pos = 1
+        inf.set_dictionary(bytes(window))
+        s.next_out = ctypes.addressof(out)
+        s.avail_out = total
+        raw = True
+        s.next_in = inaddr + pos
+        s.avail_in = len(src) - pos
+        while s.avail_out:
+            ret = z.libz.inflate(inf.ref, z.Z_NO_FLUSH)
+            if ret == z.Z_STREAM_END:
+                left = s.avail_in
+                if raw:
+                    if left < 8:
+                        break
+                    s.next_in = s.next_in + 8
+                    s.avail_in = left - 8
+                    left -= 8
+                if left == 0:
+                    break
+                inf.reset(z.WBITS_AUTO)
+                raw = False
+                continue
+            if ret == z.Z_BUF_ERROR:
+                break
+            if ret != z.Z_OK:
+                raise FormatError(f"cannot inflate span data: {inf.message()}")
+        got = total - s.avail_out
+    if got < total:
+        raise FormatError(f"span data ended after {max(0, got - skip)} of {length} requested bytes")
+    return out.raw[skip:total] if skip else out.raw
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+@dataclass
+class GzipScan:
+    """Result of :func:`scan_gzip`."""
+
+    zinfo: GzipZinfo
+    span_digests: list[str]
+    compressed_size: int
+    uncompressed_size: int
+
+
+def scan_gzip(
+    src: BinaryIO, span_size: int, sink: Callable[[memoryview], None] | None = None
+) -> GzipScan:
+    """Inflate a (multi-member) gzip stream once: checkpoints, span digests and sizes.
+
+    ``sink`` receives the uncompressed stream in order as memoryviews valid only during the call (the TOC
+    scanner uses it). ``src`` needs only ``readinto`` (or ``read``).
+    """
+    if span_size <= 0:
+        raise FormatError(f"span size must be positive, not {span_size}")
+    readinto = getattr(src, "readinto", None)
+    inbuf = ctypes.create_string_buffer(_IN_CHUNK)
+    inmv = memoryview(inbuf).cast("B")
+    inaddr = ctypes.addressof(inbuf)
+    outbuf = ctypes.create_string_buffer(WINSIZE + _OUT_CHUNK)
+    outmv = memoryview(outbuf).cast("B")
+    outaddr = ctypes.addressof(outbuf)
+    inflate = z.libz.inflate
+
+    checkpoints: list[Checkpoint] = []
+    digests: list[str] = []
+    hasher = None  # current span's sha256 (None before checkpoint 0)
+    hashed = 0  # file offset up to which the input was hashed
+    prev_last_byte = b""  # last byte of the previous input chunk (for a bits != 0 checkpoint at a chunk start)
+
+    totin = totout = last = 0
+    fill = 0  # output bytes in outbuf[WINSIZE : WINSIZE+fill]
+    member_done = False
+
+    with z.Inflater(z.WBITS_AUTO) as inf:
+        s = inf.strm
+        ref = inf.ref
+        while True:
+            if readinto is not None:
+                n = readinto(inmv)
+            else:
+                b = src.read(_IN_CHUNK)
+                n = len(b)
+                inmv[:n] = b
+            if not n:
+                break
+            base = totin  # file offset of inbuf[0]: every earlier chunk was consumed entirely
+            s.next_in = inaddr
+            s.avail_in = n
+            hashed = base
+            while s.avail_in:
+                if member_done:
+                    inf.reset(z.WBITS_AUTO)
+                    member_done = False
+                if fill == _OUT_CHUNK:
+                    if sink is not None:
+                        sink(outmv[WINSIZE : WINSIZE + _OUT_CHUNK])
+                    ctypes.memmove(outaddr, outaddr + _OUT_CHUNK, WINSIZE)
+                    fill = 0
+                avail_in = s.avail_in
+                room = _OUT_CHUNK - fill
+                s.next_out = outaddr + WINSIZE + fill
+                s.avail_out = room
+                ret = inflate(ref, z.Z_BLOCK)
+                totin += avail_in - s.avail_in
+                produced = room - s.avail_out
+                fill += produced
+                totout += produced
+                if ret == z.Z_STREAM_END:
+                    member_done = True
+                    continue
+                if ret != z.Z_OK:
+                    if ret == z.Z_BUF_ERROR:
+                        raise FormatError(f"gzip stream stalled at byte {totin}")
+                    raise FormatError(f"invalid gzip data at byte {totin}: {inf.message()}")
+                dt = s.data_type
+                if dt & 128 and not dt & 64 and (totout == 0 or totout - last > span_size):
+                    b_ = dt & 7
+                    # close the running span's digest at `totin`, start the next one
+                    k = totin - base
+                    if hasher is not None:
+                        hasher.update(inmv[hashed - base : k])
+                        digests.append("sha256:" + hasher.hexdigest())
+                    hasher = hashlib.sha256()
+                    if b_:
+                        hasher.update(inmv[k - 1 : k] if k >= 1 else prev_last_byte)
+                    hashed = totin
+                    checkpoints.append(Checkpoint(totin, totout, b_, bytes(outmv[fill : fill + WINSIZE])))
+                    last = totout
+            if hasher is not None:
+                hasher.update(inmv[hashed - base : n])
+            hashed = base + n
+            prev_last_byte = bytes(inmv[n - 1 : n])
+        if sink is not None and fill:
+            sink(outmv[WINSIZE : WINSIZE + fill])
+    if not checkpoints:
+        raise FormatError("not a gzip stream (no deflate data found)")
+    if not member_done:
+        raise FormatError(f"gzip stream truncated after {totin} compressed bytes")
+    assert hasher is not None
+    digests.append("sha256:" + hasher.hexdigest())
+    zinfo = GzipZinfo(checkpoints, span_size, totin, totout)
+    return GzipScan(zinfo, digests, totin, totout)
