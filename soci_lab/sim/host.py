@@ -1,0 +1,94 @@
+"""The host: CPU cores, decompression and tar-apply costs, the disk, FUSE.
+
+Defaults are seeded by landscape.md §2.7 (single-core inflate 250–700 MB/s of output; GNU gzip ≈ 250–293;
+plain single-frame zstd ≈ 800 MB/s) and are meant to be replaced by calibrated values fitted from real
+runs' events. CPU work holds one core of a :class:`simpy.Resource`; disk writes are flows on a
+processor-sharing :class:`~soci_lab.sim.network.Link` so concurrent writers share the disk's rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from ..errors import SimulationError
+from .network import Link
+
+
+def _default_decompress() -> dict[str, float]:
+    return {"gzip": 250e6, "zstd": 800e6, "none": 4e9}
+
+
+@dataclass(frozen=True)
+class HostParams:
+    """Costs on the host; rates in bytes/s (of *uncompressed* output for decompression), times in seconds.
+
+    ``fuse_max_read``: the kernel splits a read into FUSE requests of at most this many bytes, each paying
+    ``fuse_op_s``. ``local_read_rate``/``syscall_s``: reads of files already on local disk (page cache).
+    ``verify_rate``: sha256 throughput. ``mount_s``: cost of one layer mount (FUSE or overlay setup).
+    """
+
+    cores: int = 2
+    decompress_rate: dict[str, float] = field(default_factory=_default_decompress)
+    apply_per_file_s: float = 25e-6
+    apply_per_byte_s: float = 1 / 2e9
+    disk_write_rate: float = 500e6
+    fuse_op_s: float = 40e-6
+    fuse_max_read: int = 128 * 1024
+    local_read_rate: float = 3e9
+    syscall_s: float = 3e-6
+    verify_rate: float = 1.5e9
+    mount_s: float = 0.005
+
+    def __post_init__(self) -> None:
+        if self.cores < 1:
+            raise SimulationError(f"a host needs at least one core, not {self.cores}")
+
+    def decompress_s(self, compression: str, u_bytes: int) -> float:
+        """Seconds of one core to decompress to ``u_bytes`` of output."""
+        try:
+            rate = self.decompress_rate[compression]
+        except KeyError:
+            raise SimulationError(f"no decompression rate for {compression!r}") from None
+        return u_bytes / rate
+
+    def apply_s(self, files: int, u_bytes: int) -> float:
+        """Seconds of one core to apply a tar stream (create ``files`` entries, copy ``u_bytes``)."""
+        return files * self.apply_per_file_s + u_bytes * self.apply_per_byte_s
+
+
+class Host:
+    """The host's shared resources in one simulation."""
+
+    def __init__(self, env: simpy.Environment, params: HostParams, *, record: bool = False) -> None:
+        self.env = env
+        self.params = params
+        self.cores = simpy.Resource(env, capacity=params.cores)
+        self.disk = Link(env, params.disk_write_rate, name="disk", record=record)
+        self.max_cores_used = 0
+        self.bytes_written = 0
+
+    def cpu(self, seconds: float) -> Generator[Any, Any, None]:
+        """Hold one core for ``seconds`` (after waiting for one); use with ``yield from``."""
+        if seconds <= 0:
+            return
+        with self.cores.request() as req:
+            yield req
+            used = self.cores.count
+            if used > self.max_cores_used:
+                self.max_cores_used = used
+            yield self.env.timeout(seconds)
+
+    def write(self, nbytes: int) -> simpy.Event:
+        """Start writing ``nbytes`` to disk; the event fires when they are written."""
+        self.bytes_written += nbytes
+        return self.disk.transfer(nbytes)
+
+    def cpu_and_write(self, seconds: float, nbytes: int) -> Generator[Any, Any, None]:
+        """CPU work streaming its output to disk: both proceed together, done when both are."""
+        written = self.write(nbytes)
+        yield from self.cpu(seconds)
+        yield written

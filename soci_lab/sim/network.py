@@ -1,0 +1,245 @@
+"""The network: a processor-sharing link inside simpy, and HTTP requests over it.
+
+:class:`Link` is an event-driven fluid model. It keeps the set of flows in flight; whenever a flow starts
+or ends (or a flow's own cap changes, during a TCP-like ramp) it advances every flow by ``rate × elapsed``,
+recomputes the rates by max-min fairness (water-filling: flows whose cap is below the fair share get their
+cap, the rest share what is left equally) and schedules one timer for the next completion. Nothing has a
+fixed per-request rate: a flow's speed is whatever the link gives it at each instant.
+
+The same class models any shared bandwidth — the host's disk is a :class:`Link` too (see ``host.py``).
+
+:class:`Network` puts HTTP on top: a request costs one RTT before the first byte (plus the registry's
+per-request overhead, plus one RTT per redirect hop), then its body flows through the link, optionally
+under a per-connection cap and a slow-start ramp (congestion window doubling every RTT from
+``init_cwnd``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import simpy
+
+from ..errors import SimulationError
+
+#: a flow with fewer bytes than this left is complete (fluid arithmetic is in floats)
+EPS_BYTES = 1e-3
+
+
+class Flow:
+    """One transfer in flight on a link."""
+
+    __slots__ = ("base_cap", "cap", "done", "nbytes", "next_ramp", "rate", "remaining", "rtt", "started", "window")
+
+    def __init__(self, nbytes: float, done: simpy.Event, cap: float, started: float) -> None:
+        self.nbytes = nbytes
+        self.remaining = float(nbytes)
+        self.done = done
+        self.base_cap = cap  # the per-connection cap (bytes/s), inf when uncapped
+        self.cap = cap  # the cap in force now (lower during a slow-start ramp)
+        self.rate = 0.0
+        self.started = started
+        self.window = 0.0  # slow start: congestion window in bytes (0 = no ramp)
+        self.rtt = 0.0
+        self.next_ramp = float("inf")
+
+
+class Link:
+    """A shared bandwidth (bytes/s) divided fairly among the flows in flight.
+
+    ``record=True`` keeps ``(time, total rate, flows)`` at every recomputation so tests can check that the
+    link never carries more than its capacity. ``max_load`` (highest total rate / capacity seen) is kept
+    always, and a recomputation exceeding the capacity raises :class:`SimulationError`.
+    """
+
+    def __init__(self, env: simpy.Environment, capacity: float, *, name: str = "link", record: bool = False) -> None:
+        if capacity <= 0:
+            raise SimulationError(f"{name}: capacity must be positive, not {capacity}")
+        self.env = env
+        self.capacity = float(capacity)
+        self.name = name
+        self.flows: list[Flow] = []
+        self.delivered = 0.0  # bytes moved so far (integral of the rates)
+        self.requested = 0  # bytes asked for
+        self.max_load = 0.0
+        self.max_flows = 0
+        self.busy_time = 0.0
+        self.history: list[tuple[float, float, int]] | None = [] if record else None
+        self._t_last = env.now
+        self._gen = 0
+
+    def transfer(
+        self, nbytes: float, *, cap: float | None = None, rtt: float = 0.0, init_window: float = 0.0
+    ) -> simpy.Event:
+        """Start moving ``nbytes``; the returned event fires when the last byte has arrived.
+
+        ``cap`` limits this flow's rate (a per-connection cap); ``init_window`` > 0 with ``rtt`` > 0 adds a
+        slow-start ramp: the flow may carry at most ``window / rtt``, and the window doubles every RTT.
+        """
+        done = self.env.event()
+        if nbytes <= 0:
+            done.succeed()
+            return done
+        self.requested += int(nbytes)
+        self._advance()
+        flow = Flow(nbytes, done, cap if cap else float("inf"), self.env.now)
+        if init_window > 0 and rtt > 0:
+            flow.window, flow.rtt = float(init_window), rtt
+            flow.next_ramp = self.env.now + rtt
+            flow.cap = min(flow.cap, flow.window / rtt)
+        self.flows.append(flow)
+        self._recompute()
+        return done
+
+    # --- the fluid model ----------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        now = self.env.now
+        dt = now - self._t_last
+        if dt > 0 and self.flows:
+            moved = 0.0
+            for f in self.flows:
+                step = f.rate * dt
+                f.remaining -= step
+                moved += step
+            self.delivered += moved
+            self.busy_time += dt
+        self._t_last = now
+
+    def _recompute(self) -> None:
+        flows = self.flows
+        now = self.env.now
+        # finish what is done; ramp what is due
+        if flows:
+            finished = [f for f in flows if f.remaining <= EPS_BYTES + 1e-12 * f.nbytes + f.rate * 1e-9]
+            if finished:
+                for f in finished:
+                    self.delivered += f.remaining  # account the sliver left by float arithmetic
+                    f.remaining = 0.0
+                    f.done.succeed()
+                flows = self.flows = [f for f in flows if f.remaining > 0.0]
+            for f in flows:
+                if f.next_ramp <= now + 1e-12:
+                    while f.next_ramp <= now + 1e-12:
+                        f.window *= 2
+                        f.next_ramp += f.rtt
+                    ramp = f.window / f.rtt
+                    if ramp >= self.capacity:  # the window no longer limits: the ramp is over
+                        f.next_ramp = float("inf")
+                        f.cap = f.base_cap
+                    else:
+                        f.cap = min(f.base_cap, ramp)
+        n = len(flows)
+        if n == 0:
+            self._note(0.0, 0)
+            return
+        # max-min fair shares with caps (water-filling)
+        capped = [f for f in flows if f.cap < self.capacity]
+        if not capped:
+            share = self.capacity / n
+            for f in flows:
+                f.rate = share
+            total = self.capacity
+        else:
+            left, k = self.capacity, n
+            total = 0.0
+            for f in sorted(flows, key=_cap_key):
+                share = left / k
+                f.rate = f.cap if f.cap < share else share
+                left -= f.rate
+                total += f.rate
+                k -= 1
+        self._note(total, n)
+        # next event: the first completion or the first binding ramp step
+        t_next = float("inf")
+        for f in flows:
+            if f.rate > 0:
+                t = f.remaining / f.rate
+                if t < t_next:
+                    t_next = t
+            if f.next_ramp != float("inf") and f.rate >= f.cap * (1 - 1e-9):
+                t = f.next_ramp - now
+                if t < t_next:
+                    t_next = t
+        if t_next == float("inf"):
+            raise SimulationError(f"{self.name}: flows in flight but none can progress")
+        self._gen += 1
+        timer = self.env.timeout(max(t_next, 0.0), value=self._gen)
+        timer.callbacks.append(self._on_timer)
+
+    def _on_timer(self, event: simpy.Event) -> None:
+        if event.value != self._gen:
+            return  # superseded by a later recomputation
+        self._advance()
+        self._recompute()
+
+    def _note(self, total: float, n: int) -> None:
+        load = total / self.capacity
+        if load > 1.0 + 1e-9:
+            raise SimulationError(f"{self.name}: carries {total:.0f} B/s over a capacity of {self.capacity:.0f}")
+        if load > self.max_load:
+            self.max_load = load
+        if n > self.max_flows:
+            self.max_flows = n
+        if self.history is not None:
+            self.history.append((self.env.now, total, n))
+
+
+def _cap_key(f: Flow) -> float:
+    return f.cap
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    """What the path to the registry looks like.
+
+    ``bandwidth`` bytes/s shared by every transfer; ``rtt`` seconds per round trip; ``request_overhead``
+    seconds of registry time per request (auth checks, storage lookup); ``redirect``: blob GETs are
+    answered by a redirect to storage (one more RTT unless the client cached the final URL);
+    ``conn_cap`` bytes/s per connection (None: none); ``slow_start``: each request's body ramps from
+    ``init_cwnd`` bytes doubling every RTT (a cold TCP connection; None of it on a warm one).
+    """
+
+    bandwidth: float = 125e6
+    rtt: float = 0.001
+    request_overhead: float = 0.0005
+    redirect: bool = False
+    conn_cap: float | None = None
+    slow_start: bool = False
+    init_cwnd: int = 10 * 1460
+
+
+class Network:
+    """HTTP requests over one shared :class:`Link`; counts requests and bytes (also per layer)."""
+
+    def __init__(self, env: simpy.Environment, params: NetworkParams, *, record: bool = False) -> None:
+        self.env = env
+        self.params = params
+        self.link = Link(env, params.bandwidth, name="network", record=record)
+        self.requests = 0
+        self.bytes = 0
+        self.by_layer: dict[str, int] = {}
+
+    def get(self, nbytes: int, *, redirect: bool = False, layer: str | None = None) -> Generator[Any, Any, float]:
+        """One GET of ``nbytes`` body bytes; use with ``yield from``. Returns the time of its first byte.
+
+        ``redirect`` adds one RTT (the hop to the storage URL) when the registry redirects blob GETs.
+        """
+        p = self.params
+        env = self.env
+        wait = p.rtt + p.request_overhead + (p.rtt if redirect and p.redirect else 0.0)
+        if wait > 0:
+            yield env.timeout(wait)
+        t_first = env.now
+        if nbytes > 0:
+            if p.slow_start and p.rtt > 0:
+                yield self.link.transfer(nbytes, cap=p.conn_cap, rtt=p.rtt, init_window=p.init_cwnd)
+            else:
+                yield self.link.transfer(nbytes, cap=p.conn_cap)
+        self.requests += 1
+        self.bytes += nbytes
+        if layer is not None:
+            self.by_layer[layer] = self.by_layer.get(layer, 0) + nbytes
+        return t_first
