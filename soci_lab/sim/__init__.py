@@ -1,0 +1,46 @@
+"""soci_lab.sim — simpy models of the pull strategies, emitting the same events as real runs.
+
+The pieces, each in a module named for what it holds:
+
+- ``image``: :class:`ImageModel` (layers, span tables, file table) with JSON save/load;
+- ``synthetic``: seeded images shaped by published statistics (:func:`generate`, :class:`SyntheticSpec`);
+- ``network``: a processor-sharing :class:`Link` and HTTP over it (:class:`NetworkParams`);
+- ``host``: cores, decompression, tar apply, disk, FUSE (:class:`HostParams`);
+- ``workload``: access traces, "read everything", synthetic start-up traces;
+- ``eager`` / ``lazy``: the sequential, parallel and lazy strategies;
+- ``run``: :func:`simulate` → :class:`SimRun`; ``sweep``: grids of runs on any Executor.
+
+Per the house rules this package imports only ``events``, ``config``, ``units``, ``errors`` and (for
+real images) the pure parts of ``ztoc``.
+"""
+
+from .host import HostParams
+from .image import FileModel, ImageModel, LayerModel, SpanModel
+from .network import Link, NetworkParams
+from .run import MODES, SUMMARY_KEYS, SimRun, simulate
+from .synthetic import SyntheticSpec, generate
+from .workload import Access, read_everything, read_trace, synthetic_trace, write_trace
+from .world import LazyParams, SimParams
+
+__all__ = [
+    "MODES",
+    "SUMMARY_KEYS",
+    "Access",
+    "FileModel",
+    "HostParams",
+    "ImageModel",
+    "LayerModel",
+    "LazyParams",
+    "Link",
+    "NetworkParams",
+    "SimParams",
+    "SimRun",
+    "SpanModel",
+    "SyntheticSpec",
+    "generate",
+    "read_everything",
+    "read_trace",
+    "simulate",
+    "synthetic_trace",
+    "write_trace",
+]

@@ -1,0 +1,126 @@
+"""Eager strategies: the containerd-like sequential baseline and SOCI's parallel pull + unpack.
+
+Sequential (containerd 1.6-like): up to ``SimParams.sequential_downloads`` (3) whole-layer downloads at a
+time in layer order; unpacking one layer at a time, in order, each as soon as it is downloaded and the
+one below it is applied (or only after every download with ``unpack_after_all``, containerd#2886).
+
+Parallel (soci-formats.md §5): every layer starts at once; each layer is fetched in chunks of
+``concurrent_download_chunk_size`` (whole layer when unset), each chunk request holding one unit of the
+per-image then the global download semaphore; a downloaded layer takes an unpack lease (per-image then
+global) and is decompressed and applied into its own directory, in whatever order downloads finish.
+Before the first layer, when ``max_concurrent_downloads_per_image != 1``, one ``Range: bytes=0-1`` GET
+pre-authorizes (``doInitialFetch``); a chunked layer makes one more such GET to check ``Accept-Ranges``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from .world import World
+
+
+def fetch_image_metadata(world: World) -> Generator[Any, Any, None]:
+    """The manifest, then the config it names (every mode starts with these)."""
+    yield from world.http(world.image.manifest_size, what="manifest")
+    yield from world.http(world.image.config_size, what="config")
+
+
+def _download_whole(world: World, li: int) -> Generator[Any, Any, None]:
+    layer = world.image.layers[li]
+    t0 = world.env.now
+    yield from world.http(layer.compressed_size, what="blob", layer=layer.digest, blob=layer.digest)
+    world.host.bytes_written += layer.compressed_size  # ingest into the content store
+    world.emit("blob_download", t0, layer=layer.digest, nbytes=layer.compressed_size)
+
+
+def sequential(world: World) -> Generator[Any, Any, None]:
+    """The containerd-like baseline; sets ``world.ready_at``."""
+    env = world.env
+    yield from fetch_image_metadata(world)
+    layers = world.image.layers
+    downloads = world.limit("sequential_downloads", world.params.sequential_downloads)
+    done = [env.event() for _ in layers]
+
+    def download(li: int) -> Generator[Any, Any, None]:
+        token = yield from downloads.acquire()
+        try:
+            yield from _download_whole(world, li)
+        finally:
+            downloads.release(token)
+        done[li].succeed()
+
+    for li in range(len(layers)):
+        env.process(download(li))
+    unpacks = world.limit("sequential_unpacks", 1)
+    if world.params.unpack_after_all:
+        yield env.all_of(done)
+    for li in range(len(layers)):
+        yield done[li]
+        token = yield from unpacks.acquire()
+        yield from world.unpack(li)
+        unpacks.release(token)
+        world.layer_how[li] = "sequential"
+    t0 = env.now
+    yield env.timeout(world.host.params.mount_s)
+    world.emit("mount", t0, what="overlay")
+    world.ready_at = env.now
+
+
+def parallel(world: World) -> Generator[Any, Any, None]:
+    """SOCI's parallel pull + unpack mode; sets ``world.ready_at``."""
+    env = world.env
+    cfg = world.config.pull_modes.parallel_pull_unpack
+    yield from fetch_image_metadata(world)
+    layers = world.image.layers
+    dl_image = world.limit("downloads_per_image", cfg.max_concurrent_downloads_per_image)
+    dl_global = world.limit("downloads", cfg.max_concurrent_downloads)
+    up_image = world.limit("unpacks_per_image", cfg.max_concurrent_unpacks_per_image)
+    up_global = world.limit("unpacks", cfg.max_concurrent_unpacks)
+    chunk = cfg.chunk_size_bytes()
+    if layers and cfg.max_concurrent_downloads_per_image != 1:
+        first = layers[0]
+        yield from world.http(2, what="initial_fetch", layer=first.digest, blob=first.digest)
+
+    def fetch_chunk(li: int, lo: int, hi: int, idx: int) -> Generator[Any, Any, None]:
+        layer = layers[li]
+        t_ask = env.now
+        t_img = yield from dl_image.acquire()
+        t_glb = yield from dl_global.acquire()
+        t0 = env.now
+        try:
+            yield from world.http(hi - lo, what="chunk", layer=layer.digest, blob=layer.digest, range=[lo, hi - 1])
+        finally:
+            dl_global.release(t_glb)
+            dl_image.release(t_img)
+        world.emit("chunk_download", t0, layer=layer.digest, span=idx, nbytes=hi - lo, queue_wait=t0 - t_ask)
+
+    def premount(li: int) -> Generator[Any, Any, None]:
+        layer = layers[li]
+        size = layer.compressed_size
+        t0 = env.now
+        if chunk > 0 and size > chunk:
+            yield from world.http(2, what="initial_fetch", layer=layer.digest, blob=layer.digest)
+            parts = [
+                env.process(fetch_chunk(li, lo, min(lo + chunk, size), k)) for k, lo in enumerate(range(0, size, chunk))
+            ]
+            yield env.all_of(parts)
+        else:
+            yield env.process(fetch_chunk(li, 0, size, 0))
+        world.host.bytes_written += size  # the ingest file
+        world.emit("blob_download", t0, layer=layer.digest, nbytes=size)
+        t_img = yield from up_image.acquire()
+        t_glb = yield from up_global.acquire()
+        try:
+            yield from world.unpack(li)
+        finally:
+            up_global.release(t_glb)
+            up_image.release(t_img)
+        world.layer_how[li] = "parallel"
+
+    jobs = [env.process(premount(li)) for li in range(len(layers))]
+    yield env.all_of(jobs)
+    t0 = env.now
+    yield env.timeout(world.host.params.mount_s)
+    world.emit("mount", t0, what="overlay")
+    world.ready_at = env.now

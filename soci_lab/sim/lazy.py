@@ -1,0 +1,295 @@
+"""Lazy loading: the span manager, the background fetcher, prefetch, and the lazy pull itself.
+
+Mirrors soci-formats.md §4.4–4.8:
+
+- mount: manifest and config, the SOCI index, then every zTOC (and prefetch artifact) concurrently; the
+  pre-resolver resolves every indexed layer's blob URL at once (one ``Range: bytes=0-1`` GET each, as after
+  PR #2029); containerd then prepares layers in order — an indexed layer waits for its resolution, runs
+  its prefetch spans synchronously and is FUSE-mounted; a layer without a zTOC (smaller than
+  ``min_layer_size``, or zstd) is fetched whole and unpacked locally, blocking the layers above it;
+- :class:`SpanManager`: span states ``unrequested → requested → fetched | uncompressed`` with
+  single flight (concurrent readers of a span wait for the one fetch in progress), an on-demand fetch
+  (GET the span's compressed bytes, verify, decompress the whole span, cache it uncompressed) and the
+  background fetch (GET, verify, cache compressed → ``fetched``; a later read decompresses from cache);
+- reads resolve every span the range touches concurrently (``GetContents``' errgroup), then pay one FUSE
+  request per ``fuse_max_read`` bytes;
+- :class:`BackgroundFetcher`: after the first FUSE mount it sleeps ``silence_period``, then starts at
+  most one span fetch per ``fetch_period`` across all layers, round-robin, each layer from span 0 up,
+  skipping spans already requested.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator
+from typing import Any
+
+import simpy
+
+from .eager import fetch_image_metadata
+from .image import FileModel, LayerModel
+from .world import World
+
+UNREQUESTED, REQUESTED, FETCHED, UNCOMPRESSED = 0, 1, 2, 3
+
+
+class SpanManager:
+    """The spans of one indexed layer and their cache."""
+
+    def __init__(self, world: World, li: int) -> None:
+        self.world = world
+        self.li = li
+        self.layer: LayerModel = world.image.layers[li]
+        self.digest = self.layer.digest
+        self.state = bytearray(len(self.layer.spans))
+        self.pending: dict[int, simpy.Event] = {}
+        self.bg_cursor = 0
+        self.fetches = 0  # on-demand span fetches (SynchronousReadRegistryFetchCount)
+        self.bg_fetches = 0
+
+    # --- reads --------------------------------------------------------------------------------------
+
+    def get_contents(self, u_start: int, u_end: int) -> Generator[Any, Any, None]:
+        """Make every span of ``[u_start, u_end)`` uncompressed (fetching what is missing, in parallel)."""
+        layer = self.layer
+        first = layer.span_id(u_start)
+        last = layer.span_id(u_end) if self.world.params.lazy.touch_end_span else layer.span_id(max(u_start, u_end - 1))
+        state = self.state
+        env = self.world.env
+        work = []
+        for i in range(first, last + 1):
+            if state[i] == UNCOMPRESSED:
+                self.world.rec.emit("cache_hit", env.now, env.now, layer=self.digest, span=i)
+            else:
+                work.append(i)
+        if len(work) == 1:
+            yield from self.ensure(work[0])
+        elif work:
+            yield env.all_of([env.process(self.ensure(i)) for i in work])
+
+    def ensure(self, i: int, *, why: str = "read") -> Generator[Any, Any, None]:
+        """Bring span ``i`` to ``uncompressed`` (``ResolveSpan``/``getSpanContent``), single flight."""
+        state = self.state
+        env = self.world.env
+        while True:
+            st = state[i]
+            if st == UNCOMPRESSED:
+                return
+            if st == REQUESTED:
+                yield self.pending[i]
+                continue
+            done = self.pending[i] = env.event()
+            was = st
+            state[i] = REQUESTED
+            if was == UNREQUESTED:
+                yield from self._fetch(i, bg=False, why=why)
+            yield from self._decompress(i, from_cache=was == FETCHED)
+            state[i] = UNCOMPRESSED
+            del self.pending[i]
+            done.succeed()
+            return
+
+    # --- background ---------------------------------------------------------------------------------
+
+    def next_unrequested(self) -> int | None:
+        """The background cursor's next span still unrequested, or None when the layer is done."""
+        state = self.state
+        n = len(state)
+        while self.bg_cursor < n and state[self.bg_cursor] != UNREQUESTED:
+            self.bg_cursor += 1
+        return self.bg_cursor if self.bg_cursor < n else None
+
+    def fetch_single(self, i: int) -> Generator[Any, Any, None]:
+        """``FetchSingleSpan``: fetch and cache span ``i`` compressed, if nobody has asked for it yet."""
+        if self.state[i] != UNREQUESTED:
+            return
+        env = self.world.env
+        done = self.pending[i] = env.event()
+        self.state[i] = REQUESTED
+        t0 = env.now
+        yield from self._fetch(i, bg=True, why="background")
+        span = self.layer.spans[i]
+        yield self.world.host.write(span.c_size)
+        self.state[i] = FETCHED
+        del self.pending[i]
+        done.succeed()
+        self.world.emit("bg_fetch", t0, layer=self.digest, span=i, nbytes=span.c_size)
+
+    # --- steps --------------------------------------------------------------------------------------
+
+    def _fetch(self, i: int, *, bg: bool, why: str) -> Generator[Any, Any, None]:
+        world = self.world
+        span = self.layer.spans[i]
+        t0 = world.env.now
+        yield from world.http(
+            span.c_size, what="span", layer=self.digest, blob=self.digest, range=[span.c_start, span.c_end - 1]
+        )
+        if bg:
+            self.bg_fetches += 1
+        else:
+            self.fetches += 1
+        world.emit("span_fetch", t0, layer=self.digest, span=i, nbytes=span.c_size, background=bg, why=why)
+        if not world.config.disable_verification:
+            t1 = world.env.now
+            yield from world.host.cpu(span.c_size / world.host.params.verify_rate)
+            world.emit("span_verify", t1, layer=self.digest, span=i, nbytes=span.c_size)
+
+    def _decompress(self, i: int, *, from_cache: bool) -> Generator[Any, Any, None]:
+        world = self.world
+        span = self.layer.spans[i]
+        host = world.host
+        t0 = world.env.now
+        # the whole span is inflated (from its checkpoint) and cached uncompressed
+        yield from host.cpu_and_write(host.params.decompress_s(self.layer.compression, span.u_size), span.u_size)
+        world.emit("span_decompress", t0, layer=self.digest, span=i, nbytes=span.u_size, from_cache=from_cache)
+
+
+class BackgroundFetcher:
+    """The rate-limited fetcher of every span, round-robin over layers (soci-formats.md §4.8)."""
+
+    def __init__(self, world: World, managers: list[SpanManager]) -> None:
+        self.world = world
+        cfg = world.config.background_fetch
+        self.period = cfg.fetch_period_msec / 1000
+        self.silence = cfg.silence_period_msec / 1000
+        limit = cfg.max_queue_size if cfg.max_queue_size > 0 else len(managers)
+        if cfg.drop_policy == "oldest":
+            self.queue = deque(managers[-limit:])
+        else:
+            self.queue = deque(managers[:limit])
+        self.started: list[float] = []  # start time of every background fetch (for the property tests)
+
+    def run(self, first_mount: simpy.Event) -> Generator[Any, Any, None]:
+        env = self.world.env
+        yield first_mount
+        yield env.timeout(self.silence)
+        queue = self.queue
+        while queue:
+            sm = queue.popleft()
+            i = sm.next_unrequested()
+            if i is None:
+                continue
+            self.started.append(env.now)
+            env.process(sm.fetch_single(i))
+            if sm.next_unrequested() is not None:
+                queue.append(sm)
+            yield env.timeout(self.period)
+
+
+class LazyPull:
+    """The lazy pull of one image: mounting, then serving the workload's reads."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.managers: dict[int, SpanManager] = {
+            li: SpanManager(world, li) for li, layer in enumerate(world.image.layers) if layer.indexed
+        }
+        self.first_mount = world.env.event()
+        self.bg: BackgroundFetcher | None = None
+
+    @property
+    def strategy(self) -> str:
+        cfg = self.world.config
+        return "lazy+prefetch" if cfg.prefetch.enable and self.world.image.prefetch_spans else "lazy"
+
+    def mount(self) -> Generator[Any, Any, None]:
+        """Everything up to ready; sets ``world.ready_at``."""
+        world = self.world
+        env = world.env
+        image = world.image
+        yield from fetch_image_metadata(world)
+        t0 = env.now
+        yield from world.http(image.index_size, what="soci_index")
+        world.emit("index_fetch", t0, nbytes=image.index_size)
+
+        def ztoc(li: int) -> Generator[Any, Any, None]:
+            layer = image.layers[li]
+            t1 = env.now
+            yield from world.http(layer.ztoc_size, what="ztoc", layer=layer.digest)
+            world.emit("ztoc_fetch", t1, layer=layer.digest, nbytes=layer.ztoc_size)
+
+        fetches = [env.process(ztoc(li)) for li in self.managers]
+        if image.prefetch_spans:
+            fetches.append(env.process(world.http(200 * len(image.prefetch_spans), what="prefetch_artifact")))
+        if fetches:
+            yield env.all_of(fetches)
+        resolvers = world.limit("preresolve", world.config.max_concurrency)
+
+        def resolve(li: int) -> Generator[Any, Any, None]:
+            token = yield from resolvers.acquire()
+            layer = image.layers[li]
+            yield from world.http(2, what="resolve", layer=layer.digest, blob=layer.digest)
+            resolvers.release(token)
+
+        resolved = {li: env.process(resolve(li)) for li in self.managers}
+        if not world.config.background_fetch.disable and self.managers:
+            self.bg = BackgroundFetcher(world, list(self.managers.values()))
+            env.process(self.bg.run(self.first_mount))
+        for li, layer in enumerate(image.layers):
+            if li in self.managers:
+                yield resolved[li]
+                yield from self._prefetch(li)
+                t1 = env.now
+                yield env.timeout(world.host.params.mount_s)
+                world.emit("mount", t1, layer=layer.digest, what="fuse")
+                if not self.first_mount.triggered:
+                    self.first_mount.succeed()
+                world.layer_how[li] = "lazy"
+            else:
+                t1 = env.now
+                yield from world.http(layer.compressed_size, what="blob", layer=layer.digest, blob=layer.digest)
+                world.host.bytes_written += layer.compressed_size
+                world.emit("blob_download", t1, layer=layer.digest, nbytes=layer.compressed_size)
+                yield from world.unpack(li)
+                world.layer_how[li] = "local"
+        t1 = env.now
+        yield env.timeout(world.host.params.mount_s)
+        world.emit("mount", t1, what="overlay")
+        world.ready_at = env.now
+
+    def _prefetch(self, li: int) -> Generator[Any, Any, None]:
+        world = self.world
+        ranges = world.image.prefetch_spans.get(li)
+        if not world.config.prefetch.enable or not ranges:
+            return
+        env = world.env
+        sm = self.managers[li]
+        cores = world.host.params.cores
+        mc = world.config.prefetch.max_concurrency
+        workers = world.limit("prefetch", min(cores, mc) if mc > 0 else cores)
+        t0 = env.now
+        n_spans = len(sm.state)
+        ids = sorted({i for a, b in ranges for i in range(max(0, a), min(b, n_spans - 1) + 1)})
+
+        def one(i: int) -> Generator[Any, Any, None]:
+            token = yield from workers.acquire()
+            try:
+                yield from sm.ensure(i, why="prefetch")
+            finally:
+                workers.release(token)
+
+        yield env.all_of([env.process(one(i)) for i in ids])
+        nbytes = sum(sm.layer.spans[i].c_size for i in ids)
+        world.emit("prefetch", t0, layer=sm.digest, nbytes=nbytes, spans=len(ids))
+
+    # --- workload side ------------------------------------------------------------------------------
+
+    def read(self, f: FileModel, off: int, size: int) -> Generator[Any, Any, None]:
+        """A read of ``size`` bytes at ``off`` in ``f``: through FUSE for lazy layers, local otherwise."""
+        world = self.world
+        sm = self.managers.get(f.layer)
+        hp = world.host.params
+        if sm is None:
+            yield world.env.timeout(hp.syscall_s + size / hp.local_read_rate)
+            return
+        if size > 0:
+            u0 = f.offset + off
+            yield from sm.get_contents(u0, u0 + size)
+        n_ops = max(1, -(-size // hp.fuse_max_read))
+        yield world.env.timeout(n_ops * hp.fuse_op_s + size / hp.local_read_rate)
+
+    def meta_op(self, op: str, f: FileModel | None) -> Generator[Any, Any, None]:
+        """stat/open/readdir/readlink: one FUSE request for a lazy layer's entry, a syscall otherwise."""
+        hp = self.world.host.params
+        cost = hp.fuse_op_s if f is not None and f.layer in self.managers else hp.syscall_s
+        yield self.world.env.timeout(cost)

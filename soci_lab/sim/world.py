@@ -1,0 +1,225 @@
+"""One simulation's world: the simpy environment, the image, the network, the host and the recorder.
+
+Strategies (``eager.py``, ``lazy.py``) are processes in this world. What they share lives here: the
+parameters that are not soci config keys (:class:`SimParams`), the HTTP helper that emits
+``http_request`` events, the workload replay loop, and the bookkeeping of the summary (bytes read,
+concurrency high-water marks that the property tests check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from ..config import Config
+from ..events import EventRecorder
+from .host import Host, HostParams
+from .image import FileModel, ImageModel
+from .network import Network, NetworkParams
+from .workload import Access
+
+
+@dataclass(frozen=True)
+class LazyParams:
+    """Lazy-mode knobs that are not soci config keys.
+
+    ``touch_end_span``: a read whose end falls exactly on a span boundary also resolves the next span
+    (upstream's ``GetContents`` maps the exclusive end with ``SpanID``, soci-formats.md §4.5).
+    """
+
+    touch_end_span: bool = True
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """Everything about a simulation that soci's ``config.toml`` does not say.
+
+    ``sequential_downloads``: containerd's concurrent layer downloads in sequential mode (3);
+    ``unpack_after_all``: containerd ≤ 1.6 behaviour where unpacking starts only after every download
+    (containerd#2886); ``record``: keep link histories for checks (slower).
+    """
+
+    network: NetworkParams = field(default_factory=NetworkParams)
+    host: HostParams = field(default_factory=HostParams)
+    lazy: LazyParams = field(default_factory=LazyParams)
+    sequential_downloads: int = 3
+    unpack_after_all: bool = False
+    record: bool = False
+
+
+class Limit:
+    """A concurrency limit (``n <= 0`` means unlimited, as SemaphoreWithNil) that remembers its peak."""
+
+    def __init__(self, env: simpy.Environment, n: int, name: str) -> None:
+        self.name = name
+        self.limit = n if n > 0 else 0
+        self.resource = simpy.Resource(env, capacity=n) if n > 0 else None
+        self.in_use = 0
+        self.peak = 0
+
+    def acquire(self) -> Generator[Any, Any, Any]:
+        """Wait for a unit; returns a token for :meth:`release`."""
+        req = None
+        if self.resource is not None:
+            req = self.resource.request()
+            yield req
+        self.in_use += 1
+        if self.in_use > self.peak:
+            self.peak = self.in_use
+        return req
+
+    def release(self, token: Any) -> None:
+        self.in_use -= 1
+        if token is not None and self.resource is not None:
+            self.resource.release(token)
+
+
+class World:
+    """The shared state of one simulated run."""
+
+    def __init__(
+        self,
+        image: ImageModel,
+        *,
+        mode: str,
+        config: Config,
+        params: SimParams,
+        recorder: EventRecorder,
+        env: simpy.Environment,
+    ) -> None:
+        self.image = image
+        self.mode = mode
+        self.config = config
+        self.params = params
+        self.env = env
+        self.rec = recorder
+        self.net = Network(env, params.network, record=params.record)
+        self.host = Host(env, params.host, record=params.record)
+        self.limits: dict[str, Limit] = {}
+        self.reads: list[tuple[str, int, int]] = []
+        self.ready_at: float | None = None
+        self.workload_done_at: float | None = None
+        self.layer_how: dict[int, str] = {}
+        self._resolved_blobs: set[str] = set()
+
+    def limit(self, name: str, n: int) -> Limit:
+        """A named concurrency limit, created once."""
+        if name not in self.limits:
+            self.limits[name] = Limit(self.env, n, name)
+        return self.limits[name]
+
+    def emit(self, kind: str, t0: float, **kw: Any) -> None:
+        """Record an event ending now."""
+        self.rec.emit(kind, t0, self.env.now, **kw)
+
+    def http(
+        self, nbytes: int, *, what: str, layer: str | None = None, blob: str | None = None, **attrs: Any
+    ) -> Generator[Any, Any, float]:
+        """One GET; pays the redirect hop on the first request to each blob. Returns its start time."""
+        t0 = self.env.now
+        redirect = blob is not None and blob not in self._resolved_blobs
+        if blob is not None:
+            self._resolved_blobs.add(blob)
+        yield from self.net.get(nbytes, redirect=redirect, layer=layer)
+        self.rec.emit(
+            "http_request",
+            t0,
+            self.env.now,
+            layer=layer,
+            nbytes=nbytes,
+            what=what,
+            redirected=bool(redirect and self.params.network.redirect),
+            **attrs,
+        )
+        return t0
+
+    def unpack(self, li: int, *, strategy_verify: bool = True) -> Generator[Any, Any, None]:
+        """Decompress and apply a whole layer (one core, streaming to disk); diffID verified alongside."""
+        layer = self.image.layers[li]
+        host = self.host
+        hp = host.params
+        n_files = self._files_in_layer(li)
+        dec_s = hp.decompress_s(layer.compression, layer.uncompressed_size)
+        apply_s = hp.apply_s(n_files, layer.uncompressed_size)
+        t0 = self.env.now
+        verify = None
+        if strategy_verify and not self.config.disable_verification:
+            verify = self.env.process(host.cpu(layer.uncompressed_size / hp.verify_rate))
+        yield from host.cpu_and_write(dec_s + apply_s, layer.uncompressed_size)
+        if verify is not None:
+            yield verify
+        t1 = self.env.now
+        self.rec.emit(
+            "decompress",
+            t0,
+            t1,
+            layer=layer.digest,
+            nbytes=layer.uncompressed_size,
+            cpu_s=dec_s,
+            compression=layer.compression,
+        )
+        self.rec.emit("apply", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size, cpu_s=apply_s, files=n_files)
+        if verify is not None:
+            self.rec.emit("verify", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size, what="diff_id")
+
+    def _files_in_layer(self, li: int) -> int:
+        counts = self.image.meta.get("_file_counts")
+        if counts is None:
+            counts = [0] * len(self.image.layers)
+            for f in self.image.files:
+                counts[f.layer] += 1
+            self.image.meta["_file_counts"] = counts
+        return counts[li]
+
+    def replay(
+        self,
+        accesses: list[Access],
+        read: Callable[[FileModel, int, int], Generator[Any, Any, None]],
+        meta_op: Callable[[str, FileModel | None], Generator[Any, Any, None]],
+    ) -> Generator[Any, Any, None]:
+        """Run the workload: accesses in order, each no earlier than its ``t_s`` after the start."""
+        env = self.env
+        start = env.now
+        view = self.image.view()
+        reads = self.reads
+        rec = self.rec
+        for a in accesses:
+            due = start + a.t
+            if due > env.now:
+                yield env.timeout(due - env.now)
+            f = view.get(a.path)
+            t0 = env.now
+            if a.op == "read":
+                if f is None or f.type != "reg":
+                    rec.emit("file_read", t0, t0, path=a.path, ok=False, error="ENOENT")
+                    continue
+                off = min(a.offset, f.size)
+                size = min(a.size, f.size - off)
+                yield from read(f, off, size)
+                reads.append((a.path, off, off + size))
+                rec.emit("file_read", t0, env.now, path=a.path, nbytes=size, layer=self.image.layers[f.layer].digest)
+            else:
+                yield from meta_op(a.op, f)
+                rec.emit(
+                    "file_op",
+                    t0,
+                    env.now,
+                    path=a.path,
+                    ok=f is not None,
+                    op=a.op,
+                    error=None if f is not None else "ENOENT",
+                )
+        self.workload_done_at = env.now
+        rec.emit("workload", start, env.now, accesses=len(accesses))
+
+    # --- the eager-side reader (files on local disk) ------------------------------------------------
+
+    def local_read(self, f: FileModel, off: int, size: int) -> Generator[Any, Any, None]:
+        hp = self.host.params
+        yield self.env.timeout(hp.syscall_s + size / hp.local_read_rate)
+
+    def local_meta(self, op: str, f: FileModel | None) -> Generator[Any, Any, None]:
+        yield self.env.timeout(self.host.params.syscall_s)
