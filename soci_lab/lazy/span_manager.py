@@ -34,6 +34,7 @@ from ..errors import (
     IncorrectSpanDigest,
     InvalidInput,
     NonMonotonicCheckpoints,
+    SociLabError,
     SpanNotAvailable,
 )
 from ..events import EventRecorder, NullRecorder
@@ -375,9 +376,16 @@ class SpanManager:
             async def one(i: int) -> None:
                 parts[i] = await self.span_bytes(i)
 
-            async with anyio.create_task_group() as tg:
-                for i in ids:
-                    tg.start_soon(one, i)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for i in ids:
+                        tg.start_soon(one, i)
+            except BaseExceptionGroup as group:
+                # one clear error for the caller (the FUSE layer turns it into EIO) when all failures are ours
+                leaves = _leaves(group)
+                if leaves and all(isinstance(e, SociLabError) for e in leaves):
+                    raise leaves[0] from group
+                raise
         out = []
         for i in ids:
             s = self.spans[i]
@@ -399,6 +407,13 @@ class SpanManager:
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
