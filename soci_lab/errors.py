@@ -248,3 +248,18 @@ class BuildQueueFull(StoreError):
 
 class SimulationError(SociLabError):
     """A simulation was configured inconsistently."""
+
+
+# --- netlab (embedded registry, shaping proxy) ----------------------------------------------------
+
+
+class NetlabError(SociLabError):
+    """The embedded registry or the shaping proxy failed."""
+
+
+class ServerStartError(NetlabError):
+    """A loopback server (embedded registry, shaping proxy) could not start."""
+
+
+class InvalidFaultSpec(InvalidInput):
+    """A ``--faults`` spec string cannot be parsed (unknown key, rate outside [0, 1], rates summing above 1)."""

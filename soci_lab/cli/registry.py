@@ -1,0 +1,42 @@
+"""``soci-lab registry serve``: the embedded OCI registry on a loopback port (see docs/cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``registry`` command group."""
+    group = subparsers.add_parser("registry", help="the embedded OCI registry")
+    sub = group.add_subparsers(dest="registry_command", metavar="SUBCOMMAND", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="serve OCI layouts over the distribution API; prints the base URL first",
+        description=(
+            "Serve the repositories under --root (one OCI image layout per repository, <root>/<repo>/) "
+            "over the OCI distribution API: pull, push, ranged GETs, referrers. Prints the base URL as "
+            "the first line of stdout, then serves until SIGINT/SIGTERM."
+        ),
+    )
+    serve.add_argument("--root", default=None, help="directory of repositories (default: a temporary one)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    serve.add_argument("--bandwidth", default=None, help="limit for all responses together, e.g. 100Mbit")
+    serve.add_argument("--latency", default=None, help="delay added before each response, e.g. 20ms")
+    serve.add_argument("--user", default=None, help="USER:PASS: require token auth with this one user")
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..netlab import EmbeddedRegistry
+    from ..netlab.serve import serve_until_signalled
+
+    auth = None
+    if args.user:
+        user, _, password = args.user.partition(":")
+        auth = (user, password)
+    registry = EmbeddedRegistry(
+        root=args.root, host=args.host, port=args.port, bandwidth=args.bandwidth, latency=args.latency, auth=auth
+    )
+    return serve_until_signalled(registry)
