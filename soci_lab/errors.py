@@ -263,3 +263,18 @@ class ServerStartError(NetlabError):
 
 class InvalidFaultSpec(InvalidInput):
     """A ``--faults`` spec string cannot be parsed (unknown key, rate outside [0, 1], rates summing above 1)."""
+
+
+# --- images (build, copy) -------------------------------------------------------------------------
+
+
+class ImageBuildError(SociLabError):
+    """An image or layer could not be built from its source directories."""
+
+
+class LayerSourceError(ImageBuildError):
+    """A layer's source is missing or is not a directory."""
+
+
+class UnreadableFile(ImageBuildError):
+    """A file or directory in a layer's source cannot be read (permissions)."""
