@@ -275,12 +275,17 @@ class GzipScan:
 
 
 def scan_gzip(
-    src: BinaryIO, span_size: int, sink: Callable[[memoryview], None] | None = None
+    src: BinaryIO,
+    span_size: int,
+    sink: Callable[[memoryview], None] | None = None,
+    limit: Callable[[], int | None] | None = None,
 ) -> GzipScan:
     """Inflate a (multi-member) gzip stream once: checkpoints, span digests and sizes.
 
     ``sink`` receives the uncompressed stream in order as memoryviews valid only during the call (the TOC
-    scanner uses it). ``src`` needs only ``readinto`` (or ``read``).
+    scanner uses it). ``src`` needs only ``readinto`` (or ``read``). ``limit()`` may return the end of the
+    useful uncompressed data once known (the tar end): no checkpoint is placed at or beyond it, so the last
+    span never starts past ``uncompressed_archive_size`` (trailing tar record padding or an extra member).
     """
     if span_size <= 0:
         raise FormatError(f"span size must be positive, not {span_size}")
@@ -301,6 +306,7 @@ def scan_gzip(
 
     totin = totout = last = 0
     fill = 0  # output bytes in outbuf[WINSIZE : WINSIZE+fill]
+    fed = 0  # of which already given to the sink
     member_done = False
 
     with z.Inflater(z.WBITS_AUTO) as inf:
@@ -324,10 +330,10 @@ def scan_gzip(
                     inf.reset(z.WBITS_AUTO)
                     member_done = False
                 if fill == _OUT_CHUNK:
-                    if sink is not None:
-                        sink(outmv[WINSIZE : WINSIZE + _OUT_CHUNK])
+                    if sink is not None and fed < fill:
+                        sink(outmv[WINSIZE + fed : WINSIZE + _OUT_CHUNK])
                     ctypes.memmove(outaddr, outaddr + _OUT_CHUNK, WINSIZE)
-                    fill = 0
+                    fill = fed = 0
                 avail_in = s.avail_in
                 room = _OUT_CHUNK - fill
                 s.next_out = outaddr + WINSIZE + fill
@@ -346,6 +352,13 @@ def scan_gzip(
                     raise FormatError(f"invalid gzip data at byte {totin}: {inf.message()}")
                 dt = s.data_type
                 if dt & 128 and not dt & 64 and (totout == 0 or totout - last > span_size):
+                    if limit is not None and totout:
+                        if sink is not None and fed < fill:
+                            sink(outmv[WINSIZE + fed : WINSIZE + fill])
+                            fed = fill
+                        end = limit()
+                        if end is not None and totout >= end:
+                            continue
                     b_ = dt & 7
                     # close the running span's digest at `totin`, start the next one
                     k = totin - base
@@ -362,8 +375,8 @@ def scan_gzip(
                 hasher.update(inmv[hashed - base : n])
             hashed = base + n
             prev_last_byte = bytes(inmv[n - 1 : n])
-        if sink is not None and fill:
-            sink(outmv[WINSIZE : WINSIZE + fill])
+        if sink is not None and fed < fill:
+            sink(outmv[WINSIZE + fed : WINSIZE + fill])
     if not checkpoints:
         raise FormatError("not a gzip stream (no deflate data found)")
     if not member_done:
