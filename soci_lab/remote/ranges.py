@@ -1,0 +1,160 @@
+"""Reading blob bytes over HTTP: whole bodies and inclusive byte ranges, resumable after breaks.
+
+:func:`fetch_into` is the one loop every download goes through. It sends the GET (with ``Range`` when a
+range is asked, or when resuming), accepts ``206`` (checking that ``Content-Range`` starts where it was
+asked and ends there or at the blob's end) and ``200`` (skipping to the wanted offset, as soci's
+``GetContentWithRange`` callers should), passes the bytes to a sink, and when the body breaks mid-way
+asks again from the first byte not yet delivered, spending the same :class:`RetryBudget` as status retries.
+Redirects to storage URLs are followed, and with ``cache_redirect`` the final URL is remembered and used
+directly next time (soci's parallel pull ``CacheRedirects``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+
+from ..errors import InvalidInput, RegistryError, TruncatedBody
+from .retry import redact_url
+from .transport import RetryBudget, Transport
+
+Sink = Callable[[bytes], Awaitable[None]]
+
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+def check_range(lower: int, upper: int) -> None:
+    """Reject ``lower > upper`` and negative offsets (soci: "illogical content range")."""
+    if not isinstance(lower, int) or not isinstance(upper, int) or isinstance(lower, bool) or isinstance(upper, bool):
+        raise InvalidInput(f"content range offsets must be integers, not {lower!r}-{upper!r}")
+    if lower < 0 or upper < lower:
+        raise InvalidInput(f"illogical content range {lower}-{upper} (need 0 <= lower <= upper)")
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes b-e/total`` → ``(b, e, total)`` (``total`` None for ``*``); None when absent or malformed."""
+    if not value:
+        return None
+    m = _CONTENT_RANGE_RE.fullmatch(value.strip())
+    if not m:
+        return None
+    b, e, t = m.groups()
+    return int(b), int(e), None if t == "*" else int(t)
+
+
+async def fetch_into(
+    transport: Transport,
+    url: str,
+    sink: Sink,
+    *,
+    lower: int = 0,
+    upper: int | None = None,
+    ranged: bool = True,
+    scopes: tuple[str, ...] | None = (),
+    budget: RetryBudget | None = None,
+    cache_redirect: bool = False,
+) -> int:
+    """Deliver bytes ``lower..upper`` (inclusive; ``upper=None`` = to the end) of ``url`` to ``sink``.
+
+    ``ranged=False`` sends the first GET without a ``Range`` header (whole-blob download; ``lower`` must
+    be 0); resumptions always use one. Returns the number of bytes delivered, which is
+    ``upper - lower + 1`` unless the blob ends sooner.
+    """
+    if upper is not None:
+        check_range(lower, upper)
+    elif lower < 0:
+        raise InvalidInput(f"illogical content range start {lower}")
+    budget = budget or RetryBudget(transport.policy)
+    pos = lower
+    first = True
+    while upper is None or pos <= upper:
+        headers: dict[str, str] = {}
+        if ranged or not first or pos > 0:
+            headers["Range"] = f"bytes={pos}-{'' if upper is None else upper}"
+        first = False
+        exchange = await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
+                                        follow_redirects=True, cache_redirect=cache_redirect, budget=budget)
+        ended_cleanly = False
+        try:
+            skip = 0
+            if exchange.status == 206:
+                parsed = parse_content_range(exchange.headers.get("Content-Range"))
+                if parsed is None:
+                    raise RegistryError(
+                        f"GET {redact_url(url)}: 206 without a valid Content-Range "
+                        f"({exchange.headers.get('Content-Range')!r})", status=206)
+                start, end, total = parsed
+                at_end = total is not None and end == total - 1
+                if start != pos or (upper is not None and end != upper and not (at_end and end < upper)) or (
+                    upper is None and total is not None and not at_end
+                ):
+                    raise RegistryError(
+                        f"GET {redact_url(url)}: asked for bytes {pos}-{'' if upper is None else upper}, "
+                        f"got Content-Range {exchange.headers.get('Content-Range')!r}", status=206)
+                upper = end if upper is None else min(upper, end)
+            else:
+                skip = pos
+                length = exchange.response.headers.get("Content-Length")
+                if length is not None and length.isdigit():
+                    last = int(length) - 1
+                    if pos > last:
+                        raise RegistryError(f"GET {redact_url(url)}: offset {pos} is past the end of a "
+                                            f"{int(length)}-byte blob", status=200)
+                    upper = last if upper is None else min(upper, last)
+            async with aclosing(exchange.aiter_raw()) as body:
+                async for chunk in body:
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    if upper is not None and pos + len(chunk) > upper + 1:
+                        chunk = chunk[: upper + 1 - pos]
+                    if chunk:
+                        pos += len(chunk)
+                        await sink(chunk)
+                    if upper is not None and pos > upper:
+                        break
+                else:
+                    ended_cleanly = True
+        except TruncatedBody as exc:
+            await budget.spend("GET", url, str(exc).rpartition("(")[2].rstrip(")") or "body broke", exchange.status,
+                               None)
+            continue
+        finally:
+            await exchange.aclose()
+        if upper is None and ended_cleanly:
+            return pos - lower  # no length announced: the body's end is the blob's end
+        if upper is not None and pos <= upper:
+            # the body ended cleanly but short (truncated by a proxy): ask for the rest
+            await budget.spend("GET", url, f"body ended after {pos - lower} of {upper - lower + 1} bytes",
+                               exchange.status, None)
+    return pos - lower
+
+
+async def get_content_with_range(
+    transport: Transport,
+    url: str,
+    lower: int,
+    upper: int,
+    *,
+    scopes: tuple[str, ...] | None = (),
+    cache_redirect: bool = True,
+) -> bytes:
+    """The bytes ``lower..upper`` (inclusive) of ``url`` (soci's ``GetContentWithRange``), in memory.
+
+    Raises ``InvalidInput`` for an illogical range, ``RangeNotSatisfiable`` on 416, ``TruncatedBody``
+    when the blob ends before ``upper``.
+    """
+    check_range(lower, upper)
+    parts: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        parts.append(chunk)
+
+    n = await fetch_into(transport, url, sink, lower=lower, upper=upper, scopes=scopes, cache_redirect=cache_redirect)
+    if n != upper - lower + 1:
+        raise TruncatedBody(f"GET {redact_url(url)}: the blob ends after {n} of the {upper - lower + 1} bytes asked")
+    return b"".join(parts)
