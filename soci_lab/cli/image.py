@@ -1,0 +1,231 @@
+"""``soci-lab image``: build images from directories, copy them, check them, make the sample image's trees.
+
+Usage errors (exit 2, from argparse): a malformed REF, an unknown compression, a level or size that does
+not parse. Runtime failures (exit 1, one line): a layer directory that is missing or unreadable, a
+registry that refuses. A socket in a layer directory cannot be stored in a tar: it is skipped with a
+``warning:`` line on stderr, as GNU tar does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput
+from ..oci import Platform, Reference
+from ..units import parse_size
+
+
+def _ref(text: str) -> Reference:
+    try:
+        return Reference.parse(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    try:
+        n = parse_size(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return n
+
+
+def _level(lo: int, hi: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}, not {n}")
+        return n
+
+    return parse
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _argv(text: str) -> list[str]:
+    """A JSON array (``'["sh","-c","x"]'``) or a shell-quoted string (``'sh -c x'``)."""
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON array: {exc}") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise argparse.ArgumentTypeError("must be a JSON array of strings")
+        return value
+    return shlex.split(text)
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("scale must be positive")
+    return value
+
+
+def _add_registry_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
+    p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("image", help="build, copy and check images")
+    sub = group.add_subparsers(dest="image_command", metavar="SUBCOMMAND", required=True)
+
+    b = sub.add_parser(
+        "build",
+        help="build an image, one layer per directory",
+        description="Build an image, one deterministic layer per --layer directory (bottom first), and "
+        "push it to REF (HOST[:PORT]/REPO[:TAG]) or write it to an OCI layout (oci:PATH[:TAG]). "
+        "Prints the manifest digest.",
+    )
+    b.add_argument(
+        "--layer",
+        dest="layers",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="a directory that becomes one layer (repeat, bottom first)",
+    )
+    b.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    b.add_argument("--gzip-level", type=_level(0, 9), default=6, metavar="N", help="gzip level 0..9 (default 6)")
+    b.add_argument("--zstd-level", type=_level(1, 22), default=3, metavar="N", help="zstd level 1..22 (default 3)")
+    b.add_argument(
+        "--span-size",
+        type=_size,
+        default=4 << 20,
+        metavar="S",
+        help="zstd: uncompressed bytes per frame (default 4MiB); ignored for gzip and none",
+    )
+    b.add_argument("--platform", type=_platform, help="os/arch[/variant] of the config (default: this host)")
+    b.add_argument("--cmd", type=_argv, help="Cmd: a JSON array or a shell-quoted string")
+    b.add_argument("--entrypoint", type=_argv, help="Entrypoint: a JSON array or a shell-quoted string")
+    b.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="Env entry (repeat)")
+    b.add_argument("--workdir", help="WorkingDir")
+    b.add_argument("--jobs", type=_level(1, 64), default=None, metavar="N", help="layers built at once")
+    _add_registry_options(b)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("ref", type=_ref, metavar="REF")
+    b.set_defaults(handler=cmd_build)
+
+    c = sub.add_parser(
+        "copy",
+        help="copy an image between registries and OCI layouts",
+        description="Copy an image (index, manifests, configs, layers) from SRC to DST; each is "
+        "HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]. Every blob is verified against its digest.",
+    )
+    c.add_argument("src", type=_ref, metavar="SRC")
+    c.add_argument("dst", type=_ref, metavar="DST")
+    _add_registry_options(c)
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(handler=cmd_copy)
+
+    v = sub.add_parser(
+        "verify",
+        help="fetch an image and check every digest and diffID",
+        description="Fetch REF's manifest, config and layers; check each against its digest and each "
+        "layer's uncompressed bytes against the config's diffID. Prints the manifest digest.",
+    )
+    v.add_argument("ref", type=_ref, metavar="REF")
+    v.add_argument("--platform", type=_platform, help="for an image index: os/arch[/variant]")
+    _add_registry_options(v)
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.set_defaults(handler=cmd_verify)
+
+    s = sub.add_parser(
+        "sample",
+        help="write the sample image's layer directories",
+        description="Materialise the demo's sample image as layer directories under DEST (deterministic: "
+        "same files, modes and mtimes every time). Prints one directory per line, bottom first.",
+    )
+    s.add_argument("dest", type=Path, metavar="DEST")
+    s.add_argument("--scale", type=_scale, default=1.0, help="size factor (default 1.0)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(handler=cmd_sample)
+
+
+def _warn(name: str, reason: str) -> None:
+    print(f"warning: skipped {name}: {reason}", file=sys.stderr)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..images import RuntimeConfig, build_image
+
+    runtime = RuntimeConfig(cmd=args.cmd, entrypoint=args.entrypoint, env=tuple(args.env), working_dir=args.workdir)
+    result = build_image(
+        args.layers,
+        args.ref,
+        compression=args.compression,
+        gzip_level=args.gzip_level,
+        zstd_level=args.zstd_level,
+        span_size=args.span_size,
+        platform=args.platform,
+        runtime=runtime,
+        jobs=args.jobs,
+        insecure=args.insecure,
+        creds=args.creds,
+        on_skip=_warn,
+    )
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.digest, flush=True)
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from ..images.copy import copy_image
+
+    result = copy_image(args.src, args.dst, insecure=args.insecure, creds=args.creds)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.digest, flush=True)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..images.verify import verify_image
+
+    result = verify_image(args.ref, platform=args.platform, insecure=args.insecure, creds=args.creds)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.digest, flush=True)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ..images.sample import sample_image_trees
+
+    dirs = sample_image_trees(args.dest, scale=args.scale)
+    if args.json:
+        _print_json({"layers": [str(d) for d in dirs]})
+    else:
+        for d in dirs:
+            print(d)
+    return 0
+
+
+def _print_json(obj: Any) -> None:
+    from . import print_json
+
+    print_json(obj)
