@@ -73,6 +73,8 @@ class FbBuffer:
     def string_at(self, pos: int) -> bytes:
         """The string whose uoffset field is at ``pos`` (raw bytes, without the NUL)."""
         start, count = self._vector(pos, 1)
+        if start + count >= self.n or self.buf[start + count] != 0:
+            raise self.fail("string is not NUL-terminated inside the buffer")
         return bytes(self.buf[start : start + count])
 
 
@@ -156,7 +158,7 @@ class FbTable:
             if p + 4 > self.fb.n:
                 raise self.fb.fail("string offset outside the buffer")
             count = self.fb._u32(p)
-            if count > self.fb.n - p - 4:
-                raise self.fb.fail("string overruns the buffer")
+            if count >= self.fb.n - p - 4 or self.fb.buf[p + 4 + count] != 0:
+                raise self.fb.fail("string overruns the buffer or is not NUL-terminated")
             out.append(bytes(self.fb.buf[p + 4 : p + 4 + count]).decode("utf-8", "surrogateescape"))
         return out

@@ -2,9 +2,11 @@
 
 Build rule (upstream ``generate_zinfo_from_fp``, itself zlib's ``zran.c``): inflate with ``Z_BLOCK``; at a
 deflate block boundary (``data_type & 128``) that is not after the last block (``!(data_type & 64)``) add a
-checkpoint when ``totout == 0`` or ``totout - last > span_size`` (strict). A checkpoint is ``(in, out, bits,
-window)``: compressed offset of the first full byte after the boundary, uncompressed offset, how many bits of
-byte ``in-1`` belong to the next block, and the 32 KiB of output before ``out`` (zeros while fewer were
+checkpoint when ``totout == 0`` or ``totout - last > span_size`` (strict). "``totout == 0``" is read as "no
+checkpoint yet": zran would add a second checkpoint at ``out = 0`` after an empty first member or an empty
+stored block, which breaks the strictly-increasing rule upstream's SpanManager enforces. A checkpoint is
+``(in, out, bits, window)``: compressed offset of the first full byte after the boundary, uncompressed offset,
+how many bits of byte ``in-1`` belong to the next block, and the 32 KiB of output before ``out`` (zeros while fewer were
 produced). Concatenated gzip members are followed (``inflateReset2``), counters running on; a boundary right
 after a member's header is a candidate like any other.
 
@@ -351,7 +353,7 @@ def scan_gzip(
                         raise FormatError(f"gzip stream stalled at byte {totin}")
                     raise FormatError(f"invalid gzip data at byte {totin}: {inf.message()}")
                 dt = s.data_type
-                if dt & 128 and not dt & 64 and (totout == 0 or totout - last > span_size):
+                if dt & 128 and not dt & 64 and (not checkpoints or totout - last > span_size):
                     if limit is not None and totout:
                         if sink is not None and fed < fill:
                             sink(outmv[WINSIZE + fed : WINSIZE + fill])

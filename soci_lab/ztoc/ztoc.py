@@ -447,9 +447,8 @@ def build_ztoc(
     with recorder.step("ztoc_build", layer=layer_digest) as info:
         z = _build(layer, compression, span_size, build_tool_identifier)
         info["nbytes"] = z.compressed_archive_size
-        info.setdefault("attrs", {}).update(
-            {"spans": z.span_count, "entries": len(z.toc), "compression": z.compression_algorithm}
-        )
+        info.update(spans=z.span_count, entries=len(z.toc), compression=z.compression_algorithm,
+                    uncompressed_bytes=z.uncompressed_archive_size)
         return z
 
 
