@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev gcc libfuse3-dev fuse3 pkg-config docker-registry skopeo umoci
-              attr curl gzip pigz zstd e2fsprogs)
+              attr curl gzip pigz zstd e2fsprogs chromium)
 EXTRAS="${SOCI_LAB_EXTRAS:-fuse,test}"
 
 missing=()

@@ -250,6 +250,17 @@ class SimulationError(SociLabError):
     """A simulation was configured inconsistently."""
 
 
+# --- run / analysis -------------------------------------------------------------------------------
+
+
+class AnalysisError(SociLabError):
+    """Run data cannot be summarised, plotted or reported as asked (wrong shape, mixed runs, no data)."""
+
+
+class RunFormatError(AnalysisError):
+    """A directory is not a saved run (missing or malformed events.csv, summary.json or run.json)."""
+
+
 # --- netlab (embedded registry, shaping proxy) ----------------------------------------------------
 
 
