@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..netlab import cli_types
+
 
 def register(subparsers: Any) -> None:
     """Add the ``registry`` command group."""
@@ -22,8 +24,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--root", default=None, help="directory of repositories (default: a temporary one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
-    serve.add_argument("--bandwidth", default=None, help="limit for all responses together, e.g. 100Mbit")
-    serve.add_argument("--latency", default=None, help="delay added before each response, e.g. 20ms")
+    serve.add_argument(
+        "--bandwidth", type=cli_types.rate, default=None, help="limit for all responses together, e.g. 100Mbit"
+    )
+    serve.add_argument(
+        "--latency", type=cli_types.duration, default=None, help="delay added before each response, e.g. 20ms"
+    )
     serve.add_argument("--user", default=None, help="USER:PASS: require token auth with this one user")
     serve.set_defaults(handler=_serve)
 

@@ -6,6 +6,8 @@ shared bandwidth limit, latency, a per-connection cap and seeded fault injection
 background thread with their own asyncio loop, so they work from sync code, notebooks and trio alike.
 """
 
+from .faults import FaultDecision, FaultPlan, FaultSpec
+from .proxy import InjectedFault, ProxyStats, ShapingProxy
 from .registry import EmbeddedRegistry, RegistryApp, RegistryStats
 from .registry_auth import RegistryAuth
 from .registry_store import RepositoryStore
@@ -13,9 +15,15 @@ from .shaping import TokenBucket
 
 __all__ = [
     "EmbeddedRegistry",
+    "FaultDecision",
+    "FaultPlan",
+    "FaultSpec",
+    "InjectedFault",
+    "ProxyStats",
     "RegistryApp",
     "RegistryAuth",
     "RegistryStats",
     "RepositoryStore",
+    "ShapingProxy",
     "TokenBucket",
 ]
