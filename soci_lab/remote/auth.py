@@ -313,17 +313,17 @@ class Authenticator:
                 if bearer.params.get("error") == "insufficient_scope" and self._key(wanted) in stale:
                     raise AuthenticationError(
                         f"{self.host} refused access to {what}: insufficient scope {' '.join(bearer.scopes)}"
-                        f"{self._cred_hint()}",
+                        f"{self.cred_hint()}",
                         status=401,
                     )
             token = await self._token(wanted, force=False)
             if token is None:
-                raise AuthenticationError(f"{self.host} gave no token for {what}{self._cred_hint()}", status=401)
+                raise AuthenticationError(f"{self.host} gave no token for {what}{self.cred_hint()}", status=401)
             self._remember_scopes(scopes, wanted)
             return
         if basic is not None:
             if self.creds is None:
-                raise AuthenticationError(f"{self.host} requires Basic authentication for {what}{self._cred_hint()}",
+                raise AuthenticationError(f"{self.host} requires Basic authentication for {what}{self.cred_hint()}",
                                           status=401)
             if self._scheme == "basic" and sent is not None:
                 raise AuthenticationError(f"{self.host} refused the credentials for {what}", status=401)
@@ -340,7 +340,7 @@ class Authenticator:
         if key_asked != key_granted and key_granted in self._tokens:
             self._tokens[key_asked] = self._tokens[key_granted]
 
-    def _cred_hint(self) -> str:
+    def cred_hint(self) -> str:
         if self.creds is not None:
             return ""
         return f" (no credentials for {self.host}: {self.note})" if self.note else (
@@ -382,7 +382,7 @@ class Authenticator:
         if response.status_code in (401, 403):
             refused = "refused the credentials" if self.creds else "refused an anonymous token"
             raise AuthenticationError(
-                f"token server of {self.host} {refused} (HTTP {response.status_code}){self._cred_hint()}",
+                f"token server of {self.host} {refused} (HTTP {response.status_code}){self.cred_hint()}",
                 status=response.status_code,
             )
         if response.status_code != 200:

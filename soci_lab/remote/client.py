@@ -276,6 +276,8 @@ class RegistryClient:
         if declared not in _DOCUMENT_TYPES and declared not in _GENERIC_TYPES:
             raise InvalidManifest(f"{what} was served as {declared!r}, not a manifest or index media type")
         doc = parse_manifest_or_index(data, declared if declared in _DOCUMENT_TYPES else None)
+        if declared in _DOCUMENT_TYPES and doc.media_type != declared:
+            raise InvalidManifest(f"{what} was served as {declared} but is a {doc.media_type}")
         if expected is not None and expected.media_type in _DOCUMENT_TYPES and expected.media_type != doc.media_type:
             raise InvalidManifest(f"{what} is a {doc.media_type}, its descriptor says {expected.media_type}")
         if digest.algorithm != "sha256":
@@ -382,7 +384,7 @@ class RegistryClient:
         if size == 0:
             upper = None
         return await fetch_into(self.transport, self.blob_url(repo, d), sink, lower=0, upper=upper, ranged=False,
-                                scopes=_pull(repo))
+                                scopes=_pull(repo), expect_total=size)
 
     async def fetch_blob(
         self,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
-from ..errors import InvalidInput, RegistryError, TruncatedBody
+from ..errors import InvalidInput, RegistryError, SizeMismatch, TruncatedBody
 from .retry import redact_url
 from .transport import RetryBudget, Transport
 
@@ -54,12 +54,14 @@ async def fetch_into(
     scopes: tuple[str, ...] | None = (),
     budget: RetryBudget | None = None,
     cache_redirect: bool = False,
+    expect_total: int | None = None,
 ) -> int:
     """Deliver bytes ``lower..upper`` (inclusive; ``upper=None`` = to the end) of ``url`` to ``sink``.
 
     ``ranged=False`` sends the first GET without a ``Range`` header (whole-blob download; ``lower`` must
-    be 0); resumptions always use one. Returns the number of bytes delivered, which is
-    ``upper - lower + 1`` unless the blob ends sooner.
+    be 0); resumptions always use one. ``expect_total`` (the descriptor's size) turns a registry announcing
+    another total length into ``SizeMismatch`` before any byte is delivered. Returns the number of bytes
+    delivered, which is ``upper - lower + 1`` unless the blob ends sooner.
     """
     if upper is not None:
         check_range(lower, upper)
@@ -85,6 +87,7 @@ async def fetch_into(
                         f"GET {redact_url(url)}: 206 without a valid Content-Range "
                         f"({exchange.headers.get('Content-Range')!r})", status=206)
                 start, end, total = parsed
+                _check_total(url, total, expect_total)
                 at_end = total is not None and end == total - 1
                 if start != pos or (upper is not None and end != upper and not (at_end and end < upper)) or (
                     upper is None and total is not None and not at_end
@@ -97,6 +100,7 @@ async def fetch_into(
                 skip = pos
                 length = exchange.response.headers.get("Content-Length")
                 if length is not None and length.isdigit():
+                    _check_total(url, int(length), expect_total)
                     last = int(length) - 1
                     if pos > last:
                         raise RegistryError(f"GET {redact_url(url)}: offset {pos} is past the end of a "
@@ -132,6 +136,11 @@ async def fetch_into(
             await budget.spend("GET", url, f"body ended after {pos - lower} of {upper - lower + 1} bytes",
                                exchange.status, None)
     return pos - lower
+
+
+def _check_total(url: str, total: int | None, expected: int | None) -> None:
+    if total is not None and expected is not None and total != expected:
+        raise SizeMismatch(f"GET {redact_url(url)}: the registry serves {total} bytes, the descriptor says {expected}")
 
 
 async def get_content_with_range(

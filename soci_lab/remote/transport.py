@@ -342,8 +342,10 @@ class Transport:
             if status == 401 and scopes is not None and self.same_origin(response.request.url):
                 await _drain(exchange)
                 if auth_rounds >= 2:
+                    who = "the credentials" if self.auth.creds is not None else "anonymous access"
                     raise AuthenticationError(
-                        f"{self.auth.host} refused the credentials for {method} {redact_url(url)}", status=401
+                        f"{self.auth.host} refused {who} for {method} {redact_url(url)}{self.auth.cred_hint()}",
+                        status=401,
                     )
                 auth_rounds += 1
                 await self.auth.challenge(response, scopes, authz)
