@@ -5,7 +5,8 @@ the layer was first touched) one row per activity that layer had — ``download`
 downloads), ``chunks`` (ranged chunk downloads), ``spans`` (span fetches, verifies, decompressions,
 background fetches and prefetches), ``unpack`` (verify, decompress, apply) and ``index`` (zTOC fetch).
 Overlapping events in one row are stacked in sub-rows, so concurrent chunks or spans stay visible.
-Every event of a :data:`GANTT_KINDS` kind is exactly one bar; kinds are told apart by hatch and shade;
+Every event of a :data:`GANTT_KINDS` kind is exactly one bar (one path of the kind's
+``PolyCollection``, whose gid is ``gantt:<kind>``); kinds are told apart by hatch and shade;
 ``ready`` is a vertical line and file reads are tick marks in a "reads" row.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -123,22 +125,20 @@ def plot_timeline(run_or_events: Any, ax: Axes | None = None, *, title: str | No
     for kind, group in bars.groupby("kind", sort=False):
         grey, hatch = KIND_LOOK[str(kind)]
         kinds_seen.append(str(kind))
-        ys, hs = [], []
-        for key, lane in zip(group["_key"], group["lane"], strict=True):
+        boxes = []
+        for key, lane, t0, t1 in zip(group["_key"], group["lane"], group["t_start"], group["t_end"], strict=True):
             h = 0.8 / n_lanes[key]
-            ys.append(y_of[key] - 0.4 + h * lane + h / 2)
-            hs.append(h * 0.95)
-        widths = (group["t_end"] - group["t_start"]).clip(lower=0).to_numpy()
-        ax.barh(
-            ys,
-            widths,
-            left=group["t_start"].to_numpy(),
-            height=hs,
-            color=grey,
-            hatch=hatch,
-            edgecolor="black",
-            linewidth=0.4,
+            y0 = y_of[key] - 0.4 + h * lane + h * 0.025
+            y1 = y0 + h * 0.95
+            t1 = max(t0, t1)
+            boxes.append([(t0, y0), (t1, y0), (t1, y1), (t0, y1)])
+        # one collection per kind (one path per event): thousands of spans draw in one call
+        bars_of_kind = PolyCollection(
+            boxes, facecolors=grey, edgecolors="black", linewidths=0.4, hatch=hatch, gid=f"gantt:{kind}"
         )
+        ax.add_collection(bars_of_kind, autolim=True)
+    if len(bars):
+        ax.autoscale_view()
     reads = events[events["kind"] == "file_read"]
     extra_rows = []
     if len(reads):
