@@ -99,6 +99,10 @@ class TruncatedBody(RegistryError):
     """A response body ended before the announced length."""
 
 
+class ResponseTooLarge(RegistryError):
+    """A response body is larger than the client accepts for that kind of document (memory cap)."""
+
+
 class NoReferrers(SociLabError):
     """No referrer of the requested artifact type exists (the seed's ErrNoReferrers)."""
 
@@ -235,6 +239,22 @@ class VerificationFailed(DigestMismatch):
     """A layer's compressed digest or diffID did not match while it streamed."""
 
 
+class InvalidJobStatusTransition(SociLabError):
+    """A layer unpack job status change outside the allowed transitions."""
+
+
+class ArchiveError(SociLabError):
+    """A layer archive is truncated or malformed (not a security refusal: see UnsafeArchiveEntry)."""
+
+
+class DecompressionError(ArchiveError):
+    """A layer's compressed stream could not be decompressed (corrupt data or a failed external tool)."""
+
+
+class JobStorageError(SociLabError):
+    """An unpack job directory could not be created (no unique id, or the disk refused)."""
+
+
 # --- store / sim ----------------------------------------------------------------------------------
 
 
@@ -261,21 +281,6 @@ class RunFormatError(AnalysisError):
     """A directory is not a saved run (missing or malformed events.csv, summary.json or run.json)."""
 
 
-# --- netlab (embedded registry, shaping proxy) ----------------------------------------------------
-
-
-class NetlabError(SociLabError):
-    """The embedded registry or the shaping proxy failed."""
-
-
-class ServerStartError(NetlabError):
-    """A loopback server (embedded registry, shaping proxy) could not start."""
-
-
-class InvalidFaultSpec(InvalidInput):
-    """A ``--faults`` spec string cannot be parsed (unknown key, rate outside [0, 1], rates summing above 1)."""
-
-
 # --- images (build, copy) -------------------------------------------------------------------------
 
 
@@ -289,3 +294,18 @@ class LayerSourceError(ImageBuildError):
 
 class UnreadableFile(ImageBuildError):
     """A file or directory in a layer's source cannot be read (permissions)."""
+
+
+# --- netlab (embedded registry, shaping proxy) ----------------------------------------------------
+
+
+class NetlabError(SociLabError):
+    """The embedded registry or the shaping proxy failed."""
+
+
+class ServerStartError(NetlabError):
+    """A loopback server (embedded registry, shaping proxy) could not start."""
+
+
+class InvalidFaultSpec(InvalidInput):
+    """A ``--faults`` spec string cannot be parsed (unknown key, rate outside [0, 1], rates summing above 1)."""

@@ -29,7 +29,9 @@ from ..errors import (
     InvalidManifest,
     InvalidReference,
     RegistryError,
+    ResponseTooLarge,
     SizeMismatch,
+    TruncatedBody,
     UnsupportedMediaType,
 )
 from ..events import EventRecorder
@@ -237,18 +239,27 @@ class RegistryClient:
             want = expected.digest if want is None else want
             if want != expected.digest:
                 raise InvalidInput(f"asked for {reference} but expected {expected.digest}")
-        async with await self.transport.send(
-            "GET", url, headers={"Accept": ", ".join(accept)}, scopes=_pull(repo), stream=True,
-            what=f"manifest {repo}:{reference}",
-        ) as ex:
-            length = ex.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > max_size:
-                raise InvalidManifest(f"manifest {repo}:{reference} is {length} bytes, over the {max_size}-byte cap")
+        budget = RetryBudget(self.transport.policy)
+        while True:
+            ex = await self.transport.send(
+                "GET", url, headers={"Accept": ", ".join(accept)}, scopes=_pull(repo), stream=True, budget=budget,
+                what=f"manifest {repo}:{reference}",
+            )
             try:
+                length = ex.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) > max_size:
+                    raise InvalidManifest(
+                        f"manifest {repo}:{reference} is {length} bytes, over the {max_size}-byte cap")
                 data = await ex.aread(limit=max_size)
-            except RegistryError:
+            except ResponseTooLarge:
                 raise InvalidManifest(f"manifest {repo}:{reference} is over the {max_size}-byte cap") from None
+            except TruncatedBody as exc:
+                await budget.spend("GET", url, str(exc).rpartition("(")[2].rstrip(")"), ex.status, None)
+                continue
+            finally:
+                await ex.aclose()
             headers = ex.headers
+            break
         return self._check_manifest(repo, reference, data, headers, want, expected)
 
     def _check_manifest(

@@ -29,6 +29,7 @@ from ..errors import (
     RangeNotSatisfiable,
     RegistryError,
     RegistryUnreachable,
+    ResponseTooLarge,
     TooManyRetries,
     TruncatedBody,
 )
@@ -162,7 +163,7 @@ class Exchange:
             total += len(chunk)
             if limit is not None and total > limit:
                 await self.aclose(error="body too large")
-                raise RegistryError(
+                raise ResponseTooLarge(
                     f"{self.response.request.method} {redact_url(self.url)}: body exceeds the {limit}-byte limit",
                     status=self.status,
                 )

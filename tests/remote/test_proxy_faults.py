@@ -1,0 +1,58 @@
+"""The client through the netlab shaping proxy's faults, in front of both real registries."""
+
+from __future__ import annotations
+
+import pytest
+from remote_helpers import push_image, unique_repo
+
+from soci_lab.config import HTTPConfig
+from soci_lab.errors import DigestMismatch
+from soci_lab.events import EventRecorder
+from soci_lab.oci import OCILayout
+from soci_lab.remote import RegistryClient
+
+pytestmark = pytest.mark.anyio
+
+RETRY = HTTPConfig(max_retries=12, min_wait_msec=1, max_wait_msec=20)
+
+
+async def test_pull_survives_errors_resets_and_truncation(registry, tmp_path):
+    from soci_lab.netlab import ShapingProxy
+
+    async with RegistryClient(registry.url) as direct:
+        repo = unique_repo()
+        img = await push_image(direct, repo, layer_sizes=(3_000_000, 700_000, 1000))
+    spec = "seed=7,http500=0.15,http503=0.1,http429=0.05,reset=0.1,truncate=0.1"
+    events = EventRecorder()
+    with ShapingProxy(registry.url, faults=spec) as proxy:
+        async with RegistryClient(proxy.url, config=RETRY, events=events) as rc:
+            layout = OCILayout(tmp_path / "layout")
+            for _ in range(3):
+                assert (await rc.get_manifest(repo, "v1")).digest == img.manifest.digest
+            for desc, data in img.layers:
+                await rc.fetch_blob(repo, desc, layout=layout)
+                assert layout.read_blob(desc.digest) == data
+                for lower in range(0, desc.size, max(1, desc.size // 5)):
+                    upper = min(desc.size - 1, lower + 100_000)
+                    assert await rc.read_blob_range(repo, desc.digest, lower, upper) == data[lower : upper + 1]
+        assert proxy.fault_log, "the proxy should have injected faults"
+    retried = [e for e in events.events if e.attrs["retry"] > 0]
+    assert retried, "faults were injected, so some requests must have been retries"
+
+
+async def test_corrupted_bytes_are_never_committed(registry, tmp_path):
+    from soci_lab.netlab import ShapingProxy
+
+    async with RegistryClient(registry.url) as direct:
+        repo = unique_repo()
+        img = await push_image(direct, repo, layer_sizes=(500_000,))
+    desc, _ = img.layers[0]
+    with ShapingProxy(registry.url, faults="seed=3,corrupt=1.0") as proxy:
+        async with RegistryClient(proxy.url, config=RETRY) as rc:
+            layout = OCILayout(tmp_path / "layout")
+            with pytest.raises(DigestMismatch):
+                await rc.fetch_blob(repo, desc, layout=layout)
+            with pytest.raises(DigestMismatch):
+                await rc.get_manifest(repo, str(img.manifest.digest))
+    assert list((tmp_path / "layout" / "blobs" / "sha256").iterdir()) == []
+    assert list((tmp_path / "layout" / ".ingest").iterdir()) == []
