@@ -162,3 +162,141 @@ class FbTable:
                 raise self.fb.fail("string overruns the buffer or is not NUL-terminated")
             out.append(bytes(self.fb.buf[p + 4 : p + 4 + count]).decode("utf-8", "surrogateescape"))
         return out
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+_PU32 = struct.Struct("<I").pack
+_PI32 = struct.Struct("<i").pack
+_ZEROS = [bytes(i) for i in range(8)]
+_SCALAR_PACK = {"b": (1, struct.Struct("<b").pack), "i": (4, _PI32), "I": (4, _PU32),
+                "q": (8, struct.Struct("<q").pack)}
+
+
+class FastBuilder:
+    """A FlatBuffers builder producing byte-for-byte what ``flatbuffers.Builder`` produces for the same calls.
+
+    The library's pure-Python builder spends ~90 µs per zTOC entry (a Python call per byte-level step and a
+    bytearray it grows by copying); this one keeps the buffer as a list of chunks written back to front and
+    does the alignment arithmetic once per object, about 5x faster. Only the operations the zTOC needs are
+    here; the test suite checks equality with ``flatbuffers.Builder`` output.
+    """
+
+    __slots__ = ("minalign", "obj_end", "off", "parts", "vt", "vtables")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []  # chunks in reverse order; each chunk in memory order
+        self.off = 0  # bytes written (offset from the end of the final buffer)
+        self.minalign = 1
+        self.vt: list[int] = []
+        self.obj_end = 0
+        self.vtables: dict[tuple[int, ...], int] = {}
+
+    def prep(self, size: int, additional: int) -> None:
+        """Pad so that ``size``-aligned data can follow ``additional`` bytes (Builder.Prep)."""
+        if size > self.minalign:
+            self.minalign = size
+        pad = (-(self.off + additional)) & (size - 1)
+        if pad:
+            self.parts.append(_ZEROS[pad])
+            self.off += pad
+
+    def string(self, x: bytes) -> int:
+        """CreateString."""
+        n = len(x)
+        self.prep(4, n + 1)
+        self.parts.append(_PU32(n) + x + b"\0")
+        self.off += n + 5
+        return self.off
+
+    def byte_vector(self, x: bytes) -> int:
+        """CreateByteVector."""
+        n = len(x)
+        self.prep(4, n)
+        self.parts.append(x)
+        self.parts.append(_PU32(n))
+        self.off += n + 4
+        return self.off
+
+    def offset_vector(self, offsets: list[int]) -> int:
+        """A vector of uoffsets (tables or strings), elements in the given order."""
+        n = len(offsets)
+        self.prep(4, 4 * n)
+        base = self.off + 4 * n  # offset just after the last element is prepended, + 4 per relative rule
+        vals = [base - 4 * i - o for i, o in enumerate(offsets)]
+        self.parts.append(struct.pack(f"<I{n}I", n, *vals))
+        self.off += 4 * n + 4
+        return self.off
+
+    def int64_vector(self, values: list[int]) -> int:
+        """A vector of int64."""
+        n = len(values)
+        self.prep(4, 8 * n)
+        self.prep(8, 8 * n)
+        self.parts.append(struct.pack(f"<I{n}q", n, *values))
+        self.off += 8 * n + 4
+        return self.off
+
+    def start(self, nfields: int) -> None:
+        """StartObject."""
+        self.vt = [0] * nfields
+        self.obj_end = self.off
+
+    def scalar(self, slot: int, fmt: str, x: int, default: int) -> None:
+        """Prepend<T>Slot: omitted when equal to the default."""
+        if x != default:
+            size, pack = _SCALAR_PACK[fmt]
+            self.prep(size, 0)
+            self.parts.append(pack(x))
+            self.off += size
+            self.vt[slot] = self.off
+
+    def offset(self, slot: int, target: int) -> None:
+        """PrependUOffsetTRelativeSlot (0 = absent)."""
+        if target:
+            self.prep(4, 0)
+            self.parts.append(_PU32(self.off + 4 - target))
+            self.off += 4
+            self.vt[slot] = self.off
+
+    def end(self) -> int:
+        """EndObject: write (or share) the vtable; returns the table's offset."""
+        self.prep(4, 0)
+        obj = self.off + 4
+        key: list[int] = []
+        trim = True
+        for elem in reversed(self.vt):
+            if elem == 0:
+                if trim:
+                    continue
+                key.append(0)
+            else:
+                key.append(obj - elem)
+                trim = False
+        size = obj - self.obj_end
+        key.append(size)
+        tkey = tuple(key)
+        existing = self.vtables.get(tkey)
+        if existing is None:
+            nf = len(key) - 1
+            vbytes = (nf + 2) * 2
+            self.parts.append(_PI32(vbytes))
+            fields = key[-2::-1]
+            self.parts.append(struct.pack(f"<{nf + 2}H", vbytes, size, *fields))
+            self.off = obj + vbytes
+            if self.minalign < 2:
+                self.minalign = 2
+            self.vtables[tkey] = self.off
+        else:
+            self.parts.append(_PI32(existing - obj))
+            self.off = obj
+        return obj
+
+    def finish(self, root: int) -> bytes:
+        """Finish (no identifier, no size prefix) and return the buffer."""
+        self.prep(self.minalign, 4)
+        self.prep(4, 0)
+        self.parts.append(_PU32(self.off + 4 - root))
+        self.off += 4
+        self.parts.reverse()
+        return b"".join(self.parts)

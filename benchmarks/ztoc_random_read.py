@@ -1,0 +1,123 @@
+"""Random 4 KiB reads per second through the zTOC against ``indexed_gzip`` with its own index, same file.
+
+Both index the same >= 200 MB gzip layer with the same checkpoint spacing (``--span-size``, default SOCI's
+4 MiB; ``indexed_gzip`` takes it as ``spacing``), then serve the same list of uniformly random 4 KiB reads:
+
+* soci_lab: ``Ztoc.read(offset, 4096, fetch)`` with ``fetch`` = ``os.pread`` of the span's compressed bytes,
+  i.e. what a lazy loader does on a span-cache miss: fetch the span, check its sha256 digest (``verify``;
+  also reported without), inflate from the checkpoint (ctypes libz, ``inflatePrime`` + window);
+* indexed_gzip: ``seek(offset); read(4096)`` on an ``IndexedGzipFile`` after ``build_full_index()``.
+
+Index build times are reported too. Repetitions are interleaved; medians are shown. ``indexed_gzip`` is a
+benchmark-only dependency (``.venv/bin/pip install indexed_gzip``); without it only soci_lab is measured.
+
+    .venv/bin/python benchmarks/ztoc_random_read.py [--reads 300] [--reps 3] [--span-size 4MiB] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ztoc_layer import DEFAULT_PATH, ensure_layer  # noqa: E402
+
+from soci_lab.units import parse_size  # noqa: E402
+from soci_lab.ztoc import build_ztoc  # noqa: E402
+
+try:
+    import indexed_gzip
+except ImportError:  # pragma: no cover - optional
+    indexed_gzip = None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layer", type=Path, default=DEFAULT_PATH)
+    ap.add_argument("--reads", type=int, default=300)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--span-size", default="4MiB")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    layer = ensure_layer(a.layer)
+    span = parse_size(a.span_size)
+
+    t0 = time.perf_counter()
+    z = build_ztoc(layer, span_size=span)
+    ours_build = time.perf_counter() - t0
+    size = z.uncompressed_archive_size
+    rnd = random.Random(a.seed)
+    offsets = [rnd.randrange(0, size - 4096) for _ in range(a.reads)]
+    fd = os.open(layer, os.O_RDONLY)
+
+    def fetch(s: int, e: int) -> bytes:
+        return os.pread(fd, e - s, s)
+
+    igz = None
+    igz_build = None
+    if indexed_gzip is not None:
+        t0 = time.perf_counter()
+        igz = indexed_gzip.IndexedGzipFile(str(layer), spacing=span)
+        igz.build_full_index()
+        igz_build = time.perf_counter() - t0
+
+    res: dict[str, list[float]] = {"soci_lab_verified": [], "soci_lab_unverified": [], "indexed_gzip": []}
+    check = offsets[: min(20, len(offsets))]
+    for _ in range(a.reps):
+        t0 = time.perf_counter()
+        for off in offsets:
+            z.read(off, 4096, fetch)
+        res["soci_lab_verified"].append(a.reads / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for off in offsets:
+            z.read(off, 4096, fetch, verify=False)
+        res["soci_lab_unverified"].append(a.reads / (time.perf_counter() - t0))
+        if igz is not None:
+            t0 = time.perf_counter()
+            for off in offsets:
+                igz.seek(off)
+                igz.read(4096)
+            res["indexed_gzip"].append(a.reads / (time.perf_counter() - t0))
+    if igz is not None:  # same bytes from both
+        for off in check:
+            igz.seek(off)
+            assert igz.read(4096) == z.read(off, 4096, fetch)
+        igz.close()
+    os.close(fd)
+    med = {k: statistics.median(v) for k, v in res.items() if v}
+    out = {
+        "layer": str(layer),
+        "layer_bytes": layer.stat().st_size,
+        "uncompressed_bytes": size,
+        "span_size": span,
+        "spans": z.span_count,
+        "reads": a.reads,
+        "reps": a.reps,
+        "index_build_s": {"soci_lab": ours_build, "indexed_gzip": igz_build},
+        "reads_per_s_median": med,
+        "ratio_verified_vs_indexed_gzip": (med["soci_lab_verified"] / med["indexed_gzip"]) if igz_build else None,
+        "ratio_unverified_vs_indexed_gzip": (med["soci_lab_unverified"] / med["indexed_gzip"]) if igz_build else None,
+        "runs": res,
+    }
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"layer {layer} ({out['layer_bytes'] / 1e6:.0f} MB gzip, {size / 1e6:.0f} MB tar), {z.span_count} spans of "
+          f"{span}; {a.reads} random 4 KiB reads x {a.reps}")
+    print(f"index build: soci_lab {ours_build:.2f} s" + (f", indexed_gzip {igz_build:.2f} s" if igz_build else ""))
+    for k, v in med.items():
+        print(f"{k:22s}: {v:8.1f} reads/s")
+    if igz_build:
+        print(f"ratio soci_lab/indexed_gzip: verified {out['ratio_verified_vs_indexed_gzip']:.2f}x, "
+              f"unverified {out['ratio_unverified_vs_indexed_gzip']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
