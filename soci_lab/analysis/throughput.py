@@ -37,20 +37,28 @@ def plot_bytes_over_time(runs: Any, ax: Axes | None = None) -> Figure:
     for (strategy, source, _run_id), events in events_by_run(runs):
         series = bytes_over_time(events)
         style = look(strategy, source).line()
-        marker = style.pop("marker")
-        ax.step(series["t_s"], series["bytes"] / MIB, where="post", label=run_label(strategy, source), **style)
+        every = max(1, len(series) // 6)
+        ax.step(
+            series["t_s"],
+            series["bytes"] / MIB,
+            where="post",
+            label=run_label(strategy, source),
+            markevery=every,
+            markersize=4,
+            **style,
+        )
         ready = events[(events["kind"] == "ready") & events["ok"]]
         if len(ready):
             t_ready = float(ready["t_end"].min())
             before = series[series["t_s"] <= t_ready]["bytes"]
             y = (before.iloc[-1] if len(before) else 0) / MIB
-            ax.plot([t_ready], [y], marker=marker, markersize=8, linestyle="none", **_marker_colors(style))
+            ax.plot([t_ready], [y], marker=style["marker"], markersize=9, linestyle="none", **_marker_colors(style))
         drawn += 1
     ax.set_xlabel("time since start of run (s)")
     ax.set_ylabel("network bytes, cumulative (MiB)")
     ax.grid(color="0.88", linewidth=0.6)
     if drawn:
-        ax.legend(fontsize=8, loc="lower right", title="marker = ready", title_fontsize=7)
+        ax.legend(fontsize=8, loc="lower right", title="large marker = ready", title_fontsize=7)
     else:
         note_empty(ax, "no runs")
     ax.set_title("bytes over the network", fontsize=10)

@@ -154,15 +154,14 @@ def test_bytes_over_time_ends_at_bytes_fetched(synthetic_runs: list) -> None:
 
 def test_lines_are_told_apart_without_colour(synthetic_runs: list) -> None:
     """Each (strategy, source) curve has its own (line style, marker) pair: readable in black and white."""
-    for fig in (plot_read_cdf(synthetic_runs), plot_bytes_over_time(synthetic_runs)):
-        curves = [line for line in fig.axes[0].lines if len(line.get_xdata()) > 1]
-        looks = {(line.get_linestyle(), line.get_marker()) for line in curves}
-        if fig.axes[0].get_title() == "bytes over the network":  # markers go on the ready points there
-            looks = {(line.get_linestyle(), line.get_color()) for line in curves}
-            styles = {line.get_linestyle() for line in curves}
-            assert styles == {"-", "--"}
-            continue
-        assert len(looks) == len(curves)
+    for fig in (plot_read_cdf(synthetic_runs), plot_bytes_over_time(synthetic_runs), plot_real_vs_sim(synthetic_runs)):
+        for ax in fig.axes:
+            curves = [line for line in ax.lines if len(line.get_xdata()) > 1]
+            if not curves:
+                continue
+            looks = {(line.get_linestyle(), line.get_marker()) for line in curves}
+            assert len(looks) == len(curves) == len(synthetic_runs), ax.get_title()
+            assert {line.get_linestyle() for line in curves} == {"-", "--"}  # real solid, simulated dashed
 
 
 def test_summary_bars_differ_by_hatch_and_fill(synthetic_runs: list) -> None:
