@@ -1,4 +1,34 @@
-"""zTOC formats and builder — placeholder docstring, completed below."""
+"""SOCI artifacts: the zTOC (TOC + checkpoints) of a layer, built, serialized, parsed and read through.
+
+Pure code — no network, no event loop — so the lazy loader, the unpacker and the simulator can all use it.
+Formats are documented in ``docs/formats.md`` (and ``soci_lab/ztoc/fbs/*.fbs``).
+
+Building (``soci create`` for one layer; CPU work, run it in a worker thread)::
+
+    z = build_ztoc(path_or_bytes_or_stream, media_type=desc.media_type, span_size=4 << 20,
+                   recorder=rec, layer_digest=str(desc.digest))
+    blob = z.to_bytes()              # the zTOC blob; its descriptor digest is z.digest()
+
+Reading::
+
+    z = Ztoc.from_bytes(blob)        # FormatError on anything malformed; validates like SpanManager
+    z.toc                            # [FileMetadata] in stream order (name, type, offsets, xattrs(), ...)
+
+Span geometry (what :class:`soci_lab.lazy.span.SpanGeometry` asks for; a ``Ztoc`` satisfies it)::
+
+    z.span_count, z.uncompressed_size
+    z.compressed_range(i)            # [start, end) in the layer blob (what to Range-GET)
+    z.uncompressed_range(i)          # [start, end) in the tar stream
+    z.span_of(offset)                # span holding an uncompressed offset
+    z.span_digest(i), z.verify_span(i, data)   # IncorrectSpanDigest on mismatch
+    z.decompress(i, data)            # the span's uncompressed bytes from exactly its compressed bytes
+    z.read(offset, length, fetch)    # any range, with fetch(start, end) -> bytes of the blob
+    z.read_file(entry, fetch)
+
+Also: :func:`compress_zstd_frames` (multi-frame zstd writer for ``image build --compression zstd``),
+:func:`detect_compression`, :func:`compression_for_media_type`, and the lower-level checkpoint classes
+:class:`GzipZinfo`, :class:`TarZinfo`, :class:`ZstdZinfo` (``z.zinfo``).
+"""
 
 from .gzip_zinfo import Checkpoint, GzipZinfo, inflate_from, scan_gzip
 from .tar_zinfo import TarZinfo, scan_tar
