@@ -10,7 +10,7 @@ text). Modules: ``summary`` (numbers), ``timeline`` (Gantt), ``cdf`` (read laten
 
 from .cdf import plot_read_cdf, read_latency_cdf
 from .compare import plot_real_vs_sim, plot_summary, real_vs_sim_table
-from .heatmap import label_for, plot_heatmap, sweep_table
+from .heatmap import config_value, label_for, plot_heatmap, sweep_frame, sweep_table
 from .report import write_report
 from .summary import (
     SUMMARY_COLUMNS,
@@ -27,6 +27,7 @@ __all__ = [
     "GANTT_KINDS",
     "SUMMARY_COLUMNS",
     "bytes_over_time",
+    "config_value",
     "distinct_bytes_read",
     "label_for",
     "merged_length",
@@ -41,6 +42,7 @@ __all__ = [
     "real_vs_sim_table",
     "summarize",
     "summary_frame",
+    "sweep_frame",
     "sweep_table",
     "timeline_events",
     "write_report",

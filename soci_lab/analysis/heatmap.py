@@ -9,6 +9,8 @@ or read from a column's suffix (``rtt_ms`` → "rtt (ms)", ``ready_s`` → "time
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,33 @@ def label_for(column: str) -> str:
         if low.endswith(suffix):
             return f"{column[: -len(suffix)].replace('_', ' ')} ({unit})"
     return f"{column.replace('_', ' ')} (dimensionless)"
+
+
+def config_value(config: Mapping[str, Any], path: str) -> Any:
+    """A value of a nested config by dotted path (``"sim_params.network.rtt"``); None when absent."""
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def sweep_frame(runs: Sequence[Any], params: Mapping[str, str] | Sequence[str]) -> pd.DataFrame:
+    """The summary of each run plus parameter columns read from its config, ready for :func:`plot_heatmap`.
+
+    ``params``: column name → dotted config path (``{"rtt_ms": "sim_params.network.rtt_ms"}``), or a list
+    of dotted paths (the column is named by the last part). A run whose config lacks a path gets NaN.
+    """
+    from .summary import summary_frame
+
+    mapping = dict(params) if isinstance(params, Mapping) else {p.rsplit(".", 1)[-1]: p for p in params}
+    frame = summary_frame(list(runs))
+    by_id = {str(r.run_id): getattr(r, "config", {}) or {} for r in runs}
+    for column, path in mapping.items():
+        values = [config_value(by_id.get(str(rid), {}), path) for rid in frame["run_id"]]
+        frame[column] = [np.nan if v is None else v for v in values]
+    return frame
 
 
 def sweep_table(frame: pd.DataFrame, x: str, y: str, value: str) -> pd.DataFrame:

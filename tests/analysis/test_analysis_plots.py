@@ -249,3 +249,22 @@ def test_empty_runs_say_so() -> None:
     assert any("no file_read events" in t.get_text() for t in ax.texts)
     ax = plot_timeline(only_ready).axes[0]
     assert any("no layer" in t.get_text() for t in ax.texts)
+
+
+def test_sweep_frame_from_run_configs() -> None:
+    from soci_lab.analysis import plot_heatmap, sweep_frame
+    from soci_lab.run import Run
+
+    runs = []
+    for span in (1, 4):
+        for rtt in (10, 40):
+            events = make_events("lazy", run_id=f"s{span}-r{rtt}", time_scale=span * rtt / 40)
+            runs.append(Run.from_events(events, config={"sim": {"span_mib": span, "rtt_ms": rtt}}))
+    runs.append(Run.from_events(make_events("lazy", run_id="bare"), config={}))
+    frame = sweep_frame(runs, {"span_mib": "sim.span_mib", "rtt_ms": "sim.rtt_ms"})
+    assert len(frame) == 5 and frame["span_mib"].isna().sum() == 1
+    row = frame[frame["run_id"] == "s4-r40"].iloc[0]
+    assert (row["span_mib"], row["rtt_ms"]) == (4, 40)
+    assert row["ready_s"] == pytest.approx(runs[3].summary["ready_s"])
+    ax = plot_heatmap(frame.dropna(subset=["span_mib"]), "span_mib", "rtt_ms", "ready_s").axes[0]
+    assert len(ax.texts) == 4

@@ -118,3 +118,20 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path, recor
     non_white = (pixels < 0.95).any(axis=2).mean()
     assert non_white > 0.05, f"screenshot is nearly blank ({non_white:.1%} non-white pixels)"
     assert len(np.unique(np.round(pixels.mean(axis=2), 2))) > 20  # text, tables, figures: many grey levels
+
+
+def test_report_of_runs_without_reads_or_ready(tmp_path: Path) -> None:
+    """An empty run and a run of bare requests still give every file; missing numbers are blank, not 'nan'."""
+    from soci_lab.events import EventRecorder
+    from soci_lab.run import Run
+
+    empty = Run.from_recorder(EventRecorder("empty", source="real", strategy="lazy", clock=lambda: 0.0))
+    rec = EventRecorder("requests-only", source="sim", strategy="lazy", clock=lambda: 0.0)
+    rec.emit("http_request", 0.0, 1.0, nbytes=5)
+    path = write_report([empty, Run.from_recorder(rec)], tmp_path, progress=False)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"report.html", "summary.csv", "events.csv", "read_cdf.png", "real_vs_sim.png"} <= names
+    page = path.read_text()
+    assert ">nan<" not in page.lower()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary["ready_s"].isna().all() and list(summary["bytes_fetched"]) == [0, 5]
