@@ -82,9 +82,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
-    """One run. ``events`` is the tidy frame of architecture.md §3; ``summary`` comes from :func:`summarize`."""
+    """One run. ``events`` is the tidy frame of architecture.md §3; ``summary`` comes from :func:`summarize`.
+
+    Runs compare by identity (``eq=False``): their events are DataFrames, which have no single truth value.
+    """
 
     run_id: str
     source: str
