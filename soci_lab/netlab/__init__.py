@@ -6,6 +6,7 @@ shared bandwidth limit, latency, a per-connection cap and seeded fault injection
 background thread with their own asyncio loop, so they work from sync code, notebooks and trio alike.
 """
 
+from .distribution import DistributionRegistry
 from .faults import FaultDecision, FaultPlan, FaultSpec
 from .proxy import InjectedFault, ProxyStats, ShapingProxy
 from .registry import EmbeddedRegistry, RegistryApp, RegistryStats
@@ -14,6 +15,7 @@ from .registry_store import RepositoryStore
 from .shaping import TokenBucket
 
 __all__ = [
+    "DistributionRegistry",
     "EmbeddedRegistry",
     "FaultDecision",
     "FaultPlan",
