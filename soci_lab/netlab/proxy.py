@@ -150,7 +150,9 @@ class ShapingProxy(BackgroundServer):
         if decision.kind in STATUS_FAULTS:
             return await self._status_fault(request, decision)
         assert self._session is not None
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "expect"
+        )
         data = self._request_body(request) if request.body_exists else None
         try:
             upstream = await self._session.request(

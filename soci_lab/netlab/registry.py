@@ -202,7 +202,7 @@ class RegistryApp:
             except BaseException:
                 self.store.cancel_upload(upload)
                 raise
-            return _created(name, self.store.finish_upload(upload, query["digest"]))
+            return _created(name, await self._finish(upload, query["digest"]))
         return _accepted(name, upload)
 
     async def upload_status(self, request: web.Request) -> web.Response:
@@ -231,12 +231,16 @@ class RegistryApp:
         if not digest:
             raise RegistryHTTPError("DIGEST_INVALID", "the final PUT of an upload needs ?digest=")
         await self._receive(request, upload)
-        return _created(upload.repo, self.store.finish_upload(upload, digest))
+        return _created(upload.repo, await self._finish(upload, digest))
 
     async def upload_cancel(self, request: web.Request) -> web.Response:
         upload = self.store.get_upload(request.match_info["name"], request.match_info["uuid"])
         self.store.cancel_upload(upload)
         return web.Response(status=204)
+
+    async def _finish(self, upload: Upload, digest: str) -> Digest:
+        """Verify and publish an upload in a worker thread: fsync and re-hashing can take a while."""
+        return await asyncio.to_thread(self.store.finish_upload, upload, digest)
 
     async def _receive(self, request: web.Request, upload: Upload) -> None:
         """Append the request body to ``upload`` as it streams in (never the whole blob in memory)."""

@@ -13,7 +13,9 @@ referrers API scans these entries; what each manifest says about itself is cache
 
 Uploads (POST/PATCH/PUT) stream into ``<repo>/.ingest/upload-<uuid>`` while being hashed; the final PUT
 compares the digest and only then renames the file into ``blobs/``, so a visible blob is always verified.
-Everything here runs on the registry's event-loop thread; it is not meant to be shared across threads.
+Everything here runs on the registry's event-loop thread, except ``finish_upload`` (fsync, and re-hashing
+for sha512), which the registry runs in a worker thread; it touches only its own upload, which it first
+removes from the session table.
 """
 
 from __future__ import annotations
