@@ -75,7 +75,7 @@ def report_figures(runs: list[Any], sweeps: Mapping[str, Mapping[str, Any]] | No
         ReportFigure(
             "bytes_over_time.png",
             "Cumulative bytes over the network; solid = real, dashed = "
-            "simulated; the marker shows when each run became ready.",
+            "simulated; the large marker shows when each run became ready.",
             lambda: plot_bytes_over_time(runs),
         ),
         ReportFigure("read_cdf.png", "CDF of file-read latencies (ok reads).", lambda: plot_read_cdf(runs)),
