@@ -39,6 +39,25 @@ from .retry import RetryPolicy, is_retryable_status, parse_retry_after, redact_u
 
 USER_AGENT = "soci-lab/0.1 (soci-snapshotter re-creation)"
 
+#: httpcore reads an HTTP/1.1 connection 64 KiB at a time; blob bodies then cost one trip through h11 and
+#: the event loop per 64 KiB, which caps loopback downloads far below curl. Asking the socket for up to
+#: 1 MiB per read lets a busy connection deliver ~256 KiB pieces (what the kernel has ready) for the same
+#: per-read overhead. This is a class attribute of httpcore's async HTTP/1.1 connection, so it applies to
+#: every async httpx client in the process; it is only ever raised, never lowered.
+READ_SIZE = 1 << 20
+
+
+def _raise_httpcore_read_size() -> None:
+    try:
+        from httpcore._async.http11 import AsyncHTTP11Connection
+    except ImportError:  # a future httpcore without that class: keep its default
+        return
+    if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
+        AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
+
+
+_raise_httpcore_read_size()
+
 #: Request bodies: bytes, or a factory giving a fresh (async) iterable per attempt so a retry can resend.
 Body = bytes | Callable[[], AsyncIterable[bytes] | Iterable[bytes]] | None
 
