@@ -135,6 +135,8 @@ def simulate(
         "link_requested": world.net.link.requested,
         "link_delivered": world.net.link.delivered,
         "link_in_flight": len(world.net.link.flows),
+        "link_in_flight_bytes": sum(f.nbytes for f in world.net.link.flows),
+        "link_in_flight_remaining": sum(f.remaining for f in world.net.link.flows),
     }
     if lazy is not None:
         checks["span_fetches"] = sum(sm.fetches for sm in lazy.managers.values())
