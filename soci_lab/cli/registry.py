@@ -31,6 +31,13 @@ def register(subparsers: Any) -> None:
         "--latency", type=cli_types.duration, default=None, help="delay added before each response, e.g. 20ms"
     )
     serve.add_argument("--user", default=None, help="USER:PASS: require token auth with this one user")
+    serve.add_argument(
+        "--layout",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also serve the existing OCI layout DIR as repository NAME, in place (repeatable)",
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -42,7 +49,21 @@ def _serve(args: argparse.Namespace) -> int:
     if args.user:
         user, _, password = args.user.partition(":")
         auth = (user, password)
+    layouts = {}
+    for item in args.layout:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            from ..errors import InvalidInput
+
+            raise InvalidInput(f"--layout takes NAME=DIR, not {item!r}")
+        layouts[name] = path
     registry = EmbeddedRegistry(
-        root=args.root, host=args.host, port=args.port, bandwidth=args.bandwidth, latency=args.latency, auth=auth
+        root=args.root,
+        host=args.host,
+        port=args.port,
+        bandwidth=args.bandwidth,
+        latency=args.latency,
+        auth=auth,
+        layouts=layouts,
     )
     return serve_until_signalled(registry)

@@ -67,7 +67,7 @@ class BackgroundServer:
             self._thread.join()
             self._thread = None
             err = self._error
-            raise ServerStartError(f"{self.kind} could not listen on {self.host}:{self.port}: {err}") from err
+            raise ServerStartError(f"{self.kind} could not start on {self.host}:{self.port}: {err}") from err
         return self
 
     def stop(self, timeout: float = 10.0) -> None:

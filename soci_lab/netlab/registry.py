@@ -21,13 +21,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ..oci import Digest
+from ..oci import Digest, OCILayout
 from ..oci import mediatypes as mt
 from ..units import parse_duration, parse_rate
 from .background import BackgroundServer
@@ -424,7 +424,8 @@ class EmbeddedRegistry(BackgroundServer):
     ``port=0`` picks a free port (read it from ``url``). ``bandwidth`` (bytes/s, or a rate string such as
     ``"100Mbit"``) meters every response body through one shared bucket; ``latency`` (seconds or
     ``"20ms"``) is added before each response. ``auth``: a ``RegistryAuth``, or ``(user, password)`` for
-    token auth with one user. Use it as a context manager (sync or async) or call ``start``/``stop``.
+    token auth with one user. ``layouts``: existing OCI layouts to serve in place, ``{repo name: dir}``.
+    Use it as a context manager (sync or async) or call ``start``/``stop``.
     """
 
     kind = "registry"
@@ -437,8 +438,12 @@ class EmbeddedRegistry(BackgroundServer):
         bandwidth: str | float | None = None,
         latency: str | float | None = None,
         auth: RegistryAuth | tuple[str, str] | None = None,
+        layouts: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> None:
         super().__init__(host, port)
+        self.layouts = dict(layouts or {})
+        for path in self.layouts.values():
+            OCILayout(path, create=False)  # fail here, in the caller's thread, with InvalidLayout
         self._own_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="soci-lab-registry-"))
         self.bandwidth = parse_rate(bandwidth) if bandwidth is not None else None
@@ -460,7 +465,7 @@ class EmbeddedRegistry(BackgroundServer):
         return self.app.authority.tokens_issued if self.app and self.app.authority else 0
 
     async def make_app(self) -> web.Application:
-        store = RepositoryStore(self.root)
+        store = RepositoryStore(self.root, self.layouts)
         self.app = RegistryApp(store, bandwidth=self.bandwidth, latency=self.latency, auth=self.auth, stats=self.stats)
         return self.app.application()
 

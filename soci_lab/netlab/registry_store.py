@@ -4,7 +4,8 @@ Why one layout per repository: each repository directory is then a plain OCI lay
 and ``soci_lab.oci.OCILayout`` read directly (``oci:<root>/<repo>:<tag>``), and an existing layout can be
 served by copying or linking it under the root. Cross-repository mounts hard-link the blob file, so a
 mount costs no copy. A repository exists once its directory holds an ``oci-layout`` file; pushing to a
-new name creates it.
+new name creates it. Layouts elsewhere can be served in place under a name of their own (``layouts=``,
+``--layout NAME=DIR``): nothing is copied, and pushes to that name write into that layout.
 
 Every manifest the registry accepts is recorded in its repository's ``index.json``: under its tag
 (``org.opencontainers.image.ref.name``) when pushed by tag, as an unnamed entry when pushed by digest,
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -90,10 +92,16 @@ class _ManifestInfo:
 class RepositoryStore:
     """Repositories as OCI layouts under ``root`` (created when missing)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], layouts: Mapping[str, str | os.PathLike[str]] | None = None
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._layouts: dict[str, OCILayout] = {}
+        for name, path in (layouts or {}).items():  # existing layouts served in place, under their own name
+            check_repo_name(name)
+            self._layouts[name] = OCILayout(path, create=False)
+        self._extra = frozenset(self._layouts)
         self._uploads: dict[str, Upload] = {}
         self._info: dict[str, _ManifestInfo] = {}
 
@@ -121,7 +129,7 @@ class RepositoryStore:
             name = marker.parent.relative_to(self.root).as_posix()
             if REPO_NAME_RE.fullmatch(name):
                 names.append(name)
-        return sorted(names)
+        return sorted({*names, *self._extra})
 
     # --- blobs --------------------------------------------------------------------------------------
 

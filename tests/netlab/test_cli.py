@@ -101,4 +101,4 @@ def test_port_in_use_is_one_clear_line(tmp_path):
             timeout=60,
         )
     assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and "could not listen" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "could not start" in proc.stderr

@@ -94,3 +94,10 @@ def test_skopeo_through_the_proxy_with_token_auth(umoci_image, tmp_path):
         )
         assert proc.returncode != 0
     assert_same_image(umoci_image, tmp_path / "back", "v1")
+
+
+def test_skopeo_pulls_a_layout_served_in_place(umoci_image, tmp_path):
+    with EmbeddedRegistry(root=tmp_path / "reg", layouts={"inplace/img": umoci_image}) as reg:
+        skopeo_copy(f"docker://{reg.host_port}/inplace/img:v1", f"oci:{tmp_path / 'back'}:v1")
+    assert_same_image(umoci_image, tmp_path / "back", "v1")
+    assert not (tmp_path / "reg" / "inplace").exists()

@@ -303,6 +303,18 @@ def test_serves_an_existing_layout(tmp_path):
         assert httpx.get(f"{reg.url}/v2/_catalog").json() == {"repositories": ["pre/made"]}
 
 
+def test_layouts_served_in_place(tmp_path):
+    from soci_lab.errors import InvalidLayout
+
+    elsewhere = OCILayout(tmp_path / "elsewhere")
+    blob = elsewhere.write_blob(b"in place")
+    with EmbeddedRegistry(root=tmp_path / "root", layouts={"mapped/repo": tmp_path / "elsewhere"}) as reg:
+        assert httpx.get(f"{reg.url}/v2/mapped/repo/blobs/{blob}").content == b"in place"
+        assert httpx.get(f"{reg.url}/v2/_catalog").json() == {"repositories": ["mapped/repo"]}
+    with pytest.raises(InvalidLayout):
+        EmbeddedRegistry(root=tmp_path / "root", layouts={"x": tmp_path / "not-a-layout"})
+
+
 def _challenge_params(header: str) -> dict[str, str]:
     scheme, _, rest = header.partition(" ")
     assert scheme == "Bearer"
