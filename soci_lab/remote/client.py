@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import httpx
 
 from ..config import HTTPConfig
@@ -418,15 +419,32 @@ class RegistryClient:
         if layout is not None and layout.has(d):
             return d
         sink: BlobSink = layout.writer(d, size) if layout is not None else FileSink(Path(path), d, size)  # type: ignore[arg-type]
+        t0 = self.events.now() if self.events is not None else 0.0
+        received = 0
         try:
             async with ThreadedFeeder(sink, batch) as feed:
-                await self._fetch(repo, d, size, feed)
-        except BaseException:
-            sink.abort()
-            raise
-        import anyio
 
-        return await anyio.to_thread.run_sync(sink.commit)
+                async def counted(chunk: bytes) -> None:
+                    nonlocal received
+                    received += len(chunk)
+                    await feed(chunk)
+
+                await self._fetch(repo, d, size, counted)
+            committed = await anyio.to_thread.run_sync(sink.commit)
+        except BaseException as exc:
+            sink.abort()
+            self._blob_event(t0, d, received, exc)
+            raise
+        self._blob_event(t0, d, received, None)
+        return committed
+
+    def _blob_event(self, t0: float, digest: Digest, nbytes: int, exc: BaseException | None) -> None:
+        """One ``blob_download`` event per whole-blob download (its requests are ``http_request`` events)."""
+        if self.events is None:
+            return
+        error = None if exc is None else (str(exc) or type(exc).__name__).splitlines()[0]
+        self.events.emit("blob_download", t0, layer=str(digest), nbytes=nbytes, ok=exc is None, error=error,
+                         host=self.host)
 
     @asynccontextmanager
     async def open_blob(self, repo: str | Reference | None, digest: str) -> AsyncIterator[Exchange]:

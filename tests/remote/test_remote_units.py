@@ -131,3 +131,21 @@ def test_credentials_from_docker_config(tmp_path, monkeypatch):
     assert load_credentials("nowhere.example.com", files=[tmp_path / "missing.json"]).credentials is None
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(cfg))
     assert load_credentials("reg.example.com:5000").credentials is not None
+
+
+def test_client_targets_and_plain_http_rules():
+    from soci_lab.remote import RegistryClient
+
+    rc = RegistryClient("registry.example.com/team/app:1.0")
+    assert rc.base_url == "https://registry.example.com" and rc.default_repository == "team/app"
+    assert RegistryClient("registry.example.com:5000", insecure=True).base_url == "http://registry.example.com:5000"
+    assert RegistryClient("localhost:5000").base_url == "http://localhost:5000"
+    assert RegistryClient("127.0.0.1:5000").base_url == "http://127.0.0.1:5000"
+    assert RegistryClient("http://[::1]:5000").base_url == "http://[::1]:5000"
+    with pytest.raises(InvalidInput, match="plain HTTP"):
+        RegistryClient("http://registry.example.com")
+    with pytest.raises(InvalidInput):
+        RegistryClient("oci:/tmp/layout:tag")
+    with pytest.raises(InvalidInput, match="is on"):
+        rc.blob_url(__import__("soci_lab.oci", fromlist=["Reference"]).Reference.parse("other.example.com/a:1"),
+                    "sha256:" + "0" * 64)
