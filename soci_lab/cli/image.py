@@ -134,7 +134,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_argument("src", type=_ref, metavar="SRC")
     c.add_argument("dst", type=_ref, metavar="DST")
+    c.add_argument("--platform", type=_platform, help="copy only this platform's manifest of an index")
     _add_registry_options(c)
+    c.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC only")
+    c.add_argument("--dest-creds", metavar="USER:PASS", help="credentials for DST only")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(handler=cmd_copy)
 
@@ -194,7 +197,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_copy(args: argparse.Namespace) -> int:
     from ..images.copy import copy_image
 
-    result = copy_image(args.src, args.dst, insecure=args.insecure, creds=args.creds)
+    result = copy_image(
+        args.src,
+        args.dst,
+        platform=args.platform,
+        insecure=args.insecure,
+        creds=args.creds,
+        src_creds=args.src_creds,
+        dst_creds=args.dest_creds,
+    )
     if args.json:
         _print_json(result.to_json())
     else:

@@ -189,7 +189,9 @@ def test_unreadable_file_fails_cleanly_and_tags_nothing(capsys):
     The interpreter is not readable by ``nobody`` here, so the CLI runs in-process with the effective
     uid/gid switched to 65534 and back.
     """
-    from soci_lab.cli import main
+    from soci_lab.cli import build_parser, main
+
+    build_parser()  # import every command module now: the interpreter's files are not readable by nobody
 
     base = Path(tempfile.mkdtemp(prefix="soci-lab-unreadable-"))
     try:
