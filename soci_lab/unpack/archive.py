@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ..config import DecompressStream
-from ..errors import SociLabError, VerificationFailed
+from ..errors import ApplyStopped, VerificationFailed
 from ..events import EventRecorder
 from .chunkstream import ChunkStream
 from .decompress import INFLATE_IMPL, SpanDecompressor, compression_of, producer_for
@@ -46,10 +46,6 @@ from .tarapply import ApplyOptions, ApplyStats, TarApplier
 QUEUE_CHUNKS = 8
 
 T = TypeVar("T")
-
-
-class ApplyStopped(SociLabError):
-    """The apply was stopped from outside (its task was cancelled)."""
 
 
 @dataclass

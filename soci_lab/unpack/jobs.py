@@ -118,6 +118,8 @@ class LayerUnpackJob:
     unpacked: anyio.Event = field(default_factory=anyio.Event, repr=False)
     #: the outcome of the unpack task (None = success), set before ``unpacked``.
     unpack_error: BaseException | None = None
+    #: what the unpack task produced (a :class:`~.parallel.LayerOutcome`), for the consumer.
+    result: object | None = None
     _scope: anyio.CancelScope | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

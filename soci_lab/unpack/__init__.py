@@ -1,0 +1,59 @@
+"""Eager pulls: the parallel pull/unpack mode and the sequential (containerd 1.6) baseline.
+
+What the other rooms call:
+
+* :class:`ParallelPuller` — ``async with ParallelPuller(root, source, config=cfg.pull_modes.parallel_pull_unpack,
+  content=layout, recorder=rec) as p:`` then ``await p.mount_parallel(image_key, layers, i, mountpoint)`` per
+  layer in order (upstream's ``MountParallel``), or ``await p.pull(image_key, layers, mountpoints)``;
+  ``p.clean_image(image_key)`` on snapshot removal.
+* :class:`SequentialPuller` — ``await SequentialPuller(root, source, content=layout).pull(image_key, layers,
+  mountpoints)``.
+* :class:`LayerSpec` (``LayerSpec.from_descriptor(desc, diff_id)``), :class:`RegistryBlobSource` (over
+  :class:`soci_lab.remote.RegistryClient`), :class:`LocalFileSource`.
+* :func:`apply_layer` / :func:`apply_layer_async` — apply one blob file into an empty directory with
+  verification and overlay whiteout conversion (also what the lazy mode needs for small, unindexed layers).
+
+Modules: :mod:`.jobs` (state machine), :mod:`.storage` (job directories), :mod:`.resources` (limits),
+:mod:`.source` (blob sources), :mod:`.fetch` (chunked download), :mod:`.decompress`, :mod:`.chunkstream`,
+:mod:`.tarapply` (safe untar), :mod:`.archive` (decompress + verify + apply on two threads),
+:mod:`.parallel`, :mod:`.sequential`.
+"""
+
+from .archive import LayerApplyResult, apply_layer, apply_layer_async
+from .decompress import SpanDecompressor
+from .jobs import ImageUnpackJob, LayerUnpackJob, LayerUnpackJobStatus, UnpackJobs
+from .parallel import LayerOutcome, ParallelPuller
+from .resources import LayerUnpackResourceController, SemaphoreWithNil
+from .sequential import SequentialPuller
+from .source import BlobProbe, BlobSource, ContentStore, LayerSpec, LocalFileSource, RegistryBlobSource
+from .storage import LayerUnpackDiskStorage, LayerUnpackJobStorage
+from .tarapply import ApplyOptions, ApplyStats, DevicePolicy, OverlayOpaqueType, TarApplier
+
+__all__ = [
+    "ApplyOptions",
+    "ApplyStats",
+    "BlobProbe",
+    "BlobSource",
+    "ContentStore",
+    "DevicePolicy",
+    "ImageUnpackJob",
+    "LayerApplyResult",
+    "LayerOutcome",
+    "LayerSpec",
+    "LayerUnpackDiskStorage",
+    "LayerUnpackJob",
+    "LayerUnpackJobStatus",
+    "LayerUnpackJobStorage",
+    "LayerUnpackResourceController",
+    "LocalFileSource",
+    "OverlayOpaqueType",
+    "ParallelPuller",
+    "RegistryBlobSource",
+    "SemaphoreWithNil",
+    "SequentialPuller",
+    "SpanDecompressor",
+    "TarApplier",
+    "UnpackJobs",
+    "apply_layer",
+    "apply_layer_async",
+]

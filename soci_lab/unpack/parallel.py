@@ -1,0 +1,284 @@
+"""Parallel pull/unpack: every layer downloaded and unpacked at once, renamed into place in order.
+
+Upstream's flow (soci-formats.md §5.2), with the same names:
+
+* :meth:`ParallelPuller.mount_parallel` is called per layer, in layer order, by the snapshotter (the
+  Filesystem room). The first call for an image runs :meth:`preload_all_layers`, which creates the image
+  job and starts one :meth:`_premount` task per layer from the requested one on.
+* ``_premount`` (one task per layer, under the puller's task group): a local content-store hit skips the
+  network, else the blob is downloaded into the job's ingest file (chunked when configured and the server
+  serves ranges); then, holding an unpack lease, the destination is checked empty and the layer applied
+  with verification (:func:`~.archive.apply_layer_async`). A failure marks the job ``Failed`` and cancels
+  the image's other layers.
+* :meth:`rebase` claims the layer's job, waits for its unpack, and renames ``<job>/fs`` to the mountpoint
+  (which must not exist or be an empty directory). Only a verified tree is ever renamed. Success → the job
+  is ``Done`` and removed; failure → ``Failed`` and the whole image job is removed.
+* :meth:`clean_image` cancels and removes an image job (snapshot removal).
+
+Use it as an async context manager: it owns a task group (the premount tasks and the 10 s cleaner).
+Everything runs under asyncio or trio.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from ..config import ParallelPullUnpackConfig
+from ..errors import LayerJobCancelled, ParallelPullIsDisabled
+from ..events import EventRecorder, NullRecorder
+from .archive import LayerApplyResult, apply_layer_async
+from .decompress import SpanDecompressor
+from .fetch import download_layer
+from .jobs import DEFAULT_EXPIRY_S, DEFAULT_GC_INTERVAL_S, LayerUnpackJob, LayerUnpackJobStatus, UnpackJobs
+from .resources import LayerUnpackResourceController
+from .source import BlobSource, ContentStore, LayerSpec
+from .storage import LayerUnpackDiskStorage
+from .tarapply import ApplyOptions
+
+
+@dataclass
+class LayerOutcome:
+    """One layer of a pull: where it landed and how."""
+
+    layer: str
+    path: Path
+    how: str  # "remote" (downloaded) or "local" (content-store hit)
+    bytes_fetched: int = 0
+    apply: LayerApplyResult | None = field(default=None, repr=False)
+
+
+def prepare_mountpoint(mountpoint: Path) -> None:
+    """The rename target must not exist, or be an empty directory (removed); its parent is created 0700."""
+    try:
+        os.rmdir(mountpoint)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise FileExistsError(f"snapshot directory {mountpoint} exists and is not an empty directory") from exc
+    mountpoint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class ParallelPuller:
+    """The parallel pull/unpack mode (upstream ``parallelLayerUnpacker`` + the ``fs`` job machinery)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        source: BlobSource,
+        *,
+        config: ParallelPullUnpackConfig | None = None,
+        content: ContentStore | None = None,
+        options: ApplyOptions | None = None,
+        recorder: EventRecorder | None = None,
+        expiry_s: float = DEFAULT_EXPIRY_S,
+        gc_interval_s: float = DEFAULT_GC_INTERVAL_S,
+        span_decompressor: Callable[[LayerSpec], SpanDecompressor | None] | None = None,
+        require_enabled: bool = True,
+    ) -> None:
+        cfg = config or ParallelPullUnpackConfig(enable=True)
+        if require_enabled and not (cfg.enable or cfg.experimental_parallel_pull_as_fallback):
+            raise ParallelPullIsDisabled("the given config does not allow parallel pulling")
+        self.root = Path(root)
+        self.source = source
+        self.config = cfg
+        self.content = content
+        self.options = options or ApplyOptions()
+        self.recorder = recorder or NullRecorder()
+        self.chunk_size = cfg.chunk_size_bytes()
+        self.resources = LayerUnpackResourceController.from_config(cfg)
+        self.expiry_s = expiry_s
+        self.gc_interval_s = gc_interval_s
+        self.span_decompressor = span_decompressor
+        self.storage: LayerUnpackDiskStorage | None = None
+        self.jobs: UnpackJobs | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._ranges: dict[str, bool] = {}
+
+    async def __aenter__(self) -> ParallelPuller:
+        self.storage = await anyio.to_thread.run_sync(LayerUnpackDiskStorage, self.root)  # wipes leftovers
+        self.jobs = UnpackJobs(self.storage, recorder=self.recorder, expiry_s=self.expiry_s)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self.jobs.run_gc, self.gc_interval_s)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._tg is not None and self.jobs is not None
+        for img in self.jobs.images():
+            self.jobs.remove_image(img.key, LayerJobCancelled("puller closed"))
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    # --- upstream's entry points ------------------------------------------------------------------
+
+    def preload_all_layers(self, image: str, layers: Sequence[LayerSpec]) -> list[LayerUnpackJob]:
+        """Create the image job and start downloading + unpacking every layer of ``layers``."""
+        jobs = self._jobs()
+        jobs.get_or_add_image(image)
+        self.resources.image(image)
+        started = []
+        try:
+            for layer in layers:
+                job = jobs.add_layer_job(image, layer.digest)
+                assert self._tg is not None
+                self._tg.start_soon(self._premount, job, layer)
+                started.append(job)
+        except BaseException as exc:
+            jobs.remove_image(image, exc)
+            raise
+        return started
+
+    async def mount_parallel(
+        self, image: str, layers: Sequence[LayerSpec], index: int, mountpoint: str | os.PathLike[str]
+    ) -> LayerOutcome:
+        """Put layer ``index`` of ``image`` at ``mountpoint``, starting the whole image's pull if needed."""
+        jobs = self._jobs()
+        if image not in {img.key for img in jobs.images()}:
+            self.preload_all_layers(image, layers[index:])
+        return await self.rebase(image, layers[index], mountpoint)
+
+    async def rebase(self, image: str, layer: LayerSpec, mountpoint: str | os.PathLike[str]) -> LayerOutcome:
+        """Claim the layer's job, wait for its verified unpack, rename it to ``mountpoint``."""
+        jobs = self._jobs()
+        for job in jobs.layer_jobs(image, layer.digest):
+            if job.status is LayerUnpackJobStatus.FAILED and job.error is not None:
+                self._drop_image(image, job.error)
+                raise job.error
+        job = jobs.claim(image, layer.digest)
+        try:
+            await job.unpacked.wait()
+            if job.status is LayerUnpackJobStatus.CANCELLED:
+                raise LayerJobCancelled(f"layer {layer.digest}: unpack job cancelled ({job.error or 'no cause'})")
+            if job.unpack_error is not None:
+                raise job.unpack_error
+            target = Path(mountpoint)
+            t0 = self.recorder.now()
+
+            def rename() -> None:
+                prepare_mountpoint(target)
+                os.rename(job.fs_dir, target)
+
+            await anyio.to_thread.run_sync(rename)
+            self.recorder.emit("file_op", t0, layer=layer.digest, path=str(target), op="rename")
+        except BaseException as exc:
+            job.finish(exc if isinstance(exc, Exception) else LayerJobCancelled("rebase cancelled"))
+            self._drop_image(image, exc)
+            raise
+        job.finish()
+        outcome = (
+            job.result
+            if isinstance(job.result, LayerOutcome)
+            else LayerOutcome(layer.digest, Path(mountpoint), "remote")
+        )
+        outcome.path = Path(mountpoint)
+        jobs.remove(job)
+        if image not in {img.key for img in jobs.images()}:
+            self.resources.forget_image(image)
+            self._ranges.pop(image, None)
+        return outcome
+
+    def clean_image(self, image: str) -> None:
+        """Cancel and forget an image's jobs (snapshot removal)."""
+        self._drop_image(image, LayerJobCancelled(f"image {image} cleaned"))
+
+    async def pull(
+        self, image: str, layers: Sequence[LayerSpec], mountpoints: Sequence[str | os.PathLike[str]]
+    ) -> list[LayerOutcome]:
+        """Every layer of ``image`` into its mountpoint: all started at once, renamed in layer order."""
+        if len(layers) != len(mountpoints):
+            raise ValueError("pull needs one mountpoint per layer")
+        self.preload_all_layers(image, layers)
+        return [await self.rebase(image, layer, mp) for layer, mp in zip(layers, mountpoints, strict=True)]
+
+    # --- the per-layer task -----------------------------------------------------------------------
+
+    async def _premount(self, job: LayerUnpackJob, layer: LayerSpec) -> None:
+        with anyio.CancelScope() as scope:
+            job.bind_scope(scope)
+            try:
+                job.result = await self._download_and_apply(job, layer)
+            except Exception as exc:
+                job.unpack_error = exc
+                job.finish(exc)
+                self._cancel_siblings(job.image, exc)
+            finally:
+                if scope.cancel_called and job.unpack_error is None and job.status is LayerUnpackJobStatus.CANCELLED:
+                    job.unpack_error = job.error or LayerJobCancelled(f"layer {layer.digest} cancelled")
+                job.unpacked.set()
+
+    async def _download_and_apply(self, job: LayerUnpackJob, layer: LayerSpec) -> LayerOutcome:
+        image = job.image
+        how = "remote"
+        fetched = 0
+        content = self.content
+        if content is not None and await anyio.to_thread.run_sync(content.has, layer.digest):
+            ingest = content.blob_path(layer.digest)
+            how = "local"
+            t = self.recorder.now()
+            self.recorder.emit("cache_hit", t, t, layer=layer.digest, nbytes=layer.size, where="content store")
+        else:
+            ranges_ok = self._ranges.get(image)
+            if ranges_ok is None and self.chunk_size > 0 and layer.size > self.chunk_size:
+                probe = await self.source.probe(layer)  # the initial fetch: learns Accept-Ranges once per image
+                ranges_ok = self._ranges[image] = probe.accept_ranges
+            ingest = job.ingest_path
+            fetched = await download_layer(
+                self.source,
+                layer,
+                ingest,
+                image=image,
+                chunk_size=self.chunk_size,
+                ranges_ok=bool(ranges_ok),
+                resources=self.resources,
+                recorder=self.recorder,
+            )
+        self.resources.get_unpack_ingest_reader(ingest)
+        async with self.resources.unpack_lease(image):
+            self.resources.verify_unpack_destination_is_ready(job.fs_dir)
+            result = await apply_layer_async(
+                ingest,
+                job.fs_dir,
+                media_type=layer.media_type,
+                expected_digest=layer.digest,
+                expected_diff_id=layer.diff_id,
+                options=self.options,
+                decompress_streams=self.config.decompress_streams,
+                span_decompressor=self.span_decompressor(layer) if self.span_decompressor else None,
+                recorder=self.recorder,
+                layer=layer.digest,
+                check_empty=False,
+            )
+        if how == "remote" and content is not None and not self.config.discard_unpacked_layers:
+            await anyio.to_thread.run_sync(content.import_file, ingest, layer.digest, layer.size)
+        return LayerOutcome(layer.digest, job.fs_dir, how, fetched, result)
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _jobs(self) -> UnpackJobs:
+        if self.jobs is None:
+            raise RuntimeError("use ParallelPuller as 'async with ParallelPuller(...) as puller'")
+        return self.jobs
+
+    def _cancel_siblings(self, image: str, cause: BaseException) -> None:
+        jobs = self._jobs()
+        if image in {img.key for img in jobs.images()}:
+            jobs.cancel_image(image, cause)
+
+    def _drop_image(self, image: str, cause: BaseException) -> None:
+        jobs = self._jobs()
+        if image in {img.key for img in jobs.images()}:
+            jobs.remove_image(image, cause)
+        self.resources.forget_image(image)
+        self._ranges.pop(image, None)
+
+
+__all__ = ["LayerJobCancelled", "LayerOutcome", "ParallelPuller", "prepare_mountpoint"]
