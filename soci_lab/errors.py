@@ -255,6 +255,14 @@ class JobStorageError(SociLabError):
     """An unpack job directory could not be created (no unique id, or the disk refused)."""
 
 
+class LayerJobCancelled(SociLabError):
+    """A layer unpack job was cancelled before its layer was in place."""
+
+
+class ApplyStopped(SociLabError):
+    """A layer apply was stopped from outside (its task was cancelled)."""
+
+
 # --- store / sim ----------------------------------------------------------------------------------
 
 
