@@ -55,8 +55,9 @@ class GzipCompressor:
 class ZstdFramesCompressor:
     """A zstd stream of independent frames, one per ``frame_size`` uncompressed bytes.
 
-    (A local writer: ``soci_lab.ztoc`` had no frame writer when this was written; should it grow one,
-    this class should become a thin wrapper over it.)
+    The push-driven twin of ``soci_lab.ztoc.compress_zstd_frames`` (which pulls from a file): same
+    frame size, level, content-size and checksum flags, so the two give the same bytes for the same tar
+    (a test holds them to it). The tar writer pushes its output, hence this form: no temporary tar file.
     """
 
     def __init__(self, out: Out, level: int = DEFAULT_ZSTD_LEVEL, frame_size: int = DEFAULT_FRAME_SIZE) -> None:
