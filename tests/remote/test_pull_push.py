@@ -50,7 +50,10 @@ async def test_monolithic_push_and_pull_round_trip(registry, tmp_path):
         assert not await rc.blob_exists(repo, Digest.from_bytes(b"never pushed"))
     # every request was recorded as one http_request event, with method, status, path and retry number
     frame = events.to_frame()
-    assert len(frame) == rc.requests and set(frame["kind"]) == {"http_request"}
+    assert set(frame["kind"]) == {"http_request", "blob_download"}
+    assert (frame["kind"] == "blob_download").sum() == 2 * len(img.layers)  # fetch_blob to layout and to file
+    frame = frame[frame["kind"] == "http_request"]
+    assert len(frame) == rc.requests
     assert all({"method", "status", "retry", "range"} <= set(a) for a in frame["attrs"])
     big = frame[frame["path"].str.endswith(str(img.layers[0][0].digest))]
     assert big["bytes"].max() == 1_500_000
