@@ -25,12 +25,31 @@ Span geometry (what :class:`soci_lab.lazy.span.SpanGeometry` asks for; a ``Ztoc`
     z.read(offset, length, fetch)    # any range, with fetch(start, end) -> bytes of the blob
     z.read_file(entry, fetch)
 
+SOCI index (``soci_lab.ztoc.index``; needs no network either)::
+
+    built = build_soci_index(manifest.layer_descriptors(), open_layer, version="v2", span_size=...,
+                             min_layer_size=10 << 20, prefetch=["/usr/bin/python3", ...])
+    built.index.to_bytes(), built.blobs        # manifest + every blob to push (zTOCs, prefetch, "{}")
+    SociIndex.from_bytes(data).ztoc_descriptors()   # layer digest -> zTOC descriptor
+    annotate_image_manifest(m, index_digest); index_descriptor_v2(index, platform, new_manifest_digest)
+
 Also: :func:`compress_zstd_frames` (multi-frame zstd writer for ``image build --compression zstd``),
 :func:`detect_compression`, :func:`compression_for_media_type`, and the lower-level checkpoint classes
 :class:`GzipZinfo`, :class:`TarZinfo`, :class:`ZstdZinfo` (``z.zinfo``).
 """
 
 from .gzip_zinfo import Checkpoint, GzipZinfo, inflate_from, scan_gzip
+from .index import (
+    BuiltIndex,
+    PrefetchArtifact,
+    PrefetchSpan,
+    SociIndex,
+    annotate_image_manifest,
+    build_soci_index,
+    index_descriptor_v2,
+    prefetch_artifacts,
+    ztoc_descriptor,
+)
 from .tar_zinfo import TarZinfo, scan_tar
 from .toc import FILE_TYPES, FileMetadata, TarScanner, derive_header_offsets, go_time_text, parse_go_time
 from .zstd_zinfo import ZstdZinfo, compress_zstd_frames, scan_zstd
@@ -58,25 +77,34 @@ __all__ = [
     "FILE_TYPES",
     "MEDIA_TYPE_COMPRESSION",
     "ZTOC_VERSION",
+    "BuiltIndex",
     "Checkpoint",
     "FileMetadata",
     "GzipZinfo",
+    "PrefetchArtifact",
+    "PrefetchSpan",
+    "SociIndex",
     "Span",
     "TarScanner",
     "TarZinfo",
     "Zinfo",
     "ZstdZinfo",
     "Ztoc",
+    "annotate_image_manifest",
+    "build_soci_index",
     "build_ztoc",
     "compress_zstd_frames",
     "compression_for_media_type",
     "derive_header_offsets",
     "detect_compression",
     "go_time_text",
+    "index_descriptor_v2",
     "inflate_from",
     "parse_go_time",
     "parse_zinfo",
+    "prefetch_artifacts",
     "scan_gzip",
     "scan_tar",
     "scan_zstd",
+    "ztoc_descriptor",
 ]
