@@ -2,8 +2,9 @@
 and by the other clients listed in ``CLIENTS``, in the same run.
 
 One blob of ``--size`` incompressible bytes (default 256 MiB) is pushed to both registries; then, for
-``--reps`` rounds (interleaved, so every pair sees the same machine load), each client downloads it in
-full from each registry and the median of each pair is reported, with the ratios that matter:
+``--reps`` rounds (interleaved, in a rotating order, so every pair sees the same machine load), each
+client downloads it in full from each registry and the median of each pair is reported, with the ratios
+that matter:
 
 - server vs server: embedded / distribution, per client (goal: close to 1 with curl);
 - client vs curl: each client / curl, per server (the registry client's goal is >= 0.8).
@@ -12,7 +13,7 @@ The embedded registry runs as its own process (``soci-lab registry serve``), as 
 in-process Python client does not share a GIL with it. A third contender is one more function in
 ``CLIENTS``: ``fetch(url, size) -> seconds`` that downloads ``url`` completely and checks the size.
 
-    .venv/bin/python benchmarks/netlab_throughput.py [--size 256MiB] [--reps 5] [--clients curl,httpx] [--json]
+    .venv/bin/python benchmarks/netlab_throughput.py [--size 256MiB] [--reps 7] [--clients curl,httpx] [--json]
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class EmbeddedProcess:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="256MiB")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--clients", default=",".join(CLIENTS), help=f"comma-separated, of: {', '.join(CLIENTS)}")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -156,14 +157,16 @@ def main() -> None:
             for url in urls.values():  # warm-up: page cache, connections, code paths
                 fetch_curl(url, size)
             times: dict[tuple[str, str], list[float]] = {(s, c): [] for s in servers for c in clients}
-            for _ in range(a.reps):
-                for server, url in urls.items():
-                    for client in clients:
-                        times[(server, client)].append(CLIENTS[client](url, size))
+            pairs = [(s, c) for s in urls for c in clients]
+            for rep in range(a.reps):
+                # rotate the order each round so no pair is always first (or last) after a pause
+                for server, client in pairs[rep % len(pairs) :] + pairs[: rep % len(pairs)]:
+                    times[(server, client)].append(CLIENTS[client](urls[server], size))
     mbps = {key: size / statistics.median(ts) / 1e6 for key, ts in times.items()}
     result = {
         "size": size,
         "reps": a.reps,
+        "loadavg_1min": round(os.getloadavg()[0], 2),
         "throughput_MBps": {f"{s}/{c}": round(v, 1) for (s, c), v in mbps.items()},
         "embedded_over_distribution": {c: round(mbps[("embedded", c)] / mbps[("distribution", c)], 3) for c in clients},
         "client_over_curl": {
@@ -173,7 +176,8 @@ def main() -> None:
     if a.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"blob {format_size(size)}, {a.reps} repetitions, median throughput (MB/s = 10^6 bytes/s)")
+    load = os.getloadavg()[0]
+    print(f"blob {format_size(size)}, {a.reps} repetitions, median throughput (MB/s = 10^6 bytes/s), load {load:.1f}")
     print(f"{'server':<14}" + "".join(f"{c:>14}" for c in clients))
     for s in servers:
         print(f"{s:<14}" + "".join(f"{mbps[(s, c)]:>14.1f}" for c in clients))
