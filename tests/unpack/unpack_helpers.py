@@ -1,0 +1,89 @@
+"""Helpers of the unpack tests: craft tar files entry by entry, and watch a sentinel tree."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class E:
+    """One crafted tar entry."""
+
+    name: str
+    type: bytes = tarfile.REGTYPE
+    data: bytes = b""
+    linkname: str = ""
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 1_600_000_000
+    size: int | None = None  # override the header's size (absurd or lying sizes)
+    devmajor: int = 0
+    devminor: int = 0
+    pax: dict[str, str] = field(default_factory=dict)
+
+
+def tar_bytes(entries: list[E], *, fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar archive of ``entries`` exactly as written (no sanitising)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for e in entries:
+            ti = tarfile.TarInfo(e.name)
+            ti.type = e.type
+            ti.mode = e.mode
+            ti.uid, ti.gid = e.uid, e.gid
+            ti.mtime = e.mtime
+            ti.linkname = e.linkname
+            ti.devmajor, ti.devminor = e.devmajor, e.devminor
+            ti.pax_headers = dict(e.pax)
+            if e.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                ti.size = len(e.data)
+                if e.size is not None:
+                    # write the header with the claimed size, followed by the (short) data
+                    ti.size = e.size
+                    buf.write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+                    buf.write(e.data)
+                    buf.write(b"\0" * ((512 - len(e.data) % 512) % 512))
+                    tf.offset = buf.tell()
+                    continue
+                tf.addfile(ti, io.BytesIO(e.data))
+            else:
+                tf.addfile(ti)
+    return buf.getvalue()
+
+
+def write_layer(path: Path, entries: list[E], *, compress: str = "gzip") -> tuple[str, str]:
+    """Write a layer blob; returns (compressed digest, diffID)."""
+    raw = tar_bytes(entries)
+    blob = gzip.compress(raw, 1) if compress == "gzip" else raw
+    path.write_bytes(blob)
+    return "sha256:" + hashlib.sha256(blob).hexdigest(), "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def scan(root: Path, skip: Path | None = None) -> dict[str, tuple[int, int, int, bytes | str | None]]:
+    """Every path under ``root`` (except under ``skip``): (mode, uid, gid, content or link target)."""
+    out: dict[str, tuple[int, int, int, bytes | str | None]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        if skip is not None and (d == skip or skip in d.parents):
+            dirnames[:] = []
+            continue
+        for name in dirnames + filenames:
+            p = d / name
+            if skip is not None and p == skip:
+                continue
+            st = p.lstat()
+            content: bytes | str | None = None
+            if stat.S_ISREG(st.st_mode):
+                content = p.read_bytes()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(p)
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, content)
+    return out
