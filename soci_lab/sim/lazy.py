@@ -51,21 +51,27 @@ class SpanManager:
 
     def get_contents(self, u_start: int, u_end: int) -> Generator[Any, Any, None]:
         """Make every span of ``[u_start, u_end)`` uncompressed (fetching what is missing, in parallel)."""
-        layer = self.layer
-        first = layer.span_id(u_start)
-        last = layer.span_id(u_end) if self.world.params.lazy.touch_end_span else layer.span_id(max(u_start, u_end - 1))
+        first, last = self.span_range(u_start, u_end)
         state = self.state
         env = self.world.env
+        fine = self.world.params.fine_events
         work = []
         for i in range(first, last + 1):
-            if state[i] == UNCOMPRESSED:
-                self.world.rec.emit("cache_hit", env.now, env.now, layer=self.digest, span=i)
-            else:
+            if state[i] != UNCOMPRESSED:
                 work.append(i)
+            elif fine:
+                self.world.rec.emit("cache_hit", env.now, env.now, layer=self.digest, span=i)
         if len(work) == 1:
             yield from self.ensure(work[0])
         elif work:
             yield env.all_of([env.process(self.ensure(i)) for i in work])
+
+    def span_range(self, u_start: int, u_end: int) -> tuple[int, int]:
+        """First and last span ``GetContents`` touches for ``[u_start, u_end)``."""
+        layer = self.layer
+        if self.world.params.lazy.touch_end_span:
+            return layer.span_id(u_start), layer.span_id(u_end)
+        return layer.span_id(u_start), layer.span_id(max(u_start, u_end - 1))
 
     def ensure(self, i: int, *, why: str = "read") -> Generator[Any, Any, None]:
         """Bring span ``i`` to ``uncompressed`` (``ResolveSpan``/``getSpanContent``), single flight."""
@@ -274,22 +280,37 @@ class LazyPull:
 
     # --- workload side ------------------------------------------------------------------------------
 
-    def read(self, f: FileModel, off: int, size: int) -> Generator[Any, Any, None]:
-        """A read of ``size`` bytes at ``off`` in ``f``: through FUSE for lazy layers, local otherwise."""
-        world = self.world
+    def read_cost(self, f: FileModel, off: int, size: int, t: float) -> float | None:
+        """The latency of a read whose spans are all cached (cache hits emitted at ``t``); None on a miss."""
+        hp = self.world.host.params
         sm = self.managers.get(f.layer)
-        hp = world.host.params
         if sm is None:
-            yield world.env.timeout(hp.syscall_s + size / hp.local_read_rate)
-            return
+            return hp.syscall_s + size / hp.local_read_rate
         if size > 0:
             u0 = f.offset + off
-            yield from sm.get_contents(u0, u0 + size)
+            first, last = sm.span_range(u0, u0 + size)
+            state = sm.state
+            for i in range(first, last + 1):
+                if state[i] != UNCOMPRESSED:
+                    return None
+            if self.world.params.fine_events:
+                emit = self.world.rec.emit
+                for i in range(first, last + 1):
+                    emit("cache_hit", t, t, layer=sm.digest, span=i)
+        n_ops = max(1, -(-size // hp.fuse_max_read))
+        return n_ops * hp.fuse_op_s + size / hp.local_read_rate
+
+    def read(self, f: FileModel, off: int, size: int) -> Generator[Any, Any, None]:
+        """A read that misses: resolve its spans through the span manager, then pay the FUSE requests."""
+        world = self.world
+        hp = world.host.params
+        sm = self.managers[f.layer]
+        u0 = f.offset + off
+        yield from sm.get_contents(u0, u0 + size)
         n_ops = max(1, -(-size // hp.fuse_max_read))
         yield world.env.timeout(n_ops * hp.fuse_op_s + size / hp.local_read_rate)
 
-    def meta_op(self, op: str, f: FileModel | None) -> Generator[Any, Any, None]:
+    def meta_cost(self, op: str, f: FileModel | None) -> float:
         """stat/open/readdir/readlink: one FUSE request for a lazy layer's entry, a syscall otherwise."""
         hp = self.world.host.params
-        cost = hp.fuse_op_s if f is not None and f.layer in self.managers else hp.syscall_s
-        yield self.world.env.timeout(cost)
+        return hp.fuse_op_s if f is not None and f.layer in self.managers else hp.syscall_s

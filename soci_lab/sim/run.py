@@ -28,7 +28,7 @@ from . import eager
 from .image import ImageModel
 from .lazy import LazyPull
 from .workload import Access, bytes_read
-from .world import SimParams, World
+from .world import LocalFiles, ReadBackend, SimParams, World
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,16 +93,16 @@ def simulate(
         lazy = LazyPull(world)
         rec.strategy = lazy.strategy
         pull = lazy.mount()
-        read, meta = lazy.read, lazy.meta_op
+        backend: ReadBackend = lazy
     else:
         pull = eager.sequential(world) if mode == "sequential" else eager.parallel(world)
-        read, meta = world.local_read, world.local_meta
+        backend = LocalFiles(world)
 
     def main() -> Any:
         yield from pull
         rec.emit("ready", 0.0, env.now)
         if workload:
-            yield from world.replay(workload, read, meta)
+            yield from world.replay(workload, backend)
 
     finished = env.process(main())
     env.run(until=finished)

@@ -81,11 +81,13 @@ def sweep(
     config: Config | None = None,
     executor: Executor | None = None,
     chunks_per_worker: int = 4,
+    fine_events: bool = False,
 ) -> pd.DataFrame:
     """Simulate every point of ``grid`` and return one row per point: its values, then the summary.
 
     Extra columns: ``spans_fetched`` (on-demand span fetches, lazy), ``sim_wall_s`` (host seconds spent
-    simulating the point). Rows come back in grid order.
+    simulating the point). Rows come back in grid order. Per-access events are off unless
+    ``fine_events`` (a sweep keeps only summaries; they do not depend on it).
     """
     import pandas as pd
 
@@ -96,7 +98,7 @@ def sweep(
     points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
     if not points:
         return pd.DataFrame(columns=[*keys, *SUMMARY_KEYS])
-    params = params or SimParams()
+    params = replace(params or SimParams(), fine_events=fine_events)
     config = config or Config()
     if isinstance(image, str):
         image = SyntheticSpec.parse(image)

@@ -121,7 +121,8 @@ def test_bytes_delivered_equal_bytes_requested_and_capacity_is_never_exceeded(ca
     assert link.max_load <= 1 + 1e-9
     for (t0, n, cap), t in zip(flows, times, strict=True):
         fastest = n / min(capacity, cap or capacity)
-        assert t - t0 >= fastest * (1 - 1e-9)
+        # a flow counts as done within a nanosecond (or 1e-3 byte) of its end: fluid arithmetic is in floats
+        assert t - t0 >= fastest * (1 - 1e-9) - 2e-9
 
 
 @settings(max_examples=60, deadline=None)
