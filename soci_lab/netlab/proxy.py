@@ -1,19 +1,21 @@
 """The shaping proxy: a reverse proxy in front of any registry, with bandwidth, latency and faults.
 
 Every request is forwarded to ``upstream`` (all methods; headers but the hop-by-hop ones; request and
-response bodies streamed, never buffered whole). Responses are shaped on the way back:
+response bodies streamed, never buffered whole). Bodies are shaped like a full-duplex link:
 
-- ``bandwidth``: one ``TokenBucket`` for the whole proxy, shared fairly by every flow (FIFO turns of
-  equal-sized chunks), so N parallel downloads each get about 1/N of the rate;
-- ``per_connection``: a cap for each response stream. HTTP/1.1 carries one response at a time on a
-  connection, so a per-response bucket caps each connection;
+- ``bandwidth``: one ``TokenBucket`` per direction for the whole proxy (downloads share one, uploads the
+  other), shared fairly by every flow (FIFO turns of equal-sized chunks), so N parallel downloads each
+  get about 1/N of the rate;
+- ``per_connection``: a cap for each body stream. HTTP/1.1 carries one exchange at a time on a
+  connection, so a per-request bucket caps each connection;
 - ``latency``: added once per request, after the upstream's response headers arrive and before the
   proxy's response starts (the response direction; the request goes out at once);
 - ``faults``: a ``FaultSpec`` (or its string); see ``faults.py`` for what each kind does and how the
   seeded plan keeps runs reproducible.
 
 ``Location`` headers and ``WWW-Authenticate`` realms that point at the upstream are rewritten to point
-at the proxy, so uploads and token requests also go through it. Counters live in ``ShapingProxy.stats``
+at the proxy, so uploads and token requests also go through it; redirects to other hosts (a registry's
+blob storage) are passed on unchanged, so those downloads bypass the proxy. Counters live in ``ShapingProxy.stats``
 and every injected fault is logged in ``ShapingProxy.fault_log``.
 """
 
@@ -121,12 +123,14 @@ class ShapingProxy(BackgroundServer):
         self.fault_log: list[InjectedFault] = []
         self._plan = FaultPlan(self.faults)
         self._bucket: TokenBucket | None = None
+        self._up_bucket: TokenBucket | None = None
         self._session: aiohttp.ClientSession | None = None
 
     # --- app ----------------------------------------------------------------------------------------
 
     async def make_app(self) -> web.Application:
         self._bucket = TokenBucket(self.bandwidth) if self.bandwidth else None
+        self._up_bucket = TokenBucket(self.bandwidth) if self.bandwidth else None
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
             auto_decompress=False,
@@ -171,7 +175,11 @@ class ShapingProxy(BackgroundServer):
             return await self._relay(request, upstream, decision)
 
     async def _request_body(self, request: web.Request) -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_any():
+        """The request body, streamed upstream through the upload-direction buckets."""
+        conn_bucket = TokenBucket(self.per_connection) if self.per_connection else None
+        step = chunk_size_for(self._up_bucket, conn_bucket, default=_UNSHAPED_CHUNK)
+        while chunk := await request.content.read(step):
+            await consume_all(len(chunk), self._up_bucket, conn_bucket)
             self.stats.bytes_received += len(chunk)
             yield chunk
 

@@ -265,3 +265,17 @@ def test_upstream_down_is_a_502():
         r = httpx.get(f"{proxy.url}/v2/")
     assert r.status_code == 502
     assert proxy.stats.upstream_errors == 1
+
+
+def test_uploads_are_shaped_too(upstream):
+    url, _ = upstream
+    data = BLOB[:1_500_000]
+    rate = 3_000_000  # 0.5 s for the upload
+    with ShapingProxy(url, bandwidth=rate) as proxy, httpx.Client(base_url=proxy.url, timeout=60) as c:
+        location = c.post("/v2/lab/upload/blobs/uploads/").headers["Location"]
+        t0 = time.monotonic()
+        r = c.put(with_digest(location, sha256(data)), content=data)
+        elapsed = time.monotonic() - t0
+    assert r.status_code == 201
+    assert 0.85 * rate <= len(data) / elapsed <= 1.15 * rate, elapsed
+    assert proxy.stats.bytes_received == len(data)
