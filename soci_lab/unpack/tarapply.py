@@ -177,6 +177,25 @@ def _ns(t: float | int) -> int:
     return int(t) * 1_000_000_000 if isinstance(t, int) else round(t * 1e9)
 
 
+def _pax_time_ns(text: str) -> int:
+    """A pax time record (``"1600000000.123456789"``) in nanoseconds, exactly (a float would round)."""
+    text = text.strip()
+    neg = text.startswith("-")
+    whole, _, frac = text.lstrip("+-").partition(".")
+    ns = int(whole or "0") * 1_000_000_000 + int((frac + "000000000")[:9] or "0")
+    return -ns if neg else ns
+
+
+def _time_ns(info: tarfile.TarInfo, key: str) -> int | None:
+    pax = info.pax_headers
+    if pax and key in pax:
+        try:
+            return _pax_time_ns(pax[key])
+        except ValueError:
+            return None
+    return None
+
+
 def _umask() -> int:
     try:
         with open("/proc/self/status") as f:
@@ -304,7 +323,7 @@ class TarApplier:
             xattrs = self._xattrs(info)
             for name, value in xattrs.items():
                 self._setxattr(fd, name, value)
-            os.utime(fd, ns=(self._atime_ns(info), _ns(info.mtime)))
+            os.utime(fd, ns=(self._atime_ns(info), self._mtime_ns(info)))
         finally:
             os.close(fd)
         self.stats.files += 1
@@ -484,16 +503,15 @@ class TarApplier:
 
     def _dir_meta(self, info: tarfile.TarInfo) -> _DirMeta:
         return _DirMeta(
-            info.mode & 0o7777, info.uid, info.gid, self._atime_ns(info), _ns(info.mtime), self._xattrs(info)
+            info.mode & 0o7777, info.uid, info.gid, self._atime_ns(info), self._mtime_ns(info), self._xattrs(info)
         )
 
     def _finish_dirs(self) -> None:
         """Owner, mode, xattrs and times of every directory entry, after all their children exist."""
         for real, meta in self._dirs.items():
-            try:
-                fd = os.open(real, _DIR_FLAGS, dir_fd=self._dir_fd(real.rpartition("/")[0])) if real else None
-            except OSError:
-                continue  # removed or replaced later in the archive
+            # entries removed or replaced later were dropped from _dirs by _forget, so this must succeed
+            parent, _, base = real.rpartition("/")
+            fd = os.open(base, _DIR_FLAGS, dir_fd=self._dir_fd(parent)) if real else None
             dfd = self._root if fd is None else fd
             try:
                 if self._owners and (meta.uid != self._uid or meta.gid != self._gid):
@@ -517,7 +535,7 @@ class TarApplier:
             proc = f"/proc/self/fd/{pfd}/{base}"
             for name, value in xattrs.items():
                 self._setxattr(proc, name, value, follow_symlinks=False)
-        os.utime(base, ns=(self._atime_ns(info), _ns(info.mtime)), dir_fd=pfd, follow_symlinks=False)
+        os.utime(base, ns=(self._atime_ns(info), self._mtime_ns(info)), dir_fd=pfd, follow_symlinks=False)
 
     def _xattrs(self, info: tarfile.TarInfo) -> dict[str, bytes]:
         if not info.pax_headers:
@@ -541,14 +559,14 @@ class TarApplier:
             self.stats.xattrs_skipped += 1
 
     @staticmethod
+    def _mtime_ns(info: tarfile.TarInfo) -> int:
+        ns = _time_ns(info, "mtime")
+        return _ns(info.mtime) if ns is None else ns
+
+    @staticmethod
     def _atime_ns(info: tarfile.TarInfo) -> int:
-        atime = info.pax_headers.get("atime") if info.pax_headers else None
-        if atime is not None:
-            try:
-                return _ns(float(atime))
-            except ValueError:
-                pass
-        return _ns(info.mtime)
+        ns = _time_ns(info, "atime")
+        return TarApplier._mtime_ns(info) if ns is None else ns
 
 
 def apply_tar(stream: ChunkStream, dest: str | os.PathLike[str], options: ApplyOptions | None = None) -> ApplyStats:
