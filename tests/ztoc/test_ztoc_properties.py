@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ztoc_trees import SPAN, layers, write_tar
 
-from soci_lab.errors import UnsupportedCompression
+from soci_lab.errors import FormatError, UnsupportedCompression
 from soci_lab.ztoc import GzipZinfo, Ztoc, build_ztoc
 from soci_lab.ztoc.toc import derive_header_offsets
 from soci_lab.ztoc.ztoc import ztoc_to_flatbuffer_reference
 
 #: ZTOC_EXAMPLES=500 for a deeper run; the default keeps the room's tests well under a minute.
 SETTINGS = settings(
-    max_examples=int(os.environ.get("ZTOC_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("ZTOC_EXAMPLES", "80")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -173,3 +173,37 @@ def test_checkpoint_rule_matches_zran(level: int) -> None:
     if level == 0:  # stored blocks: byte aligned
         assert all(c.bits == 0 for c in cps)
     assert res.uncompressed_size == len(raw) and res.compressed_size == len(blob)
+
+
+def test_non_aligned_checkpoints_and_stored_blocks() -> None:
+    """Level 6 over alternating text and random data: zlib emits stored blocks for the random parts, and
+    block boundaries fall mid-byte — every span still decompresses from its own bytes (inflatePrime path)."""
+    rnd = random.Random(11)
+    parts = []
+    for i in range(24):
+        parts.append(rnd.randbytes(40_000) if i % 2 else (b"text %d " % i) * 6000)
+    raw = b"".join(parts)
+    blob = gzip.compress(raw, compresslevel=6, mtime=0)
+    from soci_lab.ztoc.gzip_zinfo import scan_gzip
+
+    res = scan_gzip(io.BytesIO(blob), 16 * 1024)
+    zi = res.zinfo
+    assert any(c.bits for c in zi.checkpoints), "expected some non-byte-aligned checkpoints"
+    zi.uncompressed_size = len(raw)
+    for i in range(zi.span_count):
+        a, b = zi.start_compressed_offset(i), zi.end_compressed_offset(i)
+        assert zi.decompress_span(i, blob[a:b]) == raw[zi.start_uncompressed_offset(i) : zi.end_uncompressed_offset(i)]
+        # a range that starts inside span i and runs into later spans, from data that runs on
+        off = zi.start_uncompressed_offset(i) + 7
+        n = min(50_000, len(raw) - off)
+        assert zi.extract(i, blob[a:], off, n) == raw[off : off + n]
+    with pytest.raises(FormatError, match="ended after"):  # asking past the end is an error, not short data
+        zi.extract(0, blob[zi.start_compressed_offset(0) :], len(raw) - 10, 11)
+
+
+def test_ztoc_is_a_lazy_span_geometry() -> None:
+    """The lazy room's SpanGeometry protocol is satisfied by Ztoc itself."""
+    span_mod = pytest.importorskip("soci_lab.lazy.span")
+    raw = write_tar([])
+    z = build_ztoc(gzip.compress(raw), span_size=SPAN)
+    assert isinstance(z, span_mod.SpanGeometry)
