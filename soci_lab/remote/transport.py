@@ -137,8 +137,17 @@ def status_error(method: str, url: str, status: int, body: bytes = b"", what: st
 class Exchange:
     """One answered request: the response, its body (read or streamed) and its ``http_request`` event."""
 
-    def __init__(self, transport: Transport, response: httpx.Response, t0: float, attempt: int, range_: str | None):
+    def __init__(
+        self,
+        transport: Transport,
+        response: httpx.Response,
+        t0: float,
+        attempt: int,
+        range_: str | None,
+        deadline: float | None = None,
+    ) -> None:
         self.transport = transport
+        self.deadline = deadline
         self.response = response
         self.t0 = t0
         self.attempt = attempt
@@ -163,6 +172,8 @@ class Exchange:
         """The body as it arrives; a break raises :class:`TruncatedBody` (after recording the event)."""
         try:
             async for chunk in self.response.aiter_raw():
+                if self.deadline is not None and anyio.current_time() > self.deadline:
+                    raise httpx.ReadTimeout("the whole-request timeout passed while the body was streaming")
                 self.nbytes += len(chunk)
                 yield chunk
         except _RETRYABLE_EXC as exc:
@@ -236,6 +247,8 @@ class Transport:
     ) -> None:
         self.config = config or HTTPConfig()
         self.policy = RetryPolicy.from_config(self.config)
+        #: ``[http] request_timeout_msec``: the whole exchange, headers and body, per attempt
+        self.request_timeout = max(self.config.request_timeout_msec, 1) / 1000
         self.base = httpx.URL(base_url)
         self.events = events
         self.counters = _Counters()
@@ -341,8 +354,15 @@ class Transport:
             range_ = req_headers.get("Range")
             attempt = budget.used
             t0 = self._now()
+            deadline = anyio.current_time() + self.request_timeout
             try:
-                response = await self.http.send(request, stream=True, follow_redirects=follow_redirects)
+                with anyio.fail_after(self.request_timeout):
+                    response = await self.http.send(request, stream=True, follow_redirects=follow_redirects)
+            except TimeoutError:
+                reason = f"no response within the {self.request_timeout:g} s request timeout"
+                self.record(request, t0, None, 0, attempt, range_, reason)
+                await budget.spend(method, url, reason, None, None)
+                continue
             except _RETRYABLE_EXC as exc:
                 reason = _describe(exc)
                 self.record(request, t0, None, 0, attempt, range_, reason)
@@ -351,7 +371,7 @@ class Transport:
             except httpx.HTTPError as exc:
                 self.record(request, t0, None, 0, attempt, range_, _describe(exc))
                 raise RegistryError(f"{method} {redact_url(url)}: {_describe(exc)}") from None
-            exchange = Exchange(self, response, t0, attempt, range_)
+            exchange = Exchange(self, response, t0, attempt, range_, deadline)
             status = response.status_code
             if target != url and status in (401, 403, 404, 410):
                 # a cached storage URL went stale (expired signature): forget it and ask the registry again

@@ -422,3 +422,37 @@ async def anyio_sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)  # runs on the server's asyncio loop
+
+
+async def test_whole_request_timeout_retries_slow_answers(misbehaving):
+    """``request_timeout_msec`` bounds each attempt: a slow first answer, then a stalled body, are retried."""
+    import asyncio
+
+    data = random_bytes(400_000, seed=27)
+    state = {"n": 0}
+
+    async def h(request: web.Request) -> web.StreamResponse:
+        state["n"] += 1
+        if state["n"] == 1:
+            await asyncio.sleep(1.0)  # no headers within the timeout
+        r = _range(request, len(data))
+        lo, hi = r if r else (0, len(data) - 1)
+        headers = {"Content-Length": str(hi - lo + 1)}
+        status = 200
+        if r:
+            status, headers["Content-Range"] = 206, f"bytes {lo}-{hi}/{len(data)}"
+        resp = web.StreamResponse(status=status, headers=headers)
+        await resp.prepare(request)
+        await resp.write(data[lo : lo + 100_000])
+        if state["n"] == 2:
+            await asyncio.sleep(1.0)  # body stalls past the deadline
+        await resp.write(data[lo + 100_000 : hi + 1])
+        return resp
+
+    misbehaving.handler = h
+    config = HTTPConfig(max_retries=4, min_wait_msec=1, max_wait_msec=5, request_timeout_msec=400)
+    async with RegistryClient(misbehaving.url, config=config) as rc:
+        assert await rc.get_blob("r/x", Digest.from_bytes(data), len(data)) == data
+    assert state["n"] == 3
+    ranges = [hdrs.get("Range") for _, _, hdrs in misbehaving.seen]
+    assert ranges[0] is None and ranges[1] is None and ranges[2].startswith("bytes=")
