@@ -226,6 +226,26 @@ class ShapingProxy(BackgroundServer):
         fault = decision.kind
         if fault not in BODY_FAULTS or upstream.status not in (200, 206) or length is None or length < 2:
             fault = None  # nothing to break in this response (the decision is still consumed)
+        try:
+            await self._stream_body(request, resp, upstream, decision, fault, length)
+        except ConnectionError:
+            pass  # the client went away mid-body
+        except aiohttp.ClientError:  # the upstream broke mid-body: pass the breakage on to the client
+            self.stats.upstream_errors += 1
+            if request.transport is not None:
+                request.transport.close()
+        return resp
+
+    async def _stream_body(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        upstream: aiohttp.ClientResponse,
+        decision: FaultDecision,
+        fault: str | None,
+        length: int | None,
+    ) -> None:
+        """Copy the upstream body to the client through the buckets, injecting ``fault`` on the way."""
         cut = decision.cut(length) if fault and length else -1
         conn_bucket = TokenBucket(self.per_connection) if self.per_connection else None
         step = chunk_size_for(self._bucket, conn_bucket, default=_UNSHAPED_CHUNK)
@@ -249,13 +269,12 @@ class ShapingProxy(BackgroundServer):
                     await self._send(resp, head, conn_bucket)
                     self._record(request, decision, cut)
                     await self._break_connection(request, abort=fault == "reset")
-                    return resp
+                    return
                 self._record(request, decision, cut)
                 fault = None
             await self._send(resp, chunk, conn_bucket)
             sent += len(chunk)
         await resp.write_eof()
-        return resp
 
     async def _send(self, resp: web.StreamResponse, data: bytes, conn_bucket: TokenBucket | None) -> None:
         if not data:

@@ -317,10 +317,13 @@ class RegistryApp:
             if request.method == "HEAD" or count == 0:
                 await resp.write_eof()
                 return resp
-            if self.bucket is None:
-                await self._sendfile(request, resp, f, offset, count)
-            else:
-                await self._send_shaped(resp, f, offset, count)
+            try:
+                if self.bucket is None:
+                    await self._sendfile(request, resp, f, offset, count)
+                else:
+                    await self._send_shaped(resp, f, offset, count)
+            except ConnectionError:
+                return resp  # the client went away mid-body: nothing to answer, nothing to log
             await resp.write_eof()
             return resp
 

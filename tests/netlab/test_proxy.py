@@ -279,3 +279,29 @@ def test_uploads_are_shaped_too(upstream):
     assert r.status_code == 201
     assert 0.85 * rate <= len(data) / elapsed <= 1.15 * rate, elapsed
     assert proxy.stats.bytes_received == len(data)
+
+
+def test_upstream_breaking_mid_body_is_passed_on(upstream):
+    """A proxy in front of a truncating proxy: its client sees the short body too, not a hang."""
+    url, digest = upstream
+    with ShapingProxy(url, faults="seed=1,truncate=1") as inner, ShapingProxy(inner.url) as outer:
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"{outer.url}/v2/lab/blob/blobs/{digest}", timeout=10)
+        assert outer.stats.upstream_errors == 1
+
+
+def test_clients_going_away_mid_body_are_not_errors(upstream, caplog):
+    import logging
+    import socket
+
+    url, digest = upstream
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    with ShapingProxy(url, bandwidth="20MB/s") as proxy:
+        for base in (url, proxy.url):
+            host, port = base.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(f"GET /v2/lab/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(0.3)
+        assert httpx.get(f"{proxy.url}/v2/").status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
