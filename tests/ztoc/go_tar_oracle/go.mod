@@ -1,0 +1,3 @@
+module go_tar_oracle
+
+go 1.19
