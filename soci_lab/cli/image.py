@@ -83,6 +83,20 @@ def _scale(text: str) -> float:
 def _add_registry_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
+    p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
+
+
+def _recorder(args: argparse.Namespace) -> Any:
+    if not args.events:
+        return None
+    from ..events import EventRecorder
+
+    return EventRecorder(strategy="image")
+
+
+def _write_events(args: argparse.Namespace, recorder: Any) -> None:
+    if recorder is not None:
+        recorder.write(args.events)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -173,6 +187,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..images import RuntimeConfig, build_image
 
     runtime = RuntimeConfig(cmd=args.cmd, entrypoint=args.entrypoint, env=tuple(args.env), working_dir=args.workdir)
+    recorder = _recorder(args)
     result = build_image(
         args.layers,
         args.ref,
@@ -186,7 +201,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         creds=args.creds,
         on_skip=_warn,
+        events=recorder,
     )
+    _write_events(args, recorder)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -197,6 +214,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_copy(args: argparse.Namespace) -> int:
     from ..images.copy import copy_image
 
+    recorder = _recorder(args)
     result = copy_image(
         args.src,
         args.dst,
@@ -205,7 +223,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
         creds=args.creds,
         src_creds=args.src_creds,
         dst_creds=args.dest_creds,
+        events=recorder,
     )
+    _write_events(args, recorder)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -216,7 +236,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..images.verify import verify_image
 
-    result = verify_image(args.ref, platform=args.platform, insecure=args.insecure, creds=args.creds)
+    recorder = _recorder(args)
+    result = verify_image(args.ref, platform=args.platform, insecure=args.insecure, creds=args.creds, events=recorder)
+    _write_events(args, recorder)
     if args.json:
         _print_json(result.to_json())
     else:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidReference, LayerSourceError
 from ..oci import Descriptor, Digest, ImageConfig, Manifest, OCILayout, Platform, Reference
@@ -34,6 +34,9 @@ from .compress import (
 )
 from .config import RuntimeConfig, image_config, image_manifest
 from .tarwriter import write_tree_tar
+
+if TYPE_CHECKING:
+    from ..events import EventRecorder
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +196,7 @@ def build_image(
     insecure: bool = False,
     creds: str | None = None,
     on_skip: Callable[[str, str], None] | None = None,
+    events: EventRecorder | None = None,
 ) -> BuildResult:
     """Build an image from ``layers`` (directories, bottom first) and store it at ``ref``.
 
@@ -201,11 +205,12 @@ def build_image(
     frame per ``span_size`` uncompressed bytes, ``zstd_level``) or ``none``. ``platform`` defaults to the
     host's; ``created`` (RFC 3339) to ``SOURCE_DATE_EPOCH`` or the epoch. ``jobs`` layers are built at
     once (default: up to the CPU count). ``on_skip(name, reason)`` hears of entries left out (sockets);
-    by default they are logged as warnings. Returns the manifest, config and layers.
+    by default they are logged as warnings. ``events`` records the push (``push`` per layer,
+    ``http_request`` per request). Returns the manifest, config and layers.
     """
     reference = Reference.parse(ref) if isinstance(ref, str) else ref
-    if reference.digest is not None and reference.tag is None:
-        raise InvalidReference(f"cannot build into {reference}: name a tag, not a digest")
+    if reference.digest is not None:
+        raise InvalidReference(f"cannot build into {reference}: a build names a tag, its digest is not known yet")
     name = check_compression(compression)
     specs = [LayerSpec.of(x) for x in layers]
     _check_sources(specs)
@@ -247,7 +252,7 @@ def build_image(
         if layout is not None:
             _store_in_layout(layout, built, config, manifest, reference.tag)
         else:
-            _push_to_registry(reference, built, config, manifest, insecure=insecure, creds=creds)
+            _push_to_registry(reference, built, config, manifest, insecure=insecure, creds=creds, events=events)
     return BuildResult(reference, manifest, config, tuple(_unstaged(b) for b in built))
 
 
@@ -275,8 +280,9 @@ def _push_to_registry(
     *,
     insecure: bool,
     creds: str | None,
+    events: EventRecorder | None,
 ) -> None:
     from .push import push_image_files
 
     blobs = [(b.descriptor, b.staged) for b in built]
-    push_image_files(ref, blobs, config, manifest, insecure=insecure, creds=creds)
+    push_image_files(ref, blobs, config, manifest, insecure=insecure, creds=creds, events=events)

@@ -21,13 +21,16 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..errors import ContentNotFound, InvalidReference, SizeMismatch
 from ..oci import Descriptor, Digest, Index, Manifest, OCILayout, Platform, Reference, parse_manifest_or_index
 from ..oci import mediatypes as mt
+
+if TYPE_CHECKING:
+    from ..events import EventRecorder
 
 #: blobs of one manifest in flight at once
 COPY_CONCURRENCY = 4
@@ -97,12 +100,12 @@ class _Layout:
 
 
 class _Registry:
-    def __init__(self, ref: Reference, insecure: bool, creds: str | None) -> None:
+    def __init__(self, ref: Reference, insecure: bool, creds: str | None, events: EventRecorder | None) -> None:
         from ..remote import RegistryClient
 
         self.ref = ref
         self.repo = ref.repository
-        self.client = RegistryClient(ref, creds=creds, insecure=insecure)
+        self.client = RegistryClient(ref, creds=creds, insecure=insecure, events=events)
 
     async def resolve(self) -> tuple[Descriptor, bytes]:
         fetched = await self.client.get_manifest(self.repo, self.ref.reference)
@@ -124,10 +127,10 @@ class _Registry:
 _End = _Layout | _Registry
 
 
-def _endpoint(ref: Reference, *, dst: bool, insecure: bool, creds: str | None) -> _End:
+def _endpoint(ref: Reference, *, dst: bool, insecure: bool, creds: str | None, events: EventRecorder | None) -> _End:
     if ref.is_layout:
         return _Layout(ref, create=dst)
-    return _Registry(ref, insecure, creds)
+    return _Registry(ref, insecure, creds, events)
 
 
 async def _copy_blob(src: _End, dst: _End, desc: Descriptor, result: CopyResult) -> None:
@@ -196,17 +199,19 @@ async def acopy_image(
     creds: str | None = None,
     src_creds: str | None = None,
     dst_creds: str | None = None,
+    events: EventRecorder | None = None,
 ) -> CopyResult:
     """Copy the image at ``src`` to ``dst`` (each a registry reference or ``oci:PATH[:TAG]``).
 
     With ``platform``, an index at ``src`` is narrowed to that platform's manifest (which is what lands at
     ``dst``); without, everything the index lists is copied and the index keeps its digest. ``creds``
-    serves both ends unless ``src_creds``/``dst_creds`` are given. Returns the top descriptor and counts.
+    serves both ends unless ``src_creds``/``dst_creds`` are given; ``events`` records every HTTP request.
+    Returns the top descriptor and counts.
     """
     s = Reference.parse(src) if isinstance(src, str) else src
     d = Reference.parse(dst) if isinstance(dst, str) else dst
     result = CopyResult(s, d)
-    source = _endpoint(s, dst=False, insecure=insecure, creds=src_creds or creds)
+    source = _endpoint(s, dst=False, insecure=insecure, creds=src_creds or creds, events=events)
     try:
         desc, data = await source.resolve()
         if platform is not None and desc.media_type in mt.INDEX_TYPES:
@@ -214,7 +219,9 @@ async def acopy_image(
             data = await source.document(desc)
         if d.digest is not None and d.digest != desc.digest:
             raise InvalidReference(f"destination {d} names digest {d.digest}, but the image is {desc.digest}")
-        dest = _endpoint(d, dst=True, insecure=insecure, creds=dst_creds or creds)  # made only once src is found
+        dest = _endpoint(
+            d, dst=True, insecure=insecure, creds=dst_creds or creds, events=events
+        )  # made only once src is found
         try:
             await _copy_tree(source, dest, desc, data, result)
             await dest.put_document(data, desc, d.tag)
@@ -235,11 +242,19 @@ def copy_image(
     creds: str | None = None,
     src_creds: str | None = None,
     dst_creds: str | None = None,
+    events: EventRecorder | None = None,
 ) -> CopyResult:
     """``acopy_image`` for synchronous callers (runs its own event loop; from inside a running loop, call
     ``acopy_image`` instead)."""
     return anyio.run(
         lambda: acopy_image(
-            src, dst, platform=platform, insecure=insecure, creds=creds, src_creds=src_creds, dst_creds=dst_creds
+            src,
+            dst,
+            platform=platform,
+            insecure=insecure,
+            creds=creds,
+            src_creds=src_creds,
+            dst_creds=dst_creds,
+            events=events,
         )
     )

@@ -7,12 +7,17 @@ size are checked locally by the client before upload.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ..oci import Descriptor, ImageConfig, Manifest, Reference
+
+if TYPE_CHECKING:
+    from ..events import EventRecorder
 
 #: layer uploads in flight at once
 PUSH_CONCURRENCY = 3
@@ -26,19 +31,27 @@ async def apush_image_files(
     *,
     insecure: bool = False,
     creds: str | None = None,
+    events: EventRecorder | None = None,
 ) -> Descriptor:
     """Upload ``blobs`` (descriptor, file), the config and the manifest to ``ref``; returns the manifest's
-    descriptor as the registry stored it."""
+    descriptor as the registry stored it. With ``events``, each layer upload is a ``push`` event (and
+    every HTTP request an ``http_request`` event)."""
     from ..remote import RegistryClient
 
     limiter = anyio.CapacityLimiter(PUSH_CONCURRENCY)
-    async with RegistryClient(ref, creds=creds, insecure=insecure) as rc:
+    async with RegistryClient(ref, creds=creds, insecure=insecure, events=events) as rc:
 
         async def one(desc: Descriptor, path: Path | None) -> None:
             async with limiter:
                 if path is None:
                     raise ValueError(f"layer {desc.digest} has no staged file to push")
-                await rc.push_blob(ref.repository, path, desc.digest, desc.size)
+                step = (
+                    events.step("push", layer=str(desc.digest), nbytes=desc.size)
+                    if events is not None
+                    else contextlib.nullcontext()
+                )
+                with step:
+                    await rc.push_blob(ref.repository, path, desc.digest, desc.size)
 
         async with anyio.create_task_group() as tg:
             for desc, path in blobs:
@@ -55,7 +68,10 @@ def push_image_files(
     *,
     insecure: bool = False,
     creds: str | None = None,
+    events: EventRecorder | None = None,
 ) -> Descriptor:
     """``apush_image_files`` for synchronous callers (runs its own event loop; call it from a worker
     thread when an event loop is already running, e.g. in a notebook)."""
-    return anyio.run(lambda: apush_image_files(ref, blobs, config, manifest, insecure=insecure, creds=creds))
+    return anyio.run(
+        lambda: apush_image_files(ref, blobs, config, manifest, insecure=insecure, creds=creds, events=events)
+    )

@@ -18,7 +18,8 @@ The same tree always gives the same bytes, so the same layer digest and diffID:
   later ones are ``LNKTYPE`` entries naming it. Any non-directory can be hard-linked.
 - **Types.** Regular files, directories, symlinks, FIFOs, character and block devices. A socket cannot
   be represented in a tar: it is skipped, and reported through ``on_skip`` (GNU tar does the same).
-- **Whiteouts** are just names: ``.wh.NAME`` and ``.wh..wh..opq`` files pass through as they are.
+- **Whiteouts** are just names: ``.wh.NAME`` and ``.wh..wh..opq`` files pass through as they are. (An
+  overlayfs upper directory's whiteouts, 0/0 character devices, are not translated: they stay devices.)
 - **xattrs.** Every attribute ``listxattr`` shows (``user.*``, ``trusted.*``, ``security.capability``,
   POSIX ACLs), sorted by name, except ``security.selinux``, which is a label of the build host rather
   than content of the image.

@@ -15,7 +15,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import DigestMismatch, SizeMismatch, UnsupportedMediaType
 from ..oci import (
@@ -30,6 +30,9 @@ from ..oci import (
     check_layers_match_config,
 )
 from ..oci import mediatypes as mt
+
+if TYPE_CHECKING:
+    from ..events import EventRecorder
 
 _READ = 1 << 20
 
@@ -206,14 +209,20 @@ def verify_layout_image(ref: Reference, platform: Platform | None = None) -> Ver
 
 
 async def averify_registry_image(
-    ref: Reference, platform: Platform | None = None, *, insecure: bool = False, creds: str | None = None
+    ref: Reference,
+    platform: Platform | None = None,
+    *,
+    insecure: bool = False,
+    creds: str | None = None,
+    events: EventRecorder | None = None,
 ) -> VerifiedImage:
-    """``verify_image`` for a registry reference (async; layers are downloaded to a temporary file)."""
+    """``verify_image`` for a registry reference (async; layers are downloaded to a temporary file, then
+    checked in a worker thread; with ``events``, each check is a ``verify`` event)."""
     import anyio
 
     from ..remote import RegistryClient
 
-    async with RegistryClient(ref, creds=creds, insecure=insecure) as rc:
+    async with RegistryClient(ref, creds=creds, insecure=insecure, events=events) as rc:
         resolved = await rc.resolve_image(ref, platform)  # manifest, index and config digests verified
         layers = []
         with tempfile.TemporaryDirectory(prefix="soci-lab-verify-") as tmp:
@@ -222,7 +231,10 @@ async def averify_registry_image(
                 await rc.fetch_blob(ref.repository, desc, path=path)
 
                 def check(p: Path = path, d: Descriptor = desc, i: Digest = diff_id) -> VerifiedLayer:
-                    with open(p, "rb") as f:
+                    if events is None:
+                        with open(p, "rb") as f:
+                            return check_layer_file(f, d, i)
+                    with events.step("verify", layer=str(d.digest), nbytes=d.size), open(p, "rb") as f:
                         return check_layer_file(f, d, i)
 
                 layers.append(await anyio.to_thread.run_sync(check))
@@ -239,6 +251,7 @@ def verify_image(
     platform: Platform | None = None,
     insecure: bool = False,
     creds: str | None = None,
+    events: EventRecorder | None = None,
 ) -> VerifiedImage:
     """Fetch ``ref`` (registry or ``oci:`` layout) and check manifest, config, layer digests and diffIDs.
 
@@ -250,7 +263,7 @@ def verify_image(
         return verify_layout_image(reference, platform)
     import anyio
 
-    return anyio.run(lambda: averify_registry_image(reference, platform, insecure=insecure, creds=creds))
+    return anyio.run(lambda: averify_registry_image(reference, platform, insecure=insecure, creds=creds, events=events))
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 MAIN = Path(__file__).resolve().parents[2]
-_MAIN = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI_CODE = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
 #: sub-second, pre-1970, and ordinary mtimes
 T0 = 1_600_000_000_123_456_789
 OLD = -315_619_200_500_000_000  # 1960, with half a second
@@ -22,7 +22,7 @@ OLD = -315_619_200_500_000_000  # 1960, with half a second
 def soci_lab(*args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run the ``soci-lab`` CLI of this checkout in a subprocess."""
     proc = subprocess.run(
-        [sys.executable, "-c", _MAIN, *args],
+        [sys.executable, "-c", CLI_CODE, *args],
         capture_output=True,
         text=True,
         cwd=MAIN,

@@ -90,3 +90,19 @@ def test_missing_source_is_one_clear_error(tmp_path, registry):
     assert not (tmp_path / "x").exists()  # nothing made at the destination
     proc = soci_lab("image", "copy", "NOT A REF", f"oci:{tmp_path / 'x'}:t", check=False)
     assert proc.returncode == 2
+
+
+def test_build_copy_and_verify_record_events(tmp_path, registry):
+    src = _small_tree(tmp_path / "src", "evented\n")
+    ref = registry.ref("copy/events", "v1")
+    soci_lab("image", "build", "--events", str(tmp_path / "build.jsonl"), "--layer", str(src), ref)
+    soci_lab("image", "verify", "--events", str(tmp_path / "verify.jsonl"), ref)
+    soci_lab("image", "copy", "--events", str(tmp_path / "copy.jsonl"), ref, f"oci:{tmp_path / 'l'}:t")
+    kinds = {}
+    for name in ("build", "verify", "copy"):
+        rows = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        kinds[name] = {r["kind"] for r in rows}
+        assert all(r["ok"] for r in rows if r["kind"] != "http_request")
+    assert {"push", "http_request"} <= kinds["build"]
+    assert {"verify", "http_request"} <= kinds["verify"]
+    assert "http_request" in kinds["copy"]
