@@ -90,7 +90,7 @@ async def download_layer(
 
     ``ranges_ok`` is what the initial fetch learned (None: probe now if more than one chunk is wanted).
     """
-    rec = recorder or NullRecorder()
+    rec = recorder if recorder is not None else NullRecorder()
     res = resources or LayerUnpackResourceController(max_downloads_per_image=-1)
     path = Path(ingest)
     size = layer.size

@@ -50,6 +50,7 @@ from ..errors import (
     ImageUnpackJobNotFound,
     InvalidJobStatusTransition,
     LayerHasNoJobs,
+    LayerJobCancelled,
     LayerJobCannotBeCleaned,
     LayerJobNotFound,
     NoClaimableLayerJobs,
@@ -114,14 +115,22 @@ class LayerUnpackJob:
     _jobs: UnpackJobs = field(repr=False)
     status: LayerUnpackJobStatus = LayerUnpackJobStatus.IN_PROGRESS
     error: BaseException | None = None
-    #: set (on the loop) when the download + unpack task has finished, whatever the outcome.
-    unpacked: anyio.Event = field(default_factory=anyio.Event, repr=False)
+    _unpacked: anyio.Event | None = field(default=None, repr=False)
     #: the outcome of the unpack task (None = success), set before ``unpacked``.
     unpack_error: BaseException | None = None
     #: what the unpack task produced (a :class:`~.parallel.LayerOutcome`), for the consumer.
     result: object | None = None
     _scope: anyio.CancelScope | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def unpacked(self) -> anyio.Event:
+        """Set (on the loop) when the download + unpack task has finished, whatever the outcome.
+
+        Created on first use, so jobs can also be made outside an event loop (tests, tools)."""
+        if self._unpacked is None:
+            self._unpacked = anyio.Event()
+        return self._unpacked
 
     @property
     def fs_dir(self) -> Path:
@@ -205,7 +214,7 @@ class UnpackJobs:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.storage = storage
-        self.recorder = recorder or NullRecorder()
+        self.recorder = recorder if recorder is not None else NullRecorder()
         self.expiry_s = expiry_s
         self.clock = clock
         self._images: dict[str, ImageUnpackJob] = {}
@@ -236,7 +245,8 @@ class UnpackJobs:
         img = self._images.pop(key, None)
         if img is None:
             raise ImageUnpackJobNotFound(f"image unpack job not found: {key}")
-        img.cancelled = cause or anyio.get_cancelled_exc_class()()
+        cause = cause if cause is not None else LayerJobCancelled(f"image unpack job {key} removed")
+        img.cancelled = cause
         for job in img.jobs():
             job.cancel(cause)
             self._forget(job)

@@ -90,7 +90,7 @@ class ParallelPuller:
         self.config = cfg
         self.content = content
         self.options = options or ApplyOptions()
-        self.recorder = recorder or NullRecorder()
+        self.recorder = recorder if recorder is not None else NullRecorder()
         self.chunk_size = cfg.chunk_size_bytes()
         self.resources = LayerUnpackResourceController.from_config(cfg)
         self.expiry_s = expiry_s

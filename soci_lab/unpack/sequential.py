@@ -51,7 +51,7 @@ class SequentialPuller:
         self.source = source
         self.content = content
         self.options = options or ApplyOptions()
-        self.recorder = recorder or NullRecorder()
+        self.recorder = recorder if recorder is not None else NullRecorder()
         self.decompress_streams = decompress_streams or {}
         self.resources = LayerUnpackResourceController(
             max_downloads=max_concurrent_downloads, max_downloads_per_image=max_concurrent_downloads
