@@ -102,7 +102,7 @@ async def fetch_into(
                 if length is not None and length.isdigit():
                     _check_total(url, int(length), expect_total)
                     last = int(length) - 1
-                    if pos > last:
+                    if pos > last and not (pos == 0 and last == -1):  # an empty blob is fine from offset 0
                         raise RegistryError(f"GET {redact_url(url)}: offset {pos} is past the end of a "
                                             f"{int(length)}-byte blob", status=200)
                     upper = last if upper is None else min(upper, last)

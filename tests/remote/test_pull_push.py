@@ -230,3 +230,16 @@ async def test_tag_list_pagination_and_blob_download_event(registry, tmp_path):
         await rc.fetch_blob(repo, desc, path=tmp_path / "b")
     [download] = [e for e in events.events if e.kind == "blob_download"]
     assert download.ok and download.bytes == len(data) and download.layer == str(desc.digest)
+
+
+async def test_empty_blob_round_trip(registry, tmp_path):
+    async with RegistryClient(registry.url) as rc:
+        repo = unique_repo()
+        desc = await rc.push_blob(repo, b"")
+        assert desc.size == 0 and desc.digest == Digest.from_bytes(b"")
+        assert await rc.get_blob(repo, desc) == b""
+        layout = OCILayout(tmp_path / "l")
+        await rc.fetch_blob(repo, desc, layout=layout)
+        assert layout.read_blob(desc.digest) == b""
+        chunked = unique_repo()
+        assert (await rc.push_blob(chunked, b"", chunk_size=1024)).digest == desc.digest
