@@ -2,9 +2,10 @@
 
 Byte layout follows upstream's schema (namespace ``ztoc``, root ``Ztoc``, no file identifier) and builder
 call order (``ztocToFlatbuffer``): version and build-tool strings, FileMetadata tables from the last entry to
-the first (strings name, type, linkname, uname, gname, mod_time; PAX records sorted by key), the metadata
-vector, the TOC, the checkpoints byte vector, the span digest strings and their vector, CompressionInfo, then
-Ztoc. Scalars equal to their schema default are omitted, as Go's builder does (``compression_algorithm`` for
+the first (strings name, type, linkname, uname, gname, mod_time; PAX records sorted by key; fields added in
+schema order), the metadata vector, the TOC, the checkpoints byte vector, the span digest strings and their
+vector, CompressionInfo (max_span_id, span_digests, checkpoints, then compression_algorithm), then Ztoc
+(version, build tool, toc, the two sizes, compression_info). Scalars equal to their schema default are omitted, as Go's builder does (``compression_algorithm`` for
 gzip, ``uid = 0``, …); strings and vectors are always written.
 
 Reading is defensive (:mod:`soci_lab.ztoc._fb`): every offset and count is checked against the buffer, so a
@@ -332,17 +333,17 @@ def ztoc_to_flatbuffer(z: Ztoc) -> bytes:
     cpv = b.byte_vector(bytes(z.checkpoints))
     dv = b.offset_vector([string(_enc(d)) for d in z.span_digests])
     start(4)
-    scalar(0, "b", code, 1)
     scalar(1, "i", z.max_span_id, 0)
     offset(2, dv)
     offset(3, cpv)
+    scalar(0, "b", code, 1)  # added last, as upstream does
     ci = end()
     start(6)
     offset(0, version)
     offset(1, tool)
+    offset(4, toc)
     scalar(2, "q", z.compressed_archive_size, 0)
     scalar(3, "q", z.uncompressed_archive_size, 0)
-    offset(4, toc)
     offset(5, ci)
     return b.finish(end())
 
@@ -398,17 +399,17 @@ def ztoc_to_flatbuffer_reference(z: Ztoc) -> bytes:
     ds = [b.CreateString(_enc(d)) for d in z.span_digests]
     dv = _offset_vector(b, ds)
     b.StartObject(4)
-    b.PrependInt8Slot(0, code, 1)
     b.PrependInt32Slot(1, z.max_span_id, 0)
     b.PrependUOffsetTRelativeSlot(2, dv, 0)
     b.PrependUOffsetTRelativeSlot(3, cpv, 0)
+    b.PrependInt8Slot(0, code, 1)
     ci = b.EndObject()
     b.StartObject(6)
     b.PrependUOffsetTRelativeSlot(0, version, 0)
     b.PrependUOffsetTRelativeSlot(1, tool, 0)
+    b.PrependUOffsetTRelativeSlot(4, toc, 0)
     b.PrependInt64Slot(2, z.compressed_archive_size, 0)
     b.PrependInt64Slot(3, z.uncompressed_archive_size, 0)
-    b.PrependUOffsetTRelativeSlot(4, toc, 0)
     b.PrependUOffsetTRelativeSlot(5, ci, 0)
     b.Finish(b.EndObject())
     return bytes(b.Output())
