@@ -61,9 +61,13 @@ class SimRun:
 
     @property
     def events(self) -> pd.DataFrame:
-        """The events as the tidy DataFrame of architecture.md §3 (built on first use)."""
+        """The events as the tidy DataFrame of architecture.md §3 (built on first use).
+
+        Equal to ``self.recorder.to_frame()`` (a test holds it to that) but built column by column, which
+        is ~10× faster than ``asdict`` per event on the 10,000-access runs the speed target is about.
+        """
         if self._frame is None:
-            self._frame = self.recorder.to_frame()
+            self._frame = events_frame(self.recorder)
         return self._frame
 
     def _repr_html_(self) -> str:
@@ -155,6 +159,17 @@ def simulate(
         layers=layers,
         checks=checks,
     )
+
+
+def events_frame(recorder: EventRecorder) -> pd.DataFrame:
+    """The recorder's events as :func:`soci_lab.events.events_to_frame` shapes them, built by columns."""
+    import pandas as pd
+
+    from ..events import COLUMNS, _normalise
+
+    evs = recorder.events
+    cols = {c: [getattr(e, c) for e in evs] for c in COLUMNS}
+    return _normalise(pd.DataFrame(cols, columns=list(COLUMNS)))
 
 
 def _provenance(image: ImageModel) -> dict[str, Any]:

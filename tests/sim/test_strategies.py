@@ -254,3 +254,9 @@ def test_unknown_mode_and_unknown_path():
     bad = run.events[~run.events.ok]
     assert list(bad.kind) == ["file_read", "file_op"]
     assert (bad.error == "ENOENT").all()
+
+
+def test_run_events_frame_equals_the_recorders_own():
+    image = _image(1, 24, 3, 1024)
+    run = simulate(image, "lazy", workload=synthetic_trace(image, 0.2, seed=1))
+    pd.testing.assert_frame_equal(run.events, run.recorder.to_frame())
