@@ -171,10 +171,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sample",
         help="write the sample image's layer directories",
         description="Materialise the demo's sample image as layer directories under DEST (deterministic: "
-        "same files, modes and mtimes every time). Prints one directory per line, bottom first.",
+        "same files, modes and mtimes every time). Prints one directory per line, bottom first; with "
+        "--build REF, also builds the image (Cmd: /bin/sh /app/run.sh) and prints its digest last.",
     )
     s.add_argument("dest", type=Path, metavar="DEST")
     s.add_argument("--scale", type=_scale, default=1.0, help="size factor (default 1.0)")
+    s.add_argument("--build", type=_ref, metavar="REF", help="also build the image into REF; print its digest last")
+    s.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip", help="with --build")
+    s.add_argument("--insecure", action="store_true", help="with --build: plain HTTP for non-loopback hosts")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=cmd_sample)
 
@@ -247,14 +251,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ..images.sample import sample_image_trees
+    from ..images.sample import LAYER_NAMES, build_sample_image, sample_image_trees
 
-    dirs = sample_image_trees(args.dest, scale=args.scale)
+    result = None
+    if args.build is not None:
+        result = build_sample_image(
+            args.build, args.dest, scale=args.scale, compression=args.compression, insecure=args.insecure,
+            on_skip=_warn,
+        )  # fmt: skip
+        dirs = [args.dest / name for name in LAYER_NAMES]
+    else:
+        dirs = sample_image_trees(args.dest, scale=args.scale)
     if args.json:
-        _print_json({"layers": [str(d) for d in dirs]})
+        doc: dict[str, Any] = {"layers": [str(d) for d in dirs]}
+        if result is not None:
+            doc["image"] = result.to_json()
+        _print_json(doc)
     else:
         for d in dirs:
             print(d)
+        if result is not None:
+            print(result.digest, flush=True)
     return 0
 
 

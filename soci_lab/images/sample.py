@@ -5,13 +5,16 @@
 =========== ===================================================================================== =========
 layer       content                                                                               at 1.0
 =========== ===================================================================================== =========
-00-base     ``etc/`` files, part of the running interpreter's standard library (text, many small   ~10 MiB
-            files), ``/usr/share/zoneinfo`` (small binary files, symlinks, hard links)
+00-base     ``etc/`` files; a tiny runtime (``sh``, ``cat``, ``head``, ``sha256sum``, ``ls``, ``wc``  ~12 MiB
+            copied from this machine with the shared libraries ``ldd`` names, usr-merged: ``/bin``
+            → ``usr/bin``); part of the running interpreter's standard library (text, many small
+            files); ``/usr/share/zoneinfo`` (small binary files, symlinks, hard links)
 01-libs     shared libraries from ``/usr/lib/<multiarch>`` (machine code), with their symlinks     ~12 MiB
 02-data     deterministic pseudo-random but compressible files (4 bits of entropy per byte): the    ~28 MiB
             big layer, > 10 MiB compressed, well above SOCI's default minimum layer size
-03-app      a small application: a script, configs, 400 small text files, a hard link, a symlink, ~2 MiB
-            an empty directory
+03-app      a small application: ``/app/run.sh`` (the workload: reads configs, every doc page and ~2 MiB
+            2 MiB of data, and fails unless the whiteouts above were applied), ``/app/main.py``,
+            configs, 400 small text files, a hard link, a symlink, an empty directory
 04-upper    whiteouts: a file of 00-base (``etc/.wh.motd``), a directory of 02-data                ~40 KiB
             (``opt/data/.wh.extra``), an opaque directory (``etc/legacy/.wh..wh..opq``) with new
             content, and a changed config file
@@ -20,8 +23,11 @@ layer       content                                                             
 Deterministic: files are chosen in sorted order against byte budgets (times ``scale``); every entry gets
 mode 0755 (directories, executables) or 0644, owner 0:0, and a fixed mtime per layer; generated content
 comes from seeded generators. On one machine the same call always gives the same trees, hence the same
-image digests. Host content (stdlib, zoneinfo, libraries) is copied as it is on this machine; a missing
-source is skipped, and the generated layers alone still make a valid sample image.
+image digests. Host content (runtime, stdlib, zoneinfo, libraries) is copied as it is on this machine; a
+missing source is skipped, and the generated layers alone still make a valid sample image.
+
+``build_sample_image(ref, workdir)`` makes the trees and builds them into an image whose ``Cmd`` is
+``/bin/sh /app/run.sh``, so ``soci-lab run REF -- /bin/sh /app/run.sh`` has a real workload to run.
 """
 
 from __future__ import annotations
@@ -29,11 +35,17 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import shutil
 import stat
+import subprocess
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .build import BuildResult
 
 MiB = 1 << 20
 #: 2023-11-14T22:13:20Z, plus the layer's index in seconds
@@ -69,10 +81,42 @@ def sample_image_trees(dest_dir: str | os.PathLike[str], scale: float = 1.0) -> 
     return dirs
 
 
+#: the workload's command, and what the sample image's config runs
+SAMPLE_CMD = ("/bin/sh", "/app/run.sh")
+#: programs copied into 00-base (with the libraries they need), named as they are in the image
+RUNTIME_TOOLS = ("sh", "cat", "head", "sha256sum", "ls", "wc")
+
+
+def build_sample_image(
+    ref: str,
+    workdir: str | os.PathLike[str],
+    *,
+    scale: float = 1.0,
+    compression: str = "gzip",
+    **build_options: Any,
+) -> BuildResult:
+    """Materialise the sample trees under ``workdir`` and build them into ``ref`` (registry or ``oci:``).
+
+    The image runs ``/bin/sh /app/run.sh`` (``Cmd``) in ``/app`` with a usual ``PATH``. Other keyword
+    arguments go to ``build_image`` (``gzip_level``, ``span_size``, ``insecure``, ``events`` …).
+    """
+    from .build import build_image
+    from .config import RuntimeConfig
+
+    dirs = sample_image_trees(workdir, scale=scale)
+    runtime = RuntimeConfig(
+        cmd=list(SAMPLE_CMD),
+        env=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",),
+        working_dir="/app",
+    )
+    return build_image(dirs, ref, compression=compression, runtime=runtime, **build_options)
+
+
 # --- layers ----------------------------------------------------------------------------------------
 
 
 def _base(root: Path, scale: float) -> None:
+    _runtime(root)
     etc = root / "etc"
     _text(etc / "os-release", 'NAME="soci-lab sample"\nID=soci-lab-sample\nVERSION_ID=1\n')
     _text(etc / "motd", "This file is whited out by the top layer.\n")
@@ -142,6 +186,24 @@ def _app(root: Path, scale: float) -> None:
         "print(cfg['name'], n, len(head))\n",
         mode=0o755,
     )
+    _text(
+        app / "run.sh",
+        "#!/bin/sh\n"
+        "# The sample workload: read what an application reads when it starts, and check that the image's\n"
+        "# layers were merged right (whiteouts and the opaque directory of the top layer applied). No /dev needed.\n"
+        "set -e\n"
+        "cat /app/config/app.json /app/config/logging.json | wc -c\n"
+        'for page in /app/docs/*; do cat "$page"; done | wc -c\n'
+        "head -c 2097152 /opt/data/model.bin | sha256sum\n"
+        "ls /usr/lib/python3 | wc -l\n"
+        'fail() { echo "layers merged wrong: $1" >&2; exit 3; }\n'
+        "[ ! -e /etc/motd ] || fail '/etc/motd should be whited out'\n"
+        "[ ! -e /etc/legacy/old-0.conf ] || fail '/etc/legacy should be opaque'\n"
+        "[ -e /etc/legacy/new.conf ] || fail '/etc/legacy/new.conf is missing'\n"
+        "[ ! -e /opt/data/extra ] || fail '/opt/data/extra should be whited out'\n"
+        "echo ok\n",
+        mode=0o755,
+    )
     _text(app / "config" / "app.json", '{"name": "sample", "read_bytes": 1048576, "version": 1}\n')
     _text(app / "config" / "logging.json", '{"level": "info"}\n')
     rng = random.Random(3)
@@ -166,6 +228,48 @@ def _upper(root: Path, scale: float) -> None:
 
 
 _BUILDERS = (_base, _libs, _data, _app, _upper)
+
+_LDD_PATH = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
+
+
+def _in_image(host_path: str) -> str:
+    """Where a host path lives in the usr-merged image (``/lib/x`` → ``usr/lib/x``)."""
+    rel = host_path.lstrip("/")
+    top = rel.split("/", 1)[0]
+    return f"usr/{rel}" if top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32") else rel
+
+
+def _runtime(root: Path) -> None:
+    """``usr/bin/{sh,cat,…}`` copied from this machine, the shared libraries ``ldd`` lists for them, and
+    the usr-merge symlinks (``bin`` → ``usr/bin`` …), so ``chroot ROOTFS /bin/sh /app/run.sh`` works."""
+    for link in ("bin", "sbin", "lib", "lib64"):
+        os.symlink(f"usr/{link}", root / link)
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "sbin").mkdir(parents=True)
+    (root / "usr" / "lib64").mkdir(parents=True)
+    libs: set[str] = set()
+    for tool in RUNTIME_TOOLS:
+        found = shutil.which("dash" if tool == "sh" else tool) or shutil.which(tool)
+        if found is None:
+            continue
+        real = os.path.realpath(found)
+        shutil.copyfile(real, root / "usr" / "bin" / tool)
+        os.chmod(root / "usr" / "bin" / tool, 0o755)
+        try:
+            out = subprocess.run(["ldd", real], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue  # no ldd: a static binary works anyway, a dynamic one will not run in the image
+        libs.update(_LDD_PATH.findall(out))
+    for lib in sorted(libs):
+        dst = root / _in_image(lib)
+        if dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(os.path.realpath(lib), dst)
+        except OSError:
+            continue
+        os.chmod(dst, 0o755)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,14 +86,19 @@ def test_whiteouts_and_opaque_directories_apply_in_umoci(tmp_path, registry):
     assert diff_snapshots(expected, got, mtime_kinds=("file", "symlink", "fifo", "chr", "blk")) == []
 
 
-def test_sample_image_round_trips_through_skopeo_and_umoci(tmp_path, registry):
-    from soci_lab.images.sample import sample_image_trees
+def test_sample_image_round_trips_through_skopeo_and_umoci_and_its_workload_runs(tmp_path, registry):
+    from soci_lab.images.sample import LAYER_NAMES, SAMPLE_CMD
 
-    dirs = sample_image_trees(tmp_path / "sample", scale=0.03)
     ref = registry.ref("interop/sample", "v1")
-    res = build_image(dirs, ref)
-    assert len(res.layers) == 5
+    out = soci_lab("image", "sample", "--json", "--scale", "0.03", "--build", ref, str(tmp_path / "sample"))
+    doc = json.loads(out.stdout)
+    dirs = [Path(d) for d in doc["layers"]]
+    assert [d.name for d in dirs] == list(LAYER_NAMES) and len(doc["image"]["layers"]) == 5
     rootfs = _pull_and_unpack(f"docker://{ref}", tmp_path)
+    # the workload runs in the unpacked tree and checks the whiteouts itself
+    run = subprocess.run(["chroot", str(rootfs), *SAMPLE_CMD], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.splitlines()[-1] == "ok", run.stderr
+    assert verify_image(ref).config.config["Cmd"] == list(SAMPLE_CMD)
     assert not (rootfs / "etc" / "motd").exists()  # whited out
     assert sorted(os.listdir(rootfs / "etc" / "legacy")) == ["new.conf"]  # opaque
     assert not (rootfs / "opt" / "data" / "extra").exists()  # directory whited out
