@@ -1,7 +1,7 @@
 // go_fb_oracle builds a zTOC with Go's FlatBuffers builder in upstream soci-snapshotter's call order
 // (ztocToFlatbuffer: strings, FileMetadata from last to first, vectors, CompressionInfo with the algorithm
 // added last, Ztoc) from a JSON description on stdin, and writes the bytes to stdout. Test tooling for
-// soci_lab (tests/ztoc/test_ztoc_go_oracle.py); needs the FlatBuffers Go runtime (SOCI_LAB_FLATBUFFERS_GO).
+// soci_lab (tests/ztoc/test_ztoc_upstream_oracles.py); needs the FlatBuffers Go runtime (SOCI_LAB_FLATBUFFERS_GO).
 package main
 
 import (

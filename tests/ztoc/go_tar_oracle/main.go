@@ -1,7 +1,7 @@
 // go_tar_oracle reads a layer (tar, or gzip with -gzip) from stdin with Go's archive/tar through a
 // byte-position counter — the way upstream soci-snapshotter builds a TOC — and prints, as JSON, what each
 // entry's TOC fields would be plus the uncompressed archive size, or the error Go reports.
-// Test tooling for soci_lab (tests/ztoc/test_ztoc_go_oracle.py); standard library only.
+// Test tooling for soci_lab (tests/ztoc/test_ztoc_upstream_oracles.py); standard library only.
 package main
 
 import (

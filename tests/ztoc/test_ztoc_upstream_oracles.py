@@ -1,10 +1,13 @@
-"""The TOC against Go's own ``archive/tar`` — the reader upstream builds its TOC with.
+"""soci_lab against the implementations upstream itself uses.
 
-``go_tar_oracle/main.go`` (standard library only) reads a layer through a byte-position counter exactly as
-upstream's ``metadataFromTarReader`` does and prints every entry's TOC fields and the uncompressed archive
-size. These tests build it with the local Go toolchain (offline) and compare it with
-:class:`soci_lab.ztoc.toc.TarScanner` on generated trees, on archives written by GNU tar in every format,
-and on odd endings (no end-of-archive blocks, one zero block, record padding). Skipped without ``go``.
+* TOC vs Go's ``archive/tar``: ``go_tar_oracle/main.go`` (standard library only, built offline) reads a
+  layer through a byte-position counter as upstream's ``metadataFromTarReader`` does and prints each entry's
+  TOC fields and the uncompressed archive size; compared with :class:`soci_lab.ztoc.toc.TarScanner` on
+  generated trees, GNU tar archives in every format and odd endings. Skipped without ``go``.
+* zTOC bytes vs Go's FlatBuffers builder in upstream's call order (``go_fb_oracle``; opt-in: needs the
+  FlatBuffers Go runtime, ``SOCI_LAB_FLATBUFFERS_GO``, since no module proxy is reachable here).
+* gzip zinfo blob vs upstream's C ``gzip_zinfo.c`` (``c_zinfo_oracle``; opt-in: ``SOCI_LAB_UPSTREAM_ZINFO_C``
+  names upstream's ``ztoc/compression`` directory; its code is compiled in at test time, never kept here).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from soci_lab.errors import SociLabError
 from soci_lab.ztoc import build_ztoc
 
 ORACLE_SRC = Path(__file__).parent / "go_tar_oracle"
-pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs a Go toolchain (Debian golang-go)")
+needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="needs a Go toolchain (Debian golang-go)")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,7 @@ def assert_same(go: dict, py: dict) -> None:
         assert a == b
 
 
+@needs_go
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(entries=trees(max_entries=10), fmt=st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT]),
        ending=st.sampled_from(["full", "none", "one", "extra"]), cuts=st.lists(st.integers(0, 10**6), max_size=2))
@@ -85,6 +89,7 @@ def test_toc_matches_go_archive_tar(oracle: Path, entries: list[Entry], fmt: int
     assert_same(go_toc(oracle, gz, gz=True), ours(gz, "gzip"))
 
 
+@needs_go
 @pytest.mark.skipif(shutil.which("tar") is None, reason="no GNU tar")
 @pytest.mark.parametrize("fmt", ["gnu", "oldgnu", "posix", "ustar", "v7"])
 def test_gnu_tar_archives_match_go(oracle: Path, tmp_path: Path, fmt: str) -> None:
@@ -111,6 +116,7 @@ def test_gnu_tar_archives_match_go(oracle: Path, tmp_path: Path, fmt: str) -> No
     assert_same(go, py)
 
 
+@needs_go
 def test_odd_headers_match_go(oracle: Path) -> None:
     """Base-256 numbers, a PAX header with odd records, a GNU long link, trailing garbage after EOF."""
     import io
@@ -177,6 +183,7 @@ def _describe(z) -> dict:
                      "PAX": e.pax_headers} for e in z.toc]}
 
 
+@needs_go
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(layer=layers())
 def test_ztoc_bytes_equal_go_builder(go_fb_oracle: Path, layer) -> None:
@@ -189,3 +196,37 @@ def test_ztoc_bytes_equal_go_builder(go_fb_oracle: Path, layer) -> None:
     go = subprocess.run([str(go_fb_oracle)], input=json.dumps(_describe(z)).encode(), capture_output=True,
                         check=True).stdout
     assert go == z.to_bytes()
+
+
+# --- gzip checkpoints against upstream's C zinfo ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def c_zinfo_oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compile ``c_zinfo_oracle/main.c`` with upstream's ``gzip_zinfo.c``/``.h`` from the directory named by
+    ``SOCI_LAB_UPSTREAM_ZINFO_C`` (a checkout's ``ztoc/compression``); skipped when unset."""
+    src = os.environ.get("SOCI_LAB_UPSTREAM_ZINFO_C")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not src or cc is None:
+        pytest.skip("set SOCI_LAB_UPSTREAM_ZINFO_C to upstream's ztoc/compression directory (needs cc and zlib)")
+    out = tmp_path_factory.mktemp("czinfo") / "oracle"
+    subprocess.run([cc, "-O2", "-I", src, "-o", str(out), str(Path(__file__).parent / "c_zinfo_oracle" / "main.c"),
+                    str(Path(src) / "gzip_zinfo.c"), "-lz"], check=True, capture_output=True)
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(entries=trees(), level=st.sampled_from([0, 1, 6, 9]), span=st.sampled_from([16384, SPAN, 200_000]))
+def test_gzip_zinfo_equals_upstream_c(c_zinfo_oracle: Path, tmp_path_factory, entries, level, span) -> None:
+    """Single-member gzip: the zinfo blob is byte-identical to upstream's C builder's."""
+    import io
+
+    from ztoc_trees import gzip_bytes
+
+    from soci_lab.ztoc.gzip_zinfo import scan_gzip
+
+    blob = gzip_bytes(write_tar(entries), level)
+    path = tmp_path_factory.mktemp("l") / "l.gz"
+    path.write_bytes(blob)
+    upstream = subprocess.run([str(c_zinfo_oracle), str(path), str(span)], capture_output=True, check=True).stdout
+    assert scan_gzip(io.BytesIO(blob), span).zinfo.to_bytes() == upstream
