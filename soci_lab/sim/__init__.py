@@ -8,12 +8,15 @@ The pieces, each in a module named for what it holds:
 - ``host``: cores, decompression, tar apply, disk, FUSE (:class:`HostParams`);
 - ``workload``: access traces, "read everything", synthetic start-up traces;
 - ``eager`` / ``lazy``: the sequential, parallel and lazy strategies;
-- ``run``: :func:`simulate` → :class:`SimRun`; ``sweep``: grids of runs on any Executor.
+- ``run``: :func:`simulate` → :class:`SimRun`; ``sweep``: grids of runs on any Executor;
+- ``calibrate``: fit host and network parameters from a run's events (:func:`fit`, :class:`Calibration`);
+- ``ztoc_adapter``: :func:`from_ztocs`, the image model of a real image's zTOCs.
 
 Per the house rules this package imports only ``events``, ``config``, ``units``, ``errors`` and (for
 real images) the pure parts of ``ztoc``.
 """
 
+from .calibrate import Calibration, fit
 from .host import HostParams
 from .image import FileModel, ImageModel, LayerModel, SpanModel
 from .network import Link, NetworkParams
@@ -26,6 +29,7 @@ __all__ = [
     "MODES",
     "SUMMARY_KEYS",
     "Access",
+    "Calibration",
     "FileModel",
     "HostParams",
     "ImageModel",
@@ -37,6 +41,7 @@ __all__ = [
     "SimRun",
     "SpanModel",
     "SyntheticSpec",
+    "fit",
     "generate",
     "read_everything",
     "read_trace",

@@ -147,7 +147,10 @@ class SpanManager:
         t0 = world.env.now
         # the whole span is inflated (from its checkpoint) and cached uncompressed
         yield from host.cpu_and_write(host.params.decompress_s(self.layer.compression, span.u_size), span.u_size)
-        world.emit("span_decompress", t0, layer=self.digest, span=i, nbytes=span.u_size, from_cache=from_cache)
+        world.emit(
+            "span_decompress", t0, layer=self.digest, span=i, nbytes=span.u_size, from_cache=from_cache,
+            compression=self.layer.compression,
+        )  # fmt: skip
 
 
 class BackgroundFetcher:

@@ -154,16 +154,14 @@ class World:
         if verify is not None:
             yield verify
         t1 = self.env.now
+        # the CPU work is serial on one core: split the interval between the two steps by their CPU shares
+        cpu = dec_s + apply_s
+        t_mid = t0 + (t1 - t0) * (dec_s / cpu if cpu > 0 else 0.5)
         self.rec.emit(
-            "decompress",
-            t0,
-            t1,
-            layer=layer.digest,
-            nbytes=layer.uncompressed_size,
-            cpu_s=dec_s,
+            "decompress", t0, t_mid, layer=layer.digest, nbytes=layer.uncompressed_size,
             compression=layer.compression,
-        )
-        self.rec.emit("apply", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size, cpu_s=apply_s, files=n_files)
+        )  # fmt: skip
+        self.rec.emit("apply", t_mid, t1, layer=layer.digest, nbytes=layer.uncompressed_size, files=n_files)
         if verify is not None:
             self.rec.emit("verify", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size, what="diff_id")
 

@@ -1,0 +1,152 @@
+"""Fit the simulator's host and network parameters from a run's events; save and load the fit.
+
+What is fitted, and from which events (the shape the real rooms' events must have for this to hold):
+
+- ``http_request`` (``t_start`` = request sent, ``t_end`` = last body byte, ``bytes`` = body bytes):
+  requests that overlap no other request are fitted by least squares to
+  ``duration = first_byte_s + bytes / bandwidth`` — the per-request latency (RTT + registry overhead)
+  and the effective bandwidth of one transfer;
+- ``span_decompress`` and ``decompress`` (duration = decompression alone, ``attrs.compression``): the
+  median of ``bytes / duration`` per algorithm (bytes = uncompressed output);
+- ``apply`` (duration = applying the tar stream, ``attrs.files`` = entries): least squares of
+  ``duration = files × per_file + bytes × per_byte``.
+
+A :class:`Calibration` is saved as JSON (e.g. ``datasets/calibration/<host>-<network>.json``) and turned
+into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events recovers the
+parameters it ran with (a test holds it to that), so what a fit of real events says is the real system's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import SimulationError
+from .world import SimParams
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMAT = "soci_lab.sim.calibration/1"
+
+
+@dataclass
+class Calibration:
+    """Fitted parameters (None where the events did not allow a fit) and the sample counts behind them."""
+
+    bandwidth: float | None = None
+    first_byte_s: float | None = None
+    decompress_rate: dict[str, float] = field(default_factory=dict)
+    apply_per_file_s: float | None = None
+    apply_per_byte_s: float | None = None
+    samples: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def params(self, base: SimParams | None = None, *, rtt: float | None = None) -> SimParams:
+        """``base`` with the fitted values in; ``rtt`` (if known, e.g. from the shaping) splits
+        ``first_byte_s`` into RTT and registry overhead, else it is all RTT."""
+        base = base or SimParams()
+        net, host = base.network, base.host
+        if self.bandwidth:
+            net = replace(net, bandwidth=self.bandwidth)
+        if self.first_byte_s is not None:
+            if rtt is None:
+                net = replace(net, rtt=self.first_byte_s, request_overhead=0.0)
+            else:
+                net = replace(net, rtt=rtt, request_overhead=max(0.0, self.first_byte_s - rtt))
+        if self.decompress_rate:
+            host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
+        if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
+            host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s)
+        return replace(base, network=net, host=host)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON (parent folders created)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        data = json.loads(Path(path).read_text())
+        if data.pop("format", None) != FORMAT:
+            raise SimulationError(f"{path}: not a soci_lab calibration ({FORMAT})")
+        return cls(**data)
+
+
+def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
+    """Fit a :class:`Calibration` from one or more runs' event frames."""
+    import pandas as pd
+
+    frames = events if isinstance(events, list) else [events]
+    cal = Calibration()
+    _fit_http(cal, frames)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    ok = frame[frame["ok"]]
+    _fit_decompress(cal, ok)
+    _fit_apply(cal, ok)
+    return cal
+
+
+def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
+    xs: list[float] = []
+    ys: list[float] = []
+    for frame in frames:
+        http = frame[(frame["kind"] == "http_request") & frame["ok"]].sort_values("t_start")
+        starts = http["t_start"].to_numpy()
+        ends = http["t_end"].to_numpy()
+        nbytes = http["bytes"].to_numpy()
+        n = len(http)
+        prev_end = np.maximum.accumulate(np.concatenate(([-np.inf], ends[:-1]))) if n else np.array([])
+        next_start = np.concatenate((starts[1:], [np.inf])) if n else np.array([])
+        alone = (prev_end <= starts) & (next_start >= ends)
+        xs.extend(nbytes[alone].astype(float))
+        ys.extend((ends - starts)[alone])
+    cal.samples["http_isolated"] = len(xs)
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return
+    x, y = np.array(xs), np.array(ys)
+    a = np.vstack([np.ones_like(x), x]).T
+    (intercept, slope), *_ = np.linalg.lstsq(a, y, rcond=None)
+    if slope > 0:
+        cal.bandwidth = float(1 / slope)
+    cal.first_byte_s = float(max(0.0, intercept))
+    cal.notes["http_residual_s"] = float(np.sqrt(np.mean((a @ np.array([intercept, slope]) - y) ** 2)))
+
+
+def _attr(frame: pd.DataFrame, key: str) -> pd.Series:
+    return frame["attrs"].map(lambda a: a.get(key) if isinstance(a, dict) else None)
+
+
+def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
+    dec = frame[frame["kind"].isin(["span_decompress", "decompress"]) & (frame["bytes"] > 0)]
+    dec = dec[dec["t_end"] > dec["t_start"]]
+    if dec.empty:
+        return
+    algo = _attr(dec, "compression").fillna("gzip")
+    rate = dec["bytes"] / (dec["t_end"] - dec["t_start"])
+    for name, rates in rate.groupby(algo):
+        cal.decompress_rate[str(name)] = float(rates.median())
+        cal.samples[f"decompress_{name}"] = len(rates)
+
+
+def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
+    ap = frame[(frame["kind"] == "apply") & (frame["t_end"] > frame["t_start"])]
+    files = _attr(ap, "files")
+    ap, files = ap[files.notna()], files[files.notna()].astype(float)
+    cal.samples["apply"] = len(ap)
+    if len(ap) < 2:
+        return
+    a = np.vstack([files.to_numpy(), ap["bytes"].to_numpy(dtype=float)]).T
+    y = (ap["t_end"] - ap["t_start"]).to_numpy()
+    (per_file, per_byte), *_ = np.linalg.lstsq(a, y, rcond=None)
+    if per_file >= 0 and per_byte >= 0:
+        cal.apply_per_file_s, cal.apply_per_byte_s = float(per_file), float(per_byte)

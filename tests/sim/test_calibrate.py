@@ -1,0 +1,61 @@
+"""Calibration: fitting the simulator's own events recovers the parameters it ran with."""
+
+from __future__ import annotations
+
+import pytest
+
+from soci_lab.errors import SimulationError
+from soci_lab.sim import HostParams, NetworkParams, SimParams, SyntheticSpec, generate, simulate, synthetic_trace
+from soci_lab.sim.calibrate import Calibration, fit
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def truth_and_runs():
+    image = generate(SyntheticSpec(seed=2, compressed_size=60 * MIB, layers=5, min_layer_size=2 * MIB))
+    truth = SimParams(
+        network=NetworkParams(bandwidth=40e6, rtt=0.015, request_overhead=0.003),
+        host=HostParams(
+            decompress_rate={"gzip": 180e6, "zstd": 800e6, "none": 4e9}, apply_per_file_s=45e-6, apply_per_byte_s=2e-9
+        ),
+    )
+    runs = [
+        simulate(image, "lazy", workload=synthetic_trace(image, 0.2, seed=2), params=truth),
+        simulate(image, "parallel", params=truth),
+        simulate(image, "sequential", params=truth),
+    ]
+    return image, truth, runs
+
+
+def test_fit_recovers_the_simulated_parameters(truth_and_runs):
+    _, _truth, runs = truth_and_runs
+    cal = fit([r.events for r in runs])
+    assert cal.bandwidth == pytest.approx(40e6, rel=1e-3)
+    assert cal.first_byte_s == pytest.approx(0.018, rel=1e-3)
+    assert cal.decompress_rate["gzip"] == pytest.approx(180e6, rel=1e-3)
+    assert cal.apply_per_file_s == pytest.approx(45e-6, rel=1e-3)
+    assert cal.apply_per_byte_s == pytest.approx(2e-9, rel=1e-3)
+    assert cal.samples["http_isolated"] > 10
+
+
+def test_calibrated_params_reproduce_the_run(tmp_path, truth_and_runs):
+    image, _truth, runs = truth_and_runs
+    cal = Calibration.load(fit([r.events for r in runs]).save(tmp_path / "cal" / "x.json"))
+    params = cal.params(rtt=0.015)
+    assert params.network.request_overhead == pytest.approx(0.003, rel=1e-2)
+    again = simulate(image, "parallel", params=params)
+    assert again.summary["ready_s"] == pytest.approx(runs[1].summary["ready_s"], rel=1e-3)
+
+
+def test_fit_without_usable_events_leaves_fields_empty():
+    image = generate(SyntheticSpec(seed=1, compressed_size=4 * MIB, layers=1))
+    run = simulate(image, "sequential")
+    cal = fit(run.events[run.events.kind == "ready"])
+    assert cal.bandwidth is None and cal.decompress_rate == {} and cal.apply_per_file_s is None
+
+
+def test_load_refuses_other_json(tmp_path):
+    (tmp_path / "c.json").write_text('{"format": "nope"}')
+    with pytest.raises(SimulationError):
+        Calibration.load(tmp_path / "c.json")
