@@ -79,3 +79,17 @@ async def test_basic_auth_on_distribution(basic_distribution):
         with pytest.raises(AuthenticationError) as exc:
             await rc.push_blob(unique_repo(), random_bytes(10))
     assert "nope-nope" not in str(exc.value)
+
+
+async def test_concurrent_challenges_share_one_token_request(token_registry):
+    async with RegistryClient(token_registry.url, creds=(USER, PASSWORD)) as setup:
+        repo = unique_repo()
+        img = await push_image(setup, repo, layer_sizes=(1000, 2000, 3000))
+    async with RegistryClient(token_registry.url, creds=(USER, PASSWORD)) as rc:
+        before = token_registry.tokens_issued
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                for desc, _data in img.layers:
+                    tg.start_soon(rc.head_blob, repo, desc.digest)
+        assert rc.transport.auth.token_requests == 1
+        assert token_registry.tokens_issued - before == 1
