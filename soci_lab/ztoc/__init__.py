@@ -33,7 +33,8 @@ SOCI index (``soci_lab.ztoc.index``; needs no network either)::
     SociIndex.from_bytes(data).ztoc_descriptors()   # layer digest -> zTOC descriptor
     annotate_image_manifest(m, index_digest); index_descriptor_v2(index, platform, new_manifest_digest)
 
-Also: :func:`compress_zstd_frames` (multi-frame zstd writer for ``image build --compression zstd``),
+Also: :func:`compress_zstd_frames` / :class:`ZstdFrameWriter` (multi-frame zstd writers for
+``image build --compression zstd``; use ``frame_size = span_size``),
 :func:`detect_compression`, :func:`compression_for_media_type`, and the lower-level checkpoint classes
 :class:`GzipZinfo`, :class:`TarZinfo`, :class:`ZstdZinfo` (``z.zinfo``).
 """
@@ -52,7 +53,7 @@ from .index import (
 )
 from .tar_zinfo import TarZinfo, scan_tar
 from .toc import FILE_TYPES, FileMetadata, TarScanner, derive_header_offsets, go_time_text, parse_go_time
-from .zstd_zinfo import ZstdZinfo, compress_zstd_frames, scan_zstd
+from .zstd_zinfo import ZstdFrameWriter, ZstdZinfo, compress_zstd_frames, scan_zstd
 from .ztoc import (
     ALGORITHM_CODES,
     DEFAULT_BUILD_TOOL_IDENTIFIER,
@@ -88,6 +89,7 @@ __all__ = [
     "TarScanner",
     "TarZinfo",
     "Zinfo",
+    "ZstdFrameWriter",
     "ZstdZinfo",
     "Ztoc",
     "annotate_image_manifest",

@@ -291,34 +291,77 @@ def scan_zstd(
     return ZstdScan(ZstdZinfo(cofs, uofs, span_size, totin, totout), digests, totin, totout, frames)
 
 
+class ZstdFrameWriter:
+    """Streaming multi-frame zstd writer: one independent frame per ``frame_size`` uncompressed bytes.
+
+    ``out`` is a binary file or a callable taking bytes. Call :meth:`write` with any chunks, then
+    :meth:`finish`; :attr:`frames` lists ``(compressed_offset, uncompressed_offset)`` of every frame. Frames
+    carry their content size and a checksum. An empty stream still yields one (empty) frame.
+    """
+
+    def __init__(
+        self, out: BinaryIO | Callable[[bytes], object], frame_size: int = 4 << 20, level: int = 3, *, threads: int = 0
+    ) -> None:
+        if frame_size <= 0:
+            raise InvalidInput(f"zstd frame size must be positive, not {frame_size}")
+        if not 1 <= level <= 22:
+            raise InvalidInput(f"zstd level must be 1..22, not {level}")
+        self._out = out if callable(out) else out.write
+        self.frame_size = frame_size
+        self._cctx = zstandard.ZstdCompressor(
+            level=level, write_content_size=True, write_checksum=True, threads=threads
+        )
+        self._buf = bytearray()
+        self.frames: list[tuple[int, int]] = []
+        self._cpos = self._upos = 0
+
+    def _emit(self, block: bytes | bytearray | memoryview) -> None:
+        data = self._cctx.compress(block)
+        self._out(data)
+        self.frames.append((self._cpos, self._upos))
+        self._cpos += len(data)
+        self._upos += len(block)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Add uncompressed bytes; full frames are compressed and written at once."""
+        mv = memoryview(data).cast("B")
+        while len(mv):
+            if not self._buf and len(mv) >= self.frame_size:
+                self._emit(mv[: self.frame_size])  # a whole frame straight from the caller's buffer
+                mv = mv[self.frame_size :]
+                continue
+            take = min(len(mv), self.frame_size - len(self._buf))
+            self._buf += mv[:take]
+            mv = mv[take:]
+            if len(self._buf) == self.frame_size:
+                self._emit(self._buf)
+                self._buf = bytearray()
+
+    def finish(self) -> list[tuple[int, int]]:
+        """Write the last (partial) frame; returns :attr:`frames`."""
+        if self._buf or not self.frames:
+            self._emit(self._buf)
+            self._buf = bytearray()
+        return self.frames
+
+
 def compress_zstd_frames(
     src: BinaryIO, dst: BinaryIO, frame_size: int = 4 << 20, level: int = 3, *, threads: int = 0
 ) -> list[tuple[int, int]]:
     """Compress ``src`` into ``dst`` as independent zstd frames of ``frame_size`` uncompressed bytes each.
 
-    Returns ``[(compressed_offset, uncompressed_offset)]`` of every frame. Frames carry their content size and
-    a checksum. With ``frame_size`` equal to the index span size, :func:`scan_zstd` makes one span per frame.
-    An empty input still yields one (empty) frame so the output is a valid zstd stream.
+    Returns ``[(compressed_offset, uncompressed_offset)]`` of every frame. With ``frame_size`` equal to the
+    index span size, :func:`scan_zstd` makes one span per frame. (Streaming form: :class:`ZstdFrameWriter`.)
     """
-    if frame_size <= 0:
-        raise InvalidInput(f"zstd frame size must be positive, not {frame_size}")
-    if not 1 <= level <= 22:
-        raise InvalidInput(f"zstd level must be 1..22, not {level}")
-    cctx = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=True, threads=threads)
-    frames: list[tuple[int, int]] = []
-    cpos = upos = 0
+    w = ZstdFrameWriter(dst, frame_size, level, threads=threads)
     while True:
         block = _read_full(src, frame_size)
-        if not block and frames:
+        if not block:
             break
-        out = cctx.compress(block)
-        dst.write(out)
-        frames.append((cpos, upos))
-        cpos += len(out)
-        upos += len(block)
+        w.write(block)
         if len(block) < frame_size:
             break
-    return frames
+    return w.finish()
 
 
 def _read_full(src: BinaryIO, n: int) -> bytes:

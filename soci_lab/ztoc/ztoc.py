@@ -5,8 +5,10 @@ call order (``ztocToFlatbuffer``): version and build-tool strings, FileMetadata 
 the first (strings name, type, linkname, uname, gname, mod_time; PAX records sorted by key; fields added in
 schema order), the metadata vector, the TOC, the checkpoints byte vector, the span digest strings and their
 vector, CompressionInfo (max_span_id, span_digests, checkpoints, then compression_algorithm), then Ztoc
-(version, build tool, toc, the two sizes, compression_info). Scalars equal to their schema default are omitted, as Go's builder does (``compression_algorithm`` for
-gzip, ``uid = 0``, …); strings and vectors are always written.
+(version, build tool, toc, the two sizes, compression_info). Scalars equal to their schema default are
+omitted, as Go's builder does (``compression_algorithm`` for gzip, ``uid = 0``, …); strings and vectors are
+always written. The result is byte-identical to Go's FlatBuffers builder run in upstream's order
+(``tests/ztoc/test_ztoc_upstream_oracles.py``), so a zTOC has the digest upstream would give it.
 
 Reading is defensive (:mod:`soci_lab.ztoc._fb`): every offset and count is checked against the buffer, so a
 truncated or hostile blob gives one :class:`~soci_lab.errors.FormatError`, never a crash or a huge allocation.

@@ -207,3 +207,24 @@ def test_ztoc_is_a_lazy_span_geometry() -> None:
     raw = write_tar([])
     z = build_ztoc(gzip.compress(raw), span_size=SPAN)
     assert isinstance(z, span_mod.SpanGeometry)
+
+
+@settings(max_examples=30, deadline=None)
+@given(chunks=st.lists(st.integers(0, 3 * SPAN), max_size=6), frame=st.sampled_from([1000, SPAN, SPAN + 1]))
+def test_zstd_frame_writer_streaming(chunks: list[int], frame: int) -> None:
+    """Any chunking gives the same frames as one-shot compression; every frame holds ``frame`` bytes."""
+    from soci_lab.ztoc import ZstdFrameWriter, compress_zstd_frames
+
+    data = random.Random(len(chunks)).randbytes(sum(chunks))
+    out = io.BytesIO()
+    w = ZstdFrameWriter(out, frame)
+    pos = 0
+    for n in chunks:
+        w.write(data[pos : pos + n])
+        pos += n
+    frames = w.finish()
+    ref = io.BytesIO()
+    assert compress_zstd_frames(io.BytesIO(data), ref, frame) == frames
+    assert ref.getvalue() == out.getvalue()
+    assert [u for _, u in frames] == list(range(0, max(len(data), 1), frame))[: len(frames)]
+    assert full_decompression("zstd", out.getvalue()) == data
