@@ -8,8 +8,12 @@ Definitions, in simulated seconds from the start of the pull:
 - ``workload_done_s``: the last access of the workload finished (``ready_s`` without a workload);
 - ``total_s``: the end of the run — the workload's end (background fetches still in flight are cut off);
 - ``bytes_fetched`` / ``requests``: body bytes and count of the HTTP requests completed by then;
-- ``bytes_written``: bytes written to local disk — blobs ingested, layers applied, spans cached;
-- ``fraction_read``: distinct bytes the workload read ÷ bytes of regular files visible in the rootfs.
+- ``bytes_written``: uncompressed bytes of the layers applied to local disk (``apply`` events; all the
+  disk writes — ingest files and span cache too — are ``checks["disk_bytes_written"]``);
+- ``fraction_read``: distinct bytes the workload read ÷ the image's uncompressed size.
+
+These are the rules of :func:`soci_lab.analysis.summary.summarize` (the common Run computes its summary
+from the events alone); a test holds the two to the same numbers.
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ def simulate(
     env.run(until=finished)
     ready = world.ready_at if world.ready_at is not None else env.now
     done = world.workload_done_at if world.workload_done_at is not None else ready
-    readable = image.readable_bytes()
+    image_bytes = image.uncompressed_size
     summary = {
         "mode": mode,
         "ready_s": ready,
@@ -120,8 +124,8 @@ def simulate(
         "total_s": env.now,
         "bytes_fetched": world.net.bytes,
         "requests": world.net.requests,
-        "bytes_written": world.host.bytes_written,
-        "fraction_read": bytes_read(world.reads) / readable if readable else 0.0,
+        "bytes_written": world.bytes_applied,
+        "fraction_read": bytes_read(world.reads) / image_bytes if image_bytes else 0.0,
     }
     layers = [
         {
@@ -134,6 +138,7 @@ def simulate(
     checks: dict[str, Any] = {
         "network_max_load": world.net.link.max_load,
         "disk_max_load": world.host.disk.max_load,
+        "disk_bytes_written": world.host.bytes_written,
         "max_cores_used": world.host.max_cores_used,
         "limits": {name: (lim.limit, lim.peak) for name, lim in world.limits.items()},
         "link_requested": world.net.link.requested,

@@ -104,6 +104,7 @@ class World:
         self.reads: list[tuple[str, int, int]] = []
         self.ready_at: float | None = None
         self.workload_done_at: float | None = None
+        self.bytes_applied = 0
         self.layer_how: dict[int, str] = {}
         self._resolved_blobs: set[str] = set()
 
@@ -162,6 +163,7 @@ class World:
             compression=layer.compression,
         )  # fmt: skip
         self.rec.emit("apply", t_mid, t1, layer=layer.digest, nbytes=layer.uncompressed_size, files=n_files)
+        self.bytes_applied += layer.uncompressed_size
         if verify is not None:
             self.rec.emit("verify", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size, what="diff_id")
 
@@ -217,7 +219,7 @@ class World:
                     lag += cost
                 reads.append((a.path, off, off + size))
                 if fine:
-                    emit("file_read", t0, t1, path=a.path, nbytes=size, layer=layers[f.layer].digest)
+                    emit("file_read", t0, t1, path=a.path, nbytes=size, layer=layers[f.layer].digest, offset=off)
             else:
                 cost = backend.meta_cost(a.op, f)
                 lag += cost
