@@ -230,3 +230,22 @@ def test_gzip_zinfo_equals_upstream_c(c_zinfo_oracle: Path, tmp_path_factory, en
     path.write_bytes(blob)
     upstream = subprocess.run([str(c_zinfo_oracle), str(path), str(span)], capture_output=True, check=True).stdout
     assert scan_gzip(io.BytesIO(blob), span).zinfo.to_bytes() == upstream
+
+
+def test_empty_first_member_is_the_one_known_difference(c_zinfo_oracle: Path, tmp_path: Path) -> None:
+    """An empty first member: zran's ``totout == 0`` rule gives upstream two checkpoints at ``out = 0``
+    (which its own SpanManager then rejects as non-monotonic); soci_lab keeps one."""
+    import io
+    import struct
+
+    from soci_lab.ztoc.gzip_zinfo import scan_gzip
+
+    raw = write_tar([Entry("f", "reg", data=os.urandom(3 * SPAN))])
+    blob = gzip_members(raw, [0], 6)
+    path = tmp_path / "l.gz"
+    path.write_bytes(blob)
+    upstream = subprocess.run([str(c_zinfo_oracle), str(path), str(SPAN)], capture_output=True, check=True).stdout
+    up = [struct.unpack_from("<qqB", upstream, 12 + i * 32785) for i in range(struct.unpack_from("<i", upstream)[0])]
+    ours = [(c.in_, c.out, c.bits) for c in scan_gzip(io.BytesIO(blob), SPAN).zinfo.checkpoints]
+    assert up[0][1] == up[1][1] == 0
+    assert ours == [up[0], *up[2:]]
