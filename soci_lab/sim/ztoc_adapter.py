@@ -46,7 +46,23 @@ class LayerSource:
     span_size: int = 0
     ztoc_size: int = 0
 
+    @classmethod
+    def from_ztoc(cls, digest: str, ztoc: Any, *, ztoc_size: int = 0) -> LayerSource:
+        """A layer described by a ``soci_lab.ztoc.Ztoc`` (its ``zinfo``, ``toc`` and archive sizes)."""
+        algo = str(ztoc.compression_algorithm)
+        return cls(
+            digest=digest,
+            compression=_COMPRESSIONS.get(algo, algo),
+            compressed_size=int(ztoc.compressed_archive_size),
+            uncompressed_size=int(ztoc.uncompressed_archive_size),
+            zinfo=ztoc.zinfo,
+            toc=list(ztoc.toc),
+            span_size=int(ztoc.span_size),
+            ztoc_size=ztoc_size,
+        )
 
+
+_COMPRESSIONS = {"uncompressed": "none", "tar": "none", "gzip": "gzip", "zstd": "zstd"}
 _TYPES = {"reg": "reg", "dir": "dir", "symlink": "symlink", "hardlink": "hardlink", "link": "hardlink"}
 
 
@@ -80,8 +96,9 @@ def from_ztocs(
             LayerModel(
                 digest=src.digest,
                 compression=src.compression,
-                compressed_size=src.compressed_size,
-                uncompressed_size=src.uncompressed_size,
+                # spans may run past the archive's end (tar record padding of an uncompressed layer)
+                compressed_size=max(src.compressed_size, spans[-1].c_end if spans else 0),
+                uncompressed_size=max(src.uncompressed_size, spans[-1].u_end if spans else 0),
                 spans=spans,
                 span_size=src.span_size or getattr(src.zinfo, "span_size", 0) or 0,
                 ztoc_size=src.ztoc_size,

@@ -132,3 +132,35 @@ def test_from_ztocs_with_real_gzip_geometry():
     assert f is not None and f.size == 20_000
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         assert raw[f.offset : f.offset + f.size] == tar.extractfile("dir/f03").read()
+
+
+def test_from_ztocs_with_built_ztocs():
+    """A two-layer image (gzip + uncompressed tar) indexed by soci_lab.ztoc.build_ztoc, then simulated."""
+    ztoc_mod = pytest.importorskip("soci_lab.ztoc.ztoc")
+    from soci_lab.sim import simulate
+    from soci_lab.sim.workload import Access
+
+    def tar_bytes(prefix: str, n: int) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for i in range(n):
+                data = (f"{prefix}{i}" * 5000).encode()[: 10_000 + 997 * i]
+                info = tarfile.TarInfo(f"{prefix}/f{i:02d}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    raw0, raw1 = tar_bytes("a", 30), tar_bytes("b", 12)
+    z0 = ztoc_mod.build_ztoc(gzip.compress(raw0), span_size=32 * 1024)
+    z1 = ztoc_mod.build_ztoc(raw1, span_size=32 * 1024)
+    model = from_ztocs(
+        "built", [LayerSource.from_ztoc("sha256:a", z0, ztoc_size=4096), LayerSource.from_ztoc("sha256:b", z1)]
+    )
+    assert [la.compression for la in model.layers] == ["gzip", "none"]
+    assert len(model.layers[0].spans) == z0.span_count and len(model.layers[1].spans) == z1.span_count
+    f = model.lookup("/a/f07")
+    assert f is not None and raw0[f.offset : f.offset + f.size] == (("a7" * 5000).encode()[: 10_000 + 997 * 7])
+    run = simulate(model, "lazy", workload=[Access(0.0, "read", "/a/f07", 0, f.size)], params=None)
+    fetched = run.events[run.events.kind == "span_fetch"]
+    want = range(model.layers[0].span_id(f.offset), model.layers[0].span_id(f.offset + f.size) + 1)
+    assert sorted(fetched.span) == list(want)
