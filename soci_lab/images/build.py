@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -253,13 +253,8 @@ def build_image(
             _store_in_layout(layout, built, config, manifest, reference.tag)
         else:
             _push_to_registry(reference, built, config, manifest, insecure=insecure, creds=creds, events=events)
-    return BuildResult(reference, manifest, config, tuple(_unstaged(b) for b in built))
-
-
-def _unstaged(layer: BuiltLayer) -> BuiltLayer:
-    from dataclasses import replace
-
-    return replace(layer, staged=None)
+    # the staged files are gone with the staging directory
+    return BuildResult(reference, manifest, config, tuple(replace(b, staged=None) for b in built))
 
 
 def _store_in_layout(

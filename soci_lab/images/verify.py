@@ -3,8 +3,7 @@
 Checked: the manifest (and index) against the digest it was asked for or announced; the config against
 the manifest's descriptor; each layer's bytes against its digest and size; each layer's uncompressed
 bytes against the config's diffID; the layer count against the diffID count. Layers are decompressed by
-their media type (gzip of one or many members, zstd of one or many frames, plain tar); a Docker
-``…rootfs.diff.tar`` layer, which may be compressed, is recognised by its magic bytes.
+``soci_lab.unpack.decompress`` (the unpacker's own decompressors), by media type or magic bytes.
 """
 
 from __future__ import annotations
@@ -12,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import zlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DigestMismatch, SizeMismatch, UnsupportedMediaType
+from ..errors import ContentNotFound, DecompressionError, DigestMismatch, SizeMismatch, UnsupportedMediaType
 from ..oci import (
     Descriptor,
     Digest,
@@ -33,8 +32,6 @@ from ..oci import mediatypes as mt
 
 if TYPE_CHECKING:
     from ..events import EventRecorder
-
-_READ = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -81,87 +78,39 @@ class VerifiedImage:
         }
 
 
-class LayerDecoder:
-    """Incremental decompression of a layer blob by compression name (``gzip``, ``zstd``, ``none``,
-    or ``unknown`` to sniff the magic bytes); ``feed`` returns uncompressed bytes."""
+def check_layer_file(path: str | os.PathLike[str], desc: Descriptor, diff_id: Digest) -> VerifiedLayer:
+    """Hash the layer blob at ``path`` and its decompressed content against ``desc`` and ``diff_id``.
 
-    def __init__(self, compression: str) -> None:
-        self.compression = compression
-        self._pending = b""
-        self._z: Any = None
+    Decompression is ``soci_lab.unpack.decompress``'s (multi-member gzip, multi-frame zstd, magic-byte
+    sniffing for a Docker ``rootfs.diff.tar``). A blob that does not decompress is reported as a
+    ``DigestMismatch`` when its bytes are not the announced ones, else as the ``DecompressionError`` it is.
+    """
+    from ..unpack.decompress import compression_of, producer_for
 
-    def _start(self, data: bytes) -> None:
-        if self.compression == "unknown":
-            if data[:2] == b"\x1f\x8b":
-                self.compression = "gzip"
-            elif data[:4] == b"\x28\xb5\x2f\xfd":
-                self.compression = "zstd"
-            else:
-                self.compression = "none"
-
-    def _new(self) -> Any:
-        if self.compression == "gzip":
-            return zlib.decompressobj(31)
-        import zstandard
-
-        return zstandard.ZstdDecompressor().decompressobj()
-
-    def feed(self, data: bytes) -> bytes:
-        if self.compression == "unknown":
-            self._pending += data
-            if len(self._pending) < 4:
-                return b""
-            data, self._pending = self._pending, b""
-            self._start(data)
-        if self.compression in ("none", "uncompressed"):
-            return data
-        out = []
-        while data:
-            if self._z is None:
-                self._z = self._new()
-            out.append(self._z.decompress(data))
-            if self._z.eof:  # end of a gzip member / zstd frame: what follows starts a new one
-                data = self._z.unused_data
-                self._z = None
-            else:
-                data = b""
-        return b"".join(out)
-
-    def finish(self, what: str) -> bytes:
-        out = b""
-        if self._pending:  # a blob shorter than the magic bytes
-            rest, self._pending = self._pending, b""
-            self._start(rest)
-            out = self.feed(rest)
-        if self._z is not None:
-            raise DigestMismatch(f"{what} ends in the middle of a compressed stream (truncated)")
-        return out
-
-
-def check_layer_file(f: BinaryIO, desc: Descriptor, diff_id: Digest) -> VerifiedLayer:
-    """Hash ``f`` (a layer blob) and its decompressed content against ``desc`` and ``diff_id``."""
+    p = Path(path)
     what = f"layer {desc.digest}"
-    compression = mt.layer_compression(desc.media_type)
-    decoder = LayerDecoder(compression)
+    with open(p, "rb") as f:
+        head = f.read(4)
+    declared = mt.layer_compression(desc.media_type)
+    compression = compression_of(None if declared == "unknown" else desc.media_type, head)
     packed = hashlib.new(desc.digest.algorithm)
     unpacked = hashlib.new(diff_id.algorithm)
     size = usize = 0
+
+    def on_input(block: bytes) -> None:
+        nonlocal size
+        packed.update(block)
+        size += len(block)
+
     try:
-        while chunk := f.read(_READ):
-            packed.update(chunk)
-            size += len(chunk)
-            raw = decoder.feed(chunk)
-            unpacked.update(raw)
-            usize += len(raw)
-        raw = decoder.finish(what)
-    except zlib.error as exc:
-        raise DigestMismatch(f"{what} does not decompress: {exc}") from None
-    except Exception as exc:
-        if type(exc).__name__ == "ZstdError":
-            raise DigestMismatch(f"{what} does not decompress: {exc}") from None
+        for chunk in producer_for(compression, p, threading.Event(), on_input):
+            unpacked.update(chunk)
+            usize += len(chunk)
+    except DecompressionError:
+        with open(p, "rb") as f:
+            if Digest.from_file(f, desc.digest.algorithm) != desc.digest:
+                raise DigestMismatch(f"{what} does not match its digest (and does not decompress)") from None
         raise
-    unpacked.update(raw)
-    usize += len(raw)
     if size != desc.size:
         raise SizeMismatch(f"{what} is {size} bytes, its descriptor says {desc.size}")
     got = Digest(f"{desc.digest.algorithm}:{packed.hexdigest()}")
@@ -203,8 +152,9 @@ def verify_layout_image(ref: Reference, platform: Platform | None = None) -> Ver
     config = ImageConfig.from_bytes(cdata)
     layers = []
     for desc, diff_id in _check_layers(manifest, config):
-        with layout.open_blob(desc.digest) as f:
-            layers.append(check_layer_file(f, desc, diff_id))
+        if not layout.has(desc.digest):
+            raise ContentNotFound(f"layer {desc.digest} is not in {layout.root}")
+        layers.append(check_layer_file(layout.blob_path(desc.digest), desc, diff_id))
     return VerifiedImage(ref, top, manifest, config, tuple(layers), index_desc)
 
 
@@ -232,10 +182,9 @@ async def averify_registry_image(
 
                 def check(p: Path = path, d: Descriptor = desc, i: Digest = diff_id) -> VerifiedLayer:
                     if events is None:
-                        with open(p, "rb") as f:
-                            return check_layer_file(f, d, i)
-                    with events.step("verify", layer=str(d.digest), nbytes=d.size), open(p, "rb") as f:
-                        return check_layer_file(f, d, i)
+                        return check_layer_file(p, d, i)
+                    with events.step("verify", layer=str(d.digest), nbytes=d.size):
+                        return check_layer_file(p, d, i)
 
                 layers.append(await anyio.to_thread.run_sync(check))
                 os.unlink(path)
@@ -267,7 +216,6 @@ def verify_image(
 
 
 __all__ = [
-    "LayerDecoder",
     "VerifiedImage",
     "VerifiedLayer",
     "averify_registry_image",

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from soci_lab.errors import DigestMismatch, InvalidManifest, SizeMismatch
+from soci_lab.errors import DecompressionError, DigestMismatch, InvalidManifest, SizeMismatch
 from soci_lab.images import build_image
-from soci_lab.images.verify import LayerDecoder, check_layer_file, verify_image
+from soci_lab.images.verify import check_layer_file, verify_image
 from soci_lab.oci import Descriptor, Digest, ImageConfig, Manifest, OCILayout, canonical_json
 from soci_lab.oci import mediatypes as mt
 
@@ -21,26 +20,42 @@ TAR = b"pretend this is a tar" * 5000
 
 
 @pytest.mark.parametrize(
-    ("compression", "blob"),
+    ("media_type", "blob"),
     [
-        ("gzip", gzip.compress(TAR[:50000], mtime=0) + gzip.compress(TAR[50000:], mtime=0)),  # two members
-        ("zstd", b"".join(zstandard.ZstdCompressor().compress(TAR[i : i + 30000]) for i in range(0, len(TAR), 30000))),
-        ("none", TAR),
-        ("unknown", gzip.compress(TAR, mtime=0)),  # docker's rootfs.diff.tar may be compressed: sniffed
-        ("unknown", TAR),
+        (mt.OCI_LAYER_GZIP, gzip.compress(TAR[:50000], mtime=0) + gzip.compress(TAR[50000:], mtime=0)),  # 2 members
+        (
+            mt.OCI_LAYER_ZSTD,
+            b"".join(zstandard.ZstdCompressor().compress(TAR[i : i + 30000]) for i in range(0, len(TAR), 30000)),
+        ),
+        (mt.OCI_LAYER_TAR, TAR),
+        (mt.DOCKER_LAYER_TAR, gzip.compress(TAR, mtime=0)),  # docker's rootfs.diff.tar may be compressed: sniffed
+        (mt.DOCKER_LAYER_TAR, TAR),
     ],
 )
-def test_decoder_reads_members_frames_and_sniffs(compression, blob):
-    dec = LayerDecoder(compression)
-    out = b"".join(dec.feed(blob[i : i + 7777]) for i in range(0, len(blob), 7777)) + dec.finish("test")
-    assert out == TAR
+def test_layers_of_every_compression_are_checked(tmp_path, media_type, blob):
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+    desc = Descriptor(media_type, Digest.from_bytes(blob), len(blob))
+    assert check_layer_file(path, desc, Digest.from_bytes(TAR)).uncompressed_size == len(TAR)
+    with pytest.raises(DigestMismatch, match="diffID"):
+        check_layer_file(path, desc, Digest.from_bytes(TAR + b"x"))
 
 
-def test_truncated_stream_is_a_mismatch():
+def test_truncated_or_corrupt_streams(tmp_path):
+    path = tmp_path / "blob"
     blob = gzip.compress(TAR, mtime=0)[:-100]
+    path.write_bytes(blob)
     desc = Descriptor(mt.OCI_LAYER_GZIP, Digest.from_bytes(blob), len(blob))
-    with pytest.raises(DigestMismatch, match="truncated"):
-        check_layer_file(io.BytesIO(blob), desc, Digest.from_bytes(TAR))
+    with pytest.raises(DecompressionError, match="truncated"):  # the bytes are the announced ones, but bad
+        check_layer_file(path, desc, Digest.from_bytes(TAR))
+    good = gzip.compress(TAR, mtime=0)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    path.write_bytes(bytes(bad))
+    with pytest.raises(DigestMismatch):  # the bytes are not the announced ones
+        check_layer_file(
+            path, Descriptor(mt.OCI_LAYER_GZIP, Digest.from_bytes(good), len(good)), Digest.from_bytes(TAR)
+        )
 
 
 def _rewrite(lay: Path, tag: str, manifest: Manifest, config_doc: dict) -> None:
