@@ -56,20 +56,33 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_RE = re.compile(r"(-?\d{4,})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
 
+#: Go's zero time (0001-01-01T00:00:00Z) in Unix seconds: what an empty ``mod_time`` reads back as.
+GO_ZERO_TIME = -62135596800
+
+
 def go_time_text(sec: int, nsec: int = 0) -> str:
-    """Go's ``time.Unix(sec, nsec).UTC().MarshalText()``: RFC 3339, fraction without trailing zeros."""
+    """Go's ``time.Unix(sec, nsec).UTC().MarshalText()``: RFC 3339, fraction without trailing zeros.
+
+    Outside the years 1..9999 Go's MarshalText fails and upstream's marshaler ignores the error and
+    writes an empty string; so does this function.
+    """
     sec += nsec // 1_000_000_000
     nsec %= 1_000_000_000
     try:
         dt = _EPOCH + timedelta(seconds=sec)
     except OverflowError:
-        raise FormatError(f"tar mtime {sec} is outside the years 1..9999") from None
+        return ""
     frac = f".{nsec:09d}".rstrip("0") if nsec else ""
     return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}{frac}Z"
 
 
 def parse_go_time(text: str) -> tuple[int, int]:
-    """Inverse of :func:`go_time_text` (any RFC 3339 offset accepted): ``(unix seconds, nanoseconds)``."""
+    """Inverse of :func:`go_time_text` (any RFC 3339 offset accepted): ``(unix seconds, nanoseconds)``.
+
+    An empty text is Go's zero time, as upstream's ``UnmarshalText`` (error ignored) leaves it.
+    """
+    if text == "":
+        return GO_ZERO_TIME, 0
     m = _TIME_RE.fullmatch(text)
     if not m:
         raise FormatError(f"not an RFC 3339 time: {text[:40]!r}")

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from ztoc_trees import SPAN, Entry, gzip_members, layers, trees, write_tar
 
 from soci_lab.errors import SociLabError
-from soci_lab.ztoc import build_ztoc
+from soci_lab.ztoc import Ztoc, build_ztoc
 
 ORACLE_SRC = Path(__file__).parent / "go_tar_oracle"
 needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="needs a Go toolchain (Debian golang-go)")
@@ -124,13 +124,16 @@ def test_odd_headers_match_go(oracle: Path) -> None:
     bio = io.BytesIO()
     with tarfile.open(fileobj=bio, mode="w", format=tarfile.GNU_FORMAT) as tf:
         ti = tarfile.TarInfo("big-uid")
-        ti.uid, ti.gid, ti.mtime = 2**40, 2**33, 2**35
+        ti.uid, ti.gid, ti.mtime = 2**40, 2**33, 2**38  # year > 9999: Go's MarshalText fails → ""
         tf.addfile(ti, io.BytesIO(b""))
         ln = tarfile.TarInfo("s")
         ln.type, ln.linkname = tarfile.SYMTYPE, "t" * 300
         tf.addfile(ln)
     raw = bio.getvalue()
     assert_same(go_toc(oracle, raw), ours(raw, "uncompressed"))
+    z = Ztoc.from_bytes(build_ztoc(raw, compression="uncompressed", span_size=SPAN).to_bytes())
+    assert z.toc[0].uid == 2**40 & 0xFFFFFFFF and z.toc[0].gid == 2**33 & 0xFFFFFFFF  # uint32(...) as upstream
+    assert z.toc[0].mod_time == "" and z.toc[0].mod_time_ns() == -62135596800 * 10**9
     bio = io.BytesIO()
     with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as tf:
         ti = tarfile.TarInfo("p")
