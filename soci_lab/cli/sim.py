@@ -15,11 +15,14 @@ def register(subparsers: Any) -> None:
         help="simulate a pull (sequential, parallel or lazy) and an optional workload",
         description=(
             "Simulate pulling an image in one mode and replaying a workload, with the same events and "
-            "--json keys as `mount`/`run`. --image takes an image-model JSON file (soci_lab.sim.ImageModel.save) "
-            "or a synthetic image spec synthetic:SEED[,size=2GiB,layers=25,span=4MiB,…]."
+            "--json keys as `mount`/`run`. --image takes an image-model JSON file (soci_lab.sim.ImageModel.save), "
+            "an OCI image layout oci:PATH[:TAG] (zTOCs built at --span-size), or a synthetic image spec "
+            "synthetic:SEED[,size=2GiB,layers=25,span=4MiB,…]."
         ),
     )
-    p.add_argument("--image", required=True, help="image-model JSON file, or synthetic:SEED[,key=value…]")
+    p.add_argument(
+        "--image", required=True, help="image-model JSON file, oci:LAYOUT[:TAG], or synthetic:SEED[,key=value…]"
+    )
     p.add_argument("--mode", required=True, choices=("sequential", "parallel", "lazy"), help="pull mode")
     p.add_argument("--bandwidth", default=None, help="bandwidth to the registry, e.g. 100Mbit (default 1Gbit)")
     p.add_argument("--rtt", default=None, help="round-trip time, e.g. 20ms (default 1ms)")
@@ -27,6 +30,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--redirect", action="store_true", help="the registry redirects blob GETs to storage")
     p.add_argument("--cores", type=int, default=None, help="host cores (default 2)")
     p.add_argument("--span-size", default=None, help="re-index the image at this span size, e.g. 8MiB")
+    p.add_argument(
+        "--min-layer-size", default="10MiB", help="oci: images: layers under this get no zTOC (default 10MiB)"
+    )
     work = p.add_mutually_exclusive_group()
     work.add_argument("--trace", default=None, help="access trace CSV (t_s,op,path,offset,size)")
     work.add_argument("--read-everything", action="store_true", help="workload: read every file once")
@@ -39,19 +45,87 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_simulate)
 
 
-def load_image(text: str) -> Any:
-    """An image model from a JSON file or a ``synthetic:`` spec (registry references: not yet)."""
+def load_image(text: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:
+    """An image model from a JSON file, a ``synthetic:`` spec, or an OCI layout ``oci:PATH[:TAG]``.
+
+    For a layout, every layer's zTOC is built here with ``soci_lab.ztoc`` at ``span_size`` (deterministic,
+    so the geometry is what ``soci-lab index create`` gives); layers smaller than ``min_layer_size`` keep
+    their file table but no spans, as SOCI skips them. Registry references: not yet.
+    """
     from ..errors import SimulationError
     from ..sim import ImageModel, SyntheticSpec, generate
 
     if text.startswith("synthetic:"):
         return generate(SyntheticSpec.parse(text))
+    if text.startswith("oci:"):
+        return image_from_layout(text[4:], span_size=span_size, min_layer_size=min_layer_size)
     path = Path(text)
     if path.exists():
         return ImageModel.load(path)
     if "/" in text and not text.endswith(".json"):
-        raise SimulationError(f"{text}: simulating straight from an image reference is not supported yet")
+        raise SimulationError(f"{text}: simulating straight from a registry reference is not supported yet")
     raise SimulationError(f"{text}: no such image-model file")
+
+
+def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:
+    """The image model of ``PATH[:TAG]`` (an OCI image layout; TAG defaults to the only/first one)."""
+    from ..errors import UnsupportedCompression
+    from ..oci.layout import OCILayout
+    from ..oci.manifest import Index, Manifest, parse_manifest_or_index
+    from ..sim.ztoc_adapter import LayerSource, from_ztocs
+    from ..ztoc.ztoc import build_ztoc, ztoc_to_flatbuffer
+
+    root, _, tag = spec.partition(":")
+    if not Path(root).is_dir() and ":" in spec:  # a path with a colon in it
+        root, tag = spec, ""
+    layout = OCILayout(root, create=False)
+    if not tag:
+        tags = layout.tags()
+        tag = tags[0] if tags else layout.index().manifests[0].digest
+    desc = layout.resolve(tag)
+    doc = parse_manifest_or_index(layout.read_blob(desc.digest), desc.media_type)
+    if isinstance(doc, Index):
+        desc = doc.select()
+        doc = Manifest.from_bytes(layout.read_blob(desc.digest), desc.media_type)
+    layers = []
+    for d in doc.layer_descriptors():
+        try:
+            z = build_ztoc(layout.blob_path(d.digest), media_type=d.media_type, span_size=span_size)
+        except UnsupportedCompression:  # e.g. single-frame zstd: no spans, but the file table still counts
+            layers.append(_unindexed_layer(layout, d))
+            continue
+        src = LayerSource.from_ztoc(str(d.digest), z, ztoc_size=len(ztoc_to_flatbuffer(z)))
+        src.compressed_size = d.size
+        if d.size < min_layer_size:  # SOCI builds no zTOC for small layers
+            src.zinfo = None
+            src.ztoc_size = 0
+        layers.append(src)
+    return from_ztocs(f"oci:{spec}", layers, manifest_size=desc.size, config_size=doc.config.size, index_size=2_000)
+
+
+def _unindexed_layer(layout: Any, d: Any) -> Any:
+    """A layer without spans: sizes and file table from decompressing the blob once."""
+    import gzip
+
+    import zstandard
+
+    from ..sim.ztoc_adapter import LayerSource
+    from ..ztoc.toc import TarScanner
+
+    mt = d.media_type
+    with layout.open_blob(d.digest) as raw:
+        if "zstd" in mt:
+            stream: Any = zstandard.ZstdDecompressor().stream_reader(raw)
+            compression = "zstd"
+        elif "gzip" in mt:
+            stream, compression = gzip.GzipFile(fileobj=raw), "gzip"
+        else:
+            stream, compression = raw, "none"
+        scanner = TarScanner()
+        while chunk := stream.read(1 << 20):
+            scanner.feed(chunk)
+        size = scanner.finish()
+    return LayerSource(str(d.digest), compression, d.size, size, toc=scanner.entries)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -63,9 +137,13 @@ def _simulate(args: argparse.Namespace) -> int:
     from ..units import parse_duration, parse_rate, parse_size
     from . import print_json
 
-    image = load_image(args.image)
-    if args.span_size:
-        image = image.respan(parse_size(args.span_size))
+    span = parse_size(args.span_size) if args.span_size else None
+    if args.image.startswith("oci:"):
+        image = load_image(args.image, span_size=span or 4 << 20, min_layer_size=parse_size(args.min_layer_size))
+    else:
+        image = load_image(args.image)
+        if span:
+            image = image.respan(span)
     if args.save_image:
         image.save(args.save_image)
     config = Config.from_toml(args.config) if args.config else Config()

@@ -102,3 +102,29 @@ def test_cli_simulate_errors(capsys):
         main(["simulate", "--image", IMAGE, "--mode", "teleport"])
     assert exc.value.code == 2
     assert main(["simulate", "--image", IMAGE, "--mode", "sequential", "--rtt", "soon"]) == 1
+
+
+def test_cli_simulate_an_oci_layout(tmp_path, capsys):
+    """``--image oci:PATH:TAG``: zTOCs built from the layout's blobs; the big layer lazy, the small one local."""
+    build = pytest.importorskip("soci_lab.images.build")
+    import random
+
+    rnd = random.Random(5)
+    big, small = tmp_path / "big", tmp_path / "small"
+    (big / "data").mkdir(parents=True)
+    (small / "etc").mkdir(parents=True)
+    for i in range(24):
+        (big / "data" / f"f{i:02d}").write_bytes(rnd.randbytes(100_000))
+    (small / "etc" / "conf").write_text("x = 1\n")
+    build.build_image([big, small], f"oci:{tmp_path / 'layout'}:t")
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t_s,op,path,offset,size\n0,open,/data/f03,0,0\n0,read,/data/f03,0,100000\n0,stat,/etc/conf,0,0\n")
+    rc = main(
+        ["simulate", "--image", f"oci:{tmp_path / 'layout'}:t", "--mode", "lazy", "--span-size", "256KiB",
+         "--min-layer-size", "1MiB", "--trace", str(trace), "--json"]
+    )  # fmt: skip
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [la["how"] for la in out["layers"]] == ["lazy", "local"]
+    assert out["files_read"] == 1 and out["bytes_read"] == 100_000
+    assert 1 <= out["spans_fetched"] <= 2  # 100 kB inside 256 KiB spans: one span, two if it straddles
