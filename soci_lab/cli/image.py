@@ -94,9 +94,15 @@ def _recorder(args: argparse.Namespace) -> Any:
     return EventRecorder(strategy="image")
 
 
-def _write_events(args: argparse.Namespace, recorder: Any) -> None:
+def _report(args: argparse.Namespace, recorder: Any, result: Any) -> int:
+    """Write the events (``--events``), then print the result: one JSON object, or its digest."""
     if recorder is not None:
         recorder.write(args.events)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.digest, flush=True)
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -207,12 +213,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         on_skip=_warn,
         events=recorder,
     )
-    _write_events(args, recorder)
-    if args.json:
-        _print_json(result.to_json())
-    else:
-        print(result.digest, flush=True)
-    return 0
+    return _report(args, recorder, result)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -229,12 +230,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         dst_creds=args.dest_creds,
         events=recorder,
     )
-    _write_events(args, recorder)
-    if args.json:
-        _print_json(result.to_json())
-    else:
-        print(result.digest, flush=True)
-    return 0
+    return _report(args, recorder, result)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -242,12 +238,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     recorder = _recorder(args)
     result = verify_image(args.ref, platform=args.platform, insecure=args.insecure, creds=args.creds, events=recorder)
-    _write_events(args, recorder)
-    if args.json:
-        _print_json(result.to_json())
-    else:
-        print(result.digest, flush=True)
-    return 0
+    return _report(args, recorder, result)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
