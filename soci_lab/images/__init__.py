@@ -6,14 +6,15 @@ materialise the sample image the demo uses.
   compression in ``compress.py``, config/manifest in ``config.py``, push in ``push.py``)
 - ``copy_image(src, dst, ...)`` → ``CopyResult`` (``copy.py``)
 - ``verify_image(ref, ...)`` → ``VerifiedImage`` (``verify.py``)
-- ``sample_image_trees(dest_dir, scale=1.0)`` → layer directories (``sample.py``)
+- ``sample_image_trees(dest_dir, scale=1.0)`` → layer directories; ``build_sample_image(ref, workdir)``
+  (``sample.py``)
 """
 
 from .build import BuildResult, BuiltLayer, LayerSpec, build_image, build_layer
 from .compress import COMPRESSIONS, make_compressor
 from .config import RuntimeConfig, created_time, image_config, image_manifest
 from .copy import CopyResult, acopy_image, copy_image
-from .sample import sample_image_trees
+from .sample import build_sample_image, sample_image_trees
 from .tarwriter import TarStats, write_tree_tar
 from .verify import VerifiedImage, VerifiedLayer, verify_image
 
@@ -30,6 +31,7 @@ __all__ = [
     "acopy_image",
     "build_image",
     "build_layer",
+    "build_sample_image",
     "copy_image",
     "created_time",
     "image_config",
