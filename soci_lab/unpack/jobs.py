@@ -121,6 +121,7 @@ class LayerUnpackJob:
     #: what the unpack task produced (a :class:`~.parallel.LayerOutcome`), for the consumer.
     result: object | None = None
     _scope: anyio.CancelScope | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -182,10 +183,16 @@ class LayerUnpackJob:
             self._scope.cancel()
         return moved
 
+    def stop_task(self) -> None:
+        """Cancel the job's running task whatever its status (the job is being removed)."""
+        self._stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
+
     def bind_scope(self, scope: anyio.CancelScope) -> None:
         """Attach the cancel scope of the task doing this job's work, so :meth:`cancel` stops it."""
         self._scope = scope
-        if self.status is LayerUnpackJobStatus.CANCELLED:
+        if self._stopped or self.status is LayerUnpackJobStatus.CANCELLED:
             scope.cancel()
 
 
@@ -249,6 +256,7 @@ class UnpackJobs:
         img.cancelled = cause
         for job in img.jobs():
             job.cancel(cause)
+            job.stop_task()
             self._forget(job)
 
     def cancel_image(self, key: str, cause: BaseException | None = None) -> None:
@@ -304,8 +312,7 @@ class UnpackJobs:
             raise LayerJobCannotBeCleaned(
                 f"layer job {job.id} cannot be cleaned (is {job.status.name}, not claimed, finished or cancelled)"
             )
-        if job.status is LayerUnpackJobStatus.CLAIMED and job._scope is not None:
-            job._scope.cancel()
+        job.stop_task()
         self._forget(job)
         img = self._images.get(job.image)
         if img is not None:

@@ -157,7 +157,10 @@ class ParallelPuller:
         try:
             await job.unpacked.wait()
             if job.status is LayerUnpackJobStatus.CANCELLED:
-                raise LayerJobCancelled(f"layer {layer.digest}: unpack job cancelled ({job.error or 'no cause'})")
+                # the cause: a sibling layer's failure (e.g. VerificationFailed), expiry, or a clean-up
+                if isinstance(job.error, Exception):
+                    raise job.error
+                raise LayerJobCancelled(f"layer {layer.digest}: unpack job cancelled")
             if job.unpack_error is not None:
                 raise job.unpack_error
             target = Path(mountpoint)

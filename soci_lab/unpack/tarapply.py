@@ -402,6 +402,8 @@ class TarApplier:
         self._make(real, pfd, name, lambda: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd))
         if self._owners and (info.uid != self._uid or info.gid != self._gid):
             os.chown(name, info.uid, info.gid, dir_fd=pfd, follow_symlinks=False)
+        # the whiteout entry's times, so an unpack is reproducible (containerd leaves "now")
+        os.utime(name, ns=(self._atime_ns(info), self._mtime_ns(info)), dir_fd=pfd, follow_symlinks=False)
         self.stats.whiteouts += 1
 
     # --- helpers --------------------------------------------------------------------------------------
