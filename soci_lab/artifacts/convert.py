@@ -1,0 +1,72 @@
+"""The v2 "SOCI-enabled image": how ``soci convert`` rewrites an image index around a SOCI index (pure).
+
+Given the image as found (an image index with the chosen platform entry, or a bare manifest) and the
+rewritten image manifest (:func:`soci_lab.ztoc.index.annotate_image_manifest`), :func:`soci_enabled_index`
+returns the OCI image index to push under the image's tag:
+
+- the chosen entry is replaced by the rewritten manifest (new digest, same platform), and the manifest's
+  annotations — ``com.amazon.soci.index-digest`` among them — are copied onto its descriptor;
+- an existing SOCI v2 index entry for the same platform is dropped (it is replaced, not duplicated);
+- the SOCI index's descriptor (``artifactType`` v2, the platform,
+  ``com.amazon.soci.image-manifest-digest``) is appended;
+- a Docker manifest list becomes an OCI image index (``mediaType`` rewritten); a bare manifest is wrapped
+  in a new index holding it and its SOCI index.
+
+The image manifest points at its SOCI index by annotation, and the SOCI index descriptor points back at
+the manifest by annotation, never by ``subject``: no digest cycle.
+"""
+
+from __future__ import annotations
+
+from ..oci import Descriptor, ImageConfig, Index, Manifest, Platform
+from ..oci import mediatypes as mt
+from ..ztoc.index import SOCI_INDEX_V2
+
+
+def platform_of(config: ImageConfig) -> Platform:
+    """The platform an image config declares (``os``, ``architecture``, ``variant``)."""
+    variant = config.doc.get("variant")
+    return Platform(config.os or "linux", config.architecture or "amd64",
+                    variant if isinstance(variant, str) and variant else None)
+
+
+def _same_platform(a: Platform | None, b: Platform | None) -> bool:
+    return a is not None and b is not None and (a.os, a.architecture, a.variant) == (b.os, b.architecture, b.variant)
+
+
+def soci_enabled_index(
+    top: Index | None,
+    chosen: Descriptor | None,
+    annotated: Manifest,
+    platform: Platform,
+    soci_descriptor: Descriptor,
+) -> Index:
+    """The image index that makes the image SOCI-enabled (see the module docstring).
+
+    ``top``/``chosen``: the image index REF named and the entry that was indexed (both None for a bare
+    manifest). ``annotated``: the rewritten image manifest. ``soci_descriptor``: from
+    :func:`soci_lab.ztoc.index.index_descriptor_v2`.
+    """
+    data = annotated.to_bytes()
+    entry_platform = chosen.platform if chosen is not None and chosen.platform is not None else platform
+    base_annotations = dict(chosen.annotations) if chosen is not None else {}
+    image_entry = Descriptor(
+        mt.OCI_MANIFEST, annotated.digest, len(data), annotations={**base_annotations, **annotated.annotations},
+        platform=entry_platform,
+    )
+    if top is None or chosen is None:
+        return Index(mt.OCI_INDEX, (image_entry, soci_descriptor))
+    entries: list[Descriptor] = []
+    for e in top.manifests:
+        if e.digest == chosen.digest:
+            entries.append(image_entry)
+        elif e.artifact_type == SOCI_INDEX_V2 and _same_platform(e.platform, soci_descriptor.platform):
+            continue  # the old SOCI index of this platform is replaced
+        else:
+            entries.append(e)
+    entries.append(soci_descriptor)
+    return Index(mt.OCI_INDEX, tuple(entries), annotations=dict(top.annotations), subject=top.subject,
+                 artifact_type=top.artifact_type)
+
+
+__all__ = ["platform_of", "soci_enabled_index"]
