@@ -36,6 +36,7 @@ from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Re
 from ..oci import mediatypes as mt
 from ..ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER, DEFAULT_MIN_LAYER_SIZE, DEFAULT_SPAN_SIZE
 from ..ztoc.index import BuiltIndex, annotate_image_manifest, build_soci_index, index_descriptor_v2
+from ._tasks import run_all
 from .convert import platform_of, soci_enabled_index
 from .prefetch import Access, prefetch_accesses
 from .sources import ArtifactSource, LayoutSource, RegistrySource, open_source
@@ -130,33 +131,25 @@ async def _layer_files(
         return {str(d.digest): src.blob_path(d) for d in wanted}
     assert isinstance(src, RegistrySource)
     paths: dict[str, Path] = {}
-    limiter = anyio.CapacityLimiter(TRANSFER_CONCURRENCY)
 
     async def one(d: Descriptor) -> None:
-        async with limiter:
-            path = tmp / d.digest.hex
-            await src.fetch_blob_to(d, path)
-            paths[str(d.digest)] = path
+        path = tmp / d.digest.hex
+        await src.fetch_blob_to(d, path)
+        paths[str(d.digest)] = path
 
-    async with anyio.create_task_group() as tg:
-        for d in {str(d.digest): d for d in wanted}.values():
-            tg.start_soon(one, d)
+    await run_all(one, {str(d.digest): d for d in wanted}.values(), TRANSFER_CONCURRENCY)
     return paths
 
 
 async def _push_blobs(src: ArtifactSource, blobs: dict[str, bytes], events: EventRecorder | None) -> None:
-    limiter = anyio.CapacityLimiter(TRANSFER_CONCURRENCY)
+    async def one(item: tuple[str, bytes]) -> None:
+        digest, data = item
+        desc = Descriptor(mt.SOCI_LAYER, Digest(digest), len(data))
+        step = events.step("push", nbytes=len(data), digest=digest) if events else contextlib.nullcontext()
+        with step:
+            await src.put_blob(data, desc)
 
-    async def one(digest: str, data: bytes) -> None:
-        async with limiter:
-            desc = Descriptor(mt.SOCI_LAYER, Digest(digest), len(data))
-            step = events.step("push", nbytes=len(data), digest=digest) if events else contextlib.nullcontext()
-            with step:
-                await src.put_blob(data, desc)
-
-    async with anyio.create_task_group() as tg:
-        for digest, data in blobs.items():
-            tg.start_soon(one, digest, data)
+    await run_all(one, blobs.items(), TRANSFER_CONCURRENCY)
 
 
 async def acreate_soci_index(

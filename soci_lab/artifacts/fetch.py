@@ -45,6 +45,7 @@ from ..ztoc.index import (
     PrefetchArtifact,
     SociIndex,
 )
+from ._tasks import run_all
 from .discovery import IndexLocation, find_soci_index_desc
 from .sources import ArtifactSource, LayoutSource, RegistrySource
 
@@ -205,24 +206,20 @@ async def _fetch_blobs(
     source: ArtifactSource, index: SociIndex, store: OCILayout, events: EventRecorder | None, limit: int
 ) -> dict[str, bytes]:
     blobs: dict[str, bytes] = {}
-    limiter = anyio.CapacityLimiter(max(1, limit))
     kinds = (SOCI_LAYER_MEDIA_TYPE, SOCI_PREFETCH_MEDIA_TYPE)
     wanted = {str(d.digest): d for d in index.blobs if d.media_type in kinds}
 
     async def one(desc: Descriptor) -> None:
-        async with limiter:
-            local = store.has(desc.digest)
-            step = (events.step("ztoc_fetch", layer=desc.annotations.get(ANNOTATION_IMAGE_LAYER_DIGEST),
-                                nbytes=desc.size, digest=str(desc.digest), media_type=desc.media_type, local=local)
-                    if events is not None else contextlib.nullcontext())
-            with step:
-                if not local:
-                    await source.fetch_blob_into(desc, store)
-                blobs[str(desc.digest)] = await anyio.to_thread.run_sync(_read_local, store, desc)
+        local = store.has(desc.digest)
+        step = (events.step("ztoc_fetch", layer=desc.annotations.get(ANNOTATION_IMAGE_LAYER_DIGEST),
+                            nbytes=desc.size, digest=str(desc.digest), media_type=desc.media_type, local=local)
+                if events is not None else contextlib.nullcontext())
+        with step:
+            if not local:
+                await source.fetch_blob_into(desc, store)
+            blobs[str(desc.digest)] = await anyio.to_thread.run_sync(_read_local, store, desc)
 
-    async with anyio.create_task_group() as tg:
-        for desc in wanted.values():
-            tg.start_soon(one, desc)
+    await run_all(one, wanted.values(), limit)
     return blobs
 
 
