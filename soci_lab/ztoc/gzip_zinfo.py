@@ -213,33 +213,58 @@ class GzipZinfo:
         return self.extract(span_id, data, start, self.end_uncompressed_offset(span_id) - start)
 
 
+_DISCARD = 1 << 16
+
+
 def inflate_from(data: bytes | memoryview, bits: int, window: bytes | memoryview, skip: int, length: int) -> bytes:
     """Raw-inflate ``data`` from a checkpoint: prime ``bits`` bits of ``data[0]``, set the window as dictionary,
     discard ``skip`` bytes and return the next ``length`` bytes. At the end of a gzip member the 8-byte trailer
-    is skipped and the next member (with its header) is inflated on. Short data → FormatError."""
+    is skipped and the next member (with its header) is inflated on. Short data → FormatError.
+
+    ``bytes`` input is inflated in place (no copy); skipped output goes to a small reused buffer, so only the
+    ``length`` requested bytes are allocated."""
     if length == 0:
         return b""
-    src = bytes(data)
-    pos = 0
-    total = skip + length
-    out = ctypes.create_string_buffer(total)
-    inbuf = ctypes.create_string_buffer(src, len(src)) if src else ctypes.create_string_buffer(1)
-    inaddr = ctypes.addressof(inbuf)
+    src = data if isinstance(data, bytes) else bytes(data)
+    n = len(src)
+    if bits and not n:
+        raise FormatError("span data is empty")
+    inaddr = ctypes.cast(ctypes.c_char_p(src), ctypes.c_void_p).value or 0  # points into `src`, kept alive here
+    out = ctypes.create_string_buffer(length)
+    outaddr = ctypes.addressof(out)
+    discard = ctypes.create_string_buffer(min(skip, _DISCARD)) if skip else None
+    daddr = ctypes.addressof(discard) if discard is not None else 0
+    inflate = z.libz.inflate
+    produced = 0
     with z.Inflater(z.WBITS_RAW) as inf:
         s = inf.strm
+        ref = inf.ref
+        pos = 0
         if bits:
-            if not src:
-                raise FormatError("span data is empty")
             inf.prime(bits, src[0] >> (8 - bits))
             pos = 1
         inf.set_dictionary(bytes(window))
-        s.next_out = ctypes.addressof(out)
-        s.avail_out = total
         raw = True
         s.next_in = inaddr + pos
-        s.avail_in = len(src) - pos
-        while s.avail_out:
-            ret = z.libz.inflate(inf.ref, z.Z_NO_FLUSH)
+        s.avail_in = n - pos
+        while True:
+            if skip:
+                room = min(skip, _DISCARD)
+                s.next_out = daddr
+            else:
+                room = length - produced
+                s.next_out = outaddr + produced
+            s.avail_out = room
+            ret = inflate(ref, z.Z_NO_FLUSH)
+            got = room - s.avail_out
+            if skip:
+                skip -= got
+            else:
+                produced += got
+                if produced == length:
+                    break
+            if ret == z.Z_OK:
+                continue
             if ret == z.Z_STREAM_END:
                 left = s.avail_in
                 if raw:
@@ -255,12 +280,10 @@ def inflate_from(data: bytes | memoryview, bits: int, window: bytes | memoryview
                 continue
             if ret == z.Z_BUF_ERROR:
                 break
-            if ret != z.Z_OK:
-                raise FormatError(f"cannot inflate span data: {inf.message()}")
-        got = total - s.avail_out
-    if got < total:
-        raise FormatError(f"span data ended after {max(0, got - skip)} of {length} requested bytes")
-    return out.raw[skip:total] if skip else out.raw
+            raise FormatError(f"cannot inflate span data: {inf.message()}")
+    if produced < length:
+        raise FormatError(f"span data ended after {produced} of {length} requested bytes")
+    return out.raw
 
 
 # --- building -------------------------------------------------------------------------------------
