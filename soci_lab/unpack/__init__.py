@@ -25,7 +25,15 @@ from .jobs import ImageUnpackJob, LayerUnpackJob, LayerUnpackJobStatus, UnpackJo
 from .parallel import LayerOutcome, ParallelPuller
 from .resources import LayerUnpackResourceController, SemaphoreWithNil
 from .sequential import SequentialPuller
-from .source import BlobProbe, BlobSource, ContentStore, LayerSpec, LocalFileSource, RegistryBlobSource
+from .source import (
+    BlobProbe,
+    BlobSource,
+    ContentStore,
+    LayerSpec,
+    LocalFileSource,
+    RegistryBlobSource,
+    image_layer_specs,
+)
 from .storage import LayerUnpackDiskStorage, LayerUnpackJobStorage
 from .tarapply import ApplyOptions, ApplyStats, DevicePolicy, OverlayOpaqueType, TarApplier
 
@@ -56,4 +64,5 @@ __all__ = [
     "UnpackJobs",
     "apply_layer",
     "apply_layer_async",
+    "image_layer_specs",
 ]

@@ -16,14 +16,14 @@ async ``sink(chunk)`` so the HTTP client can resume a broken body without the ca
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
-from ..errors import ContentNotFound
+from ..errors import ContentNotFound, InvalidManifest
 
 Sink = Callable[[bytes], Awaitable[None]]
 
@@ -169,4 +169,25 @@ class LocalFileSource:
         return sent
 
 
-__all__ = ["BlobProbe", "BlobSource", "ContentStore", "LayerSpec", "LocalFileSource", "RegistryBlobSource", "Sink"]
+def image_layer_specs(layers: Sequence[Any], diff_ids: Sequence[Any]) -> list[LayerSpec]:
+    """:class:`LayerSpec`\\ s of an image from its manifest's layer descriptors and its config's diffIDs.
+
+    Upstream's ``diffIDMap``: the two lists must be as long as each other
+    (``resolved = await client.resolve_image(ref)`` → ``image_layer_specs(resolved.layers,
+    resolved.config.diff_ids)``).
+    """
+    if len(layers) != len(diff_ids):
+        raise InvalidManifest(f"manifest lists {len(layers)} layers but the config has {len(diff_ids)} diffIDs")
+    return [LayerSpec.from_descriptor(d, str(i)) for d, i in zip(layers, diff_ids, strict=True)]
+
+
+__all__ = [
+    "BlobProbe",
+    "BlobSource",
+    "ContentStore",
+    "LayerSpec",
+    "LocalFileSource",
+    "RegistryBlobSource",
+    "Sink",
+    "image_layer_specs",
+]
