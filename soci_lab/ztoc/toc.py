@@ -16,6 +16,7 @@ round-trips (Go strings are bytes).
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,15 @@ TYPE_NAMES: dict[bytes, str] = {
 FILE_TYPES: tuple[str, ...] = ("hardlink", "symlink", "dir", "reg", "char", "block", "fifo")
 _HEADER_ONLY = frozenset(b"123456")  # typeflags whose data size is taken as 0 (Go isHeaderOnlyType)
 SCHILY_XATTR = "SCHILY.xattr."
+_S_IFMT = {
+    "reg": stat.S_IFREG,
+    "hardlink": stat.S_IFREG,
+    "dir": stat.S_IFDIR,
+    "symlink": stat.S_IFLNK,
+    "char": stat.S_IFCHR,
+    "block": stat.S_IFBLK,
+    "fifo": stat.S_IFIFO,
+}
 
 
 def _s(b: bytes) -> str:
@@ -137,6 +147,11 @@ class FileMetadata:
     def tar_header_size(self) -> int:
         """Bytes of header blocks (incl. PAX / GNU long-name headers) before the data."""
         return self.uncompressed_offset - self.tar_header_offset
+
+    def st_mode(self) -> int:
+        """POSIX ``st_mode``: permission bits incl. setuid/setgid/sticky plus the file type bits (upstream
+        ``FileMode()``; a hard link reports a regular file — resolve it to its target for real attributes)."""
+        return (self.mode & 0o7777) | _S_IFMT[self.type]
 
     def mod_time_ns(self) -> int:
         """``mod_time`` as integer nanoseconds since the epoch."""

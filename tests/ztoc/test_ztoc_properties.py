@@ -8,6 +8,7 @@ import io
 import itertools
 import os
 import random
+import stat
 import tarfile
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -104,6 +105,9 @@ def test_files_through_toc_equal_tarfile(layer) -> None:
             ] == e.type
             if e.type in ("char", "block"):
                 assert (e.devmajor, e.devminor) == (m.devmajor, m.devminor)
+            assert stat.S_IMODE(e.st_mode()) == m.mode & 0o7777
+            assert stat.S_ISDIR(e.st_mode()) == m.isdir() and stat.S_ISLNK(e.st_mode()) == m.issym()
+            assert stat.S_ISFIFO(e.st_mode()) == m.isfifo() and stat.S_ISCHR(e.st_mode()) == m.ischr()
             assert e.pax_headers == m.pax_headers
             assert e.xattrs() == {k[13:]: v for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")}
             assert e.mod_time == expected_go_time(m)
