@@ -135,20 +135,27 @@ class DirectoryCache:
         return self.root / key
 
     def get(self, key: str) -> bytes | None:
-        with self._lock:
-            meta = self._index.get(key)
-            if meta is None:
-                return None
-            self._index.move_to_end(key)
-        try:
-            data = self._path(key).read_bytes()
-        except OSError:
-            data = None
-        if data is None or len(data) != meta[0] or hashlib.sha256(data).digest() != meta[1]:
-            self.corrupt_reads += 1
-            self.discard(key)
+        for _attempt in range(2):
+            with self._lock:
+                meta = self._index.get(key)
+                if meta is None:
+                    return None
+                self._index.move_to_end(key)
+            try:
+                data = self._path(key).read_bytes()
+            except OSError:
+                data = None
+            if data is not None and len(data) == meta[0] and hashlib.sha256(data).digest() == meta[1]:
+                return data
+            with self._lock:
+                if self._index.get(key) is not meta:
+                    continue  # replaced by a concurrent put while we read: read the new file
+                del self._index[key]
+                self._size -= meta[0]
+                self.corrupt_reads += 1
+                self._path(key).unlink(missing_ok=True)
             return None
-        return data
+        return None
 
     def put(self, key: str, data: bytes) -> list[str]:
         path = self._path(key)

@@ -163,14 +163,23 @@ class SpanManager:
 
     async def _cache_get(self, cache: SpanCache, span_id: int) -> bytes | None:
         if isinstance(cache, MemoryCache):
-            return cache.get(self._key(span_id))
-        return await anyio.to_thread.run_sync(cache.get, self._key(span_id))
+            data = cache.get(self._key(span_id))
+        else:
+            # shielded: a directory cache drops a corrupted file on read, and that must be reconciled
+            with anyio.CancelScope(shield=True):
+                data = await anyio.to_thread.run_sync(cache.get, self._key(span_id))
+        if data is None and not self._lock(span_id).locked():
+            self._reconcile(self.spans[span_id])
+        return data
 
     async def _cache_put(self, cache: SpanCache, span_id: int, data: bytes) -> None:
         if isinstance(cache, MemoryCache):
             evicted = cache.put(self._key(span_id), data)
         else:
-            evicted = await anyio.to_thread.run_sync(cache.put, self._key(span_id), data)
+            # shielded: once the put runs in its thread, the evictions it reports must be applied even if
+            # this task is cancelled meanwhile (a sibling read failed), or a span would claim lost bytes
+            with anyio.CancelScope(shield=True):
+                evicted = await anyio.to_thread.run_sync(cache.put, self._key(span_id), data)
         self._evicted([k for k in evicted if k != self._key(span_id)])
 
     # --- fetching ---------------------------------------------------------------------------------

@@ -14,7 +14,12 @@ bound to one loop while hypothesis drives rules from the test thread. The proper
 
 from __future__ import annotations
 
+import functools
+import gzip
+import io
 import random
+import tarfile
+import tempfile
 from pathlib import Path
 
 import anyio
@@ -95,12 +100,19 @@ class SpanMachine(RuleBasedStateMachine):
     )
     def setup(self, size, span_size, codec, ucache, ccache, ubound_spans, cbound_spans, retries, seed):
         rng = random.Random(seed)
-        self.data = rng.randbytes(size // 2) + bytes(size - size // 2)  # half random, half compressible
-        self.geo = FixedGeometry(self.data, span_size, codec=codec)
-        self.fetcher = FlakyFetcher(self.geo.compressed, seed)
-        max_comp = max(e - s for s, e in map(self.geo.compressed_range, range(self.geo.span_count)))
+        data = rng.randbytes(size // 2) + bytes(size - size // 2)  # half random, half compressible
+        self._build(
+            data, FixedGeometry(data, span_size, codec=codec), ucache, ccache, ubound_spans, cbound_spans, retries, seed
+        )
+
+    def _build(self, data, geo, ucache, ccache, ubound_spans, cbound_spans, retries, seed) -> None:
+        self.data = data
+        self.geo = geo
+        self.fetcher = FlakyFetcher(geo.compressed, seed)
+        max_comp = max(e - s for s, e in map(geo.compressed_range, range(geo.span_count)))
+        max_unc = max(e - s for s, e in map(geo.uncompressed_range, range(geo.span_count)))
         # the uncompressed bound always holds one span (so a lone reader's bytes stay cached), often not two
-        ub = ubound_spans * span_size
+        ub = ubound_spans * max_unc
         cb = cbound_spans * max_comp if cbound_spans else max_comp  # compressed bound >= one span too
 
         def cache(kind: str, bound: int):
@@ -114,7 +126,7 @@ class SpanMachine(RuleBasedStateMachine):
 
         def make() -> SpanManager:
             return SpanManager(
-                self.geo,
+                geo,
                 self.fetcher,
                 compressed_cache=cache(ccache, cb),
                 uncompressed_cache=cache(ucache, ub),
@@ -140,13 +152,19 @@ class SpanMachine(RuleBasedStateMachine):
 
     # --- rules ------------------------------------------------------------------------------------
 
-    @rule(a=st.integers(0, 7000), n=st.integers(0, 3000))
-    def read(self, a: int, n: int) -> None:
-        start = min(a, len(self.data))
-        end = min(len(self.data), start + n)
+    @rule(a=st.floats(0, 1), n=st.floats(0, 0.6))
+    def read(self, a: float, n: float) -> None:
+        start = int(a * len(self.data))
+        end = min(len(self.data), start + int(n * len(self.data)) + 1)
         got = self._read(start, end)
         if got is not None:
             assert got == self.data[start:end]
+
+    @rule()
+    def read_everything(self) -> None:
+        got = self._read(0, len(self.data))
+        if got is not None:
+            assert got == self.data
 
     @rule(i=st.integers(0, 100), n=st.integers(2, 8))
     def concurrent_readers(self, i: int, n: int) -> None:
@@ -193,12 +211,12 @@ class SpanMachine(RuleBasedStateMachine):
         except SociLabError:
             assert self.faulty
 
-    @rule(a=st.integers(0, 7000), n=st.integers(1, 3000), bg=st.lists(st.integers(0, 100), max_size=6))
-    def interleaved(self, a: int, n: int, bg: list[int]) -> None:
+    @rule(a=st.floats(0, 1), n=st.floats(0, 0.6), bg=st.lists(st.integers(0, 100), max_size=6))
+    def interleaved(self, a: float, n: float, bg: list[int]) -> None:
         """Background fetches and on-demand reads racing in one loop."""
         assert self.mgr is not None
-        start = min(a, len(self.data))
-        end = min(len(self.data), start + n)
+        start = int(a * len(self.data))
+        end = min(len(self.data), start + int(n * len(self.data)) + 1)
         out: dict[str, bytes | None] = {}
 
         async def reader() -> None:
@@ -294,6 +312,58 @@ class TrioSpanMachine(SpanMachine):
 
 TestTrioSpanMachine = TrioSpanMachine.TestCase
 TestTrioSpanMachine.settings = settings(SETTINGS, max_examples=10)
+
+
+@functools.cache
+def gzip_layer(seed: int) -> tuple[bytes, object]:
+    """A real tar.gz layer (files of random and zero bytes) indexed by soci_lab.ztoc with 8 KiB spans."""
+    from soci_lab.lazy.ztoc_geometry import index_layer
+
+    rng = random.Random(seed)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(30):
+            body = rng.randbytes(rng.randint(0, 9000)) + bytes(rng.randint(0, 20000))
+            info = tarfile.TarInfo(f"d{i % 3}/f{i}")
+            info.size = len(body)
+            tf.addfile(info, io.BytesIO(body))
+    raw = buf.getvalue()
+    blob = gzip.compress(raw, 6)
+    with tempfile.NamedTemporaryFile(suffix=".tar.gz") as f:
+        f.write(blob)
+        f.flush()
+        index = index_layer(f.name, 8192)
+    geo = index.geometry
+    geo.compressed = blob  # what the fetcher serves
+    return raw[: geo.uncompressed_size].ljust(geo.uncompressed_size, b"\0"), geo
+
+
+class GzipSpanMachine(SpanMachine):
+    """The same properties over real gzip spans (checkpoints, windows, non-byte-aligned starts)."""
+
+    @initialize(
+        layer_seed=st.integers(0, 2),
+        ucache=st.sampled_from(["memory", "directory"]),
+        ccache=st.sampled_from(["memory", "directory"]),
+        ubound_spans=st.integers(1, 4),
+        cbound_spans=st.integers(0, 4),
+        retries=st.integers(-1, 2),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    def setup(self, layer_seed, ucache, ccache, ubound_spans, cbound_spans, retries, seed):
+        data, geo = gzip_layer(layer_seed)
+        assert geo.span_count > 3
+        self._build(data, geo, ucache, ccache, ubound_spans, cbound_spans, retries, seed)
+
+
+class FaultyGzipSpanMachine(GzipSpanMachine):
+    faulty = True
+
+
+TestGzipSpanMachine = GzipSpanMachine.TestCase
+TestGzipSpanMachine.settings = settings(SETTINGS, max_examples=25)
+TestFaultyGzipSpanMachine = FaultyGzipSpanMachine.TestCase
+TestFaultyGzipSpanMachine.settings = settings(SETTINGS, max_examples=25)
 
 
 def test_invalid_transition_is_refused() -> None:
