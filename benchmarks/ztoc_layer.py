@@ -57,6 +57,23 @@ def ensure_layer(path: Path = DEFAULT_PATH, raw_mb: int = 640, root: str = "/usr
     return path
 
 
+def ensure_zstd_layer(gz_path: Path = DEFAULT_PATH, frame_size: int = 4 << 20, level: int = 3) -> Path:
+    """The same tar as the gzip layer, recompressed as multi-frame zstd (one frame per ``frame_size``)."""
+    import gzip
+
+    from soci_lab.ztoc import compress_zstd_frames
+
+    gz_path = ensure_layer(gz_path)
+    out = gz_path.with_name(f"usr-layer.frames{frame_size}.tar.zst")
+    if out.exists():
+        return out
+    tmp = out.with_suffix(".tmp")
+    with gzip.open(gz_path, "rb") as src, open(tmp, "wb") as dst:
+        compress_zstd_frames(src, dst, frame_size, level)  # type: ignore[arg-type]
+    tmp.rename(out)
+    return out
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--path", type=Path, default=DEFAULT_PATH)
