@@ -24,6 +24,7 @@ Span geometry (what :class:`soci_lab.lazy.span.SpanGeometry` asks for; a ``Ztoc`
     z.decompress(i, data)            # the span's uncompressed bytes from exactly its compressed bytes
     z.read(offset, length, fetch)    # any range, with fetch(start, end) -> bytes of the blob
     z.read_file(entry, fetch)
+    verify_tar_header(entry, z.read(entry.tar_header_offset, entry.tar_header_size, fetch))  # upstream Verify
 
 SOCI index (``soci_lab.ztoc.index``; needs no network either)::
 
@@ -52,7 +53,15 @@ from .index import (
     ztoc_descriptor,
 )
 from .tar_zinfo import TarZinfo, scan_tar
-from .toc import FILE_TYPES, FileMetadata, TarScanner, derive_header_offsets, go_time_text, parse_go_time
+from .toc import (
+    FILE_TYPES,
+    FileMetadata,
+    TarScanner,
+    derive_header_offsets,
+    go_time_text,
+    parse_go_time,
+    verify_tar_header,
+)
 from .zstd_zinfo import ZstdFrameWriter, ZstdZinfo, compress_zstd_frames, scan_zstd
 from .ztoc import (
     ALGORITHM_CODES,
@@ -108,5 +117,6 @@ __all__ = [
     "scan_gzip",
     "scan_tar",
     "scan_zstd",
+    "verify_tar_header",
     "ztoc_descriptor",
 ]

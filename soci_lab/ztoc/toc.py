@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..errors import FormatError, InvalidTOCEntry, UnsupportedTarEntry
+from ..errors import FileVerificationError, FormatError, InvalidTOCEntry, SociLabError, UnsupportedTarEntry
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -466,6 +466,35 @@ def toc_from_tar_chunks(chunks: Iterable[bytes]) -> tuple[list[FileMetadata], in
         sc.feed(c)
     size = sc.finish()
     return sc.entries, size
+
+
+def verify_tar_header(entry: FileMetadata, header: bytes | bytearray | memoryview) -> None:
+    """Upstream's per-file check (``fs/reader`` ``Verify``): ``header`` — the layer's uncompressed bytes
+    ``[tar_header_offset, uncompressed_offset)``, read through verified spans — must parse as exactly one tar
+    header of that length whose fields match the TOC entry (name, size, mtime, linkname, mode and type, uid,
+    gid, device numbers, SCHILY xattrs). Ties the TOC to the span-digest-verified layer bytes.
+
+    Raises :class:`~soci_lab.errors.FileVerificationError`.
+    """
+    sc = TarScanner()
+    try:
+        sc.feed(header)
+    except SociLabError as exc:
+        raise FileVerificationError(f"tar header of {entry.name!r} does not parse: {exc}") from None
+    if len(sc.entries) != 1 or sc.entries[0].uncompressed_offset != len(header):
+        raise FileVerificationError(
+            f"tar header of {entry.name!r} is not one header of {len(header)} bytes as the TOC says"
+        )
+    h = sc.entries[0]
+    got = (h.name, h.type, h.uncompressed_size, h.mod_time, h.linkname, h.st_mode(), h.uid & 0xFFFFFFFF,
+           h.gid & 0xFFFFFFFF, h.devmajor, h.devminor, h.xattrs())
+    want = (entry.name, entry.type, entry.uncompressed_size, entry.mod_time, entry.linkname, entry.st_mode(),
+            entry.uid & 0xFFFFFFFF, entry.gid & 0xFFFFFFFF, entry.devmajor, entry.devminor, entry.xattrs())
+    if got != want:
+        names = ("name", "type", "size", "mod_time", "linkname", "mode", "uid", "gid", "devmajor", "devminor",
+                 "xattrs")
+        diff = next(n for n, a, b in zip(names, got, want, strict=True) if a != b)
+        raise FileVerificationError(f"tar header of {entry.name!r} disagrees with the TOC on {diff}")
 
 
 def check_toc(entries: Sequence[FileMetadata]) -> None:

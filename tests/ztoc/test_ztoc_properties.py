@@ -3,6 +3,7 @@ serialize → parse identity, for gzip (levels 0/1/6/9, several members), uncomp
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import itertools
@@ -19,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ztoc_trees import SPAN, layers, write_tar
 
-from soci_lab.errors import FormatError, UnsupportedCompression
-from soci_lab.ztoc import GzipZinfo, Ztoc, build_ztoc
+from soci_lab.errors import FileVerificationError, FormatError, UnsupportedCompression
+from soci_lab.ztoc import GzipZinfo, Ztoc, build_ztoc, verify_tar_header
 from soci_lab.ztoc.toc import derive_header_offsets
 from soci_lab.ztoc.ztoc import ztoc_to_flatbuffer_reference
 
@@ -232,3 +233,28 @@ def test_zstd_frame_writer_streaming(chunks: list[int], frame: int) -> None:
     assert ref.getvalue() == out.getvalue()
     assert [u for _, u in frames] == list(range(0, max(len(data), 1), frame))[: len(frames)]
     assert full_decompression("zstd", out.getvalue()) == data
+
+
+@SETTINGS
+@given(layer=layers(), data=st.data())
+def test_tar_header_verification(layer, data) -> None:
+    """Every entry's header bytes, read through the spans, verify against its TOC entry (upstream's per-file
+    Verify); a flipped byte in the ustar header block, or a TOC entry that lies, is a FileVerificationError."""
+    kind, blob, raw, _ = layer
+    z = build_or_skip(kind, blob, raw)
+    if z is None or not z.toc:
+        return
+    z = Ztoc.from_bytes(z.to_bytes())
+    fetch = lambda a, b: blob[a:b]  # noqa: E731
+    for e in z.toc:
+        verify_tar_header(e, z.read(e.tar_header_offset, e.tar_header_size, fetch))
+    e = data.draw(st.sampled_from(z.toc))
+    hdr = bytearray(raw[e.tar_header_offset : e.uncompressed_offset])
+    # a byte of the entry's own ustar block, outside the checksum field (where " " and NUL read the same)
+    pos = len(hdr) - 512 + data.draw(st.integers(0, 511).filter(lambda i: not 148 <= i < 156))
+    hdr[pos] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(FileVerificationError):
+        verify_tar_header(e, bytes(hdr))
+    liar = dataclasses.replace(e, uncompressed_size=e.uncompressed_size + 1)
+    with pytest.raises(FileVerificationError, match="size"):
+        verify_tar_header(liar, raw[e.tar_header_offset : e.uncompressed_offset])
