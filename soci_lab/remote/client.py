@@ -118,7 +118,8 @@ class RegistryClient:
     reference / :class:`Reference` (its repository becomes :attr:`default_repository`). Plain HTTP is used
     only for loopback hosts or with ``insecure=True``. ``creds`` is ``(user, password)`` or ``"user:pass"``;
     without it the docker/podman auth files are consulted. ``http_transport`` replaces httpx's network
-    transport (tests of behaviour a real registry cannot be made to show).
+    transport (tests of behaviour a real registry cannot be made to show; it turns the fast path off).
+    ``fast_path`` (default on) reads bodies of 16 MiB and more straight from the socket (``fastget.py``).
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class RegistryClient:
         events: EventRecorder | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 64,
+        fast_path: bool | None = None,
     ) -> None:
         ref, base_url = _parse_target(ref_or_host, insecure)
         self.reference = ref
@@ -145,7 +147,8 @@ class RegistryClient:
             lookup = load_credentials(ref.registry or ref.api_host)
             credentials, note = lookup.credentials, lookup.note
         self.transport = Transport(base_url, creds=credentials, creds_note=note, config=self.config, events=events,
-                                   http_transport=http_transport, max_connections=max_connections)
+                                   http_transport=http_transport, max_connections=max_connections,
+                                   fast_path=http_transport is None if fast_path is None else fast_path)
         self._referrers_api: bool | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ asked and ends there or at the blob's end) and ``200`` (skipping to the wanted o
 ``GetContentWithRange`` callers should), passes the bytes to a sink, and when the body breaks mid-way
 asks again from the first byte not yet delivered, spending the same :class:`RetryBudget` as status retries.
 Redirects to storage URLs are followed, and with ``cache_redirect`` the final URL is remembered and used
-directly next time (soci's parallel pull ``CacheRedirects``).
+directly next time (soci's parallel pull ``CacheRedirects``). Transfers of at least ``FAST_MIN_BYTES`` take
+the lean path of :mod:`.fastget` (``Transport.fast_path``, on by default).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 from ..errors import InvalidInput, RegistryError, SizeMismatch, TruncatedBody
+from .fastget import FAST_MIN_BYTES, RawExchange, send_fast
 from .retry import redact_url
-from .transport import RetryBudget, Transport
+from .transport import Exchange, RetryBudget, Transport
 
 Sink = Callable[[bytes], Awaitable[None]]
 
@@ -75,8 +77,14 @@ async def fetch_into(
         if ranged or not first or pos > 0:
             headers["Range"] = f"bytes={pos}-{'' if upper is None else upper}"
         first = False
-        exchange = await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
-                                        follow_redirects=True, cache_redirect=cache_redirect, budget=budget)
+        exchange: Exchange | RawExchange
+        wanted = None if upper is None else upper - pos + 1
+        if transport.fast_path and wanted is not None and wanted >= FAST_MIN_BYTES:
+            exchange = await send_fast(transport, url, headers=headers, scopes=scopes, budget=budget,
+                                       cache_redirect=cache_redirect)
+        else:
+            exchange = await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
+                                            follow_redirects=True, cache_redirect=cache_redirect, budget=budget)
         ended_cleanly = False
         try:
             skip = 0
@@ -98,7 +106,7 @@ async def fetch_into(
                 upper = end if upper is None else min(upper, end)
             else:
                 skip = pos
-                length = exchange.response.headers.get("Content-Length")
+                length = exchange.headers.get("Content-Length")
                 if length is not None and length.isdigit():
                     _check_total(url, int(length), expect_total)
                     last = int(length) - 1

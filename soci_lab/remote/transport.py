@@ -244,6 +244,7 @@ class Transport:
         events: EventRecorder | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 64,
+        fast_path: bool = True,
     ) -> None:
         self.config = config or HTTPConfig()
         self.policy = RetryPolicy.from_config(self.config)
@@ -271,6 +272,8 @@ class Transport:
         self.auth = Authenticator(host, creds, self._fetch_token, creds_note)
         #: original URL → final URL of redirected GETs (soci's CacheRedirects, used by parallel pull)
         self.redirects: dict[str, str] = {}
+        #: large body GETs read the socket directly (see fastget.py); False sends everything through httpx
+        self.fast_path = fast_path
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -165,3 +165,12 @@ def basic_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+@pytest.fixture(params=["httpx", "fast"])
+def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a download test through httpx and through the lean socket path (``fastget``), whatever the size."""
+    import soci_lab.remote.ranges as ranges
+
+    monkeypatch.setattr(ranges, "FAST_MIN_BYTES", 0 if request.param == "fast" else 1 << 62)
+    return request.param

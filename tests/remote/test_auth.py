@@ -14,7 +14,7 @@ from soci_lab.errors import AuthenticationError
 from soci_lab.events import EventRecorder
 from soci_lab.remote import RegistryClient
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("body_path")]
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from soci_lab.events import EventRecorder
 from soci_lab.oci import OCILayout
 from soci_lab.remote import RegistryClient
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("body_path")]
 
 RETRY = HTTPConfig(max_retries=12, min_wait_msec=1, max_wait_msec=20)
 

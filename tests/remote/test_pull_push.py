@@ -21,7 +21,7 @@ from soci_lab.oci import Digest, Index, Manifest, OCILayout, Platform, Reference
 from soci_lab.oci import mediatypes as mt
 from soci_lab.remote import RegistryClient
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("body_path")]
 
 
 async def test_monolithic_push_and_pull_round_trip(registry, tmp_path):

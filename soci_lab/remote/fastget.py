@@ -1,0 +1,307 @@
+"""A lean GET for large blob bodies: one connection, h11 for the response head, raw reads for the body.
+
+Why: httpx passes every body byte through h11's receive buffer and two more copies, which costs about a
+third of the download rate on loopback. For transfers of many megabytes (whole layers, big ranges) this
+module opens its own connection (TLS verified as httpx would), sends one ``GET`` with ``Connection:
+close``, lets h11 parse the status line and headers, and then hands the socket's bytes to the caller
+as they arrive, counting them against ``Content-Length``.
+
+It covers the success case: a 200/206, possibly after redirects (followed here, credentials dropped across
+origins, the final URL cached when asked); a body without ``Content-Length`` (chunked, or ended by the
+close) is decoded by h11 instead. Retryable statuses and connection errors spend the same retry budget as
+the full path. Anything else — a challenge, an error status — is left to the full
+:class:`~.transport.Transport` path, which re-sends the request and handles it; so auth and errors behave
+exactly as everywhere else.
+Each exchange is recorded as an ``http_request`` event like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import h11
+import httpx
+
+from ..errors import TruncatedBody
+from .retry import is_retryable_status, redact_url
+
+if TYPE_CHECKING:
+    from .transport import Exchange, RetryBudget, Transport
+
+#: Transfers at least this large take the fast path (smaller ones reuse httpx's pooled connections).
+FAST_MIN_BYTES = 16 << 20
+READ = 1 << 20
+MAX_HEAD = 64 << 10
+MAX_REDIRECTS = 10
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = ssl.create_default_context()
+    return _ssl_context
+
+
+class RawExchange:
+    """A 200/206 answer with a known length, its body read straight from the socket."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        stream: anyio.abc.ByteStream,
+        request: httpx.Request,
+        status: int,
+        headers: httpx.Headers,
+        prefix: bytes,
+        length: int | None,
+        t0: float,
+        attempt: int,
+        range_: str | None,
+        deadline: float,
+        redirected: bool,
+        conn: h11.Connection | None = None,
+    ) -> None:
+        self.transport = transport
+        self.conn = conn  # set when the body is not a plain Content-Length body: h11 decodes it
+        self.stream = stream
+        self.request = request
+        self.status = status
+        self.headers = headers
+        self.prefix = prefix
+        self.length = length
+        self.t0 = t0
+        self.attempt = attempt
+        self.range = range_
+        self.deadline = deadline
+        self.redirected = redirected
+        self.nbytes = 0
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return str(self.request.url)
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a break, a stall or an early end raises :class:`TruncatedBody`."""
+        source = self._plain() if self.conn is None else self._decoded()
+        async with aclosing(source) as chunks:
+            async for chunk in chunks:
+                self.nbytes += len(chunk)
+                yield chunk
+
+    async def _receive(self) -> bytes:
+        """Up to ``READ`` bytes from the socket; ``b""`` at EOF; :class:`TruncatedBody` on stalls and errors."""
+        read_timeout = self.transport.http.timeout.read or 30.0
+        left = self.deadline - anyio.current_time()
+        want = READ if self.length is None else min(READ, self.length - self.nbytes)
+        try:
+            with anyio.fail_after(max(0.0, min(read_timeout, left))):
+                data = await self.stream.receive(want)
+            if anyio.current_time() > self.deadline:
+                raise TimeoutError
+            return data
+        except TimeoutError:
+            if read_timeout < left:
+                await self._broke(f"ReadTimeout: no data for {read_timeout:g} s")
+            await self._broke("the whole-request timeout passed while the body was streaming")
+        except anyio.EndOfStream:
+            return b""
+        except (anyio.BrokenResourceError, OSError) as exc:
+            await self._broke(f"{type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")
+
+    async def _broke(self, reason: str) -> None:
+        await self.aclose(error=reason)
+        raise TruncatedBody(f"GET {redact_url(self.url)}: body broke after {self.nbytes} bytes ({reason})",
+                            status=self.status)
+
+    async def _plain(self) -> AsyncIterator[bytes]:
+        assert self.length is not None
+        if self.prefix:
+            chunk, self.prefix = self.prefix[: self.length], b""
+            yield chunk
+        while self.nbytes < self.length:
+            chunk = await self._receive()
+            if not chunk:
+                await self._broke(f"connection closed {self.length - self.nbytes} bytes before the announced end")
+            yield chunk
+
+    async def _decoded(self) -> AsyncIterator[bytes]:
+        conn = self.conn
+        assert conn is not None
+        if self.prefix:  # (h11 takes an empty receive_data as the end of the stream)
+            conn.receive_data(self.prefix)
+            self.prefix = b""
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._broke(f"RemoteProtocolError: {exc}")
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return
+            elif event is h11.NEED_DATA:
+                conn.receive_data(await self._receive())
+            else:
+                await self._broke(f"unexpected {type(event).__name__} in the body")
+
+    async def aclose(self, error: str | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await _close(self.stream)
+        self.transport.record(self.request, self.t0, self.status, self.nbytes, self.attempt, self.range, error,
+                              redirected=self.redirected, fast=True)
+
+    async def __aenter__(self) -> RawExchange:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose(error=None if exc[0] is None else type(exc[1]).__name__)
+
+
+async def _close(stream: anyio.abc.ByteStream) -> None:
+    with anyio.CancelScope(shield=True):
+        with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await stream.aclose()
+
+
+def _request_bytes(url: httpx.URL, headers: dict[str, str]) -> bytes:
+    lines = [f"GET {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {url.netloc.decode('ascii')}"]
+    for k, v in headers.items():
+        if "\r" in v or "\n" in v or "\r" in k or "\n" in k:
+            raise ValueError("header with a line break")
+        lines.append(f"{k}: {v}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _read_head(stream: anyio.abc.ByteStream, timeout: float) -> tuple[bytes, bytes]:
+    buf = b""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            return buf[: end + 4], buf[end + 4 :]
+        if len(buf) > MAX_HEAD:
+            raise h11.RemoteProtocolError("response head too large")
+        with anyio.fail_after(timeout):
+            buf += await stream.receive(READ)
+
+
+def _parse_head(head: bytes, target: bytes, host: bytes) -> tuple[h11.Response, h11.Connection]:
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target=target, headers=[("Host", host)]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(head)
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Response):
+            return event, conn
+        if isinstance(event, h11.InformationalResponse):
+            continue
+        raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in the response head")
+
+
+async def send_fast(
+    transport: Transport,
+    url: str,
+    *,
+    headers: dict[str, str],
+    scopes: tuple[str, ...] | None,
+    budget: RetryBudget,
+    cache_redirect: bool,
+) -> RawExchange | Exchange:
+    """GET ``url``; a :class:`RawExchange` for a plain 200/206 answer, else whatever ``Transport.send`` gives."""
+    cfg = transport.config
+    connect_timeout = cfg.dial_timeout_msec / 1000
+    header_timeout = max(cfg.response_header_timeout_msec, 1) / 1000
+    while True:
+        target = httpx.URL(url)
+        req_headers = {"User-Agent": transport.http.headers.get("User-Agent", ""), "Accept-Encoding": "identity",
+                       "Connection": "close", **headers}
+        if cache_redirect and url in transport.redirects:
+            target = httpx.URL(transport.redirects[url])
+            req_headers["Referer"] = url
+        redirected = False
+        for _hop in range(MAX_REDIRECTS + 1):
+            if scopes is not None and transport.same_origin(target):
+                authz = await transport.auth.authorize(scopes)
+                if authz:
+                    req_headers["Authorization"] = authz
+            else:
+                req_headers.pop("Authorization", None)
+            request = httpx.Request("GET", target)
+            attempt = budget.used
+            t0 = transport._now()
+            deadline = anyio.current_time() + transport.request_timeout
+            stream: anyio.abc.ByteStream | None = None
+            try:
+                if target.scheme not in ("http", "https") or target.host == "":
+                    raise ValueError("unsupported URL")
+                port = target.port or (443 if target.scheme == "https" else 80)
+                with anyio.fail_after(connect_timeout):
+                    stream = await anyio.connect_tcp(
+                        target.host, port, tls=target.scheme == "https",
+                        ssl_context=_tls() if target.scheme == "https" else None,
+                        tls_hostname=target.host if target.scheme == "https" else None,
+                    )
+                with anyio.fail_after(transport.request_timeout):
+                    await stream.send(_request_bytes(target, req_headers))
+                    head, rest = await _read_head(stream, header_timeout)
+                response, conn = _parse_head(head, target.raw_path, target.netloc)
+            except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError,
+                    h11.RemoteProtocolError, ssl.SSLError) as exc:
+                if stream is not None:
+                    await _close(stream)
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+                transport.record(request, t0, None, 0, attempt, headers.get("Range"), reason, fast=True)
+                await budget.spend("GET", url, reason, None, None)
+                break  # start over from the original URL
+            except ValueError:
+                if stream is not None:
+                    await _close(stream)
+                return await _fallback(transport, url, headers, scopes, budget, cache_redirect)
+            status = response.status_code
+            rh = httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers])
+            location = rh.get("Location")
+            if status in (301, 302, 303, 307, 308) and location:
+                await _close(stream)
+                transport.record(request, t0, status, 0, attempt, headers.get("Range"), None, fast=True)
+                target = target.join(location)
+                req_headers.pop("Referer", None)
+                redirected = True
+                continue
+            length = rh.get("Content-Length", "")
+            plain = length.isdigit() and "chunked" not in rh.get("Transfer-Encoding", "").lower()
+            if status in (200, 206):
+                if cache_redirect and redirected:
+                    transport.redirects[url] = str(target)
+                return RawExchange(transport, stream, request, status, rh, rest, int(length) if plain else None, t0,
+                                   attempt, headers.get("Range"), deadline, redirected, None if plain else conn)
+            await _close(stream)
+            error = None if status < 400 else f"HTTP {status}"
+            transport.record(request, t0, status, 0, attempt, headers.get("Range"), error, fast=True)
+            if str(target) != url and cache_redirect and status in (401, 403, 404, 410):
+                transport.redirects.pop(url, None)
+            if is_retryable_status(status):
+                await budget.spend("GET", url, f"HTTP {status}", status, None)
+                break
+            return await _fallback(transport, url, headers, scopes, budget, cache_redirect)
+        else:
+            return await _fallback(transport, url, headers, scopes, budget, cache_redirect)
+
+
+async def _fallback(
+    transport: Transport, url: str, headers: dict[str, str], scopes: tuple[str, ...] | None, budget: RetryBudget,
+    cache_redirect: bool,
+) -> Exchange:
+    """The full path: challenges, error statuses and odd framings are handled there."""
+    return await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
+                                follow_redirects=True, cache_redirect=cache_redirect, budget=budget)
