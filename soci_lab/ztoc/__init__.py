@@ -21,6 +21,7 @@ Span geometry (what :class:`soci_lab.lazy.span.SpanGeometry` asks for; a ``Ztoc`
     z.uncompressed_range(i)          # [start, end) in the tar stream
     z.span_of(offset)                # span holding an uncompressed offset
     z.span_digest(i), z.verify_span(i, data)   # IncorrectSpanDigest on mismatch
+    z.verify_header(blob[slice(*z.header_range())])   # the gzip header before span 0 (upstream VerifyHeader)
     z.decompress(i, data)            # the span's uncompressed bytes from exactly its compressed bytes
     z.read(offset, length, fetch)    # any range, with fetch(start, end) -> bytes of the blob
     z.read_file(entry, fetch)

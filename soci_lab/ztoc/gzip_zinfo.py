@@ -144,9 +144,11 @@ class GzipZinfo:
             raise FormatError(f"last checkpoint at uncompressed offset {prev_out} beyond the archive size")
 
     def verify_header(self, data: bytes) -> None:
-        """Check the bytes ``[0, start_compressed_offset(0))`` look like a gzip header (upstream VerifyHeader)."""
-        if len(data) < 10 or data[:2] != b"\x1f\x8b" or data[2] != 8:
-            raise FormatError("layer does not start with a gzip header")
+        """Check that ``data`` — the bytes ``[0, start_compressed_offset(0))`` — is exactly one gzip member
+        header (upstream ``VerifyHeader`` reads it with ``gzip.NewReader``). Raises FormatError."""
+        n = gzip_header_size(data)
+        if n != len(data):
+            raise FormatError(f"gzip header is {n} bytes but the first span starts at byte {len(data)}")
 
     # --- serialization ----------------------------------------------------------------------------
 
@@ -284,6 +286,34 @@ def inflate_from(data: bytes | memoryview, bits: int, window: bytes | memoryview
     if produced < length:
         raise FormatError(f"span data ended after {produced} of {length} requested bytes")
     return out.raw
+
+
+def gzip_header_size(data: bytes | memoryview) -> int:
+    """Length of the gzip member header at the start of ``data`` (RFC 1952: FEXTRA, FNAME, FCOMMENT, FHCRC).
+
+    Raises FormatError when ``data`` does not start with a complete gzip header."""
+    b = bytes(data[:10])
+    if len(b) < 10 or b[:2] != b"\x1f\x8b" or b[2] != 8:
+        raise FormatError("layer does not start with a gzip header")
+    flg = b[3]
+    if flg & 0xE0:
+        raise FormatError("gzip header has reserved flag bits set")
+    pos = 10
+    if flg & 0x04:  # FEXTRA
+        if len(data) < pos + 2:
+            raise FormatError("truncated gzip header (FEXTRA)")
+        pos += 2 + int.from_bytes(bytes(data[pos : pos + 2]), "little")
+    for bit in (0x08, 0x10):  # FNAME, FCOMMENT: NUL-terminated
+        if flg & bit:
+            end = bytes(data).find(b"\0", pos)
+            if end < 0:
+                raise FormatError("truncated gzip header (file name or comment)")
+            pos = end + 1
+    if flg & 0x02:  # FHCRC
+        pos += 2
+    if pos > len(data):
+        raise FormatError("truncated gzip header")
+    return pos
 
 
 # --- building -------------------------------------------------------------------------------------

@@ -196,6 +196,14 @@ class Ztoc:
         if got != want:
             raise IncorrectSpanDigest(f"span digests do not match for span {span_id}: {got} != {want}")
 
+    def header_range(self) -> tuple[int, int]:
+        """``[0, start of span 0)`` of the layer blob: the gzip header, checked by :meth:`verify_header`."""
+        return 0, self.zinfo.start_compressed_offset(0)
+
+    def verify_header(self, data: bytes) -> None:
+        """Check the bytes of :meth:`header_range` (gzip: one complete member header; tar, zstd: trivial)."""
+        self.zinfo.verify_header(data)
+
     def decompress(self, span_id: int, compressed: bytes | memoryview) -> bytes:
         """The span's uncompressed bytes from exactly its compressed bytes."""
         return self.zinfo.decompress_span(span_id, compressed)

@@ -147,3 +147,21 @@ def test_we_read_flatc_written_ztoc(tmp_path: Path) -> None:
     assert z.toc[1].xattrs() == {"user.z": "1"} and z.toc[0].uid == 7
     assert z.compression_algorithm == "uncompressed" and z.span_size == 4096
     assert z.toc[1].mod_time_ns() == 1704164645_500_000_000
+
+
+def test_gzip_header_verification(tar_file: Path, tmp_path: Path) -> None:
+    """The bytes before span 0 are exactly one gzip header (upstream's VerifyHeader), FNAME included."""
+    src = tmp_path / "layer.tar"
+    shutil.copy(tar_file, src)
+    subprocess.run(["gzip", "-6", str(src)], check=True)
+    blob = (tmp_path / "layer.tar.gz").read_bytes()
+    z = build_ztoc(blob, span_size=SPAN)
+    a, b = z.header_range()
+    z.verify_header(blob[a:b])
+    from soci_lab.errors import FormatError
+
+    for bad in (blob[: b - 1], blob[: b + 1], b"\x1f\x8c" + blob[2:b], b"\x1f\x8b\x08\xe0" + blob[4:b]):
+        with pytest.raises(FormatError):
+            z.verify_header(bad)
+    for data in (b"", blob):  # tar and zstd layers: nothing to check
+        build_ztoc(tar_file, span_size=SPAN).verify_header(data)
