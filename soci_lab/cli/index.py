@@ -16,11 +16,12 @@ registry error, a digest mismatch, a malformed trace); 2 usage error (bad REF, s
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
-from ..oci import Platform, Reference
+from ..oci import Digest, Platform, Reference
 from ..units import parse_size
 
 if TYPE_CHECKING:
@@ -49,6 +50,13 @@ def _positive_size(text: str) -> int:
     if n == 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return n
+
+
+def _digest(text: str) -> str:
+    try:
+        return str(Digest(text))
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _platform(text: str) -> Platform:
@@ -101,7 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "digest and size.",
     )
     _common(i)
-    i.add_argument("--index-digest", metavar="DIGEST", help="use this SOCI index instead of discovering one")
+    i.add_argument("--index-digest", type=_digest, metavar="DIGEST",
+                   help="use this SOCI index instead of discovering one")
     i.set_defaults(handler=cmd_info)
 
 
@@ -132,6 +141,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_json())
     else:
+        for layer, why in result.built.skipped.items():
+            print(f"skipped layer {layer}: {why}", file=sys.stderr)
         print(result.digest, flush=True)
     return 0
 

@@ -44,6 +44,7 @@ def test_create_prints_the_digest_and_info_describes_every_layer(registry, tmp_p
     img = build_small_image(registry.ref(unique_repo(), "v1"), tmp_path)
     proc = soci_lab("index", "create", img.ref, "--span-size", "256KiB", "--min-layer-size", "256KiB")
     lines = proc.stdout.splitlines()
+    assert proc.stderr.strip() == f"skipped layer {img.tiny.digest}: smaller than the minimum layer size {MIN_LAYER}"
     assert len(lines) == 1 and lines[0].startswith("sha256:") and len(lines[0]) == 71
     index_digest = lines[0]
 
@@ -94,6 +95,9 @@ def test_v1_create_and_info_through_main(registry, tmp_path, capsys):
     assert info["found_via"] == "v1" and info["index_digest"] == created["index_digest"]
     assert {layer["digest"]: layer["ztoc_digest"] for layer in info["layers"] if layer["indexed"]} == created["ztocs"]
     assert all(layer["span_size"] == 512 << 10 for layer in info["layers"] if layer["indexed"])
+    code, out, err = run_main(capsys, "index", "info", img.ref, "--json", "--index-digest", created["index_digest"])
+    assert code == 0, err
+    assert json.loads(out)["found_via"] == "explicit"
 
 
 def test_prefetch_trace_becomes_span_ranges_of_the_reads(registry, tmp_path, capsys):
@@ -153,7 +157,7 @@ def test_exit_codes(registry, tmp_path, capsys):
     # usage errors: exit 2 from argparse
     for args in (["index", "create", "Not A Ref"], ["index", "create", img.ref, "--span-size", "0"],
                  ["index", "create", img.ref, "--format", "v3"], ["index", "create", img.ref, "--min-layer-size", "x"],
-                 ["index", "info"]):
+                 ["index", "info"], ["index", "info", img.ref, "--index-digest", "sha256:nothex"]):
         with pytest.raises(SystemExit) as exc:
             main(args)
         assert exc.value.code == 2, args
