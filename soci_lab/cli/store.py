@@ -1,0 +1,136 @@
+"""``soci-lab store``: the Hermes-compatible external artifact store (``serve``) and asking it to build.
+
+``store serve --db FILE`` prints the store's URL as the first line of stdout, then serves until
+SIGINT/SIGTERM (the four GET endpoints of hermes.md §2.2, plus ``POST /v1/builds``).
+
+``store build REF [--store URL]`` asks the store to build and keep artifacts for REF (Hermes builds only
+from Kubernetes watchers; soci_lab's store has an HTTP build endpoint instead). Prints the build id and
+status; with ``--wait`` follows the build to its end and prints the index digest (exit 1 when it failed).
+``--json`` prints the build as one object (``id, image, platform, profile, accelerationKey, status,
+imageDigestRef, indexDigest, error, cached, sameAs, deduplicated`` …). A full build queue is exit 1 with
+one line ("the store's build queue is full …"), never a silent drop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput
+from ..units import parse_size
+
+DEFAULT_STORE_URL = "http://127.0.0.1:39091"
+
+
+def _size(text: str) -> int:
+    try:
+        n = parse_size(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"size must not be negative: {text!r}")
+    return n
+
+
+def _platform(text: str) -> str:
+    from ..oci import Platform
+
+    try:
+        return str(Platform.parse(text))
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    from ..units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``store`` command group."""
+    group = subparsers.add_parser("store", help="the Hermes-compatible external artifact store")
+    sub = group.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
+
+    s = sub.add_parser(
+        "serve",
+        help="serve SOCI artifacts kept in SQLite; prints the URL first",
+        description="The Hermes-compatible external artifact store: /healthz, /v1/indexes/resolve, "
+        "/v1/blobs/<digest>, /v1/artifacts, and POST /v1/builds. Prints its URL as the first line of stdout, "
+        "then serves until SIGINT/SIGTERM.",
+    )
+    s.add_argument("--db", required=True, type=Path, metavar="FILE", help="the SQLite database (created if missing)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=39091, help="port (default 39091, Hermes's; 0 picks a free one)")
+    s.add_argument("--platform", type=_platform, default="linux/amd64",
+                   help="platform of requests that name none (default linux/amd64, as Hermes)")
+    s.add_argument("--span-size", type=_size, default=4 << 20, metavar="S", help="span size (default 4MiB)")
+    s.add_argument("--min-layer-size", type=_size, default=10 << 20, metavar="S",
+                   help="minimum layer size of the 'none' profile (default 10MiB; the profiles use 0)")
+    s.add_argument("--max-concurrency", type=int, default=1, metavar="N", help="builds at once (default 1)")
+    s.add_argument("--queue-size", type=int, default=128, metavar="N", help="builds that may wait (default 128)")
+    s.add_argument("--build-timeout", type=_duration, default=3600.0, metavar="D", help="per build (default 60m)")
+    s.add_argument("--build-tool-identifier", default=None, metavar="TEXT",
+                   help="stamped on every index (default 'Hermes Builder v0.1')")
+    s.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for registries")
+    s.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
+    s.set_defaults(handler=cmd_serve)
+
+    b = sub.add_parser(
+        "build",
+        help="ask the store to build and keep artifacts for REF",
+        description="Queue a build of REF in the store (POST /v1/builds) and print the build id and status.",
+    )
+    b.add_argument("ref", metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
+    b.add_argument("--store", default=DEFAULT_STORE_URL, metavar="URL",
+                   help=f"the store's URL (default {DEFAULT_STORE_URL})")
+    b.add_argument("--platform", type=_platform, default=None, help="os/arch[/variant] (default: the store's)")
+    b.add_argument("--profile", choices=("startup-local-v1", "trace-v1", "none"), default=None,
+                   help="startup profile (default startup-local-v1; trace-v1 needs --trace)")
+    b.add_argument("--trace", type=Path, metavar="FILE", help="recorded access trace for --profile trace-v1")
+    b.add_argument("--wait", action="store_true", help="wait until the build is Ready or Failed")
+    b.add_argument("--timeout", type=_duration, default=600.0, metavar="D", help="how long --wait waits")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(handler=cmd_build)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..netlab.serve import serve_until_signalled
+    from ..store import ArtifactStore, BuildSettings
+    from ..store.builder import HERMES_BUILD_TOOL_IDENTIFIER
+
+    settings = BuildSettings(span_size=args.span_size, min_layer_size=args.min_layer_size,
+                             build_tool_identifier=args.build_tool_identifier or HERMES_BUILD_TOOL_IDENTIFIER,
+                             insecure=args.insecure, creds=args.creds)
+    store = ArtifactStore(args.db, host=args.host, port=args.port, platform=args.platform, settings=settings,
+                          max_concurrency=args.max_concurrency, queue_size=args.queue_size,
+                          build_timeout=args.build_timeout)
+    return serve_until_signalled(store)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..oci import Reference
+    from ..store import request_build
+    from . import print_json
+
+    Reference.parse(args.ref)
+    profile = args.profile or ("trace-v1" if args.trace else None)
+    if profile == "trace-v1" and args.trace is None:
+        raise InvalidInput("--profile trace-v1 needs --trace FILE")
+    state = request_build(args.store, args.ref, platform=args.platform, profile=profile, trace=args.trace,
+                          wait=args.wait, timeout=args.timeout)
+    if args.json:
+        print_json(state)
+    elif args.wait and state["status"] == "Ready":
+        print(state["indexDigest"] or state["status"])
+    else:
+        print(f"{state['id']} {state['status']}" + (" (already asked for)" if state.get("deduplicated") else ""))
+    if state["status"] == "Failed":
+        print(f"soci-lab store: build of {args.ref} failed: {state['error']}", file=sys.stderr)
+        return 1
+    return 0
