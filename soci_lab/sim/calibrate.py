@@ -6,10 +6,13 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   requests that overlap no other request are fitted by least squares to
   ``duration = first_byte_s + bytes / bandwidth`` — the per-request latency (RTT + registry overhead)
   and the effective bandwidth of one transfer;
-- ``span_decompress`` and ``decompress`` (duration = decompression alone, ``attrs.compression``): the
-  median of ``bytes / duration`` per algorithm (bytes = uncompressed output);
-- ``apply`` (duration = applying the tar stream, ``attrs.files`` = entries): least squares of
-  ``duration = files × per_file + bytes × per_byte``.
+- ``span_decompress`` (duration = inflating one span, ``attrs.compression``): the median of
+  ``bytes / duration`` per algorithm (bytes = uncompressed output). Without span events, whole-layer
+  ``decompress`` events are used; they time the decompress→apply pipeline, so the rate is a lower bound
+  (``notes["decompress_source"]`` says which);
+- ``apply`` (``attrs.entries``, else ``attrs.files``; bytes = file content): least squares of
+  ``duration = entries × per_file + bytes × per_byte``. Apply runs in a pipeline with decompression, so
+  this fits the apply side only where it is the slower stage (true of most real layers: many small files).
 
 A :class:`Calibration` is saved as JSON (e.g. ``datasets/calibration/<host>-<network>.json``) and turned
 into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events recovers the
@@ -127,9 +130,14 @@ def _attr(frame: pd.DataFrame, key: str) -> pd.Series:
 
 
 def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
-    dec = frame[frame["kind"].isin(["span_decompress", "decompress"]) & (frame["bytes"] > 0)]
-    dec = dec[dec["t_end"] > dec["t_start"]]
+    usable = (frame["bytes"] > 0) & (frame["t_end"] > frame["t_start"])
+    dec = frame[(frame["kind"] == "span_decompress") & usable]
+    cal.notes["decompress_source"] = "span_decompress"
     if dec.empty:
+        dec = frame[(frame["kind"] == "decompress") & usable]
+        cal.notes["decompress_source"] = "decompress (pipeline)"
+    if dec.empty:
+        cal.notes.pop("decompress_source")
         return
     algo = _attr(dec, "compression").fillna("gzip")
     rate = dec["bytes"] / (dec["t_end"] - dec["t_start"])
@@ -140,7 +148,9 @@ def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
 
 def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
     ap = frame[(frame["kind"] == "apply") & (frame["t_end"] > frame["t_start"])]
-    files = _attr(ap, "files")
+    files = _attr(ap, "entries")
+    if files.isna().all():
+        files = _attr(ap, "files")
     ap, files = ap[files.notna()], files[files.notna()].astype(float)
     cal.samples["apply"] = len(ap)
     if len(ap) < 2:

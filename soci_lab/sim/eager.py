@@ -8,8 +8,11 @@ Parallel (soci-formats.md §5): every layer starts at once; each layer is fetche
 ``concurrent_download_chunk_size`` (whole layer when unset), each chunk request holding one unit of the
 per-image then the global download semaphore; a downloaded layer takes an unpack lease (per-image then
 global) and is decompressed and applied into its own directory, in whatever order downloads finish.
-Before the first layer, when ``max_concurrent_downloads_per_image != 1``, one ``Range: bytes=0-1`` GET
-pre-authorizes (``doInitialFetch``); a chunked layer makes one more such GET to check ``Accept-Ranges``.
+A layer to be fetched in more than one chunk first learns whether the registry serves ranges with one
+``HEAD`` of the blob, unless an earlier probe of the image already answered — since every layer starts at
+once, in practice each chunked layer probes. That is what ``soci_lab.unpack.ParallelPuller`` does (its
+stand-in for upstream's ``doInitialFetch``, whose ``Range: bytes=0-1`` GET it replaces by a HEAD), so
+request counts agree with real runs.
 """
 
 from __future__ import annotations
@@ -78,35 +81,40 @@ def parallel(world: World) -> Generator[Any, Any, None]:
     up_image = world.limit("unpacks_per_image", cfg.max_concurrent_unpacks_per_image)
     up_global = world.limit("unpacks", cfg.max_concurrent_unpacks)
     chunk = cfg.chunk_size_bytes()
-    if layers and cfg.max_concurrent_downloads_per_image != 1:
-        first = layers[0]
-        yield from world.http(2, what="initial_fetch", layer=first.digest, blob=first.digest)
+    ranges_known = [False]  # set once a probe of this image has answered
 
-    def fetch_chunk(li: int, lo: int, hi: int, idx: int) -> Generator[Any, Any, None]:
+    def fetch_chunk(li: int, lo: int, hi: int, idx: int, whole: bool) -> Generator[Any, Any, None]:
         layer = layers[li]
         t_ask = env.now
         t_img = yield from dl_image.acquire()
         t_glb = yield from dl_global.acquire()
         t0 = env.now
         try:
-            yield from world.http(hi - lo, what="chunk", layer=layer.digest, blob=layer.digest, range=[lo, hi - 1])
+            if whole:
+                yield from world.http(hi - lo, what="blob", layer=layer.digest, blob=layer.digest)
+            else:
+                yield from world.http(hi - lo, what="chunk", layer=layer.digest, blob=layer.digest, range=[lo, hi - 1])
         finally:
             dl_global.release(t_glb)
             dl_image.release(t_img)
-        world.emit("chunk_download", t0, layer=layer.digest, span=idx, nbytes=hi - lo, queue_wait=t0 - t_ask)
+        if not whole:  # as the real puller: chunk events only for a layer fetched in chunks
+            world.emit("chunk_download", t0, layer=layer.digest, span=idx, nbytes=hi - lo, queue_wait=t0 - t_ask)
 
     def premount(li: int) -> Generator[Any, Any, None]:
         layer = layers[li]
         size = layer.compressed_size
         t0 = env.now
         if chunk > 0 and size > chunk:
-            yield from world.http(2, what="initial_fetch", layer=layer.digest, blob=layer.digest)
+            if not ranges_known[0]:
+                yield from world.http(0, what="probe", layer=layer.digest, blob=layer.digest, method="HEAD")
+                ranges_known[0] = True
             parts = [
-                env.process(fetch_chunk(li, lo, min(lo + chunk, size), k)) for k, lo in enumerate(range(0, size, chunk))
+                env.process(fetch_chunk(li, lo, min(lo + chunk, size), k, False))
+                for k, lo in enumerate(range(0, size, chunk))
             ]
             yield env.all_of(parts)
         else:
-            yield env.process(fetch_chunk(li, 0, size, 0))
+            yield env.process(fetch_chunk(li, 0, size, 0, True))
         world.host.bytes_written += size  # the ingest file
         world.emit("blob_download", t0, layer=layer.digest, nbytes=size)
         t_img = yield from up_image.acquire()

@@ -105,6 +105,7 @@ class ImageModel:
     prefetch_spans: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     _view: dict[str, FileModel] | None = field(default=None, repr=False, compare=False)
+    _stats: list[tuple[int, int, int]] | None = field(default=None, repr=False, compare=False)
 
     # --- derived ------------------------------------------------------------------------------------
 
@@ -131,6 +132,19 @@ class ImageModel:
     def lookup(self, path: str) -> FileModel | None:
         """The visible entry at ``path`` in the merged rootfs, or None."""
         return self.view().get(path)
+
+    def layer_stats(self, li: int) -> tuple[int, int, int]:
+        """Of layer ``li``'s TOC: entries (what tar apply creates), regular files, and their content bytes."""
+        if self._stats is None:
+            stats = [[0, 0, 0] for _ in self.layers]
+            for f in self.files:
+                st = stats[f.layer]
+                st[0] += 1
+                if f.type == "reg":
+                    st[1] += 1
+                    st[2] += f.size
+            self._stats = [(a, b, c) for a, b, c in stats]
+        return self._stats[li]
 
     def readable_bytes(self) -> int:
         """Bytes of regular-file data visible in the merged rootfs (the denominator of ``fraction_read``)."""

@@ -139,42 +139,39 @@ class World:
         )
         return t0
 
-    def unpack(self, li: int, *, strategy_verify: bool = True) -> Generator[Any, Any, None]:
-        """Decompress and apply a whole layer (one core, streaming to disk); diffID verified alongside."""
+    def unpack(self, li: int) -> Generator[Any, Any, None]:
+        """Decompress and apply a whole layer, as ``soci_lab.unpack`` does: two threads streaming.
+
+        One core decompresses (and hashes: the compressed digest and the diffID, unless verification is
+        off), another applies the tar stream (per entry and per content byte), and the content goes to disk;
+        the layer is done when all three are. Events as the real unpacker emits them: ``decompress``
+        (bytes = tar stream) and ``apply`` (bytes = file content) over the whole pipeline, then one
+        zero-length ``verify`` per digest checked.
+        """
         layer = self.image.layers[li]
         host = self.host
         hp = host.params
-        n_files = self._files_in_layer(li)
+        entries, n_files, content = self.image.layer_stats(li)
+        verify = not self.config.disable_verification
         dec_s = hp.decompress_s(layer.compression, layer.uncompressed_size)
-        apply_s = hp.apply_s(n_files, layer.uncompressed_size)
-        t0 = self.env.now
-        verify = None
-        if strategy_verify and not self.config.disable_verification:
-            verify = self.env.process(host.cpu(layer.uncompressed_size / hp.verify_rate))
-        yield from host.cpu_and_write(dec_s + apply_s, layer.uncompressed_size)
-        if verify is not None:
-            yield verify
-        t1 = self.env.now
-        # the CPU work is serial on one core: split the interval between the two steps by their CPU shares
-        cpu = dec_s + apply_s
-        t_mid = t0 + (t1 - t0) * (dec_s / cpu if cpu > 0 else 0.5)
-        self.rec.emit(
-            "decompress", t0, t_mid, layer=layer.digest, nbytes=layer.uncompressed_size,
-            compression=layer.compression,
+        if verify:
+            dec_s += (layer.uncompressed_size + layer.compressed_size) / hp.verify_rate
+        apply_s = hp.apply_s(entries, content)
+        env = self.env
+        t0 = env.now
+        written = host.write(content)
+        yield env.all_of([env.process(host.cpu(dec_s)), env.process(host.cpu(apply_s)), written])
+        t1 = env.now
+        emit = self.rec.emit
+        emit(
+            "decompress", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size,
+            compression=layer.compression, compressed_bytes=layer.compressed_size,
         )  # fmt: skip
-        self.rec.emit("apply", t_mid, t1, layer=layer.digest, nbytes=layer.uncompressed_size, files=n_files)
-        self.bytes_applied += layer.uncompressed_size
-        if verify is not None:
-            self.rec.emit("verify", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size, what="diff_id")
-
-    def _files_in_layer(self, li: int) -> int:
-        counts = self.image.meta.get("_file_counts")
-        if counts is None:
-            counts = [0] * len(self.image.layers)
-            for f in self.image.files:
-                counts[f.layer] += 1
-            self.image.meta["_file_counts"] = counts
-        return counts[li]
+        emit("apply", t0, t1, layer=layer.digest, nbytes=content, files=n_files, entries=entries)
+        self.bytes_applied += content
+        if verify:
+            emit("verify", t1, t1, layer=layer.digest, what="compressed digest")
+            emit("verify", t1, t1, layer=layer.digest, what="uncompressed digest (diffID)")
 
     def replay(self, accesses: list[Access], backend: ReadBackend) -> Generator[Any, Any, None]:
         """Run the workload: accesses in order, each no earlier than its ``t_s`` after the start.

@@ -17,7 +17,7 @@ def truth_and_runs():
     truth = SimParams(
         network=NetworkParams(bandwidth=40e6, rtt=0.015, request_overhead=0.003),
         host=HostParams(
-            decompress_rate={"gzip": 180e6, "zstd": 800e6, "none": 4e9}, apply_per_file_s=45e-6, apply_per_byte_s=2e-9
+            decompress_rate={"gzip": 180e6, "zstd": 800e6, "none": 4e9}, apply_per_file_s=400e-6, apply_per_byte_s=8e-9
         ),
     )
     runs = [
@@ -34,8 +34,10 @@ def test_fit_recovers_the_simulated_parameters(truth_and_runs):
     assert cal.bandwidth == pytest.approx(40e6, rel=1e-3)
     assert cal.first_byte_s == pytest.approx(0.018, rel=1e-3)
     assert cal.decompress_rate["gzip"] == pytest.approx(180e6, rel=1e-3)
-    assert cal.apply_per_file_s == pytest.approx(45e-6, rel=1e-3)
-    assert cal.apply_per_byte_s == pytest.approx(2e-9, rel=1e-3)
+    # apply is the slower stage of the unpack pipeline with these costs, so its fit is exact
+    assert cal.apply_per_file_s == pytest.approx(400e-6, rel=1e-3)
+    assert cal.apply_per_byte_s == pytest.approx(8e-9, rel=1e-3)
+    assert cal.notes["decompress_source"] == "span_decompress"
     assert cal.samples["http_isolated"] > 10
 
 

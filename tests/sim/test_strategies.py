@@ -93,6 +93,15 @@ def _run(sc: dict, *, run_id: str = "r"):
     return image, trace, simulate(image, sc["mode"], workload=trace, config=cfg, params=params, run_id=run_id)
 
 
+def _attr_values(frame: pd.DataFrame, key: str) -> list:
+    return [a.get(key) for a in frame["attrs"]]
+
+
+def _chunked(sc: dict, size: int) -> bool:
+    chunk = {"": 0, "1mb": MIB, "3mb": 3 * MIB}[sc["chunk"]]
+    return chunk > 0 and size > chunk
+
+
 def _max_overlap(intervals: list[tuple[float, float]]) -> int:
     points = sorted([(a, 1) for a, b in intervals if b > a] + [(b, -1) for a, b in intervals if b > a])
     best = cur = 0
@@ -116,7 +125,7 @@ def test_pull_properties(sc):
     assert 0.0 <= s["fraction_read"] <= 1.0 + 1e-12
     if trace is None:
         assert s["fraction_read"] == 0.0
-    applied = [la.uncompressed_size for la in image.layers if sc["mode"] != "lazy" or not la.indexed]
+    applied = [image.layer_stats(li)[2] for li, la in enumerate(image.layers) if sc["mode"] != "lazy" or not la.indexed]
     assert s["bytes_written"] == sum(applied)
 
     # bytes delivered equal bytes requested: per request, per layer, on the link
@@ -131,12 +140,15 @@ def test_pull_properties(sc):
     if sc["mode"] in ("sequential", "parallel"):
         blobs = ev[ev.kind == "blob_download"]
         assert blobs.groupby("layer").bytes.sum().to_dict() == {la.digest: la.compressed_size for la in image.layers}
-        small = http[http.bytes == 2].bytes.sum()  # initial-fetch probes
-        assert s["bytes_fetched"] == meta + image.compressed_size + small
+        assert s["bytes_fetched"] == meta + image.compressed_size
+        probes = _attr_values(http, "what").count("probe")
+        chunked = sum(1 for la in image.layers if _chunked(sc, la.compressed_size))
+        # every chunked layer starts at once, before any probe has answered: each probes (as the real puller)
+        assert probes == (chunked if sc["mode"] == "parallel" else 0)
         if sc["mode"] == "parallel":
             chunks = ev[ev.kind == "chunk_download"]
             assert chunks.groupby("layer").bytes.sum().to_dict() == {
-                la.digest: la.compressed_size for la in image.layers
+                la.digest: la.compressed_size for la in image.layers if _chunked(sc, la.compressed_size)
             }
     else:
         spans = ev[ev.kind == "span_fetch"]
