@@ -99,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a file to prefetch whole (repeat)")
     c.add_argument("--build-tool-identifier", default=None, metavar="TEXT",
                    help="the index's com.amazon.soci.build-tool-identifier (default 'AWS SOCI CLI v0.2')")
+    c.add_argument("--optimizations", action="append", choices=("xattr",), default=[], metavar="NAME",
+                   help="'xattr': mark zTOCs of layers without xattrs or opaque dirs with "
+                   "com.amazon.soci.disable-xattrs, as soci create --optimizations xattr does")
     c.set_defaults(handler=cmd_create)
 
     i = sub.add_parser(
@@ -133,7 +136,8 @@ def cmd_create(args: argparse.Namespace) -> int:
             args.ref, version=args.format, span_size=args.span_size, min_layer_size=args.min_layer_size,
             prefetch_paths=args.prefetch_paths, prefetch_trace=args.prefetch_trace,
             build_tool_identifier=args.build_tool_identifier or DEFAULT_BUILD_TOOL_IDENTIFIER,
-            platform=args.platform, insecure=args.insecure, creds=args.creds, events=recorder,
+            optimize_xattrs="xattr" in args.optimizations, platform=args.platform, insecure=args.insecure,
+            creds=args.creds, events=recorder,
         )
     finally:
         if recorder is not None:

@@ -13,9 +13,11 @@ from arttools import MIN_LAYER, SPAN, build_small_image, soci_lab, spans_by_geom
 from soci_lab.artifacts import fetch_soci_artifacts
 from soci_lab.cli import main
 from soci_lab.config import Config
+from soci_lab.events import read_events
 from soci_lab.oci import OCILayout
 from soci_lab.remote import RegistryClient
 from soci_lab.ztoc import Ztoc
+from soci_lab.ztoc.index import ANNOTATION_DISABLE_XATTRS
 
 INFO_KEYS = {"ref", "image_manifest_digest", "platform", "index_digest", "index_size", "format", "found_via",
              "build_tool_identifier", "layers"}
@@ -38,6 +40,11 @@ def repo_of(ref: str) -> str:
 async def blob(ref: str, digest: str) -> bytes:
     async with RegistryClient(ref) as rc:
         return await rc.get_blob(repo_of(ref), digest)
+
+
+async def manifest_doc(ref: str, digest: str):
+    async with RegistryClient(ref) as rc:
+        return (await rc.get_manifest(repo_of(ref), digest)).doc
 
 
 def test_create_prints_the_digest_and_info_describes_every_layer(registry, tmp_path):
@@ -80,10 +87,17 @@ def test_create_prints_the_digest_and_info_describes_every_layer(registry, tmp_p
 
 def test_v1_create_and_info_through_main(registry, tmp_path, capsys):
     img = build_small_image(registry.ref(unique_repo(), "v1"), tmp_path)
+    events = tmp_path / "events.jsonl"
     code, out, err = run_main(capsys, "index", "create", img.ref, "--format", "v1", "--span-size", "512KiB",
-                              "--min-layer-size", "256KiB", "--json")
+                              "--min-layer-size", "256KiB", "--json", "--events", str(events),
+                              "--optimizations", "xattr")
     assert code == 0, err
     created = json.loads(out)
+    frame = read_events(events)
+    built = frame[frame.kind == "ztoc_build"]
+    assert sorted(built.layer) == sorted([str(img.big.digest), str(img.mid.digest)]) and built.ok.all()
+    assert (frame.kind == "push").sum() == 3  # two zTOCs and the {} config
+    assert (frame.kind == "blob_download").sum() == 2  # only the layers worth indexing were downloaded
     assert set(created) == CREATE_KEYS
     assert created["format"] == "v1" and created["image_index_digest"] is None
     assert created["image_manifest_digest"] == img.digest
@@ -98,6 +112,9 @@ def test_v1_create_and_info_through_main(registry, tmp_path, capsys):
     code, out, err = run_main(capsys, "index", "info", img.ref, "--json", "--index-digest", created["index_digest"])
     assert code == 0, err
     assert json.loads(out)["found_via"] == "explicit"
+    # the layers have neither xattrs nor opaque directories: their zTOCs say so
+    index = anyio.run(lambda: manifest_doc(img.ref, created["index_digest"]))
+    assert [d.annotations.get(ANNOTATION_DISABLE_XATTRS) for d in index.layers] == ["true", "true"]
 
 
 def test_prefetch_trace_becomes_span_ranges_of_the_reads(registry, tmp_path, capsys):
