@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libfuse3-dev fuse3 pkg-config docker-registry skopeo umoci
-              attr curl gzip pigz zstd e2fsprogs chromium)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libfuse3-dev fuse3 pkg-config docker-registry skopeo umoci strace debootstrap
+              attr curl gzip pigz zstd e2fsprogs chromium flatbuffers-compiler golang-go)
 EXTRAS="${SOCI_LAB_EXTRAS:-fuse,test}"
 
 missing=()
