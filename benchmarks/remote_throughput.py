@@ -11,7 +11,8 @@ then each run fetches it with ``curl`` and with the client, alternating, in the 
 - ``curl -o FILE`` vs ``RegistryClient.fetch_blob(path=FILE)`` (the client also hashes every byte, in a
   worker thread overlapping the download, and renames the file only once it matched its digest): the
   goal is a ratio client/curl >= 0.8;
-- for context, ``curl | sha256sum`` (curl made to verify too).
+- for context, ``curl | sha256sum`` (curl made to verify too), and the transport alone: the client's
+  ``fetch_range_into`` of the whole blob into a sink that drops the bytes vs ``curl -o /dev/null``.
 
 It prints the median MB/s of each, the ratios, and the 1-minute load average (the registry, curl and the
 client share the machine's cores with whatever else runs, so a loaded machine lowers every number).
@@ -95,6 +96,19 @@ async def client_to_file(rc: RegistryClient, repo: str, digest: Digest, size: in
     return time.perf_counter() - t0
 
 
+async def client_discard(rc: RegistryClient, repo: str, digest: Digest, size: int) -> float:
+    """The transport alone: the whole blob through ``fetch_range_into`` into a sink that drops it."""
+
+    async def sink(chunk: bytes) -> None:
+        return None
+
+    t0 = time.perf_counter()
+    n = await rc.fetch_range_into(repo, digest, 0, size - 1, sink)
+    if n != size:
+        raise SystemExit(f"short read: {n} of {size}")
+    return time.perf_counter() - t0
+
+
 def curl_sha256(url: str) -> float:
     """``curl URL | sha256sum``: what curl costs when it too must verify the bytes (context, not the goal)."""
     t0 = time.perf_counter()
@@ -110,12 +124,15 @@ async def bench_one(url: str, size: int, runs: int, scratch: Path) -> dict[str, 
         del data
         blob_url = rc.blob_url(repo, desc.digest)
         out_curl, out_client = scratch / "curl.out", scratch / "client.out"
-        times: dict[str, list[float]] = {"curl_file": [], "client_file": [], "curl_sha256": []}
+        times: dict[str, list[float]] = {"curl_file": [], "client_file": [], "curl_sha256": [], "curl_null": [],
+                                         "client_discard": []}
         curl(blob_url, os.devnull)  # warm the page cache and the registry
         for _ in range(runs):
             times["curl_file"].append(await anyio.to_thread.run_sync(curl, blob_url, str(out_curl)))
             times["client_file"].append(await client_to_file(rc, repo, desc.digest, size, out_client))
             times["curl_sha256"].append(await anyio.to_thread.run_sync(curl_sha256, blob_url))
+            times["curl_null"].append(await anyio.to_thread.run_sync(curl, blob_url, os.devnull))
+            times["client_discard"].append(await client_discard(rc, repo, desc.digest, size))
             out_curl.unlink(missing_ok=True)
             out_client.unlink(missing_ok=True)
     mbps = {k: size / statistics.median(v) / 1e6 for k, v in times.items()}
@@ -126,6 +143,7 @@ async def bench_one(url: str, size: int, runs: int, scratch: Path) -> dict[str, 
         "MBps": {k: round(v, 1) for k, v in mbps.items()},
         "ratio": round(mbps["client_file"] / mbps["curl_file"], 3),
         "ratio_vs_curl_sha256": round(mbps["client_file"] / mbps["curl_sha256"], 3),
+        "ratio_transport": round(mbps["client_discard"] / mbps["curl_null"], 3),
         "loadavg_1min": round(os.getloadavg()[0], 2),
     }
 
@@ -163,7 +181,8 @@ def main() -> None:
                 print(f"{kind:12s} {args.backend:7s} size={size} runs={args.runs}: client (verified, to file) "
                       f"{m['client_file']} MB/s vs curl -o file {m['curl_file']} MB/s: ratio {res['ratio']} "
                       f"[curl|sha256sum {m['curl_sha256']} MB/s, ratio {res['ratio_vs_curl_sha256']}; "
-                      f"load {res['loadavg_1min']}]", flush=True)
+                      f"unverified: client {m['client_discard']} vs curl -o /dev/null {m['curl_null']} MB/s, "
+                      f"ratio {res['ratio_transport']}; load {res['loadavg_1min']}]", flush=True)
     if args.json:
         json.dump({"command": " ".join(sys.argv), "results": results}, sys.stdout, indent=2)
         print()
