@@ -4,8 +4,9 @@ Given the image as found (an image index with the chosen platform entry, or a ba
 rewritten image manifest (:func:`soci_lab.ztoc.index.annotate_image_manifest`), :func:`soci_enabled_index`
 returns the OCI image index to push under the image's tag:
 
-- the chosen entry is replaced by the rewritten manifest (new digest, same platform), and the manifest's
-  annotations — ``com.amazon.soci.index-digest`` among them — are copied onto its descriptor;
+- the chosen entry is replaced by the rewritten manifest (new digest, same platform); its descriptor's
+  annotations become the manifest's annotations — ``com.amazon.soci.index-digest`` among them — as
+  upstream's ``Convert`` sets them (what the old descriptor carried is replaced, not merged);
 - an existing SOCI v2 index entry for the same platform is dropped (it is replaced, not duplicated);
 - the SOCI index's descriptor (``artifactType`` v2, the platform,
   ``com.amazon.soci.image-manifest-digest``) is appended;
@@ -49,11 +50,8 @@ def soci_enabled_index(
     """
     data = annotated.to_bytes()
     entry_platform = chosen.platform if chosen is not None and chosen.platform is not None else platform
-    base_annotations = dict(chosen.annotations) if chosen is not None else {}
-    image_entry = Descriptor(
-        mt.OCI_MANIFEST, annotated.digest, len(data), annotations={**base_annotations, **annotated.annotations},
-        platform=entry_platform,
-    )
+    image_entry = Descriptor(mt.OCI_MANIFEST, annotated.digest, len(data), annotations=dict(annotated.annotations),
+                             platform=entry_platform)
     if top is None or chosen is None:
         return Index(mt.OCI_INDEX, (image_entry, soci_descriptor))
     entries: list[Descriptor] = []

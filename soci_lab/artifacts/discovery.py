@@ -8,8 +8,11 @@
 4. SOCI v1 (disabled by default since v0.10): the manifest's referrers with artifact type
    ``application/vnd.amazon.soci.index.v1+json`` (referrers API, or the tag schema where there is none),
    one chosen by the :data:`IndexSelectionPolicy` — :func:`select_first_policy` by default.
-5. Nothing → :class:`NoIndex` naming what each step saw (a step that failed — a registry error — is
-   reported there too, and the next step still runs, as upstream logs and moves on).
+5. Nothing → :class:`NoIndex` naming what each step saw.
+
+As upstream, only "not there" moves on to the next step (a manifest without the annotation, no referrer
+of the type); a step that *fails* — the manifest cannot be fetched, the referrers cannot be listed — ends
+discovery with :class:`NoIndex` carrying that failure (upstream wraps it in ``ErrNoIndex`` the same way).
 """
 
 from __future__ import annotations
@@ -76,12 +79,16 @@ async def find_soci_index_desc(
     if modes.soci_v2.enable:
         try:
             doc = parse_manifest_or_index(await image_manifest_bytes(source, image_manifest_desc, local_store))
-            value = doc.annotations.get(ANNOTATION_SOCI_INDEX_DIGEST) if isinstance(doc, Manifest) else None
-            if value:
-                return IndexLocation(Digest(value), "v2", artifact_type=SOCI_INDEX_V2)
-            seen.append(f"v2: the image manifest has no {ANNOTATION_SOCI_INDEX_DIGEST} annotation")
         except SociLabError as exc:
-            seen.append(f"v2: {_one_line(exc)}")
+            raise NoIndex(f"SOCI v2: could not fetch image manifest {image_manifest_desc.digest}: "
+                          f"{_one_line(exc)}") from exc
+        value = doc.annotations.get(ANNOTATION_SOCI_INDEX_DIGEST) if isinstance(doc, Manifest) else None
+        if value:
+            try:
+                return IndexLocation(Digest(value), "v2", artifact_type=SOCI_INDEX_V2)
+            except SociLabError as exc:
+                raise NoIndex(f"unable to parse SOCI index digest {value[:100]!r}: {_one_line(exc)}") from exc
+        seen.append(f"v2: the image manifest has no {ANNOTATION_SOCI_INDEX_DIGEST} annotation")
     else:
         seen.append("v2: disabled")
     if modes.soci_v1.enable:
@@ -91,7 +98,7 @@ async def find_soci_index_desc(
         except NoReferrers:
             seen.append("v1: no referrer of type " + SOCI_INDEX_V1)
         except SociLabError as exc:
-            seen.append(f"v1: {_one_line(exc)}")
+            raise NoIndex(f"SOCI v1: cannot fetch list of referrers: {_one_line(exc)}") from exc
     else:
         seen.append("v1: disabled")
     raise NoIndex(f"no SOCI index found for image manifest {image_manifest_desc.digest} ({'; '.join(seen)})")

@@ -208,9 +208,15 @@ async def fetch_hermes_artifacts_by_descriptor(
                 with blob_step:
                     blobs[str(d.digest)] = await _blob(client, cfg, d, "blob")
 
-        async with anyio.create_task_group() as tg:
-            for d in {str(d.digest): d for d in index.blobs}.values():
-                tg.start_soon(one, d)
+        try:
+            async with anyio.create_task_group() as tg:
+                for d in {str(d.digest): d for d in index.blobs}.values():
+                    tg.start_soon(one, d)
+        except BaseExceptionGroup as group:  # report the first failure itself, not the group
+            leaf: BaseException = group
+            while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+                leaf = leaf.exceptions[0]
+            raise leaf from None
     try:
         artifacts = await anyio.to_thread.run_sync(parse_soci_artifacts, desc, index, blobs, "hermes")
     except (FormatError, KeyError) as exc:

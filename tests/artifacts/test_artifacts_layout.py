@@ -17,7 +17,7 @@ from soci_lab.artifacts import (
     trace_accesses,
 )
 from soci_lab.config import Config
-from soci_lab.errors import EmptyIndex, HermesError, NoIndex, NoMatchingPlatform, TraceFormatError
+from soci_lab.errors import EmptyIndex, HermesError, NoIndex, NoMatchingPlatform, RegistryError, TraceFormatError
 from soci_lab.oci import Descriptor, Digest, Index, Manifest, OCILayout, Platform, Reference
 from soci_lab.oci import mediatypes as mt
 from soci_lab.ztoc.index import (
@@ -154,7 +154,7 @@ def test_v2_rewrite_of_a_docker_manifest_list_replaces_only_this_platform(anyio_
     assert out.media_type == mt.OCI_INDEX and out.annotations == {"a": "b"}
     first, second, third, fourth = out.manifests
     assert (first.digest, first.media_type, first.platform) == (annotated.digest, mt.OCI_MANIFEST, amd)
-    assert first.annotations == {"keep": "me", ANNOTATION_SOCI_INDEX_DIGEST: str(soci.digest)}
+    assert first.annotations == {ANNOTATION_SOCI_INDEX_DIGEST: str(soci.digest)}  # replaced, as upstream does
     assert second == image_arm and third == arm_soci  # other platforms untouched, old amd64 SOCI index gone
     assert (fourth.digest, fourth.artifact_type, fourth.platform) == (soci.digest, SOCI_INDEX_V2, amd)
     assert fourth.annotations == {ANNOTATION_IMAGE_MANIFEST_DIGEST: str(annotated.digest)}
@@ -174,3 +174,20 @@ def test_trace_reader_keeps_reads_and_names_bad_lines(anyio_backend):
                        ("t_s,op,path,offset,size\n0,read,/a,1\n", "line 2")):
         with pytest.raises(TraceFormatError, match=where):
             trace_accesses(bad)
+
+
+async def test_a_failing_step_ends_discovery_with_no_index_and_its_cause(tmp_path):
+    img, ref, src = await layout_image(tmp_path)
+
+    class BrokenReferrers(LayoutSource):
+        async def referrers(self, subject, artifact_type=None):
+            raise RegistryError("GET /v2/x/referrers: 500 Internal Server Error", status=500)
+
+    with pytest.raises(NoIndex, match="cannot fetch list of referrers: GET /v2/x/referrers: 500") as err:
+        await fetch_soci_artifacts(BrokenReferrers(src.layout), ref, img.manifest, config=modes(True, False),
+                                   local_store=OCILayout(tmp_path / "s"))
+    assert isinstance(err.value.__cause__, RegistryError)
+    src.layout.delete_blob(img.manifest.digest)  # v2 cannot even read the manifest: no fall-through to v1
+    with pytest.raises(NoIndex, match="SOCI v2: could not fetch image manifest"):
+        await fetch_soci_artifacts(src, ref, img.manifest, config=modes(True, True),
+                                   local_store=OCILayout(tmp_path / "s"))
