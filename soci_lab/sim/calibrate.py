@@ -5,7 +5,9 @@ What is fitted, and from which events (the shape the real rooms' events must hav
 - ``http_request`` (``t_start`` = request sent, ``t_end`` = last body byte, ``bytes`` = body bytes):
   requests that overlap no other request are fitted by least squares to
   ``duration = first_byte_s + bytes / bandwidth`` — the per-request latency (RTT + registry overhead)
-  and the effective bandwidth of one transfer;
+  and the effective bandwidth of one transfer. When every request overlapped another (an eager pull),
+  the latency is the median duration of body-less (HEAD) or smallest requests and the bandwidth is the
+  bytes moved over the time any transfer was in flight (``notes["http_fit"]`` says which);
 - ``span_decompress`` (duration = inflating one span, ``attrs.compression``): the median of
   ``bytes / duration`` per algorithm (bytes = uncompressed output). Without span events, whole-layer
   ``decompress`` events are used; they time the decompress→apply pipeline, so the rate is a lower bound
@@ -102,27 +104,62 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
 def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
     xs: list[float] = []
     ys: list[float] = []
+    all_x: list[float] = []
+    all_y: list[float] = []
+    busy = 0.0
     for frame in frames:
         http = frame[(frame["kind"] == "http_request") & frame["ok"]].sort_values("t_start")
         starts = http["t_start"].to_numpy()
         ends = http["t_end"].to_numpy()
         nbytes = http["bytes"].to_numpy()
         n = len(http)
-        prev_end = np.maximum.accumulate(np.concatenate(([-np.inf], ends[:-1]))) if n else np.array([])
-        next_start = np.concatenate((starts[1:], [np.inf])) if n else np.array([])
+        if not n:
+            continue
+        prev_end = np.maximum.accumulate(np.concatenate(([-np.inf], ends[:-1])))
+        next_start = np.concatenate((starts[1:], [np.inf]))
         alone = (prev_end <= starts) & (next_start >= ends)
         xs.extend(nbytes[alone].astype(float))
         ys.extend((ends - starts)[alone])
+        all_x.extend(nbytes.astype(float))
+        all_y.extend(ends - starts)
+        busy += _union_length(starts[nbytes > 0], ends[nbytes > 0])
     cal.samples["http_isolated"] = len(xs)
-    if len(xs) < 2 or len(set(xs)) < 2:
+    cal.samples["http"] = len(all_x)
+    if len(xs) >= 2 and len(set(xs)) >= 2:
+        x, y = np.array(xs), np.array(ys)
+        a = np.vstack([np.ones_like(x), x]).T
+        (intercept, slope), *_ = np.linalg.lstsq(a, y, rcond=None)
+        if slope > 0:
+            cal.bandwidth = float(1 / slope)
+        cal.first_byte_s = float(max(0.0, intercept))
+        cal.notes["http_fit"] = "isolated requests"
+        cal.notes["http_residual_s"] = float(np.sqrt(np.mean((a @ np.array([intercept, slope]) - y) ** 2)))
         return
-    x, y = np.array(xs), np.array(ys)
-    a = np.vstack([np.ones_like(x), x]).T
-    (intercept, slope), *_ = np.linalg.lstsq(a, y, rcond=None)
-    if slope > 0:
-        cal.bandwidth = float(1 / slope)
-    cal.first_byte_s = float(max(0.0, intercept))
-    cal.notes["http_residual_s"] = float(np.sqrt(np.mean((a @ np.array([intercept, slope]) - y) ** 2)))
+    if not all_x:
+        return
+    # every request overlapped another: latency from the body-less or smallest requests, bandwidth from
+    # the bytes moved while any transfer was in flight (a lower bound on the link's rate)
+    x, y = np.array(all_x), np.array(all_y)
+    small = y[x == 0] if (x == 0).any() else y[x <= np.percentile(x, 10)]
+    cal.first_byte_s = float(np.median(small))
+    moving = busy - cal.first_byte_s
+    if x.sum() > 0 and moving > 0:
+        cal.bandwidth = float(x.sum() / moving)
+    cal.notes["http_fit"] = "aggregate (no isolated requests)"
+
+
+def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
+    total, cur_a, cur_b = 0.0, None, None
+    for a, b in sorted(zip(starts.tolist(), ends.tolist(), strict=True)):
+        if cur_b is None or a > cur_b:
+            if cur_b is not None:
+                total += cur_b - cur_a
+            cur_a, cur_b = a, b
+        elif b > cur_b:
+            cur_b = b
+    if cur_b is not None:
+        total += cur_b - cur_a
+    return total
 
 
 def _attr(frame: pd.DataFrame, key: str) -> pd.Series:

@@ -61,3 +61,19 @@ def test_load_refuses_other_json(tmp_path):
     (tmp_path / "c.json").write_text('{"format": "nope"}')
     with pytest.raises(SimulationError):
         Calibration.load(tmp_path / "c.json")
+
+
+def test_fit_of_an_eager_pull_where_every_request_overlaps():
+    """Chunked parallel downloads never run alone: latency from the HEAD probes, bandwidth a lower bound."""
+    from soci_lab.config import Config
+
+    image = generate(SyntheticSpec(seed=2, compressed_size=60 * MIB, layers=5, min_layer_size=2 * MIB))
+    cfg = Config()
+    cfg.pull_modes.parallel_pull_unpack.concurrent_download_chunk_size = "1mb"
+    params = SimParams(network=NetworkParams(bandwidth=40e6, rtt=0.015, request_overhead=0.003))
+    ev = simulate(image, "parallel", config=cfg, params=params).events
+    ev = ev[[a.get("what") not in ("manifest", "config") for a in ev["attrs"]]]
+    cal = fit(ev)
+    assert cal.notes["http_fit"].startswith("aggregate")
+    assert cal.first_byte_s == pytest.approx(0.018, rel=1e-6)
+    assert 0.75 * 40e6 <= cal.bandwidth <= 40e6 * (1 + 1e-9)
