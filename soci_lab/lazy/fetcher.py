@@ -79,9 +79,9 @@ class RegistryRangeFetcher:
     ``client`` needs ``async get_content_with_range(url, lower, upper) -> bytes`` (raising
     :class:`RegistryError` with ``status`` on an unexpected answer) and, for redirect resolution, the
     same call with ``(url, 0, 1)``; ``url`` is ``<registry>/v2/<repo>/blobs/<digest>``. With
-    ``resolve_redirect=True`` the first fetch (and every 401/403) resolves the real URL through
-    ``client.resolve_url(url)`` when the client has it, else keeps the blob URL (the client follows
-    redirects itself).
+    ``resolve_redirect=True`` the first fetch (and every 401/403) sends ``GET Range: bytes=0-1`` to the blob
+    URL and keeps the URL it was redirected to (read from the client's redirect cache), so span reads go
+    straight to e.g. a pre-signed CDN URL; a 401/403 from that URL forgets it and resolves again, once.
     """
 
     def __init__(
@@ -103,10 +103,17 @@ class RegistryRangeFetcher:
         self._lock = anyio.Lock()
 
     async def _resolve(self) -> str:
-        resolver = getattr(self.client, "resolve_url", None)
-        if not self.resolve_redirect or resolver is None:
+        """Upstream's ``redirect``: ``GET Range: bytes=0-1`` and keep the URL the answer came from."""
+        if not self.resolve_redirect:
             return self.url
-        return str(await resolver(self.url))
+        redirects = getattr(getattr(self.client, "transport", None), "redirects", None)
+        if isinstance(redirects, dict):
+            redirects.pop(self.url, None)
+        self.requests += 1
+        await self.client.get_content_with_range(self.url, 0, 1)
+        if isinstance(redirects, dict):
+            return str(redirects.get(self.url, self.url))
+        return self.url
 
     async def _real_url(self, *, refresh: bool = False) -> str:
         async with self._lock:

@@ -1,0 +1,310 @@
+"""The layer's file tree from its TOC, and verified file reads through the span manager.
+
+:class:`LayerTree` is what the FUSE filesystem shows (soci-formats.md §1.4, §4.6): names cleaned as
+``TrimPrefix(Clean("/"+p), "/")``, implicit parent directories (mode 0755), hard links resolved to their
+target's node (``nlink`` counts them), ``.wh.<name>`` shown as a 0:0 character device ``<name>`` (uid/gid 0)
+unless a real ``<name>`` exists, ``.wh..wh..opq`` hidden and marking its directory opaque.
+
+:class:`LayerReader` serves file bytes: the first read of a file verifies its tar header — the bytes
+``[TarHeaderOffset, UncompressedOffset)``, fetched through the span manager (so they are span-verified),
+parsed with :mod:`tarfile` and compared field by field with the TOC entry (name, type, size, mode, uid,
+gid, mtime, linkname, device numbers, SCHILY xattrs) — unless verification is disabled (config
+``disable_verification`` or Hermes ``skip-file-verification``). Reads map to span ranges; a read that
+continues where the previous one of the same file ended is *sequential* and triggers readahead of the
+next spans in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from ..errors import FileVerificationError, SociLabError
+from ..events import EventRecorder, NullRecorder
+from ..ztoc.toc import FileMetadata
+from .span import SpanState
+from .span_manager import SpanManager
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+ROOT_INODE = 1
+#: first inode number of tree nodes (1 is the root, 2 and 3 the state directory and its file)
+FIRST_INODE = 4
+
+_TAR_TYPES = {
+    tarfile.REGTYPE: "reg",
+    tarfile.AREGTYPE: "reg",
+    tarfile.CONTTYPE: "reg",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.DIRTYPE: "dir",
+    tarfile.CHRTYPE: "char",
+    tarfile.BLKTYPE: "block",
+    tarfile.FIFOTYPE: "fifo",
+}
+
+
+def clean_name(name: str) -> str:
+    """Upstream's ``TrimPrefix(Clean("/"+name), "/")`` ("" is the root)."""
+    return posixpath.normpath("/" + name).lstrip("/") if name.strip("/") else ""
+
+
+@dataclass
+class Node:
+    """One inode of the layer: a TOC entry (or an implicit directory, or a whiteout device)."""
+
+    inode: int
+    name: str  # base name ("" for the root)
+    path: str  # cleaned path ("" for the root)
+    entry: FileMetadata | None
+    mode: int  # st_mode
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    rdev: int = 0
+    nlink: int = 1
+    linkname: str = ""
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    children: dict[str, Node] = field(default_factory=dict)
+    opaque: bool = False
+    whiteout: bool = False
+    verified: bool = False
+    read_end: int = -1  # where the last read of this file ended (readahead)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+class LayerTree:
+    """The inode tree of one layer, built from its TOC entries."""
+
+    def __init__(self, entries: list[FileMetadata]) -> None:
+        self.nodes: dict[int, Node] = {}
+        self._next = FIRST_INODE
+        self.root = Node(ROOT_INODE, "", "", None, stat.S_IFDIR | 0o755, nlink=2)
+        self.nodes[ROOT_INODE] = self.root
+        self.by_path: dict[str, Node] = {"": self.root}
+        whiteouts: list[tuple[Node, str]] = []
+        for e in entries:
+            path = clean_name(e.name)
+            if path == "":
+                self._apply_attrs(self.root, e)
+                continue
+            parent = self._dir(posixpath.dirname(path))
+            base = posixpath.basename(path)
+            if base == OPAQUE_WHITEOUT:
+                parent.opaque = True
+                continue
+            if base.startswith(WHITEOUT_PREFIX):
+                whiteouts.append((parent, base[len(WHITEOUT_PREFIX) :]))
+                continue
+            if e.type == "hardlink":
+                target = self.by_path.get(clean_name(e.linkname))
+                if target is None or target.is_dir:
+                    continue  # dangling hard link: nothing to show (upstream skips it too)
+                target.nlink += 1
+                parent.children[base] = target
+                self.by_path[path] = target
+                continue
+            existing = self.by_path.get(path)
+            if existing is not None and existing.is_dir and e.type == "dir":
+                self._apply_attrs(existing, e)  # explicit entry for an implicit dir: take its attrs
+                continue
+            node = self._new(base, path, e)
+            self._apply_attrs(node, e)
+            parent.children[base] = node
+            self.by_path[path] = node
+        for parent, name in whiteouts:
+            if name in parent.children:
+                continue
+            path = posixpath.join(parent.path, name)
+            node = self._new(name, path, None)
+            node.mode = stat.S_IFCHR | 0o000
+            node.whiteout = True
+            parent.children[name] = node
+            self.by_path[path] = node
+        for node in self.nodes.values():
+            if node.is_dir:
+                node.nlink = 2 + sum(1 for c in node.children.values() if c.is_dir)
+
+    def _new(self, name: str, path: str, entry: FileMetadata | None) -> Node:
+        node = Node(self._next, name, path, entry, stat.S_IFDIR | 0o755)
+        self.nodes[node.inode] = node
+        self._next += 1
+        return node
+
+    def _dir(self, path: str) -> Node:
+        node = self.by_path.get(path)
+        if node is not None and node.is_dir:
+            return node
+        parent = self._dir(posixpath.dirname(path)) if path else self.root
+        node = self._new(posixpath.basename(path), path, None)
+        parent.children[node.name] = node
+        self.by_path[path] = node
+        return node
+
+    @staticmethod
+    def _apply_attrs(node: Node, e: FileMetadata) -> None:
+        node.entry = e
+        node.mode = e.st_mode()
+        node.uid, node.gid = e.uid, e.gid
+        node.size = e.uncompressed_size if e.type == "reg" else (len(e.linkname) if e.type == "symlink" else 0)
+        node.mtime_ns = e.mod_time_ns()
+        node.linkname = e.linkname
+        node.rdev = os.makedev(e.devmajor, e.devminor) if e.type in ("char", "block") else 0
+        node.xattrs = {k: v.encode("utf-8", "surrogateescape") for k, v in e.xattrs().items()}
+
+    def lookup(self, path: str) -> Node | None:
+        return self.by_path.get(clean_name(path))
+
+    def walk(self) -> Iterator[Node]:
+        """Every distinct node once, parents before children."""
+        seen: set[int] = set()
+        stack = [self.root]
+        while stack:
+            n = stack.pop()
+            if n.inode in seen:
+                continue
+            seen.add(n.inode)
+            yield n
+            stack.extend(n.children.values())
+
+    def opaque_xattrs(self, opaque_type: str) -> list[str]:
+        """The xattr names an opaque directory reports (``all``, ``trusted`` or ``user``)."""
+        if opaque_type in ("all", "0"):
+            return ["trusted.overlay.opaque", "user.overlay.opaque"]
+        if opaque_type in ("user", "2"):
+            return ["user.overlay.opaque"]
+        return ["trusted.overlay.opaque"]
+
+
+def verify_header(entry: FileMetadata, header: bytes) -> None:
+    """Parse a tar header with :mod:`tarfile` and compare it with the TOC entry; raise on any difference."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(header + bytes(1024)), mode="r|", encoding="utf-8") as tf:
+            info = tf.next()
+    except (tarfile.TarError, EOFError, ValueError) as exc:
+        raise FileVerificationError(f"{entry.name}: tar header does not parse: {exc}") from None
+    if info is None:
+        raise FileVerificationError(f"{entry.name}: no tar header at offset {entry.tar_header_offset}")
+    if info.offset_data != len(header):
+        raise FileVerificationError(f"{entry.name}: tar header is {info.offset_data} bytes, TOC says {len(header)}")
+    problems: list[str] = []
+
+    def check(what: str, got: Any, want: Any) -> None:
+        if got != want:
+            problems.append(f"{what} {got!r} != TOC {want!r}")
+
+    check("name", info.name.rstrip("/"), entry.name.rstrip("/"))
+    check("type", _TAR_TYPES.get(info.type, info.type), entry.type)
+    if entry.type == "reg":
+        check("size", info.size, entry.uncompressed_size)
+    check("mode", info.mode & 0o7777, entry.mode & 0o7777)
+    check("uid", info.uid, entry.uid)
+    check("gid", info.gid, entry.gid)
+    check("mtime", int(info.mtime // 1), entry.mod_time_ns() // 1_000_000_000)
+    check("linkname", info.linkname, entry.linkname)
+    if entry.type in ("char", "block"):
+        check("devmajor", info.devmajor, entry.devmajor)
+        check("devminor", info.devminor, entry.devminor)
+    hx = {k: v for k, v in info.pax_headers.items() if k.startswith("SCHILY.xattr.")}
+    tx = {k: v for k, v in entry.pax_headers.items() if k.startswith("SCHILY.xattr.")}
+    check("xattrs", hx, tx)
+    if problems:
+        raise FileVerificationError(f"{entry.name}: tar header does not match the TOC: " + "; ".join(problems))
+
+
+class LayerReader:
+    """Verified, span-mapped reads of one layer's files."""
+
+    def __init__(
+        self,
+        tree: LayerTree,
+        spans: SpanManager,
+        *,
+        verify: bool = True,
+        readahead_spans: int = 1,
+        events: EventRecorder | None = None,
+        layer: str | None = None,
+    ) -> None:
+        self.tree = tree
+        self.spans = spans
+        self.verify = verify
+        self.readahead_spans = readahead_spans
+        self.events = events if events is not None else NullRecorder()
+        self.layer = layer
+        #: set by the FUSE server (or any caller with a task group) to run readahead in the background
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self._verify_locks: dict[int, anyio.Lock] = {}
+        self.readaheads = 0
+
+    async def verify_file(self, node: Node) -> None:
+        """Check the file's tar header against its TOC entry, once per file."""
+        if node.verified or not self.verify or node.entry is None:
+            return
+        lock = self._verify_locks.setdefault(node.inode, anyio.Lock())
+        async with lock:
+            if node.verified:
+                return
+            e = node.entry
+            t0 = self.events.now()
+            header = await self.spans.get_contents(e.tar_header_offset, e.uncompressed_offset)
+            try:
+                await anyio.to_thread.run_sync(verify_header, e, header)
+            except FileVerificationError as exc:
+                self.events.emit(
+                    "verify", t0, layer=self.layer, path=node.path, ok=False, error=str(exc), what="tar_header"
+                )
+                raise
+            self.events.emit("verify", t0, layer=self.layer, path=node.path, nbytes=len(header), what="tar_header")
+            node.verified = True
+
+    async def read(self, node: Node, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes of the file at ``offset`` (fewer at end of file)."""
+        e = node.entry
+        if e is None or not stat.S_ISREG(node.mode):
+            return b""
+        await self.verify_file(node)
+        if offset >= node.size or size <= 0:
+            return b""
+        end = min(node.size, offset + size)
+        t0 = self.events.now()
+        try:
+            data = await self.spans.get_contents(e.uncompressed_offset + offset, e.uncompressed_offset + end)
+        except SociLabError as exc:
+            self.events.emit("file_read", t0, layer=self.layer, path=node.path, ok=False, error=str(exc), offset=offset)
+            raise
+        self.events.emit("file_read", t0, layer=self.layer, path=node.path, nbytes=len(data), offset=offset)
+        sequential = offset == node.read_end and offset > 0
+        node.read_end = end
+        if sequential and self.readahead_spans > 0 and self.task_group is not None and end < node.size:
+            self._readahead(e.uncompressed_offset + end, e.uncompressed_offset + node.size)
+        return data
+
+    def _readahead(self, start: int, file_end: int) -> None:
+        first = self.spans.geometry.span_of(start)
+        last = min(self.spans.geometry.span_of(file_end - 1), first + self.readahead_spans)
+        for sid in range(first, last + 1):
+            if self.spans.spans[sid].state != SpanState.UNCOMPRESSED:
+                self.readaheads += 1
+                assert self.task_group is not None
+                self.task_group.start_soon(self._quiet_resolve, sid)
+
+    async def _quiet_resolve(self, sid: int) -> None:
+        with contextlib.suppress(SociLabError):  # the read that needs it will fail (and report) on its own
+            await self.spans.resolve_span(sid)
+
+    async def read_all(self, node: Node) -> bytes:
+        """The whole file (tests, materialisation)."""
+        return await self.read(node, 0, node.size)
