@@ -218,14 +218,24 @@ async def run_build(db: StoreDB, rb: ResolvedBuild, settings: BuildSettings) -> 
             index, blobs, layers = await anyio.to_thread.run_sync(work)
         await anyio.to_thread.run_sync(db.put_ready, rb.key, rb.info, index, blobs, layers)
     except Exception as exc:  # a build failure of any kind is recorded, never raised into the queue
-        error = one_line(exc) if isinstance(exc, SociLabError | OSError) else f"{type(exc).__name__}: {one_line(exc)}"
+        cause = root_cause(exc)
+        error = one_line(cause) if isinstance(cause, SociLabError | OSError) else \
+            f"{type(cause).__name__}: {one_line(cause)}"
         db.mark_failed(rb.key, rb.info, error)
         return BuildOutcome("Failed", name, error=error)
     return BuildOutcome("Ready", name, index.digest)
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (a task group's failure), else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def one_line(exc: BaseException) -> str:
-    """An exception as one line (its type when it has no message)."""
+    """An exception as one line (its type when it has no message); groups give their first leaf."""
+    exc = root_cause(exc)
     return (str(exc) or type(exc).__name__).splitlines()[0]
 
 
