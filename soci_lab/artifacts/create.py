@@ -8,7 +8,8 @@ The steps (``soci create`` + ``soci push`` for v1, ``soci convert`` for v2):
    they are downloaded concurrently into a temporary directory, each verified against its digest; in a
    layout they are read in place.
 3. Build every zTOC and the index with the pure builder (:func:`soci_lab.ztoc.index.build_soci_index`),
-   in worker threads — inflating and hashing release the GIL, so the cores are really used.
+   in worker threads — inflating and hashing release the GIL, so the cores are really used. A layer's
+   zTOC is built as soon as that layer has arrived, while the others are still downloading.
 4. Push the zTOC blobs, the prefetch artifacts and the ``{}`` config, then the index manifest.
 5. v1: the index carries ``subject`` = the image manifest; the registry client updates the referrers
    tag-schema index on registries without the referrers API (distribution 2.8), so discovery finds it
@@ -24,18 +25,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..errors import InvalidManifest
+from ..errors import ContentNotFound, InvalidManifest
 from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference, parse_manifest_or_index
 from ..oci import mediatypes as mt
 from ..ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER, DEFAULT_MIN_LAYER_SIZE, DEFAULT_SPAN_SIZE
-from ..ztoc.index import BuiltIndex, annotate_image_manifest, build_soci_index, index_descriptor_v2
+from ..ztoc.index import BuiltIndex, LayerOpener, annotate_image_manifest, build_soci_index, index_descriptor_v2
 from ._tasks import run_all
 from .convert import platform_of, soci_enabled_index
 from .prefetch import Access, prefetch_accesses
@@ -122,23 +124,60 @@ async def resolve_ref(src: ArtifactSource, ref: Reference, platform: Platform | 
                        config, plat)
 
 
-async def _layer_files(
-    src: ArtifactSource, layers: Iterable[Descriptor], min_layer_size: int, tmp: Path
-) -> dict[str, Path]:
-    """Local files of the layers the builder will open (those of a layer type and at least the minimum)."""
-    wanted = [d for d in layers if mt.is_layer(d.media_type) and d.size >= min_layer_size]
+async def _build_while_fetching(
+    src: ArtifactSource, layers: Sequence[Descriptor], min_layer_size: int, tmp: Path,
+    build: Callable[[LayerOpener], BuiltIndex],
+) -> BuiltIndex:
+    """Run ``build(open_layer)`` in a worker thread while the layers worth indexing arrive.
+
+    In a layout the blobs are read in place. From a registry, each is downloaded (verified) into ``tmp``,
+    a few at once, and the builder's worker thread for that layer waits only for *its* file — so inflating
+    one layer overlaps downloading the next. A failed download wakes every waiting worker and is raised.
+    """
+    wanted = list({str(d.digest): d for d in layers if mt.is_layer(d.media_type) and d.size >= min_layer_size}
+                  .values())
     if isinstance(src, LayoutSource):
-        return {str(d.digest): src.blob_path(d) for d in wanted}
+        files = {str(d.digest): src.blob_path(d) for d in wanted}
+        return await anyio.to_thread.run_sync(build, lambda d: files[str(d.digest)])
     assert isinstance(src, RegistrySource)
+    arrived = {str(d.digest): threading.Event() for d in wanted}
     paths: dict[str, Path] = {}
+
+    def open_layer(d: Descriptor) -> Path:
+        key = str(d.digest)
+        arrived[key].wait()
+        if key not in paths:
+            raise ContentNotFound(f"layer {key} was not downloaded (another download failed first)")
+        return paths[key]
 
     async def one(d: Descriptor) -> None:
         path = tmp / d.digest.hex
         await src.fetch_blob_to(d, path)
         paths[str(d.digest)] = path
+        arrived[str(d.digest)].set()
 
-    await run_all(one, {str(d.digest): d for d in wanted}.values(), TRANSFER_CONCURRENCY)
-    return paths
+    failures: list[BaseException] = []
+    outcome: list[BuiltIndex] = []
+
+    async def fetch_all() -> None:
+        try:
+            await run_all(one, wanted, TRANSFER_CONCURRENCY)
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            for event in arrived.values():
+                event.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fetch_all)
+        try:
+            outcome.append(await anyio.to_thread.run_sync(build, open_layer))
+        except Exception as exc:
+            failures.append(exc)
+            tg.cancel_scope.cancel()
+    if failures:
+        raise failures[0]
+    return outcome[0]
 
 
 async def _push_blobs(src: ArtifactSource, blobs: dict[str, bytes], events: EventRecorder | None) -> None:
@@ -184,14 +223,16 @@ async def acreate_soci_index(
         src = open_source(reference, client)
         resolved = await resolve_ref(src, reference, platform)
         with tempfile.TemporaryDirectory(prefix="soci-lab-index-") as tmp:
-            files = await _layer_files(src, resolved.manifest.layers, min_layer_size, Path(tmp))
-            build = functools.partial(
-                build_soci_index, list(resolved.manifest.layers), lambda d: files[str(d.digest)],
-                version=version, subject=resolved.manifest_descriptor, span_size=span_size,
-                min_layer_size=min_layer_size, build_tool_identifier=build_tool_identifier,
-                optimize_xattrs=optimize_xattrs, prefetch=accesses, max_workers=max_workers, recorder=events,
-            )
-            built = await anyio.to_thread.run_sync(build)
+
+            def build(open_layer: LayerOpener) -> BuiltIndex:
+                return build_soci_index(
+                    list(resolved.manifest.layers), open_layer, version=version,
+                    subject=resolved.manifest_descriptor, span_size=span_size, min_layer_size=min_layer_size,
+                    build_tool_identifier=build_tool_identifier, optimize_xattrs=optimize_xattrs,
+                    prefetch=accesses, max_workers=max_workers, recorder=events,
+                )
+
+            built = await _build_while_fetching(src, resolved.manifest.layers, min_layer_size, Path(tmp), build)
         await _push_blobs(src, built.blobs, events)
         index = built.index
         await src.put_document(index.to_bytes(), mt.OCI_MANIFEST)

@@ -191,3 +191,14 @@ async def test_a_corrupted_ztoc_in_the_local_store_is_a_digest_error_and_is_fetc
     assert not store.has(zdesc.digest)  # the damaged copy is gone
     healed = await fetch(img.ref, desc, store, Config())
     assert_same_ztocs(healed, res.built, [img.big, img.mid])
+
+
+async def test_a_corrupted_layer_fails_create_cleanly_and_leaves_ref_alone(registry, tmp_path, tmp_path_factory):
+    img = await build(registry, tmp_path)
+    repo = img.ref.split("/", 1)[1].rsplit(":", 1)[0]
+    corrupt_registry_blob(tmp_path_factory.getbasetemp(), registry.kind, repo, str(img.mid.digest))
+    with anyio.fail_after(60):  # the builder thread waiting for that layer must be woken, not left hanging
+        with pytest.raises(DigestMismatch, match=str(img.mid.digest)):
+            await acreate_soci_index(img.ref, span_size=SPAN, min_layer_size=MIN_LAYER)
+    async with RegistryClient(img.ref) as rc:
+        assert (await rc.get_manifest(repo, "v1")).digest == img.digest
