@@ -317,3 +317,25 @@ class ServerStartError(NetlabError):
 
 class InvalidFaultSpec(InvalidInput):
     """A ``--faults`` spec string cannot be parsed (unknown key, rate outside [0, 1], rates summing above 1)."""
+
+
+# --- workload (traces, replay, recording, running in a rootfs) ----------------------------------
+
+
+class WorkloadError(SociLabError):
+    """A workload could not be run, recorded or replayed."""
+
+
+class TraceFormatError(InvalidInput):
+    """An access-trace CSV is malformed; the message names the file and line."""
+
+
+class ReadinessTimeout(WorkloadError):
+    """A workload did not become ready within its timeout."""
+
+
+# --- datasets (Debian-built image recipes) ----------------------------------------------------------
+
+
+class DatasetError(SociLabError):
+    """A dataset recipe is unknown or its build failed."""

@@ -1,0 +1,129 @@
+"""Record the file accesses of a command chrooted in any rootfs (a plain tree, an overlay, a FUSE mount).
+
+``record_trace`` runs the command under ``strace`` (:mod:`.strace`) through :class:`.RunningWorkload`, so
+the same mounts, user, readiness rule and clean-up apply; at readiness, while the processes still run,
+it also collects the pages they touched through ``mmap`` (:mod:`.pagemap`) and adds them as ``read``
+rows at the time the file was first opened or mapped. Startup ends at readiness: the trace holds what
+happened before it (the command is stopped right after). Pages of processes that exited or ``exec``-ed
+before readiness are not seen: the mapped part covers the processes alive at readiness.
+
+For a command whose readiness is ``exit``, the processes are gone by then, so mapped pages cannot be
+seen: the trace then holds ``read()`` calls only and :attr:`Recording.mapped_pages` is ``False``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import WorkloadError
+from ..events import EventRecorder
+from .mounts import DEFAULT_MOUNTS
+from .pagemap import mapped_file_pages
+from .readiness import Readiness
+from .runner import RunningWorkload, RunResult, processes_in
+from .strace import parse_strace, strace_argv
+from .trace import Trace, TraceRow, merge_ranges, save_trace
+
+
+@dataclass
+class Recording:
+    """A recorded trace and how it was made."""
+
+    trace: Trace
+    run: RunResult
+    mapped_pages: bool  #: whether pages touched through mmap were collected (processes alive at readiness)
+    mapped_bytes: int  #: bytes of those pages
+    syscalls: int  #: traced calls seen
+    syscall_bytes_read: int = 0  #: distinct bytes of ``read``/``pread`` calls alone (a lower bound)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "rows": len(self.trace),
+            "bytes_read": self.trace.bytes_read(),
+            "files": len(self.trace.paths()),
+            "mapped_pages": self.mapped_pages,
+            "mapped_bytes": self.mapped_bytes,
+            "syscall_bytes_read": self.syscall_bytes_read,
+            "syscalls": self.syscalls,
+            "run": self.run.to_json(),
+        }
+
+
+def record_trace(
+    rootfs: str | os.PathLike[str],
+    cmd: Sequence[str],
+    readiness: Readiness | str = "exit",
+    timeout: float = 120.0,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    user: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    mounts: tuple[str, ...] = DEFAULT_MOUNTS,
+    recorder: EventRecorder | None = None,
+    strace_log: str | os.PathLike[str] | None = None,
+    settle_s: float = 0.25,
+) -> Recording:
+    """Run ``cmd`` in ``rootfs`` under strace until ``readiness``; return (and save to ``out``) its trace.
+
+    ``strace_log`` keeps the raw strace output at that path (for debugging); otherwise it lives in a
+    temporary directory removed afterwards. Mapped pages are collected at readiness and again ``settle_s``
+    later (a process caught in ``exec`` at readiness has no mappings yet); a service idle after readiness
+    adds nothing in between. Raises :class:`WorkloadError` if the command fails or never
+    becomes ready within ``timeout``.
+    """
+    root = os.path.realpath(os.fspath(rootfs))
+    rule = readiness if isinstance(readiness, Readiness) else Readiness.parse(readiness)
+    mapped: dict[str, list[tuple[int, int]]] = {}
+    alive_at_ready = False
+
+    def snapshot(w: RunningWorkload) -> None:
+        nonlocal alive_at_ready, mapped
+        pids = processes_in(root)
+        alive_at_ready = bool(pids)
+        mapped = mapped_file_pages(pids, root)
+
+    with tempfile.TemporaryDirectory(prefix="soci-lab-record-") as tmp:
+        log_path = Path(strace_log) if strace_log else Path(tmp) / "strace.log"
+        w = RunningWorkload(
+            root, cmd, rule, user=user, env=env, cwd=cwd, mounts=mounts, recorder=recorder,
+            wrapper=strace_argv(str(log_path)),
+        )
+        with w:
+            w.wait_ready(timeout, snapshot)
+            assert w.proc is not None
+            exit_code = w.proc.poll()
+            if settle_s > 0 and exit_code is None:
+                # a second look once the processes settle: a process caught mid-exec at readiness
+                time.sleep(settle_s)
+                later = mapped_file_pages(processes_in(root), root)
+                for path, ranges in later.items():
+                    mapped[path] = merge_ranges(mapped.get(path, []) + ranges)
+        # strace flushes when it ends: the log is complete only after stop()
+        with open(log_path, encoding="utf-8", errors="surrogateescape") as f:
+            conv = parse_strace(f, root)
+    if conv.t0 is None:
+        raise WorkloadError(f"strace recorded nothing for {' '.join(cmd)}")
+    ready_s = w.ready_s or 0.0
+    rows = [r for r in conv.rows if r.t_s <= ready_s]
+    syscall_bytes = Trace(rows).bytes_read()
+    mapped_bytes = 0
+    for host, ranges in mapped.items():
+        inside = host[len(root) :]
+        t = conv.first_seen.get(inside, ready_s)
+        for start, end in ranges:
+            rows.append(TraceRow(round(min(t, ready_s), 6), "read", inside, start, end - start))
+            mapped_bytes += end - start
+    trace = Trace(rows)
+    if out is not None:
+        save_trace(trace, out)
+    run = RunResult(
+        cmd=tuple(cmd), readiness=str(rule), ready=True, cmd_s=w.ready_s, total_s=w.elapsed(),
+        exit_code=exit_code, output_tail=list(w.tail),
+    )
+    return Recording(trace, run, alive_at_ready, mapped_bytes, conv.calls, syscall_bytes)

@@ -1,0 +1,119 @@
+"""Recording: strace output → trace rows (on synthetic logs), and a real recording of commands chrooted
+in the mini rootfs that must show the opens, reads (with offsets), stats, readdirs and readlinks of files
+we chose — and nothing from outside the rootfs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from wltools import DATA
+
+from soci_lab.errors import WorkloadError
+from soci_lab.workload import Trace, TraceRow, load_trace, parse_strace, record_trace, replay_trace
+
+ROOT = "/srv/root"
+
+LOG = f"""\
+100 1000.000000 execve("/usr/sbin/chroot", [...], 0x7ffd /* 3 vars */) = 0
+100 1000.000100 openat(AT_FDCWD</home>, "/etc/ld.so.cache", O_RDONLY|O_CLOEXEC) = 3</etc/ld.so.cache>
+100 1000.000200 read(3</etc/ld.so.cache>, ""..., 832) = 832
+100 1000.000300 chroot("{ROOT}") = 0
+100 1000.000400 execve("/bin/app", [...], 0x7ffd /* 3 vars */) = 0
+100 1000.001000 openat(AT_FDCWD<{ROOT}>, "/data/f", O_RDONLY) = 3<{ROOT}/data/f>
+100 1000.001100 read(3<{ROOT}/data/f>, ""..., 100) = 100
+100 1000.001200 read(3<{ROOT}/data/f>, <unfinished ...>
+101 1000.001250 openat(AT_FDCWD<{ROOT}/data>, "g", O_RDONLY) = 4<{ROOT}/data/g\\x20x>
+100 1000.001300 <... read resumed>""..., 100) = 50
+100 1000.001400 lseek(3<{ROOT}/data/f>, 4096, SEEK_SET) = 4096
+100 1000.001500 read(3<{ROOT}/data/f>, ""..., 10) = 10
+100 1000.001600 pread64(3<{ROOT}/data/f>, ""..., 64, 8192) = 64
+100 1000.001700 newfstatat(3<{ROOT}/data/f>, "", {{st_mode=S_IFREG|0644, st_size=9000, ...}}, AT_EMPTY_PATH) = 0
+100 1000.001800 newfstatat(AT_FDCWD<{ROOT}/data>, "rel/x", {{st_mode=S_IFREG|0644, ...}}, 0) = 0
+100 1000.001900 newfstatat(AT_FDCWD<{ROOT}>, "/missing", 0x7ffe, 0) = -1 ENOENT (No such file or directory)
+100 1000.002000 openat(AT_FDCWD<{ROOT}>, "/proc/self/status", O_RDONLY) = 5<{ROOT}/proc/1/status>
+100 1000.002100 read(5<{ROOT}/proc/1/status>, ""..., 1024) = 900
+100 1000.002200 openat(AT_FDCWD<{ROOT}>, "/usr", O_RDONLY|O_DIRECTORY) = 6<{ROOT}/usr>
+100 1000.002300 getdents64(6<{ROOT}/usr>, 0x55 /* 5 entries */, 32768) = 136
+100 1000.002400 getdents64(6<{ROOT}/usr>, 0x55 /* 0 entries */, 32768) = 0
+100 1000.002500 readlink("/bin/sh", ""..., 4096) = 4
+100 1000.002600 readlinkat(AT_FDCWD<{ROOT}/etc>, "alt", ""..., 4096) = 9
+100 1000.002700 read(0<pipe:[1234]>, ""..., 10) = 10
+100 1000.002800 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE, 7<{ROOT}/lib/libx.so>, 0) = 0x7f0000
+100 1000.002900 +++ exited with 0 +++
+"""
+
+
+def test_parse_strace_log() -> None:
+    conv = parse_strace(LOG.splitlines(), ROOT)
+    rows = [(r.op, r.path, r.offset, r.size) for r in Trace(conv.rows)]  # ordered by start time
+    assert rows == [
+        ("open", "/bin/app", 0, 0),
+        ("open", "/data/f", 0, 0),
+        ("read", "/data/f", 0, 100),
+        ("read", "/data/f", 100, 50),  # the resumed read, at its start time
+        ("open", "/data/g x", 0, 0),
+        ("read", "/data/f", 4096, 10),  # after lseek
+        ("read", "/data/f", 8192, 64),  # pread64
+        ("stat", "/data/f", 0, 0),
+        ("stat", "/data/rel/x", 0, 0),
+        ("open", "/usr", 0, 0),
+        ("readdir", "/usr", 0, 136),
+        ("readlink", "/bin/sh", 0, 4),
+        ("readlink", "/etc/alt", 0, 9),
+    ]
+    assert conv.rows[0].t_s == pytest.approx(0.0004)
+    assert conv.first_seen["/lib/libx.so"] == pytest.approx(0.0028)  # known from mmap alone
+
+
+@pytest.mark.usefixtures("needs_root")
+def test_record_a_small_command(mini_rootfs: Path, tmp_path: Path) -> None:
+    script = (
+        "cat /data/hello.txt; "
+        "dd if=/data/file.bin of=/dev/null bs=1000 skip=3 count=2 2>/dev/null; "
+        "head -c 10 /data/sub/abs-link >/dev/null; "
+        "ls /data >/dev/null; readlink /data/sub/rel-link >/dev/null; stat /data/hello.txt >/dev/null; "
+        "echo ready; exec sleep 60"
+    )
+    out = tmp_path / "trace.csv"
+    rec = record_trace(mini_rootfs, ["/bin/sh", "-c", script], "line:^ready$", 20, out=out)
+    trace = load_trace(out)
+    assert trace == rec.trace
+    rows = list(trace)
+    by = {(r.op, r.path) for r in rows}
+    assert ("open", "/bin/sh") in by
+    assert ("open", "/data/hello.txt") in by
+    assert TraceRow in {type(r) for r in rows}
+    hello = [r for r in rows if r.op == "read" and r.path == "/data/hello.txt"]
+    assert [(r.offset, r.size) for r in hello] == [(0, 14)]
+    dd = [(r.offset, r.size) for r in rows if r.op == "read" and r.path == "/data/file.bin"]
+    assert (3000, 1000) in dd and (4000, 1000) in dd  # dd's lseek then two reads
+    assert (0, 10) in dd  # head through the absolute symlink: the kernel's resolved path
+    assert ("readdir", "/data") in by
+    assert ("readlink", "/data/sub/rel-link") in by
+    assert ("stat", "/data/hello.txt") in by
+    # nothing outside the rootfs (the host's chroot binary and its libraries), nothing under /proc or /dev
+    assert all(not r.path.startswith(("/proc", "/dev", "/sys")) for r in rows)
+    assert all((mini_rootfs / r.path.lstrip("/")).exists() or r.path == "/" for r in rows)
+    # libc is mapped, not read: its pages come from pagemap at readiness
+    assert rec.mapped_pages and rec.mapped_bytes > 0
+    libc = [r for r in rows if r.op == "read" and "libc.so" in r.path]
+    assert sum(r.size for r in libc) >= 100_000
+    # times are seconds since start, within the startup
+    assert 0 <= rows[0].t_s <= rows[-1].t_s <= rec.run.cmd_s + 0.01
+    # and the trace replays on the same tree, every row succeeding
+    got: dict[tuple[int, int], bytes] = {}
+    result = replay_trace(mini_rootfs, trace,
+                          on_read=lambda r, d: got.__setitem__((r.offset, r.size), d) if r.path == "/data/file.bin"
+                          else None)
+    assert result.failed == 0
+    assert got[(3000, 1000)] == DATA[3000:4000]
+
+
+@pytest.mark.usefixtures("needs_root")
+def test_record_exit_command_has_no_mapped_pages(mini_rootfs: Path) -> None:
+    rec = record_trace(mini_rootfs, ["/bin/cat", "/data/hello.txt"], "exit", 20)
+    assert not rec.mapped_pages and rec.mapped_bytes == 0
+    assert any(r.op == "read" and r.path == "/data/hello.txt" and r.size == 14 for r in rec.trace)
+    with pytest.raises(WorkloadError, match="exited with 1"):
+        record_trace(mini_rootfs, ["/bin/cat", "/data/none"], "exit", 20)
