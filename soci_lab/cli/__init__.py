@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import SociLabError
 
 #: command-group modules, each with ``register(subparsers)``
-GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report")
+GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset")
 
 
 def build_parser() -> argparse.ArgumentParser:
