@@ -103,6 +103,8 @@ class BackgroundFetcher:
         self._wakeup: anyio.Event | None = None
         self._next_slot = 0.0
         self.inflight = 0
+        #: the resolver popped by the loop and waiting for its rate-limit slot
+        self.holding: SequentialResolver | None = None
 
     def add(self, resolver: SequentialResolver) -> bool:
         """Queue a layer's resolver; False when it was dropped (queue full, ``newest`` policy)."""
@@ -159,9 +161,12 @@ class BackgroundFetcher:
                     self._wakeup = None
                     continue
                 # global limiter: one start per period (burst 1)
+                self.holding = resolver
                 now = anyio.current_time()
                 if self._next_slot > now:
                     await anyio.sleep(self._next_slot - now)
+                    now = anyio.current_time()
+                self.holding = None
                 if self._closed:
                     break
                 if self._pause:
@@ -184,6 +189,6 @@ async def drain(fetcher: BackgroundFetcher, timeout: float) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(fetcher.run)
         with contextlib.suppress(TimeoutError), anyio.fail_after(timeout):
-            while fetcher.inflight or any(r.has_more() for r in fetcher.queue):
+            while fetcher.inflight or fetcher.holding or any(r.has_more() for r in fetcher.queue):
                 await anyio.sleep(0.01)
         fetcher.close()

@@ -297,9 +297,13 @@ class LayerReader:
         last = min(self.spans.geometry.span_of(file_end - 1), first + self.readahead_spans)
         for sid in range(first, last + 1):
             if self.spans.spans[sid].state != SpanState.UNCOMPRESSED:
-                self.readaheads += 1
                 assert self.task_group is not None
-                self.task_group.start_soon(self._quiet_resolve, sid)
+                try:
+                    self.task_group.start_soon(self._quiet_resolve, sid)
+                except RuntimeError:  # the task group has closed (server stopping): no readahead
+                    self.task_group = None
+                    return
+                self.readaheads += 1
 
     async def _quiet_resolve(self, sid: int) -> None:
         with contextlib.suppress(SociLabError):  # the read that needs it will fail (and report) on its own
