@@ -43,7 +43,7 @@ seed                               soci_lab
 =================================  =======================================================================
 """
 
-from .convert import platform_of, soci_enabled_index
+from .convert import image_entries, is_soci_index_entry, platform_of, soci_enabled_index
 from .create import CreateResult, acreate_soci_index, create_soci_index, resolve_ref
 from .discovery import IndexLocation, find_soci_index_desc
 from .fetch import HermesFetcher, SociArtifacts, fetch_soci_artifacts, parse_soci_artifacts, store_index
@@ -66,7 +66,9 @@ __all__ = [
     "create_soci_index",
     "fetch_soci_artifacts",
     "find_soci_index_desc",
+    "image_entries",
     "index_info",
+    "is_soci_index_entry",
     "layout_referrers",
     "load_trace_accesses",
     "open_source",

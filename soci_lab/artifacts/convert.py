@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..oci import Descriptor, ImageConfig, Index, Manifest, Platform
 from ..oci import mediatypes as mt
-from ..ztoc.index import SOCI_INDEX_V2
+from ..ztoc.index import ANNOTATION_IMAGE_MANIFEST_DIGEST, SOCI_INDEX_V1, SOCI_INDEX_V2
 
 
 def platform_of(config: ImageConfig) -> Platform:
@@ -29,6 +29,22 @@ def platform_of(config: ImageConfig) -> Platform:
     variant = config.doc.get("variant")
     return Platform(config.os or "linux", config.architecture or "amd64",
                     variant if isinstance(variant, str) and variant else None)
+
+
+def is_soci_index_entry(desc: Descriptor) -> bool:
+    """Whether an image-index entry is a SOCI index rather than an image.
+
+    ``artifactType`` says so; tools built on an image-spec older than 1.1 (skopeo 1.9 among them) drop that
+    field when they copy an index, so the ``com.amazon.soci.image-manifest-digest`` annotation, which only
+    SOCI index entries carry, counts too.
+    """
+    return desc.artifact_type in (SOCI_INDEX_V1, SOCI_INDEX_V2) or ANNOTATION_IMAGE_MANIFEST_DIGEST in desc.annotations
+
+
+def image_entries(index: Index) -> Index:
+    """``index`` without its SOCI index entries (so platform selection can only pick an image)."""
+    return Index(index.media_type, tuple(d for d in index.manifests if not is_soci_index_entry(d)),
+                 annotations=dict(index.annotations))
 
 
 def _same_platform(a: Platform | None, b: Platform | None) -> bool:
@@ -58,7 +74,7 @@ def soci_enabled_index(
     for e in top.manifests:
         if e.digest == chosen.digest:
             entries.append(image_entry)
-        elif e.artifact_type == SOCI_INDEX_V2 and _same_platform(e.platform, soci_descriptor.platform):
+        elif is_soci_index_entry(e) and _same_platform(e.platform, soci_descriptor.platform):
             continue  # the old SOCI index of this platform is replaced
         else:
             entries.append(e)
@@ -67,4 +83,4 @@ def soci_enabled_index(
                  artifact_type=top.artifact_type)
 
 
-__all__ = ["platform_of", "soci_enabled_index"]
+__all__ = ["image_entries", "is_soci_index_entry", "platform_of", "soci_enabled_index"]

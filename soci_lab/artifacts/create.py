@@ -39,7 +39,7 @@ from ..oci import mediatypes as mt
 from ..ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER, DEFAULT_MIN_LAYER_SIZE, DEFAULT_SPAN_SIZE
 from ..ztoc.index import BuiltIndex, LayerOpener, annotate_image_manifest, build_soci_index, index_descriptor_v2
 from ._tasks import run_all
-from .convert import platform_of, soci_enabled_index
+from .convert import image_entries, platform_of, soci_enabled_index
 from .prefetch import Access, prefetch_accesses
 from .sources import ArtifactSource, LayoutSource, RegistrySource, open_source
 
@@ -107,7 +107,7 @@ async def resolve_ref(src: ArtifactSource, ref: Reference, platform: Platform | 
     top: Index | None = None
     chosen: Descriptor | None = None
     if isinstance(doc, Index):
-        top, chosen = doc, doc.select(platform)
+        top, chosen = doc, image_entries(doc).select(platform)
         m_desc, m_data = await src.get_document(str(chosen.digest), expected=chosen)
         inner = parse_manifest_or_index(m_data, m_desc.media_type)
         if not isinstance(inner, Manifest):

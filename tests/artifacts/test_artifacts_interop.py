@@ -13,7 +13,7 @@ import anyio
 import pytest
 from arttools import MIN_LAYER, SPAN, build_small_image, soci_lab, unique_repo
 
-from soci_lab.artifacts import LayoutSource, fetch_soci_artifacts
+from soci_lab.artifacts import LayoutSource, create_soci_index, fetch_soci_artifacts
 from soci_lab.config import Config
 from soci_lab.images import verify_image
 from soci_lab.oci import Index, OCILayout, Reference
@@ -66,6 +66,12 @@ def test_soci_enabled_image_is_copied_by_skopeo_unpacked_by_umoci_and_verified(r
     assert str(arts.digest) == index_digest and arts.found_via == "v2"
     assert set(arts.ztocs) == {str(img.big.digest), str(img.mid.digest)}
     assert verify_image(f"oci:{every}:v1").digest == verified.digest
+    # converting the copy again recognises the stripped entry as a SOCI index: it is replaced, not kept
+    # beside the new one, and the same zTOCs give the same SOCI index
+    again = create_soci_index(f"oci:{every}:v1", span_size=SPAN, min_layer_size=MIN_LAYER)
+    assert str(again.digest) == index_digest and again.annotated_manifest.digest == verified.digest
+    rewritten = Index.from_bytes(lay.read_blob(lay.resolve("v1").digest))
+    assert [d.digest for d in rewritten.manifests] == [verified.digest, again.digest]
 
     # without --all skopeo picks this platform's image manifest (the rewritten one), and umoci unpacks it
     one = tmp_path / "one"
