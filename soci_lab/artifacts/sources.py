@@ -137,8 +137,9 @@ class LayoutSource:
         desc = Descriptor(media_type, digest, len(data))
         if tag is not None:
             self.layout.tag(desc, tag)
-        elif doc.subject is not None or _artifact_type(doc) is not None:
-            # keep artifacts reachable from index.json (their GC root, and how referrers are found here)
+        elif isinstance(doc, Index) or doc.subject is not None or _artifact_type(doc) is not None:
+            # keep artifacts and untagged image indexes (a digest-only REF converted) reachable from
+            # index.json: their GC root, and how referrers are found in a layout
             self.layout.tag(Descriptor(media_type, digest, len(data), artifact_type=_artifact_type(doc)), None)
         return desc
 

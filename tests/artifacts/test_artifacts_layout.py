@@ -191,3 +191,15 @@ async def test_a_failing_step_ends_discovery_with_no_index_and_its_cause(tmp_pat
     with pytest.raises(NoIndex, match="SOCI v2: could not fetch image manifest"):
         await fetch_soci_artifacts(src, ref, img.manifest, config=modes(True, True),
                                    local_store=OCILayout(tmp_path / "s"))
+
+
+async def test_a_digest_only_ref_is_converted_without_a_tag_and_the_new_index_stays_reachable(tmp_path):
+    img, _ref, src = await layout_image(tmp_path)
+    by_digest = Reference.parse(f"oci:{tmp_path / 'img'}@{img.digest}")
+    res = await acreate_soci_index(by_digest, span_size=SPAN, min_layer_size=MIN_LAYER)
+    assert src.layout.resolve("v1").digest == img.digest  # the tag was not touched
+    listed = {d.digest for d in src.layout.index().manifests}
+    assert {res.image_index.digest, res.digest} <= listed
+    got = await fetch_soci_artifacts(src, by_digest, Index.from_bytes(src.layout.read_blob(res.image_index.digest))
+                                     .select(), config=Config(), local_store=OCILayout(tmp_path / "s"))
+    assert got.digest == res.digest
