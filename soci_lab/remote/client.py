@@ -14,6 +14,7 @@ repository (the ``Repository``-style face, also a ``ReferrersCaller``).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,6 +121,8 @@ class RegistryClient:
     without it the docker/podman auth files are consulted. ``http_transport`` replaces httpx's network
     transport (tests of behaviour a real registry cannot be made to show; it turns the fast path off).
     ``fast_path`` (default on) reads bodies of 16 MiB and more straight from the socket (``fastget.py``).
+    ``ssl_context`` trusts a private CA (certificates are always verified; ``insecure`` only allows plain
+    HTTP, it never turns verification off).
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class RegistryClient:
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 64,
         fast_path: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         ref, base_url = _parse_target(ref_or_host, insecure)
         self.reference = ref
@@ -148,7 +152,8 @@ class RegistryClient:
             credentials, note = lookup.credentials, lookup.note
         self.transport = Transport(base_url, creds=credentials, creds_note=note, config=self.config, events=events,
                                    http_transport=http_transport, max_connections=max_connections,
-                                   fast_path=http_transport is None if fast_path is None else fast_path)
+                                   fast_path=http_transport is None if fast_path is None else fast_path,
+                                   ssl_context=ssl_context)
         self._referrers_api: bool | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------

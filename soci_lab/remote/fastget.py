@@ -28,8 +28,9 @@ import anyio.abc
 import h11
 import httpx
 
-from ..errors import TruncatedBody
+from ..errors import RegistryUnreachable, TruncatedBody
 from .retry import is_retryable_status, redact_url
+from .transport import tls_verification_error
 
 if TYPE_CHECKING:
     from .transport import Exchange, RetryBudget, Transport
@@ -249,7 +250,7 @@ async def send_fast(
                 with anyio.fail_after(connect_timeout):
                     stream = await anyio.connect_tcp(
                         target.host, port, tls=target.scheme == "https",
-                        ssl_context=_tls() if target.scheme == "https" else None,
+                        ssl_context=(transport.ssl_context or _tls()) if target.scheme == "https" else None,
                         tls_hostname=target.host if target.scheme == "https" else None,
                     )
                 with anyio.fail_after(transport.request_timeout):
@@ -262,6 +263,12 @@ async def send_fast(
                     await _close(stream)
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
                 transport.record(request, t0, None, 0, attempt, headers.get("Range"), reason, fast=True)
+                untrusted = tls_verification_error(exc)
+                if untrusted is not None:
+                    raise RegistryUnreachable(
+                        f"GET {redact_url(str(target))}: TLS certificate not trusted ({untrusted}); "
+                        "pass an ssl_context that trusts the registry's CA"
+                    ) from None
                 await budget.spend("GET", url, reason, None, None)
                 break  # start over from the original URL
             except ValueError:

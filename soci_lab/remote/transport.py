@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -219,6 +220,18 @@ class Exchange:
         await self.aclose(error=None if exc[0] is None else type(exc[1]).__name__)
 
 
+def tls_verification_error(exc: BaseException) -> str | None:
+    """The reason when ``exc`` (or what caused it) is a failed certificate check: not worth retrying."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return cur.verify_message or str(cur)
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -245,8 +258,11 @@ class Transport:
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 64,
         fast_path: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config or HTTPConfig()
+        #: TLS settings for https registries (None: the system's trust store, certificates verified)
+        self.ssl_context = ssl_context
         self.policy = RetryPolicy.from_config(self.config)
         #: ``[http] request_timeout_msec``: the whole exchange, headers and body, per attempt
         self.request_timeout = max(self.config.request_timeout_msec, 1) / 1000
@@ -267,6 +283,7 @@ class Transport:
             transport=http_transport,
             follow_redirects=False,
             trust_env=False,
+            verify=ssl_context if ssl_context is not None else True,
         )
         host = self.base.netloc.decode()
         self.auth = Authenticator(host, creds, self._fetch_token, creds_note)
@@ -369,6 +386,12 @@ class Transport:
             except _RETRYABLE_EXC as exc:
                 reason = _describe(exc)
                 self.record(request, t0, None, 0, attempt, range_, reason)
+                untrusted = tls_verification_error(exc)
+                if untrusted is not None:
+                    raise RegistryUnreachable(
+                        f"{method} {redact_url(url)}: TLS certificate not trusted ({untrusted}); "
+                        "pass an ssl_context that trusts the registry's CA"
+                    ) from None
                 await budget.spend(method, url, reason, None, None)
                 continue
             except httpx.HTTPError as exc:

@@ -14,11 +14,13 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -174,3 +176,62 @@ def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(ranges, "FAST_MIN_BYTES", 0 if request.param == "fast" else 1 << 62)
     return request.param
+
+
+@dataclass(frozen=True)
+class TLSRegistry:
+    url: str  # https://127.0.0.1:PORT
+    ca_file: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def tls_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSRegistry]:
+    """Debian's docker-registry over TLS with a certificate from a throw-away CA (made with the openssl CLI)."""
+    binary, openssl = shutil.which("docker-registry"), shutil.which("openssl")
+    if binary is None or openssl is None:
+        pytest.fail("docker-registry and openssl are needed (apt packages docker-registry, openssl)")
+    root = tmp_path_factory.mktemp("distribution-tls")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+             "-subj", "/CN=soci-lab test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=root)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+             "-subj", "/CN=127.0.0.1", cwd=root)
+    (root / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                  "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n")
+    _openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "srv.crt", "-days", "2", "-extfile", "ext.cnf", cwd=root)
+    port = _free_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {root / 'srv.crt'}\n    key: {root / 'srv.key'}\n"
+    )
+    log = open(root / "registry.log", "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=log,
+                            start_new_session=True)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/v2/", timeout=1.0, verify=ssl.create_default_context(cafile=str(root / "ca.crt")))
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"docker-registry with TLS did not start: see {root}") from None
+                time.sleep(0.05)
+        yield TLSRegistry(url, root / "ca.crt")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
