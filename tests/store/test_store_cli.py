@@ -1,0 +1,75 @@
+"""``soci-lab store serve`` and ``soci-lab store build`` as scripts use them (cli.md)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from storetools import PLATFORM
+
+SOCI_LAB = [sys.executable, "-c", "import sys; from soci_lab.cli import main; sys.exit(main())"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SOCI_LAB, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_serve_build_and_stop(tmp_path: Path, images):
+    img = images.push(repo="cli")
+    db = tmp_path / "store" / "hermes.db"
+    proc = subprocess.Popen([*SOCI_LAB, "store", "serve", "--db", str(db), "--port", "0", "--platform", PLATFORM,
+                             "--span-size", "16KiB"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+
+        queued = _run("store", "build", img.ref, "--store", url)
+        assert queued.returncode == 0, queued.stderr
+        assert queued.stdout.split()[1] in ("Queued", "Building", "Ready")
+
+        done = _run("store", "build", img.ref, "--store", url, "--wait", "--json")
+        assert done.returncode == 0, done.stderr
+        state = json.loads(done.stdout)
+        assert state["status"] == "Ready" and state["imageDigestRef"] == img.digest_ref
+        assert state["indexDigest"].startswith("sha256:")
+
+        plain = _run("store", "build", img.ref, "--store", url, "--wait")
+        assert plain.returncode == 0 and plain.stdout.strip() == state["indexDigest"]
+
+        failed = _run("store", "build", f"{img.host}/cli:missing", "--store", url, "--wait")
+        assert failed.returncode == 1
+        assert len(failed.stderr.strip().splitlines()) == 1 and "failed" in failed.stderr
+        assert "Traceback" not in failed.stderr
+
+        bad = _run("store", "build", "--store", url, "Not A Ref")
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert db.is_file()
+
+
+def test_build_against_no_store_is_one_line(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = _run("store", "build", "example.com/app:v1", "--store", f"http://127.0.0.1:{port}")
+    assert out.returncode == 1
+    assert out.stderr.startswith("soci-lab store: store http://127.0.0.1:") and "unreachable" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2():
+    assert _run("store", "serve").returncode == 2  # --db is required
+    assert _run("store", "build").returncode == 2
+    assert _run("store", "build", "example.com/a:b", "--profile", "fast").returncode == 2
