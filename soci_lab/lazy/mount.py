@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import MountError
+from ..errors import MountError, SociLabError
 from ..events import EventRecorder
 from .prefetch import LazyPolicy, lazy_policy
 
@@ -189,9 +189,17 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
         t0 = events.now()
         z, spans, reader, fs, client, policy = build_layer(spec, options, events)
         # upstream checks the gzip header bytes [0, start of span 0) when it creates the span manager
+        # (no digest covers these bytes, so a bad answer is retried like a span, at least 3 times)
         h0, h1 = 0, z.compressed_range(0)[0]
-        if h1 > 0:
-            z.zinfo.verify_header(await spans.fetcher.fetch(h0, h1 - 1))
+        for attempt in range(max(3, spans.attempts)):
+            if h1 <= 0:
+                break
+            try:
+                z.zinfo.verify_header(await spans.fetcher.fetch(h0, h1 - 1))
+                break
+            except SociLabError:
+                if attempt + 1 >= max(3, spans.attempts):
+                    raise
         if policy.prefetch_enabled and options.prefetch_ranges:
             await prefetch(
                 spans,
