@@ -40,7 +40,7 @@ from ..events import EventRecorder
 from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, Platform, Reference, mediatypes
 from ..oci.manifest import MAX_MANIFEST_SIZE, parse_manifest_or_index
 from .auth import Credentials, load_credentials
-from .ranges import check_range, fetch_into, get_content_with_range
+from .ranges import check_range, fetch_into, get_content_with_range, parse_content_range
 from .retry import redact_url
 from .sinks import BlobSink, FileSink, ThreadedFeeder
 from .transport import Exchange, RetryBudget, Transport
@@ -354,16 +354,38 @@ class RegistryClient:
     # --- blobs ----------------------------------------------------------------------------------------
 
     async def head_blob(self, repo: str | Reference | None, digest: str) -> BlobInfo:
-        """HEAD a blob (following redirects): size, range support, Content-Type. ``NotFound`` if absent."""
+        """Size, range support and Content-Type of a blob. ``NotFound`` if absent.
+
+        As soci's ``getLayerSize``: HEAD first; when the HEAD is refused (403/405, some CDNs) or carries no
+        length, a ``GET`` of ``bytes=0-1`` and the total of its ``Content-Range`` (or a 200's length).
+        """
         repo = self._repo(repo)
         d = Digest(digest)
-        ex = await self.transport.send("HEAD", self.blob_url(repo, d), scopes=_pull(repo), follow_redirects=True,
-                                       what=f"blob {repo}@{d}")
-        length = ex.headers.get("Content-Length", "")
-        if not length.isdigit():
-            raise RegistryError(f"HEAD of blob {repo}@{d} gave no Content-Length")
-        return BlobInfo(d, int(length), ex.headers.get("Accept-Ranges", "").lower() == "bytes",
-                        ex.headers.get("Content-Type", "application/octet-stream"))
+        url = self.blob_url(repo, d)
+        try:
+            ex = await self.transport.send("HEAD", url, scopes=_pull(repo), follow_redirects=True,
+                                           what=f"blob {repo}@{d}")
+            length = ex.headers.get("Content-Length", "")
+            if length.isdigit():
+                return BlobInfo(d, int(length), ex.headers.get("Accept-Ranges", "").lower() == "bytes",
+                                ex.headers.get("Content-Type", "application/octet-stream"))
+        except RegistryError as exc:
+            if exc.status not in (403, 405):
+                raise
+        async with await self.transport.send(
+            "GET", url, headers={"Range": "bytes=0-1"}, scopes=_pull(repo), ok=(200, 206), stream=True,
+            follow_redirects=True, what=f"blob {repo}@{d}",
+        ) as gex:
+            parsed = parse_content_range(gex.headers.get("Content-Range")) if gex.status == 206 else None
+            length = gex.headers.get("Content-Length", "")
+            if parsed is not None and parsed[2] is not None:
+                size = parsed[2]
+            elif gex.status == 200 and length.isdigit():
+                size = int(length)
+            else:
+                raise RegistryError(f"blob {repo}@{d}: the registry tells neither its length nor its range total")
+            ranges = gex.status == 206 or gex.headers.get("Accept-Ranges", "").lower() == "bytes"
+            return BlobInfo(d, size, ranges, gex.headers.get("Content-Type", "application/octet-stream"))
 
     async def blob_exists(self, repo: str | Reference | None, digest: str) -> bool:
         from ..errors import NotFound

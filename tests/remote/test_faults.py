@@ -456,3 +456,18 @@ async def test_whole_request_timeout_retries_slow_answers(misbehaving):
     assert state["n"] == 3
     ranges = [hdrs.get("Range") for _, _, hdrs in misbehaving.seen]
     assert ranges[0] is None and ranges[1] is None and ranges[2].startswith("bytes=")
+
+
+async def test_blob_size_falls_back_to_a_ranged_get_when_head_is_refused(misbehaving):
+    data = random_bytes(5000, seed=28)
+
+    async def h(request: web.Request) -> web.Response:
+        if request.method == "HEAD":
+            return web.Response(status=405)
+        return serve_range(request, data)
+
+    misbehaving.handler = h
+    async with RegistryClient(misbehaving.url, config=FAST) as rc:
+        info = await rc.head_blob("r/x", Digest.from_bytes(data))
+    assert info.size == 5000 and info.accept_ranges
+    assert [(m, hd.get("Range")) for m, _, hd in misbehaving.seen] == [("HEAD", None), ("GET", "bytes=0-1")]
