@@ -174,11 +174,16 @@ class Index:
         return Descriptor(self.media_type, Digest.from_bytes(data), len(data), **extra)
 
     def images(self) -> list[Descriptor]:
-        """Entries that are images: not SOCI indexes or other artifacts, not attestation manifests."""
+        """Entries that are images: not SOCI indexes or other artifacts, not attestation manifests.
+
+        A SOCI v2 index entry is recognised by its ``com.amazon.soci.image-manifest-digest`` annotation too,
+        because some copy tools (skopeo 1.9) drop ``artifactType`` from index entries.
+        """
         return [
             d
             for d in self.manifests
             if d.artifact_type is None
+            and "com.amazon.soci.image-manifest-digest" not in d.annotations
             and d.annotations.get("vnd.docker.reference.type") != "attestation-manifest"
             and (d.platform is None or d.platform.os != "unknown")
         ]
