@@ -26,7 +26,7 @@ from .mounts import DEFAULT_MOUNTS
 from .pagemap import mapped_file_pages
 from .readiness import Readiness
 from .runner import RunningWorkload, RunResult, processes_in
-from .strace import parse_strace, strace_argv
+from .strace import PSEUDO_PREFIXES, parse_strace, strace_argv
 from .trace import Trace, TraceRow, merge_ranges, save_trace
 
 
@@ -115,6 +115,8 @@ def record_trace(
     mapped_bytes = 0
     for host, ranges in mapped.items():
         inside = host[len(root) :]
+        if inside.startswith(tuple(p + "/" for p in PSEUDO_PREFIXES)):
+            continue  # shared memory in /dev/shm and the like: not image content
         t = conv.first_seen.get(inside, ready_s)
         for start, end in ranges:
             rows.append(TraceRow(round(min(t, ready_s), 6), "read", inside, start, end - start))
