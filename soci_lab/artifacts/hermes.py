@@ -81,20 +81,18 @@ async def _get(
     try:
         with anyio.fail_after(cfg.timeout_sec):
             async with client.stream("GET", url, params=params) as resp:
+                cap = limit if resp.status_code == 200 else ERROR_BODY_LIMIT
                 chunks: list[bytes] = []
                 got = 0
                 async for chunk in resp.aiter_bytes():
-                    got += len(chunk)
-                    if resp.status_code == 200 and limit is not None and got > limit:
-                        raise HermesError(f"Hermes {what}: more than {limit} bytes")
-                    if resp.status_code != 200 and got > ERROR_BODY_LIMIT:
-                        chunks.append(chunk)
-                        break
                     chunks.append(chunk)
+                    got += len(chunk)
+                    if cap is not None and got > cap:
+                        if resp.status_code == 200:
+                            raise HermesError(f"Hermes {what}: more than {cap} bytes")
+                        break  # an error body: its beginning is enough
                 return resp.status_code, resp.headers, b"".join(chunks)
-    except TimeoutError:
-        raise HermesError(f"Hermes {what} timed out after {cfg.timeout_sec}s ({cfg.endpoint})") from None
-    except httpx.TimeoutException:
+    except (TimeoutError, httpx.TimeoutException):
         raise HermesError(f"Hermes {what} timed out after {cfg.timeout_sec}s ({cfg.endpoint})") from None
     except httpx.HTTPError as exc:
         raise HermesError(f"Hermes {what} failed: {type(exc).__name__}: {exc} ({cfg.endpoint})") from None

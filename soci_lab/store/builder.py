@@ -25,11 +25,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ..errors import DigestMismatch, SizeMismatch, SociLabError
-from ..oci import Descriptor, Digest, Platform, Reference
+from ..oci import Descriptor, Digest, ImageConfig, Platform, Reference
 from ..oci import mediatypes as mt
 from ..ztoc.index import (
     ANNOTATION_BUILD_TOOL_IDENTIFIER,
@@ -40,6 +41,10 @@ from ..ztoc.index import (
 )
 from .db import ArtifactInfo, ArtifactKey, StoreDB, StoredBlob
 from .profiles import Profile
+
+if TYPE_CHECKING:
+    from ..artifacts import ArtifactSource
+    from ..remote import RegistryClient
 
 #: what Hermes's controller stamps on its indexes
 HERMES_BUILD_TOOL_IDENTIFIER = "Hermes Builder v0.1"
@@ -79,14 +84,14 @@ class ResolvedBuild:
     info: ArtifactInfo
     manifest_descriptor: Descriptor
     layers: list[Descriptor]
-    config: object
-    source: object
-    client: object | None
+    config: ImageConfig
+    source: ArtifactSource
+    client: RegistryClient | None
 
     async def aclose(self) -> None:
         """Close the registry client."""
         if self.client is not None:
-            await self.client.aclose()  # type: ignore[attr-defined]
+            await self.client.aclose()
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ def assemble(rb: ResolvedBuild, settings: BuildSettings, open_layer: Callable[[D
     )
     ztoc_descs = [d for d in built.index.blobs if d.media_type == SOCI_LAYER_MEDIA_TYPE]
     ordered = [(str(d.digest), built.ztocs[str(d.digest)]) for d in rb.layers if str(d.digest) in built.ztocs]
-    chosen = rb.request.profile.select(ordered, rb.config)  # type: ignore[arg-type]
+    chosen = rb.request.profile.select(ordered, rb.config)
     blobs = [StoredBlob(str(d.digest), d.media_type, built.blobs[str(d.digest)]) for d in ztoc_descs]
     descs = list(ztoc_descs)
     for layer, _z in ordered:

@@ -183,3 +183,26 @@ def test_builds_from_an_oci_layout(tmp_path, store):
 def test_images_helper_is_unique(images: Images):
     a, b = images.push(), images.push()
     assert not set(a.layers) & set(b.layers)
+
+
+def test_corrupting_proxy_fails_the_build(tmp_path, images, store_registry):
+    """Every response body has a flipped byte on the way: whatever the client tries, nothing is built."""
+    img = images.push(tag="corrupt")
+    with ShapingProxy(store_registry.url, faults="seed=3,corrupt=1") as proxy, \
+            ArtifactStore(db=tmp_path / "h.db", platform=PLATFORM, settings=BuildSettings(span_size=SPAN)) as store:
+        ref = f"{proxy.url.removeprefix('http://')}/{img.repo}:corrupt"
+        state = request_build(store.url, ref, wait=True, timeout=120)
+        assert state["status"] == "Failed" and state["error"]
+        assert proxy.fault_log, "the proxy corrupted responses"
+        assert [r["status"] for r in httpx.get(store.url + "/v1/artifacts").json()] == ["Failed"]
+        assert _count(store.db_path, "artifact_blobs") == 0
+
+
+def test_build_timeout_fails_the_build(tmp_path, images, slow_registry):
+    img = images.push(tag="slow")
+    ref = f"{slow_registry}/{img.repo}:slow"
+    with _slow_store(tmp_path, build_timeout=0.5) as store:
+        state = request_build(store.url, ref, wait=True, timeout=60)
+        assert state["status"] == "Failed" and state["error"] == "build timed out after 0.5s"
+        rows = httpx.get(store.url + "/v1/artifacts").json()
+        assert [(r["sourceImageRef"], r["status"], r["error"]) for r in rows] == [(ref, "Failed", state["error"])]
