@@ -116,7 +116,14 @@ class ParallelPuller:
         for img in self.jobs.images():
             self.jobs.remove_image(img.key, LayerJobCancelled("puller closed"))
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # the background tasks keep their errors in their jobs, so a group here carries the body's own
+            # exception: give the caller that one clear error, not a group
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                raise exc from None
+            raise
 
     # --- upstream's entry points ------------------------------------------------------------------
 
