@@ -192,8 +192,25 @@ def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
     cal.samples["apply"] = len(ap)
     if len(ap) < 2:
         return
-    a = np.vstack([files.to_numpy(), ap["bytes"].to_numpy(dtype=float)]).T
+    a = np.vstack([files.to_numpy(dtype=float), ap["bytes"].to_numpy(dtype=float)]).T
     y = (ap["t_end"] - ap["t_start"]).to_numpy()
-    (per_file, per_byte), *_ = np.linalg.lstsq(a, y, rcond=None)
-    if per_file >= 0 and per_byte >= 0:
-        cal.apply_per_file_s, cal.apply_per_byte_s = float(per_file), float(per_byte)
+    per_file, per_byte = _nnls2(a, y)
+    cal.apply_per_file_s, cal.apply_per_byte_s = float(per_file), float(per_byte)
+
+
+def _nnls2(a: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least squares with two non-negative coefficients (few layers make the two columns collinear)."""
+    (c0, c1), *_ = np.linalg.lstsq(a, y, rcond=None)
+    if c0 >= 0 and c1 >= 0:
+        return float(c0), float(c1)
+    best: tuple[float, float, float] | None = None
+    for col in (0, 1):
+        x = a[:, col]
+        denom = float(x @ x)
+        c = max(0.0, float(x @ y) / denom) if denom > 0 else 0.0
+        resid = float(np.sum((x * c - y) ** 2))
+        cand = (resid, c if col == 0 else 0.0, c if col == 1 else 0.0)
+        if best is None or cand[0] < best[0]:
+            best = cand
+    assert best is not None
+    return best[1], best[2]
