@@ -1,0 +1,421 @@
+"""The notebook face of soci_lab: pull an image in a mode and get a :class:`~soci_lab.run.Run` back.
+
+::
+
+    from soci_lab import lab
+    run = lab.pull("127.0.0.1:5000/app:v1", "lazy")                  # mount → ready → unmount; a Run
+    run = lab.pull(ref, "parallel", trace="startup.csv")             # replay a trace on the rootfs first
+    run = lab.pull(ref, "sequential", cmd=["/app/start.sh"])         # or run a command chrooted in it
+    run = await lab.apull(ref, "lazy")                               # from async code / a notebook loop
+    with lab.mounted(ref, "/mnt/app", mode="lazy") as m:             # keep it mounted for a cell or two
+        open("/mnt/app/etc/os-release").read()
+    run = lab.lazy_read(ref, paths=["/usr/lib/python3/os.py"])       # no FUSE, no root: reads via the reader
+
+Everything sync here works from a notebook cell: the async work runs on a private event loop in a worker
+thread when the caller's thread already runs one (Jupyter's), and the FUSE servers are child processes,
+so a cell never hangs on them. Mounting needs root, ``/dev/fuse`` and overlayfs (:func:`can_mount` says
+whether this machine has them); :func:`lazy_read` needs none of them: it serves file reads through
+:class:`soci_lab.lazy.reader.LayerReader` over the registry in-process — span fetches, verification and
+events exactly as a FUSE server makes them — and says so in the Run's provenance (``"lazy_path":
+"reader"``). Layers without a zTOC are downloaded whole and indexed locally, so they are read the same way.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import functools
+import os
+import shutil
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from .config import Config
+from .errors import SociLabError, WorkloadError
+from .events import EventRecorder
+from .oci import Reference
+from .run import Run, collect_provenance
+from .snapshot.filesystem import Filesystem, MountedImage
+from .snapshot.modes import MODES
+from .snapshot.state import STATE_ROOT
+
+T = TypeVar("T")
+
+__all__ = ["alazy_read", "apull", "can_mount", "lazy_read", "mounted", "pull"]
+
+
+def _run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Run an async function to completion from sync code, even inside a running event loop (Jupyter)."""
+    call = functools.partial(fn, *args, **kwargs)
+    try:
+        import asyncio
+
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(call)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="soci-lab") as pool:
+        return pool.submit(anyio.run, call).result()
+
+
+def can_mount() -> tuple[bool, str]:
+    """Whether this process can mount images (root, /dev/fuse, overlayfs), and if not, why."""
+    if os.geteuid() != 0:
+        return False, "not root (mounting FUSE layers and overlayfs needs root)"
+    if not os.path.exists("/dev/fuse"):
+        return False, "/dev/fuse is missing"
+    try:
+        with open("/proc/filesystems") as f:
+            if not any(line.split()[-1] == "overlay" for line in f if line.strip()):
+                return False, "overlayfs is not available"
+    except OSError:
+        return False, "cannot read /proc/filesystems"
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError as exc:
+        return False, f"pyfuse3 cannot be imported ({exc})"
+    return True, "ok"
+
+
+def _config(config: Config | str | os.PathLike[str] | None, artifact_store: str | None = None) -> Config:
+    cfg = config if isinstance(config, Config) else Config.from_toml(config) if config is not None else Config()
+    if artifact_store:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg)
+        cfg.external_artifact_store = dataclasses.replace(
+            cfg.external_artifact_store, enable=True, endpoint=artifact_store.rstrip("/")
+        )
+    return cfg
+
+
+def _provenance(ref: str, mode: str, mounted: MountedImage | None, **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"ref": str(ref), "mode": mode, **extra}
+    if mounted is not None:
+        doc["layers"] = mounted.layer_summary()
+        if mounted.plan is not None and mounted.plan.reason:
+            doc["fallback"] = mounted.plan.reason
+        if mounted.plan is not None and mounted.plan.artifacts is not None:
+            doc["soci_index"] = str(mounted.plan.artifacts.digest)
+            doc["found_via"] = mounted.plan.artifacts.found_via
+    return collect_provenance(**doc)
+
+
+async def apull(
+    ref: str,
+    mode: str = "lazy",
+    *,
+    config: Config | str | os.PathLike[str] | None = None,
+    trace: Any = None,
+    cmd: Sequence[str] | None = None,
+    readiness: str = "exit",
+    timeout: float = 300.0,
+    artifact_store: str | None = None,
+    explicit_index_digest: str | None = None,
+    fallback: bool = True,
+    insecure: bool = False,
+    creds: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
+    speed: float | None = None,
+) -> Run:
+    """Mount REF in ``mode``, optionally replay ``trace`` (a Trace or a CSV path) or run ``cmd`` chrooted
+    in the rootfs, unmount, and return the Run (every event, the FUSE servers' included)."""
+    if mode not in MODES:
+        raise SociLabError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    cfg = _config(config, artifact_store)
+    rec = EventRecorder(run_id, strategy=mode)
+    owns = state_dir is None
+    state = Path(state_dir) if state_dir is not None else STATE_ROOT / f"pull-{rec.run_id}"
+    fs = Filesystem(
+        state,
+        config=cfg,
+        events=rec,
+        explicit_index_digest=explicit_index_digest,
+        fallback=fallback,
+        insecure=insecure,
+        creds=creds,
+        owns_state_dir=owns,
+    )
+    target = state / "rootfs"
+    target.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {"lazy_path": "fuse" if mode == "lazy" else None}
+    try:
+        m = await fs.mount(ref, target, mode, writable=cmd is not None)
+    except BaseException:
+        if owns:
+            shutil.rmtree(state, ignore_errors=True)
+        raise
+    try:
+        if trace is not None:
+            from .workload import load_trace, replay_trace
+
+            rows = load_trace(trace) if isinstance(trace, str | os.PathLike) else trace
+            result = await anyio.to_thread.run_sync(
+                functools.partial(replay_trace, target, rows, speed=speed, recorder=rec)
+            )
+            extra["replay"] = result.to_json()
+        if cmd is not None:
+            from .workload import run_in_rootfs
+
+            res = await anyio.to_thread.run_sync(
+                functools.partial(run_in_rootfs, target, list(cmd), readiness, timeout, recorder=rec)
+            )
+            extra["workload"] = res.to_json()
+    finally:
+        with anyio.CancelScope(shield=True):
+            frame = await anyio.to_thread.run_sync(m.unmount)
+    return Run.from_events(
+        frame,
+        run_id=rec.run_id,
+        source="real",
+        strategy=mode,
+        config=cfg,
+        provenance=_provenance(ref, mode, m, **extra),
+        image_bytes=m.image_bytes(),
+    )
+
+
+def pull(ref: str, mode: str = "lazy", **kwargs: Any) -> Run:
+    """:func:`apull` from sync code (a script or a notebook cell)."""
+    return _run_sync(apull, ref, mode, **kwargs)
+
+
+@contextlib.contextmanager
+def mounted(
+    ref: str,
+    mountpoint: str | os.PathLike[str] | None = None,
+    *,
+    mode: str = "lazy",
+    config: Config | str | os.PathLike[str] | None = None,
+    writable: bool = False,
+    insecure: bool = False,
+    state_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> Iterator[MountedImage]:
+    """Keep REF mounted for a ``with`` block (a notebook cell works); unmounted and cleaned up after.
+
+    Without ``mountpoint`` the rootfs is mounted at ``<state>/rootfs`` (``m.mountpoint``). ``m.events()``
+    holds every event once the block is over.
+    """
+    cfg = _config(config)
+    rec = EventRecorder(strategy=mode)
+    owns = state_dir is None
+    state = Path(state_dir) if state_dir is not None else STATE_ROOT / f"mount-{rec.run_id}"
+    target = Path(mountpoint) if mountpoint is not None else state / "rootfs"
+    target.mkdir(parents=True, exist_ok=True)
+    fs = Filesystem(state, config=cfg, events=rec, insecure=insecure, owns_state_dir=owns, **options)
+    try:
+        m = _run_sync(fs.mount, ref, target, mode, writable=writable)
+    except BaseException:
+        if owns:
+            shutil.rmtree(state, ignore_errors=True)
+        raise
+    try:
+        yield m
+    finally:
+        m.unmount()
+
+
+# --- the no-FUSE lazy path -------------------------------------------------------------------------------
+
+
+class _UnionView:
+    """The layers of an image as overlayfs would stack them, over in-process layer readers."""
+
+    def __init__(self, layers: list[Any]) -> None:
+        self.layers = layers  # bottom first: (digest, LayerTree, LayerReader)
+
+    def _find(self, path: str) -> tuple[Any, Any] | None:
+        """(reader, node) of ``path`` in the top-most layer that has it, honouring whiteouts and opaque dirs."""
+        parts = [p for p in path.strip("/").split("/") if p]
+        for _digest, tree, reader in reversed(self.layers):
+            hidden_below = False
+            for i in range(1, len(parts) + 1):
+                node = tree.lookup("/".join(parts[:i]))
+                if node is None:
+                    continue
+                if node.whiteout:
+                    return None
+                if i < len(parts) and node.opaque:
+                    hidden_below = True
+            node = tree.lookup("/".join(parts))
+            if node is not None and not node.whiteout:
+                return reader, node
+            if hidden_below:
+                return None
+        return None
+
+    def resolve(self, path: str, follow: bool = True, depth: int = 0) -> tuple[Any, Any] | None:
+        """Like a path walk inside the rootfs: symlinks in directories (and the last one if ``follow``)."""
+        if depth > 40:
+            return None
+        parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
+        cur: list[str] = []
+        for i, name in enumerate(parts):
+            if name == "..":
+                if cur:
+                    cur.pop()
+                continue
+            cur.append(name)
+            found = self._find("/".join(cur))
+            if found is None:
+                return None
+            _reader, node = found
+            last = i == len(parts) - 1
+            if stat.S_ISLNK(node.mode) and (follow or not last):
+                target = node.linkname
+                base = [] if target.startswith("/") else cur[:-1]
+                rest = parts[i + 1 :]
+                return self.resolve("/".join([*base, target.strip("/"), *rest]), follow, depth + 1)
+        if not cur:
+            return None
+        return self._find("/".join(cur))
+
+
+async def _reader_layer(
+    spec_digest: str, ztoc: Any, fetcher: Any, cfg: Config, rec: EventRecorder, verify: bool
+) -> tuple[Any, Any]:
+    from .lazy.cache import MemoryCache
+    from .lazy.reader import LayerReader, LayerTree
+    from .lazy.span_manager import SpanManager
+
+    spans = SpanManager(
+        ztoc,
+        fetcher,
+        compressed_cache=MemoryCache(),
+        uncompressed_cache=MemoryCache(),
+        max_span_verification_retries=cfg.blob.max_span_verification_retries,
+        events=rec,
+        layer=spec_digest,
+    )
+    h1 = ztoc.compressed_range(0)[0]
+    if h1 > 0:  # the gzip header check a FUSE server makes before it mounts
+        ztoc.zinfo.verify_header(await fetcher.fetch(0, h1 - 1))
+    tree = LayerTree(list(ztoc.toc))
+    return tree, LayerReader(tree, spans, verify=verify, events=rec, layer=spec_digest)
+
+
+async def alazy_read(
+    ref: str,
+    trace: Any = None,
+    *,
+    paths: Iterable[str] | None = None,
+    config: Config | str | os.PathLike[str] | None = None,
+    insecure: bool = False,
+    creds: str | None = None,
+    run_id: str | None = None,
+) -> Run:
+    """Lazy reads of REF's files without FUSE or root: see the module docstring and :func:`lazy_read`."""
+    import tempfile
+
+    from .artifacts import LayoutSource, fetch_soci_artifacts
+    from .lazy.fetcher import FileRangeFetcher, RegistryRangeFetcher
+    from .lazy.prefetch import lazy_policy
+    from .oci import OCILayout
+    from .unpack.fetch import download_layer
+    from .workload import Trace, TraceRow, load_trace
+    from .ztoc import build_ztoc
+
+    cfg = _config(config)
+    rec = EventRecorder(run_id, strategy="lazy")
+    t0 = rec.now()
+    reference = Reference.parse(ref)
+    fs = Filesystem(STATE_ROOT / "unused", config=cfg, events=rec, insecure=insecure, creds=creds)
+    if trace is not None:
+        rows = load_trace(trace) if isinstance(trace, str | os.PathLike) else trace
+    else:
+        rows = Trace(TraceRow(0.0, "read", p if p.startswith("/") else "/" + p, 0, 1 << 62) for p in paths or ())
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="soci-lab-lazyread-") as tmp:
+        async with fs.open_image(reference) as image:
+            store = OCILayout(Path(tmp) / "content")
+            src: Any = image.client if image.client is not None else LayoutSource(image.layout)  # type: ignore[arg-type]
+            try:
+                arts = await fetch_soci_artifacts(
+                    src, image.ref, image.manifest_descriptor, config=cfg, local_store=store, events=rec
+                )
+            except SociLabError as exc:
+                arts, why = None, f"{type(exc).__name__}: {exc}"
+            else:
+                why = None
+            verify = lazy_policy(cfg, arts.index.annotations if arts else None).verify_files
+            layers = []
+            blob_source = fs._blob_source(image)
+            image_bytes = 0
+            for spec in image.layers:
+                lt = rec.now()
+                if arts is not None and arts.has_ztoc(spec.digest):
+                    z = arts.ztoc_for(spec.digest)
+                    how = "lazy"
+                    if image.layout is not None:
+                        fetcher: Any = FileRangeFetcher(str(image.layout.blob_path(spec.digest)))
+                    else:
+                        assert image.client is not None
+                        url = image.client.blob_url(image.ref.repository, spec.digest)
+                        fetcher = RegistryRangeFetcher(
+                            image.client, url, force_single_range_mode=cfg.blob.force_single_range_mode
+                        )
+                else:  # upstream's MountLocal: the whole blob, then read from the local copy
+                    how = "local"
+                    blob = Path(tmp) / spec.digest.replace(":", "_")
+                    await download_layer(blob_source, spec, blob, image=image.key, recorder=rec)
+                    z = await anyio.to_thread.run_sync(
+                        functools.partial(build_ztoc, blob, media_type=spec.media_type, layer_digest=spec.digest)
+                    )
+                    fetcher = FileRangeFetcher(str(blob))
+                image_bytes += z.uncompressed_archive_size
+                tree, reader = await _reader_layer(spec.digest, z, fetcher, cfg, rec, verify)
+                layers.append((spec.digest, tree, reader))
+                rec.emit("mount", lt, layer=spec.digest, how=how, via="reader")
+            rec.emit("ready", t0, mode="lazy", via="reader")
+            view = _UnionView(layers)
+            w0 = rec.now()
+            for row in rows:
+                if row.op != "read":
+                    continue
+                found = view.resolve(row.path)
+                if found is None:
+                    failures.append(f"{row.path}: not found")
+                    continue
+                reader, node = found
+                if not stat.S_ISREG(node.mode):
+                    continue
+                try:
+                    await reader.read(node, row.offset, min(row.size, max(0, node.size - row.offset)))
+                except SociLabError as exc:
+                    failures.append(f"{row.path}: {exc}")
+            rec.emit("workload", w0, ok=not failures, mode="lazy_read", rows=len(rows), failed=len(failures))
+            for _d, _t, reader in layers:
+                with contextlib.suppress(Exception):
+                    aclose = getattr(reader.spans.fetcher, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+    prov = collect_provenance(
+        ref=str(ref),
+        mode="lazy",
+        lazy_path="reader",
+        lazy_path_note="no FUSE: file reads served in-process by soci_lab.lazy.reader",
+        fallback=why,
+        read_failures=failures[:20],
+    )
+    return Run.from_events(
+        rec.to_frame(),
+        run_id=rec.run_id,
+        source="real",
+        strategy="lazy",
+        config=cfg,
+        provenance=prov,
+        image_bytes=image_bytes,
+    )
+
+
+def lazy_read(ref: str, trace: Any = None, *, paths: Iterable[str] | None = None, **kwargs: Any) -> Run:
+    """Serve the reads of ``trace`` (a Trace or CSV path), or read whole ``paths``, lazily from REF's registry
+    without FUSE, overlayfs or root; returns the Run (``provenance["lazy_path"] == "reader"``)."""
+    if trace is None and paths is None:
+        raise WorkloadError("lazy_read needs a trace or paths to read")
+    return _run_sync(alazy_read, ref, trace, paths=paths, **kwargs)

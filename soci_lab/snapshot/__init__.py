@@ -1,0 +1,51 @@
+"""The snapshotter side: the Filesystem (upstream ``NewFilesystem``), pull modes, the per-layer decision
+(lazy / local / parallel / sequential), overlayfs assembly of the rootfs, and the mount lifecycle.
+
+What other rooms and users call::
+
+    fs = Filesystem(state_dir, config=Config.from_toml("config.toml"), events=EventRecorder(strategy="lazy"))
+    mounted = await fs.mount("127.0.0.1:5000/app:v1", "/mnt/app", mode="lazy")   # ready when it returns
+    ...                                                    # read files under /mnt/app
+    events = mounted.unmount()                             # everything down, FUSE servers' events merged
+
+:func:`unmount_recorded` takes down a mount made by another process (``soci-lab umount``), also when its
+serving process was killed. The notebook face (``pull``, ``mounted``, ``lazy_read``) is :mod:`soci_lab.lab`.
+
+Modules: :mod:`.modes` (the modes), :mod:`.decide` (the pure decision), :mod:`.filesystem`,
+:mod:`.overlay` (overlayfs and unmounting), :mod:`.state` (state directory layout and the mount record),
+:mod:`.teardown` (unmount from the record).
+"""
+
+from .decide import ImagePlan, LayerPlan, decide
+from .filesystem import Filesystem, LayerState, MountedImage, ResolvedImage, bytes_per_layer, merge_child_events
+from .modes import HOWS, MODES, eager_fallback_mode, resolve_mode
+from .overlay import is_mounted, mount_overlay, mounts_under, umount, umount_tree
+from .state import MountRecord, StateDir, default_state_dir, find_state_dir
+from .teardown import Totals, unmount_recorded
+
+__all__ = [
+    "HOWS",
+    "MODES",
+    "Filesystem",
+    "ImagePlan",
+    "LayerPlan",
+    "LayerState",
+    "MountRecord",
+    "MountedImage",
+    "ResolvedImage",
+    "StateDir",
+    "Totals",
+    "bytes_per_layer",
+    "decide",
+    "default_state_dir",
+    "eager_fallback_mode",
+    "find_state_dir",
+    "is_mounted",
+    "merge_child_events",
+    "mount_overlay",
+    "mounts_under",
+    "resolve_mode",
+    "umount",
+    "umount_tree",
+    "unmount_recorded",
+]

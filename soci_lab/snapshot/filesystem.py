@@ -1,0 +1,693 @@
+"""The Filesystem (upstream ``NewFilesystem``): from an image reference to a mounted, stacked rootfs.
+
+Per image, :meth:`Filesystem.mount`:
+
+1. resolves REF to one platform manifest (registry or ``oci:`` layout; ``get_sources`` may name mirrors
+   tried in order) and its layers with their diffIDs;
+2. for ``lazy``, runs discovery in upstream's order through :func:`soci_lab.artifacts.fetch_soci_artifacts`
+   (Hermes store first when ``[external_artifact_store] enable``, then explicit digest, v2, v1) into the
+   state directory's local store, and decides per layer (:mod:`.decide`);
+3. prepares every layer concurrently, at most ``max_concurrency`` at a time (upstream's pre-resolver
+   resolving the neighbours of the layer being mounted): a ``lazy`` layer is a FUSE mount served by a child
+   process (:func:`soci_lab.lazy.mount`), which falls back to ``local`` when it cannot be mounted; a
+   ``local`` layer is downloaded whole, verified (digest and diffID) and unpacked; an eager image goes to
+   :class:`~soci_lab.unpack.ParallelPuller` (``MountParallel`` + ``rebase`` per layer) or
+   :class:`~soci_lab.unpack.SequentialPuller`;
+4. stacks the layers with overlayfs at the mountpoint (:mod:`.overlay`), read-only unless ``writable``;
+5. records ``mount`` (per layer and for the image) and one ``ready`` event when the rootfs is usable.
+
+:meth:`MountedImage.unmount` takes everything down — the overlay and anything mounted under it, every FUSE
+server (SIGTERM, then SIGKILL, then a lazy unmount) — merges the FUSE servers' own events into the run's
+(their clocks are aligned on each layer's ``mount`` event, to a few milliseconds), and removes the state
+directory. A failed mount undoes what it did before raising. Nothing is left mounted, running or on disk.
+
+Options are upstream's ``With…`` options as keywords: ``get_sources``, ``max_concurrency``,
+``metadata_store``, ``overlay_opaque_type``, ``pull_modes``, ``resolve_handlers``; everything else comes
+from the soci-style :class:`~soci_lab.config.Config`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..config import Config, PullModesConfig
+from ..errors import MountError, SociLabError
+from ..events import EventRecorder
+from ..oci import Descriptor, OCILayout, Reference
+from .decide import ImagePlan, LayerPlan, decide
+from .modes import resolve_mode
+from .overlay import make_mask_layer, mount_overlay, umount_tree
+from .state import LayerRecord, MountRecord, ProcessRef, StateDir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..lazy.mount import LayerMount
+    from ..remote import RegistryClient
+    from ..unpack import BlobSource, LayerSpec
+
+#: how long one FUSE layer may take to come up (upstream's mount_timeout_sec is 30 s; this machine is shared)
+DEFAULT_MOUNT_TIMEOUT = 60.0
+#: metadata stores upstream knows; the FUSE servers keep layer metadata in memory whatever is chosen
+METADATA_STORES = ("memory", "db", "db-multi")
+
+
+@dataclass
+class ResolvedImage:
+    """REF resolved to the manifest being mounted."""
+
+    ref: Reference
+    manifest_descriptor: Descriptor
+    layers: list[LayerSpec]
+    client: RegistryClient | None = None
+    layout: OCILayout | None = None
+
+    @property
+    def key(self) -> str:
+        """The image key of the unpack jobs (upstream: the manifest digest label)."""
+        return str(self.manifest_descriptor.digest)
+
+
+@dataclass
+class LayerState:
+    """One mounted layer: its plan, where it is, and (lazy) its FUSE server."""
+
+    plan: LayerPlan
+    path: Path
+    mount: LayerMount | None = None
+    ready_at: float | None = None  # parent clock when the FUSE server said ready
+    bytes_fetched: int = 0
+    uncompressed_size: int | None = None
+    spans: int = 0  # lazy: the zTOC's span count
+
+
+@dataclass
+class MountedImage:
+    """An image mounted at ``mountpoint``; :meth:`unmount` (or ``with``) takes it down."""
+
+    fs: Filesystem
+    ref: Reference
+    mode: str
+    mountpoint: Path
+    state: StateDir
+    recorder: EventRecorder
+    plan: ImagePlan | None = None
+    layers: list[LayerState] = field(default_factory=list)
+    ready_s: float | None = None
+    owns_state_dir: bool = True
+    writable: bool = False
+    mounted: bool = False
+    _merged: pd.DataFrame | None = None
+    _done: bool = False
+
+    # --- what is mounted ---------------------------------------------------------------------------
+
+    @property
+    def lazy_layers(self) -> list[LayerState]:
+        return [lay for lay in self.layers if lay.mount is not None]
+
+    def record(self, server_pid: int | None = None) -> MountRecord:
+        """The record ``umount`` reads (see :mod:`.state`)."""
+        layers = []
+        for lay in self.layers:
+            proc = None
+            if lay.mount is not None and lay.mount.process is not None:
+                proc = ProcessRef.of(lay.mount.process.pid)
+            layers.append(
+                LayerRecord(
+                    digest=lay.plan.digest,
+                    how=lay.plan.how,
+                    path=str(lay.path),
+                    process=proc,
+                    events_path=lay.mount.options.events_path if lay.mount is not None else None,
+                    bytes_fetched=lay.bytes_fetched,
+                    fallback=lay.plan.reason,
+                    ready_at=lay.ready_at,
+                )
+            )
+        return MountRecord(
+            mountpoint=str(self.mountpoint),
+            state_dir=str(self.state.root),
+            mode=self.mode,
+            ref=str(self.ref),
+            run_id=self.recorder.run_id,
+            owns_state_dir=self.owns_state_dir,
+            server=ProcessRef.of(server_pid) if server_pid else None,
+            layers=layers,
+            writable=self.writable,
+            ready_s=self.ready_s,
+            spans_total=self.spans_total,
+        )
+
+    @property
+    def spans_total(self) -> int:
+        return sum(lay.spans for lay in self.lazy_layers)
+
+    def save_record(self, server_pid: int | None = None) -> None:
+        self.state.write_record(self.record(server_pid))
+
+    def layer_summary(self) -> list[dict[str, Any]]:
+        """``[{"digest", "how", "bytes_fetched"}]`` in layer order (bytes from the events known so far)."""
+        frame = self.events()
+        per_layer = bytes_per_layer(frame, [lay.plan.digest for lay in self.layers])
+        return [
+            {
+                "digest": lay.plan.digest,
+                "how": lay.plan.how,
+                "bytes_fetched": per_layer.get(lay.plan.digest, 0),
+                **({"reason": lay.plan.reason} if lay.plan.reason else {}),
+            }
+            for lay in self.layers
+        ]
+
+    def image_bytes(self) -> int | None:
+        """The image's uncompressed size when every layer's is known (zTOC or unpack), else None."""
+        sizes = [lay.uncompressed_size for lay in self.layers]
+        return sum(s for s in sizes if s) if sizes and all(s is not None for s in sizes) else None
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def events(self) -> pd.DataFrame:
+        """The run's events: the parent's, plus (after :meth:`unmount`) the FUSE servers', time-aligned."""
+        if self._merged is not None:
+            return self._merged
+        return self.recorder.to_frame()
+
+    def _merge_children(self) -> pd.DataFrame:
+        return merge_child_events(
+            self.recorder.to_frame(),
+            [(lay.mount.options.events_path, lay.ready_at) for lay in self.lazy_layers if lay.mount is not None],
+            run_id=self.recorder.run_id,
+            strategy=self.recorder.strategy,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def unmount(self, *, remove: bool = True) -> pd.DataFrame:
+        """Unmount the rootfs and every layer, stop the FUSE servers, merge their events; returns them."""
+        if self._done:
+            return self.events()
+        t0 = self.recorder.now()
+        errors: list[str] = []
+        try:
+            umount_tree(self.mountpoint)
+        except SociLabError as exc:
+            errors.append(str(exc))
+        for lay in self.lazy_layers:  # SIGTERM all first: they stop in parallel
+            proc = lay.mount.process if lay.mount is not None else None
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for lay in self.lazy_layers:
+            assert lay.mount is not None
+            try:
+                lay.mount.unmount()
+            except SociLabError as exc:
+                errors.append(str(exc))
+        for lay in self.layers:
+            try:
+                umount_tree(lay.path)
+            except SociLabError as exc:
+                errors.append(str(exc))
+        self.mounted = False
+        self.recorder.emit("unmount", t0, path=str(self.mountpoint), ok=not errors, error="; ".join(errors) or None)
+        self._merged = self._merge_children()
+        self._done = True
+        if remove:
+            self.remove()
+        if errors:
+            raise MountError("; ".join(errors))
+        return self._merged
+
+    def remove(self) -> None:
+        """Delete the state directory (the snapshot removal); only after :meth:`unmount`."""
+        if self.mounted:
+            raise MountError(f"{self.mountpoint} is still mounted; unmount it before removing its state")
+        for lay in self.lazy_layers:
+            assert lay.mount is not None
+            lay.mount.cleanup()
+        self.state.remove(keep_root=not self.owns_state_dir)
+
+    def __enter__(self) -> MountedImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmount()
+
+
+def bytes_per_layer(frame: pd.DataFrame, digests: Sequence[str]) -> dict[str, int]:
+    """Network bytes per layer: ok ``http_request`` events whose URL path names the layer's blob; for a
+    run without HTTP (an ``oci:`` layout) the layer's own transfer events (spans, chunks or the blob)."""
+    out = {d: 0 for d in digests}
+    if frame.empty:
+        return out
+    http = frame[(frame["kind"] == "http_request") & frame["ok"]]
+    if len(http):
+        for path, nbytes in zip(http["path"], http["bytes"], strict=True):
+            if not isinstance(path, str) or "/blobs/" not in path:
+                continue
+            digest = path.rsplit("/", 1)[-1]
+            if digest in out:
+                out[digest] += int(nbytes)
+        return out
+    ok = frame[frame["ok"] & frame["layer"].isin(list(out))]
+    for digest in out:
+        mine = ok[ok["layer"] == digest]
+        chunks = mine[mine["kind"] == "chunk_download"]
+        whole = chunks if len(chunks) else mine[mine["kind"] == "blob_download"]
+        out[digest] = int(whole["bytes"].sum() + mine[mine["kind"] == "span_fetch"]["bytes"].sum())
+    return out
+
+
+def merge_child_events(
+    parent: pd.DataFrame, children: Sequence[tuple[str | None, float | None]], *, run_id: str, strategy: str
+) -> pd.DataFrame:
+    """The parent's events plus each FUSE server's, shifted onto the parent's clock.
+
+    A server's recorder starts its own clock; its ``mount`` event ends just before it reports ready, and
+    the parent noted when it heard that (``ready_at``), so ``offset = ready_at - mount.t_end``.
+    """
+    import pandas as pd
+
+    from ..events import read_events
+
+    frames = [parent]
+    for path, ready_at in children:
+        if not path or not os.path.exists(path):
+            continue
+        try:
+            child = read_events(path)
+        except (SociLabError, ValueError, OSError):
+            continue
+        if child.empty:
+            continue
+        mounts = child[child["kind"] == "mount"]
+        offset = 0.0
+        if ready_at is not None and len(mounts):
+            offset = float(ready_at) - float(mounts["t_end"].iloc[0])
+        child = child.copy()
+        child["t_start"] += offset
+        child["t_end"] += offset
+        child["run_id"] = run_id
+        child["strategy"] = strategy
+        frames.append(child)
+    merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else parent.copy()
+    return merged.sort_values(["t_start", "t_end"], kind="stable").reset_index(drop=True)
+
+
+class Filesystem:
+    """Mounts images the way soci-snapshotter's ``fs`` package does (see the module docstring).
+
+    ``state_dir`` holds everything a mount creates (layout in :mod:`.state`). Keyword options:
+
+    * ``config`` — a :class:`~soci_lab.config.Config` (``Config.from_toml(path)``); upstream defaults if None;
+    * ``get_sources(ref) -> [Reference, …]`` — where to resolve REF from, tried in order (default ``[ref]``);
+    * ``max_concurrency`` — layers prepared at once (default ``config.max_concurrency``; ≤ 0 unbounded);
+    * ``metadata_store`` — ``memory``, ``db`` or ``db-multi`` (recorded; layer metadata is kept in memory);
+    * ``overlay_opaque_type`` — ``trusted``, ``user`` or ``all`` for the FUSE layers' opaque directories;
+    * ``pull_modes`` — a :class:`~soci_lab.config.PullModesConfig` replacing ``config.pull_modes``;
+    * ``resolve_handlers`` — ``{name: handler(ref, layer_digest) -> {"blob_path": …} | None}``: the first
+      handler answering gives a lazy layer its blob source (e.g. a local mirror file) instead of REF's registry;
+    * ``explicit_index_digest`` — the SOCI index to use (upstream's snapshot label);
+    * ``fallback`` — False: a lazy mount that cannot be lazy raises instead of going eager/local;
+    * ``events`` — the run's :class:`~soci_lab.events.EventRecorder` (its strategy should be the mode).
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        config: Config | None = None,
+        get_sources: Callable[[Reference], Sequence[Reference]] | None = None,
+        max_concurrency: int | None = None,
+        metadata_store: str = "memory",
+        overlay_opaque_type: str | None = None,
+        pull_modes: PullModesConfig | None = None,
+        resolve_handlers: Mapping[str, Callable[[Reference, str], Mapping[str, Any] | None]] | None = None,
+        explicit_index_digest: str | None = None,
+        fallback: bool = True,
+        insecure: bool = False,
+        creds: str | None = None,
+        events: EventRecorder | None = None,
+        mount_timeout: float = DEFAULT_MOUNT_TIMEOUT,
+        owns_state_dir: bool = True,
+    ) -> None:
+        cfg = dataclasses.replace(config) if config is not None else Config()
+        if pull_modes is not None:
+            cfg.pull_modes = pull_modes
+        if overlay_opaque_type is not None:
+            cfg.overlay_opaque_type = overlay_opaque_type
+        if max_concurrency is not None:
+            cfg.max_concurrency = max_concurrency
+        if metadata_store not in METADATA_STORES:
+            raise MountError(f"metadata_store must be one of {', '.join(METADATA_STORES)}, not {metadata_store!r}")
+        self.config = cfg
+        self.state = StateDir(state_dir)
+        self.get_sources = get_sources or (lambda ref: [ref])
+        self.max_concurrency = cfg.max_concurrency
+        self.metadata_store = metadata_store
+        self.resolve_handlers = dict(resolve_handlers or {})
+        self.explicit_index_digest = explicit_index_digest
+        self.fallback = fallback
+        self.insecure = insecure
+        self.creds = creds
+        self.events = events if events is not None else EventRecorder()
+        self.mount_timeout = mount_timeout
+        self.owns_state_dir = owns_state_dir
+        #: a hook for tests and experiments: called with each lazy LayerPlan before its FUSE mount
+        self.before_lazy_mount: Callable[[LayerPlan], None] | None = None
+
+    # --- resolve and decide -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def open_image(self, ref: str | Reference) -> AsyncIterator[ResolvedImage]:
+        """REF resolved (the first of ``get_sources`` that answers), with its client open for the block."""
+        from ..remote import RegistryClient
+        from ..unpack import image_layer_specs
+
+        reference = Reference.parse(ref) if isinstance(ref, str) else ref
+        last: BaseException | None = None
+        for source in self.get_sources(reference):
+            if source.is_layout:
+                assert source.layout_path is not None
+                layout = OCILayout(source.layout_path, create=False)
+                from ..artifacts import LayoutSource, resolve_ref
+
+                resolved = await resolve_ref(LayoutSource(layout), source)
+                specs = image_layer_specs(resolved.manifest.layers, resolved.config.diff_ids)
+                yield ResolvedImage(source, resolved.manifest_descriptor, specs, layout=layout)
+                return
+            client = RegistryClient(
+                source, creds=self.creds, insecure=self.insecure, config=self.config.http, events=self.events
+            )
+            try:
+                try:
+                    image = await client.resolve_image(source)
+                except SociLabError as exc:
+                    last = exc
+                    continue
+                specs = image_layer_specs(image.layers, image.config.diff_ids)
+                yield ResolvedImage(source, image.manifest_descriptor, specs, client=client)
+                return
+            finally:
+                await client.aclose()
+        raise last if last is not None else MountError(f"no source for {reference}")
+
+    async def discover(self, image: ResolvedImage) -> Any:
+        """SOCI artifacts of the image (fetched into the local store), or the exception discovery raised."""
+        from ..artifacts import LayoutSource, fetch_soci_artifacts
+
+        self.state.content.mkdir(parents=True, exist_ok=True)
+        store = OCILayout(self.state.content)
+        client: Any = image.client if image.client is not None else LayoutSource(image.layout)  # type: ignore[arg-type]
+        try:
+            return await fetch_soci_artifacts(
+                client,
+                image.ref,
+                image.manifest_descriptor,
+                config=self.config,
+                explicit_index_digest=self.explicit_index_digest,
+                local_store=store,
+                events=self.events,
+            )
+        except SociLabError as exc:
+            return exc
+
+    async def prepare(self, image: ResolvedImage, mode: str | None = None) -> ImagePlan:
+        """The plan for ``image`` in ``mode`` (discovery included for lazy)."""
+        concrete = resolve_mode(mode, self.config)
+        discovery = await self.discover(image) if concrete == "lazy" else None
+        return decide(concrete, self.config, image.layers, discovery, fallback=self.fallback)
+
+    # --- mount ------------------------------------------------------------------------------------
+
+    async def mount(
+        self,
+        ref: str | Reference,
+        mountpoint: str | os.PathLike[str],
+        mode: str | None = None,
+        *,
+        writable: bool = False,
+        on_layer: Callable[[MountedImage], None] | None = None,
+    ) -> MountedImage:
+        """Mount REF's rootfs at ``mountpoint`` (an existing empty directory); see the module docstring.
+
+        ``on_layer`` is called after each layer is in place (the CLI keeps its record current with it, so
+        ``umount`` can clean up even a mount that was killed half-way).
+        """
+        rec = self.events
+        t0 = rec.now()
+        reference = Reference.parse(ref) if isinstance(ref, str) else ref
+        concrete = resolve_mode(mode, self.config)
+        target = Path(mountpoint).resolve()
+        if not target.is_dir():
+            raise MountError(f"mountpoint {target} is not a directory")
+        self.state.create()
+        self.state.layers.mkdir(exist_ok=True)
+        mounted = MountedImage(
+            self, reference, concrete, target, self.state, rec, owns_state_dir=self.owns_state_dir, writable=writable
+        )
+        try:
+            async with self.open_image(reference) as image:
+                mounted.plan = plan = await self.prepare(image, concrete)
+                mounted.layers = [LayerState(p, self.state.layer(p.digest) / "fs") for p in plan.layers]
+                if on_layer is not None:
+                    on_layer(mounted)
+                if plan.eager is not None:
+                    await self._mount_eager(image, mounted, plan.eager)
+                else:
+                    await self._mount_lazy(image, mounted, on_layer)
+            lowers = [lay.path for lay in reversed(mounted.layers)]
+            if mounted.lazy_layers:
+                lowers.insert(0, make_mask_layer(self.state.mask))
+            t_ov = rec.now()
+            await anyio.to_thread.run_sync(
+                lambda: mount_overlay(
+                    target,
+                    lowers,
+                    base=self.state.root,
+                    upper=self.state.upper if writable else None,
+                    work=self.state.work if writable else None,
+                )
+            )
+            mounted.mounted = True
+            rec.emit("mount", t_ov, path=str(target), what="overlay", layers=len(lowers), writable=writable)
+            mounted.ready_s = rec.now() - t0
+            rec.emit("ready", t0, path=str(target), mode=concrete, hows=plan.count(), reason=plan.reason)
+            if on_layer is not None:
+                on_layer(mounted)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    await anyio.to_thread.run_sync(lambda: mounted.unmount(remove=True))
+            if isinstance(exc, Exception) and not isinstance(exc, SociLabError | OSError):
+                raise MountError(f"mounting {reference} failed: {type(exc).__name__}: {exc}") from exc
+            raise
+        return mounted
+
+    def _limiter(self) -> anyio.CapacityLimiter | None:
+        n = self.max_concurrency
+        return anyio.CapacityLimiter(n) if n and n > 0 else None
+
+    async def _mount_eager(self, image: ResolvedImage, mounted: MountedImage, how: str) -> None:
+        from ..unpack import ParallelPuller, SequentialPuller
+
+        source = self._blob_source(image)
+        targets = [lay.path for lay in mounted.layers]
+        specs = [lay.plan.layer for lay in mounted.layers]
+        t0 = self.events.now()
+        if how == "parallel":
+            ppu = dataclasses.replace(self.config.pull_modes.parallel_pull_unpack, enable=True)
+            async with ParallelPuller(self.state.root, source, config=ppu, recorder=self.events) as puller:
+                outcomes = await puller.pull(image.key, specs, targets)
+        else:
+            outcomes = await SequentialPuller(self.state.root, source, recorder=self.events).pull(
+                image.key, specs, targets
+            )
+        for lay, out in zip(mounted.layers, outcomes, strict=True):
+            lay.bytes_fetched = out.bytes_fetched
+            lay.uncompressed_size = out.apply.uncompressed_bytes if out.apply is not None else None
+            self.events.emit("mount", t0, layer=lay.plan.digest, path=str(lay.path), how=how)
+
+    async def _mount_lazy(
+        self, image: ResolvedImage, mounted: MountedImage, on_layer: Callable[[MountedImage], None] | None
+    ) -> None:
+        limiter = self._limiter()
+        assert mounted.plan is not None
+
+        async def one(lay: LayerState) -> None:
+            async with limiter if limiter is not None else contextlib.nullcontext():  # type: ignore[attr-defined]
+                t0 = self.events.now()
+                if lay.plan.how == "lazy":
+                    try:
+                        await self._mount_fuse(image, mounted, lay)
+                    except SociLabError as exc:
+                        # upstream: a failed remote mount is counted and the layer snapshotted locally
+                        reason = f"{type(exc).__name__}: {(str(exc) or '-').splitlines()[0]}"
+                        self.events.emit(
+                            "error",
+                            t0,
+                            layer=lay.plan.digest,
+                            ok=False,
+                            error=reason,
+                            op="fuse_mount",
+                            fallback="local",
+                        )
+                        if not self.fallback:
+                            raise
+                        lay.plan.how, lay.plan.reason = "local", reason
+                        lay.mount = None
+                        lay.path = self.state.layer(lay.plan.digest) / "fs"
+                if lay.plan.how == "local":
+                    await self._mount_local(image, lay)
+                self.events.emit(
+                    "mount", t0, layer=lay.plan.digest, path=str(lay.path), how=lay.plan.how, reason=lay.plan.reason
+                )
+                if on_layer is not None:
+                    on_layer(mounted)
+
+        async with anyio.create_task_group() as tg:
+            for lay in mounted.layers:
+                tg.start_soon(one, lay)
+
+    def _blob_source(self, image: ResolvedImage) -> BlobSource:
+        from ..unpack import LocalFileSource, RegistryBlobSource
+
+        if image.layout is not None:
+            layout = image.layout
+            return LocalFileSource({s.digest: layout.blob_path(s.digest) for s in image.layers})
+        assert image.client is not None
+        return RegistryBlobSource(image.client, image.ref.repository)
+
+    async def _mount_local(self, image: ResolvedImage, lay: LayerState) -> None:
+        """Upstream's ``MountLocal``: download the whole layer, verify digest and diffID, unpack it."""
+        from ..unpack import apply_layer_async
+        from ..unpack.fetch import download_layer
+
+        d = self.state.layer(lay.plan.digest)
+        d.mkdir(parents=True, exist_ok=True)
+        fs = d / "fs"
+        fs.mkdir(exist_ok=True)
+        blob = d / "blob"
+        with contextlib.suppress(FileNotFoundError):
+            blob.unlink()
+        spec = lay.plan.layer
+        try:
+            lay.bytes_fetched = await download_layer(
+                self._blob_source(image), spec, blob, image=image.key, recorder=self.events
+            )
+            result = await apply_layer_async(
+                blob,
+                fs,
+                media_type=spec.media_type,
+                expected_digest=spec.digest,
+                expected_diff_id=spec.diff_id,
+                recorder=self.events,
+                layer=spec.digest,
+            )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                blob.unlink()
+        lay.path = fs
+        lay.uncompressed_size = result.uncompressed_bytes
+
+    def _lazy_spec(self, image: ResolvedImage, lay: LayerState, arts: Any) -> Any:
+        """The FUSE server's :class:`~soci_lab.lazy.mount.LazyLayerSpec`: the zTOC bytes from the local
+        store, and the blob from a resolve handler, the layout, or REF's registry."""
+        from ..lazy.mount import LazyLayerSpec
+
+        digest = lay.plan.digest
+        ztoc_desc = arts.ztoc_descriptor_for(digest)
+        ztoc = OCILayout(self.state.content).read_blob(str(ztoc_desc.digest))
+        spec = LazyLayerSpec(digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size)
+        for handler in self.resolve_handlers.values():
+            answer = handler(image.ref, digest)
+            if answer:
+                return dataclasses.replace(spec, **dict(answer))
+        if image.layout is not None:
+            spec.blob_path = str(image.layout.blob_path(digest))
+        else:
+            spec.registry = image.ref.api_host
+            spec.repository = image.ref.repository
+            spec.insecure = self.insecure
+        return spec
+
+    async def _mount_fuse(self, image: ResolvedImage, mounted: MountedImage, lay: LayerState) -> None:
+        from ..lazy.mount import LayerMount, ServeOptions
+        from ..lazy.prefetch import lazy_policy
+
+        assert mounted.plan is not None and mounted.plan.artifacts is not None
+        arts = mounted.plan.artifacts
+        digest = lay.plan.digest
+        d = self.state.layer(digest)
+        mnt, serve = d / "mnt", d / "serve"
+        mnt.mkdir(parents=True, exist_ok=True)
+        serve.mkdir(parents=True, exist_ok=True)
+        if self.before_lazy_mount is not None:
+            self.before_lazy_mount(lay.plan)
+        spec = await anyio.to_thread.run_sync(self._lazy_spec, image, lay, arts)
+        prefetch = arts.prefetch_for(digest)
+        pf_desc = arts.index.prefetch_descriptors().get(digest)
+        policy = lazy_policy(self.config, arts.index.annotations, pf_desc.annotations if pf_desc else None)
+        options = ServeOptions(
+            config=self.config,
+            policy=policy,
+            prefetch_ranges=[(s.start_span, s.end_span, s.priority) for s in prefetch.spans] if prefetch else [],
+            cache_dir=None if self.config.filesystem_cache_type == "memory" else str(serve / "cache"),
+            events_path=str(d / "events.jsonl"),
+            run_id=self.events.run_id,
+        )
+        m = LayerMount(spec, mnt, options)
+        m._tmp = str(serve)  # keep the server's spec and log inside the state directory (removed with it)
+        lay.mount = m
+        lay.path = mnt
+        ztoc = arts.ztoc_for(digest)
+        lay.uncompressed_size = ztoc.uncompressed_archive_size
+        lay.spans = ztoc.span_count
+        try:
+            await anyio.to_thread.run_sync(m.start, self.mount_timeout)
+        except BaseException:
+            lay.mount = None
+            with contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(m.unmount)
+            raise
+        lay.ready_at = self.events.now()
+
+
+def wait_for_signal(
+    signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM), poll: float = 0.5, stop: Callable[[], bool] | None = None
+) -> int:
+    """Block the calling (main) thread until one of ``signals`` arrives; returns it."""
+    got: list[int] = []
+    old = {s: signal.getsignal(s) for s in signals}
+    for s in signals:
+        signal.signal(s, lambda n, _f: got.append(n))
+    try:
+        while not got and not (stop is not None and stop()):
+            time.sleep(poll)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return got[0] if got else 0
+
+
+__all__ = [
+    "DEFAULT_MOUNT_TIMEOUT",
+    "Filesystem",
+    "LayerState",
+    "MountedImage",
+    "ResolvedImage",
+    "bytes_per_layer",
+    "merge_child_events",
+    "wait_for_signal",
+]

@@ -1,0 +1,174 @@
+"""Stack layer directories into one rootfs with overlayfs, and take it (and any mount under it) down again.
+
+``mount -t overlay overlay -o ro,lowerdir=TOP:...:BOTTOM MOUNTPOINT`` — lower directories are given
+top first. The kernel takes the whole option string in one page (4096 bytes), so the mount runs with its
+working directory at the state directory and names the layers by short *relative* paths
+(``layers/sha256_<hex>/mnt``, ~80 bytes each); past :data:`MAX_OPTION_BYTES` (about fifty layers) each
+layer gets a symlink ``l/<n>`` and the option names those (a few bytes each; overlayfs follows them), so
+hundreds of layers fit. FUSE lower layers must answer ``statfs`` — the lazy room's ``LayerFS`` does.
+
+With ``upper``/``work`` the rootfs is writable (a container's view; ``run`` uses it so a command can
+create its ``/proc``, ``/dev``, ``/tmp``); the lowers are never written.
+
+The *mask* layer (:func:`make_mask_layer`) is a tiny directory put on top of the lowers holding one
+whiteout (a 0:0 character device) for ``.soci-snapshotter``: each FUSE layer shows its state directory at
+its root (as upstream's does), and the mask hides it in the merged view so lazy, parallel and sequential
+mounts show the same tree. Each layer's state stays readable at its own FUSE mount point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import MountError
+
+#: longest overlay option string we hand to the kernel (one page, minus room for the other options)
+MAX_OPTION_BYTES = 3800
+#: the FUSE layers' state directory, whited out by the mask layer
+STATE_DIR_NAME = ".soci-snapshotter"
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def mounts_under(path: str | os.PathLike[str]) -> list[str]:
+    """Mount points at or below ``path`` (from ``/proc/self/mounts``), in mount order (deepest last)."""
+    base = os.path.realpath(os.fspath(path)).rstrip("/") or "/"
+    out: list[str] = []
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 2:
+                continue
+            target = parts[1].encode().decode("unicode_escape")
+            if target == base or target.startswith(base + "/"):
+                out.append(target)
+    return out
+
+
+def is_mounted(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` itself is a mount point listed in ``/proc/self/mounts``."""
+    target = os.path.realpath(os.fspath(path))
+    return target in mounts_under(target)
+
+
+def make_mask_layer(path: Path, names: Sequence[str] = (STATE_DIR_NAME,)) -> Path:
+    """A directory holding a whiteout (0:0 char device) per name; see the module docstring."""
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for name in names:
+        target = path / name
+        if not target.exists():
+            os.mknod(target, 0o600 | 0o020000, os.makedev(0, 0))
+    return path
+
+
+def _option_paths(base: Path, lowers: Sequence[Path]) -> list[str]:
+    rel = [os.path.relpath(p, base) for p in lowers]
+    if sum(len(r) + 1 for r in rel) <= MAX_OPTION_BYTES:
+        return rel
+    links = base / "l"
+    links.mkdir(exist_ok=True)
+    out = []
+    for i, p in enumerate(lowers):
+        link = links / format(i, "x")
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        link.symlink_to(os.path.relpath(p, links))
+        out.append(f"l/{i:x}")
+    if sum(len(r) + 1 for r in out) > MAX_OPTION_BYTES:
+        raise MountError(f"{len(lowers)} layers do not fit in one overlay mount option")
+    return out
+
+
+def mount_overlay(
+    target: str | os.PathLike[str],
+    lowers: Sequence[Path],
+    *,
+    base: Path,
+    upper: Path | None = None,
+    work: Path | None = None,
+) -> None:
+    """Mount ``lowers`` (top first) at ``target``; read-only unless ``upper`` and ``work`` are given.
+
+    ``base`` is the directory the layer paths are relative to (the state directory).
+    """
+    if not lowers:
+        raise MountError("an overlay needs at least one lower layer")
+    for p in lowers:
+        if ":" in str(p) or "," in str(p):
+            raise MountError(f"layer path {p} has a ':' or ',' that overlayfs cannot take")
+    target_s = os.path.realpath(os.fspath(target))
+    if is_mounted(target_s):
+        raise MountError(f"{target_s} is already a mount point")
+    paths = _option_paths(base, lowers)
+    if len(paths) == 1 and upper is None:
+        # overlayfs wants two lowers without an upper: stack the single layer with an empty one
+        empty = base / "empty"
+        empty.mkdir(exist_ok=True)
+        paths.append(os.path.relpath(empty, base))
+    opts = "lowerdir=" + ":".join(paths)
+    if upper is not None and work is not None:
+        upper.mkdir(mode=0o755, parents=True, exist_ok=True)
+        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        opts += f",upperdir={os.path.relpath(upper, base)},workdir={os.path.relpath(work, base)}"
+    else:
+        opts = "ro," + opts
+    proc = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, target_s],
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise MountError(f"overlay mount at {target_s} failed: {msg[-1] if msg else proc.returncode}")
+
+
+def umount(target: str | os.PathLike[str]) -> None:
+    """Unmount ``target``; a busy mount is detached lazily. Not a mount point: nothing to do."""
+    path = os.fspath(target).encode()
+    for _ in range(20):
+        if _libc.umount2(path, 0) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EINVAL or err == errno.ENOENT:
+            return
+        if err != errno.EBUSY:
+            break
+        time.sleep(0.05)
+    if _libc.umount2(path, MNT_DETACH) == 0:
+        return
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOENT):
+        return
+    # a FUSE mount whose server died answers ENOTCONN to everything: fusermount3 -u -z clears it
+    subprocess.run(["fusermount3", "-u", "-z", os.fspath(target)], capture_output=True, check=False, timeout=30)
+    if is_mounted(target):
+        raise MountError(f"umount {os.fspath(target)}: {os.strerror(err)}")
+
+
+def umount_tree(path: str | os.PathLike[str]) -> None:
+    """Unmount every mount at or under ``path``, deepest first."""
+    for target in reversed(mounts_under(path)):
+        umount(target)
+
+
+__all__ = [
+    "MAX_OPTION_BYTES",
+    "STATE_DIR_NAME",
+    "is_mounted",
+    "make_mask_layer",
+    "mount_overlay",
+    "mounts_under",
+    "umount",
+    "umount_tree",
+]

@@ -1,0 +1,253 @@
+"""The state directory of one mounted image, and the record that lets another process unmount it.
+
+Layout (every path the Filesystem creates lives under it, so removing it leaves nothing behind)::
+
+    <state>/
+      mount.json                 the MountRecord: mountpoint, mode, serving pid, layer mounts and their pids
+      events.jsonl               the parent's events up to ready (a --background mount writes them here)
+      totals.json                written by a serving process asked to stop by ``umount`` (final numbers)
+      content/                   local OCI layout: the SOCI index, zTOCs and prefetch artifacts (verified)
+      unpack/                    scratch of the eager pullers (wiped at start, as upstream's <root>/unpack)
+      mask/                      a top lower layer whiteing out the FUSE layers' ``.soci-snapshotter`` dirs
+      upper/, work/              the overlay's writable layer (``writable=True`` mounts, e.g. ``run``)
+      layers/<alg>_<hex>/
+        fs/                      an unpacked layer (local, parallel or sequential)
+        mnt/                     a FUSE mount point (lazy)
+        serve/                   the FUSE server's spec, log and span caches
+        events.jsonl             the FUSE server's events (written when it stops)
+
+Layer directories use ``<alg>_<hex>`` rather than the digest's ``<alg>:<hex>``: overlayfs separates lower
+directories with ``:``. Without ``--state-dir`` the state lives in :func:`default_state_dir` (a key of
+the mountpoint's real path under :data:`STATE_ROOT`); with one, a pointer file in :data:`STATE_ROOT` names it,
+so ``umount MOUNTPOINT`` always finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: where state directories (and pointers to the ones given with --state-dir) live by default
+STATE_ROOT = Path(os.environ.get("SOCI_LAB_STATE_ROOT", "/var/tmp/soci-lab"))
+
+RECORD = "mount.json"
+PARENT_EVENTS = "events.jsonl"
+TOTALS = "totals.json"
+UMOUNT_REQUEST = "umount-requested"
+
+
+def mount_key(mountpoint: str | os.PathLike[str]) -> str:
+    """A short stable name for a mountpoint (its real path hashed)."""
+    return hashlib.sha256(os.path.realpath(os.fspath(mountpoint)).encode()).hexdigest()[:16]
+
+
+def default_state_dir(mountpoint: str | os.PathLike[str]) -> Path:
+    """``STATE_ROOT/<key of the mountpoint>``."""
+    return STATE_ROOT / mount_key(mountpoint)
+
+
+def pointer_path(mountpoint: str | os.PathLike[str]) -> Path:
+    return STATE_ROOT / f"{mount_key(mountpoint)}.json"
+
+
+def layer_dirname(digest: str) -> str:
+    """``sha256_<hex>``: a digest as a directory name overlayfs accepts."""
+    return str(digest).replace(":", "_")
+
+
+@dataclass
+class ProcessRef:
+    """A process we started: its pid and the kernel's start time (so a recycled pid is never signalled)."""
+
+    pid: int
+    start_time: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef:
+        return cls(pid, process_start_time(pid) or 0)
+
+    def alive(self) -> bool:
+        """Whether this very process still exists (not a zombie, not a recycled pid)."""
+        st = process_start_time(self.pid)
+        if st is None or st != self.start_time:
+            return False
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class LayerRecord:
+    """One layer of a mounted image as the record keeps it."""
+
+    digest: str
+    how: str  # lazy | local | parallel | sequential
+    path: str  # the directory given to overlayfs (a FUSE mountpoint or an unpacked tree)
+    process: ProcessRef | None = None  # the FUSE server of a lazy layer
+    events_path: str | None = None
+    bytes_fetched: int = 0
+    fallback: str | None = None  # why a layer meant to be lazy went local
+    ready_at: float | None = None  # parent clock when its FUSE server said ready (aligns its events)
+
+
+@dataclass
+class MountRecord:
+    """What ``umount`` needs: where things are mounted and which processes serve them."""
+
+    mountpoint: str
+    state_dir: str
+    mode: str
+    ref: str
+    run_id: str
+    owns_state_dir: bool
+    server: ProcessRef | None = None  # the serving process (a --background supervisor or the foreground CLI)
+    layers: list[LayerRecord] = field(default_factory=list)
+    writable: bool = False
+    ready_s: float | None = None
+    spans_total: int = 0  # spans of the lazy layers (``umount --json``)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> MountRecord:
+        layers = []
+        for lay in doc.get("layers", []):
+            proc = lay.get("process")
+            layers.append(LayerRecord(**{**lay, "process": ProcessRef(**proc) if proc else None}))
+        server = doc.get("server")
+        return cls(**{**doc, "layers": layers, "server": ProcessRef(**server) if server else None})
+
+
+class StateDir:
+    """Paths of one image's state directory (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+
+    @property
+    def content(self) -> Path:
+        return self.root / "content"
+
+    @property
+    def unpack(self) -> Path:
+        return self.root / "unpack"
+
+    @property
+    def mask(self) -> Path:
+        return self.root / "mask"
+
+    @property
+    def upper(self) -> Path:
+        return self.root / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    def layer(self, digest: str) -> Path:
+        return self.layers / layer_dirname(digest)
+
+    @property
+    def record_path(self) -> Path:
+        return self.root / RECORD
+
+    def create(self) -> StateDir:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self
+
+    def write_record(self, record: MountRecord) -> None:
+        tmp = self.root / (RECORD + ".tmp")
+        tmp.write_text(json.dumps(record.to_json(), indent=1, sort_keys=True))
+        os.replace(tmp, self.record_path)
+
+    def read_record(self) -> MountRecord | None:
+        try:
+            return MountRecord.from_json(json.loads(self.record_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def remove(self, *, keep_root: bool = False, keep: tuple[str, ...] = ()) -> None:
+        """Delete everything we made (the root too unless ``keep_root``); names in ``keep`` stay."""
+        if not self.root.exists():
+            return
+        if keep_root or keep:
+            for child in self.root.iterdir():
+                if child.name in keep:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        child.unlink()
+            if not keep_root and not keep:
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()
+            return
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def write_pointer(mountpoint: str | os.PathLike[str], state_dir: str | os.PathLike[str]) -> None:
+    """Remember where the state of ``mountpoint`` lives (only needed for a non-default state dir)."""
+    STATE_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+    doc = {"mountpoint": os.path.realpath(os.fspath(mountpoint)), "state_dir": os.fspath(state_dir)}
+    pointer_path(mountpoint).write_text(json.dumps(doc))
+
+
+def remove_pointer(mountpoint: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(OSError):
+        pointer_path(mountpoint).unlink()
+    with contextlib.suppress(OSError):
+        STATE_ROOT.rmdir()  # only when empty
+
+
+def find_state_dir(mountpoint: str | os.PathLike[str]) -> StateDir | None:
+    """The state directory of a mount made by ``soci-lab mount`` (pointer first, then the default place)."""
+    try:
+        doc = json.loads(pointer_path(mountpoint).read_text())
+        candidate = StateDir(doc["state_dir"])
+        if candidate.record_path.exists():
+            return candidate
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    candidate = StateDir(default_state_dir(mountpoint))
+    return candidate if candidate.record_path.exists() else None
+
+
+__all__ = [
+    "STATE_ROOT",
+    "LayerRecord",
+    "MountRecord",
+    "ProcessRef",
+    "StateDir",
+    "default_state_dir",
+    "find_state_dir",
+    "layer_dirname",
+    "mount_key",
+    "pointer_path",
+    "process_start_time",
+    "remove_pointer",
+    "write_pointer",
+]

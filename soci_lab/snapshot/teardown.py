@@ -1,0 +1,167 @@
+"""Take down a mount made by another process (``soci-lab umount``), from its record, whatever state it is in.
+
+The serving process (a ``mount --background`` supervisor, or a foreground ``mount``) is asked first: it
+gets SIGTERM, unmounts everything itself, merges its FUSE servers' events, and leaves the final numbers
+in ``totals.json``. When it is gone (killed with SIGKILL, crashed) or does not stop in time, the teardown
+does the same from the record alone: unmount the overlay and everything under the mountpoint, stop every
+FUSE server still alive (SIGTERM, then SIGKILL — each identified by pid *and* start time, so a recycled
+pid is never signalled), detach every layer mount left (``fusermount3 -u -z`` for a dead server's), read
+whatever events were written, and delete the state directory. Nothing stays mounted or running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import MountError, SociLabError
+from .overlay import is_mounted, mounts_under, umount_tree
+from .state import (
+    PARENT_EVENTS,
+    TOTALS,
+    UMOUNT_REQUEST,
+    MountRecord,
+    ProcessRef,
+    StateDir,
+    find_state_dir,
+    remove_pointer,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class Totals:
+    """The final numbers of a mount (``umount --json``)."""
+
+    bytes_fetched: int = 0
+    requests: int = 0
+    spans_fetched: int = 0
+    spans_total: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def totals_of(frame: pd.DataFrame, spans_total: int) -> Totals:
+    """Network bytes and requests by the summary's rule; distinct spans fetched (ok ``span_fetch``)."""
+    from ..analysis.summary import network_events
+
+    if frame.empty:
+        return Totals(spans_total=spans_total)
+    net, rule = network_events(frame)
+    ok = net[net["ok"]] if rule == "http_request" else net
+    fetched = frame[(frame["kind"] == "span_fetch") & frame["ok"] & frame["span"].notna()]
+    spans = {(str(layer), int(span)) for layer, span in zip(fetched["layer"], fetched["span"], strict=True)}
+    return Totals(int(ok["bytes"].sum()), len(net), len(spans), spans_total)
+
+
+def stop_process(proc: ProcessRef, timeout: float = 10.0) -> None:
+    """SIGTERM, wait, SIGKILL — only if ``proc`` is still the process we started."""
+    if not proc.alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while proc.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _events_of(state: StateDir, record: MountRecord) -> pd.DataFrame:
+    from ..events import events_to_frame, read_events
+    from .filesystem import merge_child_events
+
+    parent_path = state.root / PARENT_EVENTS
+    try:
+        parent = read_events(parent_path) if parent_path.exists() else events_to_frame([])
+    except (SociLabError, ValueError, OSError):
+        parent = events_to_frame([])
+    children = [(lay.events_path, lay.ready_at) for lay in record.layers if lay.events_path]
+    return merge_child_events(parent, children, run_id=record.run_id, strategy=record.mode)
+
+
+def unmount_recorded(
+    mountpoint: str | os.PathLike[str], *, timeout: float = 30.0
+) -> tuple[Totals, pd.DataFrame | None]:
+    """Unmount ``mountpoint`` and everything of its image; returns the totals and, when the serving process
+    was not there to merge them, the events that could be read (else None: the server wrote its own)."""
+    target = os.path.realpath(os.fspath(mountpoint))
+    state = find_state_dir(target)
+    record = state.read_record() if state is not None else None
+    if state is None or record is None:
+        if is_mounted(target):
+            umount_tree(target)
+            return Totals(), None
+        raise MountError(f"{target} is not mounted by soci-lab (no state recorded for it)")
+    server = record.server
+    if server is not None and server.pid != os.getpid() and server.alive():
+        (state.root / UMOUNT_REQUEST).touch()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while server.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if server.alive():  # it did not stop: take over
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server.pid, signal.SIGKILL)
+    totals_path = state.root / TOTALS
+    frame: pd.DataFrame | None = None
+    errors: list[str] = []
+    # whatever the server did or did not do: make sure nothing of this image stays mounted or running
+    for step in (lambda: umount_tree(target),):
+        try:
+            step()
+        except SociLabError as exc:
+            errors.append(str(exc))
+    for lay in record.layers:
+        if lay.process is not None:
+            stop_process(lay.process)
+    for lay in record.layers:
+        try:
+            umount_tree(lay.path)
+        except SociLabError as exc:
+            errors.append(str(exc))
+    try:
+        umount_tree(state.root)
+    except SociLabError as exc:
+        errors.append(str(exc))
+    if totals_path.exists():
+        try:
+            totals = Totals(**json.loads(totals_path.read_text()))
+        except (ValueError, TypeError, OSError):
+            totals = Totals()
+    else:
+        frame = _events_of(state, record)
+        totals = totals_of(frame, record.spans_total)
+    leftovers = mounts_under(target) + mounts_under(state.root)
+    if leftovers:
+        errors.append(f"still mounted: {', '.join(leftovers)}")
+    else:
+        state.remove(keep_root=not record.owns_state_dir)
+        remove_pointer(target)
+    if errors:
+        raise MountError("; ".join(errors))
+    return totals, frame
+
+
+def write_totals(state: StateDir, totals: Totals) -> Path:
+    """Leave the final numbers for ``umount`` (the serving process, after its own unmount)."""
+    path = state.root / TOTALS
+    path.write_text(json.dumps(totals.to_json()))
+    return path
+
+
+__all__ = ["Totals", "stop_process", "totals_of", "unmount_recorded", "write_totals"]
