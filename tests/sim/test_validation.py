@@ -101,3 +101,60 @@ def test_sim_and_real_agree_on_requests_and_bytes(layout, tmp_path, mode):
     for kind in ("blob_download", "chunk_download", "decompress"):
         r, s = real[real.kind == kind], sim.events[sim.events.kind == kind]
         assert sorted(s.bytes) == sorted(r.bytes), kind
+
+
+def test_lazy_span_fetches_agree_with_the_real_span_manager(tmp_path):
+    """The same reads through soci_lab.lazy.SpanManager and through the simulator fetch the same spans."""
+    import gzip
+    import io
+    import tarfile
+
+    lazy = pytest.importorskip("soci_lab.lazy")
+    ztoc_mod = pytest.importorskip("soci_lab.ztoc.ztoc")
+    from soci_lab.sim.workload import Access
+    from soci_lab.sim.ztoc_adapter import LayerSource, from_ztocs
+
+    rnd = random.Random(3)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for i in range(40):
+            data = rnd.randbytes(rnd.randint(1, 90_000)) if i % 3 else b"text " * rnd.randint(1, 30_000)
+            info = tarfile.TarInfo(f"d/f{i:02d}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    blob = gzip.compress(raw, 6)
+    z = ztoc_mod.build_ztoc(blob, span_size=64 * 1024)
+    model = from_ztocs("v", [LayerSource.from_ztoc("sha256:v", z)])
+    layer = model.layers[0]
+    files = sorted((f for f in model.files if f.type == "reg" and f.size), key=lambda f: f.offset)
+    reads = [(f.path, 0, f.size) for f in files[::7]]  # whole files
+    reads += [(f.path, f.size // 3, 1000) for f in files[1::5]]  # small reads inside files
+    boundary = next((f, s.u_start) for s in layer.spans[1:] for f in files if f.offset < s.u_start < f.offset + f.size)
+    f_b, b = boundary
+    reads.append((f_b.path, 0, b - f_b.offset))  # a read ending exactly on a span boundary
+    reads += reads[:3]  # re-reads hit the cache
+
+    fetcher = lazy.BytesRangeFetcher(blob)
+
+    async def real() -> None:
+        sm = lazy.SpanManager(z, fetcher)
+        view = model.view()
+        for path, off, size in reads:
+            f = view[path]
+            got = await sm.get_contents(f.offset + off, f.offset + off + size)
+            assert got == raw[f.offset + off : f.offset + off + size]
+
+    anyio.run(real)
+    cfg = Config()
+    cfg.background_fetch.disable = True
+    trace = [Access(0.0, "read", p, off, size) for p, off, size in reads]
+    sim = simulate(model, "lazy", workload=trace, config=cfg)
+    spans = sim.events[sim.events.kind == "span_fetch"]
+    assert len(spans) == fetcher.requests
+    assert int(spans.bytes.sum()) == fetcher.bytes
+    # upstream's end-of-range quirk, selectable, costs exactly the one extra span of the boundary read
+    from soci_lab.sim import LazyParams, SimParams
+
+    quirk = simulate(model, "lazy", workload=trace, config=cfg, params=SimParams(lazy=LazyParams(touch_end_span=True)))
+    assert (quirk.events.kind == "span_fetch").sum() == fetcher.requests + 1
