@@ -93,6 +93,8 @@ def register(subparsers: Any) -> None:
     b.add_argument("--profile", choices=("startup-local-v1", "trace-v1", "none"), default=None,
                    help="startup profile (default startup-local-v1; trace-v1 needs --trace)")
     b.add_argument("--trace", type=Path, metavar="FILE", help="recorded access trace for --profile trace-v1")
+    b.add_argument("--sync-until", type=_duration, default=None, metavar="D",
+                   help="trace-v1: spans first read after D are priority 1, 2, … (default: all priority 0)")
     b.add_argument("--wait", action="store_true", help="wait until the build is Ready or Failed")
     b.add_argument("--timeout", type=_duration, default=600.0, metavar="D", help="how long --wait waits")
     b.add_argument("--json", action="store_true", help="print one JSON object")
@@ -123,7 +125,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if profile == "trace-v1" and args.trace is None:
         raise InvalidInput("--profile trace-v1 needs --trace FILE")
     state = request_build(args.store, args.ref, platform=args.platform, profile=profile, trace=args.trace,
-                          wait=args.wait, timeout=args.timeout)
+                          sync_until_s=args.sync_until, wait=args.wait, timeout=args.timeout)
     if args.json:
         print_json(state)
     elif args.wait and state["status"] == "Ready":

@@ -55,9 +55,9 @@ class StoreClient:
             raise StoreError(f"store {self.url} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")) from None
 
     async def build(self, image: str, *, platform: str | None = None, profile: str | None = None,
-                    trace: str | Path | None = None) -> dict[str, Any]:
+                    trace: str | Path | None = None, sync_until_s: float | None = None) -> dict[str, Any]:
         """Queue a build of ``image``; returns the build as the store shows it (with ``deduplicated``).
-        ``trace`` (a trace file or CSV text) is sent for the ``trace-v1`` profile."""
+        ``trace`` (a trace file or CSV text) and ``sync_until_s`` are for the ``trace-v1`` profile."""
         doc: dict[str, Any] = {"image": image}
         if platform:
             doc["platform"] = platform
@@ -65,6 +65,8 @@ class StoreClient:
             doc["profile"] = profile
         if trace is not None:
             doc["trace"] = trace if isinstance(trace, str) and "\n" in trace else Path(trace).read_text()
+        if sync_until_s is not None:
+            doc["syncUntil"] = sync_until_s
         resp = await self._request("POST", "/v1/builds", json=doc)
         if resp.status_code in (429, 503):
             raise BuildQueueFull(f"store {self.url}: {_message(resp)}")

@@ -26,11 +26,15 @@ script; the command's own directory is an app root only when it is not a system 
 
 ``trace-v1`` (:class:`TraceProfile`) — new here; Hermes records nothing. Built from a **recorded** access
 trace (``t_s,op,path,offset,size``, :mod:`soci_lab.workload.trace`): exactly the spans its ``read`` rows
-touch (each read clipped to its file, the file resolved in the merged image view); a span's priority is the
-rank of the time it was first read (0 for the earliest reads, 1 for the next distinct time, …), so a
-prefetcher taking priorities in order fetches spans in the order the workload wanted them. Annotations:
+touch (each read clipped to its file, the file resolved in the merged image view), prioritised by the time
+each span was first read. Priority classes follow the daemon's rule for a profile (hermes.md §3.1: priority
+0 is fetched before the mount is ready, priority > 0 is dropped): spans first read up to ``sync_until_s``
+seconds into the trace are priority 0 — by default the whole trace, since every span in it was needed
+before the workload was done; spans first read later get 1, 2, … in the order of their first access.
+Within an artifact the ranges are listed in that order too (priority, then first access, then span id),
+so a prefetcher taking them in order fetches spans as the workload wanted them. Annotations:
 ``background-fetch=disabled`` and ``prefetch-profile=trace-v1`` (file verification stays on). Its key is
-``trace-v1:<16 hex>`` of the knobs and the trace's reads.
+``trace-v1:<16 hex>`` of the knobs (``sync_until_s`` included) and the trace's reads.
 
 ``none`` (:class:`NoProfile`) — a plain index under the store's own minimum layer size, key ``""`` (Hermes's
 "default, non-accelerated artifact").
@@ -357,33 +361,40 @@ def trace_reads(trace: Any) -> list[TraceRead]:
 
 @dataclass
 class TraceProfile(Profile):
-    """Prefetch exactly the spans a recorded trace read, prioritised by first access time (module docstring)."""
+    """Prefetch exactly the spans a recorded trace read, prioritised by first access time (module docstring).
+
+    ``sync_until_s``: spans first read up to this many seconds into the trace are priority 0 (all of them
+    when None, the default); spans first read later get 1, 2, … by the order of their first access.
+    """
 
     reads: list[TraceRead] = field(default_factory=list)
+    sync_until_s: float | None = None
     name: str = TRACE_V1
     min_layer_size: int | None = 0
 
     @classmethod
-    def from_trace(cls, trace: Any) -> TraceProfile:
+    def from_trace(cls, trace: Any, sync_until_s: float | None = None) -> TraceProfile:
         """From a ``Trace``, a trace file path or trace CSV text."""
         reads = trace_reads(trace)
         if not reads:
             raise InvalidInput("the trace has no reads: a trace profile would prefetch nothing")
-        return cls(reads)
+        if sync_until_s is not None and sync_until_s < 0:
+            raise InvalidInput("sync_until_s must not be negative")
+        return cls(reads, sync_until_s)
 
     def key_fields(self) -> dict[str, Any]:
         h = hashlib.sha256()
         for r in self.reads:
             h.update(f"{r.t_s!r},{r.path},{r.offset},{r.size}\n".encode("utf-8", "surrogateescape"))
-        return {"profile": self.name, "minLayerSize": self.min_layer_size, "reads": h.hexdigest()}
+        return {"profile": self.name, "minLayerSize": self.min_layer_size, "syncUntil": self.sync_until_s,
+                "reads": h.hexdigest()}
 
     def index_annotations(self) -> dict[str, str]:
         return {ANNOTATION_BACKGROUND_FETCH: BACKGROUND_FETCH_DISABLED, ANNOTATION_PREFETCH_PROFILE: self.name}
 
-    def select(self, layers: Sequence[tuple[str, Ztoc]], config: ImageConfig | None) -> ProfileResult:
-        view = ImageView(layers)
-        ranks = {t: i for i, t in enumerate(sorted({r.t_s for r in self.reads}))}
-        chosen: dict[str, dict[int, int]] = {}
+    def first_access(self, view: ImageView) -> tuple[dict[str, dict[int, float]], dict[str, dict[str, None]]]:
+        """Per layer, every span the reads touch → the time it was first read; and the files read per layer."""
+        first: dict[str, dict[int, float]] = {}
         files: dict[str, dict[str, None]] = {}
         for r in sorted(self.reads, key=lambda r: r.t_s):
             ref = view.resolve(r.path)
@@ -392,24 +403,38 @@ class TraceProfile(Profile):
             rng = ref.span_range(r.offset, r.size)
             if rng is None:
                 continue
-            layer = chosen.setdefault(ref.layer, {})
+            layer = first.setdefault(ref.layer, {})
             for span in range(rng[0], rng[1] + 1):
-                layer.setdefault(span, ranks[r.t_s])
+                layer.setdefault(span, r.t_s)
             files.setdefault(ref.layer, {})["/" + ref.path] = None
-        arts = {d: PrefetchArtifact(_merge(spans)) for d, spans in chosen.items() if spans}
+        return first, files
+
+    def select(self, layers: Sequence[tuple[str, Ztoc]], config: ImageConfig | None) -> ProfileResult:
+        first, files = self.first_access(ImageView(layers))
+        cut = self.sync_until_s
+        later = sorted({t for spans in first.values() for t in spans.values() if cut is not None and t > cut})
+        rank = {t: i + 1 for i, t in enumerate(later)}
+        arts: dict[str, PrefetchArtifact] = {}
+        for d, spans in first.items():
+            prio = {s: rank.get(t, 0) for s, t in spans.items()}
+            ranges = _merge(prio)  # in the order a prefetcher should take them: priority, then first access
+            ranges.sort(key=lambda r: (r.priority, min(spans[s] for s in range(r.start_span, r.end_span + 1)),
+                                       r.start_span))
+            arts[d] = PrefetchArtifact(ranges)
         ann = {d: {ANNOTATION_PREFETCH_PROFILE: self.name,
                    ANNOTATION_PREFETCH_PATHS: json.dumps(list(files[d]), separators=(",", ":"))} for d in arts}
         return ProfileResult(arts, ann, {d: list(files[d]) for d in arts})
 
 
-def make_profile(name: str, trace: Any = None) -> Profile:
-    """The profile called ``name`` (``startup-local-v1``, ``trace-v1`` with ``trace``, or ``none``)."""
+def make_profile(name: str, trace: Any = None, sync_until_s: float | None = None) -> Profile:
+    """The profile called ``name`` (``startup-local-v1``, ``trace-v1`` with ``trace`` and optionally
+    ``sync_until_s``, or ``none``)."""
     if name == STARTUP_LOCAL_V1:
         return StartupLocalProfile()
     if name == TRACE_V1:
         if trace is None:
             raise InvalidInput("the trace-v1 profile needs a recorded trace")
-        return TraceProfile.from_trace(trace)
+        return TraceProfile.from_trace(trace, sync_until_s)
     if name == NONE:
         return NoProfile()
     raise InvalidInput(f"unknown profile {name!r} (one of {', '.join(PROFILES)})")

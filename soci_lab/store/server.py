@@ -27,8 +27,8 @@ image (``trace-v1:…``, the more specific profile; only there when someone buil
 Builds — not in Hermes, whose controller builds only from its Kubernetes watchers:
 
 * ``POST /v1/builds`` with ``{"image": REF, "platform"?: "os/arch", "profile"?: "startup-local-v1"|"trace-v1"|
-  "none", "trace"?: "<trace CSV text>"}`` → 202 with the build (``id``, ``status`` …, ``deduplicated``);
-  400 for a bad request; **429** ``{"error": …}`` with ``Retry-After`` when the build queue is full.
+  "none", "trace"?: "<trace CSV text>", "syncUntil"?: seconds}`` → 202 with the build (``id``, ``status`` …,
+  ``deduplicated``); 400 for a bad request; **429** ``{"error": …}`` with ``Retry-After`` when the build queue is full.
 * ``GET /v1/builds/<id>`` → 200 the build (``status`` ``Queued`` → ``Building`` → ``Ready``/``Failed``,
   ``error``, ``imageDigestRef``, ``indexDigest``, ``sameAs`` …) or 404; ``GET /v1/builds`` → the list.
 
@@ -158,7 +158,10 @@ class StoreApp:
         try:
             Reference.parse(doc["image"])
             platform = str(Platform.parse(doc.get("platform") or self.platform))
-            profile = pf.make_profile(str(doc.get("profile") or pf.STARTUP_LOCAL_V1), doc.get("trace"))
+            sync_until = doc.get("syncUntil")
+            if sync_until is not None and (isinstance(sync_until, bool) or not isinstance(sync_until, int | float)):
+                raise InvalidInput("syncUntil must be a number of seconds")
+            profile = pf.make_profile(str(doc.get("profile") or pf.STARTUP_LOCAL_V1), doc.get("trace"), sync_until)
         except InvalidInput as exc:
             return error(400, str(exc).splitlines()[0])
         try:

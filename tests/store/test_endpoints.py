@@ -148,7 +148,10 @@ def test_build_request_refused(store, body, message):
 
 def test_build_request_bad_fields(store):
     for doc in ({"image": "Not A Ref"}, {"image": "example.com/a:b", "platform": "linux"},
-                {"image": "example.com/a:b", "profile": "fast"}, {"image": "example.com/a:b", "profile": "trace-v1"}):
+                {"image": "example.com/a:b", "profile": "fast"}, {"image": "example.com/a:b", "profile": "trace-v1"},
+                {"image": "example.com/a:b", "profile": "trace-v1", "trace": "t_s,op,path,offset,size\n"},
+                {"image": "example.com/a:b", "profile": "trace-v1", "syncUntil": "soon",
+                 "trace": "t_s,op,path,offset,size\n0.1,read,/a,0,1\n"}):
         r = httpx.post(store.url + "/v1/builds", json=doc)
         assert r.status_code == 400, (doc, r.text)
         assert r.headers["content-type"] == JSON and r.json()["error"]

@@ -3,6 +3,7 @@ priorities and annotations; ``trace-v1`` covers exactly the spans a recorded tra
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -193,30 +194,57 @@ TRACE = """t_s,op,path,offset,size
 """
 
 
+def _trace_reads() -> list[tuple[float, str, int, int]]:
+    return [(float(t), p, int(o), int(s)) for t, op, p, o, s in
+            (line.split(",") for line in TRACE.splitlines()[1:]) if op == "read"]
+
+
+def _check_order(art: PrefetchArtifact, first: dict[int, float]) -> None:
+    """Ranges listed by (priority, first access, span id), none overlapping, none mergeable."""
+    keys = [(r.priority, min(first[s] for s in range(r.start_span, r.end_span + 1)), r.start_span)
+            for r in art.spans]
+    assert keys == sorted(keys)
+    ids = art.span_ids()
+    assert len(ids) == sum(r.end_span - r.start_span + 1 for r in art.spans)
+    by_start = sorted(art.spans, key=lambda r: r.start_span)
+    for a, b in itertools.pairwise(by_start):
+        assert not (a.end_span + 1 == b.start_span and a.priority == b.priority)
+
+
 def test_trace_profile_covers_exactly_the_spans_read(sample: Built, tmp_path: Path):
     (tmp_path / "trace.csv").write_text(TRACE)
     profile = TraceProfile.from_trace(tmp_path / "trace.csv")
-    reads = [(float(t), p, int(o), int(s)) for t, op, p, o, s in
-             (line.split(",") for line in TRACE.splitlines()[1:]) if op == "read"]
-    expected = _expected_spans(sample, reads)
+    expected = _expected_spans(sample, _trace_reads())
     result = profile.select(sample.layers, sample.config)
     assert set(result.artifacts) == set(expected)
-    ranks = {t: i for i, t in enumerate(sorted({r[0] for r in reads}))}
     for layer, spans in expected.items():
         art = result.artifacts[layer]
         assert sorted(art.span_ids()) == sorted(spans)
-        assert _priorities(art) == {s: ranks[t] for s, t in spans.items()}
-        # ranges are merged: no two adjacent ranges with the same priority
-        for a, b in zip(art.spans, art.spans[1:], strict=False):
-            assert a.end_span < b.start_span and not (a.end_span + 1 == b.start_span and a.priority == b.priority)
+        assert _priorities(art) == dict.fromkeys(spans, 0)  # the whole trace is the startup: all sync
+        _check_order(art, spans)
     assert profile.index_annotations() == {"hermes.cloudpilot.ai/background-fetch": "disabled",
                                            "hermes.cloudpilot.ai/prefetch-profile": "trace-v1"}
     assert re.fullmatch(r"trace-v1:[0-9a-f]{16}", profile.key())
     assert TraceProfile.from_trace(TRACE).key() == profile.key()
     assert TraceProfile.from_trace(TRACE.replace("0.080", "0.085")).key() != profile.key()
+    assert TraceProfile.from_trace(TRACE, sync_until_s=0.035).key() != profile.key()
     data_layer = sample.layer_of("/opt/data/model.bin")
     assert json.loads(result.descriptor_annotations[data_layer]["hermes.cloudpilot.ai/prefetch-paths"]) == \
         ["/opt/data/model.bin"]
+
+
+def test_trace_profile_priorities_follow_first_access(sample: Built):
+    cut = 0.035
+    expected = _expected_spans(sample, _trace_reads())
+    later = sorted({t for spans in expected.values() for t in spans.values() if t > cut})
+    assert len(later) >= 2, "the trace reads new spans at several times after the cut"
+    result = TraceProfile.from_trace(TRACE, sync_until_s=cut).select(sample.layers, sample.config)
+    assert set(result.artifacts) == set(expected)
+    for layer, spans in expected.items():
+        art = result.artifacts[layer]
+        assert _priorities(art) == {s: 0 if t <= cut else 1 + later.index(t) for s, t in spans.items()}
+        _check_order(art, spans)
+    assert any(p > 1 for art in result.artifacts.values() for p in _priorities(art).values())
 
 
 def test_store_serves_the_trace_profile_first(sample: Built, tmp_path: Path):
