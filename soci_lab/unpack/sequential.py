@@ -126,6 +126,11 @@ class SequentialPuller:
                     if hows[i] == "remote" and self.content is not None:
                         await anyio.to_thread.run_sync(self.content.import_file, ingest, layer.digest, layer.size)
                     outcomes.append(LayerOutcome(layer.digest, target, hows[i], nbytes[i], result))
+        except BaseExceptionGroup as group:
+            # downloads keep their errors in ``errors``: a group carries the unpack loop's one clear error
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+                raise group.exceptions[0] from None
+            raise
         finally:
             for job_id in ids:
                 storage.delete(job_id)
