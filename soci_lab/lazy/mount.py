@@ -284,13 +284,24 @@ def force_unmount(path: str | Path) -> None:
 class LayerMount:
     """A layer served by a child process at ``mountpoint``."""
 
-    def __init__(self, spec: LazyLayerSpec, mountpoint: str | Path, options: ServeOptions | None = None) -> None:
+    def __init__(
+        self,
+        spec: LazyLayerSpec,
+        mountpoint: str | Path,
+        options: ServeOptions | None = None,
+        *,
+        work_dir: str | Path | None = None,
+    ) -> None:
+        """``work_dir`` keeps the server's spec pickle and log (default: a temporary directory)."""
         self.spec = spec
         self.mountpoint = str(Path(mountpoint).resolve())
         self.options = options or ServeOptions()
-        self._tmp: str | None = None
+        self._tmp: str | None = str(work_dir) if work_dir is not None else None
+        if self._tmp is not None:
+            Path(self._tmp).mkdir(parents=True, exist_ok=True)
         if self.options.events_path is None:
-            self._tmp = tempfile.mkdtemp(prefix="soci-lab-mount-")
+            if self._tmp is None:
+                self._tmp = tempfile.mkdtemp(prefix="soci-lab-mount-")
             self.options.events_path = os.path.join(self._tmp, "events.jsonl")
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_s: float | None = None

@@ -275,13 +275,30 @@ class LayerReader:
         e = node.entry
         if e is None or not stat.S_ISREG(node.mode):
             return b""
-        await self.verify_file(node)
         if offset >= node.size or size <= 0:
+            await self.verify_file(node)
             return b""
         end = min(node.size, offset + size)
         t0 = self.events.now()
+        lo, hi = e.uncompressed_offset + offset, e.uncompressed_offset + end
         try:
-            data = await self.spans.get_contents(e.uncompressed_offset + offset, e.uncompressed_offset + end)
+            if node.verified or not self.verify:
+                data = await self.spans.get_contents(lo, hi)
+            else:
+                # first read: fetch the data's spans while the header is verified; serve only if it passes
+                got: dict[str, bytes] = {}
+
+                async def fetch_data() -> None:
+                    got["data"] = await self.spans.get_contents(lo, hi)
+
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(fetch_data)
+                        await self.verify_file(node)
+                except BaseExceptionGroup as group:
+                    first = group.exceptions[0]
+                    raise first if isinstance(first, SociLabError) else group from None
+                data = got["data"]
         except SociLabError as exc:
             self.events.emit("file_read", t0, layer=self.layer, path=node.path, ok=False, error=str(exc), offset=offset)
             raise
