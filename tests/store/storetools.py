@@ -77,7 +77,8 @@ class FakeStore(BackgroundServer):
 
     ``blob_status`` answers blob GETs with that status; ``swap`` maps a digest to other bytes served under
     it; ``stall`` (seconds) pauses after the headers and half of a blob's body; ``resolve_stall`` pauses
-    before answering a resolve. ``hits`` counts requests per endpoint.
+    before answering a resolve; ``alias`` maps an asked-for image to the one asked of the upstream store
+    (answering for the wrong image). ``hits`` counts requests per endpoint.
     """
 
     kind = "fake-store"
@@ -89,6 +90,7 @@ class FakeStore(BackgroundServer):
         self.swap: dict[str, bytes] = {}
         self.stall = 0.0
         self.resolve_stall = 0.0
+        self.alias: dict[str, str] = {}
         self.hits = {"resolve": 0, "blob": 0}
 
     async def make_app(self) -> web.Application:
@@ -100,7 +102,9 @@ class FakeStore(BackgroundServer):
             self.hits["resolve"] += 1
             if self.resolve_stall:
                 await asyncio.sleep(self.resolve_stall)
-            r = await client.get(self.upstream + "/v1/indexes/resolve", params=dict(request.query))
+            params = dict(request.query)
+            params["image"] = self.alias.get(params.get("image", ""), params.get("image", ""))
+            r = await client.get(self.upstream + "/v1/indexes/resolve", params=params)
             return web.Response(status=r.status_code, body=r.content, headers={"Content-Type": "application/json"})
 
         async def blob(request: web.Request) -> web.StreamResponse:

@@ -44,11 +44,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, images: Images, store_regist
         yield World(store, built, unbuilt, store_registry.stats)
 
 
-def _config(endpoint: str, *, fallback: bool = False, timeout: int = 5) -> Config:
+def _config(endpoint: str, *, fallback: bool = False, timeout: int = 5, platform: str = PLATFORM) -> Config:
     return Config.from_dict({
         "pull_modes": {"soci_v1": {"enable": True}},
         "external_artifact_store": {"enable": True, "endpoint": endpoint, "timeout_sec": timeout,
-                                    "platform": PLATFORM, "fallback_to_registry": fallback},
+                                    "platform": platform, "fallback_to_registry": fallback},
     })
 
 
@@ -137,6 +137,22 @@ def test_a_wrong_blob_is_refused_and_nothing_is_stored(world: World, fake: FakeS
     fake.swap = {str(index.digest): index.to_bytes() + b" "}
     with pytest.raises(HermesError, match="SOCI index"):
         _fetch(world, fake.url, layout)
+    assert _empty(layout)
+
+
+def test_platform_is_sent_only_when_configured(world: World, tmp_path: Path):
+    """No platform in the config → the store answers for its own platform (the one built here)."""
+    arts = _fetch(world, world.store.url, OCILayout(tmp_path / "c1"), platform="")
+    assert arts.found_via == "hermes"
+    with pytest.raises(HermesError, match=r"Hermes resolve returned 404: .*platform=linux/s390x"):
+        _fetch(world, world.store.url, OCILayout(tmp_path / "c2"), platform="linux/s390x")
+
+
+def test_an_index_for_another_image_is_refused(world: World, fake: FakeStore, tmp_path: Path):
+    fake.alias[world.unbuilt.digest_ref] = world.built.digest_ref
+    layout = OCILayout(tmp_path / "content")
+    with pytest.raises(HermesError, match=f"its subject is {world.built.manifest_digest}"):
+        _fetch(world, fake.url, layout, img=world.unbuilt)
     assert _empty(layout)
 
 
