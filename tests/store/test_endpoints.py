@@ -157,3 +157,14 @@ def test_build_request_bad_fields(store):
         assert r.headers["content-type"] == JSON and r.json()["error"]
     _error(httpx.get(store.url + "/v1/builds/b999"), 404, "build b999 not found")
     assert httpx.get(store.url + "/v1/artifacts").json() == []
+
+
+def test_database_errors_are_500_json(store):
+    store.db.close()  # every query now fails inside sqlite3
+    img = "example.com/app@sha256:" + "0" * 64
+    for r in (httpx.get(store.url + "/v1/artifacts"),
+              httpx.get(store.url + "/v1/indexes/resolve", params={"image": img}),
+              httpx.get(f"{store.url}/v1/blobs/sha256:{'0' * 64}")):
+        assert r.status_code == 500, r.text
+        assert r.headers["content-type"] == JSON and r.json()["error"]
+    assert httpx.get(store.url + "/healthz").status_code == 200
