@@ -92,22 +92,24 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-@pytest.mark.parametrize("compress", ["gzip", "zstd", "none", "external-gzip"])
+@pytest.mark.parametrize("compress", ["gzip", "zstd", "none", "external-gzip", "external-unpigz", "external-zstd"])
 def test_gnu_tar_round_trip(tree: Path, tmp_path: Path, compress: str) -> None:
-    if compress == "zstd" and shutil.which("zstd") is None:
-        pytest.skip("zstd not installed")
+    tool = compress.removeprefix("external-")
+    if tool != "none" and shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
+    codec = {"unpigz": "gzip", "gzip": "gzip", "zstd": "zstd", "none": "none"}[tool]
     blob = tmp_path / "layer"
-    gnu_tar(tree, blob, "gzip" if compress == "external-gzip" else compress)
+    gnu_tar(tree, blob, codec)
     dest = tmp_path / "dest"
     dest.mkdir()
-    streams = {"gzip": DecompressStream(path=shutil.which("gzip") or "", args=["-d", "-c"])}
+    streams = {codec: DecompressStream(path=shutil.which(tool) or "", args=["-d", "-c"])}
     result = apply_layer(
         blob,
         dest,
         compute_digests=True,
-        decompress_streams=streams if compress == "external-gzip" else None,
+        decompress_streams=streams if compress.startswith("external-") else None,
     )
-    assert result.compression == ("none" if compress == "none" else compress.removeprefix("external-"))
+    assert result.compression == codec
     assert_same_tree(tree, dest)
     # the root directory's own metadata comes from the "./" entry
     assert os.stat(dest).st_mtime_ns == os.stat(tree).st_mtime_ns
