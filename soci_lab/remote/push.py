@@ -6,6 +6,11 @@ upload finishes it with one ``PUT <location>?digest=…`` carrying the bytes; a 
 mount (``POST …?mount=<digest>&from=<repo>``) answers ``201`` when the registry linked the blob, or ``202``
 with an ordinary upload session when it declined — then the bytes are uploaded through that session.
 
+Upload requests are never repeated in place: a PATCH or PUT that failed half-way may have been partly
+applied, which spoils the session (distribution then answers DIGEST_INVALID or 416). Instead a retryable
+failure (connection error, 429, 5xx, a spoiled session) starts a new session, with the same jittered
+backoff and budget as every other request, after checking whether the blob arrived after all.
+
 Manifests with a ``subject`` pushed to a registry without the referrers API (no ``OCI-Subject`` header in
 the answer) also update the referrers tag-schema index of the subject, as oras does, so the artifact can
 be discovered (v1 SOCI indexes on distribution 2.8).
@@ -17,14 +22,25 @@ import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 
-from ..errors import DigestMismatch, InvalidInput, RegistryError, SizeMismatch
+from ..errors import (
+    DigestMismatch,
+    InvalidInput,
+    RegistryError,
+    RegistryUnreachable,
+    SizeMismatch,
+    TooManyRetries,
+    TruncatedBody,
+)
 from ..oci import Descriptor, Digest, Manifest, parse_manifest_or_index
+from .retry import is_retryable_status
+from .transport import RetryBudget
 
 if TYPE_CHECKING:
     from .client import RegistryClient
@@ -134,9 +150,6 @@ async def push_blob(
     desc = Descriptor(OCTET_STREAM, actual, total)
     if skip_existing and await client.blob_exists(repo, actual):
         return desc
-    location = await _start_upload(client, repo, actual, mount_from)
-    if location is None:
-        return desc
 
     def body(start: int, length: int):
         if data is not None:
@@ -145,33 +158,93 @@ async def push_blob(
         return lambda: _file_body(path, start, length)
 
     what = f"upload of {actual} to {repo}"
-    if (chunk_size is None or total <= chunk_size) and (chunk_size is None or total == 0):
-        await _put(client, repo, location, actual, body(0, total), total, what)
-        return desc
+    budget = RetryBudget(client.transport.policy)
+    while True:
+        try:
+            location = await _start_upload(client, repo, actual, mount_from)
+            if location is None:
+                return desc
+            await _upload(client, repo, location, actual, total, chunk_size, body, what, budget)
+            return desc
+        except RegistryError as exc:
+            if not _worth_a_new_session(exc):
+                raise
+            reason = str(exc).rpartition(": ")[2] or type(exc).__name__
+            await budget.spend("PUT", client.url(f"/v2/{repo}/blobs/uploads/"), reason, exc.status, None)
+            if await client.blob_exists(repo, actual):  # the failed answer hid a finished upload
+                return desc
+
+
+#: distribution error codes that mean "this upload session is spoiled", e.g. by a half-applied earlier attempt
+_SPOILED = frozenset({"BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID", "RANGE_INVALID"})
+
+
+def _worth_a_new_session(exc: RegistryError) -> bool:
+    if isinstance(exc, RegistryUnreachable | TooManyRetries | TruncatedBody):
+        return True
+    if exc.status is not None and is_retryable_status(exc.status):
+        return True
+    return exc.status in (400, 404, 416) and exc.code in _SPOILED
+
+
+async def _upload(client: RegistryClient, repo: str, location: httpx.URL, actual: Digest, total: int,
+                  chunk_size: int | None, body, what: str, budget: RetryBudget) -> None:
+    """Send the bytes through one session: one PUT, or PATCH chunks then an empty PUT.
+
+    A monolithic PUT is never repeated in place (half-applied, it spoils the session: the caller starts a
+    new one). A failed PATCH is followed by a status query (``GET <location>`` → ``Range: 0-<end>``) and the
+    upload resumes from what the registry holds; the final empty PUT may be repeated.
+    """
+    once = replace(client.transport.policy, max_retries=0)
+    if chunk_size is None:
+        await _put(client, repo, location, actual, body(0, total), total, what, RetryBudget(once))
+        return
     offset = 0
     while offset < total:
-        n = min(chunk_size or total, total - offset)
-        ex = await client.transport.send(
-            "PATCH", str(location), content=body(offset, n), scopes=_scopes(repo), ok=(202, 204),
-            headers={"Content-Type": OCTET_STREAM, "Content-Length": str(n),
-                     "Content-Range": f"{offset}-{offset + n - 1}"},
-            what=what,
-        )
+        n = min(chunk_size, total - offset)
+        try:
+            ex = await client.transport.send(
+                "PATCH", str(location), content=body(offset, n), scopes=_scopes(repo), ok=(202, 204),
+                headers={"Content-Type": OCTET_STREAM, "Content-Length": str(n),
+                         "Content-Range": f"{offset}-{offset + n - 1}"},
+                what=what, budget=RetryBudget(once),
+            )
+        except RegistryError as exc:
+            if not _worth_a_new_session(exc):
+                raise
+            await budget.spend("PATCH", str(location), str(exc).rpartition(": ")[2], exc.status, None)
+            offset, location = await _upload_status(client, repo, location, what)
+            continue
         location = _location(ex.url, ex.headers, what) if ex.headers.get("Location") else location
         got = ex.headers.get("Range")
         if got and got.partition("-")[2].isdigit() and int(got.partition("-")[2]) != offset + n - 1:
-            raise RegistryError(f"{what}: registry holds bytes {got}, expected 0-{offset + n - 1}")
+            raise RegistryError(f"{what}: registry holds bytes {got}, expected 0-{offset + n - 1}", status=416,
+                                code="RANGE_INVALID")
         offset += n
-    await _put(client, repo, location, actual, b"", 0, what)
-    return desc
+    await _put(client, repo, location, actual, b"", 0, what, budget)
+
+
+async def _upload_status(client: RegistryClient, repo: str, location: httpx.URL, what: str) -> tuple[int, httpx.URL]:
+    """How many bytes the session holds (``Range: 0-<end>``), and its current location.
+
+    ``0-0`` is ambiguous in distribution (no byte, or one byte): then the session is given up.
+    """
+    ex = await client.transport.send("GET", str(location), scopes=_scopes(repo), ok=(204,), what=what)
+    got = ex.headers.get("Range", "")
+    start, _, end = got.partition("-")
+    if start != "0" or not end.isdigit() or int(end) == 0:
+        raise RegistryError(f"{what}: cannot tell how much the upload session holds (Range {got!r})", status=416,
+                            code="BLOB_UPLOAD_INVALID")
+    new_location = _location(ex.url, ex.headers, what) if ex.headers.get("Location") else location
+    return int(end) + 1, new_location
 
 
 async def _put(client: RegistryClient, repo: str, location: httpx.URL, d: Digest, content, length: int,
-               what: str) -> None:
+               what: str, budget: RetryBudget) -> None:
     url = location.copy_merge_params({"digest": str(d)})
     ex = await client.transport.send(
         "PUT", str(url), content=content, scopes=_scopes(repo), ok=(201, 204),
-        headers={"Content-Type": OCTET_STREAM, "Content-Length": str(length)}, what=what,
+        headers={"Content-Type": OCTET_STREAM, "Content-Length": str(length)}, what=what, budget=budget,
     )
     echoed = ex.headers.get("Docker-Content-Digest")
     if echoed and echoed != d:

@@ -56,3 +56,29 @@ async def test_corrupted_bytes_are_never_committed(registry, tmp_path):
                 await rc.get_manifest(repo, str(img.manifest.digest))
     assert list((tmp_path / "layout" / "blobs" / "sha256").iterdir()) == []
     assert list((tmp_path / "layout" / ".ingest").iterdir()) == []
+
+
+async def test_push_survives_injected_errors(registry):
+    """Injected 500/503/429 answers hit POST, PATCH and PUT alike; sessions are restarted, nothing is lost."""
+    from remote_helpers import random_bytes
+
+    from soci_lab.netlab import ShapingProxy
+
+    spec = "seed=11,http500=0.2,http503=0.1,http429=0.05"
+    blobs = [random_bytes(300_000, seed=71), random_bytes(250_001, seed=72), random_bytes(10, seed=73)]
+    events = EventRecorder()
+    with ShapingProxy(registry.url, faults=spec) as proxy:
+        async with RegistryClient(proxy.url, config=RETRY, events=events) as rc:
+            repo = unique_repo()
+            descs = [await rc.push_blob(repo, blobs[0]),
+                     await rc.push_blob(repo, blobs[1], chunk_size=60_000),
+                     await rc.push_blob(repo, blobs[2], chunk_size=4)]
+            img = await push_image(rc, repo, layer_sizes=(120_000,), seed=74)
+        assert proxy.fault_log, "the proxy should have injected faults"
+    failed_patches = [e for e in events.events if e.attrs.get("method") == "PATCH" and not e.ok]
+    status_queries = [e for e in events.events if e.attrs.get("method") == "GET" and "/blobs/uploads/" in e.path]
+    assert failed_patches and status_queries, "a failed PATCH should be followed by an upload status query"
+    async with RegistryClient(registry.url) as direct:
+        for desc, data in zip(descs, blobs, strict=True):
+            assert await direct.get_blob(repo, desc) == data
+        assert (await direct.get_manifest(repo, "v1")).digest == img.manifest.digest
