@@ -211,7 +211,7 @@ class MountedImage:
         for lay in self.lazy_layers:
             assert lay.mount is not None
             try:
-                lay.mount.unmount()
+                lay.mount.unmount(timeout=30.0)  # its events are written on the way out: let it finish
             except SociLabError as exc:
                 errors.append(str(exc))
         for lay in self.layers:
