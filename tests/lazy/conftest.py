@@ -24,11 +24,15 @@ def soci_mounts() -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_mount_left_behind() -> Iterator[None]:
-    """Session-end check: every test that mounted must have unmounted, even when it failed."""
+def no_mount_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Session-end check: every test that mounted must have unmounted, even when it failed.
+
+    Only mounts under this session's temporary directory count (others may run servers on this machine).
+    """
+    base = str(tmp_path_factory.getbasetemp().resolve())
     before = set(soci_mounts())
     yield
-    left = set(soci_mounts()) - before
+    left = {p for p in set(soci_mounts()) - before if p.startswith(base + "/")}
     for path in left:  # clean up so the machine stays usable, then fail loudly
         from soci_lab.lazy.mount import force_unmount
 
