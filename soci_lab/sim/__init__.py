@@ -24,6 +24,7 @@ from .run import MODES, SUMMARY_KEYS, SimRun, simulate
 from .synthetic import SyntheticSpec, generate
 from .workload import Access, read_everything, read_trace, synthetic_trace, write_trace
 from .world import LazyParams, SimParams
+from .ztoc_adapter import LayerSource, from_ztocs
 
 __all__ = [
     "MODES",
@@ -34,6 +35,7 @@ __all__ = [
     "HostParams",
     "ImageModel",
     "LayerModel",
+    "LayerSource",
     "LazyParams",
     "Link",
     "NetworkParams",
@@ -42,6 +44,7 @@ __all__ = [
     "SpanModel",
     "SyntheticSpec",
     "fit",
+    "from_ztocs",
     "generate",
     "read_everything",
     "read_trace",
