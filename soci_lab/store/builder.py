@@ -44,6 +44,7 @@ from .profiles import Profile
 
 if TYPE_CHECKING:
     from ..artifacts import ArtifactSource
+    from ..events import EventRecorder
     from ..remote import RegistryClient
 
 #: what Hermes's controller stamps on its indexes
@@ -87,6 +88,7 @@ class ResolvedBuild:
     config: ImageConfig
     source: ArtifactSource
     client: RegistryClient | None
+    events: EventRecorder | None = None
 
     async def aclose(self) -> None:
         """Close the registry client."""
@@ -122,8 +124,10 @@ def pending_key(req: BuildRequest) -> ArtifactKey:
     return ArtifactKey(name, req.platform, req.profile.key())
 
 
-async def resolve_build(req: BuildRequest, settings: BuildSettings) -> ResolvedBuild:
-    """Step 1: resolve REF to its platform manifest and config (verified); see the module docstring."""
+async def resolve_build(req: BuildRequest, settings: BuildSettings,
+                        events: EventRecorder | None = None) -> ResolvedBuild:
+    """Step 1: resolve REF to its platform manifest and config (verified); see the module docstring.
+    ``events`` records the registry client's ``http_request``/``blob_download`` events of the whole build."""
     from ..artifacts import open_source, resolve_ref
 
     ref = Reference.parse(req.image)
@@ -131,7 +135,7 @@ async def resolve_build(req: BuildRequest, settings: BuildSettings) -> ResolvedB
     if not ref.is_layout:
         from ..remote import RegistryClient
 
-        client = RegistryClient(ref, creds=settings.creds, insecure=settings.insecure)
+        client = RegistryClient(ref, creds=settings.creds, insecure=settings.insecure, events=events)
     try:
         src = open_source(ref, client)
         resolved = await resolve_ref(src, ref, Platform.parse(req.platform))
@@ -143,7 +147,7 @@ async def resolve_build(req: BuildRequest, settings: BuildSettings) -> ResolvedB
     key = ArtifactKey(digest_ref(ref, m.digest), req.platform, req.profile.key())
     min_layer = req.profile.min_layer_size if req.profile.min_layer_size is not None else settings.min_layer_size
     info = ArtifactInfo(str(ref), str(m.digest), str(resolved.manifest.config.digest), settings.span_size, min_layer)
-    return ResolvedBuild(req, key, info, m, list(resolved.manifest.layers), resolved.config, src, client)
+    return ResolvedBuild(req, key, info, m, list(resolved.manifest.layers), resolved.config, src, client, events)
 
 
 def _check_file(path: Path, desc: Descriptor) -> None:
@@ -185,7 +189,7 @@ def assemble(rb: ResolvedBuild, settings: BuildSettings, open_layer: Callable[[D
     built = build_soci_index(
         rb.layers, open_layer, version="v1", subject=rb.manifest_descriptor, span_size=settings.span_size,
         min_layer_size=rb.info.min_layer_size, build_tool_identifier=settings.build_tool_identifier,
-        optimize_xattrs=settings.optimize_xattrs, max_workers=settings.max_workers,
+        optimize_xattrs=settings.optimize_xattrs, max_workers=settings.max_workers, recorder=rb.events,
     )
     ztoc_descs = [d for d in built.index.blobs if d.media_type == SOCI_LAYER_MEDIA_TYPE]
     ordered = [(str(d.digest), built.ztocs[str(d.digest)]) for d in rb.layers if str(d.digest) in built.ztocs]

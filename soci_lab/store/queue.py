@@ -12,6 +12,8 @@ answers with 429, so the asker knows and can retry. Two de-duplications, as Herm
 Task statuses: ``Queued`` (waiting for a worker; the queue's own, not in the database), then the
 database's ``Building`` → ``Ready`` / ``Failed``. ``max_concurrency`` workers (default 1, as Hermes)
 run builds on the server loop; each build is bounded by ``build_timeout`` seconds (default 60 min).
+With an ``events`` recorder, builds record their registry traffic (``http_request``, ``blob_download``) and
+one ``ztoc_build`` per layer.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..errors import BuildQueueFull
 from .builder import BuildRequest, BuildSettings, one_line, pending_key, resolve_build, run_build
 from .db import BUILDING, FAILED, READY, ArtifactInfo, ArtifactKey, StoreDB
+
+if TYPE_CHECKING:
+    from ..events import EventRecorder
 
 QUEUED = "Queued"
 #: finished tasks kept for ``GET /v1/builds``
@@ -87,8 +92,10 @@ class BuildQueue:
         max_concurrency: int = 1,
         queue_size: int = 128,
         build_timeout: float = 3600.0,
+        events: EventRecorder | None = None,
     ) -> None:
         self.db = db
+        self.events = events
         self.settings = settings or BuildSettings()
         self.max_concurrency = max(1, max_concurrency)
         self.queue_size = max(1, queue_size)
@@ -179,7 +186,7 @@ class BuildQueue:
         info = ArtifactInfo(req.image)
         try:
             with anyio.fail_after(self.build_timeout):
-                rb = await resolve_build(req, self.settings)
+                rb = await resolve_build(req, self.settings, self.events)
                 try:
                     key, info = rb.key, rb.info
                     task.image_digest_ref = key.image_digest_ref

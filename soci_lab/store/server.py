@@ -42,7 +42,7 @@ import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -53,6 +53,9 @@ from . import profiles as pf
 from .builder import BuildRequest, BuildSettings
 from .db import LIST_LIMIT, StoreDB, artifact_json
 from .queue import BuildQueue
+
+if TYPE_CHECKING:
+    from ..events import EventRecorder
 
 #: Hermes's controller ``--platform`` default
 DEFAULT_PLATFORM = "linux/amd64"
@@ -185,7 +188,8 @@ class ArtifactStore(BackgroundServer):
 
     ``with ArtifactStore(db=path) as store: store.url``. ``settings`` are the build knobs (span size,
     minimum layer size for the ``none`` profile, build tool identifier, registry access); ``platform`` is
-    used when a request names none; ``max_concurrency`` builds run at once and ``queue_size`` more may wait.
+    used when a request names none; ``max_concurrency`` builds run at once and ``queue_size`` more may wait;
+    ``events`` records what builds do (:class:`BuildQueue`).
     """
 
     kind = "artifact-store"
@@ -201,8 +205,10 @@ class ArtifactStore(BackgroundServer):
         max_concurrency: int = 1,
         queue_size: int = 128,
         build_timeout: float = 3600.0,
+        events: EventRecorder | None = None,
     ) -> None:
         super().__init__(host, port)
+        self.events = events
         self.db_path = Path(db)
         self.platform = str(Platform.parse(platform))
         self.settings = settings or BuildSettings()
@@ -215,7 +221,7 @@ class ArtifactStore(BackgroundServer):
     async def make_app(self) -> web.Application:
         self.db = StoreDB(self.db_path)
         self.queue = BuildQueue(self.db, self.settings, max_concurrency=self.max_concurrency,
-                                queue_size=self.queue_size, build_timeout=self.build_timeout)
+                                queue_size=self.queue_size, build_timeout=self.build_timeout, events=self.events)
         self.queue.start()
         return StoreApp(self.db, self.queue, self.platform).application()
 

@@ -206,3 +206,19 @@ def test_build_timeout_fails_the_build(tmp_path, images, slow_registry):
         assert state["status"] == "Failed" and state["error"] == "build timed out after 0.5s"
         rows = httpx.get(store.url + "/v1/artifacts").json()
         assert [(r["sourceImageRef"], r["status"], r["error"]) for r in rows] == [(ref, "Failed", state["error"])]
+
+
+def test_build_events(tmp_path, images):
+    from soci_lab.events import EventRecorder
+
+    img = images.push()
+    rec = EventRecorder(strategy="store")
+    with ArtifactStore(db=tmp_path / "h.db", platform=PLATFORM, settings=BuildSettings(span_size=SPAN),
+                       events=rec) as store:
+        assert request_build(store.url, img.ref, wait=True, timeout=120)["status"] == "Ready"
+    frame = rec.to_frame()
+    builds = frame[frame.kind == "ztoc_build"]
+    assert sorted(builds.layer) == sorted(img.layers) and builds.ok.all()
+    downloads = frame[frame.kind == "blob_download"]
+    assert set(img.layers) <= {a.get("digest") for a in downloads.attrs} | set(downloads.layer.dropna())
+    assert (frame.kind == "http_request").sum() >= 4  # manifest, config, two layers
