@@ -73,6 +73,18 @@ class ChunkStream:
             self._pos += written
             n -= written
 
+    def take(self, n: int) -> list[memoryview]:
+        """The next ``n`` bytes as views into the chunks (no copy; the views keep their chunks alive)."""
+        views: list[memoryview] = []
+        while n:
+            if self._pos >= len(self._buf) and not self._fill():
+                raise ArchiveError(f"archive truncated: {n} bytes of file data missing at offset {self.tell()}")
+            k = min(n, len(self._buf) - self._pos)
+            views.append(self._buf[self._pos : self._pos + k])
+            self._pos += k
+            n -= k
+        return views
+
     def skip(self, n: int) -> None:
         """Discard the next ``n`` bytes."""
         while n:

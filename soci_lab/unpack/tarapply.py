@@ -56,6 +56,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,12 @@ WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 _MAX_SYMLINKS = 40
-_MAX_CACHED_DIRS = 512
+_MAX_CACHED_DIRS = 2048
+#: regular files up to this size may be written by the file workers (bigger ones stream in the main thread).
+_DISPATCH_MAX = 1 << 20
+#: most files / bytes handed to the workers and not yet written (bounds the chunks kept alive).
+_INFLIGHT_FILES = 256
+_INFLIGHT_BYTES = 64 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _XATTR_PAX_PREFIX = "SCHILY.xattr."
@@ -119,6 +125,8 @@ class ApplyOptions:
     max_entry_size: int = 1 << 40
     #: archives with more entries than this are refused.
     max_entries: int = 10_000_000
+    #: threads creating small regular files beside the main thread (0: the main thread does it all).
+    file_workers: int = 0
 
 
 @dataclass
@@ -207,6 +215,45 @@ def _umask() -> int:
     return 0o022
 
 
+@dataclass(slots=True)
+class _NewFile:
+    """A small regular file for a worker to create: the name is new, its parent's fd stays open."""
+
+    pfd: int
+    base: str
+    perm: int
+    chmod: int | None
+    data: list[memoryview]
+    owner: tuple[int, int] | None
+    xattrs: dict[str, bytes]
+    atime_ns: int
+    mtime_ns: int
+
+    def run(self) -> int:
+        """Create and fill the file; returns how many xattrs were skipped (not supported here)."""
+        skipped = 0
+        fd = os.open(self.base, _FILE_FLAGS, self.perm, dir_fd=self.pfd)
+        try:
+            for view in self.data:
+                while view:
+                    view = view[os.write(fd, view) :]
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
+            if self.chmod is not None:
+                os.fchmod(fd, self.chmod)
+            for name, value in self.xattrs.items():
+                try:
+                    os.setxattr(fd, name, value)
+                except OSError as exc:
+                    if exc.errno not in _IGNORABLE_XATTR_ERRNOS:
+                        raise
+                    skipped += 1
+            os.utime(fd, ns=(self.atime_ns, self.mtime_ns))
+        finally:
+            os.close(fd)
+        return skipped
+
+
 class TarApplier:
     """Applies one tar stream to ``dest`` (a directory that exists; emptiness is checked by the caller)."""
 
@@ -219,8 +266,18 @@ class TarApplier:
         self._owners = os.geteuid() == 0 if self.options.preserve_owners is None else self.options.preserve_owners
         self._uid, self._gid = os.geteuid(), os.getegid()
         self._umask = _umask()
+        workers = self.options.file_workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="soci-unpack-files") if workers > 0 else None
+        #: real paths created (or handed to a worker) by this apply: only with workers, to find conflicts
+        self._seen: set[str] = set()
+        self._inflight: list[tuple[Future[int], int]] = []
+        self._inflight_bytes = 0
+        self._fresh = False
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # before closing the fds they use
+            self._pool = None
         for fd in self._cache.values():
             os.close(fd)
         self._cache.clear()
@@ -239,6 +296,7 @@ class TarApplier:
         opts = self.options
         while True:
             if len(self._cache) > _MAX_CACHED_DIRS:
+                self._barrier()
                 self._trim_cache()
             try:
                 info = tarfile.TarInfo.fromtarfile(shim)  # type: ignore[arg-type]
@@ -261,6 +319,7 @@ class TarApplier:
             if rest < 0:
                 raise ArchiveError(f"tar entry {info.name!r} overruns its data")
             stream.skip(rest)
+        self._barrier()
         self._finish_dirs()
         self.stats.tar_bytes = stream.tell()
         return self.stats
@@ -284,6 +343,7 @@ class TarApplier:
             return
         pfd, preal = self._parent(parent, create=True)
         real = f"{preal}/{base}" if preal else base
+        self._claim_name(real)
         t = info.type
         if info.isreg():
             self._file(info, stream, pfd, base, real)
@@ -308,6 +368,24 @@ class TarApplier:
         mode = info.mode & 0o7777
         simple = not (mode & 0o7000) and (mode & ~self._umask) == mode
         perm = mode if simple else 0o600
+        if self._pool is not None and self._fresh and info.size <= _DISPATCH_MAX:
+            # a new name (``_claim_name`` waited for any earlier entry of that name): hand it to a worker
+            owner = (info.uid, info.gid) if self._owners and (info.uid, info.gid) != (self._uid, self._gid) else None
+            job = _NewFile(
+                pfd,
+                base,
+                perm,
+                None if simple else mode,
+                stream.take(info.size),
+                owner,
+                self._xattrs(info),
+                self._atime_ns(info),
+                self._mtime_ns(info),
+            )
+            self._submit(job, info.size)
+            self.stats.files += 1
+            self.stats.file_bytes += info.size
+            return
         try:
             fd = os.open(base, _FILE_FLAGS, perm, dir_fd=pfd)
         except FileExistsError:
@@ -339,6 +417,8 @@ class TarApplier:
                 os.mkdir(base, 0o700, dir_fd=pfd)
         self._dirs[real] = self._dir_meta(info)
         self.stats.dirs += 1
+        if self._pool is not None and real not in self._cache:
+            self._cache[real] = os.open(base, _DIR_FLAGS, dir_fd=pfd)  # its children need no walk (no barrier)
 
     def _symlink(self, info: tarfile.TarInfo, pfd: int, base: str, real: str) -> None:
         if "\x00" in info.linkname:
@@ -348,6 +428,7 @@ class TarApplier:
         self.stats.symlinks += 1
 
     def _hardlink(self, info: tarfile.TarInfo, pfd: int, base: str, real: str) -> None:
+        self._barrier()  # the target may still be with a worker
         target = clean_name(info.linkname, "hardlink target")
         if not target:
             raise UnsafeArchiveEntry(f"tar hardlink {info.name!r} points at the destination root")
@@ -399,6 +480,7 @@ class TarApplier:
         if not name or name in (".", ".."):
             raise UnsafeArchiveEntry(f"tar whiteout {info.name!r} names nothing")
         real = f"{preal}/{name}" if preal else name
+        self._claim_name(real)
         self._make(real, pfd, name, lambda: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd))
         if self._owners and (info.uid != self._uid or info.gid != self._gid):
             os.chown(name, info.uid, info.gid, dir_fd=pfd, follow_symlinks=False)
@@ -407,6 +489,43 @@ class TarApplier:
         self.stats.whiteouts += 1
 
     # --- helpers --------------------------------------------------------------------------------------
+
+    def _claim_name(self, real: str) -> None:
+        """With workers: wait for them if ``real`` was already used in this apply (a duplicate or a
+        replacement must happen after the earlier entry), then mark it used."""
+        self._fresh = False
+        if self._pool is None:
+            return
+        if real in self._seen:
+            self._barrier()
+        else:
+            self._fresh = True  # nothing of that name exists: the destination started empty
+        self._seen.add(real)
+
+    def _submit(self, job: _NewFile, size: int) -> None:
+        assert self._pool is not None
+        if len(self._inflight) >= _INFLIGHT_FILES or self._inflight_bytes >= _INFLIGHT_BYTES:
+            half = len(self._inflight) // 2 or 1
+            for fut, n in self._inflight[:half]:
+                self.stats.xattrs_skipped += fut.result()
+                self._inflight_bytes -= n
+            del self._inflight[:half]
+        self._inflight.append((self._pool.submit(job.run), size))
+        self._inflight_bytes += size
+
+    def _barrier(self) -> None:
+        """Wait until the workers have created every file handed to them (raises their first error)."""
+        if not self._inflight:
+            return
+        inflight, self._inflight, self._inflight_bytes = self._inflight, [], 0
+        error: BaseException | None = None
+        for fut, _ in inflight:
+            try:
+                self.stats.xattrs_skipped += fut.result()
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def _make(self, real: str, pfd: int, base: str, create: Any) -> None:
         """Run ``create``; if the name exists, remove what is there and run it again."""
@@ -418,6 +537,7 @@ class TarApplier:
 
     def _remove(self, pfd: int, base: str, real: str) -> None:
         """Remove an existing entry (never following symlinks) and forget cached state under it."""
+        self._barrier()
         st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
             self._forget(real)
@@ -442,6 +562,7 @@ class TarApplier:
         fd = self._cache.get(rel)
         if fd is not None:
             return fd, rel
+        self._barrier()  # a component may be a file a worker has not created yet
         todo = rel.split("/") if rel else []
         todo.reverse()  # a stack: pop() takes the next component
         stack: list[str] = []
@@ -466,6 +587,8 @@ class TarApplier:
                         raise
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(comp, 0o755, dir_fd=cur)
+                    if self._pool is not None:
+                        self._seen.add(key)
                     fd = os.open(comp, _DIR_FLAGS, dir_fd=cur)
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):

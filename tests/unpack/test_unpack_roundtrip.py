@@ -92,8 +92,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "file-workers"])
 @pytest.mark.parametrize("compress", ["gzip", "zstd", "none", "external-gzip", "external-unpigz", "external-zstd"])
-def test_gnu_tar_round_trip(tree: Path, tmp_path: Path, compress: str) -> None:
+def test_gnu_tar_round_trip(tree: Path, tmp_path: Path, compress: str, workers: int) -> None:
     tool = compress.removeprefix("external-")
     if tool != "none" and shutil.which(tool) is None:
         pytest.skip(f"{tool} not installed")
@@ -108,6 +109,7 @@ def test_gnu_tar_round_trip(tree: Path, tmp_path: Path, compress: str) -> None:
         dest,
         compute_digests=True,
         decompress_streams=streams if compress.startswith("external-") else None,
+        options=ApplyOptions(file_workers=workers),
     )
     assert result.compression == codec
     assert_same_tree(tree, dest)

@@ -19,6 +19,15 @@ from soci_lab.errors import ArchiveError, UnsafeArchiveEntry, VerificationFailed
 from soci_lab.unpack import ApplyOptions, DevicePolicy, apply_layer
 from soci_lab.unpack.tarapply import clean_name
 
+WORKERS = [0]
+
+
+@pytest.fixture(autouse=True, params=[0, 2], ids=["serial", "file-workers"])
+def file_workers(request: pytest.FixtureRequest) -> int:
+    """Every case runs with the main thread alone and with two file workers."""
+    WORKERS[0] = request.param
+    return request.param
+
 
 @pytest.fixture
 def sentinel(tmp_path: Path) -> Path:
@@ -44,7 +53,7 @@ def run(sentinel: Path, entries: list[E], **opts: object) -> Path:
             sentinel / "dest",
             expected_digest=digest,
             expected_diff_id=diff_id,
-            options=ApplyOptions(**opts),  # type: ignore[arg-type]
+            options=ApplyOptions(**{"file_workers": WORKERS[0], **opts}),  # type: ignore[arg-type]
         )
     finally:
         after = scan(sentinel, skip=sentinel / "dest")
