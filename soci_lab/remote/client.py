@@ -217,6 +217,11 @@ class RegistryClient:
         """HTTP requests sent so far (each retry and auth round counts)."""
         return self.transport.counters.requests
 
+    @property
+    def bytes_received(self) -> int:
+        """Response body bytes received so far, over all requests (what the network carried)."""
+        return self.transport.counters.bytes
+
     # --- ping -----------------------------------------------------------------------------------------
 
     async def ping(self) -> None:
@@ -421,10 +426,9 @@ class RegistryClient:
         return b"".join(parts)
 
     async def _fetch(self, repo: str | Reference | None, d: Digest, size: int | None, sink) -> int:
+        """The whole blob into ``sink``: no Range on the first GET, resumed with one after a break."""
         repo = self._repo(repo)
-        upper = None if size is None or size == 0 else size - 1
-        if size == 0:
-            upper = None
+        upper = size - 1 if size else None  # an empty (or unknown-length) blob: read to the end
         return await fetch_into(self.transport, self.blob_url(repo, d), sink, lower=0, upper=upper, ranged=False,
                                 scopes=_pull(repo), expect_total=size)
 
