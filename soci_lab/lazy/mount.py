@@ -38,6 +38,10 @@ from ..errors import MountError, SociLabError
 from ..events import EventRecorder
 from .prefetch import LazyPolicy, lazy_policy
 
+#: fork layer servers from a pre-warmed zygote process (:mod:`soci_lab.lazy.zygote`) instead of starting a
+#: fresh interpreter per layer; set False to always use ``python -m soci_lab.lazy.mount``
+USE_ZYGOTE = True
+
 
 @dataclass
 class LazyLayerSpec:
@@ -303,7 +307,8 @@ class LayerMount:
             if self._tmp is None:
                 self._tmp = tempfile.mkdtemp(prefix="soci-lab-mount-")
             self.options.events_path = os.path.join(self._tmp, "events.jsonl")
-        self.process: subprocess.Popen[bytes] | None = None
+        #: the serving process: a ``subprocess.Popen`` or a zygote-forked ``ServerProcess`` (same methods)
+        self.process: Any = None
         self.ready_s: float | None = None
 
     def start(self, timeout: float = 60.0) -> LayerMount:
@@ -322,19 +327,27 @@ class LayerMount:
             pickle.dump((self.spec, self.mountpoint, self.options), f)
         rfd, wfd = os.pipe()
         t0 = time.monotonic()
-        log = open(os.path.join(self._tmp, "server.log"), "ab")  # noqa: SIM115 - handed to the child
+        log_path = os.path.join(self._tmp, "server.log")
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "soci_lab.lazy.mount", spec_path, str(wfd)],
-                pass_fds=(wfd,),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+            if USE_ZYGOTE:
+                from .zygote import spawn_server
+
+                try:
+                    self.process = spawn_server(spec_path, log_path, wfd)
+                except OSError:
+                    self.process = None
+            if self.process is None:
+                with open(log_path, "ab") as log:
+                    self.process = subprocess.Popen(
+                        [sys.executable, "-m", "soci_lab.lazy.mount", spec_path, str(wfd)],
+                        pass_fds=(wfd,),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                    )
         finally:
             os.close(wfd)
-            log.close()
         line = b""
         try:
             deadline = t0 + timeout
