@@ -12,7 +12,8 @@
 The **cache key** is the builder version and the recipe's digest plus the suite's state (``InRelease``
 date and package-list digest: every package version a build can get), the suite, variant and architecture.
 A finished build is a directory with ``dataset.json``; a half-done one never is (built under a temporary
-name, renamed at the end), and a file lock keeps two builders of one dataset from racing. The cache lives in
+name, renamed at the end), and a file lock keeps two builders of one dataset from racing. A new build of a
+dataset removes its older builds (one build per dataset in the cache). The cache lives in
 ``$SOCI_LAB_CACHE/datasets``, else ``~/.cache/soci_lab/datasets``.
 """
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "soci_lab.dataset/1"
 #: bumped whenever the build logic changes what a layer holds, so old cache entries are not reused
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 def cache_root() -> Path:
@@ -281,7 +282,15 @@ def build_dataset(
         )
         (work / "dataset.json").write_text(json.dumps(built.to_json(), indent=2, sort_keys=True))
         work.rename(final)
+        _prune(root, name, keep=final)
         return built
+
+
+def _prune(root: Path, name: str, keep: Path) -> None:
+    """Remove older builds of ``name`` (other keys): a cache holds one build per dataset."""
+    for old in root.glob(f"{name}-*"):
+        if old != keep and old.is_dir() and len(old.name) == len(keep.name) and (old / "dataset.json").exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _image_inputs(recipe: dict[str, Any], layer_paths: Sequence[str]) -> tuple[list[Any], Any]:

@@ -159,9 +159,9 @@ def diff_snapshots(old: Snapshot, new: Snapshot) -> LayerDiff:
 
 
 def _copy_meta(src: str, dst: str, meta: EntryMeta) -> None:
-    if meta.kind != "l":
-        os.chmod(dst, meta.mode)
     os.chown(dst, meta.uid, meta.gid, follow_symlinks=False)
+    if meta.kind != "l":
+        os.chmod(dst, meta.mode)  # after chown, which clears setuid/setgid bits
     for name, value in meta.xattrs:
         try:
             os.setxattr(dst, name, value, follow_symlinks=False)

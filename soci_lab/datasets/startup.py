@@ -59,7 +59,7 @@ def record_startup(
     """Record the startup of ``built`` (on a copy of its rootfs); write the trace CSV and startup JSON when
     asked. Returns the recording and the JSON document."""
     recipe = built.recipe
-    with tempfile.TemporaryDirectory(prefix=f"soci-lab-startup-{built.name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"soci-lab-startup-{os.getpid()}-{built.name}-") as tmp:
         copy = Path(tmp) / "rootfs"
         subprocess.run(["cp", "-a", "--one-file-system", built.rootfs, str(copy)], check=True)
         try:

@@ -88,7 +88,7 @@ def record_trace(
         alive_at_ready = bool(pids)
         mapped = mapped_file_pages(pids, root)
 
-    with tempfile.TemporaryDirectory(prefix="soci-lab-record-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"soci-lab-record-{os.getpid()}-") as tmp:
         log_path = Path(strace_log) if strace_log else Path(tmp) / "strace.log"
         w = RunningWorkload(
             root, cmd, rule, user=user, env=env, cwd=cwd, mounts=mounts, recorder=recorder,
@@ -111,6 +111,7 @@ def record_trace(
         raise WorkloadError(f"strace recorded nothing for {' '.join(cmd)}")
     ready_s = w.ready_s or 0.0
     rows = [r for r in conv.rows if r.t_s <= ready_s]
+    n_syscall_rows = len(rows)
     syscall_bytes = Trace(rows).bytes_read()
     mapped_bytes = 0
     for host, ranges in mapped.items():
@@ -122,6 +123,8 @@ def record_trace(
             rows.append(TraceRow(round(min(t, ready_s), 6), "read", inside, start, end - start))
             mapped_bytes += end - start
     trace = Trace(rows)
+    if recorder is not None:
+        _emit_rows(recorder, w, rows, n_syscall_rows)
     if out is not None:
         save_trace(trace, out)
     run = RunResult(
@@ -129,3 +132,16 @@ def record_trace(
         exit_code=exit_code, output_tail=list(w.tail),
     )
     return Recording(trace, run, alive_at_ready, mapped_bytes, conv.calls, syscall_bytes)
+
+
+def _emit_rows(recorder: EventRecorder, w: RunningWorkload, rows: list[TraceRow], n_syscall_rows: int) -> None:
+    """One ``file_read`` (reads) or ``file_op`` event per trace row, at the run's clock: the command's start
+    plus the row's ``t_s``. ``attrs.via`` says ``syscall`` (strace) or ``mmap`` (pages seen in pagemap)."""
+    origin = w.event_origin
+    for i, r in enumerate(rows):
+        via = "syscall" if i < n_syscall_rows else "mmap"
+        t = origin + r.t_s
+        if r.op == "read":
+            recorder.emit("file_read", t, t, path=r.path, nbytes=r.size, offset=r.offset, via=via, recorded=True)
+        else:
+            recorder.emit("file_op", t, t, path=r.path, op=r.op, result=r.size, via=via, recorded=True)

@@ -214,6 +214,11 @@ class RunningWorkload:
             if not self._line_ready.is_set() and self.readiness.matches_line(line):
                 self._line_ready.set()
 
+    @property
+    def event_origin(self) -> float:
+        """The recorder time at which the command started (0 without a recorder)."""
+        return self._ev_t0
+
     # -- waiting ---------------------------------------------------------------------------------
 
     def elapsed(self) -> float:

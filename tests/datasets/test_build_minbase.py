@@ -74,3 +74,24 @@ def test_dataset_cli(minbase_build, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert doc["cached"] is True and doc["out_digest"] == minbase_build.manifest_digest
     assert main(["dataset", "build", "nope"]) == 1
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+def test_umoci_unpacks_the_image_into_the_built_rootfs(minbase_build, tmp_path: Path) -> None:
+    """Interop: a standard unpacker (umoci) applying the layers, whiteouts included, gives the rootfs the
+    recipe built (device nodes aside: /dev, /proc, /sys stay empty in images)."""
+    import shutil
+    import subprocess
+
+    from soci_lab.datasets import snapshot_tree
+
+    if shutil.which("umoci") is None:
+        pytest.fail("umoci is not installed: run scripts/setup.sh")
+    layout = minbase_build.image.removeprefix("oci:")
+    subprocess.run(["umoci", "raw", "unpack", "--image", layout, str(tmp_path / "u")], check=True,
+                   capture_output=True)
+
+    def view(root: str) -> dict[str, tuple]:
+        return {p: (m.kind, m.mode, m.uid, m.gid, m.size, m.target, m.mtime_ns if m.kind == "f" else 0)
+                for p, m in snapshot_tree(root).items()}
+
+    assert view(str(tmp_path / "u")) == view(minbase_build.rootfs)

@@ -92,6 +92,9 @@ def base_step(r: Path) -> None:
     (r / "usr/share/doc/pkg/README").write_text("doc\n")
     (r / "usr/share/doc/pkg/LICENSE").write_text("lic\n")
     (r / "usr/bin/tool").write_bytes(b"\x7fELF" + bytes(1000))
+    (r / "usr/bin/su").write_bytes(b"setuid")
+    os.chown(r / "usr/bin/su", 0, 42)
+    os.chmod(r / "usr/bin/su", 0o4755)
     os.link(r / "usr/bin/tool", r / "usr/bin/tool-alias")
     os.symlink("tool", r / "usr/bin/link")
     (r / "etc/becomes-dir").write_text("a file first\n")
@@ -129,6 +132,8 @@ def test_layers_hold_what_each_step_did(tmp_path: Path) -> None:
     assert "etc/keep" in files_in(base) and "usr/share/doc/pkg/README" in files_in(base)
     assert "dev" in files_in(base) and "dev/null-ish" not in files_in(base)  # /dev kept empty
     assert os.stat(base / "usr/bin/tool").st_ino == os.stat(base / "usr/bin/tool-alias").st_ino  # hard link kept
+    su = os.stat(base / "usr/bin/su")
+    assert (stat.S_IMODE(su.st_mode), su.st_gid) == (0o4755, 42)  # setuid survives the owner change
 
     got = files_in(runtime)
     assert {"etc/config", "etc/mode", "opt", "opt/app", "opt/app/main.py", "usr/bin/link",

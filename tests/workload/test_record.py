@@ -117,3 +117,22 @@ def test_record_exit_command_has_no_mapped_pages(mini_rootfs: Path) -> None:
     assert any(r.op == "read" and r.path == "/data/hello.txt" and r.size == 14 for r in rec.trace)
     with pytest.raises(WorkloadError, match="exited with 1"):
         record_trace(mini_rootfs, ["/bin/cat", "/data/none"], "exit", 20)
+
+
+@pytest.mark.usefixtures("needs_root")
+def test_recording_emits_events_on_the_run_clock(mini_rootfs: Path) -> None:
+    from soci_lab.events import EventRecorder
+
+    rec_events = EventRecorder(strategy="local")
+    rec = record_trace(mini_rootfs, ["/bin/sh", "-c", "cat /data/hello.txt; echo ready; exec sleep 60"],
+                       "line:^ready$", 20, recorder=rec_events)
+    frame = rec_events.to_frame()
+    reads = frame[frame.kind == "file_read"]
+    assert len(reads) == sum(1 for r in rec.trace if r.op == "read")
+    hello = reads[reads.path == "/data/hello.txt"]
+    assert len(hello) == 1 and hello.iloc[0]["bytes"] == 14 and hello.iloc[0]["attrs"]["offset"] == 0
+    assert hello.iloc[0]["attrs"]["via"] == "syscall"
+    assert {a["via"] for a in reads["attrs"]} == {"syscall", "mmap"}
+    (ready,) = frame[frame.kind == "ready"].itertuples()
+    assert reads.t_start.max() <= ready.t_end + 0.05
+    assert set(frame.kind) == {"file_read", "file_op", "ready", "workload"}

@@ -93,8 +93,10 @@ def children_of(pid: int) -> list[int]:
 
 
 def our_tmp_dirs() -> set[str]:
+    """Temporary directories this process's recordings made (their names carry the pid)."""
     tmp = tempfile.gettempdir()
-    return {p for p in os.listdir(tmp) if p.startswith(TMP_PREFIXES)}
+    mine = tuple(f"{p}{os.getpid()}-" for p in TMP_PREFIXES)
+    return {p for p in os.listdir(tmp) if p.startswith(mine)}
 
 
 def leak_report(mounts_before: set[str], tmp_before: set[str], prefixes: list[str]) -> list[str]:
