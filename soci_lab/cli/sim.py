@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
     work.add_argument("--read-everything", action="store_true", help="workload: read every file once")
     work.add_argument("--read-fraction", type=float, default=None, help="workload: a synthetic trace reading F")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace (default 0)")
+    p.add_argument(
+        "--prefetch-trace", default=None, help="lazy: prefetch the spans this trace reads ([prefetch] enable = true)"
+    )
     p.add_argument("--config", default=None, help="soci-style config.toml")
     p.add_argument("--save-image", default=None, help="also write the image model as JSON to this file")
     p.add_argument("--events", default=None, help="write the events (.csv, .jsonl or .parquet)")
@@ -167,6 +170,13 @@ def _simulate(args: argparse.Namespace) -> int:
         workload = read_everything(image)
     elif args.read_fraction is not None:
         workload = synthetic_trace(image, args.read_fraction, seed=args.seed)
+    if args.prefetch_trace:
+        from dataclasses import replace as _replace
+
+        from ..sim.workload import prefetch_spans_from_trace
+
+        image = _replace(image, prefetch_spans=prefetch_spans_from_trace(image, read_trace(args.prefetch_trace)))
+        config.prefetch.enable = True
     run = simulate(image, args.mode, workload=workload, config=config, params=params)
     if args.events:
         write_events(run.recorder.events, args.events)

@@ -148,3 +148,36 @@ def bytes_read(accesses: list[tuple[str, int, int]]) -> int:
                 cur_b = b
         total += cur_b - cur_a
     return total
+
+
+def prefetch_spans_from_trace(
+    image: ImageModel, accesses: list[Access], *, touch_end_span: bool = False
+) -> dict[int, list[tuple[int, int]]]:
+    """The prefetch artifact a trace gives (``index create --prefetch-trace``): per indexed layer, the
+    inclusive span ranges its reads touch, merged — what a ``lazy+prefetch`` run resolves before ready."""
+    view = image.view()
+    touched: dict[int, set[int]] = {}
+    for a in accesses:
+        if a.op != "read":
+            continue
+        f = view.get(a.path)
+        if f is None or f.type != "reg":
+            continue
+        layer = image.layers[f.layer]
+        off = min(a.offset, f.size)
+        size = min(a.size, f.size - off)
+        if not layer.indexed or size <= 0:
+            continue
+        u0 = f.offset + off
+        last = layer.span_id(u0 + size) if touch_end_span else layer.span_id(u0 + size - 1)
+        touched.setdefault(f.layer, set()).update(range(layer.span_id(u0), last + 1))
+    out: dict[int, list[tuple[int, int]]] = {}
+    for li, ids in sorted(touched.items()):
+        ranges: list[tuple[int, int]] = []
+        for i in sorted(ids):
+            if ranges and i == ranges[-1][1] + 1:
+                ranges[-1] = (ranges[-1][0], i)
+            else:
+                ranges.append((i, i))
+        out[li] = ranges
+    return out

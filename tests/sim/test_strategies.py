@@ -287,3 +287,26 @@ def test_summary_agrees_with_the_common_run_rules(mode):
         if key == "mode":
             continue
         assert common[key] == pytest.approx(sim.summary[key], rel=1e-9), key
+
+
+def test_prefetch_from_the_workloads_own_trace_removes_every_miss():
+    """A prefetch artifact built from the trace: all its spans resolve before ready, the workload never waits."""
+    from soci_lab.sim.workload import prefetch_spans_from_trace
+
+    image = _image(4, 40, 4, 1024)
+    trace = synthetic_trace(image, 0.1, seed=4)
+    cfg = Config()
+    cfg.prefetch.enable = True
+    plain = simulate(image, "lazy", workload=trace)
+    pre = replace(image, prefetch_spans=prefetch_spans_from_trace(image, trace))
+    run = simulate(pre, "lazy", workload=trace, config=cfg)
+    ev = run.events
+    spans = ev[ev.kind == "span_fetch"]
+    assert len(spans) == plain.checks["span_fetches"]  # the same spans, fetched earlier
+    assert all(a["why"] == "prefetch" for a in spans["attrs"])
+    assert (spans.t_end <= run.summary["ready_s"]).all()
+    assert run.summary["ready_s"] > plain.summary["ready_s"]
+    work = run.summary["workload_done_s"] - run.summary["ready_s"]
+    assert work < plain.summary["workload_done_s"] - plain.summary["ready_s"]
+    assert run.recorder.strategy == "lazy+prefetch"
+    assert (ev.kind == "prefetch").sum() == len(pre.prefetch_spans)
