@@ -219,3 +219,23 @@ def test_sequential_pull_unpacks_in_order(tmp_path: Path, image, backend: str) -
     assert puller.resources.downloads.peak <= 3
     assert all(r[2] is None for r in src.requests)  # whole-layer downloads
     assert os.listdir(tmp_path / "root" / "sequential" / "unpack") == []
+
+
+@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+def test_repeated_layer_digest(tmp_path: Path, image, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """Images repeat identical layers (empty ones often): each occurrence gets its own job and tree."""
+    specs, paths, expected = image
+    repeated = [specs[0], specs[2], specs[0]]
+    mounts = [tmp_path / "m" / str(i) for i in range(3)]
+
+    async def main() -> None:
+        src = LocalFileSource(paths)
+        if mode == "parallel":
+            async with ParallelPuller(tmp_path / "root", src) as puller:
+                await puller.pull("img", repeated, mounts)
+        else:
+            await SequentialPuller(tmp_path / "root", src).pull("img", repeated, mounts)
+
+    anyio.run(main)
+    for mp, ref in zip(mounts, ["0", "2", "0"], strict=True):
+        assert_same_tree(expected / ref, mp, include_root=False)
