@@ -190,6 +190,7 @@ def _simulate(args: argparse.Namespace) -> int:
             "events": len(run.recorder),
             "events_file": args.events,
             "cmd_s": s["workload_done_s"] - s["ready_s"],
+            "exit_code": 0,
             "files_read": int(reads["path"].nunique()),
             "bytes_read": int(reads["bytes"].sum()),
             "spans_fetched": run.checks.get("span_fetches", 0),
