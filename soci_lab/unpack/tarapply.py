@@ -75,7 +75,19 @@ WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 _MAX_SYMLINKS = 40
-_MAX_CACHED_DIRS = 2048
+
+def _max_cached_dirs() -> int:
+    """Directory descriptors kept open: 2048, or a quarter of the process's file limit if that is lower."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 256
+    return 2048 if soft == resource.RLIM_INFINITY else max(16, min(2048, soft // 4))
+
+
+_MAX_CACHED_DIRS = _max_cached_dirs()
 #: regular files up to this size may be written by the file workers (bigger ones stream in the main thread).
 _DISPATCH_MAX = 1 << 20
 #: most files / bytes handed to the workers and not yet written (bounds the chunks kept alive).
