@@ -246,3 +246,33 @@ def test_mount_time_is_small(layer_files, tmp_path):
     with mount_layer(spec, mnt, _quiet()) as m:
         ready = time.monotonic() - t0
         assert m.ready_s is not None and ready < 10
+
+
+def test_prefetch_runs_before_ready_and_background_fetch_completes_the_layer(layer_files, tmp_path):
+    from soci_lab.lazy.prefetch import lazy_policy
+
+    path, _raw = layer_files
+    spec = _spec(path)
+    z = Ztoc.from_bytes(spec.ztoc)
+    cfg = Config()
+    cfg.background_fetch.silence_period_msec = 200
+    policy = lazy_policy(cfg, {}, {"hermes.cloudpilot.ai/prefetch-profile": "startup-local-v1"})
+    opts = ServeOptions(config=cfg, policy=policy, prefetch_ranges=[(0, 2, 0), (5, 6, 1)], fetch_period=0.01)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mount_layer(spec, mnt, opts) as m:
+        first = m.state()
+        deadline = time.monotonic() + 30
+        while m.state()["fetchedPercent"] < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        last = m.state()
+    ev = m.events()
+    mount_t = float(ev[ev.kind == "mount"].t_end.iloc[0])
+    pre = ev[ev.kind == "prefetch"]
+    assert sorted(pre.span.astype(int)) == [0, 1, 2]  # the profile drops priority > 0 spans
+    assert (pre.t_end <= mount_t).all()  # prefetch finished before the layer was mounted
+    assert first["fetchedSize"] >= sum(z.uncompressed_range(i)[1] - z.uncompressed_range(i)[0] for i in range(3))
+    assert last["fetchedPercent"] == 100.0  # the background fetcher walked the rest
+    bg = ev[ev.kind == "span_fetch"]
+    assert (bg.groupby("span").size() == 1).all()  # and fetched every span exactly once
+    assert len(bg) == z.span_count

@@ -22,11 +22,18 @@ pytestmark = [
 ]
 
 
-def test_lazy_rootfs_equals_umoci_unpack(tmp_path):
+@pytest.mark.parametrize("source", ["layout", "distribution"])
+def test_lazy_rootfs_equals_umoci_unpack(tmp_path, source, request):
+    """Layers from the OCI layout's files, or ranged GETs against the real distribution registry."""
+    from soci_lab.images.copy import copy_image
     from soci_lab.images.sample import build_sample_image
 
     layout = tmp_path / "layout"
     build_sample_image(f"oci:{layout}:v1", tmp_path / "trees", scale=0.05)
+    registry = None
+    if source == "distribution":
+        registry = request.getfixturevalue("distribution_registry")
+        copy_image(f"oci:{layout}:v1", registry.ref("lazy/sample", "v1"))
     ref_root = tmp_path / "umoci"
     subprocess.run(
         ["umoci", "raw", "unpack", "--image", f"{layout}:v1", str(ref_root)], check=True, capture_output=True
@@ -40,6 +47,8 @@ def test_lazy_rootfs_equals_umoci_unpack(tmp_path):
         mnts = []
         for i, digest in enumerate(layer_digests):
             spec = LazyLayerSpec.from_layer_file(lay.blob_path(digest), digest=digest, span_size=256 << 10)
+            if registry is not None:  # same zTOC, bytes from the registry
+                spec.blob_path, spec.registry, spec.repository = None, registry.url, "lazy/sample"
             mnt = tmp_path / f"l{i}"
             mnt.mkdir()
             stack.enter_context(mount_layer(spec, mnt, ServeOptions(background=False)))
