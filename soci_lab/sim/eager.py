@@ -24,7 +24,9 @@ from .world import World
 
 
 def fetch_image_metadata(world: World) -> Generator[Any, Any, None]:
-    """The manifest, then the config it names (every mode starts with these)."""
+    """The image index REF names (if any), the manifest, then its config: every mode starts with these."""
+    if world.image.image_index_size:
+        yield from world.http(world.image.image_index_size, what="image_index")
     yield from world.http(world.image.manifest_size, what="manifest")
     yield from world.http(world.image.config_size, what="config")
 

@@ -104,6 +104,8 @@ class ImageModel:
     index_size: int = 2_000
     prefetch_spans: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: size of the image index REF resolves to first (a SOCI v2 "SOCI-enabled" index); 0: REF names the manifest
+    image_index_size: int = 0
     _view: dict[str, FileModel] | None = field(default=None, repr=False, compare=False)
     _stats: list[tuple[int, int, int]] | None = field(default=None, repr=False, compare=False)
 
@@ -173,6 +175,7 @@ class ImageModel:
             index_size=self.index_size,
             prefetch_spans=prefetch,
             meta={**self.meta, "span_size": span_size},
+            image_index_size=self.image_index_size,
         )
 
     # --- JSON ---------------------------------------------------------------------------------------
@@ -185,6 +188,7 @@ class ImageModel:
             "manifest_size": self.manifest_size,
             "config_size": self.config_size,
             "index_size": self.index_size,
+            "image_index_size": self.image_index_size,
             "meta": self.meta,
             "prefetch_spans": {str(k): [list(r) for r in v] for k, v in self.prefetch_spans.items()},
             "layers": [
@@ -233,6 +237,7 @@ class ImageModel:
             index_size=int(data.get("index_size", 2_000)),
             prefetch_spans=prefetch,
             meta=dict(data.get("meta", {})),
+            image_index_size=int(data.get("image_index_size", 0)),
         )
         model.validate()
         return model

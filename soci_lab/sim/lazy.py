@@ -2,10 +2,12 @@
 
 Mirrors soci-formats.md §4.4–4.8:
 
-- mount: manifest and config, the SOCI index, then every zTOC (and prefetch artifact) concurrently; the
-  pre-resolver resolves every indexed layer's blob URL at once (one ``Range: bytes=0-1`` GET each, as after
-  PR #2029); containerd then prepares layers in order — an indexed layer waits for its resolution, runs
-  its prefetch spans synchronously and is FUSE-mounted; a layer without a zTOC (smaller than
+- mount: manifest and config (and the image index before them for a SOCI v2 image), the manifest again
+  (the snapshotter's own look-up), the SOCI index, then every zTOC (and prefetch artifact) concurrently;
+  the pre-resolver resolves every indexed layer's blob URL at once (one ``Range: bytes=0-1`` GET each, as
+  after PR #2029) and reads the bytes before span 0 (the gzip header, checked once); containerd then
+  prepares layers in order — an indexed layer waits for its resolution, runs its prefetch spans
+  synchronously and is FUSE-mounted; a layer without a zTOC (smaller than
   ``min_layer_size``, or zstd) is fetched whole and unpacked locally, blocking the layers above it;
 - :class:`SpanManager`: span states ``unrequested → requested → fetched | uncompressed`` with
   single flight (concurrent readers of a span wait for the one fetch in progress), an on-demand fetch
@@ -207,6 +209,8 @@ class LazyPull:
         env = world.env
         image = world.image
         yield from fetch_image_metadata(world)
+        if world.params.lazy.refetch_manifest:
+            yield from world.http(image.manifest_size, what="manifest", again=True)
         t0 = env.now
         yield from world.http(image.index_size, what="soci_index")
         world.emit("index_fetch", t0, nbytes=image.index_size)
@@ -228,6 +232,9 @@ class LazyPull:
             token = yield from resolvers.acquire()
             layer = image.layers[li]
             yield from world.http(2, what="resolve", layer=layer.digest, blob=layer.digest)
+            header = layer.spans[0].c_start  # the gzip header before span 0: checked once, no digest covers it
+            if header > 0:
+                yield from world.http(header, what="header", layer=layer.digest, blob=layer.digest)
             resolvers.release(token)
 
         resolved = {li: env.process(resolve(li)) for li in self.managers}

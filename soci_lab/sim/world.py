@@ -30,9 +30,12 @@ class LazyParams:
     upstream's ``GetContents`` does (it maps the exclusive end with ``SpanID``, soci-formats.md §4.5).
     Off by default because ``soci_lab.lazy.SpanManager`` maps ``end - 1`` and fetches no extra span; a
     test holds the simulator to the real span manager's fetches.
+    ``refetch_manifest``: the snapshotter, a process of its own, fetches the image manifest again to find the
+    SOCI index (after containerd fetched it to resolve the image), as upstream and ``soci_lab.snapshot`` do.
     """
 
     touch_end_span: bool = False
+    refetch_manifest: bool = True
 
 
 @dataclass(frozen=True)

@@ -158,9 +158,12 @@ def test_pull_properties(sc):
         assert not spans.duplicated(["layer", "span"]).any()
         local = sum(la.compressed_size for la in image.layers if not la.indexed)
         ztocs = sum(la.ztoc_size for la in image.layers if la.indexed)
-        resolves = 2 * sum(1 for la in image.layers if la.indexed)
+        resolves = sum(2 + la.spans[0].c_start for la in image.layers if la.indexed)  # + gzip header check
         prefetch_artifact = 200 * len(image.prefetch_spans) if image.prefetch_spans else 0
-        expected = meta + image.index_size + ztocs + local + resolves + prefetch_artifact + int(spans.bytes.sum())
+        refetch = image.manifest_size  # the snapshotter's own look-up of the manifest
+        expected = (
+            meta + refetch + image.index_size + ztocs + local + resolves + prefetch_artifact + int(spans.bytes.sum())
+        )
         assert s["bytes_fetched"] == expected
     reads = ev[ev.kind == "file_read"]
     if trace:
