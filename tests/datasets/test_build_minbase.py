@@ -15,7 +15,7 @@ from soci_lab.datasets import export_image, record_startup
 from soci_lab.oci import OCILayout
 from soci_lab.workload import mounts_under, run_in_rootfs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 
 def test_minbase_layers(minbase_build) -> None:

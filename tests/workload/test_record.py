@@ -66,6 +66,7 @@ def test_parse_strace_log() -> None:
     assert conv.first_seen["/lib/libx.so"] == pytest.approx(0.0028)  # known from mmap alone
 
 
+@pytest.mark.root
 @pytest.mark.usefixtures("needs_root")
 def test_record_a_small_command(mini_rootfs: Path, tmp_path: Path) -> None:
     script = (
@@ -110,6 +111,7 @@ def test_record_a_small_command(mini_rootfs: Path, tmp_path: Path) -> None:
     assert got[(3000, 1000)] == DATA[3000:4000]
 
 
+@pytest.mark.root
 @pytest.mark.usefixtures("needs_root")
 def test_record_exit_command_has_no_mapped_pages(mini_rootfs: Path) -> None:
     rec = record_trace(mini_rootfs, ["/bin/cat", "/data/hello.txt"], "exit", 20)
@@ -119,6 +121,7 @@ def test_record_exit_command_has_no_mapped_pages(mini_rootfs: Path) -> None:
         record_trace(mini_rootfs, ["/bin/cat", "/data/none"], "exit", 20)
 
 
+@pytest.mark.root
 @pytest.mark.usefixtures("needs_root")
 def test_recording_emits_events_on_the_run_clock(mini_rootfs: Path) -> None:
     from soci_lab.events import EventRecorder

@@ -13,7 +13,7 @@ from soci_lab.errors import InvalidInput, ReadinessTimeout, WorkloadError
 from soci_lab.events import EventRecorder
 from soci_lab.workload import Readiness, RunningWorkload, mounts_under, processes_in, run_in_rootfs
 
-pytestmark = pytest.mark.usefixtures("needs_root")
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("needs_root")]
 
 
 def test_exit_readiness_times_a_script(mini_rootfs: Path) -> None:
