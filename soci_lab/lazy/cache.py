@@ -64,6 +64,10 @@ class MemoryCache:
                 self._items.move_to_end(key)
             return data
 
+    def peek(self, key: str) -> bytes | None:
+        """Same as :meth:`get` (no I/O): callers on an event loop may use it without a thread hop."""
+        return self.get(key)
+
     def put(self, key: str, data: bytes) -> list[str]:
         data = bytes(data)
         with self._lock:
@@ -213,10 +217,77 @@ class DirectoryCache:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+class TieredCache:
+    """A directory cache with a small in-memory LRU of hot entries in front of it.
+
+    The directory is the store of record: its bound and evictions are the cache's (``put`` reports the
+    directory's evictions and drops those keys from memory too). The memory tier only saves re-reading and
+    re-hashing a span file for every FUSE read of 128 KiB: an entry read from disk is verified once, then
+    served from memory until the hot tier evicts it (its bytes stay on disk). :meth:`peek` answers from
+    memory only, so callers on an event loop can skip the thread hop for hot spans.
+    """
+
+    def __init__(self, directory: DirectoryCache, hot_bytes: int = 64 << 20) -> None:
+        self.directory = directory
+        self.hot = MemoryCache(hot_bytes)
+
+    @property
+    def max_bytes(self) -> int:
+        return self.directory.max_bytes
+
+    def peek(self, key: str) -> bytes | None:
+        if key not in self.directory:
+            self.hot.discard(key)
+            return None
+        return self.hot.get(key)
+
+    def get(self, key: str) -> bytes | None:
+        data = self.peek(key)
+        if data is not None:
+            return data
+        data = self.directory.get(key)
+        if data is not None:
+            self.hot.put(key, data)
+        return data
+
+    def put(self, key: str, data: bytes) -> list[str]:
+        evicted = self.directory.put(key, data)
+        for k in evicted:
+            self.hot.discard(k)
+        if key not in evicted:
+            self.hot.put(key, data)
+        return evicted
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.directory
+
+    def discard(self, key: str) -> None:
+        self.hot.discard(key)
+        self.directory.discard(key)
+
+    def keys(self) -> list[str]:
+        return self.directory.keys()
+
+    @property
+    def size(self) -> int:
+        return self.directory.size
+
+    @property
+    def root(self) -> Path:
+        return self.directory.root
+
+    def close(self) -> None:
+        self.hot.close()
+        self.directory.close()
+
+
 def make_cache(kind: str, max_bytes: int = 0, root: str | Path | None = None) -> SpanCache:
-    """``kind`` is ``"memory"`` or ``"directory"`` (upstream ``filesystem_cache_type``; ``""`` = directory)."""
+    """``kind`` is ``"memory"``, ``"directory"`` (upstream ``filesystem_cache_type``; ``""`` = directory) or
+    ``"tiered"`` (directory with a hot in-memory tier)."""
     if kind == "memory":
         return MemoryCache(max_bytes)
     if kind in ("", "directory", "dir"):
         return DirectoryCache(root, max_bytes)
+    if kind == "tiered":
+        return TieredCache(DirectoryCache(root, max_bytes))
     raise InvalidInput(f"unknown span cache type {kind!r}: expected 'memory' or 'directory'")

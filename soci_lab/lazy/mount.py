@@ -89,6 +89,8 @@ class ServeOptions:
     cache_dir: str | None = None  # None: memory caches; else directory caches under it
     compressed_cache_bytes: int = 0  # 0: unbounded
     uncompressed_cache_bytes: int = 0
+    #: with ``cache_dir``: an in-memory tier of hot uncompressed spans in front of the directory
+    hot_cache_bytes: int = 64 << 20
     readahead_spans: int = 1
     fetch_period: float | None = None  # background fetch period override (seconds)
     background: bool | None = None  # override the policy's background fetch
@@ -99,7 +101,7 @@ class ServeOptions:
 def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder) -> Any:
     """Construct (ztoc, span manager, reader, fs) for a layer in this process (the child; tests)."""
     from ..ztoc import Ztoc
-    from .cache import DirectoryCache, MemoryCache
+    from .cache import DirectoryCache, MemoryCache, TieredCache
     from .fetcher import FileRangeFetcher, RegistryRangeFetcher
     from .fusefs import LayerFS
     from .reader import LayerReader, LayerTree
@@ -124,7 +126,10 @@ def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorde
         root = Path(options.cache_dir)
         root.mkdir(parents=True, exist_ok=True)
         cc: Any = DirectoryCache(tempfile.mkdtemp(prefix="c-", dir=root), options.compressed_cache_bytes)
-        uc: Any = DirectoryCache(tempfile.mkdtemp(prefix="u-", dir=root), options.uncompressed_cache_bytes)
+        uc: Any = TieredCache(
+            DirectoryCache(tempfile.mkdtemp(prefix="u-", dir=root), options.uncompressed_cache_bytes),
+            options.hot_cache_bytes,
+        )
     else:
         cc, uc = MemoryCache(options.compressed_cache_bytes), MemoryCache(options.uncompressed_cache_bytes)
     spans = SpanManager(

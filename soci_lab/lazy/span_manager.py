@@ -162,6 +162,10 @@ class SpanManager:
                 self._reconcile(span)
 
     async def _cache_get(self, cache: SpanCache, span_id: int) -> bytes | None:
+        peek = getattr(cache, "peek", None)
+        data = peek(self._key(span_id)) if peek is not None else None
+        if data is not None:
+            return data
         if isinstance(cache, MemoryCache):
             data = cache.get(self._key(span_id))
         else:

@@ -31,6 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from soci_lab.errors import SociLabError
 from soci_lab.lazy import EVICTION_TRANSITIONS, FETCH_TRANSITIONS, DirectoryCache, MemoryCache, SpanManager, SpanState
+from soci_lab.lazy.cache import TieredCache
 from soci_lab.lazy.testing import FixedGeometry
 
 SETTINGS = settings(
@@ -91,8 +92,8 @@ class SpanMachine(RuleBasedStateMachine):
         size=st.integers(1, 6000),
         span_size=st.integers(64, 1500),
         codec=st.sampled_from(["identity", "zlib"]),
-        ucache=st.sampled_from(["memory", "directory"]),
-        ccache=st.sampled_from(["memory", "directory"]),
+        ucache=st.sampled_from(["memory", "directory", "tiered"]),
+        ccache=st.sampled_from(["memory", "directory", "tiered"]),
         ubound_spans=st.integers(1, 4),
         cbound_spans=st.integers(0, 4),
         retries=st.integers(-1, 2),
@@ -120,7 +121,7 @@ class SpanMachine(RuleBasedStateMachine):
                 return MemoryCache(bound)
             c = DirectoryCache(None, bound)
             self.tmp.append(c)
-            return c
+            return TieredCache(c, max_unc) if kind == "tiered" else c
 
         self.ubound, self.cbound = ub, cb
 
@@ -246,6 +247,38 @@ class SpanMachine(RuleBasedStateMachine):
         if out["r"] is not None:
             assert out["r"] == self.data[start:end]
 
+    @rule(reads=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 0.6)), max_size=4), settle=st.integers(0, 5))
+    def background_fetcher_with_reads(self, reads: list[tuple[float, float]], settle: int) -> None:
+        """The real BackgroundFetcher walking the layer while reads run; closed (cancelling) mid-way."""
+        from soci_lab.config import BackgroundFetchConfig
+        from soci_lab.lazy.background import BackgroundFetcher, SequentialResolver
+
+        assert self.mgr is not None
+        bg = BackgroundFetcher(BackgroundFetchConfig(), fetch_period=0.0)
+        bg.add(SequentialResolver(self.mgr))
+        got: list[tuple[int, int, bytes | None]] = []
+
+        async def go() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bg.run)
+                for a, n in reads:
+                    start = int(a * len(self.data))
+                    end = min(len(self.data), start + int(n * len(self.data)) + 1)
+                    try:
+                        got.append((start, end, await self.mgr.get_contents(start, end)))
+                    except SociLabError:
+                        if not self.faulty:
+                            raise
+                        got.append((start, end, None))
+                for _ in range(settle):
+                    await anyio.sleep(0)
+                bg.close()
+
+        self.portal.call(go)
+        for start, end, data in got:
+            if data is not None:
+                assert data == self.data[start:end]
+
     @precondition(lambda self: self.tmp)
     @rule(pick=st.integers(0, 1000))
     def corrupt_directory_cache_file(self, pick: int) -> None:
@@ -343,8 +376,8 @@ class GzipSpanMachine(SpanMachine):
 
     @initialize(
         layer_seed=st.integers(0, 2),
-        ucache=st.sampled_from(["memory", "directory"]),
-        ccache=st.sampled_from(["memory", "directory"]),
+        ucache=st.sampled_from(["memory", "directory", "tiered"]),
+        ccache=st.sampled_from(["memory", "directory", "tiered"]),
         ubound_spans=st.integers(1, 4),
         cbound_spans=st.integers(0, 4),
         retries=st.integers(-1, 2),
