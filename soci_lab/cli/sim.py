@@ -71,12 +71,18 @@ def load_image(text: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 
 
 
 def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:
-    """The image model of ``PATH[:TAG]`` (an OCI image layout; TAG defaults to the only/first one)."""
+    """The image model of ``PATH[:TAG]`` (an OCI image layout; TAG defaults to the only/first one).
+
+    A SOCI v2 image (the tag names an image index whose manifest carries ``com.amazon.soci.index-digest``)
+    is described exactly by its own index: the zTOCs stored in the layout give the spans and file tables,
+    their sizes what a lazy mount fetches. Otherwise every layer's zTOC is built here at ``span_size``.
+    """
     from ..errors import UnsupportedCompression
     from ..oci.layout import OCILayout
     from ..oci.manifest import Index, Manifest, parse_manifest_or_index
     from ..sim.ztoc_adapter import LayerSource, from_ztocs
-    from ..ztoc.ztoc import build_ztoc, ztoc_to_flatbuffer
+    from ..ztoc.index import ANNOTATION_SOCI_INDEX_DIGEST, SociIndex
+    from ..ztoc.ztoc import build_ztoc, ztoc_from_flatbuffer, ztoc_to_flatbuffer
 
     root, _, tag = spec.partition(":")
     if not Path(root).is_dir() and ":" in spec:  # a path with a colon in it
@@ -87,11 +93,30 @@ def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: in
         tag = tags[0] if tags else layout.index().manifests[0].digest
     desc = layout.resolve(tag)
     doc = parse_manifest_or_index(layout.read_blob(desc.digest), desc.media_type)
+    image_index_size = 0
     if isinstance(doc, Index):
+        image_index_size = desc.size
         desc = doc.select()
         doc = Manifest.from_bytes(layout.read_blob(desc.digest), desc.media_type)
+    soci_digest = doc.annotations.get(ANNOTATION_SOCI_INDEX_DIGEST)
+    index_size = 2_000
+    ztocs: dict[str, Any] = {}
+    if soci_digest and layout.has(soci_digest):
+        raw_index = layout.read_blob(soci_digest)
+        index_size = len(raw_index)
+        ztocs = SociIndex.from_bytes(raw_index).ztoc_descriptors()
     layers = []
     for d in doc.layer_descriptors():
+        if soci_digest:  # the index decides which layers are lazy
+            zd = ztocs.get(str(d.digest))
+            if zd is None:
+                layers.append(_unindexed_layer(layout, d))
+                continue
+            z = ztoc_from_flatbuffer(layout.read_blob(zd.digest))
+            src = LayerSource.from_ztoc(str(d.digest), z, ztoc_size=zd.size)
+            src.compressed_size = d.size
+            layers.append(src)
+            continue
         try:
             z = build_ztoc(layout.blob_path(d.digest), media_type=d.media_type, span_size=span_size)
         except UnsupportedCompression:  # e.g. single-frame zstd: no spans, but the file table still counts
@@ -103,7 +128,11 @@ def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: in
             src.zinfo = None
             src.ztoc_size = 0
         layers.append(src)
-    return from_ztocs(f"oci:{spec}", layers, manifest_size=desc.size, config_size=doc.config.size, index_size=2_000)
+    model = from_ztocs(
+        f"oci:{spec}", layers, manifest_size=desc.size, config_size=doc.config.size, index_size=index_size
+    )
+    model.image_index_size = image_index_size
+    return model
 
 
 def _unindexed_layer(layout: Any, d: Any) -> Any:
