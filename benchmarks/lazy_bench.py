@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--span-mb", type=float, default=4)
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cache-dir", action="store_true", help="directory span caches (as the Filesystem's default)")
     args = ap.parse_args()
     import anyio
 
@@ -96,7 +97,12 @@ def main() -> None:
     work = Path(args.out or tempfile.mkdtemp(prefix="lazy-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     span = int(args.span_mb * (1 << 20))
-    res: dict[str, object] = {"layers": args.layers, "layer_mb": args.layer_mb, "span_bytes": span}
+    res: dict[str, object] = {
+        "layers": args.layers,
+        "layer_mb": args.layer_mb,
+        "span_bytes": span,
+        "caches": "directory+hot tier" if args.cache_dir else "memory",
+    }
     t = time.monotonic()
     paths, smalls, specs = [], [], []
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
@@ -138,7 +144,8 @@ def main() -> None:
             for i, s in enumerate(remote):
                 d = work / f"mnt{i}"
                 d.mkdir(exist_ok=True)
-                ms.append(LayerMount(s, d, ServeOptions(background=False)))
+                cache = str(work / f"cache{i}") if args.cache_dir else None
+                ms.append(LayerMount(s, d, ServeOptions(background=False, cache_dir=cache)))
             mounts.extend(ms)
             with concurrent.futures.ThreadPoolExecutor(len(ms)) as ex:
                 list(ex.map(lambda m: m.start(60), ms))

@@ -93,6 +93,9 @@ class ServeOptions:
     hot_cache_bytes: int = 64 << 20
     readahead_spans: int = 1
     fetch_period: float | None = None  # background fetch period override (seconds)
+    #: lazy layers served at once (one process each): each process's background fetcher uses
+    #: ``layer_count × fetch_period_msec`` so that, together, they start at most one span per period
+    layer_count: int = 1
     background: bool | None = None  # override the policy's background fetch
     events_path: str | None = None
     run_id: str | None = None
@@ -187,7 +190,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
     import pyfuse3
     import trio
 
-    from .background import BackgroundFetcher, SequentialResolver
+    from .background import BackgroundFetcher, SequentialResolver, per_process_period
     from .prefetch import prefetch
 
     events = EventRecorder(options.run_id, strategy="lazy")
@@ -223,7 +226,10 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
         events.emit("mount", t0, layer=spec.digest, path=mountpoint)
         conn.send(("ready", None))
         bg_on = policy.background_fetch if options.background is None else options.background
-        bg = BackgroundFetcher(options.config.background_fetch, events=events, fetch_period=options.fetch_period)
+        period = options.fetch_period
+        if period is None:
+            period = per_process_period(options.config.background_fetch, options.layer_count)
+        bg = BackgroundFetcher(options.config.background_fetch, events=events, fetch_period=period)
         if bg_on:
             bg.add(SequentialResolver(spans, layer=spec.digest))
             if policy.pause_background_on_mount:
