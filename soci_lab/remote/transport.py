@@ -8,6 +8,11 @@ line naming the request (query values redacted). Each exchange on the wire, retr
 ``http_request`` event. Response bodies can be streamed; a body that breaks mid-way raises
 :class:`~soci_lab.errors.TruncatedBody`, which callers that can resume (ranged reads, blob downloads)
 catch and turn into a further attempt from the same :class:`RetryBudget`.
+
+Timeouts come from ``[http]``: ``dial_timeout_msec`` (connect), ``response_header_timeout_msec`` (each
+read, so a stalled body is noticed too) and ``request_timeout_msec`` (each attempt as a whole). A TLS
+certificate that fails verification is reported at once, not retried. Large body GETs may take the lean
+path of :mod:`.fastget`, which shares this class's auth state, redirect cache, budget and events.
 """
 
 from __future__ import annotations
