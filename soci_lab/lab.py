@@ -41,7 +41,7 @@ from .oci import Reference
 from .run import Run, collect_provenance
 from .snapshot.filesystem import Filesystem, MountedImage
 from .snapshot.modes import MODES
-from .snapshot.state import STATE_ROOT
+from .snapshot.state import state_root
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ async def apull(
     cfg = _config(config, artifact_store)
     rec = EventRecorder(run_id, strategy=mode)
     owns = state_dir is None
-    state = Path(state_dir) if state_dir is not None else STATE_ROOT / f"pull-{rec.run_id}"
+    state = Path(state_dir) if state_dir is not None else state_root() / f"pull-{rec.run_id}"
     fs = Filesystem(
         state,
         config=cfg,
@@ -204,7 +204,7 @@ def mounted(
     cfg = _config(config)
     rec = EventRecorder(strategy=mode)
     owns = state_dir is None
-    state = Path(state_dir) if state_dir is not None else STATE_ROOT / f"mount-{rec.run_id}"
+    state = Path(state_dir) if state_dir is not None else state_root() / f"mount-{rec.run_id}"
     target = Path(mountpoint) if mountpoint is not None else state / "rootfs"
     target.mkdir(parents=True, exist_ok=True)
     fs = Filesystem(state, config=cfg, events=rec, insecure=insecure, owns_state_dir=owns, **options)
@@ -324,7 +324,7 @@ async def alazy_read(
     rec = EventRecorder(run_id, strategy="lazy")
     t0 = rec.now()
     reference = Reference.parse(ref)
-    fs = Filesystem(STATE_ROOT / "unused", config=cfg, events=rec, insecure=insecure, creds=creds)
+    fs = Filesystem(state_root() / "unused", config=cfg, events=rec, insecure=insecure, creds=creds)
     if trace is not None:
         rows = load_trace(trace) if isinstance(trace, str | os.PathLike) else trace
     else:

@@ -418,11 +418,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     args = _parse_run(list(args.rest))
     cmd = list(args.cmd)
-    from ..snapshot.state import STATE_ROOT
+    from ..snapshot.state import state_root
 
     rec = EventRecorder(strategy=args.mode)
     owns = args.state_dir is None
-    state = args.state_dir.resolve() if args.state_dir is not None else STATE_ROOT / f"run-{rec.run_id}"
+    state = args.state_dir.resolve() if args.state_dir is not None else state_root() / f"run-{rec.run_id}"
     target = state / "rootfs"
     target.mkdir(parents=True, exist_ok=True)
     fs = _filesystem(args, state, rec, owns)

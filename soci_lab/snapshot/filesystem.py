@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -184,11 +185,20 @@ class MountedImage:
         return self.recorder.to_frame()
 
     def _merge_children(self) -> pd.DataFrame:
-        return merge_child_events(
-            self.recorder.to_frame(),
-            [(lay.mount.options.events_path, lay.ready_at) for lay in self.lazy_layers if lay.mount is not None],
+        children = [(lay.mount.options.events_path, lay.ready_at) for lay in self.lazy_layers if lay.mount is not None]
+        problems: list[str] = []
+        merge_child_events(
+            self.recorder.to_frame().iloc[:0],
+            children,
             run_id=self.recorder.run_id,
             strategy=self.recorder.strategy,
+            problems=problems,
+        )
+        for problem in problems:  # say so in the run rather than lose a layer's events silently
+            t = self.recorder.now()
+            self.recorder.emit("error", t, t, ok=False, op="merge_events", error=problem)
+        return merge_child_events(
+            self.recorder.to_frame(), children, run_id=self.recorder.run_id, strategy=self.recorder.strategy
         )
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -209,11 +219,30 @@ class MountedImage:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
         for lay in self.lazy_layers:
+            # one SIGTERM only: a second one while the server writes its events (on the way out) kills it
+            proc = lay.mount.process if lay.mount is not None else None
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(30.0)
+        for lay in self.lazy_layers:
             assert lay.mount is not None
             try:
-                lay.mount.unmount(timeout=30.0)  # its events are written on the way out: let it finish
+                lay.mount.unmount(timeout=10.0)  # SIGKILL if still running, then make sure it is unmounted
             except SociLabError as exc:
                 errors.append(str(exc))
+            path = lay.mount.options.events_path
+            if path and not os.path.exists(path):
+                code = lay.mount.process.returncode if lay.mount.process is not None else None
+                t = self.recorder.now()
+                self.recorder.emit(
+                    "error",
+                    t,
+                    t,
+                    layer=lay.plan.digest,
+                    ok=False,
+                    op="unmount",
+                    error=f"the FUSE server left no events (exit code {code}): {lay.mount.server_log().strip()[-300:]}",
+                )
         for lay in self.layers:
             try:
                 umount_tree(lay.path)
@@ -270,7 +299,12 @@ def bytes_per_layer(frame: pd.DataFrame, digests: Sequence[str]) -> dict[str, in
 
 
 def merge_child_events(
-    parent: pd.DataFrame, children: Sequence[tuple[str | None, float | None]], *, run_id: str, strategy: str
+    parent: pd.DataFrame,
+    children: Sequence[tuple[str | None, float | None]],
+    *,
+    run_id: str,
+    strategy: str,
+    problems: list[str] | None = None,
 ) -> pd.DataFrame:
     """The parent's events plus each FUSE server's, shifted onto the parent's clock.
 
@@ -287,7 +321,9 @@ def merge_child_events(
             continue
         try:
             child = read_events(path)
-        except (SociLabError, ValueError, OSError):
+        except (SociLabError, ValueError, OSError) as exc:
+            if problems is not None:
+                problems.append(f"cannot read the FUSE server's events {path}: {type(exc).__name__}: {exc}")
             continue
         if child.empty:
             continue

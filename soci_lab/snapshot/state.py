@@ -18,7 +18,7 @@ Layout (every path the Filesystem creates lives under it, so removing it leaves 
 
 Layer directories use ``<alg>_<hex>`` rather than the digest's ``<alg>:<hex>``: overlayfs separates lower
 directories with ``:``. Without ``--state-dir`` the state lives in :func:`default_state_dir` (a key of
-the mountpoint's real path under :data:`STATE_ROOT`); with one, a pointer file in :data:`STATE_ROOT` names it,
+the mountpoint's real path under :func:`state_root`); with one, a pointer file in :data:`STATE_ROOT` names it,
 so ``umount MOUNTPOINT`` always finds it.
 """
 
@@ -33,8 +33,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: where state directories (and pointers to the ones given with --state-dir) live by default
-STATE_ROOT = Path(os.environ.get("SOCI_LAB_STATE_ROOT", "/var/tmp/soci-lab"))
+#: where state directories (and pointers to the ones given with --state-dir) live by default; the
+#: environment variable ``SOCI_LAB_STATE_ROOT`` moves it (read at each use: tests set it per session)
+STATE_ROOT = Path("/var/tmp/soci-lab")
+
+
+def state_root() -> Path:
+    """:data:`STATE_ROOT`, or ``$SOCI_LAB_STATE_ROOT`` when set."""
+    env = os.environ.get("SOCI_LAB_STATE_ROOT")
+    return Path(env) if env else STATE_ROOT
+
 
 RECORD = "mount.json"
 PARENT_EVENTS = "events.jsonl"
@@ -49,11 +57,11 @@ def mount_key(mountpoint: str | os.PathLike[str]) -> str:
 
 def default_state_dir(mountpoint: str | os.PathLike[str]) -> Path:
     """``STATE_ROOT/<key of the mountpoint>``."""
-    return STATE_ROOT / mount_key(mountpoint)
+    return state_root() / mount_key(mountpoint)
 
 
 def pointer_path(mountpoint: str | os.PathLike[str]) -> Path:
-    return STATE_ROOT / f"{mount_key(mountpoint)}.json"
+    return state_root() / f"{mount_key(mountpoint)}.json"
 
 
 def layer_dirname(digest: str) -> str:
@@ -211,7 +219,7 @@ class StateDir:
 
 def write_pointer(mountpoint: str | os.PathLike[str], state_dir: str | os.PathLike[str]) -> None:
     """Remember where the state of ``mountpoint`` lives (only needed for a non-default state dir)."""
-    STATE_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_root().mkdir(mode=0o700, parents=True, exist_ok=True)
     doc = {"mountpoint": os.path.realpath(os.fspath(mountpoint)), "state_dir": os.fspath(state_dir)}
     pointer_path(mountpoint).write_text(json.dumps(doc))
 
@@ -220,7 +228,7 @@ def remove_pointer(mountpoint: str | os.PathLike[str]) -> None:
     with contextlib.suppress(OSError):
         pointer_path(mountpoint).unlink()
     with contextlib.suppress(OSError):
-        STATE_ROOT.rmdir()  # only when empty
+        state_root().rmdir()  # only when empty
 
 
 def find_state_dir(mountpoint: str | os.PathLike[str]) -> StateDir | None:
@@ -249,5 +257,6 @@ __all__ = [
     "pointer_path",
     "process_start_time",
     "remove_pointer",
+    "state_root",
     "write_pointer",
 ]
