@@ -2,7 +2,9 @@
 
 :func:`record_startup` runs the recipe's command on a throw-away copy of the built rootfs (a database
 writes its pid file and WAL; the cached rootfs must stay as built) under :func:`soci_lab.workload.record_trace`
-until the recipe's readiness rule holds, and :func:`startup_stats` turns the trace into numbers:
+until the recipe's readiness rule holds. Rows on paths the image does not have — files the workload
+made itself (a pid file, a lock) — are left out: they are not image data and a replay on a fresh image
+could not do them. :func:`startup_stats` turns the trace into numbers:
 
 - ``bytes_read``: distinct file bytes the startup read — ``read``/``pread`` calls plus pages touched through
   ``mmap`` (program, shared libraries), each byte counted once;
@@ -15,6 +17,7 @@ until the recipe's readiness rule holds, and :func:`startup_stats` turns the tra
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -24,8 +27,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..workload import Recording, Trace, record_trace, save_trace
+from ..workload import Recording, Trace, record_trace, resolve_in_root, save_trace
 from .build import DatasetBuild
+
+
+def in_image(rootfs: str | os.PathLike[str], path: str) -> bool:
+    """Whether ``path`` exists in the image's rootfs (rather than being made by the workload at run time)."""
+    try:
+        return os.path.lexists(resolve_in_root(rootfs, path, follow_last=False))
+    except OSError:
+        return False
 
 
 def startup_stats(trace: Trace, built: DatasetBuild) -> dict[str, Any]:
@@ -69,7 +80,10 @@ def record_startup(
                                user=recipe["user"], env=env, cwd=recipe["cwd"])
         finally:
             shutil.rmtree(copy, ignore_errors=True)
-    doc = startup_stats(rec.trace, built)
+    trace = Trace(r for r in rec.trace if in_image(built.rootfs, r.path))
+    dropped = len(rec.trace) - len(trace)
+    rec = dataclasses.replace(rec, trace=trace)
+    doc = startup_stats(trace, built)
     doc.update(
         cmd=list(recipe["cmd"]),
         readiness=recipe["readiness"],
@@ -79,6 +93,7 @@ def record_startup(
         bytes_read_syscalls=rec.syscall_bytes_read,
         fraction_read_syscalls=rec.syscall_bytes_read / built.image_bytes if built.image_bytes else None,
         syscalls=rec.syscalls,
+        rows_on_runtime_files=dropped,
         manifest_digest=built.manifest_digest,
         dataset_key=built.key,
         layers=[{"name": lay["name"], "uncompressed_size": lay["uncompressed_size"], "size": lay["size"]}
@@ -92,7 +107,7 @@ def record_startup(
     )
     if trace_out is not None:
         Path(trace_out).parent.mkdir(parents=True, exist_ok=True)
-        save_trace(rec.trace, trace_out)
+        save_trace(trace, trace_out)
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

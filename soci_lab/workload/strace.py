@@ -10,8 +10,10 @@ arguments (``stat``, ``readlink``) are inside-the-root paths once the first proc
 What becomes a row (successful calls only — a failed lookup fetches no data):
 
 - ``openat``/``open`` → ``open`` of the returned descriptor's path; ``execve`` → ``open`` of the program;
-- ``read`` → ``read`` at the descriptor's position (tracked per descriptor and path from ``openat`` and
-  ``lseek``), ``pread64`` → ``read`` at its explicit offset; sizes are the bytes returned;
+- ``read`` → ``read`` at the descriptor's position (tracked per process, descriptor and path from
+  ``openat`` and ``lseek``; a thread or child using a descriptor it did not open moves the opener's
+  position, as they share the open file), ``pread64`` → ``read`` at its explicit offset; sizes are the
+  bytes returned;
 - ``stat``/``lstat``/``fstat``/``newfstatat``/``statx`` → ``stat``; ``getdents64`` → ``readdir`` (bytes
   of entries returned); ``readlink``/``readlinkat`` → ``readlink`` (target length).
 
@@ -175,7 +177,8 @@ class _Converter:
         self.root = posixpath.normpath(rootfs)
         self.first_pid: int | None = None
         self.chrooted = False
-        self.pos: dict[tuple[int, str], int] = {}
+        self.pos: dict[tuple[int, int, str], int] = {}  # (pid, fd, host path) → file position
+        self.opener: dict[tuple[int, str], int] = {}  # (fd, host path) → pid that opened it last
         self.out = StraceConversion()
 
     def inside(self, host: str | None) -> str | None:
@@ -219,6 +222,14 @@ class _Converter:
             base = b
         return self._keep(posixpath.join(base, name)) if name else self._keep(base)
 
+    def pos_key(self, pid: int, fd: int, host: str) -> tuple[int, int, str]:
+        """Whose file position a call on ``fd`` moves: the caller's own open of it, else (a thread of the
+        opener, or a child that inherited the descriptor — both share the open file) the last opener's."""
+        if (pid, fd, host) in self.pos:
+            return (pid, fd, host)
+        owner = self.opener.get((fd, host))
+        return (owner, fd, host) if owner is not None else (pid, fd, host)
+
     def in_root(self, pid: int) -> bool:
         return pid != self.first_pid or self.chrooted
 
@@ -255,14 +266,15 @@ class _Converter:
         elif name in ("openat", "open"):
             p = self.inside(ret["path"])
             if p is not None:
-                self.pos[(val, ret["path"] or "")] = 0
+                self.pos[(call.pid, val, ret["path"] or "")] = 0
+                self.opener[(val, ret["path"] or "")] = call.pid
                 self.emit(call, "open", p)
         elif name in ("read", "pread64"):
             fd = self.fd(a[0]) if a else None
             if fd is None or fd[1] is None:
                 return
             p = self.inside(fd[1])
-            key = (fd[0], fd[1])
+            key = self.pos_key(call.pid, fd[0], fd[1])
             if name == "pread64":
                 offset = int(a[3], 0) if len(a) > 3 else 0
             else:
@@ -273,7 +285,7 @@ class _Converter:
         elif name == "lseek":
             fd = self.fd(a[0]) if a else None
             if fd is not None and fd[1] is not None:
-                self.pos[(fd[0], fd[1])] = val
+                self.pos[self.pos_key(call.pid, fd[0], fd[1])] = val
         elif name == "mmap":
             fd = self.fd(a[4]) if len(a) > 4 else None
             if fd is not None and fd[1] is not None:

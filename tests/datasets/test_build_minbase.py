@@ -95,3 +95,16 @@ def test_umoci_unpacks_the_image_into_the_built_rootfs(minbase_build, tmp_path: 
                 for p, m in snapshot_tree(root).items()}
 
     assert view(str(tmp_path / "u")) == view(minbase_build.rootfs)
+
+
+def test_committed_trace_replays_on_the_build(minbase_build) -> None:
+    """The committed startup trace of minbase names only paths the built image has (same build key)."""
+    from soci_lab.workload import load_trace, replay_trace
+
+    here = Path(__file__).resolve().parents[2] / "datasets" / "minbase"
+    doc = json.loads((here / "startup.json").read_text())
+    if doc["dataset_key"] != minbase_build.key:
+        pytest.skip("the committed trace was recorded from another build of minbase (suite moved on)")
+    result = replay_trace(minbase_build.rootfs, load_trace(here / "startup-trace.csv"), strict_size=True)
+    assert result.failed == 0, result.errors
+    assert result.rows == doc["rows"]

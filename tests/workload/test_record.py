@@ -66,6 +66,22 @@ def test_parse_strace_log() -> None:
     assert conv.first_seen["/lib/libx.so"] == pytest.approx(0.0028)  # known from mmap alone
 
 
+def test_positions_are_per_process_and_shared_with_threads_and_children() -> None:
+    log = f"""\
+100 1.0 chroot("{ROOT}") = 0
+100 1.1 openat(AT_FDCWD<{ROOT}>, "/etc/a", O_RDONLY) = 3<{ROOT}/etc/a>
+200 1.2 openat(AT_FDCWD<{ROOT}>, "/etc/a", O_RDONLY) = 3<{ROOT}/etc/a>
+200 1.3 read(3<{ROOT}/etc/a>, ""..., 4096) = 2996
+100 1.4 read(3<{ROOT}/etc/a>, ""..., 4096) = 2996
+101 1.5 read(3<{ROOT}/etc/a>, ""..., 4096) = 10
+100 1.6 read(3<{ROOT}/etc/a>, ""..., 4096) = 5
+"""
+    reads = [(r.offset, r.size) for r in parse_strace(log.splitlines(), ROOT).rows if r.op == "read"]
+    # two processes opened the file on the same fd number: each reads from 0; 101 (a thread or child of the
+    # last opener, 200) moves 200's position; 100 goes on from its own
+    assert reads == [(0, 2996), (0, 2996), (2996, 10), (2996, 5)]
+
+
 @pytest.mark.root
 @pytest.mark.usefixtures("needs_root")
 def test_record_a_small_command(mini_rootfs: Path, tmp_path: Path) -> None:
