@@ -82,3 +82,24 @@ async def test_push_survives_injected_errors(registry):
         for desc, data in zip(descs, blobs, strict=True):
             assert await direct.get_blob(repo, desc) == data
         assert (await direct.get_manifest(repo, "v1")).digest == img.manifest.digest
+
+
+async def test_stalled_bodies_are_noticed_and_resumed(registry, tmp_path):
+    """A body that stalls longer than the read timeout is abandoned and resumed from where it stopped."""
+    from soci_lab.netlab import ShapingProxy
+
+    async with RegistryClient(registry.url) as direct:
+        repo = unique_repo()
+        img = await push_image(direct, repo, layer_sizes=(1_500_000,), seed=81)
+    desc, data = img.layers[0]
+    config = HTTPConfig(max_retries=12, min_wait_msec=1, max_wait_msec=20, response_header_timeout_msec=300)
+    events = EventRecorder()
+    with ShapingProxy(registry.url, faults="seed=2,stall=0.5:1s") as proxy:
+        async with RegistryClient(proxy.url, config=config, events=events) as rc:
+            layout = OCILayout(tmp_path / "layout")
+            await rc.fetch_blob(repo, desc, layout=layout)
+            assert layout.read_blob(desc.digest) == data
+            assert await rc.read_blob_range(repo, desc.digest, 1000, 1_200_000) == data[1000:1_200_001]
+        assert proxy.fault_log
+    timeouts = [e for e in events.events if e.kind == "http_request" and e.error and "Timeout" in e.error]
+    assert timeouts, "a stall longer than the read timeout should have been noticed"
