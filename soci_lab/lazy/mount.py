@@ -92,6 +92,7 @@ class ServeOptions:
     #: with ``cache_dir``: an in-memory tier of hot uncompressed spans in front of the directory
     hot_cache_bytes: int = 64 << 20
     readahead_spans: int = 1
+    max_readahead_spans: int = 4
     fetch_period: float | None = None  # background fetch period override (seconds)
     #: lazy layers served at once (one process each): each process's background fetcher uses
     #: ``layer_count × fetch_period_msec`` so that, together, they start at most one span per period
@@ -150,6 +151,7 @@ def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorde
         spans,
         verify=policy.verify_files,
         readahead_spans=options.readahead_spans,
+        max_readahead_spans=options.max_readahead_spans,
         events=events,
         layer=spec.digest,
     )

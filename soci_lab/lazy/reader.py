@@ -11,7 +11,9 @@ parsed with :mod:`tarfile` and compared field by field with the TOC entry (name,
 gid, mtime, linkname, device numbers, SCHILY xattrs) — unless verification is disabled (config
 ``disable_verification`` or Hermes ``skip-file-verification``). Reads map to span ranges; a read that
 continues where the previous one of the same file ended is *sequential* and triggers readahead of the
-next spans in the background.
+next spans in the background: ``readahead_spans`` at first, the window doubling with every span's worth of
+sequential reads up to ``max_readahead_spans`` (a long stream keeps several span fetches and inflates in
+flight; a short read of a big file fetches little ahead).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Node:
     whiteout: bool = False
     verified: bool = False
     read_end: int = -1  # where the last read of this file ended (readahead)
+    streak: int = 0  # consecutive sequential reads (the readahead window grows with it)
 
     @property
     def is_dir(self) -> bool:
@@ -235,6 +238,7 @@ class LayerReader:
         *,
         verify: bool = True,
         readahead_spans: int = 1,
+        max_readahead_spans: int = 4,
         events: EventRecorder | None = None,
         layer: str | None = None,
     ) -> None:
@@ -242,6 +246,7 @@ class LayerReader:
         self.spans = spans
         self.verify = verify
         self.readahead_spans = readahead_spans
+        self.max_readahead_spans = max(readahead_spans, max_readahead_spans)
         self.events = events if events is not None else NullRecorder()
         self.layer = layer
         #: set by the FUSE server (or any caller with a task group) to run readahead in the background
@@ -305,15 +310,20 @@ class LayerReader:
         self.events.emit("file_read", t0, layer=self.layer, path=node.path, nbytes=len(data), offset=offset)
         sequential = offset == node.read_end and offset > 0
         node.read_end = end
+        node.streak = node.streak + 1 if sequential else 0
         if sequential and self.readahead_spans > 0 and self.task_group is not None and end < node.size:
-            self._readahead(e.uncompressed_offset + end, e.uncompressed_offset + node.size)
+            # the window doubles with every span-worth of sequential reads, up to max_readahead_spans
+            span_len = max(1, self.spans.spans[0].uncomp_size)
+            grown = self.readahead_spans << min(8, (node.streak * max(1, end - offset)) // span_len)
+            window = min(self.max_readahead_spans, max(self.readahead_spans, grown))
+            self._readahead(e.uncompressed_offset + end, e.uncompressed_offset + node.size, window)
         return data
 
-    def _readahead(self, start: int, file_end: int) -> None:
+    def _readahead(self, start: int, file_end: int, window: int) -> None:
         first = self.spans.geometry.span_of(start)
-        last = min(self.spans.geometry.span_of(file_end - 1), first + self.readahead_spans)
+        last = min(self.spans.geometry.span_of(file_end - 1), first + window)
         for sid in range(first, last + 1):
-            if self.spans.spans[sid].state != SpanState.UNCOMPRESSED:
+            if self.spans.spans[sid].state not in (SpanState.UNCOMPRESSED, SpanState.REQUESTED):
                 assert self.task_group is not None
                 try:
                     self.task_group.start_soon(self._quiet_resolve, sid)
