@@ -139,3 +139,28 @@ def small_copy(tmp_path: Path, small_layout: Path) -> Path:
     dst = tmp_path / "lay"
     shutil.copytree(small_layout, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def small_image(distribution_registry, small_layout: Path) -> BuiltImage:  # type: ignore[no-untyped-def]
+    """The small image in distribution 2.8 with a v2 SOCI index (layers 0 and 2 lazy, layer 1 local)."""
+    from soci_lab.artifacts import create_soci_index
+    from soci_lab.images import copy_image
+
+    ref = distribution_registry.ref("snap/small", "v1")
+    copied = copy_image(f"oci:{small_layout}:v1", ref, insecure=True)
+    index = create_soci_index(ref, span_size=1 << 20, min_layer_size=1 << 20)
+    return BuiltImage(ref, (), str(copied.digest), str(index.digest))
+
+
+@pytest.fixture(scope="session")
+def sample_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's sample image at a small scale (it has a shell and a workload), indexed (v2, 256 KiB)."""
+    from soci_lab.artifacts import create_soci_index
+    from soci_lab.images import build_sample_image
+
+    base = tmp_path_factory.mktemp("sample")
+    ref = f"oci:{base / 'lay'}:v1"
+    build_sample_image(ref, base / "trees", scale=0.05)
+    create_soci_index(ref, span_size=1 << 20, min_layer_size=256 << 10)
+    return base / "lay"
