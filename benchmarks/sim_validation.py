@@ -1,12 +1,15 @@
-"""Validation of the simulator against real eager pulls (issue 7, item 4), at a size where time means something.
+"""Validation of the simulator against real pulls (issue 7, item 4): {sequential, parallel, lazy} × networks.
 
-For one image built into an OCI layout and served by the embedded registry, behind the shaping proxy for
-the shaped networks, it runs the real ``soci_lab.unpack`` sequential and parallel pullers, calibrates the
-host (decompress→apply pipeline rate) and the per-request latency from the **unshaped** real runs, then
-simulates every (mode, network) with the shaping's bandwidth and latency and prints real vs simulated wall
-time, requests and bytes. The lazy mode is not in the table yet: it needs the real lazy mount.
+One SOCI v2 image is built into an OCI layout (layers of random and text-like files, indexed with 1 MiB
+spans) and served by the embedded registry — directly ("loopback") or through the shaping proxy. Each cell
+runs ``soci_lab.lab.pull(ref, mode, trace=…)`` for real (mount, replay a start-up-like trace reading
+``--fraction`` of the image, unmount; ``--repeat`` runs, the median compared, every request count seen
+printed) and simulates the same pull. The host and the per-request latency are calibrated from the loopback runs
+(``soci_lab.sim.fit``); the shaped cells add the shaping's bandwidth and latency. Printed per cell: real
+and simulated time to ready and to workload done, their error, and requests and MB fetched (real / sim).
 
-Usage: ``.venv/bin/python benchmarks/sim_validation.py [--mb 48] [--layers 6] [--chunk 4mb]``.
+Usage: ``.venv/bin/python benchmarks/sim_validation.py [--mb 64] [--fraction 0.1] [--repeat 2]``. Needs
+root, /dev/fuse and overlayfs (lazy and eager modes mount).
 """
 
 from __future__ import annotations
@@ -14,115 +17,86 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import anyio
-import numpy as np
-
+from soci_lab import lab
+from soci_lab.artifacts.create import create_soci_index
 from soci_lab.cli.sim import image_from_layout
-from soci_lab.config import Config
-from soci_lab.events import EventRecorder
 from soci_lab.images.build import build_image
 from soci_lab.netlab import EmbeddedRegistry
 from soci_lab.netlab.proxy import ShapingProxy
-from soci_lab.oci.layout import OCILayout
-from soci_lab.oci.manifest import ImageConfig, Manifest
-from soci_lab.remote import RegistryClient
-from soci_lab.sim import SimParams, fit, simulate
+from soci_lab.sim import LazyParams, SimParams, fit, simulate, synthetic_trace, write_trace
 from soci_lab.units import parse_duration, parse_rate
-from soci_lab.unpack import LayerSpec, ParallelPuller, RegistryBlobSource, SequentialPuller
 
 NETWORKS = [("loopback", None, None), ("1Gbit", "1Gbit", None), ("100Mbit+20ms", "100Mbit", "20ms")]
+MODES = ("sequential", "parallel", "lazy")
 WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"config", b"library", b"python", b"layer", b"span", b"\n"]
 
 
-def build(tmp: Path, mb: int, layers: int) -> Path:
+def build(tmp: Path, mb: int) -> str:
     rnd = random.Random(7)
     dirs = []
-    per_layer = [mb * 1_000_000 * w for w in (0.35, 0.25, 0.15, 0.1, 0.1, 0.05)[:layers]]
-    for li, budget in enumerate(per_layer):
+    for li, share in enumerate((0.4, 0.3, 0.15, 0.1, 0.05)):
         d = tmp / f"l{li}" / f"d{li}"
         d.mkdir(parents=True)
-        used, i = 0, 0
+        used, i, budget = 0, 0, share * mb * 1_000_000
         while used < budget:
             size = int(min(budget - used, rnd.lognormvariate(10, 1.5))) + 1
-            data = rnd.randbytes(size) if i % 2 else b" ".join(rnd.choice(WORDS) for _ in range(size // 6 + 1))[:size]
-            (d / f"f{i:05d}").write_bytes(data)
+            text = b" ".join(rnd.choice(WORDS) for _ in range(size // 6 + 1))[:size]
+            (d / f"f{i:05d}").write_bytes(rnd.randbytes(size) if i % 2 else text)
             used += size
             i += 1
         dirs.append(tmp / f"l{li}")
-    build_image(dirs, f"oci:{tmp / 'layout'}:t")
-    return tmp / "layout"
+    ref = f"oci:{tmp / 'layout'}:t"
+    build_image(dirs, ref)
+    create_soci_index(ref, min_layer_size=4 << 20, span_size=1 << 20)
+    return f"{tmp / 'layout'}:t"
 
 
-def real_pull(layout: Path, tmp: Path, mode: str, url: str, chunk: str) -> tuple[float, object]:
-    oci = OCILayout(layout, create=False)
-    desc = oci.resolve("t")
-    man = Manifest.from_bytes(oci.read_blob(desc.digest), desc.media_type)
-    cfg = ImageConfig.from_bytes(oci.read_blob(man.config.digest))
-    specs = [LayerSpec.from_descriptor(d, diff) for d, diff in zip(man.layers, cfg.diff_ids, strict=True)]
-    rec = EventRecorder(strategy=mode)
-    root = Path(tempfile.mkdtemp(dir=tmp))
-
-    async def go() -> None:
-        host = url.split("://", 1)[1]
-        async with RegistryClient(f"{host}/img", insecure=True, events=rec) as client:
-            src = RegistryBlobSource(client, "img")
-            mps = [root / f"mp{i}" for i in range(len(specs))]
-            if mode == "parallel":
-                pc = Config().pull_modes.parallel_pull_unpack
-                pc.enable = True
-                pc.concurrent_download_chunk_size = chunk
-                async with ParallelPuller(root / "p", src, config=pc, recorder=rec) as p:
-                    await p.pull("img", specs, mps)
-            else:
-                await SequentialPuller(root / "s", src, recorder=rec).pull("img", specs, mps)
-
-    t0 = time.perf_counter()
-    anyio.run(go)
-    return time.perf_counter() - t0, rec.to_frame()
-
-
-def fastest(layout: Path, tmp: Path, mode: str, url: str, chunk: str, repeat: int) -> tuple[float, object]:
-    """The quickest of ``repeat`` real pulls (by first-to-last event): the least disturbed by other load."""
-    runs = [real_pull(layout, tmp, mode, url, chunk) for _ in range(max(1, repeat))]
-    return min(runs, key=lambda r: float(r[1].t_end.max() - r[1].t_start.min()))
+def pulls(ref: str, mode: str, trace: Path, repeat: int) -> list[Any]:
+    """``repeat`` real pulls, sorted by time to workload done (the median one is compared)."""
+    runs = [lab.pull(ref, mode, trace=str(trace)) for _ in range(max(1, repeat))]
+    return sorted(runs, key=lambda r: r.summary["workload_done_s"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mb", type=int, default=48)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--chunk", default="4mb")
-    ap.add_argument("--repeat", type=int, default=3, help="real pulls per cell; the fastest is kept (shared hosts)")
+    ap.add_argument("--mb", type=int, default=64)
+    ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    ok, why = lab.can_mount()
+    if not ok:
+        raise SystemExit(f"cannot mount here: {why}")
     tmp = Path(tempfile.mkdtemp(prefix="sim-validation-"))
-    layout = build(tmp, args.mb, args.layers)
-    image = image_from_layout(f"{layout}:t")
+    layout = build(tmp, args.mb)
+    image = image_from_layout(layout)
+    trace = synthetic_trace(image, args.fraction, seed=1, read_size=128 * 1024)
+    write_trace(trace, tmp / "trace.csv")
     print(
-        f"image: {len(image.layers)} layers, {image.compressed_size / 1e6:.1f} MB compressed, "
-        f"{image.uncompressed_size / 1e6:.1f} MB uncompressed"
+        f"image: {len(image.layers)} layers ({sum(la.indexed for la in image.layers)} indexed), "
+        f"{image.compressed_size / 1e6:.1f} MB compressed, {image.uncompressed_size / 1e6:.1f} MB uncompressed; "
+        f"trace: {len(trace)} accesses reading {args.fraction:.0%}"
     )
-    real: dict[tuple[str, str], tuple[float, object]] = {}
-    with EmbeddedRegistry(root=tmp / "reg", layouts={"img": layout}) as reg:
+    real: dict[tuple[str, str], Any] = {}
+    with EmbeddedRegistry(root=tmp / "reg", layouts={"img": tmp / "layout"}) as reg:
         for name, bw, lat in NETWORKS:
             if bw is None and lat is None:
-                for mode in ("sequential", "parallel"):
-                    real[(mode, name)] = fastest(layout, tmp, mode, reg.url, args.chunk, args.repeat)
+                host = reg.url.split("://", 1)[1]
+                for mode in MODES:
+                    real[(mode, name)] = pulls(f"{host}/img:t", mode, tmp / "trace.csv", args.repeat)
                 continue
             with ShapingProxy(reg.url, bandwidth=bw, latency=lat) as proxy:
-                for mode in ("sequential", "parallel"):
-                    real[(mode, name)] = fastest(layout, tmp, mode, proxy.url, args.chunk, args.repeat)
-    cal = fit([real[(m, "loopback")][1] for m in ("sequential", "parallel")])
+                host = proxy.url.split("://", 1)[1]
+                for mode in MODES:
+                    real[(mode, name)] = pulls(f"{host}/img:t", mode, tmp / "trace.csv", args.repeat)
+    cal = fit([run.events for m in MODES for run in real[(m, "loopback")]])
     print(f"calibration from the loopback runs: {cal}")
-    base = cal.params(SimParams())
-    cfg = Config()
-    cfg.pull_modes.parallel_pull_unpack.concurrent_download_chunk_size = args.chunk
-    print("\nreal_s: first to last event of the real pull (wall incl. client setup in brackets); sim_s: the")
-    print("simulated pull after manifest and config (which the pullers are not asked to fetch)")
-    print("\nmode        network         real_s  (wall)   sim_s   error   requests real/sim   MB real/sim")
+    # soci_lab.snapshot prepares every layer at once (containerd would call Prepare layer by layer)
+    base = cal.params(SimParams(lazy=LazyParams(concurrent_mounts=True)))
+    print("\nmode        network         ready real/sim (err)       done real/sim (err)      requests r/s   MB r/s")
     for name, bw, lat in NETWORKS:
         net = base.network
         if bw is not None:
@@ -130,21 +104,18 @@ def main() -> None:
         if lat is not None:
             net = replace(net, rtt=net.rtt + parse_duration(lat))
         params = replace(base, network=net)
-        for mode in ("sequential", "parallel"):
-            wall, frame = real[(mode, name)]
-            span = float(frame.t_end.max() - frame.t_start.min())
-            sim = simulate(image, mode, config=cfg, params=params)
-            ev = sim.events
-            is_meta = np.array([a.get("what") in ("manifest", "config") for a in ev["attrs"]], dtype=bool)
-            meta = ev[is_meta]
-            sim_wall = sim.summary["ready_s"] - float(meta.t_end.max())
-            rh = frame[frame.kind == "http_request"]
-            sh = ev[(ev.kind == "http_request").to_numpy() & ~is_meta]
-            err = (sim_wall - span) / span
+        for mode in MODES:
+            runs = real[(mode, name)]
+            r = runs[len(runs) // 2].summary
+            seen = sorted({run.summary["requests"] for run in runs})
+            s = simulate(image, mode, workload=trace, params=params).summary
+            e_ready = (s["ready_s"] - r["ready_s"]) / r["ready_s"]
+            e_done = (s["workload_done_s"] - r["workload_done_s"]) / r["workload_done_s"]
             print(
-                f"{mode:11s} {name:14s} {span:7.2f} ({wall:5.2f}) {sim_wall:7.2f} {err:+7.1%}"
-                f"   {len(rh):5d} / {len(sh):<5d}"
-                f"   {rh.bytes.sum() / 1e6:7.2f} / {sh.bytes.sum() / 1e6:<7.2f}"
+                f"{mode:11s} {name:14s} {r['ready_s']:6.2f} / {s['ready_s']:6.2f} ({e_ready:+6.1%})   "
+                f"{r['workload_done_s']:6.2f} / {s['workload_done_s']:6.2f} ({e_done:+6.1%})   "
+                f"{'|'.join(map(str, seen)):>6} / {s['requests']:<4d} {r['bytes_fetched'] / 1e6:6.2f} / "
+                f"{s['bytes_fetched'] / 1e6:<6.2f}"
             )
 
 

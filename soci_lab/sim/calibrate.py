@@ -12,6 +12,8 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   ``bytes / duration`` per algorithm (bytes = uncompressed output). Without span events, whole-layer
   ``decompress`` events are used; they time the decompress→apply pipeline, so the rate is a lower bound
   (``notes["decompress_source"]`` says which);
+- ``mount`` events of lazy layers (``attrs.how == "lazy"``): the median is ``mount_s``; ``file_op``
+  events (open, stat, readdir, readlink) of lazy runs give ``fuse_op_s``, of eager runs ``syscall_s``;
 - ``apply`` (``attrs.entries``, else ``attrs.files``; bytes = file content): least squares of
   ``duration = entries × per_file + bytes × per_byte``. Apply runs in a pipeline with decompression, so
   this fits the apply side only where it is the slower stage (true of most real layers: many small files).
@@ -48,6 +50,9 @@ class Calibration:
     decompress_rate: dict[str, float] = field(default_factory=dict)
     apply_per_file_s: float | None = None
     apply_per_byte_s: float | None = None
+    mount_s: float | None = None
+    fuse_op_s: float | None = None
+    syscall_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -67,6 +72,9 @@ class Calibration:
             host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
         if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
             host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s)
+        for key in ("mount_s", "fuse_op_s", "syscall_s"):
+            if getattr(self, key) is not None:
+                host = replace(host, **{key: getattr(self, key)})
         return replace(base, network=net, host=host)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,7 +106,28 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
     ok = frame[frame["ok"]]
     _fit_decompress(cal, ok)
     _fit_apply(cal, ok)
+    _fit_fs(cal, ok)
     return cal
+
+
+def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
+    """Per-layer FUSE mount cost, and the latency of metadata ops through FUSE (lazy) and on disk (eager)."""
+    dur = frame["t_end"] - frame["t_start"]
+    how = _attr(frame, "how")
+    mounts = dur[(frame["kind"] == "mount") & (how == "lazy")]
+    if len(mounts):
+        cal.mount_s = float(mounts.median())
+        cal.samples["mount"] = len(mounts)
+    ops = frame["kind"] == "file_op"
+    op_names = _attr(frame, "op")
+    ops &= op_names.isin(["open", "stat", "readdir", "readlink"])
+    lazy = frame["strategy"].astype(str).str.startswith("lazy")
+    if (ops & lazy).any():
+        cal.fuse_op_s = float(dur[ops & lazy].median())
+        cal.samples["fuse_op"] = int((ops & lazy).sum())
+    if (ops & ~lazy).any():
+        cal.syscall_s = float(dur[ops & ~lazy].median())
+        cal.samples["syscall"] = int((ops & ~lazy).sum())
 
 
 def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:

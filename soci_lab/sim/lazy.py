@@ -241,13 +241,15 @@ class LazyPull:
         if not world.config.background_fetch.disable and self.managers:
             self.bg = BackgroundFetcher(world, list(self.managers.values()))
             env.process(self.bg.run(self.first_mount))
-        for li, layer in enumerate(image.layers):
+
+        def prepare(li: int) -> Generator[Any, Any, None]:
+            layer = image.layers[li]
             if li in self.managers:
                 yield resolved[li]
                 yield from self._prefetch(li)
                 t1 = env.now
                 yield env.timeout(world.host.params.mount_s)
-                world.emit("mount", t1, layer=layer.digest, what="fuse")
+                world.emit("mount", t1, layer=layer.digest, what="fuse", how="lazy")
                 if not self.first_mount.triggered:
                     self.first_mount.succeed()
                 world.layer_how[li] = "lazy"
@@ -258,6 +260,12 @@ class LazyPull:
                 world.emit("blob_download", t1, layer=layer.digest, nbytes=layer.compressed_size)
                 yield from world.unpack(li)
                 world.layer_how[li] = "local"
+
+        if world.params.lazy.concurrent_mounts:
+            yield env.all_of([env.process(prepare(li)) for li in range(len(image.layers))])
+        else:
+            for li in range(len(image.layers)):
+                yield from prepare(li)
         t1 = env.now
         yield env.timeout(world.host.params.mount_s)
         world.emit("mount", t1, what="overlay")

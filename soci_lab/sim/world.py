@@ -32,10 +32,13 @@ class LazyParams:
     test holds the simulator to the real span manager's fetches.
     ``refetch_manifest``: the snapshotter, a process of its own, fetches the image manifest again to find the
     SOCI index (after containerd fetched it to resolve the image), as upstream and ``soci_lab.snapshot`` do.
+    ``concurrent_mounts``: prepare every layer at once (``soci_lab.snapshot`` does) instead of one after the
+    other in layer order (containerd calls ``Prepare`` serially, upstream's default).
     """
 
     touch_end_span: bool = False
     refetch_manifest: bool = True
+    concurrent_mounts: bool = False
 
 
 @dataclass(frozen=True)
