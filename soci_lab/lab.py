@@ -277,8 +277,11 @@ class _UnionView:
 
 
 async def _reader_layer(
-    spec_digest: str, ztoc: Any, fetcher: Any, cfg: Config, rec: EventRecorder, verify: bool
+    spec_digest: str, ztoc: Any, fetcher: Any, cfg: Config, rec: EventRecorder, verify: bool, *, remote: bool
 ) -> tuple[Any, Any]:
+    """(tree, reader) of one layer; a ``remote`` layer's span work is recorded, a local copy's is not (its
+    bytes came over the network once, as a ``blob_download``, like upstream's local snapshot)."""
+    from .events import NullRecorder
     from .lazy.cache import MemoryCache
     from .lazy.reader import LayerReader, LayerTree
     from .lazy.span_manager import SpanManager
@@ -289,7 +292,7 @@ async def _reader_layer(
         compressed_cache=MemoryCache(),
         uncompressed_cache=MemoryCache(),
         max_span_verification_retries=cfg.blob.max_span_verification_retries,
-        events=rec,
+        events=rec if remote else NullRecorder(),
         layer=spec_digest,
     )
     h1 = ztoc.compressed_range(0)[0]
@@ -368,7 +371,7 @@ async def alazy_read(
                     )
                     fetcher = FileRangeFetcher(str(blob))
                 image_bytes += z.uncompressed_archive_size
-                tree, reader = await _reader_layer(spec.digest, z, fetcher, cfg, rec, verify)
+                tree, reader = await _reader_layer(spec.digest, z, fetcher, cfg, rec, verify, remote=how == "lazy")
                 layers.append((spec.digest, tree, reader))
                 rec.emit("mount", lt, layer=spec.digest, how=how, via="reader")
             rec.emit("ready", t0, mode="lazy", via="reader")
