@@ -323,14 +323,16 @@ class LayerReader:
         first = self.spans.geometry.span_of(start)
         last = min(self.spans.geometry.span_of(file_end - 1), first + window)
         for sid in range(first, last + 1):
-            if self.spans.spans[sid].state not in (SpanState.UNCOMPRESSED, SpanState.REQUESTED):
-                assert self.task_group is not None
-                try:
-                    self.task_group.start_soon(self._quiet_resolve, sid)
-                except RuntimeError:  # the task group has closed (server stopping): no readahead
-                    self.task_group = None
-                    return
-                self.readaheads += 1
+            state = self.spans.spans[sid].state
+            if state == SpanState.REQUESTED or (state == SpanState.UNCOMPRESSED and self.spans.is_hot(sid)):
+                continue  # being fetched, or servable from memory: nothing to do ahead
+            assert self.task_group is not None
+            try:
+                self.task_group.start_soon(self._quiet_resolve, sid)
+            except RuntimeError:  # the task group has closed (server stopping): no readahead
+                self.task_group = None
+                return
+            self.readaheads += 1
 
     async def _quiet_resolve(self, sid: int) -> None:
         with contextlib.suppress(SociLabError):  # the read that needs it will fail (and report) on its own

@@ -409,6 +409,11 @@ class SpanManager:
 
     # --- introspection ----------------------------------------------------------------------------
 
+    def is_hot(self, span_id: int) -> bool:
+        """Whether the span's uncompressed bytes can be served without I/O (in a memory cache or tier)."""
+        peek = getattr(self.ucache, "peek", None)
+        return peek is not None and peek(self._key(span_id)) is not None
+
     def fetched_uncompressed_bytes(self) -> int:
         """Uncompressed bytes whose span is fetched or decompressed (the state file's ``fetchedSize``)."""
         return sum(s.uncomp_size for s in self.spans if s.state in (SpanState.FETCHED, SpanState.UNCOMPRESSED))
