@@ -108,6 +108,7 @@ class MountedImage:
     owns_state_dir: bool = True
     writable: bool = False
     mounted: bool = False
+    image_key: str = ""
     _merged: pd.DataFrame | None = None
     _done: bool = False
 
@@ -402,6 +403,8 @@ class Filesystem:
         self.owns_state_dir = owns_state_dir
         #: a hook for tests and experiments: called with each lazy LayerPlan before its FUSE mount
         self.before_lazy_mount: Callable[[LayerPlan], None] | None = None
+        #: the image mounted from this state directory (one at a time), by image key
+        self.images: dict[str, MountedImage] = {}
 
     # --- resolve and decide -----------------------------------------------------------------------
 
@@ -488,6 +491,12 @@ class Filesystem:
         target = Path(mountpoint).resolve()
         if not target.is_dir():
             raise MountError(f"mountpoint {target} is not a directory")
+        live = [m for m in self.images.values() if not m._done]
+        if live:
+            raise MountError(
+                f"{self.state.root} already serves {live[0].ref} at {live[0].mountpoint}: one image per "
+                "state directory (use another Filesystem, or clean_image first)"
+            )
         self.state.create()
         self.state.layers.mkdir(exist_ok=True)
         mounted = MountedImage(
@@ -495,6 +504,7 @@ class Filesystem:
         )
         try:
             async with self.open_image(reference) as image:
+                mounted.image_key = image.key
                 mounted.plan = plan = await self.prepare(image, concrete)
                 mounted.layers = [LayerState(p, self.state.layer(p.digest) / "fs") for p in plan.layers]
                 if on_layer is not None:
@@ -529,7 +539,26 @@ class Filesystem:
             if isinstance(exc, Exception) and not isinstance(exc, SociLabError | OSError):
                 raise MountError(f"mounting {reference} failed: {type(exc).__name__}: {exc}") from exc
             raise
+        self.images[mounted.image_key] = mounted
         return mounted
+
+    def unmount(self, image_key: str) -> pd.DataFrame:
+        """Unmount the image mounted under ``image_key`` (its manifest digest); keeps its state directory."""
+        try:
+            mounted = self.images[image_key]
+        except KeyError:
+            raise MountError(f"image {image_key} is not mounted by this Filesystem") from None
+        return mounted.unmount(remove=False)
+
+    def clean_image(self, image_key: str) -> None:
+        """Upstream's ``CleanImage`` (snapshot removal): unmount the image if needed and delete its state."""
+        mounted = self.images.pop(image_key, None)
+        if mounted is None:
+            return
+        if not mounted._done:
+            mounted.unmount(remove=True)
+        else:
+            mounted.remove()
 
     def _limiter(self) -> anyio.CapacityLimiter | None:
         n = self.max_concurrency
