@@ -10,6 +10,10 @@ could not do them. :func:`startup_stats` turns the trace into numbers:
   ``mmap`` (program, shared libraries), each byte counted once;
 - ``bytes_read_syscalls``/``fraction_read_syscalls``: the same from ``read``/``pread`` calls alone — a lower
   bound (mapped pages left out; fault-around and read-ahead make the mapped part an estimate, not a count);
+- ``bytes_resident_cold``/``fraction_resident_cold`` (with ``cold=True``): a check that needs no trace — the
+  copy's files are evicted from the page cache before the run (:mod:`soci_lab.workload.pagecache`) and at
+  readiness the bytes of them back in memory are counted: what a cold disk delivered, read-ahead included
+  (``read_ahead_kb`` of the disk is recorded with it: with a large window this is an upper bound);
 - ``fraction_read`` = ``bytes_read / image_bytes``, the image's *uncompressed* size (the sum of its layer
   tars, as Slacker divides by the image's data); ``fraction_of_rootfs_files`` divides by the file bytes of
   the final rootfs instead (no tar headers, no files hidden by later layers).
@@ -22,13 +26,28 @@ import datetime as _dt
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..workload import Recording, Trace, record_trace, resolve_in_root, save_trace
+from ..workload.pagecache import evict, read_ahead_kb, resident_bytes
 from .build import DatasetBuild
+
+
+def _regular_files(root: Path) -> list[str]:
+    """Host paths of the regular files of a rootfs (not under dev, proc, sys)."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d not in ("dev", "proc", "sys")]
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                out.append(p)
+    return out
 
 
 def in_image(rootfs: str | os.PathLike[str], path: str) -> bool:
@@ -66,18 +85,28 @@ def record_startup(
     trace_out: str | os.PathLike[str] | None = None,
     json_out: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
+    cold: bool = True,
 ) -> tuple[Recording, dict[str, Any]]:
     """Record the startup of ``built`` (on a copy of its rootfs); write the trace CSV and startup JSON when
     asked. Returns the recording and the JSON document."""
     recipe = built.recipe
+    resident: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix=f"soci-lab-startup-{os.getpid()}-{built.name}-") as tmp:
         copy = Path(tmp) / "rootfs"
         subprocess.run(["cp", "-a", "--one-file-system", built.rootfs, str(copy)], check=True)
+        files = _regular_files(copy) if cold else []
+        ra_kb = read_ahead_kb(str(copy))
+        if cold:
+            evict(files)
+
+        def measure(_w: object) -> None:
+            resident.update(resident_bytes(files))
+
         try:
             env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                    "HOME": "/root", **recipe["env"]}
             rec = record_trace(copy, recipe["cmd"], recipe["readiness"], timeout or recipe["timeout_s"],
-                               user=recipe["user"], env=env, cwd=recipe["cwd"])
+                               user=recipe["user"], env=env, cwd=recipe["cwd"], on_ready=measure if cold else None)
         finally:
             shutil.rmtree(copy, ignore_errors=True)
     trace = Trace(r for r in rec.trace if in_image(built.rootfs, r.path))
@@ -94,6 +123,9 @@ def record_startup(
         fraction_read_syscalls=rec.syscall_bytes_read / built.image_bytes if built.image_bytes else None,
         syscalls=rec.syscalls,
         rows_on_runtime_files=dropped,
+        bytes_resident_cold=sum(resident.values()) if cold else None,
+        fraction_resident_cold=sum(resident.values()) / built.image_bytes if cold and built.image_bytes else None,
+        read_ahead_kb=ra_kb,
         manifest_digest=built.manifest_digest,
         dataset_key=built.key,
         layers=[{"name": lay["name"], "uncompressed_size": lay["uncompressed_size"], "size": lay["size"]}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,13 +68,15 @@ def record_trace(
     recorder: EventRecorder | None = None,
     strace_log: str | os.PathLike[str] | None = None,
     settle_s: float = 0.25,
+    on_ready: Callable[[RunningWorkload], None] | None = None,
 ) -> Recording:
     """Run ``cmd`` in ``rootfs`` under strace until ``readiness``; return (and save to ``out``) its trace.
 
     ``strace_log`` keeps the raw strace output at that path (for debugging); otherwise it lives in a
     temporary directory removed afterwards. Mapped pages are collected at readiness and again ``settle_s``
     later (a process caught in ``exec`` at readiness has no mappings yet); a service idle after readiness
-    adds nothing in between. Raises :class:`WorkloadError` if the command fails or never
+    adds nothing in between. ``on_ready(workload)`` is called at readiness too, after that first look,
+    while the processes still run. Raises :class:`WorkloadError` if the command fails or never
     becomes ready within ``timeout``.
     """
     root = os.path.realpath(os.fspath(rootfs))
@@ -87,6 +89,8 @@ def record_trace(
         pids = processes_in(root)
         alive_at_ready = bool(pids)
         mapped = mapped_file_pages(pids, root)
+        if on_ready is not None:
+            on_ready(w)
 
     with tempfile.TemporaryDirectory(prefix=f"soci-lab-record-{os.getpid()}-") as tmp:
         log_path = Path(strace_log) if strace_log else Path(tmp) / "strace.log"

@@ -26,5 +26,7 @@ def test_committed_startup_matches_its_trace(name: str) -> None:
     assert 0 < doc["fraction_read_syscalls"] <= doc["fraction_read"] < 0.5
     assert trace.duration <= doc["cmd_s"] + 0.01
     assert doc["mapped_pages"] is True
+    # the trace-free check: what a cold page cache took in covers what the trace says was read
+    assert doc["bytes_resident_cold"] >= 0.9 * doc["bytes_read"]
     assert any(r.path == RECIPES[name].cmd[0] for r in trace)  # the program itself was opened
     assert not any(r.path.startswith(("/proc/", "/sys/", "/dev/")) for r in trace)
