@@ -275,6 +275,24 @@ class MountedImage:
         self.unmount()
 
 
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first real failure in a task group's exception group (cancellations of its siblings aside)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, Exception):
+            return exc
+    return leaves[0] if leaves else group
+
+
 def bytes_per_layer(frame: pd.DataFrame, digests: Sequence[str]) -> dict[str, int]:
     """Network bytes per layer: ok ``http_request`` events whose URL path names the layer's blob; for a
     run without HTTP (an ``oci:`` layout) the layer's own transfer events (spans, chunks or the blob)."""
@@ -621,9 +639,12 @@ class Filesystem:
                 if on_layer is not None:
                     on_layer(mounted)
 
-        async with anyio.create_task_group() as tg:
-            for lay in mounted.layers:
-                tg.start_soon(one, lay)
+        try:
+            async with anyio.create_task_group() as tg:
+                for lay in mounted.layers:
+                    tg.start_soon(one, lay)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
 
     def _blob_source(self, image: ResolvedImage) -> BlobSource:
         from ..unpack import LocalFileSource, RegistryBlobSource

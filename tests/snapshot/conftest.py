@@ -8,6 +8,7 @@ running on the same machine. It checks at the end of the session, whether the te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ import pytest
 from snaptools import build_realistic_trees, build_small_trees, our_mounts, our_processes
 
 from soci_lab.images import build_image
+from soci_lab.snapshot import mounts_under, umount_tree, unmount_recorded
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,6 +69,11 @@ def mnt(snapshot_roots: dict[str, Path], request: pytest.FixtureRequest) -> Iter
     path = snapshot_roots["mnt"] / request.node.name.replace("/", "_")[:80]
     path.mkdir(parents=True)
     yield path
+    if mounts_under(path):  # a test failed half-way: take its mount down so the next tests run clean
+        with contextlib.suppress(Exception):
+            unmount_recorded(path)
+        with contextlib.suppress(Exception):
+            umount_tree(path)
     try:
         path.rmdir()
     except OSError as exc:  # still mounted or not empty: the session guard reports it

@@ -144,3 +144,19 @@ def test_usage_and_runtime_errors(tmp_path: Path, mnt: Path) -> None:
     not_mounted = soci_lab("umount", str(mnt), check=False)
     assert not_mounted.returncode == 1 and "not mounted by soci-lab" in not_mounted.stderr
     assert mounts_under(mnt) == []
+
+
+def test_mount_takes_a_soci_style_config(small_image, mnt: Path, tmp_path: Path, snapshot_roots) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[pull_modes.soci_v1]\nenable = true\n\n[pull_modes.soci_v2]\nenable = false\n\n"
+        "[pull_modes.parallel_pull_unpack]\nexperimental_parallel_pull_as_fallback = true\n"
+    )
+    doc = json.loads(soci_lab("mount", small_image.ref, str(mnt), "--mode", "lazy", "--config", str(config),
+                              "--background", "--json").stdout)  # fmt: skip
+    # the image has a v2 index only: with v2 off, v1 finds nothing (NoIndex) and the fallback is parallel
+    assert [lay["how"] for lay in doc["layers"]] == ["parallel"] * 3
+    record = find_state_dir(mnt).read_record()
+    assert (mnt / "etc/config").read_text() == "local layer\n"
+    soci_lab("umount", str(mnt))
+    _nothing_left(mnt, record, snapshot_roots["state"])

@@ -91,9 +91,15 @@ def test_a_mount_failing_half_way_leaves_nothing(small_copy: Path, mnt: Path, tm
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     state = tmp_path / "state"
-    fs = Filesystem(state, config=_quiet(), events=EventRecorder(strategy="lazy"))
-    with pytest.raises(SociLabError):
+    rec = EventRecorder(strategy="lazy")
+    # one layer at a time, in order: layer 0's FUSE server is up when layer 1 fails its verification
+    fs = Filesystem(state, config=_quiet(), events=rec, max_concurrency=1)
+    with pytest.raises(SociLabError, match=r"corrupt|match"):  # one clear error, not a task group
         anyio.run(fs.mount, ref, mnt, "lazy")
+    ev = rec.to_frame()
+    up = ev[(ev["kind"] == "mount") & (ev["attrs"].map(lambda a: a.get("how")) == "lazy")]
+    assert len(up) == 1, "the failure was meant to come after a FUSE layer was mounted"
+    assert (ev["kind"] == "unmount").sum() == 1
     assert mounts_under(mnt) == [] and mounts_under(state) == []
     assert our_processes([state]) == []
     assert not state.exists()
