@@ -9,7 +9,9 @@
   unmounted after (``runner.py``, ``mounts.py``);
 - ``record_trace(rootfs, cmd, readiness, ...)`` → ``Recording``: strace plus mapped pages (``record.py``,
   ``strace.py``, ``pagemap.py``);
-- ``resolve_in_root`` — symlinks followed inside a rootfs, never out of it (``resolve.py``).
+- ``resolve_in_root`` — symlinks followed inside a rootfs, never out of it (``resolve.py``);
+- ``pagecache.evict``/``resident_ranges``/``resident_bytes`` — a trace-free check of what a run read from a
+  cold page cache (``pagecache.py``).
 """
 
 from .mounts import DEFAULT_MOUNTS, chroot_mounts, mounts_under

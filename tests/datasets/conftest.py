@@ -26,9 +26,10 @@ def no_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from soci_lab.datasets import cache_root
 
     before, tmp_before = wltools.mounts(), wltools.our_tmp_dirs()
+    kids = frozenset(wltools.children_of(os.getpid()))
     yield
     prefixes = [os.path.realpath(tmp_path_factory.getbasetemp()) + "/", str(cache_root() / "minbase-")]
-    problems = wltools.leak_report(before, tmp_before, prefixes)
+    problems = wltools.leak_report(before, tmp_before, prefixes, kids)
     assert not problems, "; ".join(problems)
 
 

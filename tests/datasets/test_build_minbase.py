@@ -108,3 +108,16 @@ def test_committed_trace_replays_on_the_build(minbase_build) -> None:
     result = replay_trace(minbase_build.rootfs, load_trace(here / "startup-trace.csv"), strict_size=True)
     assert result.failed == 0, result.errors
     assert result.rows == doc["rows"]
+
+
+@pytest.mark.distribution
+def test_dataset_pushed_to_the_distribution_registry(minbase_build, distribution_registry,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``dataset build --out HOST/REPO:TAG`` pushes the same image (same digest) to a real registry."""
+    from soci_lab.images import verify_image
+
+    ref = distribution_registry.ref("datasets/minbase")
+    assert main(["dataset", "build", "minbase", "--out", ref]) == 0
+    assert capsys.readouterr().out.strip() == minbase_build.manifest_digest
+    verified = verify_image(ref)
+    assert str(verified.digest) == minbase_build.manifest_digest

@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wltools import leak_report, make_mini_rootfs, mounts, our_tmp_dirs
+from wltools import children_of, leak_report, make_mini_rootfs, mounts, our_tmp_dirs
 
 
 @pytest.fixture(autouse=True)
 def no_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Fail a test that leaves a mount, a process or one of our temporary directories behind."""
-    before, tmp_before = mounts(), our_tmp_dirs()
+    before, tmp_before, kids = mounts(), our_tmp_dirs(), frozenset(children_of(os.getpid()))
     yield
     base = os.path.realpath(tmp_path_factory.getbasetemp())
-    problems = leak_report(before, tmp_before, [base + "/"])
+    problems = leak_report(before, tmp_before, [base + "/"], kids)
     assert not problems, "; ".join(problems)
 
 

@@ -99,14 +99,16 @@ def our_tmp_dirs() -> set[str]:
     return {p for p in os.listdir(tmp) if p.startswith(mine)}
 
 
-def leak_report(mounts_before: set[str], tmp_before: set[str], prefixes: list[str]) -> list[str]:
+def leak_report(mounts_before: set[str], tmp_before: set[str], prefixes: list[str],
+                children_before: frozenset[int] = frozenset()) -> list[str]:
     """What a test left behind: new mounts and chrooted processes under ``prefixes`` (others share the
-    machine: their mounts elsewhere are theirs), child processes, our temporary directories."""
+    machine: their mounts elsewhere are theirs), new child processes (session fixtures such as a registry
+    started before the test are not), our temporary directories."""
     problems = []
     new_mounts = {m for m in mounts() - mounts_before if _under(m, prefixes)}
     if new_mounts:
         problems.append(f"mounts left: {sorted(new_mounts)}")
-    procs = chrooted_under(prefixes) + children_of(os.getpid())
+    procs = chrooted_under(prefixes) + [p for p in children_of(os.getpid()) if p not in children_before]
     if procs:
         problems.append(f"processes left: {procs}")
     new_tmp = our_tmp_dirs() - tmp_before
