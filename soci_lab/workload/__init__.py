@@ -9,11 +9,13 @@
   unmounted after (``runner.py``, ``mounts.py``);
 - ``record_trace(rootfs, cmd, readiness, ...)`` → ``Recording``: strace plus mapped pages (``record.py``,
   ``strace.py``, ``pagemap.py``);
+- ``trace_from_events(events)`` — a trace from ``file_read``/``file_op`` events of any layer (``fromevents.py``);
 - ``resolve_in_root`` — symlinks followed inside a rootfs, never out of it (``resolve.py``);
 - ``pagecache.evict``/``resident_ranges``/``resident_bytes`` — a trace-free check of what a run read from a
   cold page cache (``pagecache.py``).
 """
 
+from .fromevents import trace_from_events
 from .mounts import DEFAULT_MOUNTS, chroot_mounts, mounts_under
 from .readiness import Readiness
 from .record import Recording, record_trace
@@ -48,4 +50,5 @@ __all__ = [
     "run_in_rootfs",
     "save_trace",
     "strace_argv",
+    "trace_from_events",
 ]

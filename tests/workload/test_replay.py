@@ -128,3 +128,23 @@ def test_bad_arguments(tree: Path, tmp_path: Path) -> None:
         replay_trace(tree, [], speed=0)
     with pytest.raises(FileNotFoundError):
         replay_trace(tmp_path / "nothing", [])
+
+
+def test_events_of_a_replay_give_the_trace_back(tree: Path) -> None:
+    from soci_lab.workload import trace_from_events
+
+    rows = [
+        TraceRow(0.0, "open", "/usr/lib/libdata.so"),
+        TraceRow(0.01, "read", "/usr/lib/libdata.so", 100, 50),
+        TraceRow(0.02, "stat", "/etc/conf"),
+        TraceRow(0.03, "readdir", "/usr/lib", 0, 1),
+        TraceRow(0.04, "readlink", "/etc/abs-link", 0, len("/usr/lib/libdata.so")),
+        TraceRow(0.05, "read", "/missing", 0, 10),  # fails: left out
+    ]
+    rec = EventRecorder()
+    replay_trace(tree, rows, speed=1.0, recorder=rec)
+    back = trace_from_events(rec.to_frame())
+    assert [(r.op, r.path, r.offset, r.size) for r in back] == [(r.op, r.path, r.offset, r.size) for r in rows[:5]]
+    for got, want in zip(back, rows, strict=False):
+        assert abs(got.t_s - want.t_s) < 0.25  # timed replay: events land near their t_s
+    assert len(trace_from_events(rec.events, keep_failed=True)) == 6

@@ -1,0 +1,50 @@
+"""An access trace from events: any layer that emits ``file_read``/``file_op`` events (the FUSE file
+system, a replay, a recording) gives a ``--trace-out`` file through :func:`trace_from_events`.
+
+``file_read`` events become ``read`` rows (``attrs.offset``, ``bytes``); ``file_op`` events whose
+``attrs.op`` is one of the trace ops become those rows (``attrs.result`` as size). ``t_s`` is the event's
+``t_start`` minus ``t0`` — by default the start of the earliest ``workload`` event, else of the first
+access. Failed events are left out unless ``keep_failed``: a failed access read nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .trace import OPS, Trace, TraceRow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..events import Event
+
+
+def _records(events: pd.DataFrame | Iterable[Event]) -> list[dict[str, Any]]:
+    if hasattr(events, "to_dict") and hasattr(events, "columns"):
+        return events.to_dict("records")  # type: ignore[union-attr]
+    return [{"kind": e.kind, "t_start": e.t_start, "path": e.path, "bytes": e.bytes, "ok": e.ok,
+             "attrs": e.attrs} for e in events]  # type: ignore[union-attr]
+
+
+def trace_from_events(events: pd.DataFrame | Iterable[Event], t0: float | None = None, *,
+                      keep_failed: bool = False) -> Trace:
+    """The :class:`Trace` of the accesses among ``events`` (a DataFrame or Event objects)."""
+    recs = _records(events)
+    if t0 is None:
+        starts = [r["t_start"] for r in recs if r["kind"] == "workload"]
+        access = [r["t_start"] for r in recs if r["kind"] in ("file_read", "file_op")]
+        t0 = min(starts) if starts else (min(access) if access else 0.0)
+    rows: list[TraceRow] = []
+    for r in recs:
+        if r["kind"] not in ("file_read", "file_op") or not r.get("path"):
+            continue
+        if not r.get("ok", True) and not keep_failed:
+            continue
+        attrs = r.get("attrs") or {}
+        t = max(0.0, float(r["t_start"]) - t0)
+        if r["kind"] == "file_read":
+            rows.append(TraceRow(t, "read", str(r["path"]), int(attrs.get("offset", 0) or 0), int(r["bytes"] or 0)))
+        elif attrs.get("op") in OPS:
+            rows.append(TraceRow(t, str(attrs["op"]), str(r["path"]), 0, int(attrs.get("result", 0) or 0)))
+    return Trace(rows)
