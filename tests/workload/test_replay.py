@@ -148,3 +148,17 @@ def test_events_of_a_replay_give_the_trace_back(tree: Path) -> None:
     for got, want in zip(back, rows, strict=False):
         assert abs(got.t_s - want.t_s) < 0.25  # timed replay: events land near their t_s
     assert len(trace_from_events(rec.events, keep_failed=True)) == 6
+
+
+def test_replay_events_summarize_to_the_trace_fraction(tree: Path) -> None:
+    """The analysis room's summary reads the same distinct bytes from replay events as the trace says."""
+    from soci_lab.analysis.summary import summarize
+
+    rows = Trace([TraceRow(i * 0.001, "read", "/usr/lib/libdata.so", (i * 7919) % 60000, 3000) for i in range(40)])
+    rec = EventRecorder(strategy="replay")
+    replay_trace(tree, rows, recorder=rec)
+    s = summarize(rec.to_frame(), image_bytes=1 << 20)
+    assert s["bytes_read"] == rows.bytes_read()
+    assert s["fraction_read"] == rows.bytes_read() / (1 << 20)
+    assert s["files_read"] == 1
+    assert s["workload_done_s"] > 0
