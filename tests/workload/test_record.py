@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wltools import DATA
 
 from soci_lab.errors import WorkloadError
@@ -155,3 +157,58 @@ def test_recording_emits_events_on_the_run_clock(mini_rootfs: Path) -> None:
     (ready,) = frame[frame.kind == "ready"].itertuples()
     assert reads.t_start.max() <= ready.t_end + 0.05
     assert set(frame.kind) == {"file_read", "file_op", "ready", "workload"}
+
+
+_FILES = {"/lib/a.so": 50_000, "/etc/b": 3_000, "/data/c d": 9_999}
+
+
+@st.composite
+def _syscalls(draw):
+    """Random open/read/lseek/pread64 calls of a few processes, with the rows they must give."""
+    n = draw(st.integers(1, 40))
+    fds: dict[int, dict[int, list]] = {}  # pid → fd → [path, pos]
+    lines, expected = [f'100 0.000000 chroot("{ROOT}") = 0'], []
+    for i in range(n):
+        ts = f"{1 + i * 0.001:.6f}"
+        pid = draw(st.sampled_from([100, 200, 300]))
+        table = fds.setdefault(pid, {})
+        action = draw(st.sampled_from(["open", "read", "lseek", "pread"])) if table else "open"
+        if action == "open":
+            path = draw(st.sampled_from(sorted(_FILES)))
+            fd = min(set(range(3, 64)) - set(table))
+            table[fd] = [path, 0]
+            host = f"{ROOT}{path}".replace(" ", "\\x20")
+            lines.append(f'{pid} {ts} openat(AT_FDCWD<{ROOT}>, "{path}", O_RDONLY) = {fd}<{host}>')
+            expected.append(("open", path, 0, 0))
+            continue
+        fd = draw(st.sampled_from(sorted(table)))
+        path, pos = table[fd]
+        size = _FILES[path]
+        host = f"{ROOT}{path}".replace(" ", "\\x20")
+        if action == "read":
+            want = draw(st.integers(1, 20_000))
+            got = max(0, min(want, size - pos))
+            lines.append(f'{pid} {ts} read({fd}<{host}>, ""..., {want}) = {got}')
+            if got:
+                expected.append(("read", path, pos, got))
+            table[fd][1] = pos + got
+        elif action == "lseek":
+            to = draw(st.integers(0, size))
+            lines.append(f"{pid} {ts} lseek({fd}<{host}>, {to}, SEEK_SET) = {to}")
+            table[fd][1] = to
+        else:
+            off = draw(st.integers(0, size))
+            want = draw(st.integers(1, 20_000))
+            got = max(0, min(want, size - off))
+            lines.append(f'{pid} {ts} pread64({fd}<{host}>, ""..., {want}, {off}) = {got}')
+            if got:
+                expected.append(("read", path, off, got))
+    return lines, expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(_syscalls())
+def test_offsets_follow_every_process_position(case) -> None:
+    lines, expected = case
+    rows = parse_strace(lines, ROOT).rows
+    assert [(r.op, r.path, r.offset, r.size) for r in rows] == expected
