@@ -11,13 +11,41 @@ What other rooms and users call::
 :func:`unmount_recorded` takes down a mount made by another process (``soci-lab umount``), also when its
 serving process was killed. The notebook face (``pull``, ``mounted``, ``lazy_read``) is :mod:`soci_lab.lab`.
 
+The seed's names (soci-snapshotter's ``fs`` and ``snapshot`` packages) and where they live here:
+
+=====================================  ====================================================================
+seed                                   soci_lab
+=====================================  ====================================================================
+``NewFilesystem``                      :class:`Filesystem` (``state_dir`` = upstream's root)
+``WithGetSources``                     ``Filesystem(get_sources=…)`` (REF → sources tried in order)
+``WithMaxConcurrency``                 ``Filesystem(max_concurrency=…)`` (layers prepared at once)
+``WithMetadataStore``                  ``Filesystem(metadata_store=…)`` (recorded; metadata is in memory)
+``WithOverlayOpaqueType``              ``Filesystem(overlay_opaque_type=…)`` (FUSE layers' opaque xattrs)
+``WithPullModes``                      ``Filesystem(pull_modes=…)``
+``WithResolveHandler``                 ``Filesystem(resolve_handlers={name: handler})``
+``Prepare`` (decision flow)            :func:`decide` (pure) + :meth:`Filesystem.mount`
+``Mount`` / ``MountLocal``             a ``lazy`` layer (FUSE, :mod:`soci_lab.lazy.mount`) / a ``local`` one
+``MountParallel`` + ``rebase``         :class:`soci_lab.unpack.ParallelPuller` (``how == "parallel"``)
+``CleanImage``                         :meth:`Filesystem.clean_image`
+``ErrNoIndex`` / ``ErrNoZtoc``         :class:`~soci_lab.errors.NoIndex` / :class:`~soci_lab.errors.NoZtoc`
+``ErrAllLazyPullModesDisabled``        :class:`~soci_lab.errors.AllLazyPullModesDisabled`
+=====================================  ====================================================================
+
 Modules: :mod:`.modes` (the modes), :mod:`.decide` (the pure decision), :mod:`.filesystem`,
 :mod:`.overlay` (overlayfs and unmounting), :mod:`.state` (state directory layout and the mount record),
 :mod:`.teardown` (unmount from the record).
 """
 
 from .decide import ImagePlan, LayerPlan, decide
-from .filesystem import Filesystem, LayerState, MountedImage, ResolvedImage, bytes_per_layer, merge_child_events
+from .filesystem import (
+    Filesystem,
+    LayerState,
+    MountedImage,
+    ResolvedImage,
+    bytes_per_layer,
+    first_error,
+    merge_child_events,
+)
 from .modes import HOWS, MODES, eager_fallback_mode, resolve_mode
 from .overlay import is_mounted, mount_overlay, mounts_under, umount, umount_tree
 from .state import MountRecord, StateDir, default_state_dir, find_state_dir
@@ -40,6 +68,7 @@ __all__ = [
     "default_state_dir",
     "eager_fallback_mode",
     "find_state_dir",
+    "first_error",
     "is_mounted",
     "merge_child_events",
     "mount_overlay",

@@ -75,19 +75,19 @@ def _write(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] = 
 
 
 def build_realistic_trees(base: Path) -> list[Path]:
-    """Four layer directories, bottom first (about 50 MB, ~3000 entries):
+    """Four layer directories, bottom first (about 120 MB in ~4,300 entries, 50 MB compressed):
 
-    0. a Python environment (pip and pygments from this venv: thousands of small files) plus every kind of
-       entry — symlinks, hard links, a fifo, a device, xattrs (user and trusted), setuid, odd owners —
-       and things the top layer deletes or makes opaque;
-    1. dask (more small files) and two 16 MiB pseudo-random compressible files;
+    0. a Python environment (pip, pygments and numpy from this venv: source, data and shared objects)
+       plus every kind of entry — symlinks, hard links, a fifo, a device, xattrs (user and trusted),
+       setuid, odd owners — and things the top layer deletes or makes opaque;
+    1. pandas and dask (more files, bigger ones) and two 16 MiB pseudo-random compressible files;
     2. a small layer (< 1 MiB: not indexed, so mounted locally) changing a file of layer 0;
     3. whiteouts: a file, a directory, and an opaque directory with new content.
     """
     dirs = [base / f"l{i}" for i in range(4)]
     l0, l1, l2, l3 = dirs
     site = l0 / "usr/lib/python3/site-packages"
-    _copy_packages(site, ["pip", "pygments"])
+    _copy_packages(site, ["pip", "pygments", "numpy"])
     _write(l0 / "etc/os-release", b'NAME="soci-lab test"\nID=test\n')
     _write(l0 / "etc/motd", b"deleted by the top layer\n")
     _write(l0 / "etc/small.conf", b"".join(b"key%d = value %d\n" % (i, i * i) for i in range(2000)))
@@ -108,7 +108,7 @@ def build_realistic_trees(base: Path) -> list[Path]:
     _write(l0 / "opt/gone/a.txt", b"a\n")
     _write(l0 / "opt/gone/sub/b.txt", b"b\n")
     _write(l0 / "var/lib/opaque/old.txt", b"hidden by the opaque dir above\n")
-    _copy_packages(l1 / "usr/lib/python3/site-packages", ["dask"])
+    _copy_packages(l1 / "usr/lib/python3/site-packages", ["pandas", "dask"])
     compressible(l1 / "opt/data/big-1.bin", 16 * MiB, 1)
     compressible(l1 / "opt/data/big-2.bin", 16 * MiB, 2)
     _write(l2 / "etc/app.conf", b"version = 2\n")
