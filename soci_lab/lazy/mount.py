@@ -144,6 +144,7 @@ def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorde
         compressed_cache=cc,
         uncompressed_cache=uc,
         max_span_verification_retries=cfg.blob.max_span_verification_retries,
+        fetch_timeout=float(cfg.blob.fetching_timeout_sec) if cfg.blob.fetching_timeout_sec > 0 else None,
         events=events,
         layer=spec.digest,
     )
@@ -277,13 +278,20 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
         os._exit(1)
 
 
+def _unescape(field: str) -> str:
+    """/proc/self/mounts escapes space, tab, newline and backslash as octal (``\\040``)."""
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def is_mounted(path: str | Path) -> bool:
     """Whether ``path`` is a mount point listed in ``/proc/self/mounts``."""
     target = os.path.realpath(path)
     with open("/proc/self/mounts") as f:
         for line in f:
             parts = line.split()
-            if len(parts) > 1 and parts[1].encode().decode("unicode_escape") == target:
+            if len(parts) > 1 and _unescape(parts[1]) == target:
                 return True
     return False
 

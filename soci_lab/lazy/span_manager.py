@@ -76,6 +76,7 @@ class SpanManager:
         layer: str | None = None,
         on_transition: TransitionHook | None = None,
         cache_key_prefix: str = "",
+        fetch_timeout: float | None = None,
     ) -> None:
         self.geometry = geometry
         self.fetcher = fetcher
@@ -87,6 +88,8 @@ class SpanManager:
         self.layer = layer
         self.on_transition = on_transition
         self._prefix = cache_key_prefix
+        #: bound on one remote fetch of a span (``[blob] fetching_timeout_sec``); None: unbounded
+        self.fetch_timeout = fetch_timeout
         self.spans: list[Span] = []
         for i in range(geometry.span_count):
             cs, ce = geometry.compressed_range(i)
@@ -195,7 +198,11 @@ class SpanManager:
         for attempt in range(self.attempts):
             t0 = self.events.now()
             try:
-                data = await self.fetcher.fetch(span.start_comp, span.end_comp - 1)
+                if self.fetch_timeout is None:
+                    data = await self.fetcher.fetch(span.start_comp, span.end_comp - 1)
+                else:
+                    with anyio.fail_after(self.fetch_timeout):
+                        data = await self.fetcher.fetch(span.start_comp, span.end_comp - 1)
             except Exception as exc:
                 self.events.emit(
                     "span_fetch",

@@ -199,3 +199,28 @@ async def test_sequential_reads_trigger_readahead():
     nxt = z.span_of(node.entry.uncompressed_offset + 2000)
     assert m.spans[nxt + 1].state == SpanState.UNCOMPRESSED  # fetched ahead of any read
     assert await r.read(node, 2000, 3000) == raw[node.entry.uncompressed_offset + 2000 :][:3000]
+
+
+class StallingFetcher(BytesRangeFetcher):
+    """Stalls every fetch while ``stall`` is set (a registry that stopped sending)."""
+
+    stall = True
+
+    async def fetch(self, lower: int, upper_inclusive: int) -> bytes:
+        if self.stall:
+            await anyio.sleep(3600)
+        return await super().fetch(lower, upper_inclusive)
+
+
+async def test_stalled_fetch_times_out_and_the_span_can_be_fetched_later():
+    from soci_lab.errors import SpanNotAvailable
+
+    data = os.urandom(4000)
+    geo = FixedGeometry(data, 1000)
+    f = StallingFetcher(geo.compressed)
+    m = SpanManager(geo, f, fetch_timeout=0.2)
+    with anyio.fail_after(5), pytest.raises(SpanNotAvailable):
+        await m.get_contents(1500, 2500)
+    assert all(s.state == SpanState.UNREQUESTED for s in m.spans)
+    f.stall = False
+    assert await m.get_contents(1500, 2500) == data[1500:2500]
