@@ -13,7 +13,8 @@ The **cache key** is the builder version and the recipe's digest plus the suite'
 date and package-list digest: every package version a build can get), the suite, variant and architecture.
 A finished build is a directory with ``dataset.json``; a half-done one never is (built under a temporary
 name, renamed at the end), and a file lock keeps two builders of one dataset from racing. A new build of a
-dataset removes its older builds (one build per dataset in the cache). The cache lives in
+dataset removes its older builds (one build per dataset in the cache). When the mirror cannot be reached
+(the key cannot be known), the cached build is used as it is, with a warning, rather than failing. The cache lives in
 ``$SOCI_LAB_CACHE/datasets``, else ``~/.cache/soci_lab/datasets``.
 """
 
@@ -222,11 +223,15 @@ def build_dataset(
     suite_name = suite or debian.host_suite()
     arch = debian.host_arch()
     mirror = debian.debian_mirror(suite_name)
-    state = debian.suite_state(mirror, suite_name, arch)
+    state, online = debian.suite_state(mirror, suite_name, arch)
     key = dataset_key(recipe, suite_name, arch, state)
     final = root / f"{name}-{key}"
     with _locked(root / f"{name}.lock"):
         meta = final / "dataset.json"
+        if not meta.exists() and not online and not force:
+            meta = _latest_build(root, name) or meta
+            if meta.exists():
+                log.warning("%s: the Debian mirror is unreachable; using the cached build %s", name, meta.parent.name)
         if meta.exists() and not force:
             built = DatasetBuild.load(meta)
             built.cached = True
@@ -284,6 +289,12 @@ def build_dataset(
         work.rename(final)
         _prune(root, name, keep=final)
         return built
+
+
+def _latest_build(root: Path, name: str) -> Path | None:
+    """The ``dataset.json`` of the newest finished build of ``name`` in the cache, if any."""
+    found = [p for p in root.glob(f"{name}-*/dataset.json") if len(p.parent.name) == len(name) + 17]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def _prune(root: Path, name: str, keep: Path) -> None:

@@ -107,9 +107,10 @@ def debian_mirror(suite: str | None = None, root: str = "/") -> str:
     )
 
 
-def suite_state(mirror: str, suite: str, arch: str) -> dict[str, str]:
-    """``{date, packages_sha256}`` of the suite's ``InRelease`` on the mirror (the host's copy in
-    ``/var/lib/apt/lists`` when the mirror cannot be reached): what pins the package versions."""
+def suite_state(mirror: str, suite: str, arch: str) -> tuple[dict[str, str], bool]:
+    """``({date, packages_sha256}, online)`` of the suite's ``InRelease`` on the mirror — what pins the
+    package versions. ``online`` is False when the mirror could not be reached and the host's copy in
+    ``/var/lib/apt/lists`` (or nothing) was used instead."""
     text = None
     try:
         import httpx
@@ -119,15 +120,17 @@ def suite_state(mirror: str, suite: str, arch: str) -> dict[str, str]:
             text = r.text
     except Exception as exc:  # network trouble: fall back to the host's lists
         log.info("InRelease of %s not fetched (%s); using the host's copy", suite, exc)
+    online = text is not None
     if text is None:
         for f in sorted(glob.glob(f"/var/lib/apt/lists/*_dists_{suite}_InRelease")):
             text = Path(f).read_text(errors="replace")
             break
     if text is None:
-        return {"date": "unknown", "packages_sha256": "unknown"}
+        return {"date": "unknown", "packages_sha256": "unknown"}, False
     date = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Date:")), "unknown")
     m = re.search(rf"^\s*([0-9a-f]{{64}})\s+\d+\s+main/binary-{re.escape(arch)}/Packages\.xz$", text, re.M)
-    return {"date": date, "packages_sha256": m.group(1) if m else hashlib.sha256(text.encode()).hexdigest()}
+    digest = m.group(1) if m else hashlib.sha256(text.encode()).hexdigest()
+    return {"date": date, "packages_sha256": digest}, online
 
 
 def debootstrap(target: str | os.PathLike[str], suite: str, mirror: str, *, variant: str = "minbase",

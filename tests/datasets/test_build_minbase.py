@@ -121,3 +121,12 @@ def test_dataset_pushed_to_the_distribution_registry(minbase_build, distribution
     assert capsys.readouterr().out.strip() == minbase_build.manifest_digest
     verified = verify_image(ref)
     assert str(verified.digest) == minbase_build.manifest_digest
+
+
+def test_unreachable_mirror_uses_the_cached_build(minbase_build, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, the cache key cannot be known: the cached build is used instead of failing or rebuilding."""
+    from soci_lab.datasets import build_dataset, debian
+
+    monkeypatch.setattr(debian, "suite_state", lambda *a: ({"date": "unknown", "packages_sha256": "unknown"}, False))
+    again = build_dataset("minbase")
+    assert again.cached and again.key == minbase_build.key and again.manifest_digest == minbase_build.manifest_digest
