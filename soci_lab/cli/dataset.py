@@ -39,7 +39,9 @@ def register(subparsers: Any) -> None:
 
 
 def _progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Build steps on a terminal's stderr; quiet when stderr is not a TTY (cli.md)."""
+    if sys.stderr.isatty():
+        print(msg, file=sys.stderr, flush=True)
 
 
 def _list(args: argparse.Namespace) -> int:
