@@ -41,6 +41,16 @@ class Recording:
     syscalls: int  #: traced calls seen
     syscall_bytes_read: int = 0  #: distinct bytes of ``read``/``pread`` calls alone (a lower bound)
 
+    def run_json(self) -> dict[str, object]:
+        """The keys ``soci-lab run --json`` adds (cli.md): ``cmd_s, total_s, exit_code, files_read, bytes_read``."""
+        return {
+            "cmd_s": self.run.cmd_s,
+            "total_s": self.run.total_s,
+            "exit_code": self.run.exit_code,
+            "files_read": len(self.trace.read_ranges()),
+            "bytes_read": self.trace.bytes_read(),
+        }
+
     def to_json(self) -> dict[str, object]:
         return {
             "rows": len(self.trace),

@@ -134,6 +134,9 @@ def test_record_a_small_command(mini_rootfs: Path, tmp_path: Path) -> None:
 def test_record_exit_command_has_no_mapped_pages(mini_rootfs: Path) -> None:
     rec = record_trace(mini_rootfs, ["/bin/cat", "/data/hello.txt"], "exit", 20)
     assert not rec.mapped_pages and rec.mapped_bytes == 0
+    j = rec.run_json()
+    assert j["exit_code"] == 0 and j["files_read"] >= 1 and j["bytes_read"] >= 14
+    assert 0 < j["cmd_s"] <= j["total_s"]
     assert any(r.op == "read" and r.path == "/data/hello.txt" and r.size == 14 for r in rec.trace)
     with pytest.raises(WorkloadError, match="exited with 1"):
         record_trace(mini_rootfs, ["/bin/cat", "/data/none"], "exit", 20)
