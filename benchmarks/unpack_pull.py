@@ -26,7 +26,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +94,8 @@ def main() -> int:
         def run(name: str, coro_fn) -> None:  # type: ignore[no-untyped-def]
             if name in args.skip:
                 return
+            for old in ("parallel", "sequential", "skopeo"):  # earlier runs' trees, removed outside the timing
+                shutil.rmtree(work / old, ignore_errors=True)
             subprocess.run(["sync"], check=True)
             c0, t = cpu(), time.perf_counter()
             extra = coro_fn()
@@ -106,7 +107,6 @@ def main() -> int:
         def pull(mode: str):  # type: ignore[no-untyped-def]
             def go() -> dict[str, float]:
                 root = work / mode
-                shutil.rmtree(root, ignore_errors=True)
                 rec = EventRecorder(strategy=mode)
                 opts = ApplyOptions(file_workers=args.file_workers)
 
@@ -172,7 +172,8 @@ def main() -> int:
         if shutil.which("skopeo") and shutil.which("umoci"):
 
             def skopeo_umoci() -> None:
-                d = Path(tempfile.mkdtemp(dir=work))
+                d = work / "skopeo"
+                d.mkdir()
                 subprocess.run(
                     [
                         "skopeo",
