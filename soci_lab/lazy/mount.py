@@ -217,8 +217,9 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
             except SociLabError:
                 if attempt + 1 >= max(3, spans.attempts):
                     raise
+        deferred: list[int] = []
         if policy.prefetch_enabled and options.prefetch_ranges:
-            await prefetch(
+            result = await prefetch(
                 spans,
                 options.prefetch_ranges,
                 max_concurrency=policy.prefetch_max_concurrency,
@@ -226,6 +227,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
                 events=events,
                 layer=spec.digest,
             )
+            deferred = result.deferred or []  # priority > 0 spans: after the mount, in the background
         pyfuse3.init(fs, mountpoint, _fuse_options())
         mounted = True
         events.emit("mount", t0, layer=spec.digest, path=mountpoint)
@@ -249,6 +251,12 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
                         return
 
             nursery.start_soon(stop_on_signal)
+            if deferred:
+                later = [(i, i, 0) for i in deferred]
+                limit = policy.prefetch_max_concurrency
+                nursery.start_soon(
+                    lambda: prefetch(spans, later, max_concurrency=limit, events=events, layer=spec.digest)
+                )
             if bg_on:
                 nursery.start_soon(bg.run)
             try:

@@ -306,3 +306,27 @@ def test_eviction_under_cache_pressure_serves_right_bytes(layer_files, tmp_path,
     fetches = ev[ev.kind == "span_fetch"]
     assert len(fetches) > z.span_count  # evicted spans really were fetched again
     assert (ev[ev.kind.isin(["span_verify", "span_decompress", "file_read"])].ok).all()
+
+
+def test_async_prefetch_spans_are_fetched_after_the_mount_without_a_profile(layer_files, tmp_path):
+    from soci_lab.lazy.prefetch import lazy_policy
+
+    path, _raw = layer_files
+    spec = _spec(path)
+    cfg = Config()
+    cfg.prefetch.enable = True
+    opts = ServeOptions(
+        config=cfg, policy=lazy_policy(cfg, {}), prefetch_ranges=[(0, 1, 0), (4, 5, 1)], background=False
+    )
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mount_layer(spec, mnt, opts) as m:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and m.state()["fetchedSize"] < 4 * SPAN:
+            time.sleep(0.05)
+    ev = m.events()
+    mount_t = float(ev[ev.kind == "mount"].t_end.iloc[0])
+    pre = ev[ev.kind == "prefetch"]
+    assert sorted(pre.span.astype(int)) == [0, 1, 4, 5]
+    assert (pre[pre.span.astype(int) < 2].t_end <= mount_t).all()  # sync spans: before the mount
+    assert (pre[pre.span.astype(int) >= 4].t_start >= mount_t).all()  # async spans: after it
