@@ -208,6 +208,25 @@ def _file_bytes(root: Path) -> int:
     return total
 
 
+def cached_build(name: str, *, cache: str | os.PathLike[str] | None = None,
+                 suite: str | None = None) -> DatasetBuild | None:
+    """The build of ``name`` that :func:`build_dataset` would return from the cache, or None (never builds).
+    Offline, the newest cached build of ``name``."""
+    recipe = get_recipe(name)
+    root = Path(cache) if cache else cache_root()
+    suite_name = suite or debian.host_suite()
+    arch = debian.host_arch()
+    state, online = debian.suite_state(debian.debian_mirror(suite_name), suite_name, arch)
+    meta = root / f"{name}-{dataset_key(recipe, suite_name, arch, state)}" / "dataset.json"
+    if not meta.exists() and not online:
+        meta = _latest_build(root, name) or meta
+    if not meta.exists():
+        return None
+    built = DatasetBuild.load(meta)
+    built.cached = True
+    return built
+
+
 def build_dataset(
     name: str,
     *,
