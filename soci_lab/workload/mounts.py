@@ -16,6 +16,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,13 +61,19 @@ def umount(target: str) -> None:
     raise WorkloadError(f"umount {target}: {os.strerror(err)}")
 
 
+def _unescape_mount(field: str) -> str:
+    """Undo the octal escapes (``\\040`` for a space) of a ``/proc/self/mounts`` field, bytes-exact."""
+    raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def mounts_under(path: str | os.PathLike[str]) -> list[str]:
     """Mount points at or below ``path`` (from ``/proc/self/mounts``), deepest last."""
     base = os.path.realpath(os.fspath(path)).rstrip("/") or "/"
     out: list[str] = []
-    with open("/proc/self/mounts", encoding="utf-8") as f:
+    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
-            target = line.split()[1].encode().decode("unicode_escape")
+            target = _unescape_mount(line.split()[1])
             if target == base or target.startswith(base + "/"):
                 out.append(target)
     return out

@@ -95,3 +95,14 @@ def test_a_mount_failure_leaves_nothing(mini_rootfs: Path, tmp_path: Path) -> No
     with pytest.raises(WorkloadError, match="symlink"):
         run_in_rootfs(root, ["/bin/true"], "exit", 5)
     assert mounts_under(root) == []
+
+
+def test_a_rootfs_path_with_a_space(mini_rootfs: Path, tmp_path: Path) -> None:
+    root = tmp_path / "with space" / "root fs"
+    root.parent.mkdir()
+    os.system(f"cp -a '{mini_rootfs}' '{root}'")
+    w = RunningWorkload(root, ["/bin/sh", "-c", "echo ready; exec sleep 60"], "line:ready")
+    with w:
+        w.wait_ready(10)
+        assert len(mounts_under(root)) == 4
+    assert mounts_under(root) == [] and processes_in(root) == []
