@@ -1,0 +1,100 @@
+"""``soci-lab compare`` and ``soci-lab demo``: runs side by side, real and simulated, and the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import InvalidInput
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="pull REF in several modes (real, and simulated with --sim) and write a report",
+        description="Runs each mode for real (and simulated with --sim, calibrated from the real runs) and "
+        "writes DIR/report.html, DIR/summary.csv, DIR/events.csv and the plots as PNG. The workload is a "
+        "trace (--trace FILE) or a command after `--` run chrooted in the rootfs.",
+    )
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--modes", default="lazy,parallel,sequential", help="comma-separated (default: all three)")
+    p.add_argument("--sim", action="store_true", help="also simulate each mode")
+    p.add_argument("--trace", default=None, metavar="FILE", help="access trace CSV (t_s,op,path,offset,size)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--config", default=None, metavar="FILE", help="soci-style config.toml")
+    p.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG…]: run this instead of a trace")
+    p.set_defaults(handler=_compare)
+
+    d = subparsers.add_parser(
+        "demo",
+        help="the main job on embedded defaults: sample image, embedded registry, lazy vs eager, real and sim",
+        description="Builds the sample image, serves it from the embedded registry, indexes it, compares lazy, "
+        "parallel and sequential for real and simulated, and writes the report.",
+    )
+    d.add_argument("--out", default="demo-out", metavar="DIR", help="report folder (default: demo-out)")
+    d.add_argument("--scale", type=float, default=1.0, help="size of the sample image (default 1.0, ~60 MB)")
+    d.add_argument("--no-sim", action="store_true", help="skip the simulated runs")
+    d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    d.set_defaults(handler=_demo)
+
+
+def _progress(text: str) -> None:
+    if sys.stderr.isatty():
+        print(f"soci-lab: {text}", file=sys.stderr, flush=True)
+
+
+def _emit(result, out: Path, as_json: bool) -> None:
+    from . import print_json
+
+    summary = result.summary
+    if as_json:
+        print_json(
+            {
+                "report": str(result.report),
+                "summary": summary.to_dict(orient="records"),
+                "skipped": result.skipped,
+                "notes": result.notes,
+            }
+        )
+        return
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for note in result.notes:
+        print(f"note: {note}")
+    for mode, why in result.skipped.items():
+        print(f"skipped {mode}: {why}")
+    print(f"report: {result.report}")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ..compare import compare
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if cmd and args.trace:
+        raise InvalidInput("give --trace or a command after --, not both")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    result = compare(
+        args.ref,
+        modes,
+        sim=args.sim,
+        trace=args.trace,
+        cmd=cmd or None,
+        out=args.out,
+        config=args.config,
+        insecure=args.insecure,
+        progress=_progress,
+    )
+    _emit(result, Path(args.out), args.json)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    result = run_demo(args.out, scale=args.scale, sim=not args.no_sim, progress=_progress)
+    _emit(result, Path(args.out), args.json)
+    return 0
