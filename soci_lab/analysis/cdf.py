@@ -16,11 +16,12 @@ from matplotlib.figure import Figure
 
 from ._frames import events_by_run
 from .style import figure_and_axes, look, note_empty, run_label
+from .summary import file_reads
 
 
 def read_latency_cdf(events: pd.DataFrame) -> pd.DataFrame:
     """Columns ``latency_s`` (sorted) and ``cdf`` (i/n, rising to exactly 1) of one run's ok file reads."""
-    reads = events[(events["kind"] == "file_read") & events["ok"]]
+    reads = file_reads(events)  # the workload's reads when a lazy run also has its FUSE servers'
     lat = np.sort((reads["t_end"] - reads["t_start"]).clip(lower=0).to_numpy(dtype=float))
     n = len(lat)
     return pd.DataFrame({"latency_s": lat, "cdf": np.arange(1, n + 1, dtype=float) / n if n else []})

@@ -96,10 +96,24 @@ def merged_length(ranges: Iterable[tuple[int, int]]) -> int:
     return total
 
 
-def read_ranges(events: pd.DataFrame | Iterable[Event]) -> dict[str, list[tuple[int, int]]]:
-    """Per path, the ``[offset, offset + bytes)`` ranges of ok ``file_read`` events."""
+def file_reads(events: pd.DataFrame | Iterable[Event]) -> pd.DataFrame:
+    """The ok ``file_read`` events that stand for the workload's reads.
+
+    A lazy run has reads at two levels: the workload's (a replayed trace: no ``layer``) and, merged from
+    its FUSE servers, each layer's own (``layer`` set, rounded to the kernel's request sizes). When a run
+    has workload-level reads, only those count, so one read is never counted twice; otherwise (a simulated
+    run, a recorded command with only the FUSE view) every ok read does.
+    """
     frame = as_frame(events)
-    reads = frame[(frame["kind"] == "file_read") & frame["ok"] & (frame["bytes"] > 0)]
+    reads = frame[(frame["kind"] == "file_read") & frame["ok"]]
+    top = reads[reads["layer"].isna()]
+    return top if len(top) else reads
+
+
+def read_ranges(events: pd.DataFrame | Iterable[Event]) -> dict[str, list[tuple[int, int]]]:
+    """Per path, the ``[offset, offset + bytes)`` ranges of ok ``file_read`` events (see :func:`file_reads`)."""
+    reads = file_reads(events)
+    reads = reads[reads["bytes"] > 0]
     out: dict[str, list[tuple[int, int]]] = {}
     for path, nbytes, attrs in zip(reads["path"], reads["bytes"], reads["attrs"], strict=True):
         offset = int((attrs or {}).get("offset", 0) or 0)
