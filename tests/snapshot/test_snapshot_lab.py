@@ -59,6 +59,9 @@ def test_pull_gives_a_run_in_every_mode(small_image, snapshot_roots) -> None:  #
     assert len(_spans(runs["lazy"])) == 3
     assert runs["lazy"].summary["bytes_fetched"] < runs["parallel"].summary["bytes_fetched"]
     assert runs["parallel"].summary["bytes_fetched"] == runs["sequential"].summary["bytes_fetched"]
+    # the workload read the same bytes in every mode: the FUSE servers' own reads are not counted again
+    assert {run.summary["bytes_read"] for run in runs.values()} == {4096 + 4096 + 12}
+    assert {run.summary["files_read"] for run in runs.values()} == {3}
     assert runs["lazy"].provenance["lazy_path"] == "fuse" and runs["lazy"].provenance["found_via"] == "v2"
     state = snapshot_roots["state"]
     assert not state.exists() or not any(state.iterdir())
