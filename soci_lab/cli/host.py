@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -285,6 +286,21 @@ def _tail(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Any:
+    """While a mount is being set up, SIGTERM interrupts it like Ctrl-C, so it undoes what it did (FUSE
+    servers, overlay, state) instead of dying with them half-made."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _report(fd: int | None, doc: dict[str, Any]) -> None:
     if fd is None:
         return
@@ -310,9 +326,12 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
         if not owns:
             write_pointer(target, state_path)
         me = os.getpid()
-        mounted = anyio.run(
-            lambda: fs.mount(args.ref, target, args.mode, writable=args.writable, on_layer=lambda m: m.save_record(me))
-        )
+        with _sigterm_interrupts():
+            mounted = anyio.run(
+                lambda: fs.mount(
+                    args.ref, target, args.mode, writable=args.writable, on_layer=lambda m: m.save_record(me)
+                )
+            )
     except BaseException as exc:
         if not owns:
             remove_pointer(target)
@@ -427,7 +446,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     target.mkdir(parents=True, exist_ok=True)
     fs = _filesystem(args, state, rec, owns)
     try:
-        mounted = anyio.run(lambda: fs.mount(args.ref, target, args.mode, writable=True))
+        with _sigterm_interrupts():
+            mounted = anyio.run(lambda: fs.mount(args.ref, target, args.mode, writable=True))
     except BaseException:
         if owns:
             import shutil
