@@ -1,0 +1,72 @@
+"""The main job, as a new user runs it: `soci-lab demo` writes the report with all its plots."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SOCI_LAB = str(Path(sys.executable).with_name("soci-lab"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    proc = subprocess.run([SOCI_LAB, "demo", "--out", str(out), "--json"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, json.loads(proc.stdout)
+
+
+def test_report_files_and_every_plot_are_written(demo):
+    out, result = demo
+    assert Path(result["report"]) == out / "report.html"
+    html = (out / "report.html").read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert {"bytes_over_time.png", "read_cdf.png", "real_vs_sim.png", "summary.png"} <= set(pngs)
+    assert sum(name.startswith("timeline_") for name in pngs) == 6  # 3 modes x real/sim
+    for name in pngs:
+        assert name in html, f"{name} is not in the report"
+    assert len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", html)) >= len(pngs)
+    events = pd.read_csv(out / "events.csv")
+    assert set(events["source"]) == {"real", "sim"}
+
+
+def test_summary_has_every_mode_real_and_simulated(demo):
+    out, result = demo
+    summary = pd.read_csv(out / "summary.csv")
+    for column in ("strategy", "source", "ready_s", "workload_done_s", "total_s", "bytes_fetched", "requests",
+                   "bytes_written", "fraction_read"):
+        assert column in summary.columns
+    got = {(r.strategy.split("+")[0], r.source) for r in summary.itertuples()}
+    assert got == {(m, s) for m in ("lazy", "parallel", "sequential") for s in ("real", "sim")}
+    assert len(result["summary"]) == 6
+
+
+def test_lazy_fetches_less_than_eager_and_the_model_agrees_on_eager_requests(demo):
+    out, _ = demo
+    s = pd.read_csv(out / "summary.csv")
+    s["mode"] = s["strategy"].str.split("+").str[0]
+    row = {(r.mode, r.source): r for r in s.itertuples()}
+    assert row["lazy", "real"].bytes_fetched < row["parallel", "real"].bytes_fetched
+    assert row["parallel", "real"].bytes_fetched == row["sequential", "real"].bytes_fetched
+    for mode in ("parallel", "sequential"):
+        assert row[mode, "sim"].requests == row[mode, "real"].requests
+        assert row[mode, "sim"].bytes_fetched == row[mode, "real"].bytes_fetched
+    # every mode read the same start-up files
+    assert len(set(s["fraction_read"].round(6))) == 1 and s["fraction_read"].iloc[0] > 0
+
+
+def test_trace_is_the_sample_apps_startup_reads(demo):
+    out, _ = demo
+    trace = pd.read_csv(out / "startup-trace.csv")
+    assert list(trace.columns) == ["t_s", "op", "path", "offset", "size"]
+    reads = trace[trace["op"] == "read"]
+    assert "/opt/data/model.bin" in set(reads["path"])
+    assert reads.loc[reads["path"] == "/opt/data/model.bin", "size"].iloc[0] == 2 << 20
+    assert (reads["path"].str.startswith("/app/docs/")).sum() >= 10
