@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .config import Config
-from .errors import SociLabError, WorkloadError
+from .errors import MountError, SociLabError, WorkloadError
 from .events import EventRecorder
 from .oci import Reference
 from .run import Run, collect_provenance
@@ -123,10 +123,21 @@ async def apull(
     speed: float | None = None,
 ) -> Run:
     """Mount REF in ``mode``, optionally replay ``trace`` (a Trace or a CSV path) or run ``cmd`` chrooted
-    in the rootfs, unmount, and return the Run (every event, the FUSE servers' included)."""
+    in the rootfs, unmount, and return the Run (every event, the FUSE servers' included).
+
+    On a machine that cannot mount (:func:`can_mount`: no root, ``/dev/fuse`` or overlayfs), a lazy pull
+    without ``cmd`` is served by :func:`alazy_read` instead (``provenance["lazy_path"] == "reader"`` and
+    ``provenance["cannot_mount"]`` says why); other modes raise :class:`~soci_lab.errors.MountError`."""
     if mode not in MODES:
         raise SociLabError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     cfg = _config(config, artifact_store)
+    able, why = can_mount()
+    if not able:
+        if mode == "lazy" and cmd is None:  # the no-FUSE lazy path serves the same reads, and says so
+            run = await alazy_read(ref, trace, config=cfg, insecure=insecure, creds=creds, run_id=run_id)
+            run.provenance["cannot_mount"] = why
+            return run
+        raise MountError(f"cannot mount on this machine ({why}); lab.lazy_read serves lazy reads without FUSE")
     rec = EventRecorder(run_id, strategy=mode)
     owns = state_dir is None
     state = Path(state_dir) if state_dir is not None else state_root() / f"pull-{rec.run_id}"

@@ -101,3 +101,14 @@ def test_lazy_read_of_an_image_without_index_reads_local_copies(small_layout: Pa
     assert run.provenance["fallback"].startswith("NoIndex") and run.provenance["read_failures"] == []
     mounts = run.events[run.events["kind"] == "mount"]
     assert [a["how"] for a in mounts["attrs"]] == ["local"] * 3
+
+
+def test_pull_without_mount_rights_uses_the_reader(small_image, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(lab, "can_mount", lambda: (False, "no /dev/fuse (pretend)"))
+    run = lab.pull(small_image.ref, "lazy", trace=TRACE, config=_quiet(), insecure=True)
+    assert run.provenance["lazy_path"] == "reader" and run.provenance["cannot_mount"] == "no /dev/fuse (pretend)"
+    assert run.summary["bytes_read"] == 4096 + 4096 + 12 and len(_spans(run)) == 3
+    from soci_lab.errors import MountError
+
+    with pytest.raises(MountError, match="cannot mount"):
+        lab.pull(small_image.ref, "parallel", insecure=True)
