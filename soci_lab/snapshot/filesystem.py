@@ -47,7 +47,7 @@ from ..events import EventRecorder
 from ..oci import Descriptor, OCILayout, Reference
 from .decide import ImagePlan, LayerPlan, decide
 from .modes import resolve_mode
-from .overlay import make_mask_layer, mount_overlay, umount_tree
+from .overlay import make_mask_layer, mount_overlay, mounts_under, umount_tree
 from .state import LayerRecord, MountRecord, ProcessRef, StateDir
 
 if TYPE_CHECKING:
@@ -253,7 +253,10 @@ class MountedImage:
         self.recorder.emit("unmount", t0, path=str(self.mountpoint), ok=not errors, error="; ".join(errors) or None)
         self._merged = self._merge_children()
         self._done = True
-        if remove:
+        left = mounts_under(self.mountpoint) + mounts_under(self.state.root)
+        if left:  # never delete a tree something is still mounted on (or from)
+            errors.append(f"still mounted: {', '.join(left)}")
+        elif remove:
             self.remove()
         if errors:
             raise MountError("; ".join(errors))
