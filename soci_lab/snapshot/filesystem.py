@@ -278,6 +278,33 @@ class MountedImage:
         self.unmount()
 
 
+def unique_layers(layers: Sequence[LayerSpec]) -> list[LayerSpec]:
+    """Each layer once (first occurrence): an image may list one blob twice (e.g. an empty layer)."""
+    seen: set[str] = set()
+    out = []
+    for spec in layers:
+        if spec.digest not in seen:
+            seen.add(spec.digest)
+            out.append(spec)
+    return out
+
+
+def overlay_lowers(manifest_layers: Sequence[LayerSpec], prepared: Sequence[LayerState]) -> list[Path]:
+    """The overlay's lower directories, top first, each prepared layer once at its top-most place.
+
+    overlayfs refuses one directory twice; dropping a repeated layer's lower occurrences changes nothing,
+    since the top-most copy provides the same entries with a higher priority.
+    """
+    path = {lay.plan.digest: lay.path for lay in prepared}
+    seen: set[str] = set()
+    out = []
+    for spec in reversed(manifest_layers):
+        if spec.digest not in seen:
+            seen.add(spec.digest)
+            out.append(path[spec.digest])
+    return out
+
+
 def first_error(group: BaseExceptionGroup) -> BaseException:
     """The first real failure in a task group's exception group (cancellations of its siblings aside)."""
     leaves: list[BaseException] = []
@@ -487,7 +514,7 @@ class Filesystem:
         """The plan for ``image`` in ``mode`` (discovery included for lazy)."""
         concrete = resolve_mode(mode, self.config)
         discovery = await self.discover(image) if concrete == "lazy" else None
-        return decide(concrete, self.config, image.layers, discovery, fallback=self.fallback)
+        return decide(concrete, self.config, unique_layers(image.layers), discovery, fallback=self.fallback)
 
     # --- mount ------------------------------------------------------------------------------------
 
@@ -534,7 +561,7 @@ class Filesystem:
                     await self._mount_eager(image, mounted, plan.eager)
                 else:
                     await self._mount_lazy(image, mounted, on_layer)
-            lowers = [lay.path for lay in reversed(mounted.layers)]
+            lowers = overlay_lowers(image.layers, mounted.layers)
             if mounted.lazy_layers:
                 lowers.insert(0, make_mask_layer(self.state.mask))
             t_ov = rec.now()

@@ -123,3 +123,19 @@ def test_overlay_of_more_layers_than_one_page_of_options(tmp_path: Path, mnt: Pa
     finally:
         umount(mnt)
     assert not is_mounted(mnt)
+
+
+@pytest.mark.parametrize("mode", ["lazy", "sequential"])
+def test_an_image_listing_one_layer_twice(small_trees: list[Path], tmp_path: Path, mnt: Path, mode: str) -> None:
+    from soci_lab import lab
+    from soci_lab.images import build_image
+
+    # layer 0 again on top of layer 2: its whiteout of etc/hostname is undone by the second copy
+    ref = f"oci:{tmp_path / 'lay'}:v1"
+    built = build_image([small_trees[0], small_trees[1], small_trees[2], small_trees[0]], ref)
+    assert built.layers[0].descriptor.digest == built.layers[3].descriptor.digest
+    create_soci_index(ref, span_size=1 << 20, min_layer_size=1 << 20)
+    with lab.mounted(ref, mnt, mode=mode, config=_quiet()) as m:
+        assert len(m.layers) == 3
+        assert (mnt / "etc/hostname").read_text() == "small\n"
+        assert (mnt / "data/two.bin").stat().st_size == 3 << 20
