@@ -1,0 +1,352 @@
+"""Eager pulls against their peers, cold, from the real distribution registry on loopback, in one run.
+
+    .venv/bin/python benchmarks/eager_peers.py [--size quick|full] [--reps 3] [--cache DIR] [--json]
+
+Why: issue 5 asks whether soci_lab's parallel eager pull beats containerd 1.6 (goal: at most 0.7x its
+time) and how close it gets to the machine's physical bound (goal: within 1.3x). This script measures every
+contender on the same image, served by the same Debian ``docker-registry`` (CNCF distribution), in
+interleaved repetitions, so all of them see the same machine load:
+
+* ``soci_lab-parallel``   — :class:`soci_lab.unpack.ParallelPuller` (chunked ranged GETs, one unpack per core),
+  configured as ``benchmarks/unpack_pull.py`` does;
+* ``soci_lab-sequential`` — :class:`soci_lab.unpack.SequentialPuller` (containerd-1.6-like);
+* ``containerd``          — ``ctr images pull --plain-http`` against a containerd 1.6 (Debian bookworm's
+  ``containerd``) started here with its own root, state dir, socket and a minimal config, a fresh one per
+  repetition (cold content store). ``ctr images pull`` fetches **and unpacks** into the overlayfs
+  snapshotter, so this is pull+unpack — the same work the soci_lab modes do;
+* ``skopeo+umoci``        — ``skopeo copy docker://… oci:…`` then ``umoci raw unpack``;
+* the bound's parts, each measured here: ``network`` (``curl -o /dev/null`` of every layer blob at once),
+  ``decompress`` (``pigz -dc`` of every layer, as many at once as there are cores) and ``disk`` (the image's
+  uncompressed bytes written to one file and ``fdatasync``-ed). The bound is the slowest of the three.
+
+Images (built once with :func:`soci_lab.images.build_image` into an OCI layout under ``--cache`` and copied
+into the registry each run): ``tiny`` = 8 layers of 0.5 MB (for the suite's test); ``quick`` = 8
+generated layers of 5 MB; ``full`` = the ``/usr`` trees of
+``unpack_pull.py`` (one layer each) plus one large generated layer, >= 1 GB uncompressed in >= 8 layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anyio
+
+from soci_lab.config import ParallelPullUnpackConfig
+from soci_lab.images import build_image
+from soci_lab.images.copy import copy_image
+from soci_lab.netlab import DistributionRegistry
+from soci_lab.oci import OCILayout
+from soci_lab.remote import RegistryClient
+from soci_lab.unpack import ParallelPuller, RegistryBlobSource, SequentialPuller, image_layer_specs
+
+FULL_DIRS = [
+    "/usr/lib/python3.11",
+    "/usr/lib/python3/dist-packages",
+    "/usr/share/locale",
+    "/usr/share/doc",
+    "/usr/include",
+    "/usr/share/perl",
+    "/usr/lib/gcc",
+    "/usr/share/man",
+]
+WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"config", b"library", b"python", b"layer", b"span", b"\n"]
+DEFAULT_CACHE = Path(os.environ.get("SOCI_LAB_BENCH_DIR", "/tmp/soci_lab_bench")) / "eager"
+
+
+def ensure_tools() -> dict[str, str | None]:
+    """Install the peers that are missing (Debian packages; idempotent) and say where each one is."""
+    need = {"containerd": "containerd", "ctr": "containerd", "skopeo": "skopeo", "umoci": "umoci",
+            "pigz": "pigz", "curl": "curl", "docker-registry": "docker-registry"}
+    missing = sorted({pkg for tool, pkg in need.items() if shutil.which(tool) is None})
+    if missing and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", *missing],
+                       env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {tool: shutil.which(tool) for tool in need}
+
+
+def gen_tree(root: Path, mb: float, seed: int, big_files: int = 0) -> Path:
+    """Write ``mb`` MB of files under ``root``: ``big_files`` large ones (half random, half text-like), the
+    rest small (lognormal sizes, alternately random and text-like) in 40 directories."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    budget = int(mb * 1_000_000)
+    if big_files:
+        per = budget // 2 // big_files
+        for i in range(big_files):
+            with open(root / f"big{i}.bin", "wb") as f:
+                f.write(rng.randbytes(per // 2))
+                text = b" ".join(rng.choice(WORDS) for _ in range(200_000))
+                left = per - per // 2
+                while left > 0:
+                    f.write(text[:left])
+                    left -= len(text)
+        budget -= per * big_files
+    i = 0
+    while budget > 0:
+        size = min(budget, int(rng.lognormvariate(9, 1.6)) + 1)
+        d = root / f"d{i % 40}"
+        d.mkdir(exist_ok=True)
+        text = b" ".join(rng.choice(WORDS) for _ in range(size // 6 + 1))[:size]
+        data = rng.randbytes(size) if i % 2 else text
+        (d / f"f{i:06d}").write_bytes(data)
+        budget -= size
+        i += 1
+    return root
+
+
+def ensure_image(size: str, cache: Path) -> Path:
+    """The benchmark image as an OCI layout under ``cache`` (built once; reused while it exists)."""
+    layout = cache / f"{size}-layout"
+    if (layout / "index.json").exists():
+        return layout
+    trees = cache / f"{size}-trees"
+    shutil.rmtree(trees, ignore_errors=True)
+    shutil.rmtree(layout, ignore_errors=True)
+    if size in ("tiny", "quick"):
+        dirs = [gen_tree(trees / f"l{i}", 0.5 if size == "tiny" else 5, seed=i) for i in range(8)]
+    else:
+        dirs = [d for d in FULL_DIRS if os.path.isdir(d)]
+        dirs.append(str(gen_tree(trees / "large", 450, seed=99, big_files=4)))
+    build_image(dirs, f"oci:{layout}:latest")
+    shutil.rmtree(trees, ignore_errors=True)
+    return layout
+
+
+def image_stats(layout: Path) -> dict[str, int]:
+    """Layer count, compressed and uncompressed bytes of the layout's image (from its manifest)."""
+    lay = OCILayout(layout)
+    idx = json.loads((layout / "index.json").read_text())
+    man = json.loads(lay.blob_path(idx["manifests"][0]["digest"]).read_bytes())
+    comp = sum(d["size"] for d in man["layers"])
+    uncomp = 0
+    for d in man["layers"]:
+        out = subprocess.run(["pigz", "-dc", str(lay.blob_path(d["digest"]))], stdout=subprocess.PIPE,
+                             check=True).stdout
+        uncomp += len(out)
+    return {"layers": len(man["layers"]), "compressed_bytes": comp, "uncompressed_bytes": uncomp,
+            "layer_digests": [d["digest"] for d in man["layers"]]}  # type: ignore[dict-item]
+
+
+class Containerd:
+    """A containerd started for one pull: own root, state, socket and a minimal config under ``base``."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.sock = base / "containerd.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Containerd:
+        self.base.mkdir(parents=True, exist_ok=True)
+        cfg = self.base / "config.toml"
+        cfg.write_text(
+            "version = 2\n"
+            f'root = "{self.base / "root"}"\n'
+            f'state = "{self.base / "state"}"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", '
+            '"io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", '
+            '"io.containerd.snapshotter.v1.aufs"]\n'
+            f'[grpc]\n  address = "{self.sock}"\n'
+            f'[ttrpc]\n  address = "{self.base / "ttrpc.sock"}"\n'
+            '[debug]\n  address = ""\n'
+            '[metrics]\n  address = ""\n'
+        )
+        log = open(self.base / "containerd.log", "wb")
+        self.proc = subprocess.Popen(["containerd", "--config", str(cfg)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.sock.exists() and subprocess.run(
+                ["ctr", "--address", str(self.sock), "version"], capture_output=True
+            ).returncode == 0:
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError(f"containerd did not start; see {self.base / 'containerd.log'}")
+
+    def pull(self, ref: str) -> None:
+        subprocess.run(["ctr", "--address", str(self.sock), "images", "pull", "--plain-http", ref],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # snapshots are overlayfs-free directories until mounted; nothing of ours stays mounted
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def soci_pull(host_port: str, repo_ref: str, mode: str, root: Path) -> None:
+    """One soci_lab eager pull of ``repo_ref`` into ``root`` (``parallel`` or ``sequential``)."""
+    ref = f"{host_port}/{repo_ref}"
+    cpus = os.cpu_count() or 2
+
+    async def amain() -> None:
+        async with RegistryClient(host_port, insecure=True) as client:
+            resolved = await client.resolve_image(ref)
+            specs = image_layer_specs(resolved.layers, resolved.config.diff_ids)
+            source = RegistryBlobSource(client, resolved.reference.repository)
+            mounts = [root / "snapshots" / str(i) / "fs" for i in range(len(specs))]
+            key = str(resolved.manifest_descriptor.digest)
+            if mode == "parallel":
+                cfg = ParallelPullUnpackConfig(
+                    enable=True, concurrent_download_chunk_size="8mb", max_concurrent_downloads=50,
+                    max_concurrent_downloads_per_image=10, max_concurrent_unpacks=cpus,
+                    max_concurrent_unpacks_per_image=cpus,
+                )
+                async with ParallelPuller(root / "state", source, config=cfg) as p:
+                    await p.pull(key, specs, mounts)
+            else:
+                await SequentialPuller(root / "state", source).pull(key, specs, mounts)
+
+    anyio.run(amain)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=["tiny", "quick", "full"], default="quick")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--skip", nargs="*", default=[], help="contenders to skip")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    tools = ensure_tools()
+    a.cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    layout = ensure_image(a.size, a.cache)
+    build_s = time.perf_counter() - t0
+    stats = image_stats(layout)
+    digests = stats.pop("layer_digests")
+    work = Path(tempfile.mkdtemp(prefix="eager-peers-", dir=a.cache))
+    times: dict[str, list[float]] = {}
+    try:
+        with DistributionRegistry(root=work / "registry") as reg:
+            repo_ref = "bench/eager:latest"
+            copy_image(f"oci:{layout}:latest", f"{reg.host_port}/{repo_ref}", insecure=True)
+            ref = f"{reg.host_port}/{repo_ref}"
+            blob_urls = [f"{reg.url}/v2/bench/eager/blobs/{d}" for d in digests]
+            lay = OCILayout(layout)
+            blobs = [lay.blob_path(d) for d in digests]
+
+            def fresh(name: str) -> Path:
+                d = work / name
+                shutil.rmtree(d, ignore_errors=True)
+                return d
+
+            def c_parallel() -> None:
+                soci_pull(reg.host_port, repo_ref, "parallel", fresh("parallel"))
+
+            def c_sequential() -> None:
+                soci_pull(reg.host_port, repo_ref, "sequential", fresh("sequential"))
+
+            def c_skopeo() -> None:
+                d = fresh("skopeo")
+                d.mkdir()
+                subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+                                f"oci:{d / 'oci'}:latest"], check=True)
+                subprocess.run(["umoci", "raw", "unpack", "--image", f"{d / 'oci'}:latest", str(d / "rootfs")],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def c_network() -> None:
+                procs = [subprocess.Popen(["curl", "-sf", "-o", os.devnull, u]) for u in blob_urls]
+                if any(p.wait() for p in procs):
+                    raise RuntimeError("curl failed")
+
+            def c_decompress() -> None:
+                def one(p: Path) -> None:
+                    subprocess.run(["pigz", "-dc", str(p)], stdout=subprocess.DEVNULL, check=True)
+
+                with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+                    list(pool.map(one, sorted(blobs, key=lambda p: -p.stat().st_size)))
+
+            def c_disk() -> None:
+                path = work / "disk.bin"
+                block = os.urandom(4 << 20)
+                left = stats["uncompressed_bytes"]
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    while left > 0:
+                        left -= os.write(fd, block[: min(left, len(block))])
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+                    path.unlink()
+
+            contenders = {
+                "soci_lab-parallel": c_parallel,
+                "soci_lab-sequential": c_sequential,
+                "network": c_network,
+                "decompress": c_decompress,
+                "disk": c_disk,
+            }
+            if tools["containerd"] and tools["ctr"]:
+                def c_containerd() -> None:
+                    with Containerd(work / "containerd") as cd:
+                        t = time.perf_counter()
+                        cd.pull(ref)
+                        c_containerd.last = time.perf_counter() - t  # type: ignore[attr-defined]
+
+                contenders["containerd"] = c_containerd
+            if tools["skopeo"] and tools["umoci"]:
+                contenders["skopeo+umoci"] = c_skopeo
+            for name in a.skip:
+                contenders.pop(name, None)
+            c_network()  # warm-up: registry files into the page cache, code paths loaded
+            for rep in range(a.reps):
+                names = list(contenders)
+                names = names[rep % len(names):] + names[: rep % len(names)]
+                for name in names:
+                    subprocess.run(["sync"], check=True)
+                    t = time.perf_counter()
+                    contenders[name]()
+                    took = time.perf_counter() - t
+                    if name == "containerd":  # the daemon's start and stop are not the pull
+                        took = c_containerd.last  # type: ignore[attr-defined]
+                    times.setdefault(name, []).append(took)
+                    print(f"rep {rep} {name:22s} {took:7.2f} s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    parts = {k: med[k] for k in ("network", "decompress", "disk") if k in med}
+    bound = max(parts.values()) if parts else None
+    out = {
+        "size": a.size,
+        "image": {**stats, "build_s": round(build_s, 1)},
+        "cpus": os.cpu_count(),
+        "reps": a.reps,
+        "times_s": times,
+        "median_s": med,
+        "bound_s": bound,
+        "bound_part": max(parts, key=parts.get) if parts else None,  # type: ignore[arg-type]
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        "note": "containerd = ctr images pull (fetch + unpack into the overlayfs snapshotter), daemon start "
+        "excluded; bound = max(network via curl, pigz -dc on all cores, disk write of the uncompressed bytes)",
+    }
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"image: {stats['layers']} layers, {stats['compressed_bytes'] / 1e6:.0f} MB gzip, "
+          f"{stats['uncompressed_bytes'] / 1e6:.0f} MB tar; median of {a.reps}")
+    for k, v in med.items():
+        print(f"{k:22s} {v:7.2f} s  [{min(times[k]):.2f} .. {max(times[k]):.2f}]")
+    print(f"bound {bound:.2f} s ({out['bound_part']})" if bound else "no bound")
+
+
+if __name__ == "__main__":
+    main()

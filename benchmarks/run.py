@@ -1,0 +1,445 @@
+"""The benchmark suite: every comparison against its peer, in one run, into a results JSON and BENCHMARKS.md.
+
+    .venv/bin/python -m benchmarks [--quick | --full | --tiny] [--only NAME[,NAME]] [--reps N]
+                                   [--results-dir DIR] [--md FILE] [--no-md]
+
+Why one runner: each room wrote its own benchmark, and a number is only trustworthy next to its peer
+measured on the same machine, in the same run, several times. The runner calls the rooms' scripts
+(``ztoc_build.py``, ``ztoc_random_read.py``, ``remote_throughput.py``, ``netlab_throughput.py``,
+``lazy_bench.py``, ``sim_validation.py`` through ``sim_vs_real.py``) and the suite's own comparisons
+(``eager_peers.py``, ``lazy_vs_eager.py``) each in its own process, reads their JSON, and reduces each to
+rows of *ours*, *peer*, *ratio*, *goal* and *met*, with the median and the spread (min..max) of the
+repetitions. Peers are installed here when missing: ratarmount and indexed_gzip into the venv (benchmark
+only, not project dependencies), containerd, skopeo, umoci, pigz from Debian (``eager_peers.py``).
+
+Profiles: ``--tiny`` (the test's: one repetition, tiny images, loopback only; numbers meaningless),
+``--quick`` (default; a few minutes, small images), ``--full`` (the sizes the issues ask; tens of minutes).
+Results go to ``benchmarks/results/<date>-<host>.json`` and the table to ``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
+BENCH_DIR = Path(os.environ.get("SOCI_LAB_BENCH_DIR", "/tmp/soci_lab_bench"))
+
+#: per profile: repetitions and sizes handed to each benchmark
+PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        reps=1, ztoc_src=["/usr/lib/python3.11/email", "/usr/lib/python3.11/json"], rr_reads=30, blob="8MiB",
+        lazy_layers=5, lazy_mb=4, lazy_reps=1, eager="tiny", eager_reps=1, lve_images="sample", lve_scale=0.05,
+        lve_networks="loopback", sim_mb=24, sim_networks="loopback",
+    ),
+    "quick": dict(
+        reps=3, ztoc_src=["/usr/lib/python3.11", "/usr/lib/python3/dist-packages"], rr_reads=200, blob="64MiB",
+        lazy_layers=5, lazy_mb=16, lazy_reps=2, eager="quick", eager_reps=3, lve_images="sample", lve_scale=0.3,
+        lve_networks="loopback,100Mbit+20ms", sim_mb=32, sim_networks="loopback,100Mbit+20ms",
+    ),
+    "full": dict(
+        reps=5, ztoc_src=None, rr_reads=300, blob="256MiB", lazy_layers=5, lazy_mb=110, lazy_reps=3, eager="full",
+        eager_reps=3, lve_images="sample,minbase,python-pandas,nodejs,postgresql", lve_scale=1.0,
+        lve_networks="loopback,100Mbit+20ms", sim_mb=64, sim_networks="loopback,1Gbit,100Mbit+20ms",
+    ),
+}
+
+
+# --- running the scripts -----------------------------------------------------------------------------
+
+
+def run_script(script: str, args: Sequence[str], *, layer_ready: bool = False, timeout: float = 3600) -> Any:
+    """Run ``benchmarks/SCRIPT ARGS`` with the venv's python and return the JSON it prints last.
+
+    With ``layer_ready``, ``ztoc_layer.ensure_layer`` is made to return the ``--layer`` given as it is, so
+    the ztoc scripts run on the suite's small layer in quick mode (their own would be >= 200 MB)."""
+    boot = [
+        "import runpy, sys",
+        f"sys.path.insert(0, {str(HERE)!r})",
+        f"sys.argv = [{script!r}, *{list(args)!r}]",
+    ]
+    if layer_ready:
+        boot += ["import ztoc_layer", "ztoc_layer.ensure_layer = lambda p, *a, **k: p"]
+    boot.append(f"runpy.run_path({str(HERE / script)!r}, run_name='__main__')")
+    p = subprocess.run([PY, "-c", "\n".join(boot)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{script} exited {p.returncode}: {tail}")
+    return parse_json_tail(p.stdout)
+
+
+def parse_json_tail(text: str) -> Any:
+    """The last JSON document in ``text`` (scripts may print progress lines before it)."""
+    lines = text.rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].lstrip().startswith("{"):
+            try:
+                return json.loads("\n".join(lines[i:]))
+            except json.JSONDecodeError:
+                continue
+    raise ValueError(f"no JSON in the output: {text[-300:]!r}")
+
+
+def ztoc_layer_for(p: dict[str, Any]) -> tuple[Path, bool]:
+    """The gzip layer of the ztoc benchmarks: ``ztoc_layer.py``'s >= 200 MB /usr layer in full mode, else a
+    smaller one of the profile's directories (GNU tar, sorted names, ``gzip -6``; cached under BENCH_DIR)."""
+    if p["ztoc_src"] is None:
+        return BENCH_DIR / "usr-layer.tar.gz", False
+    name = "-".join(Path(d).name for d in p["ztoc_src"])
+    path = BENCH_DIR / f"small-layer-{name}.tar.gz"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            tar = subprocess.Popen(["tar", "-C", "/", "--sort=name", "-cf", "-",
+                                    *[d.lstrip("/") for d in p["ztoc_src"]]], stdout=subprocess.PIPE)
+            subprocess.run(["gzip", "-6"], stdin=tar.stdout, stdout=out, check=True)
+            tar.wait()
+        tmp.rename(path)
+    return path, True
+
+
+def ensure_pip(*packages: str) -> None:
+    """Install benchmark-only peers into the venv when they are missing (idempotent, quiet)."""
+    for pkg in packages:
+        mod = pkg.replace("-", "_")
+        probe = subprocess.run([PY, "-c", f"import {mod}"], capture_output=True)
+        if probe.returncode != 0:
+            subprocess.run([PY, "-m", "pip", "install", "-q", pkg], check=False, capture_output=True)
+
+
+# --- rows ------------------------------------------------------------------------------------------
+
+
+def spread(vals: Sequence[float] | None) -> list[float] | None:
+    return [min(vals), max(vals)] if vals else None
+
+
+def med(vals: Sequence[float] | float | None) -> float | None:
+    if vals is None:
+        return None
+    if isinstance(vals, int | float):
+        return float(vals)
+    return statistics.median(vals) if vals else None
+
+
+def row(metric: str, unit: str, ours: Sequence[float] | float | None, peer: Sequence[float] | float | None = None,
+        *, peer_name: str = "", goal: str = "none set", check: Callable[[float | None, float], bool] | None = None,
+        note: str = "") -> dict[str, Any]:
+    """One table row. ``ratio`` is ours/peer in the row's unit (for times lower is better, for rates higher);
+    ``check(ratio, ours)`` decides ``met`` (None when no goal is set)."""
+    o, p = med(ours), med(peer)
+    ratio = (o / p) if (o is not None and p) else None
+    met = None
+    if check is not None and o is not None:
+        try:
+            met = bool(check(ratio, o))
+        except TypeError:
+            met = None
+    return {
+        "metric": metric, "unit": unit, "ours": o, "peer": p, "peer_name": peer_name,
+        "ours_spread": spread(ours) if isinstance(ours, list | tuple) else None,
+        "peer_spread": spread(peer) if isinstance(peer, list | tuple) else None,
+        "n": len(ours) if isinstance(ours, list | tuple) else 1,
+        "ratio": ratio, "goal": goal, "met": met, "note": note,
+    }
+
+
+# --- the benchmarks --------------------------------------------------------------------------------
+
+
+def b_ztoc_build(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """zTOC build vs ``gzip -dc`` on the same gzip layer (issue 3; goal <= 1.25x gzip's time)."""
+    layer, ready = ztoc_layer_for(p)
+    raw = run_script("ztoc_build.py", ["--json", "--reps", str(p["reps"]), "--layer", str(layer)],
+                     layer_ready=ready)
+    runs = raw["runs"]
+    size = f"{raw['layer_bytes'] / 1e6:.0f} MB gzip layer"
+    return [row("zTOC build time (wall)", "s", [r["build_wall"] for r in runs], [r["gzip_wall"] for r in runs],
+                peer_name="gzip -dc > /dev/null", goal="ratio <= 1.25", check=lambda r, o: r <= 1.25,
+                note=size)], raw
+
+
+def b_ztoc_random_read(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """Random 4 KiB reads/s through the zTOC (span fetched, verified, inflated) vs indexed_gzip (issue 3)."""
+    ensure_pip("indexed_gzip")
+    layer, ready = ztoc_layer_for(p)
+    raw = run_script("ztoc_random_read.py", ["--json", "--reps", str(p["reps"]), "--reads", str(p["rr_reads"]),
+                                             "--layer", str(layer)], layer_ready=ready)
+    runs = raw["runs"]
+    return [
+        row("random 4 KiB reads, verified", "reads/s", runs["soci_lab_verified"], runs.get("indexed_gzip") or None,
+            peer_name="indexed_gzip (same spacing, 4 KiB buffer)", note="higher is better; no goal set in issue 3"),
+        row("random 4 KiB reads, unverified", "reads/s", runs["soci_lab_unverified"],
+            runs.get("indexed_gzip") or None, peer_name="indexed_gzip (same spacing, 4 KiB buffer)",
+            note="higher is better"),
+    ], raw
+
+
+def b_remote(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """Blob download through soci_lab.remote (verified, to a file) vs curl -o file (issue 2; goal >= 0.8)."""
+    raw = run_script("remote_throughput.py", ["--json", "--size", p["blob"], "--runs", str(p["reps"])])
+    rows = []
+    for r in raw["results"]:
+        m = r["MBps"]
+        rows.append(row(f"blob download, {r['registry']} registry", "MB/s", m["client_file"], m["curl_file"],
+                        peer_name="curl -o file", goal="ratio >= 0.8", check=lambda rt, o: rt >= 0.8,
+                        note=f"{p['blob']} blob; medians of {r['runs']} (the script reports medians only)"))
+    return rows, raw
+
+
+def b_netlab(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """The embedded registry vs CNCF distribution, both read by curl (netlab's server side)."""
+    raw = run_script("netlab_throughput.py", ["--json", "--size", p["blob"], "--reps", str(p["reps"]),
+                                               "--clients", "curl"])
+    t = raw["throughput_MBps"]
+    return [row("blob serving, read by curl", "MB/s", t["embedded/curl"], t["distribution/curl"],
+                peer_name="distribution (docker-registry)", note="embedded registry; higher is better")], raw
+
+
+def b_lazy(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """Lazy mount-to-ready, cold small-file latency, warm FUSE throughput, cold random reads vs ratarmount."""
+    ensure_pip("ratarmount")
+    runs = [run_script("lazy_bench.py", ["--json", "--layers", str(p["lazy_layers"]), "--layer-mb",
+                                         str(p["lazy_mb"])]) for _ in range(p["lazy_reps"])]
+    size = runs[0]["image_bytes_uncompressed"] / 1e6
+    g = lambda k: [r[k] for r in runs if r.get(k) is not None]  # noqa: E731
+    one_span = [r["span_fetch_ms_median"] + r["span_decompress_ms_median"] for r in runs]
+    big = size >= 500 and p["lazy_layers"] >= 5
+    rows = [
+        row("lazy mount to ready", "s", g("mount_to_ready_s"), goal="< 1 s" + ("" if big else " (at >= 500 MB)"),
+            check=(lambda r, o: o < 1.0), note=f"{p['lazy_layers']} layers, {size:.0f} MB uncompressed"),
+        row("cold small-file read", "ms", g("cold_small_read_ms_median"), one_span,
+            peer_name="one span fetch + decompress (same run)", goal="ratio < 2", check=lambda r, o: r < 2),
+        row("warm sequential read through FUSE", "MB/s", g("warm_sequential_MBps"), goal=">= 300 MB/s",
+            check=lambda r, o: o >= 300),
+    ]
+    if all("random40_ratarmount_s" in r for r in runs):
+        rows.append(row("40 cold random small-file reads", "s", g("random40_lazy_s"), g("random40_ratarmount_s"),
+                        peer_name="ratarmount (own index, same tar.gz)", note="lower is better; no goal set"))
+    else:
+        rows.append(row("40 cold random small-file reads", "s", g("random40_lazy_s"),
+                        note="ratarmount not available"))
+    return rows, runs
+
+
+def b_eager(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """Parallel / sequential eager pulls vs containerd 1.6, skopeo+umoci and the physical bound (issue 5)."""
+    raw = run_script("eager_peers.py", ["--json", "--size", p["eager"], "--reps", str(p["eager_reps"])])
+    t = raw["times_s"]
+    img = raw["image"]
+    desc = (f"{img['layers']} layers, {img['compressed_bytes'] / 1e6:.0f} MB gzip, "
+            f"{img['uncompressed_bytes'] / 1e6:.0f} MB tar")
+    rows = []
+    cd = t.get("containerd")
+    for mode in ("parallel", "sequential"):
+        ours = t[f"soci_lab-{mode}"]
+        if cd:
+            rows.append(row(f"eager {mode} pull+unpack", "s", ours, cd, peer_name="containerd 1.6 ctr images pull "
+                            "(pull + unpack to overlayfs snapshotter)",
+                            goal="ratio <= 0.7" if mode == "parallel" else "none set",
+                            check=(lambda r, o: r <= 0.7) if mode == "parallel" else None, note=desc))
+        if "skopeo+umoci" in t:
+            rows.append(row(f"eager {mode} pull+unpack", "s", ours, t["skopeo+umoci"],
+                            peer_name="skopeo copy + umoci raw unpack", note=desc))
+    parts = {k: statistics.median(t[k]) for k in ("network", "decompress", "disk") if k in t}
+    if parts:
+        bound_part = max(parts, key=parts.get)  # type: ignore[arg-type]
+        part_txt = ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+        rows.append(row("eager parallel pull+unpack", "s", t["soci_lab-parallel"], t[bound_part],
+                        peer_name=f"physical bound = {bound_part}", goal="ratio <= 1.3",
+                        check=lambda r, o: r <= 1.3, note=f"bound parts: {part_txt}"))
+        if cd:
+            rows.append(row("containerd pull+unpack (context)", "s", cd, t[bound_part],
+                            peer_name=f"physical bound = {bound_part}", note="how far the peer is from the bound"))
+    return rows, raw
+
+
+def b_lazy_vs_eager(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """Time to workload done with start-up traces: lazy vs parallel and sequential eager, per network."""
+    raw = run_script("lazy_vs_eager.py", ["--json", "--images", p["lve_images"], "--scale", str(p["lve_scale"]),
+                                           "--reps", str(p["reps"] if p["reps"] < 3 else 3),
+                                           "--networks", p["lve_networks"]])
+    rows = []
+    for c in raw["cells"]:
+        d = c["workload_done_s"]
+        for eager in ("parallel", "sequential"):
+            rows.append(row(f"workload done, {c['image']}, {c['network']}: lazy", "s", d["lazy"], d[eager],
+                            peer_name=f"{eager} eager pull", note="lower is better; no goal set"))
+    for name, why in raw.get("skipped", {}).items():
+        rows.append(row(f"workload done, {name}", "s", None, note=f"skipped: {why}"))
+    return rows, raw
+
+
+def b_sim(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """Simulated vs real time to workload done, per mode and network (issue 7; goal within 15 %, 10 % ideal)."""
+    raw = run_script("sim_vs_real.py", ["--json", "--mb", str(p["sim_mb"]), "--repeat", str(min(p["reps"], 3)),
+                                         "--networks", p["sim_networks"]])
+    rows = []
+    for c in raw["cells"]:
+        exact = c["requests_real"] == [c["requests_sim"]] and c["bytes_real"] == [c["bytes_sim"]]
+        rows.append(row(f"sim vs real, {c['mode']}, {c['network']}", "s", c["sim_done_s"], c["real_done_s"],
+                        peer_name="real pull (workload done)", goal="|ratio - 1| <= 0.15",
+                        check=lambda r, o: abs(r - 1) <= 0.15,
+                        note=("requests and bytes agree exactly" if exact else
+                              f"requests real {c['requests_real']} sim {c['requests_sim']}, "
+                              f"bytes real {c['bytes_real']} sim {c['bytes_sim']}")))
+    return rows, raw
+
+
+BENCHMARKS: dict[str, Callable[[dict[str, Any]], tuple[list[dict[str, Any]], Any]]] = {
+    "ztoc_build": b_ztoc_build,
+    "ztoc_random_read": b_ztoc_random_read,
+    "remote_throughput": b_remote,
+    "netlab_throughput": b_netlab,
+    "lazy": b_lazy,
+    "eager": b_eager,
+    "lazy_vs_eager": b_lazy_vs_eager,
+    "sim_vs_real": b_sim,
+}
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cell(v: float | None, sp: list[float] | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    s = f"{fmt(v)} {unit}"
+    if sp and sp[0] != sp[1]:
+        s += f" ({fmt(sp[0])}–{fmt(sp[1])})"
+    return s
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """BENCHMARKS.md from a results document: one table, then per-benchmark notes and errors."""
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `benchmarks/run.py` — do not edit by hand. Re-run with:",
+        "",
+        f"    {doc['command']}",
+        "",
+        f"Profile **{doc['profile']}**, {doc['date']} on `{doc['host']}` ({doc['cpus']} CPUs, load "
+        f"{doc['loadavg'][0]:.1f} at start), commit `{doc['commit']}`; results in `{doc['results_file']}`.",
+        "",
+        "Each value is the median of the repetitions, with the spread (min–max) in brackets. *ratio* is ours /"
+        " peer in the row's unit: for times lower is better, for rates (MB/s, reads/s) higher is better.",
+        "",
+        "| benchmark | metric | ours | peer | ratio | goal | met? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for name, b in doc["benchmarks"].items():
+        if b.get("error"):
+            out.append(f"| {name} | **error** | — | — | — | — | — |")
+            notes.append(f"- **{name}**: error: `{b['error'].splitlines()[-1][:300]}`")
+            continue
+        for r in b["rows"]:
+            met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
+            peer = cell(r["peer"], r["peer_spread"], r["unit"])
+            if r["peer_name"] and r["peer"] is not None:
+                peer += f" — {r['peer_name']}"
+            ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "—"
+            out.append(f"| {name} | {r['metric']} | {cell(r['ours'], r['ours_spread'], r['unit'])} | {peer} | "
+                       f"{ratio} | {r['goal']} | {met} |")
+            if r["note"]:
+                notes.append(f"- {name} / {r['metric']}: {r['note']}")
+        notes.append(f"- {name}: {b['seconds']:.0f} s of suite time")
+    out += ["", "## Notes", "", *notes, ""]
+    return "\n".join(out)
+
+
+def git_commit() -> str:
+    p = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return p.stdout.strip() or "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", dest="profile", action="store_const", const="quick")
+    g.add_argument("--full", dest="profile", action="store_const", const="full")
+    g.add_argument("--tiny", dest="profile", action="store_const", const="tiny")
+    ap.add_argument("--only", action="append", default=[], help=f"comma-separated, of: {', '.join(BENCHMARKS)}")
+    ap.add_argument("--reps", type=int, help="repetitions (overrides the profile's)")
+    ap.add_argument("--results-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
+    ap.add_argument("--no-md", action="store_true")
+    a = ap.parse_args(argv)
+    profile = a.profile or "quick"
+    params = dict(PROFILES[profile])
+    if a.reps:
+        params.update(reps=a.reps, lazy_reps=a.reps, eager_reps=a.reps)
+    only = [n for o in a.only for n in o.split(",") if n]
+    unknown = set(only) - set(BENCHMARKS)
+    if unknown:
+        ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    names = only or list(BENCHMARKS)
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    now = dt.datetime.now(dt.UTC)
+    a.results_dir.mkdir(parents=True, exist_ok=True)
+    results_file = a.results_dir / f"{now:%Y-%m-%d}-{host}.json"
+    argv_txt = " ".join(["benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
+    doc: dict[str, Any] = {
+        "format": "soci_lab.benchmarks/1",
+        "command": f".venv/bin/python {argv_txt}",
+        "profile": profile,
+        "params": params,
+        "date": now.isoformat(timespec="seconds"),
+        "host": host,
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "loadavg": list(os.getloadavg()),
+        "commit": git_commit(),
+        "results_file": str(results_file.relative_to(REPO)) if results_file.is_relative_to(REPO) else str(results_file),
+        "benchmarks": {},
+    }
+    for name in names:
+        t0 = time.monotonic()
+        print(f"[{name}] running ({profile}) …", file=sys.stderr, flush=True)
+        entry: dict[str, Any] = {"rows": [], "raw": None, "error": None}
+        try:
+            entry["rows"], entry["raw"] = BENCHMARKS[name](params)
+        except Exception as e:  # one benchmark failing must not lose the others' numbers
+            entry["error"] = f"{type(e).__name__}: {e}"
+        entry["seconds"] = round(time.monotonic() - t0, 1)
+        entry["loadavg_after"] = list(os.getloadavg())
+        doc["benchmarks"][name] = entry
+        for r in entry["rows"]:
+            print(f"  {r['metric']}: ours {fmt(r['ours'])} {r['unit']}, peer {fmt(r['peer'])}, ratio "
+                  f"{fmt(r['ratio'])}, goal {r['goal']}, met {r['met']}", file=sys.stderr, flush=True)
+        if entry["error"]:
+            print(f"  error: {entry['error']}", file=sys.stderr, flush=True)
+        results_file.write_text(json.dumps(doc, indent=1, default=str) + "\n")  # partial results survive
+    if not a.no_md:
+        a.md.write_text(markdown(doc))
+    print(f"results: {results_file}" + ("" if a.no_md else f"; table: {a.md}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

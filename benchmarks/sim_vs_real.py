@@ -1,0 +1,99 @@
+"""Simulated against real, as JSON for the suite: ``sim_validation.py``'s image, pulls and calibration.
+
+    .venv/bin/python benchmarks/sim_vs_real.py [--mb 64] [--fraction 0.1] [--repeat 3]
+                                               [--networks loopback,1Gbit,100Mbit+20ms] [--json]
+
+Why a second script: ``sim_validation.py`` (the simulation room's) prints a table for people; the suite
+needs the same cells as data. This one imports that script's ``build`` (the image), ``pulls`` (the real
+runs, sorted by time to workload done) and ``NETWORKS``/``MODES``, calibrates on the loopback runs exactly
+as it does, and emits per cell: the real runs' times (every repetition), the simulated time, and whether
+bytes fetched and request counts agree exactly (the issue asks for exact agreement on both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sim_validation import MODES, NETWORKS, build, pulls
+
+from soci_lab import lab
+from soci_lab.cli.sim import image_from_layout
+from soci_lab.netlab import EmbeddedRegistry
+from soci_lab.netlab.proxy import ShapingProxy
+from soci_lab.sim import LazyParams, SimParams, fit, simulate, synthetic_trace, write_trace
+from soci_lab.units import parse_duration, parse_rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=64)
+    ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--networks", default=",".join(n for n, _, _ in NETWORKS))
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    ok, why = lab.can_mount()
+    if not ok:
+        raise SystemExit(f"cannot mount here: {why}")
+    wanted = set(a.networks.split(",")) | {"loopback"}  # calibration needs the loopback runs
+    nets = [n for n in NETWORKS if n[0] in wanted]
+    tmp = Path(tempfile.mkdtemp(prefix="sim-vs-real-"))
+    try:
+        layout = build(tmp, a.mb)
+        image = image_from_layout(layout)
+        trace = synthetic_trace(image, a.fraction, seed=1, read_size=128 * 1024)
+        write_trace(trace, tmp / "trace.csv")
+        real: dict[tuple[str, str], Any] = {}
+        with EmbeddedRegistry(root=tmp / "reg", layouts={"img": tmp / "layout"}) as reg:
+            for name, bw, lat in nets:
+                if bw is None and lat is None:
+                    host = reg.url.split("://", 1)[1]
+                    for mode in MODES:
+                        real[(mode, name)] = pulls(f"{host}/img:t", mode, tmp / "trace.csv", a.repeat)
+                    continue
+                with ShapingProxy(reg.url, bandwidth=bw, latency=lat) as proxy:
+                    host = proxy.url.split("://", 1)[1]
+                    for mode in MODES:
+                        real[(mode, name)] = pulls(f"{host}/img:t", mode, tmp / "trace.csv", a.repeat)
+        cal = fit([run.events for m in MODES for run in real[(m, "loopback")]])
+        base = cal.params(SimParams(lazy=LazyParams(concurrent_mounts=True)))
+        cells = []
+        for name, bw, lat in nets:
+            net = base.network
+            if bw is not None:
+                net = replace(net, bandwidth=parse_rate(bw))
+            if lat is not None:
+                net = replace(net, rtt=net.rtt + parse_duration(lat))
+            params = replace(base, network=net)
+            for mode in MODES:
+                runs = real[(mode, name)]
+                r = runs[len(runs) // 2].summary
+                s = simulate(image, mode, workload=trace, params=params).summary
+                cells.append({
+                    "mode": mode,
+                    "network": name,
+                    "real_done_s": [float(run.summary["workload_done_s"]) for run in runs],
+                    "sim_done_s": float(s["workload_done_s"]),
+                    "real_ready_s": float(r["ready_s"]),
+                    "sim_ready_s": float(s["ready_s"]),
+                    "requests_real": sorted({int(run.summary["requests"]) for run in runs}),
+                    "requests_sim": int(s["requests"]),
+                    "bytes_real": sorted({int(run.summary["bytes_fetched"]) for run in runs}),
+                    "bytes_sim": int(s["bytes_fetched"]),
+                })
+        out = {"mb": a.mb, "fraction": a.fraction, "repeat": a.repeat, "calibration": str(cal), "cells": cells}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(out, indent=2 if not a.json else None))
+
+
+if __name__ == "__main__":
+    main()
