@@ -12,7 +12,8 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   ``bytes / duration`` per algorithm (bytes = uncompressed output). Without span events, whole-layer
   ``decompress`` events are used; they time the decompress→apply pipeline, so the rate is a lower bound
   (``notes["decompress_source"]`` says which);
-- ``mount`` events of lazy layers (``attrs.how == "lazy"``): the median is ``mount_s``; ``file_op``
+- ``mount`` events of lazy layers (``attrs.how == "lazy"``): the median is ``mount_s``; of the rootfs
+  (``attrs.what == "overlay"``): the median is ``overlay_mount_s``; ``file_op``
   events (open, stat, readdir, readlink) of lazy runs give ``fuse_op_s``, of eager runs ``syscall_s``;
 - ``apply`` (``attrs.entries``, else ``attrs.files``; bytes = file content): least squares of
   ``duration = entries × per_file + bytes × per_byte``. Apply runs in a pipeline with decompression, so
@@ -51,6 +52,7 @@ class Calibration:
     apply_per_file_s: float | None = None
     apply_per_byte_s: float | None = None
     mount_s: float | None = None
+    overlay_mount_s: float | None = None
     fuse_op_s: float | None = None
     syscall_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
@@ -72,7 +74,7 @@ class Calibration:
             host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
         if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
             host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s)
-        for key in ("mount_s", "fuse_op_s", "syscall_s"):
+        for key in ("mount_s", "overlay_mount_s", "fuse_op_s", "syscall_s"):
             if getattr(self, key) is not None:
                 host = replace(host, **{key: getattr(self, key)})
         return replace(base, network=net, host=host)
@@ -111,13 +113,17 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
 
 
 def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
-    """Per-layer FUSE mount cost, and the latency of metadata ops through FUSE (lazy) and on disk (eager)."""
+    """Per-layer FUSE mount cost, the overlay mount's, and the latency of metadata ops (FUSE: lazy; disk: eager)."""
     dur = frame["t_end"] - frame["t_start"]
     how = _attr(frame, "how")
     mounts = dur[(frame["kind"] == "mount") & (how == "lazy")]
     if len(mounts):
         cal.mount_s = float(mounts.median())
         cal.samples["mount"] = len(mounts)
+    overlays = dur[(frame["kind"] == "mount") & (_attr(frame, "what") == "overlay")]
+    if len(overlays):
+        cal.overlay_mount_s = float(overlays.median())
+        cal.samples["overlay_mount"] = len(overlays)
     ops = frame["kind"] == "file_op"
     op_names = _attr(frame, "op")
     ops &= op_names.isin(["open", "stat", "readdir", "readlink"])

@@ -67,7 +67,7 @@ def sequential(world: World) -> Generator[Any, Any, None]:
         unpacks.release(token)
         world.layer_how[li] = "sequential"
     t0 = env.now
-    yield env.timeout(world.host.params.mount_s)
+    yield env.timeout(world.host.params.overlay_mount_s)
     world.emit("mount", t0, what="overlay")
     world.ready_at = env.now
 
@@ -131,6 +131,6 @@ def parallel(world: World) -> Generator[Any, Any, None]:
     jobs = [env.process(premount(li)) for li in range(len(layers))]
     yield env.all_of(jobs)
     t0 = env.now
-    yield env.timeout(world.host.params.mount_s)
+    yield env.timeout(world.host.params.overlay_mount_s)
     world.emit("mount", t0, what="overlay")
     world.ready_at = env.now

@@ -28,7 +28,8 @@ class HostParams:
 
     ``fuse_max_read``: the kernel splits a read into FUSE requests of at most this many bytes, each paying
     ``fuse_op_s``. ``local_read_rate``/``syscall_s``: reads of files already on local disk (page cache).
-    ``verify_rate``: sha256 throughput. ``mount_s``: cost of one layer mount (FUSE or overlay setup).
+    ``verify_rate``: sha256 throughput. ``mount_s``: cost of one lazy layer mount (starting its FUSE server);
+    ``overlay_mount_s``: cost of the final overlay mount of the rootfs (every mode).
     """
 
     cores: int = 2
@@ -42,6 +43,7 @@ class HostParams:
     syscall_s: float = 3e-6
     verify_rate: float = 1.5e9
     mount_s: float = 0.005
+    overlay_mount_s: float = 0.005
 
     def __post_init__(self) -> None:
         if self.cores < 1:

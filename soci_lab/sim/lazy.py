@@ -267,7 +267,7 @@ class LazyPull:
             for li in range(len(image.layers)):
                 yield from prepare(li)
         t1 = env.now
-        yield env.timeout(world.host.params.mount_s)
+        yield env.timeout(world.host.params.overlay_mount_s)
         world.emit("mount", t1, what="overlay")
         world.ready_at = env.now
 

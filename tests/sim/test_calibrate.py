@@ -82,10 +82,12 @@ def test_fit_of_an_eager_pull_where_every_request_overlaps():
 def test_fit_recovers_mount_and_file_op_costs():
     image = generate(SyntheticSpec(seed=2, compressed_size=60 * MIB, layers=5, min_layer_size=2 * MIB))
     trace = synthetic_trace(image, 0.2, seed=2)
-    params = SimParams(host=HostParams(mount_s=0.2, fuse_op_s=300e-6, syscall_s=20e-6))
+    params = SimParams(host=HostParams(mount_s=0.2, overlay_mount_s=0.03, fuse_op_s=300e-6, syscall_s=20e-6))
     cal = fit([simulate(image, m, workload=trace, params=params).events for m in ("lazy", "parallel")])
     assert cal.mount_s == pytest.approx(0.2)
+    assert cal.overlay_mount_s == pytest.approx(0.03)  # the rootfs mount is not a FUSE layer mount
     assert cal.fuse_op_s == pytest.approx(300e-6)
     assert cal.syscall_s == pytest.approx(20e-6)
     again = cal.params()
     assert (again.host.mount_s, again.host.fuse_op_s, again.host.syscall_s) == pytest.approx((0.2, 300e-6, 20e-6))
+    assert again.host.overlay_mount_s == pytest.approx(0.03)
