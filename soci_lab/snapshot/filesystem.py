@@ -762,9 +762,10 @@ class Filesystem:
             cache_dir=None if self.config.filesystem_cache_type == "memory" else str(serve / "cache"),
             events_path=str(d / "events.jsonl"),
             run_id=self.events.run_id,
+            # upstream's background fetcher starts at most one span per period across all layers
+            layer_count=max(1, sum(1 for p in mounted.plan.layers if p.how == "lazy")),
         )
-        m = LayerMount(spec, mnt, options)
-        m._tmp = str(serve)  # keep the server's spec and log inside the state directory (removed with it)
+        m = LayerMount(spec, mnt, options, work_dir=serve)  # spec and log stay in the state directory
         lay.mount = m
         lay.path = mnt
         ztoc = arts.ztoc_for(digest)

@@ -3,6 +3,7 @@ counts as "ours" when looking for leftover mounts and processes (importable as `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -156,8 +157,14 @@ def our_mounts(bases: list[Path]) -> list[str]:
     return out
 
 
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in roots)
+
+
 def our_processes(bases: list[Path]) -> list[str]:
-    """Processes (other than this one and its registry) whose command line names one of ``bases``."""
+    """Live processes (other than this one and registries) that belong to this session's directories: their
+    command line names one, or their working directory or an open file is under one (a FUSE server forked
+    by the lazy room's zygote has the zygote's command line, but its log file is in our state dir)."""
     roots = [os.path.realpath(b) for b in bases]
     me = os.getpid()
     out = []
@@ -171,6 +178,30 @@ def our_processes(bases: list[Path]) -> list[str]:
             continue
         if state == "Z" or "docker-registry" in cmd:
             continue
-        if any(r in cmd for r in roots):
+        paths = []
+        try:
+            paths.append(os.readlink(f"/proc/{name}/cwd"))
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                with contextlib.suppress(OSError):
+                    paths.append(os.readlink(f"/proc/{name}/fd/{fd}"))
+        except OSError:
+            pass
+        if any(r in cmd for r in roots) or any(_under(p, roots) for p in paths):
             out.append(f"{name}: {cmd[:160]}")
+    return out
+
+
+def children_of(pid: int, needle: str = "") -> list[int]:
+    """Live children of ``pid`` whose command line contains ``needle``."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and needle in cmd:
+            out.append(int(name))
     return out

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from snaptools import CLI_CODE, MAIN, soci_lab
+from snaptools import CLI_CODE, MAIN, children_of, our_processes, soci_lab
 
 from soci_lab.snapshot import find_state_dir, mounts_under
 from soci_lab.snapshot.state import ProcessRef
@@ -67,6 +67,7 @@ def test_umount_after_kill9_of_the_serving_process(small_image, mnt: Path, snaps
     soci_lab("mount", small_image.ref, str(mnt), "--mode", "lazy", "--background")
     record = find_state_dir(mnt).read_record()
     assert (mnt / "etc/config").read_text() == "local layer\n"
+    zygotes = children_of(record.server.pid, "soci_lab.lazy.zygote")  # the server's pre-warmed forker, if any
     os.kill(record.server.pid, signal.SIGKILL)
     fuse = [lay.process for lay in record.layers if lay.process is not None]
     assert len(fuse) == 2
@@ -78,6 +79,18 @@ def test_umount_after_kill9_of_the_serving_process(small_image, mnt: Path, snaps
     out = soci_lab("umount", str(mnt), "--json")
     assert set(json.loads(out.stdout)) == UMOUNT_KEYS
     _nothing_left(mnt, record, snapshot_roots["state"])
+    assert our_processes([mnt, snapshot_roots["state"]]) == []
+    deadline = time.monotonic() + 10  # the zygote leaves when its parent is gone
+    while any(os.path.exists(f"/proc/{z}") for z in zygotes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [z for z in zygotes if _alive(z)], "the killed server's zygote outlived it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_foreground_mount_serves_until_sigterm(small_image, mnt: Path, snapshot_roots, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
