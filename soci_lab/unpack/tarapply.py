@@ -76,6 +76,7 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 _MAX_SYMLINKS = 40
 
+
 def _max_cached_dirs() -> int:
     """Directory descriptors kept open: 2048, or a quarter of the process's file limit if that is lower."""
     try:
