@@ -39,7 +39,7 @@ from .errors import MountError, SociLabError, WorkloadError
 from .events import EventRecorder
 from .oci import Reference
 from .run import Run, collect_provenance
-from .snapshot.filesystem import Filesystem, MountedImage
+from .snapshot import Filesystem, MountedImage
 from .snapshot.modes import MODES
 from .snapshot.state import state_root
 

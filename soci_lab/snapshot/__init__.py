@@ -31,22 +31,16 @@ seed                                   soci_lab
 ``ErrAllLazyPullModesDisabled``        :class:`~soci_lab.errors.AllLazyPullModesDisabled`
 =====================================  ====================================================================
 
-Modules: :mod:`.modes` (the modes), :mod:`.decide` (the pure decision), :mod:`.filesystem`,
-:mod:`.overlay` (overlayfs and unmounting), :mod:`.state` (state directory layout and the mount record),
-:mod:`.teardown` (unmount from the record).
+Modules: :mod:`.modes` (the modes), :mod:`.decide` (the pure decision), :mod:`.filesystem` (the
+Filesystem), :mod:`.mounted` (a mounted image, its unmount and events), :mod:`.overlay` (overlayfs and
+unmounting), :mod:`.state` (state directory layout and the mount record), :mod:`.teardown` (unmount from
+the record).
 """
 
 from .decide import ImagePlan, LayerPlan, decide
-from .filesystem import (
-    Filesystem,
-    LayerState,
-    MountedImage,
-    ResolvedImage,
-    bytes_per_layer,
-    first_error,
-    merge_child_events,
-)
+from .filesystem import Filesystem, ResolvedImage
 from .modes import HOWS, MODES, eager_fallback_mode, resolve_mode
+from .mounted import LayerState, MountedImage, bytes_per_layer, first_error, merge_child_events
 from .overlay import is_mounted, mount_overlay, mounts_under, umount, umount_tree
 from .state import MountRecord, StateDir, default_state_dir, find_state_dir
 from .teardown import Totals, unmount_recorded

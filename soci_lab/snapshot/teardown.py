@@ -82,7 +82,7 @@ def stop_process(proc: ProcessRef, timeout: float = 10.0) -> None:
 
 def _events_of(state: StateDir, record: MountRecord) -> pd.DataFrame:
     from ..events import events_to_frame, read_events
-    from .filesystem import merge_child_events
+    from .mounted import merge_child_events
 
     parent_path = state.root / PARENT_EVENTS
     try:
