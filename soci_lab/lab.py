@@ -15,9 +15,11 @@ Everything sync here works from a notebook cell: the async work runs on a privat
 thread when the caller's thread already runs one (Jupyter's), and the FUSE servers are child processes,
 so a cell never hangs on them. Mounting needs root, ``/dev/fuse`` and overlayfs (:func:`can_mount` says
 whether this machine has them); :func:`lazy_read` needs none of them: it serves file reads through
-:class:`soci_lab.lazy.reader.LayerReader` over the registry in-process — span fetches, verification and
-events exactly as a FUSE server makes them — and says so in the Run's provenance (``"lazy_path":
-"reader"``). Layers without a zTOC are downloaded whole and indexed locally, so they are read the same way.
+:class:`soci_lab.lazy.reader.LayerReader` over the registry in-process — the same span manager, header
+verification, readahead and events as a FUSE server — and says so in the Run's provenance (``"lazy_path":
+"reader"``). One difference remains: the reader sees the trace's read sizes, a FUSE server the kernel's
+(whole pages, up to 128 KiB), so tiny reads near a span boundary can fetch one span fewer. Layers without
+a zTOC are downloaded whole (``blob_download``, as upstream's local snapshot) and read from that copy.
 """
 
 from __future__ import annotations
@@ -388,20 +390,23 @@ async def alazy_read(
             rec.emit("ready", t0, mode="lazy", via="reader")
             view = _UnionView(layers)
             w0 = rec.now()
-            for row in rows:
-                if row.op != "read":
-                    continue
-                found = view.resolve(row.path)
-                if found is None:
-                    failures.append(f"{row.path}: not found")
-                    continue
-                reader, node = found
-                if not stat.S_ISREG(node.mode):
-                    continue
-                try:
-                    await reader.read(node, row.offset, min(row.size, max(0, node.size - row.offset)))
-                except SociLabError as exc:
-                    failures.append(f"{row.path}: {exc}")
+            async with anyio.create_task_group() as tg:  # readahead runs beside the reads, as in a server
+                for _d, _t, layer_reader in layers:
+                    layer_reader.task_group = tg
+                for row in rows:
+                    if row.op != "read":
+                        continue
+                    found = view.resolve(row.path)
+                    if found is None:
+                        failures.append(f"{row.path}: not found")
+                        continue
+                    reader, node = found
+                    if not stat.S_ISREG(node.mode):
+                        continue
+                    try:
+                        await reader.read(node, row.offset, min(row.size, max(0, node.size - row.offset)))
+                    except SociLabError as exc:
+                        failures.append(f"{row.path}: {exc}")
             rec.emit("workload", w0, ok=not failures, mode="lazy_read", rows=len(rows), failed=len(failures))
             for _d, _t, reader in layers:
                 with contextlib.suppress(Exception):
