@@ -120,7 +120,8 @@ async def download_layer(
 
                 async def one(i: int, lower: int, upper: int) -> None:
                     async with res.download_lease(image):
-                        with rec.step("chunk_download", layer=layer.digest, chunk=i) as info:
+                        # span = chunk index, as the simulator records it (soci_lab.sim.eager)
+                        with rec.step("chunk_download", layer=layer.digest, span=i, chunk=i) as info:
                             sink = _PositionalSink(fd, lower, upper - lower + 1)
                             await source.fetch_range(layer, lower, upper, sink)
                             await sink.flush()
