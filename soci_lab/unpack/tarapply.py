@@ -149,6 +149,11 @@ class ApplyOptions:
     #: threads creating small regular files beside the main thread (0: the main thread does it all).
     file_workers: int = 0
 
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> ApplyOptions:
+        """Options from a :class:`soci_lab.config.Config` (its ``overlay_opaque_type``), plus overrides."""
+        return cls(opaque=OverlayOpaqueType.parse(getattr(config, "overlay_opaque_type", "trusted")), **overrides)
+
 
 @dataclass
 class ApplyStats:

@@ -164,3 +164,15 @@ def test_whiteouts_kept_as_files_without_conversion(tmp_path: Path) -> None:
 
 def test_python_version_has_stdlib_to_copy() -> None:
     assert (Path(os.path.dirname(os.__file__)) / "json").is_dir(), sys.version
+
+
+def test_options_from_config() -> None:
+    from soci_lab.config import Config
+
+    cfg = Config()
+    assert ApplyOptions.from_config(cfg).opaque is OverlayOpaqueType.TRUSTED
+    cfg.overlay_opaque_type = "user"
+    opts = ApplyOptions.from_config(cfg, file_workers=2)
+    assert (opts.opaque, opts.file_workers) == (OverlayOpaqueType.USER, 2)
+    with pytest.raises(ValueError):
+        OverlayOpaqueType.parse("bogus")
