@@ -68,7 +68,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ArchiveError, UnsafeArchiveEntry
+from ..errors import ArchiveError, ConfigError, UnsafeArchiveEntry
 from .chunkstream import ChunkStream
 
 WHITEOUT_PREFIX = ".wh."
@@ -122,7 +122,7 @@ class OverlayOpaqueType(enum.IntEnum):
         try:
             return cls[text.strip().upper()]
         except KeyError:
-            raise ValueError(f"overlay opaque type must be all, trusted or user, not {text!r}") from None
+            raise ConfigError(f"overlay opaque type must be all, trusted or user, not {text!r}") from None
 
 
 class DevicePolicy(enum.Enum):
