@@ -3,12 +3,15 @@
 Each notebook is executed with ``nbclient`` (what nbmake uses) in small mode (``SOCI_LAB_NOTEBOOK_SCALE``
 unset, or as the environment says), from the ``notebooks/`` folder. A failing cell fails the test with the
 cell's source and the kernel's traceback. Notebooks are committed without outputs; that is checked too.
-The wall time of each notebook is printed (``pytest -s``) and held under a budget in small mode.
+The wall time of each notebook is printed (``pytest -s``) and held under a budget in small mode. The kernel
+is this interpreter (a kernelspec written for the test), never whatever ``python3`` kernel a machine has.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -38,18 +41,34 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     assert any("assert " in c.source for c in nb.cells if c.cell_type == "code"), f"{path.name} checks nothing"
 
 
+KERNEL = "soci-lab-test-python"
+
+
+def this_interpreters_kernel(root: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A kernelspec running this very interpreter (the venv's), first on JUPYTER_PATH, so a machine-wide
+    ``python3`` kernelspec (another Python, without soci_lab) can never be picked."""
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    rest = os.environ.get("JUPYTER_PATH")
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join([str(root), rest]) if rest else str(root))
+    return KERNEL
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     scale = os.environ.get("SOCI_LAB_NOTEBOOK_SCALE", "small")
+    kernel = this_interpreters_kernel(tmp_path / "jupyter", monkeypatch)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,
-        kernel_name="python3",
+        kernel_name=kernel,
         resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
         allow_errors=False,
     )
