@@ -332,6 +332,9 @@ class LayerMount:
         self.mountpoint = str(Path(mountpoint).resolve())
         self.options = options or ServeOptions()
         self._tmp: str | None = str(work_dir) if work_dir is not None else None
+        #: a temporary directory made here is removed by :meth:`cleanup`; a caller's ``work_dir`` is kept
+        self._owns_tmp = work_dir is None
+        self._events: Any = None
         if self._tmp is not None:
             Path(self._tmp).mkdir(parents=True, exist_ok=True)
         if self.options.events_path is None:
@@ -445,6 +448,8 @@ class LayerMount:
         """The serving process's events (a DataFrame), available after :meth:`unmount`."""
         from ..events import read_events
 
+        if self._events is not None:
+            return self._events
         path = self.options.events_path
         if path and os.path.exists(path):
             return read_events(path)
@@ -453,8 +458,11 @@ class LayerMount:
         return events_to_frame([])
 
     def cleanup(self) -> None:
-        if self._tmp:
+        """Remove the temporary directory this mount made (its events are kept in memory first)."""
+        if self._tmp and self._owns_tmp:
+            self._events = self.events()
             shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
 
 @contextlib.contextmanager
@@ -468,6 +476,7 @@ def mount_layer(
         yield m
     finally:
         m.unmount()
+        m.cleanup()
 
 
 def _main(argv: list[str]) -> None:

@@ -136,6 +136,9 @@ def test_reading_one_small_file_fetches_only_its_spans(layer_files, tmp_path):
     with mount_layer(spec, mnt, _quiet()) as m:
         assert (mnt / "etc/secret").read_bytes() == b"s3cr3t\n"
         state = m.state()
+        work = Path(m._tmp)
+        assert work.is_dir()
+    assert not work.exists()  # the server's temporary directory goes with the mount; its events stay
     ev = m.events()
     fetches = ev[ev.kind == "span_fetch"]
     assert set(fetches.span.astype(int)) == want
