@@ -156,6 +156,10 @@ class Filesystem:
         self.metadata_store = metadata_store
         self.resolve_handlers = dict(resolve_handlers or {})
         self.explicit_index_digest = explicit_index_digest
+        # one SOCI context per image manifest, Hermes first; keeps Hermes's cached error (hermes.md §2.4)
+        from ..artifacts.hermes import SociContexts
+
+        self.soci_contexts = SociContexts()
         self.fallback = fallback
         self.insecure = insecure
         self.creds = creds
@@ -205,13 +209,13 @@ class Filesystem:
 
     async def discover(self, image: ResolvedImage) -> Any:
         """SOCI artifacts of the image (fetched into the local store), or the exception discovery raised."""
-        from ..artifacts import LayoutSource, fetch_soci_artifacts
+        from ..artifacts import LayoutSource
 
         self.state.content.mkdir(parents=True, exist_ok=True)
         store = OCILayout(self.state.content)
         client: Any = image.client if image.client is not None else LayoutSource(image.layout)  # type: ignore[arg-type]
         try:
-            return await fetch_soci_artifacts(
+            return await self.soci_contexts.get(
                 client,
                 image.ref,
                 image.manifest_descriptor,
