@@ -63,10 +63,24 @@ def _run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         return pool.submit(anyio.run, call).result()
 
 
+def _has_cap_sys_admin() -> bool:
+    """Whether this process's effective capabilities include CAP_SYS_ADMIN (bit 21), which mount(2) needs."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 21))
+    except OSError:
+        pass
+    return True  # cannot tell: let the mount itself say no
+
+
 def can_mount() -> tuple[bool, str]:
     """Whether this process can mount images (root, /dev/fuse, overlayfs), and if not, why."""
     if os.geteuid() != 0:
         return False, "not root (mounting FUSE layers and overlayfs needs root)"
+    if not _has_cap_sys_admin():
+        return False, "no CAP_SYS_ADMIN (root without it, e.g. in a container, cannot mount)"
     if not os.path.exists("/dev/fuse"):
         return False, "/dev/fuse is missing"
     try:
