@@ -24,18 +24,18 @@ a zTOC are downloaded whole (``blob_download``, as upstream's local snapshot) an
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 import os
 import shutil
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
+from ._sync import run_sync
 from .config import Config
 from .errors import MountError, SociLabError, WorkloadError
 from .events import EventRecorder
@@ -48,19 +48,6 @@ from .snapshot.state import state_root
 T = TypeVar("T")
 
 __all__ = ["alazy_read", "apull", "can_mount", "lazy_read", "mounted", "pull"]
-
-
-def _run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-    """Run an async function to completion from sync code, even inside a running event loop (Jupyter)."""
-    call = functools.partial(fn, *args, **kwargs)
-    try:
-        import asyncio
-
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return anyio.run(call)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="soci-lab") as pool:
-        return pool.submit(anyio.run, call).result()
 
 
 def _has_cap_sys_admin() -> bool:
@@ -208,7 +195,7 @@ async def apull(
 
 def pull(ref: str, mode: str = "lazy", **kwargs: Any) -> Run:
     """:func:`apull` from sync code (a script or a notebook cell)."""
-    return _run_sync(apull, ref, mode, **kwargs)
+    return run_sync(apull, ref, mode, **kwargs)
 
 
 @contextlib.contextmanager
@@ -236,7 +223,7 @@ def mounted(
     target.mkdir(parents=True, exist_ok=True)
     fs = Filesystem(state, config=cfg, events=rec, insecure=insecure, owns_state_dir=owns, **options)
     try:
-        m = _run_sync(fs.mount, ref, target, mode, writable=writable)
+        m = run_sync(fs.mount, ref, target, mode, writable=writable)
     except BaseException:
         if owns:
             shutil.rmtree(state, ignore_errors=True)
@@ -451,4 +438,4 @@ def lazy_read(ref: str, trace: Any = None, *, paths: Iterable[str] | None = None
     without FUSE, overlayfs or root; returns the Run (``provenance["lazy_path"] == "reader"``)."""
     if trace is None and paths is None:
         raise WorkloadError("lazy_read needs a trace or paths to read")
-    return _run_sync(alazy_read, ref, trace, paths=paths, **kwargs)
+    return run_sync(alazy_read, ref, trace, paths=paths, **kwargs)

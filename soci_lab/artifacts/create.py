@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._sync import run_sync
 from ..errors import ContentNotFound, InvalidManifest
 from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference, parse_manifest_or_index
 from ..oci import mediatypes as mt
@@ -255,7 +256,7 @@ async def acreate_soci_index(
 def create_soci_index(ref: str | Reference, **kw: Any) -> CreateResult:
     """:func:`acreate_soci_index` for synchronous callers (runs its own event loop; from inside a running
     loop, await ``acreate_soci_index`` instead)."""
-    return anyio.run(functools.partial(acreate_soci_index, ref, **kw))
+    return run_sync(functools.partial(acreate_soci_index, ref, **kw))
 
 
 __all__ = ["CreateResult", "ResolvedRef", "acreate_soci_index", "create_soci_index", "resolve_ref"]

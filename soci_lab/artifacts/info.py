@@ -24,8 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
+from .._sync import run_sync
 from ..config import Config
 from ..oci import Descriptor, OCILayout, Platform, Reference
 from ..remote import select_first_policy
@@ -163,7 +162,7 @@ async def aindex_info(
 
 def index_info(ref: str | Reference, **kw: Any) -> IndexInfo:
     """:func:`aindex_info` for synchronous callers."""
-    return anyio.run(lambda: aindex_info(ref, **kw))
+    return run_sync(lambda: aindex_info(ref, **kw))
 
 
 __all__ = ["IndexInfo", "LayerInfo", "aindex_info", "index_info"]

@@ -23,7 +23,7 @@ GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "repor
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soci-lab",
-        description="Instrumented container image pulls — lazy (SOCI), parallel-eager and sequential — real or simulated.",
+        description="Instrumented container image pulls (lazy SOCI, parallel-eager, sequential), real or simulated.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._sync import run_sync
 from ..errors import ContentNotFound, InvalidReference, SizeMismatch
 from ..oci import Descriptor, Digest, Index, Manifest, OCILayout, Platform, Reference, parse_manifest_or_index
 from ..oci import mediatypes as mt
@@ -246,7 +247,7 @@ def copy_image(
 ) -> CopyResult:
     """``acopy_image`` for synchronous callers (runs its own event loop; from inside a running loop, call
     ``acopy_image`` instead)."""
-    return anyio.run(
+    return run_sync(
         lambda: acopy_image(
             src,
             dst,

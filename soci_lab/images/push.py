@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .._sync import run_sync
 from ..oci import Descriptor, ImageConfig, Manifest, Reference
 
 if TYPE_CHECKING:
@@ -72,6 +73,6 @@ def push_image_files(
 ) -> Descriptor:
     """``apush_image_files`` for synchronous callers (runs its own event loop; call it from a worker
     thread when an event loop is already running, e.g. in a notebook)."""
-    return anyio.run(
+    return run_sync(
         lambda: apush_image_files(ref, blobs, config, manifest, insecure=insecure, creds=creds, events=events)
     )

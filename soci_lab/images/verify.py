@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._sync import run_sync
 from ..errors import ContentNotFound, DecompressionError, DigestMismatch, SizeMismatch, UnsupportedMediaType
 from ..oci import (
     Descriptor,
@@ -210,9 +211,8 @@ def verify_image(
     reference = Reference.parse(ref) if isinstance(ref, str) else ref
     if reference.is_layout:
         return verify_layout_image(reference, platform)
-    import anyio
 
-    return anyio.run(lambda: averify_registry_image(reference, platform, insecure=insecure, creds=creds, events=events))
+    return run_sync(lambda: averify_registry_image(reference, platform, insecure=insecure, creds=creds, events=events))
 
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import httpx
 
+from .._sync import run_sync
 from ..errors import BuildQueueFull, StoreError
 
 FINAL = ("Ready", "Failed")
@@ -112,7 +113,7 @@ async def arequest_build(url: str, image: str, *, wait: bool = False, timeout: f
 
 def request_build(url: str, image: str, **kw: Any) -> dict[str, Any]:
     """:func:`arequest_build` for synchronous callers."""
-    return anyio.run(functools.partial(arequest_build, url, image, **kw))
+    return run_sync(functools.partial(arequest_build, url, image, **kw))
 
 
 __all__ = ["StoreClient", "arequest_build", "request_build"]
