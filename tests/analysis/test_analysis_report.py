@@ -5,14 +5,12 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from analysis_synth import make_events
+from browser import screenshot_page
 
 from soci_lab.analysis import write_report
 from soci_lab.events import read_events
@@ -90,34 +88,9 @@ def test_report_of_recorders_and_frames(tmp_path: Path) -> None:
 
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path, record_property) -> None:
     """The page opens in Debian's chromium (installed by scripts/setup.sh) and is not blank."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("chromium is not installed; scripts/setup.sh installs it (APT_PACKAGES)")
-    shot = tmp_path / "shot.png"
-    cmd = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
-        report.resolve().as_uri(),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    (tmp_path / "chromium.stderr.txt").write_text(proc.stderr)
+    shot = screenshot_page(report, tmp_path)
     record_property("screenshot", str(shot))
     log.warning("report screenshot: %s", shot)
-    print(f"report screenshot: {shot}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    page_errors = [
-        line for line in proc.stderr.splitlines() if re.search(r"Uncaught|net::ERR_|Failed to load resource", line)
-    ]
-    assert not page_errors, page_errors
-    assert shot.is_file() and shot.stat().st_size > 10_000
-    from matplotlib.image import imread
-
-    pixels = imread(shot)[..., :3]
-    assert pixels.shape[:2] == (2000, 1280)
-    non_white = (pixels < 0.95).any(axis=2).mean()
-    assert non_white > 0.05, f"screenshot is nearly blank ({non_white:.1%} non-white pixels)"
-    assert len(np.unique(np.round(pixels.mean(axis=2), 2))) > 20  # text, tables, figures: many grey levels
 
 
 def test_report_of_runs_without_reads_or_ready(tmp_path: Path) -> None:

@@ -37,6 +37,15 @@ def test_report_files_and_every_plot_are_written(demo):
     assert set(events["source"]) == {"real", "sim"}
 
 
+def test_the_demo_report_opens_in_headless_chromium(demo, tmp_path, record_property):
+    """The page a new user opens: rendered by Debian's chromium without errors; the screenshot is kept."""
+    from browser import screenshot_page
+
+    out, _ = demo
+    shot = screenshot_page(out / "report.html", tmp_path, name="demo-report.png")
+    record_property("screenshot", str(shot))
+
+
 def test_summary_has_every_mode_real_and_simulated(demo):
     out, result = demo
     summary = pd.read_csv(out / "summary.csv")
