@@ -10,13 +10,15 @@ What the other rooms call:
   mountpoints)``.
 * :class:`LayerSpec` (``LayerSpec.from_descriptor(desc, diff_id)``), :class:`RegistryBlobSource` (over
   :class:`soci_lab.remote.RegistryClient`), :class:`LocalFileSource`.
+* :func:`ztoc_span_decompressors` — the ``span_decompressor=`` hook of :class:`ParallelPuller` from the zTOCs one
+  has: a big gzip layer with a zTOC is inflated span-parallel from its checkpoints (:mod:`.spanpar`).
 * :func:`apply_layer` / :func:`apply_layer_async` — apply one blob file into an empty directory with
   verification and overlay whiteout conversion (also what the lazy mode needs for small, unindexed layers).
 
 Modules: :mod:`.jobs` (state machine), :mod:`.storage` (job directories), :mod:`.resources` (limits),
 :mod:`.source` (blob sources), :mod:`.fetch` (chunked download), :mod:`.decompress`, :mod:`.chunkstream`,
 :mod:`.tarapply` (safe untar), :mod:`.archive` (decompress + verify + apply on two threads),
-:mod:`.parallel`, :mod:`.sequential`.
+:mod:`.spanpar` (zTOC span-parallel inflate), :mod:`.parallel`, :mod:`.sequential`.
 """
 
 from .archive import LayerApplyResult, apply_layer, apply_layer_async
@@ -34,6 +36,7 @@ from .source import (
     RegistryBlobSource,
     image_layer_specs,
 )
+from .spanpar import ZtocSpanDecompressor, ztoc_span_decompressors
 from .storage import LayerUnpackDiskStorage, LayerUnpackJobStorage
 from .tarapply import ApplyOptions, ApplyStats, DevicePolicy, OverlayOpaqueType, TarApplier
 
@@ -62,7 +65,9 @@ __all__ = [
     "SpanDecompressor",
     "TarApplier",
     "UnpackJobs",
+    "ZtocSpanDecompressor",
     "apply_layer",
     "apply_layer_async",
     "image_layer_specs",
+    "ztoc_span_decompressors",
 ]
