@@ -1,0 +1,409 @@
+"""Issue 6, end to end on real parts: the ``minbase`` dataset image in distribution 2.8 (with a v2 SOCI
+index), a Hermes-compatible :class:`ArtifactStore` that built its own index of it, and ``soci-lab run``
+as a subprocess (the CLI a user runs), whose ``--events`` file is read back.
+
+- store up: the index comes from the store; the registry sees no discovery request (no referrers API,
+  no ``sha256-…`` referrers tag, no manifest GET beyond resolving REF);
+- store down (a closed port): with ``fallback_to_registry`` the run goes lazy via registry discovery;
+  without it ``NoIndex`` — the Filesystem pulls the whole image eagerly (sequential), and with
+  ``--no-fallback`` the command fails with one clear line;
+- the recorded-trace profile (``trace-v1`` built from ``datasets/minbase/startup-trace.csv``) fetches
+  fewer bytes before the workload is done than the same store's plain index (profile ``none``).
+
+A module guard checks that nothing — mount, process, temporary or state directory — is left behind,
+whether the tests passed or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from soci_lab.events import read_events
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounting and debootstrap need root"),
+    pytest.mark.distribution,
+    pytest.mark.root,
+    pytest.mark.slow,
+]
+
+REPO = Path(__file__).resolve().parents[2]
+TRACE = REPO / "datasets" / "minbase" / "startup-trace.csv"
+SPAN = 1 << 20
+CLI = [sys.executable, "-c", "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+# --- the leak guard -----------------------------------------------------------------------------------------
+
+
+def _mounts() -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f]
+
+
+def _procs_under(prefix: str) -> list[int]:
+    """Processes whose root or cwd is under ``prefix`` (a chrooted workload, a FUSE server in our state)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        for link in ("root", "cwd"):
+            try:
+                target = os.readlink(f"/proc/{name}/{link}")
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                out.append(int(name))
+                break
+    return out
+
+
+def _children(parent: int | None = None) -> set[int]:
+    parent = os.getpid() if parent is None else parent
+    kids = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            kids.add(int(name))
+    return kids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Our own state root and TMPDIR (this process's and the CLI's); at the end of the module, passing or
+    failing, no mount, process, temporary file or state directory may be left under them."""
+    base = tmp_path_factory.mktemp("integration")
+    r = {"state": base / "state", "tmp": base / "tmp", "work": base / "work"}
+    for p in r.values():
+        p.mkdir()
+    old_env = {k: os.environ.get(k) for k in ("SOCI_LAB_STATE_ROOT", "TMPDIR")}
+    old_tempdir = tempfile.tempdir
+    kids_before = _children()
+    os.environ["SOCI_LAB_STATE_ROOT"] = str(r["state"])
+    os.environ["TMPDIR"] = str(r["tmp"])
+    tempfile.tempdir = str(r["tmp"])
+    try:
+        yield r
+    finally:
+        tempfile.tempdir = old_tempdir
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        prefix = str(base) + "/"
+        problems = []
+        if mounts := [m for m in _mounts() if m.startswith(prefix)]:
+            problems.append(f"mounts left: {mounts}")
+        if procs := _procs_under(prefix):
+            problems.append(f"processes left (root/cwd in our dirs): {procs}")
+        # the store and registry fixtures are module/session scoped and started before this guard's end
+        # the lazy room's zygote lives as long as this process by design; the servers it forked may not
+        zygotes = {p for p in _children() if "soci_lab.lazy.zygote" in _cmdline(p)}
+        forked = {c for z in zygotes for c in _children(z)}
+        if forked:
+            problems.append(f"layer servers left: {[(k, _cmdline(k)) for k in sorted(forked)]}")
+        if kids := sorted(_children() - kids_before - zygotes - {p for p in _children() if _is_server(p)}):
+            problems.append(f"child processes left: {[(k, _cmdline(k)) for k in kids]}")
+        if tmp := sorted(p.name for p in r["tmp"].iterdir()):
+            problems.append(f"temporary files left: {tmp}")
+        if states := sorted(p.name for p in r["state"].iterdir()):
+            problems.append(f"state directories left: {states}")
+        assert not problems, "; ".join(problems)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
+
+
+def _is_server(pid: int) -> bool:
+    """docker-registry (the session's distribution fixture) is a child of ours and is not a leak."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"docker-registry" in f.read()
+    except OSError:
+        return False
+
+
+# --- the image, the store -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str
+    registry_host: str
+    manifest_digest: str
+    registry_index_digest: str  #: the v2 SOCI index in the registry (what registry discovery finds)
+    cmd: tuple[str, ...]
+    readiness: str
+
+
+@pytest.fixture(scope="module")
+def minbase_image(distribution_registry) -> Image:  # type: ignore[no-untyped-def]
+    """``minbase`` (built once, cached across sessions) in distribution 2.8, with a v2 SOCI index of every
+    layer (1 MiB spans, min layer size 0) for the registry-discovery fallback."""
+    from soci_lab.artifacts import create_soci_index
+    from soci_lab.datasets import build_dataset, export_image
+    from soci_lab.datasets.recipes import get_recipe
+
+    built = build_dataset("minbase")
+    ref = distribution_registry.ref("integration/minbase", "v1")
+    digest = export_image(built, ref, insecure=True)
+    index = create_soci_index(ref, span_size=SPAN, min_layer_size=0)
+    recipe = get_recipe("minbase")
+    return Image(ref, distribution_registry.host, digest, str(index.digest), tuple(recipe.cmd), recipe.readiness)
+
+
+@pytest.fixture(scope="module")
+def store(minbase_image: Image, roots: dict[str, Path]) -> Iterator[str]:
+    """A running store that built a plain index (profile ``none``, every layer indexed) of the image."""
+    from soci_lab.store import ArtifactStore, BuildSettings, request_build
+
+    settings = BuildSettings(span_size=SPAN, min_layer_size=0, insecure=True)
+    with ArtifactStore(db=roots["work"] / "hermes.db", settings=settings) as st:
+        state = request_build(st.url, minbase_image.ref, profile="none", wait=True, timeout=180)
+        assert state["status"] == "Ready", state
+        yield st.url
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _config(path: Path, endpoint: str, fallback: bool) -> Path:
+    path.write_text(
+        "[background_fetch]\ndisable = true\n\n"
+        "[external_artifact_store]\nenable = true\n"
+        f'endpoint = "{endpoint}"\ntimeout_sec = 2\nfallback_to_registry = {"true" if fallback else "false"}\n'
+    )
+    return path
+
+
+@dataclass
+class CliRun:
+    proc: subprocess.CompletedProcess[str]
+    doc: dict | None
+    events: pd.DataFrame | None
+
+
+def _run_cli(image: Image, config: Path, work: Path, *extra: str, cmd: tuple[str, ...] | None = None) -> CliRun:
+    events = work / "events.jsonl"
+    argv = [*CLI, "run", image.ref, "--mode", "lazy", "--config", str(config), "--events", str(events),
+            "--trace-out", str(work / "trace.csv"), "--json", *extra]
+    if cmd is None:
+        argv += ["--readiness", image.readiness, "--timeout", "60", "--", *image.cmd]
+    else:
+        argv += ["--", *cmd]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=os.environ.copy())
+    doc = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
+    return CliRun(proc, doc, read_events(events) if events.exists() else None)
+
+
+def _registry_requests(frame: pd.DataFrame, host: str) -> pd.DataFrame:
+    http = frame[frame["kind"] == "http_request"]
+    return http[http["attrs"].map(lambda a: str(a.get("host", "")) == host)]
+
+
+def _paths(frame: pd.DataFrame) -> list[str]:
+    """The URL paths (the ``path`` column of ``http_request`` events)."""
+    paths = [str(p) for p in frame["path"]]
+    assert all(p.startswith("/") for p in paths), paths
+    return paths
+
+
+def _methods(frame: pd.DataFrame) -> list[str]:
+    return [str(a.get("method", "")) for a in frame["attrs"]]
+
+
+# --- 1. the full lazy run: store up, store down -------------------------------------------------------------
+
+
+def test_store_up_lazy_run_sends_no_discovery_request_to_the_registry(
+    minbase_image: Image, store: str, roots: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path / "config.toml", store, fallback=True)
+    run = _run_cli(minbase_image, cfg, tmp_path)
+    assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    assert run.doc is not None and run.events is not None
+    assert {lay["how"] for lay in run.doc["layers"]} == {"lazy"}, run.doc["layers"]
+    assert (run.events["kind"] == "span_fetch").any()
+
+    frame = run.events
+    fetched = frame[frame["kind"] == "index_fetch"]
+    assert [a.get("via") for a in fetched["attrs"]] == ["hermes"], list(fetched["attrs"])
+    store_index = str(fetched["attrs"].iloc[0]["digest"])
+    assert store_index != minbase_image.registry_index_digest
+    reg = _registry_requests(frame, minbase_image.registry_host)
+    assert len(reg), "no request reached the registry at all: the events do not name hosts"
+    paths, methods = _paths(reg), _methods(reg)
+    assert all(m in ("GET", "HEAD") for m in methods), methods
+    assert not [p for p in paths if "/referrers/" in p], f"referrers API reached the registry: {paths}"
+    assert not [p for p in paths if "/manifests/sha256-" in p], f"referrers tag reached the registry: {paths}"
+    # resolving REF reads the tag and the platform manifest, once each; v2 discovery would read the
+    # registry's SOCI index manifest (or a manifest again)
+    manifests = [p for p in paths if "/manifests/" in p]
+    assert len(manifests) == len(set(manifests)) and len(manifests) <= 2, manifests
+    for digest in (minbase_image.registry_index_digest, store_index):
+        assert not [p for p in paths if digest in p], f"{digest} was asked of the registry: {paths}"
+    # what the registry served is the image itself: its manifests, config and layer bytes
+    assert all("/manifests/" in p or "/blobs/" in p for p in paths), paths
+    layer_reads = [r for r in reg["attrs"] if r.get("range")]
+    assert layer_reads, "no ranged layer read: the run was not lazy"
+
+
+def test_store_down_with_fallback_goes_lazy_via_registry_discovery(
+    minbase_image: Image, tmp_path: Path, roots: dict[str, Path]
+) -> None:
+    cfg = _config(tmp_path / "config.toml", _closed_port_url(), fallback=True)
+    run = _run_cli(minbase_image, cfg, tmp_path, cmd=("/bin/sh", "-c", "cat /etc/os-release"))
+    assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    assert run.doc is not None and run.events is not None
+    assert {lay["how"] for lay in run.doc["layers"]} == {"lazy"}, run.doc["layers"]
+    paths = _paths(_registry_requests(run.events, minbase_image.registry_host))
+    fetched = run.events[run.events["kind"] == "index_fetch"]
+    assert [a.get("via") for a in fetched["attrs"]] != ["hermes"], list(fetched["attrs"])
+    # v2 discovery found the registry's own index and read it from the registry
+    assert [p for p in paths if minbase_image.registry_index_digest in p], f"no registry discovery: {paths}"
+    assert "PRETTY_NAME" in run.proc.stdout or run.doc.get("bytes_read", 0) > 0
+
+
+def test_store_down_without_fallback_is_no_index_and_pulls_eagerly(
+    minbase_image: Image, tmp_path: Path, roots: dict[str, Path]
+) -> None:
+    cfg = _config(tmp_path / "config.toml", _closed_port_url(), fallback=False)
+    run = _run_cli(minbase_image, cfg, tmp_path, cmd=("/bin/sh", "-c", "cat /etc/os-release"))
+    assert run.proc.returncode == 0, run.proc.stderr[-2000:]
+    assert run.doc is not None and run.events is not None
+    assert [lay["how"] for lay in run.doc["layers"]] == ["sequential", "sequential"], run.doc["layers"]
+    assert not (run.events["kind"] == "span_fetch").any()
+    paths = _paths(_registry_requests(run.events, minbase_image.registry_host))
+    assert not [p for p in paths if "/referrers/" in p or "/manifests/sha256-" in p], paths
+    assert len([p for p in paths if "/manifests/" in p]) <= 2, paths
+
+
+def test_store_down_without_any_fallback_fails_with_one_clear_line(
+    minbase_image: Image, tmp_path: Path, roots: dict[str, Path]
+) -> None:
+    cfg = _config(tmp_path / "config.toml", _closed_port_url(), fallback=False)
+    run = _run_cli(minbase_image, cfg, tmp_path, "--no-fallback", cmd=("/bin/sh", "-c", "cat /etc/os-release"))
+    assert run.proc.returncode != 0
+    lines = [ln for ln in run.proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, run.proc.stderr[-2000:]
+    assert "Hermes" in lines[0] and "Traceback" not in run.proc.stderr, lines
+
+
+# --- 2. bytes before the workload is done: trace-v1 against no profile ---------------------------------------
+#
+# Two stores of the same image: ``store`` (profile ``none``: a plain index, no prefetch artifact) and
+# ``trace_store`` (``trace-v1`` from the committed startup trace). Separate stores because a store that
+# has a trace-v1 artifact of an image serves it first (store/server.py), and the plain runs need the plain one.
+
+
+@pytest.fixture(scope="module")
+def trace_store(minbase_image: Image, roots: dict[str, Path]) -> Iterator[str]:
+    from soci_lab.store import ArtifactStore, BuildSettings, request_build
+
+    settings = BuildSettings(span_size=SPAN, min_layer_size=0, insecure=True)
+    with ArtifactStore(db=roots["work"] / "hermes-trace.db", settings=settings) as st:
+        state = request_build(st.url, minbase_image.ref, profile="trace-v1", trace=TRACE, wait=True, timeout=180)
+        assert state["status"] == "Ready", state
+        yield st.url
+
+
+def _pull(image: Image, url: str, cfg, speed: float | None = None):  # type: ignore[no-untyped-def]
+    from soci_lab import lab
+
+    run = lab.pull(image.ref, "lazy", trace=TRACE, config=cfg, artifact_store=url, insecure=True, speed=speed)
+    assert run.provenance["found_via"] == "hermes"
+    assert run.provenance["replay"]["failed"] == 0, run.provenance["replay"]
+    assert {lay["how"] for lay in run.provenance["layers"]} == {"lazy"}
+    return run
+
+
+def _window(run) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(workload start, workload done): the ``workload`` events' first t_start and last t_end."""
+    w = run.events[run.events["kind"] == "workload"]
+    assert len(w), "the run has no workload events"
+    return float(w["t_start"].min()), float(w["t_end"].max())
+
+
+def _net(run, t_from: float, t_to: float) -> int:  # type: ignore[no-untyped-def]
+    """Bytes of ok ``http_request`` events (registry and store alike) with t_from <= t_end <= t_to."""
+    f = run.events
+    http = f[(f["kind"] == "http_request") & f["ok"] & (f["t_end"] >= t_from) & (f["t_end"] <= t_to)]
+    return int(http["bytes"].sum())
+
+
+def test_recorded_trace_profile_fetches_fewer_bytes_before_workload_done(
+    minbase_image: Image, store: str, trace_store: str
+) -> None:
+    """The daemon as configured by default fetches in the background; the trace-v1 index turns that off for
+    its layers (``background-fetch=disabled``) and prefetches exactly the traced spans, so before the
+    workload is done it has fetched less than the plain index. Silence 0 and a 50 ms period, and the trace
+    replayed at 1/25 of its speed (~2 s), make the background fetcher certain to run inside the window."""
+    from soci_lab.config import Config
+
+    def cfg() -> Config:
+        c = Config()
+        c.background_fetch.silence_period_msec = 0
+        c.background_fetch.fetch_period_msec = 50
+        return c
+
+    plain = _pull(minbase_image, store, cfg(), speed=0.04)
+    traced = _pull(minbase_image, trace_store, cfg(), speed=0.04)
+    plain_bytes = _net(plain, 0.0, _window(plain)[1])
+    traced_bytes = _net(traced, 0.0, _window(traced)[1])
+    print(f"\nbytes before workload done (background fetch on): no profile {plain_bytes}, trace-v1 {traced_bytes}")
+    assert (plain.events["kind"] == "bg_fetch").any(), "the background fetcher never ran for the plain index"
+    assert not (traced.events["kind"] == "bg_fetch").any(), "trace-v1 did not turn background fetch off"
+    assert (traced.events["kind"] == "prefetch").any()
+    assert 0 < traced_bytes < plain_bytes, (traced_bytes, plain_bytes)
+
+
+def test_recorded_trace_profile_fetches_before_ready_not_during_the_workload(
+    minbase_image: Image, store: str, trace_store: str
+) -> None:
+    """With background fetch disabled (stable counts) both runs fetch the same spans — the ones the trace
+    reads — so the bytes before workload done are equal; the profile moves them before the workload: the
+    plain index fetches them on demand while the workload runs, trace-v1 has them already."""
+    from soci_lab.config import Config
+
+    def cfg() -> Config:
+        c = Config()
+        c.background_fetch.disable = True
+        return c
+
+    plain = _pull(minbase_image, store, cfg())
+    traced = _pull(minbase_image, trace_store, cfg())
+    (p_start, p_done), (t_start, t_done) = _window(plain), _window(traced)
+    plain_total, traced_total = _net(plain, 0.0, p_done), _net(traced, 0.0, t_done)
+    plain_during, traced_during = _net(plain, p_start, p_done), _net(traced, t_start, t_done)
+    print(f"\nbackground fetch off: before workload done no profile {plain_total}, trace-v1 {traced_total}; "
+          f"during the workload no profile {plain_during}, trace-v1 {traced_during}")
+    assert not (plain.events["kind"] == "bg_fetch").any() and not (traced.events["kind"] == "bg_fetch").any()
+    assert traced_total <= plain_total, (traced_total, plain_total)
+    assert plain_during > 0
+    assert traced_during < plain_during // 10, (traced_during, plain_during)
