@@ -250,6 +250,8 @@ def test_store_up_lazy_run_sends_no_discovery_request_to_the_registry(
     assert run.doc is not None and run.events is not None
     assert {lay["how"] for lay in run.doc["layers"]} == {"lazy"}, run.doc["layers"]
     assert (run.events["kind"] == "span_fetch").any()
+    recorded = (tmp_path / "trace.csv").read_text()  # the recipe's startup ran to readiness in the lazy rootfs
+    assert ",/app/hello.sh," in recorded and ",/usr/lib/os-release," in recorded, recorded[:1000]
 
     frame = run.events
     fetched = frame[frame["kind"] == "index_fetch"]
@@ -312,7 +314,9 @@ def test_store_down_without_any_fallback_fails_with_one_clear_line(
     assert run.proc.returncode != 0
     lines = [ln for ln in run.proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, run.proc.stderr[-2000:]
+    print(f"\n{lines[0]}")
     assert "Hermes" in lines[0] and "Traceback" not in run.proc.stderr, lines
+    assert run.doc is None, "a failed run printed its JSON"
 
 
 # --- 2. bytes before the workload is done: trace-v1 against no profile ---------------------------------------
