@@ -48,13 +48,16 @@ class SpanModel:
 @dataclass(frozen=True, slots=True)
 class FileModel:
     """One TOC entry: path (absolute in the rootfs), layer index, offset of its data in the layer's tar
-    stream, size of its data, and type (``reg``, ``dir``, ``symlink``, ``hardlink``, ``whiteout``)."""
+    stream, size of its data, type (``reg``, ``dir``, ``symlink``, ``hardlink``, ``whiteout``) and
+    ``header``: bytes of its tar header just before ``offset`` (the first read of a file verifies them;
+    0 when unknown)."""
 
     path: str
     layer: int
     offset: int
     size: int
     type: str = "reg"
+    header: int = 0
 
 
 @dataclass
@@ -203,7 +206,9 @@ class ImageModel:
                 }
                 for layer in self.layers
             ],
-            "files": [[f.path, f.layer, f.offset, f.size, f.type] for f in self.files],
+            "files": [
+                [f.path, f.layer, f.offset, f.size, f.type, *([f.header] if f.header else [])] for f in self.files
+            ],
         }
 
     @classmethod
@@ -224,7 +229,10 @@ class ImageModel:
                 )
                 for d in data["layers"]
             ]
-            files = [FileModel(p, int(li), int(off), int(size), t) for p, li, off, size, t in data.get("files", [])]
+            files = [
+                FileModel(p, int(li), int(off), int(size), t, *map(int, rest))
+                for p, li, off, size, t, *rest in data.get("files", [])
+            ]
             prefetch = {int(k): [(int(a), int(b)) for a, b in v] for k, v in data.get("prefetch_spans", {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise SimulationError(f"malformed image model: {exc}") from None

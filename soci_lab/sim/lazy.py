@@ -13,8 +13,11 @@ Mirrors soci-formats.md §4.4–4.8:
   single flight (concurrent readers of a span wait for the one fetch in progress), an on-demand fetch
   (GET the span's compressed bytes, verify, decompress the whole span, cache it uncompressed) and the
   background fetch (GET, verify, cache compressed → ``fetched``; a later read decompresses from cache);
-- reads resolve every span the range touches concurrently (``GetContents``' errgroup), then pay one FUSE
-  request per ``fuse_max_read`` bytes;
+- reads go through the kernel first (:mod:`.pagecache`: page cache and Linux readahead turn a read into
+  whole-page FUSE requests, ``LazyParams.kernel_ra_pages``; off on the reader path), then each request
+  resolves every span it touches concurrently (``GetContents``' errgroup) — with the file's tar header
+  spans on its first read — pays ``fuse_op_s``, and a sequential request starts ``LayerReader``'s
+  readahead of the next spans (``LazyParams.readahead_spans``);
 - :class:`BackgroundFetcher`: after the first FUSE mount it sleeps ``silence_period``, then starts at
   most one span fetch per ``fetch_period`` across all layers, round-robin, each layer from span 0 up,
   skipping spans already requested.
@@ -30,6 +33,7 @@ import simpy
 
 from .eager import fetch_image_metadata
 from .image import FileModel, LayerModel
+from .pagecache import KernelReads
 from .world import World
 
 UNREQUESTED, REQUESTED, FETCHED, UNCOMPRESSED = 0, 1, 2, 3
@@ -59,6 +63,22 @@ class SpanManager:
         fine = self.world.params.fine_events
         work = []
         for i in range(first, last + 1):
+            if state[i] != UNCOMPRESSED:
+                work.append(i)
+            elif fine:
+                self.world.rec.emit("cache_hit", env.now, env.now, layer=self.digest, span=i)
+        if len(work) == 1:
+            yield from self.ensure(work[0])
+        elif work:
+            yield env.all_of([env.process(self.ensure(i)) for i in work])
+
+    def get_spans(self, ids: list[int]) -> Generator[Any, Any, None]:
+        """Make spans ``ids`` uncompressed, fetching what is missing in parallel (cache hits emitted)."""
+        state = self.state
+        env = self.world.env
+        fine = self.world.params.fine_events
+        work = []
+        for i in ids:
             if state[i] != UNCOMPRESSED:
                 work.append(i)
             elif fine:
@@ -197,6 +217,14 @@ class LazyPull:
         }
         self.first_mount = world.env.event()
         self.bg: BackgroundFetcher | None = None
+        lp = world.params.lazy
+        hp = world.host.params
+        self.kernel = KernelReads(lp.kernel_ra_pages, hp.fuse_max_read) if lp.kernel_ra_pages > 0 else None
+        self.nodes: dict[tuple[int, int], list[int]] = {}
+        self.verified: set[tuple[int, int]] = set()
+        self._verify = lp.verify_headers and not world.config.disable_verification
+        self._pending: tuple[FileModel, int, int, list[tuple[list[int], list[int]]]] | None = None
+        self.readaheads: list[simpy.Process] = []
 
     @property
     def strategy(self) -> str:
@@ -298,35 +326,109 @@ class LazyPull:
 
     # --- workload side ------------------------------------------------------------------------------
 
+    def _plan(self, f: FileModel, off: int, size: int) -> list[tuple[list[int], list[int]]]:
+        """The server-side steps of one read: per FUSE request (or the read itself on the reader path), the
+        spans it needs and the spans ``LayerReader``'s readahead then resolves in the background.
+
+        Mutates the kernel's page cache and readahead state and the reader's per-file sequential state, so
+        it is computed once per read (:meth:`read_cost` keeps it for :meth:`read`)."""
+        world = self.world
+        lp = world.params.lazy
+        sm = self.managers[f.layer]
+        layer = sm.layer
+        key = (f.layer, f.offset)
+        if self.kernel is not None:
+            reqs = self.kernel.read(key, f.path, f.size, off, size)
+        elif size > 0 and off < f.size:
+            reqs = [(off, min(f.size, off + size))]
+        else:
+            reqs = []
+        steps: list[tuple[list[int], list[int]]] = []
+        header: list[int] = []
+        if self._verify and key not in self.verified and (reqs or self.kernel is None):
+            self.verified.add(key)
+            if f.header > 0:
+                header = list(range(layer.span_id(f.offset - f.header), layer.span_id(f.offset - 1) + 1))
+        if not reqs:
+            if self.kernel is None and (header or f.header == 0):
+                u0 = f.offset + off
+                steps.append((header or [layer.span_id(u0)], []))
+            return steps
+        rs, max_rs = lp.readahead_spans, max(lp.readahead_spans, lp.max_readahead_spans)
+        span_len = max(1, layer.spans[0].u_size)
+        last_of_file = layer.span_id(f.offset + max(0, f.size - 1))
+        st = self.nodes.get(key)
+        if st is None:
+            st = self.nodes[key] = [-1, 0]  # read_end, streak
+        for lo, hi in reqs:
+            first, last = sm.span_range(f.offset + lo, f.offset + hi)
+            need = list(range(first, last + 1))
+            if header:
+                need = sorted(set(need) | set(header))
+                header = []
+            sequential = lo == st[0] and lo > 0
+            st[0] = hi
+            st[1] = st[1] + 1 if sequential else 0
+            ahead: list[int] = []
+            if sequential and rs > 0 and hi < f.size:
+                grown = rs << min(8, (st[1] * max(1, hi - lo)) // span_len)
+                window = min(max_rs, max(rs, grown))
+                a = layer.span_id(f.offset + hi)
+                ahead = list(range(a, min(last_of_file, a + window) + 1))
+            steps.append((need, ahead))
+        return steps
+
     def read_cost(self, f: FileModel, off: int, size: int, t: float) -> float | None:
         """The latency of a read whose spans are all cached (cache hits emitted at ``t``); None on a miss."""
         hp = self.world.host.params
         sm = self.managers.get(f.layer)
         if sm is None:
             return hp.syscall_s + size / hp.local_read_rate
-        if size > 0:
-            u0 = f.offset + off
-            first, last = sm.span_range(u0, u0 + size)
-            state = sm.state
-            for i in range(first, last + 1):
-                if state[i] != UNCOMPRESSED:
-                    return None
-            if self.world.params.fine_events:
-                emit = self.world.rec.emit
-                for i in range(first, last + 1):
+        steps = self._plan(f, off, size)
+        state = sm.state
+        for need, ahead in steps:
+            if any(state[i] != UNCOMPRESSED for i in need) or any(
+                state[i] not in (UNCOMPRESSED, REQUESTED) for i in ahead
+            ):
+                self._pending = (f, off, size, steps)
+                return None
+        if self.world.params.fine_events:
+            emit = self.world.rec.emit
+            for need, _ahead in steps:
+                for i in need:
                     emit("cache_hit", t, t, layer=sm.digest, span=i)
-        n_ops = max(1, -(-size // hp.fuse_max_read))
+        return self._fuse_cost(steps, size)
+
+    def _fuse_cost(self, steps: list[tuple[list[int], list[int]]], size: int) -> float:
+        hp = self.world.host.params
+        if self.kernel is not None and not steps:
+            return hp.syscall_s + size / hp.local_read_rate  # all in the page cache
+        n_ops = len(steps) if self.kernel is not None else max(1, -(-size // hp.fuse_max_read))
         return n_ops * hp.fuse_op_s + size / hp.local_read_rate
 
     def read(self, f: FileModel, off: int, size: int) -> Generator[Any, Any, None]:
-        """A read that misses: resolve its spans through the span manager, then pay the FUSE requests."""
+        """A read that misses: each request's spans through the span manager, then its readahead."""
         world = self.world
-        hp = world.host.params
+        env = world.env
         sm = self.managers[f.layer]
-        u0 = f.offset + off
-        yield from sm.get_contents(u0, u0 + size)
-        n_ops = max(1, -(-size // hp.fuse_max_read))
-        yield world.env.timeout(n_ops * hp.fuse_op_s + size / hp.local_read_rate)
+        pending, self._pending = self._pending, None
+        steps = pending[3] if pending is not None and pending[:3] == (f, off, size) else self._plan(f, off, size)
+        state = sm.state
+        for need, ahead in steps:
+            yield from sm.get_spans(need)
+            for i in ahead:
+                if state[i] not in (UNCOMPRESSED, REQUESTED):
+                    self.readaheads.append(env.process(sm.ensure(i, why="readahead")))
+        yield env.timeout(self._fuse_cost(steps, size))
+
+    def settle(self) -> Generator[Any, Any, None]:
+        """After the workload: let the readahead fetches it started finish, as they do while a real pull
+        unmounts (``LazyParams.settle_readahead``; background-fetcher fetches are still cut off)."""
+        if not self.world.params.lazy.settle_readahead:
+            return
+        alive = [p for p in self.readaheads if p.is_alive]
+        if alive:
+            yield self.world.env.all_of(alive)
 
     def meta_cost(self, op: str, f: FileModel | None) -> float:
         """stat/open/readdir/readlink: one FUSE request for a lazy layer's entry, a syscall otherwise."""

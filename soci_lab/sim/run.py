@@ -6,7 +6,8 @@ Definitions, in simulated seconds from the start of the pull:
 
 - ``ready_s``: every layer is mounted or unpacked (the rootfs can be used);
 - ``workload_done_s``: the last access of the workload finished (``ready_s`` without a workload);
-- ``total_s``: the end of the run — the workload's end (background fetches still in flight are cut off);
+- ``total_s``: the end of the run — the workload's end, or later the end of the readahead fetches it
+  started (``LazyParams.settle_readahead``); background fetches still in flight are cut off;
 - ``bytes_fetched`` / ``requests``: body bytes and count of the HTTP requests completed by then;
 - ``bytes_written``: uncompressed bytes of the layers applied to local disk (``apply`` events; all the
   disk writes — ingest files and span cache too — are ``checks["disk_bytes_written"]``);
@@ -111,6 +112,8 @@ def simulate(
         rec.emit("ready", 0.0, env.now)
         if workload:
             yield from world.replay(workload, backend)
+        if lazy is not None:
+            yield from lazy.settle()
 
     finished = env.process(main())
     env.run(until=finished)

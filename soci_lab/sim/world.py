@@ -34,11 +34,38 @@ class LazyParams:
     SOCI index (after containerd fetched it to resolve the image), as upstream and ``soci_lab.snapshot`` do.
     ``concurrent_mounts``: prepare every layer at once (``soci_lab.snapshot`` does) instead of one after the
     other in layer order (containerd calls ``Prepare`` serially, upstream's default).
+
+    How a workload's read reaches the span manager (``soci_lab.lazy``'s two paths; a test holds each to it):
+
+    ``kernel_ra_pages``: the FUSE path. The kernel serves a read from the page cache of the FUSE file and
+    asks the server only for missing pages, through Linux's readahead (``mm/readahead.c``, ondemand:
+    initial window from the request size, async readahead on the marked page, ramp up to this many pages;
+    128 KiB is FUSE's default bdi readahead) — a 1,000-byte read becomes a 16 KiB FUSE read, a 2 MiB read
+    sixteen 128 KiB reads and one more ahead. Per-page cache per file, readahead state per open file.
+    0: the reader path (``lab.lazy_read``): the trace's reads reach the reader as they are.
+    ``readahead_spans`` / ``max_readahead_spans``: ``LayerReader``'s readahead, on the reads it receives
+    (FUSE requests, or trace reads on the reader path): a read starting where the previous read of the same
+    file ended (and not at 0) resolves spans ``span(end) … span(end) + window`` in the background (not past
+    the file's end), the window ``readahead_spans << (streak × read size ÷ span size)`` capped at
+    ``max_readahead_spans``; 0 turns it off. ``settle_readahead``: readahead fetches still in flight when
+    the workload ends complete (and count) before the run ends — a real pull's FUSE servers keep serving
+    them while the image unmounts. ``verify_headers``: the first read of a file also resolves the
+    spans of its tar header (``FileModel.header`` bytes before its data), unless verification is disabled.
     """
 
     touch_end_span: bool = False
     refetch_manifest: bool = True
     concurrent_mounts: bool = False
+    kernel_ra_pages: int = 32
+    readahead_spans: int = 1
+    max_readahead_spans: int = 4
+    verify_headers: bool = True
+    settle_readahead: bool = True
+
+    @classmethod
+    def reader_path(cls, **kw: Any) -> LazyParams:
+        """The no-FUSE reader path (``soci_lab.lab.lazy_read``): no kernel page cache or readahead."""
+        return cls(kernel_ra_pages=0, **kw)
 
 
 @dataclass(frozen=True)

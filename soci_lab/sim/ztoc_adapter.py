@@ -115,7 +115,8 @@ def from_ztocs(
                 continue
             kind = _TYPES.get(e.type, e.type)
             size = e.uncompressed_size if kind == "reg" else 0
-            files.append(FileModel(path, li, e.uncompressed_offset, size, kind))
+            header = max(0, e.uncompressed_offset - getattr(e, "tar_header_offset", e.uncompressed_offset))
+            files.append(FileModel(path, li, e.uncompressed_offset, size, kind, header))
     model = ImageModel(
         name=name,
         layers=out_layers,

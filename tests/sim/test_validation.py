@@ -146,17 +146,21 @@ def test_lazy_span_fetches_agree_with_the_real_span_manager(tmp_path):
             assert got == raw[f.offset + off : f.offset + off + size]
 
     anyio.run(real)
+    from soci_lab.sim import LazyParams, SimParams
+
     cfg = Config()
     cfg.background_fetch.disable = True
     trace = [Access(0.0, "read", p, off, size) for p, off, size in reads]
-    sim = simulate(model, "lazy", workload=trace, config=cfg)
+    # the span manager alone: no kernel, no reader (no readahead, no tar header checks)
+    bare = dict(kernel_ra_pages=0, readahead_spans=0, verify_headers=False)
+    sim = simulate(model, "lazy", workload=trace, config=cfg, params=SimParams(lazy=LazyParams(**bare)))
     spans = sim.events[sim.events.kind == "span_fetch"]
     assert len(spans) == fetcher.requests
     assert int(spans.bytes.sum()) == fetcher.bytes
     # upstream's end-of-range quirk, selectable, costs exactly the one extra span of the boundary read
-    from soci_lab.sim import LazyParams, SimParams
-
-    quirk = simulate(model, "lazy", workload=trace, config=cfg, params=SimParams(lazy=LazyParams(touch_end_span=True)))
+    quirk = simulate(
+        model, "lazy", workload=trace, config=cfg, params=SimParams(lazy=LazyParams(touch_end_span=True, **bare))
+    )
     assert (quirk.events.kind == "span_fetch").sum() == fetcher.requests + 1
 
 
