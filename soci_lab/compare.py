@@ -142,10 +142,13 @@ def _simulate(
     calibration = fit([r.events for r in real])
     # soci_lab.snapshot prepares every layer of an image at once (containerd would prepare them in order)
     params = calibration.params(SimParams(lazy=LazyParams(concurrent_mounts=True)))
+    # a lazy run without FUSE (lab.lazy_read) has no kernel page cache or readahead: simulate that path
+    reader = any(r.provenance.get("lazy_path") == "reader" for r in real)
     runs = []
     for strategy in strategies:
         mode = _strategy_mode(strategy)
-        s = simulate(image, mode, workload=accesses, config=cfg, params=replace(params), run_id=f"sim-{mode}")
+        p = replace(params, lazy=replace(params.lazy, kernel_ra_pages=0)) if reader and mode == "lazy" else params
+        s = simulate(image, mode, workload=accesses, config=cfg, params=replace(p), run_id=f"sim-{mode}")
         runs.append(Run.from_sim(s, image_bytes=image.uncompressed_size))
     return calibration, runs
 
