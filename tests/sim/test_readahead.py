@@ -16,7 +16,6 @@ import os
 import random
 import tarfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -197,32 +196,38 @@ def test_lazy_pull_agrees_with_the_simulator_exactly(tmp_path):
         assert fuse.summary[key] == real.summary[key], key
 
 
-def test_demo_lazy_numbers_agree(tmp_path):
-    """``soci-lab demo``'s image and start-up trace: the simulated FUSE lazy pull makes the real one's
-    requests and bytes (14 / 14,032,103 at scale 1 where the reader path makes 13 / 11,638,732)."""
-    _can_mount()
+@pytest.fixture(scope="module")
+def demo_image(tmp_path_factory):
+    """The demo's sample image in the embedded registry, its start-up trace and its simulator model."""
     import shutil
-    import tempfile
 
     from soci_lab.artifacts import create_soci_index
     from soci_lab.compare import image_model
     from soci_lab.demo import startup_trace
     from soci_lab.images import build_sample_image, sample_image_trees
-    from soci_lab.lab import pull
     from soci_lab.netlab import EmbeddedRegistry
-    from soci_lab.sim import read_trace
 
-    work = Path(tempfile.mkdtemp(prefix="soci-lab-ra-demo-", dir=tmp_path))
+    work = tmp_path_factory.mktemp("ra-demo")
     try:
         with EmbeddedRegistry(root=work / "registry") as reg:
             ref = f"{reg.host_port}/sample:latest"
             build_sample_image(ref, work / "trees")
-            trace = startup_trace(sample_image_trees(work / "trees-view"), tmp_path / "trace.csv")
+            trace = startup_trace(sample_image_trees(work / "trees-view"), work / "trace.csv")
             create_soci_index(ref, version="v2")
-            image = image_model(ref, insecure=True)
-            real = pull(ref, "lazy", trace=str(trace), insecure=True)
+            yield ref, trace, image_model(ref, insecure=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_demo_lazy_numbers_agree(demo_image):
+    """``soci-lab demo``'s image and start-up trace: the simulated FUSE lazy pull makes the real one's
+    requests and bytes (14 / 14,032,103 at scale 1 where the reader path makes 13 / 11,638,732)."""
+    _can_mount()
+    from soci_lab.lab import pull
+    from soci_lab.sim import read_trace
+
+    ref, trace, image = demo_image
+    real = pull(ref, "lazy", trace=str(trace), insecure=True)
     accesses = read_trace(trace)
     sim = simulate(image, "lazy", workload=accesses, params=SimParams(lazy=LazyParams(concurrent_mounts=True)))
     assert _requests(sim.events) == _requests(real.events)
@@ -230,3 +235,17 @@ def test_demo_lazy_numbers_agree(tmp_path):
         assert sim.summary[key] == real.summary[key], key
     reader = simulate(image, "lazy", workload=accesses, params=SimParams(lazy=LazyParams.reader_path()))
     assert reader.summary["requests"] < sim.summary["requests"]
+
+
+def test_compare_simulates_the_reader_path_when_it_cannot_mount(demo_image, monkeypatch):
+    """Without FUSE, ``compare`` reads through ``lab.lazy_read`` and simulates that path (no kernel)."""
+    from soci_lab import lab
+    from soci_lab.compare import compare
+
+    ref, trace, _image = demo_image
+    monkeypatch.setattr(lab, "can_mount", lambda: (False, "pretend"))
+    result = compare(ref, ("lazy",), sim=True, trace=trace, insecure=True)
+    real, sim = result.runs
+    assert real.provenance["lazy_path"] == "reader" and sim.source == "sim"
+    for key in ("requests", "bytes_fetched"):
+        assert sim.summary[key] == real.summary[key], key
