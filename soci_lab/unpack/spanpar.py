@@ -17,6 +17,15 @@ as the serial path (never a silently wrong tree, never a tree renamed into place
 * the CRC-32 of every member is assembled in order from the workers' per-piece CRCs with
   ``crc32_combine`` and compared with the trailer, and so is ISIZE — the serial path's "incorrect data check".
 
+Engines: ``isal`` (the default when the ``isal`` package is installed, like the serial path) inflates a span
+with ISA-L, 2-3x faster than libz. ISA-L has no ``inflatePrime``, so a checkpoint that starts mid-byte is
+reached through a synthetic byte-aligned prefix (:func:`aligned_prefix`: fixed-Huffman blocks that re-emit the
+window's tail, sized so the checkpoint's leftover bits complete the last byte); the rare span where no such
+prefix exists (odd ``bits`` and no window byte >= 144) is inflated with libz. ``zlib`` uses libz throughout.
+Cost: about 20 % more CPU than a serial ISA-L inflate (a separate CRC-32 pass over the output, the copies);
+it pays off when a second core is idle — when creating files is the bottleneck (many small files) the apply
+thread already keeps one core busy and the serial path is as fast.
+
 The zTOC's uncompressed size stops at the tar end, but the diffID covers the whole decompressed stream, so the
 **last span is inflated length-free**, through the end of its member and of any later members (record
 padding, an extra member after the tar end), to the end of the file.
@@ -103,7 +112,7 @@ class SpanOutput:
     member end, then as many).
     """
 
-    data: list[bytearray]
+    data: list[bytearray] | list[bytes]
     pieces: list[tuple[int, int]] = field(default_factory=list)
     ends: list[tuple[int, int]] = field(default_factory=list)
 
@@ -217,9 +226,148 @@ def inflate_span(src: bytes, bits: int, window: bytes | memoryview, length: int 
     elif produced != length:
         raise FormatError(f"span inflates to {produced} bytes, its checkpoints say {length}")
     cbufs.clear()  # drop the ctypes views of the buffers
-    out = SpanOutput(bufs)
-    # per-piece CRCs (zlib.crc32 releases the GIL on large buffers)
-    flat = _Flat(bufs)
+    return _finish(bufs, ends, produced)  # per-piece CRCs (zlib.crc32 releases the GIL on large buffers)
+
+
+# --- ISA-L: the same, 2-3x faster, through a synthetic byte-aligned prefix -----------------------------
+
+try:  # optional, faster inflate (as in .decompress)
+    from isal import isal_zlib as _isal  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the environment
+    _isal = None  # type: ignore[assignment]
+
+
+class _Bits:
+    """A deflate bit writer (LSB-first; Huffman codes MSB-first)."""
+
+    def __init__(self) -> None:
+        self.acc = 0
+        self.n = 0
+
+    def put(self, value: int, n: int) -> None:
+        self.acc |= (value & ((1 << n) - 1)) << self.n
+        self.n += n
+
+    def code(self, code: int, n: int) -> None:
+        self.put(int(f"{code:0{n}b}"[::-1], 2), n)
+
+    def fixed_block(self, literals: bytes) -> None:
+        self.put(0, 1)  # BFINAL = 0
+        self.put(1, 2)  # BTYPE = 01, fixed Huffman codes
+        for x in literals:
+            if x < 144:
+                self.code(0x30 + x, 8)
+            else:
+                self.code(0x190 + x - 144, 9)
+        self.code(0, 7)  # end of block
+
+    def to_bytes(self) -> bytes:
+        assert self.n % 8 == 0
+        return self.acc.to_bytes(self.n // 8, "little")
+
+
+def _lit_bits(x: int) -> int:
+    return 8 if x < 144 else 9
+
+
+def aligned_prefix(bits: int, first: int, window: bytes) -> tuple[bytes, bytes, int] | None:
+    """Byte-aligned raw-deflate bytes that put an inflater where a checkpoint with ``bits`` leftover bits is.
+
+    ISA-L has no ``inflatePrime``. Instead: a non-final fixed-Huffman block re-emitting the window's last
+    ``b`` bytes as literals (so dictionary ``window[:-b]`` plus that output is the whole window again), then
+    ``m`` empty fixed blocks (10 bits each), sized so that the ``bits`` bits of ``first`` (the checkpoint's
+    byte ``in-1``) complete the last byte. Returns ``(prefix, dictionary, b)`` — ``b`` output bytes to discard
+    — or None when the window offers no way (odd ``bits`` and no window byte >= 144: no 9-bit literal).
+    """
+    need = (8 - bits) % 8
+    b = cost = 0
+    if need % 2:  # an odd block length needs an odd count of 9-bit literals
+        n9 = 0
+        for j in range(1, len(window) + 1):
+            if window[-j] >= 144:
+                n9 += 1
+                b = j
+                break
+        if not n9:
+            return None
+        tail = window[-b:]
+        cost = 10 + sum(_lit_bits(x) for x in tail)
+    m = next(m for m in range(4) if (cost + 10 * m) % 8 == need)
+    w = _Bits()
+    if b:
+        w.fixed_block(window[-b:])
+    for _ in range(m):
+        w.fixed_block(b"")
+    if bits:
+        w.put(first >> (8 - bits), bits)
+    return w.to_bytes(), window[:-b] if b else window, b
+
+
+def inflate_span_isal(src: bytes, bits: int, window: bytes | memoryview, length: int | None) -> SpanOutput | None:
+    """:func:`inflate_span` with ISA-L (same checks, same result), or None when no aligned prefix exists."""
+    if _isal is None or not src:
+        return None
+    win = bytes(window)
+    pre = aligned_prefix(bits, src[0], win)
+    if pre is None:
+        return None
+    prefix, zdict, skip = pre
+    data: bytes = prefix + (src[1:] if bits else src)
+    parts: list[bytes] = []
+    ends: list[tuple[int, int, int]] = []
+    produced = 0
+    member_open = True
+    try:
+        d = _isal.decompressobj(-15, zdict=zdict) if zdict else _isal.decompressobj(-15)
+        while True:
+            limit = (length - produced + skip + 1) if length is not None else MAX_CHUNK
+            chunk = d.decompress(data, limit)
+            if skip:
+                cut = min(skip, len(chunk))
+                skip -= cut
+                out = chunk[cut:]
+            else:
+                out = chunk
+            if out:
+                parts.append(out)
+                produced += len(out)
+            if length is not None and produced > length:
+                raise FormatError(f"span inflates to more than the {length} bytes its checkpoints say")
+            if d.eof:
+                rest = d.unused_data
+                if len(rest) < 8:
+                    raise FormatError("gzip stream truncated (member trailer)")
+                ends.append((produced, int.from_bytes(rest[:4], "little"), int.from_bytes(rest[4:8], "little")))
+                member_open = False
+                rest = rest[8:]
+                if not rest or (length is None and not rest.strip(b"\x00")):
+                    break
+                try:
+                    h = member_header_size(rest)
+                except FormatError as exc:
+                    raise FormatError(f"incorrect header check ({exc})") from None
+                data = rest[h:]
+                member_open = True
+                d = _isal.decompressobj(-15)
+                if not data:
+                    break
+                continue
+            data = d.unconsumed_tail
+            if not data and len(chunk) < limit:
+                break
+    except _isal.error as exc:
+        raise FormatError(str(exc)) from None
+    if length is None:
+        if member_open:
+            raise FormatError("gzip stream truncated")
+    elif produced != length:
+        raise FormatError(f"span inflates to {produced} bytes, its checkpoints say {length}")
+    return _finish(parts, ends, produced)
+
+
+def _finish(bufs: list[bytes] | list[bytearray], ends: list[tuple[int, int, int]], produced: int) -> SpanOutput:
+    out = SpanOutput(bufs)  # type: ignore[arg-type]
+    flat = _Flat(bufs)  # type: ignore[arg-type]
     start = 0
     for off, crc, isize in ends:
         out.pieces.append((flat.crc(start, off), off - start))
@@ -233,7 +381,7 @@ def inflate_span(src: bytes, bits: int, window: bytes | memoryview, length: int 
 class _Flat:
     """CRC-32 of a byte range across a list of buffers."""
 
-    def __init__(self, bufs: list[bytearray]) -> None:
+    def __init__(self, bufs: list[bytearray] | list[bytes]) -> None:
         self.bufs = bufs
 
     def crc(self, a: int, b: int) -> int:
@@ -265,12 +413,20 @@ class _Span:
 class ZtocSpanDecompressor(SpanDecompressor):
     """Inflates a gzip layer's zTOC spans on ``workers`` threads and yields the bytes in order."""
 
-    def __init__(self, ztoc: Ztoc, *, workers: int | None = None, in_flight: int | None = None) -> None:
+    def __init__(
+        self, ztoc: Ztoc, *, workers: int | None = None, in_flight: int | None = None, engine: str = "auto"
+    ) -> None:
         if ztoc.compression_algorithm != "gzip":
             raise ValueError(f"span-parallel inflate needs a gzip zTOC, not {ztoc.compression_algorithm}")
         self.ztoc = ztoc
         self.workers = max(1, workers or min(4, os.cpu_count() or 1))
         self.in_flight = max(1, in_flight or 2 * self.workers)
+        if engine not in ("auto", "isal", "zlib"):
+            raise ValueError(f"engine must be auto, isal or zlib, not {engine!r}")
+        #: ``isal`` (ISA-L where a byte-aligned prefix exists, libz for the other spans) or ``zlib`` (libz)
+        self.engine = "zlib" if engine == "zlib" or _isal is None else "isal"
+        #: spans inflated by each engine in the last :meth:`chunks` call
+        self.spans_by_engine: dict[str, int] = {"isal": 0, "zlib": 0}
         #: why the last :meth:`chunks` call fell back to the serial inflater (None: it did not)
         self.fallback_reason: str | None = None
 
@@ -331,6 +487,12 @@ class ZtocSpanDecompressor(SpanDecompressor):
             src = os.pread(fd, sp.end - sp.start, sp.start)
             if len(src) != sp.end - sp.start:
                 raise FormatError("layer file is shorter than its zTOC says")
+            if self.engine == "isal":
+                out = inflate_span_isal(src, sp.bits, sp.window, sp.length)
+                if out is not None:
+                    self.spans_by_engine["isal"] += 1
+                    return out
+            self.spans_by_engine["zlib"] += 1
             return inflate_span(src, sp.bits, sp.window, sp.length)
 
         pending: deque[tuple[_Span, Future[SpanOutput]]] = deque()
@@ -424,8 +586,10 @@ __all__ = [
     "DEFAULT_MIN_LAYER_SIZE",
     "SpanOutput",
     "ZtocSpanDecompressor",
+    "aligned_prefix",
     "crc32_combine",
     "inflate_span",
+    "inflate_span_isal",
     "member_header_size",
     "ztoc_span_decompressors",
 ]

@@ -22,7 +22,12 @@ from unpack_helpers import E, tar_bytes
 from soci_lab.errors import ArchiveError, DecompressionError, VerificationFailed
 from soci_lab.unpack import LayerSpec, LocalFileSource, ParallelPuller, apply_layer
 from soci_lab.unpack.decompress import gzip_chunks
-from soci_lab.unpack.spanpar import ZtocSpanDecompressor, crc32_combine, ztoc_span_decompressors
+from soci_lab.unpack.spanpar import (
+    ZtocSpanDecompressor,
+    crc32_combine,
+    inflate_span_isal,
+    ztoc_span_decompressors,
+)
 from soci_lab.ztoc import build_ztoc
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -76,9 +81,11 @@ def _serial(path: Path) -> bytes:
     return b"".join(bytes(c) for c in gzip_chunks(path, threading.Event()))
 
 
-def _parallel(path: Path, workers: int = 2, in_flight: int = 3) -> tuple[bytes, ZtocSpanDecompressor]:
+def _parallel(
+    path: Path, workers: int = 2, in_flight: int = 3, engine: str = "auto"
+) -> tuple[bytes, ZtocSpanDecompressor]:
     zt = build_ztoc(path, span_size=SPAN)
-    d = ZtocSpanDecompressor(zt, workers=workers, in_flight=in_flight)
+    d = ZtocSpanDecompressor(zt, workers=workers, in_flight=in_flight, engine=engine)
     return b"".join(bytes(c) for c in d.chunks(path, threading.Event())), d
 
 
@@ -88,12 +95,12 @@ _SETTINGS = settings(
 
 
 @_SETTINGS
-@given(layer=layers())
-def test_span_parallel_stream_equals_serial_inflate(tmp_path: Path, layer: tuple[bytes, bytes]) -> None:
+@given(layer=layers(), engine=st.sampled_from(["isal", "zlib"]))
+def test_span_parallel_stream_equals_serial_inflate(tmp_path: Path, layer: tuple[bytes, bytes], engine: str) -> None:
     raw, blob = layer
     path = tmp_path / "layer.gz"
     path.write_bytes(blob)
-    got, d = _parallel(path)
+    got, d = _parallel(path, engine=engine)
     assert d.fallback_reason is None
     assert got == raw  # a serial zlib decompress of the whole file, byte for byte
     assert got == _serial(path)
@@ -101,9 +108,9 @@ def test_span_parallel_stream_equals_serial_inflate(tmp_path: Path, layer: tuple
 
 
 @_SETTINGS
-@given(layer=layers(), where=st.floats(0.2, 0.8), flip=st.integers(1, 255))
+@given(layer=layers(), where=st.floats(0.2, 0.8), flip=st.integers(1, 255), engine=st.sampled_from(["isal", "zlib"]))
 def test_corrupt_byte_gives_the_serial_error(
-    tmp_path: Path, layer: tuple[bytes, bytes], where: float, flip: int
+    tmp_path: Path, layer: tuple[bytes, bytes], where: float, flip: int, engine: str
 ) -> None:
     raw, blob = layer
     path = tmp_path / "layer.gz"
@@ -117,7 +124,7 @@ def test_corrupt_byte_gives_the_serial_error(
         serial = _serial(path)
     except DecompressionError as exc:
         serial_error = exc
-    d = ZtocSpanDecompressor(zt, workers=2, in_flight=3)
+    d = ZtocSpanDecompressor(zt, workers=2, in_flight=3, engine=engine)
     if serial_error is not None:
         with pytest.raises(DecompressionError, match=r"corrupt gzip data|truncated"):
             b"".join(bytes(c) for c in d.chunks(path, threading.Event()))
@@ -128,7 +135,7 @@ def test_corrupt_byte_gives_the_serial_error(
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
     errors = []
-    for sd in (None, ZtocSpanDecompressor(zt, workers=2)):
+    for sd in (None, ZtocSpanDecompressor(zt, workers=2, engine=engine)):
         dest = tmp_path / ("par" if sd else "ser")
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir()
@@ -140,6 +147,31 @@ def test_corrupt_byte_gives_the_serial_error(
         assert isinstance(errors[1], ArchiveError)
     else:
         assert type(errors[1]) is type(errors[0]) or isinstance(errors[1], DecompressionError)
+
+
+@pytest.mark.parametrize("bits", range(8))
+def test_aligned_prefix_resumes_like_inflate_prime(bits: int) -> None:
+    rng = random.Random(bits)
+    data = _content(rng, 400_000, 1) + rng.randbytes(50_000) + _content(rng, 300_000, 2)
+    path_data = gzip.compress(tar_bytes([E("f", data=data)]), 6)
+    import io as _io
+
+    zt = build_ztoc(_io.BytesIO(path_data), span_size=SPAN)
+    zi = zt.zinfo
+    seen = 0
+    for i in range(zt.span_count - 1):
+        c = zi.checkpoints[i]  # type: ignore[attr-defined]
+        if c.bits != bits:
+            continue
+        a, b = zt.compressed_range(i)
+        want = zi.decompress_span(i, path_data[a:b])
+        got = inflate_span_isal(path_data[a:b], c.bits, c.window, len(want))
+        if got is None:  # odd bits and a window without a byte >= 144
+            continue
+        assert b"".join(got.data) == want
+        seen += 1
+    if bits % 2 == 0:
+        assert seen or all(zi.checkpoints[i].bits != bits for i in range(zt.span_count - 1))  # type: ignore[attr-defined]
 
 
 def test_crc32_combine_matches_zlib() -> None:
