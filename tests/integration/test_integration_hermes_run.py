@@ -193,10 +193,11 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def _config(path: Path, endpoint: str, fallback: bool) -> Path:
+def _config(path: Path, endpoint: str, fallback: bool, soci_v1: bool = False) -> Path:
     path.write_text(
         "[background_fetch]\ndisable = true\n\n"
-        "[external_artifact_store]\nenable = true\n"
+        + ("[pull_modes.soci_v1]\nenable = true\n\n" if soci_v1 else "")
+        + "[external_artifact_store]\nenable = true\n"
         f'endpoint = "{endpoint}"\ntimeout_sec = 2\nfallback_to_registry = {"true" if fallback else "false"}\n'
     )
     return path
@@ -244,7 +245,8 @@ def _methods(frame: pd.DataFrame) -> list[str]:
 def test_store_up_lazy_run_sends_no_discovery_request_to_the_registry(
     minbase_image: Image, store: str, roots: dict[str, Path], tmp_path: Path
 ) -> None:
-    cfg = _config(tmp_path / "config.toml", store, fallback=True)
+    # both registry discoveries are on (v2, and v1 through the referrers API) and fallback too: none may run
+    cfg = _config(tmp_path / "config.toml", store, fallback=True, soci_v1=True)
     run = _run_cli(minbase_image, cfg, tmp_path)
     assert run.proc.returncode == 0, run.proc.stderr[-2000:]
     assert run.doc is not None and run.events is not None
