@@ -181,7 +181,10 @@ def apply_layer(
         result.compressed_bytes = counts["in"]
         result.uncompressed_bytes = counts["out"]
         if recorder is not None:
-            _emit(recorder, result, layer, t_base, error, INFLATE_IMPL if compression == "gzip" else compression)
+            impl = INFLATE_IMPL if compression == "gzip" else compression
+            if span_decompressor is not None and compression == "gzip":
+                impl = str(getattr(span_decompressor, "impl", "span decompressor"))
+            _emit(recorder, result, layer, t_base, error, impl)
 
     result.digest = f"sha256:{chash.hexdigest()}" if chash is not None else None
     result.diff_id = f"sha256:{uhash.hexdigest()}" if uhash is not None else None

@@ -62,7 +62,7 @@ from ..errors import DecompressionError, FormatError
 from ..ztoc import _zlib as z
 from ..ztoc.gzip_zinfo import GzipZinfo, gzip_header_size
 from ..ztoc.ztoc import Ztoc
-from .decompress import MAX_CHUNK, SpanDecompressor, gzip_chunks
+from .decompress import INFLATE_IMPL, MAX_CHUNK, SpanDecompressor, gzip_chunks
 from .source import LayerSpec
 
 #: compressed layer size from which a zTOC-backed gzip layer is inflated span-parallel (smaller: serial).
@@ -429,6 +429,13 @@ class ZtocSpanDecompressor(SpanDecompressor):
         self.spans_by_engine: dict[str, int] = {"isal": 0, "zlib": 0}
         #: why the last :meth:`chunks` call fell back to the serial inflater (None: it did not)
         self.fallback_reason: str | None = None
+
+    @property
+    def impl(self) -> str:
+        """What inflated the last layer, for the ``decompress`` event (``span-parallel/isal x2``, or serial)."""
+        if self.fallback_reason is not None:
+            return f"{INFLATE_IMPL} (serial: {self.fallback_reason})"
+        return f"span-parallel/{self.engine} x{self.workers}"
 
     def plan(self, fd: int, size: int) -> list[_Span] | str:
         """The spans to inflate, or the reason why the zTOC does not fit this file (→ serial)."""

@@ -174,6 +174,40 @@ def test_aligned_prefix_resumes_like_inflate_prime(bits: int) -> None:
         assert seen or all(zi.checkpoints[i].bits != bits for i in range(zt.span_count - 1))  # type: ignore[attr-defined]
 
 
+def test_stop_and_early_close_end_the_workers(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    raw = tar_bytes([E(f"f{i}", data=_content(rng, 200_000, i % 3)) for i in range(10)])
+    path = tmp_path / "l.gz"
+    path.write_bytes(gzip.compress(raw, 6))
+    zt = build_ztoc(path, span_size=SPAN)
+    stop = threading.Event()
+    d = ZtocSpanDecompressor(zt, workers=2, in_flight=2)
+    gen = d.chunks(path, stop)
+    first = next(gen)
+    assert raw.startswith(bytes(first))
+    stop.set()
+    assert b"".join(bytes(c) for c in gen) == b""  # ends without an error; apply_layer reports the stop
+    gen2 = ZtocSpanDecompressor(zt, workers=2).chunks(path, threading.Event())
+    next(gen2)
+    gen2.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("soci-unpack-span")]
+
+
+def test_decompress_event_names_the_engine(tmp_path: Path) -> None:
+    from soci_lab.events import EventRecorder
+
+    rng = random.Random(6)
+    raw = tar_bytes([E(f"f{i}", data=_content(rng, 100_000, i % 3)) for i in range(5)])
+    path = tmp_path / "l.gz"
+    path.write_bytes(gzip.compress(raw, 6))
+    rec = EventRecorder()
+    (tmp_path / "d").mkdir()
+    apply_layer(path, tmp_path / "d", media_type=GZ, recorder=rec,
+                span_decompressor=ZtocSpanDecompressor(build_ztoc(path, span_size=SPAN), workers=2))
+    (ev,) = [e for e in rec.events if e.kind == "decompress"]
+    assert ev.attrs["impl"].startswith("span-parallel/")
+
+
 def test_crc32_combine_matches_zlib() -> None:
     a, b = b"hello " * 1000, b"world" * 777
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
