@@ -42,6 +42,13 @@ def register(subparsers: Any) -> None:
         "--prefetch-trace", default=None, help="lazy: prefetch the spans this trace reads ([prefetch] enable = true)"
     )
     p.add_argument("--config", default=None, help="soci-style config.toml")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="host and network parameters fitted from real runs (soci_lab.sim.Calibration JSON, e.g. "
+        "datasets/calibration/sample-loopback.json); flags given too override it, and with --rtt the fitted "
+        "first-byte time stays as registry overhead on top of that RTT",
+    )
     p.add_argument("--save-image", default=None, help="also write the image model as JSON to this file")
     p.add_argument("--events", default=None, help="write the events (.csv, .jsonl or .parquet)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -180,6 +187,12 @@ def _simulate(args: argparse.Namespace) -> int:
         image.save(args.save_image)
     config = Config.from_toml(args.config) if args.config else Config()
     params = SimParams()
+    if args.calibration:
+        from ..sim import Calibration
+
+        cal = Calibration.load(args.calibration)
+        # a loopback fit's first-byte time is registry overhead: an --rtt given as well comes on top of it
+        params = cal.params(params, rtt=0.0 if args.rtt else None)
     net, host = params.network, params.host
     if args.bandwidth:
         net = replace(net, bandwidth=parse_rate(args.bandwidth))

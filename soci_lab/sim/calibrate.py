@@ -91,10 +91,17 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        data = json.loads(Path(path).read_text())
-        if data.pop("format", None) != FORMAT:
+        """Read a calibration written by :meth:`save` (a :class:`SimulationError` for anything else)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise SimulationError(f"{path}: cannot read a calibration: {exc}") from None
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
             raise SimulationError(f"{path}: not a soci_lab calibration ({FORMAT})")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise SimulationError(f"{path}: malformed calibration: {exc}") from None
 
 
 def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:

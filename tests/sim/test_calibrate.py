@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from soci_lab.cli import main
 from soci_lab.errors import SimulationError
 from soci_lab.sim import HostParams, NetworkParams, SimParams, SyntheticSpec, generate, simulate, synthetic_trace
 from soci_lab.sim.calibrate import Calibration, fit
@@ -91,3 +95,48 @@ def test_fit_recovers_mount_and_file_op_costs():
     again = cal.params()
     assert (again.host.mount_s, again.host.fuse_op_s, again.host.syscall_s) == pytest.approx((0.2, 300e-6, 20e-6))
     assert again.host.overlay_mount_s == pytest.approx(0.03)
+
+
+# --- the committed calibration files ----------------------------------------------------------------------
+
+COMMITTED = Path(__file__).resolve().parents[2] / "datasets" / "calibration" / "sample-loopback.json"
+
+
+def test_committed_calibration_loads_and_simulates():
+    """datasets/calibration/sample-loopback.json (benchmarks/sim_calibrate.py): every parameter fitted, and
+    a simulation with it runs on those values."""
+    cal = Calibration.load(COMMITTED)
+    assert cal.bandwidth and cal.first_byte_s and cal.decompress_rate.get("gzip")
+    for key in ("apply_per_file_s", "apply_per_byte_s", "mount_s", "overlay_mount_s", "fuse_op_s", "syscall_s"):
+        assert getattr(cal, key) is not None and getattr(cal, key) > 0, key
+    assert cal.notes["made_by"].startswith("benchmarks/sim_calibrate.py") and cal.notes["network"].startswith("loop")
+    params = cal.params()
+    assert params.network.bandwidth == cal.bandwidth and params.host.mount_s == cal.mount_s
+    image = generate(SyntheticSpec(seed=4, compressed_size=40 * MIB, layers=4, min_layer_size=2 * MIB))
+    run = simulate(image, "lazy", workload=synthetic_trace(image, 0.05, seed=4), params=params)
+    lazy_layers = sum(la.indexed for la in image.layers)
+    assert run.summary["ready_s"] >= lazy_layers * cal.mount_s  # containerd prepares layers one by one
+    assert run.summary["requests"] > 0
+
+
+def test_cli_simulate_with_the_committed_calibration(capsys):
+    image = "synthetic:4,size=40MiB,layers=4,min_layer=2MiB"
+    args = ["simulate", "--image", image, "--mode", "parallel", "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*args, "--calibration", str(COMMITTED)]) == 0
+    calibrated = json.loads(capsys.readouterr().out)
+    assert main([*args, "--calibration", str(COMMITTED), "--rtt", "20ms", "--bandwidth", "100Mbit"]) == 0
+    shaped = json.loads(capsys.readouterr().out)
+    assert plain["bytes_fetched"] == calibrated["bytes_fetched"] == shaped["bytes_fetched"]
+    assert plain["ready_s"] != calibrated["ready_s"]
+    assert shaped["ready_s"] > calibrated["ready_s"] > 0
+
+
+def test_cli_refuses_a_bad_calibration(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something else"}')
+    assert main(["simulate", "--image", "synthetic:1,size=8MiB", "--mode", "lazy", "--calibration", str(bad)]) == 1
+    assert "not a soci_lab calibration" in capsys.readouterr().err
+    with pytest.raises(SimulationError, match="cannot read"):
+        Calibration.load(tmp_path / "missing.json")
