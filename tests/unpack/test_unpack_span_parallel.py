@@ -208,6 +208,34 @@ def test_decompress_event_names_the_engine(tmp_path: Path) -> None:
     assert ev.attrs["impl"].startswith("span-parallel/")
 
 
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_at_most_in_flight_spans_are_inflated_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_flight: int
+) -> None:
+    from soci_lab.unpack import spanpar
+
+    rng = random.Random(8)
+    raw = tar_bytes([E(f"f{i}", data=_content(rng, 100_000, i % 3)) for i in range(8)])
+    path = tmp_path / "l.gz"
+    path.write_bytes(gzip.compress(raw, 6))
+    zt = build_ztoc(path, span_size=SPAN)
+    assert zt.span_count > 2 * in_flight
+    calls: list[int] = []
+    real = spanpar.inflate_span
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spanpar, "inflate_span", counting)
+    d = ZtocSpanDecompressor(zt, workers=2, in_flight=in_flight, engine="zlib")
+    out = bytearray()
+    for k, chunk in enumerate(d.chunks(path, threading.Event()), start=1):  # one chunk per small span
+        assert len(calls) <= k + in_flight
+        out += chunk
+    assert bytes(out) == raw and len(calls) == zt.span_count
+
+
 def test_crc32_combine_matches_zlib() -> None:
     a, b = b"hello " * 1000, b"world" * 777
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
