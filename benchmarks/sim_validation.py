@@ -4,8 +4,9 @@ One SOCI v2 image is built into an OCI layout (layers of random and text-like fi
 spans) and served by the embedded registry — directly ("loopback") or through the shaping proxy. Each cell
 runs ``soci_lab.lab.pull(ref, mode, trace=…)`` for real (mount, replay a start-up-like trace reading
 ``--fraction`` of the image, unmount; ``--repeat`` runs, the median compared, every request count seen
-printed) and simulates the same pull. The host and the per-request latency are calibrated from the loopback runs
-(``soci_lab.sim.fit``); the shaped cells add the shaping's bandwidth and latency. Printed per cell: real
+printed; one discarded pull per mode first warms the process up) and simulates the same pull. The host
+and the per-request latency are calibrated from the loopback runs (``soci_lab.sim.fit``); the shaped
+cells add the shaping's bandwidth and latency. Printed per cell: real
 and simulated time to ready and to workload done, their error, and requests and MB fetched (real / sim).
 
 Usage: ``.venv/bin/python benchmarks/sim_validation.py [--mb 64] [--fraction 0.1] [--repeat 2]``. Needs
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=64)
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false", help="compare the process's first pulls too")
     args = ap.parse_args()
     ok, why = lab.can_mount()
     if not ok:
@@ -82,6 +84,9 @@ def main() -> None:
     )
     real: dict[tuple[str, str], Any] = {}
     with EmbeddedRegistry(root=tmp / "reg", layouts={"img": tmp / "layout"}) as reg:
+        if args.warmup:  # the first pulls of a process pay its cold start (zygote, imports): not compared
+            for mode in MODES:
+                lab.pull(f"{reg.url.split('://', 1)[1]}/img:t", mode, trace=str(tmp / "trace.csv"))
         for name, bw, lat in NETWORKS:
             if bw is None and lat is None:
                 host = reg.url.split("://", 1)[1]
