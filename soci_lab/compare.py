@@ -86,7 +86,9 @@ def compare(
     mountable, why = lab.can_mount()
     if not mountable:
         result.notes.append(f"this machine cannot mount ({why}): lazy reads go through the library's reader")
-    for mode in modes:
+    from tqdm.auto import tqdm
+
+    for mode in tqdm(modes, desc="real pulls", unit="mode", disable=None, leave=False):
         _say(progress, f"pulling {ref} in {mode} mode (real)")
         if mountable:
             run = lab.pull(ref, mode, config=config, trace=trace, cmd=cmd, readiness=readiness, insecure=insecure)

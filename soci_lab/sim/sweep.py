@@ -82,12 +82,14 @@ def sweep(
     executor: Executor | None = None,
     chunks_per_worker: int = 4,
     fine_events: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Simulate every point of ``grid`` and return one row per point: its values, then the summary.
 
     Extra columns: ``spans_fetched`` (on-demand span fetches, lazy), ``sim_wall_s`` (host seconds spent
     simulating the point). Rows come back in grid order. Per-access events are off unless
-    ``fine_events`` (a sweep keeps only summaries; they do not depend on it).
+    ``fine_events`` (a sweep keeps only summaries; they do not depend on it). ``progress``: a progress bar
+    of points done (tqdm.auto: a widget in a notebook, a bar on a terminal; ``None`` = only where one shows).
     """
     import pandas as pd
 
@@ -118,9 +120,17 @@ def sweep(
             executor.submit(_run_points, image, [(i, points[i]) for i in batch], workload, params, config)
             for batch in batches
         ]
+        from concurrent.futures import as_completed
+
+        from tqdm.auto import tqdm
+
         rows: list[dict[str, Any]] = []
-        for fut in futures:
-            rows.extend(fut.result())
+        disable = None if progress is None else not progress
+        with tqdm(total=len(points), desc="sweep", unit="point", disable=disable) as bar:
+            for fut in as_completed(futures):
+                done = fut.result()
+                rows.extend(done)
+                bar.update(len(done))
     finally:
         if own:
             executor.shutdown()

@@ -128,3 +128,14 @@ def test_cli_simulate_an_oci_layout(tmp_path, capsys):
     assert [la["how"] for la in out["layers"]] == ["lazy", "local"]
     assert out["files_read"] == 1 and out["bytes_read"] == 100_000
     assert 1 <= out["spans_fetched"] <= 2  # 100 kB inside 256 KiB spans: one span, two if it straddles
+
+
+def test_sweep_shows_progress_when_asked(reference, capsys):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as ex:
+        frame = sweep(IMAGE, GRID, workload=WorkloadSpec(fraction=0.05, seed=1), executor=ex, progress=True)
+    err = capsys.readouterr().err
+    n = len(frame)
+    assert f"{n}/{n}" in err and "point" in err  # the bar reached every point
+    pd.testing.assert_frame_equal(frame.drop(columns="sim_wall_s"), reference.drop(columns="sim_wall_s"))
