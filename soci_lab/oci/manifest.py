@@ -52,8 +52,42 @@ def _check_media_type(doc: dict[str, Any], declared: str | None, allowed: frozen
     return media_type
 
 
+class _Document:
+    """What a manifest and an index share: optional fields, the served bytes, their digest, a descriptor."""
+
+    media_type: str
+    annotations: dict[str, str]
+    subject: Descriptor | None
+    artifact_type: str | None
+    raw: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _optional_fields(self, out: dict[str, Any]) -> dict[str, Any]:
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        if self.subject:
+            out["subject"] = self.subject.to_dict()
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The bytes as served: the parsed raw bytes, or canonical JSON for a manifest built here."""
+        return self.raw or canonical_json(self.to_dict())
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.from_bytes(self.to_bytes())
+
+    def descriptor(self, **extra: Any) -> Descriptor:
+        data = self.to_bytes()
+        return Descriptor(self.media_type, Digest.from_bytes(data), len(data), **extra)
+
+
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(_Document):
     """An OCI image manifest or a Docker schema 2 manifest (also the form of a SOCI index)."""
 
     media_type: str
@@ -93,25 +127,7 @@ class Manifest:
             "config": self.config.to_dict(),
             "layers": [d.to_dict() for d in self.layers],
         }
-        if self.artifact_type:
-            out["artifactType"] = self.artifact_type
-        if self.subject:
-            out["subject"] = self.subject.to_dict()
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        return out
-
-    def to_bytes(self) -> bytes:
-        """The bytes as served: the parsed raw bytes, or canonical JSON for a manifest built here."""
-        return self.raw or canonical_json(self.to_dict())
-
-    @property
-    def digest(self) -> Digest:
-        return Digest.from_bytes(self.to_bytes())
-
-    def descriptor(self, **extra: Any) -> Descriptor:
-        data = self.to_bytes()
-        return Descriptor(self.media_type, Digest.from_bytes(data), len(data), **extra)
+        return self._optional_fields(out)
 
     def layer_descriptors(self) -> list[Descriptor]:
         """The layers that are image layers (skipping any non-layer blobs an artifact may list)."""
@@ -119,7 +135,7 @@ class Manifest:
 
 
 @dataclass(frozen=True)
-class Index:
+class Index(_Document):
     """An OCI image index or a Docker manifest list."""
 
     media_type: str
@@ -154,24 +170,7 @@ class Index:
             "mediaType": self.media_type,
             "manifests": [d.to_dict() for d in self.manifests],
         }
-        if self.artifact_type:
-            out["artifactType"] = self.artifact_type
-        if self.subject:
-            out["subject"] = self.subject.to_dict()
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        return out
-
-    def to_bytes(self) -> bytes:
-        return self.raw or canonical_json(self.to_dict())
-
-    @property
-    def digest(self) -> Digest:
-        return Digest.from_bytes(self.to_bytes())
-
-    def descriptor(self, **extra: Any) -> Descriptor:
-        data = self.to_bytes()
-        return Descriptor(self.media_type, Digest.from_bytes(data), len(data), **extra)
+        return self._optional_fields(out)
 
     def images(self) -> list[Descriptor]:
         """Entries that are images: not SOCI indexes or other artifacts, not attestation manifests.
