@@ -16,25 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
-from ..oci import Platform, Reference
-from ..units import parse_size
-
-
-def _ref(text: str) -> Reference:
-    try:
-        return Reference.parse(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _size(text: str) -> int:
-    try:
-        n = parse_size(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return n
+from ..oci import Platform
+from . import argtypes
 
 
 def _level(lo: int, hi: int) -> Any:
@@ -130,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--zstd-level", type=_level(1, 22), default=3, metavar="N", help="zstd level 1..22 (default 3)")
     b.add_argument(
         "--span-size",
-        type=_size,
+        type=argtypes.positive_size,
         default=4 << 20,
         metavar="S",
         help="zstd: uncompressed bytes per frame (default 4MiB); ignored for gzip and none",
@@ -143,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--jobs", type=_level(1, 64), default=None, metavar="N", help="layers built at once")
     _add_registry_options(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.add_argument("ref", type=_ref, metavar="REF")
+    b.add_argument("ref", type=argtypes.reference, metavar="REF")
     b.set_defaults(handler=cmd_build)
 
     c = sub.add_parser(
@@ -152,8 +135,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Copy an image (index, manifests, configs, layers) from SRC to DST; each is "
         "HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]. Every blob is verified against its digest.",
     )
-    c.add_argument("src", type=_ref, metavar="SRC")
-    c.add_argument("dst", type=_ref, metavar="DST")
+    c.add_argument("src", type=argtypes.reference, metavar="SRC")
+    c.add_argument("dst", type=argtypes.reference, metavar="DST")
     c.add_argument("--platform", type=_platform, help="copy only this platform's manifest of an index")
     _add_registry_options(c)
     c.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC only")
@@ -167,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fetch REF's manifest, config and layers; check each against its digest and each "
         "layer's uncompressed bytes against the config's diffID. Prints the manifest digest.",
     )
-    v.add_argument("ref", type=_ref, metavar="REF")
+    v.add_argument("ref", type=argtypes.reference, metavar="REF")
     v.add_argument("--platform", type=_platform, help="for an image index: os/arch[/variant]")
     _add_registry_options(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -182,7 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("dest", type=Path, metavar="DEST")
     s.add_argument("--scale", type=_scale, default=1.0, help="size factor (default 1.0)")
-    s.add_argument("--build", type=_ref, metavar="REF", help="also build the image into REF; print its digest last")
+    s.add_argument("--build", type=argtypes.reference, metavar="REF",
+                   help="also build the image into REF; print its digest last")
     s.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip", help="with --build")
     s.add_argument("--insecure", action="store_true", help="with --build: plain HTTP for non-loopback hosts")
     s.add_argument("--json", action="store_true", help="print one JSON object")

@@ -21,35 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
-from ..oci import Digest, Platform, Reference
-from ..units import parse_size
+from ..oci import Digest, Platform
+from . import argtypes
 
 if TYPE_CHECKING:
     from ..events import EventRecorder
-
-
-def _ref(text: str) -> Reference:
-    try:
-        return Reference.parse(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _size(text: str) -> int:
-    try:
-        n = parse_size(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"size must not be negative: {text!r}")
-    return n
-
-
-def _positive_size(text: str) -> int:
-    n = _size(text)
-    if n == 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return n
 
 
 def _digest(text: str) -> str:
@@ -67,7 +43,8 @@ def _platform(text: str) -> Platform:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ref", type=_ref, metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
+    p.add_argument("ref", type=argtypes.reference, metavar="REF",
+                   help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     p.add_argument("--platform", type=_platform, help="for an image index: os/arch[/variant] (default: this host)")
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
@@ -88,9 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(c)
     c.add_argument("--format", choices=("v2", "v1"), default="v2", help="index version (default v2)")
-    c.add_argument("--span-size", type=_positive_size, default=4 << 20, metavar="S",
+    c.add_argument("--span-size", type=argtypes.positive_size, default=4 << 20, metavar="S",
                    help="uncompressed bytes per span (default 4MiB)")
-    c.add_argument("--min-layer-size", type=_size, default=10 << 20, metavar="S",
+    c.add_argument("--min-layer-size", type=argtypes.size, default=10 << 20, metavar="S",
                    help="layers smaller than this get no zTOC (default 10MiB)")
     c.add_argument("--prefetch-trace", type=Path, metavar="FILE",
                    help="access trace CSV (t_s,op,path,offset,size): the spans its reads touch become prefetch "
