@@ -12,7 +12,11 @@ Per image, :meth:`Filesystem.mount`:
    process (:func:`soci_lab.lazy.mount`), which falls back to ``local`` when it cannot be mounted; a
    ``local`` layer is downloaded whole, verified (digest and diffID) and unpacked; an eager image goes to
    :class:`~soci_lab.unpack.ParallelPuller` (``MountParallel`` + ``rebase`` per layer) or
-   :class:`~soci_lab.unpack.SequentialPuller`;
+   :class:`~soci_lab.unpack.SequentialPuller`. Beyond upstream: when a ``parallel`` image has a gzip layer
+   of at least ``span_parallel_min_layer_size`` compressed bytes, the same discovery as lazy mode looks for
+   its SOCI index, and the layers it has zTOCs for inflate span-parallel from their checkpoints
+   (:func:`~soci_lab.unpack.spanpar.ztoc_span_decompressors`); no index, or a failed discovery, changes
+   nothing but that (the serial inflater);
 4. stacks the layers with overlayfs at the mountpoint (:mod:`.overlay`), read-only unless ``writable``;
 5. records ``mount`` (per layer and for the image) and one ``ready`` event when the rootfs is usable.
 
@@ -53,9 +57,12 @@ if TYPE_CHECKING:
 
     from ..remote import RegistryClient
     from ..unpack import BlobSource, LayerSpec
+    from ..unpack.decompress import SpanDecompressor
 
 #: how long one FUSE layer may take to come up (upstream's mount_timeout_sec is 30 s; this machine is shared)
 DEFAULT_MOUNT_TIMEOUT = 60.0
+#: compressed size from which a zTOC-backed gzip layer inflates span-parallel in a parallel mount (64 MiB)
+SPAN_PARALLEL_MIN_LAYER_SIZE = 64 << 20
 #: metadata stores upstream knows; the FUSE servers keep layer metadata in memory whatever is chosen
 METADATA_STORES = ("memory", "db", "db-multi")
 
@@ -118,7 +125,11 @@ class Filesystem:
       handler answering gives a lazy layer its blob source (e.g. a local mirror file) instead of REF's registry;
     * ``explicit_index_digest`` — the SOCI index to use (upstream's snapshot label);
     * ``fallback`` — False: a lazy mount that cannot be lazy raises instead of going eager/local;
-    * ``events`` — the run's :class:`~soci_lab.events.EventRecorder` (its strategy should be the mode).
+    * ``events`` — the run's :class:`~soci_lab.events.EventRecorder` (its strategy should be the mode);
+    * ``span_parallel_min_layer_size`` — in ``parallel`` mode, gzip layers of at least this many compressed
+      bytes that the image's SOCI index has zTOCs for inflate span-parallel (default 64 MiB, as
+      :data:`~soci_lab.unpack.spanpar.DEFAULT_MIN_LAYER_SIZE`); ``None``: never, and no SOCI discovery in
+      ``parallel`` mode (upstream's behaviour). Discovery only runs when some layer is that big.
     """
 
     def __init__(
@@ -139,6 +150,7 @@ class Filesystem:
         events: EventRecorder | None = None,
         mount_timeout: float = DEFAULT_MOUNT_TIMEOUT,
         owns_state_dir: bool = True,
+        span_parallel_min_layer_size: int | None = SPAN_PARALLEL_MIN_LAYER_SIZE,
     ) -> None:
         cfg = dataclasses.replace(config) if config is not None else Config()
         if pull_modes is not None:
@@ -166,6 +178,7 @@ class Filesystem:
         self.events = events if events is not None else EventRecorder()
         self.mount_timeout = mount_timeout
         self.owns_state_dir = owns_state_dir
+        self.span_parallel_min_layer_size = span_parallel_min_layer_size
         #: a hook for tests and experiments: called with each lazy LayerPlan before its FUSE mount
         self.before_lazy_mount: Callable[[LayerPlan], None] | None = None
         #: the image mounted from this state directory (one at a time), by image key
@@ -338,7 +351,10 @@ class Filesystem:
         t0 = self.events.now()
         if how == "parallel":
             ppu = dataclasses.replace(self.config.pull_modes.parallel_pull_unpack, enable=True)
-            async with ParallelPuller(self.state.root, source, config=ppu, recorder=self.events) as puller:
+            spans = await self._span_decompressors(image, mounted)
+            async with ParallelPuller(
+                self.state.root, source, config=ppu, recorder=self.events, span_decompressor=spans
+            ) as puller:
                 outcomes = await puller.pull(image.key, specs, targets)
         else:
             outcomes = await SequentialPuller(self.state.root, source, recorder=self.events).pull(
@@ -348,6 +364,36 @@ class Filesystem:
             lay.bytes_fetched = out.bytes_fetched
             lay.uncompressed_size = out.apply.uncompressed_bytes if out.apply is not None else None
             self.events.emit("mount", t0, layer=lay.plan.digest, path=str(lay.path), how=how)
+
+    async def _span_decompressors(
+        self, image: ResolvedImage, mounted: MountedImage
+    ) -> Callable[[LayerSpec], SpanDecompressor | None] | None:
+        """The parallel puller's span-parallel hook from the image's zTOCs, or None (serial inflate).
+
+        Discovery (as lazy mode runs it, into the state directory's local store) only happens when some
+        gzip layer is at least ``span_parallel_min_layer_size`` bytes; whatever it raises means "no zTOCs".
+        The artifacts found are kept in the plan (``plan.artifacts``), so a run reports the index it used.
+        """
+        from ..unpack.decompress import compression_of
+        from ..unpack.spanpar import ztoc_span_decompressors
+
+        min_size = self.span_parallel_min_layer_size
+        if min_size is None:
+            return None
+        big = [
+            s for s in unique_layers(image.layers) if s.size >= min_size and compression_of(s.media_type, b"") == "gzip"
+        ]
+        if not big:
+            return None
+        assert mounted.plan is not None
+        arts = mounted.plan.artifacts if mounted.plan.artifacts is not None else await self.discover(image)
+        if arts is None or isinstance(arts, BaseException):
+            return None
+        ztocs = {s.digest: arts.ztoc_for(s.digest) for s in big if arts.has_ztoc(s.digest)}
+        if not ztocs:
+            return None
+        mounted.plan.artifacts = arts
+        return ztoc_span_decompressors(ztocs, min_layer_size=min_size)
 
     async def _mount_lazy(
         self, image: ResolvedImage, mounted: MountedImage, on_layer: Callable[[MountedImage], None] | None
@@ -517,6 +563,7 @@ def wait_for_signal(
 
 __all__ = [
     "DEFAULT_MOUNT_TIMEOUT",
+    "SPAN_PARALLEL_MIN_LAYER_SIZE",
     "Filesystem",
     "LayerState",
     "MountedImage",

@@ -43,10 +43,9 @@ Use it through the puller's hook::
 Layers smaller than ``min_layer_size`` (compressed bytes; default :data:`DEFAULT_MIN_LAYER_SIZE`), layers
 without a zTOC, non-gzip zTOCs and single-span zTOCs use the serial path.
 
-Not wired yet (owned by the Filesystem room): ``soci_lab/snapshot/filesystem.py`` ``_mount_eager`` builds its
-``ParallelPuller`` without the hook; when the image's SOCI artifacts are at hand (``SociArtifacts.ztocs`` is a
-``{layer digest: Ztoc}`` dict) it is one argument:
-``ParallelPuller(..., span_decompressor=ztoc_span_decompressors(artifacts.ztocs))``.
+Wired into mounts: a ``parallel`` mount (``soci_lab/snapshot/filesystem.py`` ``_mount_eager``) runs lazy mode's
+SOCI discovery when a gzip layer is at least ``span_parallel_min_layer_size`` (default: this module's 64 MiB)
+and passes the zTOCs found through this hook; with no index it inflates serially as before.
 
 Measured (``benchmarks/unpack_span_parallel.py``, 214 MB gzip -6 layer, 630 MB out, 147 spans of 4 MiB, a
 shared 2-core machine at load 4): serial ISA-L 0.92 s / 0.91 CPU-s; span-parallel ISA-L x2 1.11 s / 1.21
