@@ -19,9 +19,17 @@ interleaved repetitions, so all of them see the same machine load:
   ``decompress`` (``pigz -dc`` of every layer, as many at once as there are cores) and two disk-write
   rates: ``disk`` (the image's uncompressed bytes streamed into one file and ``fdatasync``-ed) and
   ``disk_tree`` (GNU ``tar -xf`` of the layers' already-decompressed tars, from the page cache, as many at
-  once as there are cores — writing the image's *files*, which on ext4 costs ~100-250 us of serialized
-  kernel time per file, far more than the bytes). ``bound_s`` is the slowest of network, decompress and
-  ``disk``; ``bound_tree_s`` the slowest of network, decompress and ``disk_tree``.
+  once as there are cores — writing the image's *files*). ``bound_s`` is the slowest of network, decompress
+  and ``disk``; ``bound_tree_s`` the slowest of network, decompress and ``disk_tree``.
+
+Trees are not deleted between timings (``--cleanup defer``, the default): each contender's output is renamed
+into ``trash/`` and everything is removed after the last repetition. This machine's root file system is ext4
+**without a journal**, where the inode allocator skips inodes freed in the last 60 s (300 s more while their
+inode table block is dirty: ``recently_deleted()`` in ``fs/ext4/ialloc.c``), rescanning them from the start
+of the group on every create. Right after a 40,000-file tree is deleted, creating a file near it costs
+100-340 us of kernel time instead of ~17 us, so deleting the previous contender's tree before a timing charged
+whoever ran next with that deletion (the 13-34 s spread of earlier runs). ``--cleanup between`` keeps the old
+behaviour (delete before each contender, outside the timing) to measure that case.
 
 Images (built once with :func:`soci_lab.images.build_image` into an OCI layout under ``--cache`` and copied
 into the registry each run): ``tiny`` = 8 layers of 0.5 MB (for the suite's test); ``quick`` = 8
@@ -146,8 +154,9 @@ def image_stats(layout: Path) -> dict[str, int]:
 class Containerd:
     """A containerd started for one pull: own root, state, socket and a minimal config under ``base``."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, trash: Path | None = None) -> None:
         self.base = base
+        self.trash = trash
         self.sock = base / "containerd.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -193,7 +202,11 @@ class Containerd:
                 self.proc.kill()
                 self.proc.wait()
         # snapshots are overlayfs-free directories until mounted; nothing of ours stays mounted
-        shutil.rmtree(self.base, ignore_errors=True)
+        if self.trash is not None and self.base.exists():
+            self.trash.mkdir(parents=True, exist_ok=True)
+            os.rename(self.base, self.trash / f"containerd-{time.monotonic_ns()}")
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def soci_pull(host_port: str, repo_ref: str, mode: str, root: Path) -> None:
@@ -228,6 +241,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--skip", nargs="*", default=[], help="contenders to skip")
+    ap.add_argument("--cleanup", choices=["defer", "between"], default="defer",
+                    help="defer: remove every tree after the last timing (default); between: before each contender")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     tools = ensure_tools()
@@ -239,6 +254,7 @@ def main() -> None:
     digests = stats.pop("layer_digests")
     work = Path(tempfile.mkdtemp(prefix="eager-peers-", dir=a.cache))
     times: dict[str, list[float]] = {}
+    trash = work / "trash" if a.cleanup == "defer" else None
     try:
         with DistributionRegistry(root=work / "registry") as reg:
             repo_ref = "bench/eager:latest"
@@ -319,7 +335,7 @@ def main() -> None:
             }
             if tools["containerd"] and tools["ctr"]:
                 def c_containerd() -> None:
-                    with Containerd(work / "containerd") as cd:
+                    with Containerd(work / "containerd", trash) as cd:
                         t = time.perf_counter()
                         cd.pull(ref)
                         c_containerd.last = time.perf_counter() - t  # type: ignore[attr-defined]
@@ -335,7 +351,13 @@ def main() -> None:
                 names = names[rep % len(names):] + names[: rep % len(names)]
                 for name in names:
                     for old in ("parallel", "sequential", "skopeo", "tree"):  # outside the timing
-                        shutil.rmtree(work / old, ignore_errors=True)
+                        if not (work / old).exists():
+                            continue
+                        if trash is not None:
+                            trash.mkdir(exist_ok=True)
+                            os.rename(work / old, trash / f"{old}-{rep}-{name}")
+                        else:
+                            shutil.rmtree(work / old)
                     subprocess.run(["sync"], check=True)
                     t = time.perf_counter()
                     contenders[name]()
@@ -363,6 +385,7 @@ def main() -> None:
         "bound_tree_s": bound_tree,
         "bound_tree_part": max(tree_parts, key=tree_parts.get) if bound_tree else None,  # type: ignore[arg-type]
         "loadavg_1min": round(os.getloadavg()[0], 2),
+        "cleanup": a.cleanup,
         "note": "containerd = ctr images pull (fetch + unpack into the overlayfs snapshotter), daemon start "
         "excluded; bound = max(network via curl, pigz -dc on all cores, disk write of the uncompressed bytes); "
         "bound_tree = the same with the disk part as GNU tar -xf of the decompressed tars (file creation)",
