@@ -40,8 +40,16 @@ class BlobWriter:
         self._f: BinaryIO | None = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in commit/abort
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self._f is not None, "blob writer is closed"
+        self.hash_part(data)
+        self.store_part(data)
+
+    def hash_part(self, data: bytes | bytearray | memoryview) -> None:
+        """Verify-as-you-go half of :meth:`write` (may run on another thread than :meth:`store_part`)."""
         self.verifier.update(data)
+
+    def store_part(self, data: bytes | bytearray | memoryview) -> None:
+        """The file half of :meth:`write`."""
+        assert self._f is not None, "blob writer is closed"
         self._f.write(data)
 
     def commit(self) -> Digest:

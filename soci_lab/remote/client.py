@@ -454,22 +454,16 @@ class RegistryClient:
             return d
         sink: BlobSink = layout.writer(d, size) if layout is not None else FileSink(Path(path), d, size)  # type: ignore[arg-type]
         t0 = self.events.now() if self.events is not None else 0.0
-        received = 0
+        feed = ThreadedFeeder(sink, batch)
         try:
-            async with ThreadedFeeder(sink, batch) as feed:
-
-                async def counted(chunk: bytes) -> None:
-                    nonlocal received
-                    received += len(chunk)
-                    await feed(chunk)
-
-                await self._fetch(repo, d, size, counted)
+            async with feed:
+                await self._fetch(repo, d, size, feed)
             committed = await anyio.to_thread.run_sync(sink.commit)
         except BaseException as exc:
             sink.abort()
-            self._blob_event(t0, d, received, exc)
+            self._blob_event(t0, d, feed.fed, exc)
             raise
-        self._blob_event(t0, d, received, None)
+        self._blob_event(t0, d, feed.fed, None)
         return committed
 
     def _blob_event(self, t0: float, digest: Digest, nbytes: int, exc: BaseException | None) -> None:

@@ -2,9 +2,11 @@
 
 Why: httpx passes every body byte through h11's receive buffer and two more copies, which costs about a
 third of the download rate on loopback. For transfers of many megabytes (whole layers, big ranges) this
-module opens its own connection (TLS verified as httpx would), sends one ``GET`` with ``Connection:
-close``, lets h11 parse the status line and headers, and then hands the socket's bytes to the caller
-as they arrive, counting them against ``Content-Length``.
+module opens its own connection (a blocking socket driven from worker threads, :mod:`.sockconn`; TLS
+verified as httpx would), sends one ``GET`` with ``Connection: close``, lets h11 parse the status line
+and headers, and then either hands the socket's bytes to the caller as they arrive, counting them
+against ``Content-Length`` (:meth:`RawExchange.aiter_raw`), or pumps them straight into a verified blob
+sink without passing through the event loop at all (:meth:`RawExchange.pump_into`, :mod:`.pump`).
 
 It covers the success case: a 200/206, possibly after redirects (followed here, credentials dropped across
 origins, the final URL cached when asked); a body without ``Content-Length`` (chunked, or ended by the
@@ -17,19 +19,20 @@ Each exchange is recorded as an ``http_request`` event like any other.
 
 from __future__ import annotations
 
-import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
 import h11
 import httpx
 
 from ..errors import RegistryUnreachable, TruncatedBody
+from .pump import SplitSink, pump_body
 from .retry import is_retryable_status, redact_url
+from .sockconn import SocketConn
 from .transport import tls_verification_error
 
 if TYPE_CHECKING:
@@ -56,7 +59,7 @@ class RawExchange:
     def __init__(
         self,
         transport: Transport,
-        stream: anyio.abc.ByteStream,
+        stream: SocketConn,
         request: httpx.Request,
         status: int,
         headers: httpx.Headers,
@@ -97,26 +100,56 @@ class RawExchange:
                 self.nbytes += len(chunk)
                 yield chunk
 
+    @property
+    def read_timeout(self) -> float:
+        return self.transport.http.timeout.read or 30.0
+
     async def _receive(self) -> bytes:
         """Up to ``READ`` bytes from the socket; ``b""`` at EOF; :class:`TruncatedBody` on stalls and errors."""
-        read_timeout = self.transport.http.timeout.read or 30.0
-        left = self.deadline - anyio.current_time()
+        read_timeout = self.read_timeout
+        left = self.deadline - time.monotonic()
         want = READ if self.length is None else min(READ, self.length - self.nbytes)
         try:
-            with anyio.fail_after(max(0.0, min(read_timeout, left))):
-                data = await self.stream.receive(want)
-            if anyio.current_time() > self.deadline:
+            if left <= 0:
+                raise TimeoutError
+            data = await self.stream.receive(want, min(read_timeout, left))
+            if time.monotonic() > self.deadline:
                 raise TimeoutError
             return data
         except TimeoutError:
             if read_timeout < left:
                 await self._broke(f"ReadTimeout: no data for {read_timeout:g} s")
             await self._broke("the whole-request timeout passed while the body was streaming")
-        except anyio.EndOfStream:
-            return b""
-        except (anyio.BrokenResourceError, OSError) as exc:
+        except OSError as exc:
             await self._broke(f"{type(exc).__name__}: {exc}")
         raise AssertionError("unreachable")
+
+    @property
+    def can_pump(self) -> bool:
+        """True for a plain ``Content-Length`` body not yet read: :meth:`pump_into` can take it."""
+        return self.conn is None and self.length is not None and self.nbytes == 0
+
+    async def pump_into(self, sink: SplitSink, *, skip: int, limit: int) -> int:
+        """Deliver body bytes ``skip .. skip+limit-1`` to ``sink`` on worker threads; the count delivered.
+
+        Every delivered byte is hashed and stored before this returns or raises, so after a
+        :class:`TruncatedBody` (whose ``delivered`` attribute holds the count) the caller resumes from there.
+        """
+        assert self.can_pump and self.length is not None
+        prefix, self.prefix = self.prefix, b""
+        result = await self.stream.run_blocking(lambda: pump_body(
+            self.stream.sock, prefix, sink, body_left=self.length, skip=skip, limit=limit,
+            read_timeout=self.read_timeout, deadline=self.deadline))
+        self.nbytes += result.received
+        if result.error is not None:
+            raise result.error
+        if result.broke is not None:
+            try:
+                await self._broke(result.broke)
+            except TruncatedBody as exc:
+                exc.delivered = result.delivered  # type: ignore[attr-defined]
+                raise
+        return result.delivered
 
     async def _broke(self, reason: str) -> None:
         await self.aclose(error=reason)
@@ -169,10 +202,9 @@ class RawExchange:
         await self.aclose(error=None if exc[0] is None else type(exc[1]).__name__)
 
 
-async def _close(stream: anyio.abc.ByteStream) -> None:
+async def _close(stream: SocketConn) -> None:
     with anyio.CancelScope(shield=True):
-        with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await stream.aclose()
+        await stream.aclose()
 
 
 def _request_bytes(url: httpx.URL, headers: dict[str, str]) -> bytes:
@@ -184,16 +216,22 @@ def _request_bytes(url: httpx.URL, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _read_head(stream: anyio.abc.ByteStream, timeout: float) -> tuple[bytes, bytes]:
+async def _read_head(stream: SocketConn, timeout: float) -> tuple[bytes, bytes]:
     buf = b""
+    until = time.monotonic() + timeout
     while True:
         end = buf.find(b"\r\n\r\n")
         if end >= 0:
             return buf[: end + 4], buf[end + 4 :]
         if len(buf) > MAX_HEAD:
             raise h11.RemoteProtocolError("response head too large")
-        with anyio.fail_after(timeout):
-            buf += await stream.receive(READ)
+        left = until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete response head in time")
+        data = await stream.receive(READ, left)
+        if not data:
+            raise h11.RemoteProtocolError("connection closed before the response head ended")
+        buf += data
 
 
 def _parse_head(head: bytes, target: bytes, host: bytes) -> tuple[h11.Response, h11.Connection]:
@@ -241,24 +279,19 @@ async def send_fast(
             request = httpx.Request("GET", target)
             attempt = budget.used
             t0 = transport._now()
-            deadline = anyio.current_time() + transport.request_timeout
-            stream: anyio.abc.ByteStream | None = None
+            deadline = time.monotonic() + transport.request_timeout
+            stream: SocketConn | None = None
             try:
                 if target.scheme not in ("http", "https") or target.host == "":
                     raise ValueError("unsupported URL")
                 port = target.port or (443 if target.scheme == "https" else 80)
-                with anyio.fail_after(connect_timeout):
-                    stream = await anyio.connect_tcp(
-                        target.host, port, tls=target.scheme == "https",
-                        ssl_context=(transport.ssl_context or _tls()) if target.scheme == "https" else None,
-                        tls_hostname=target.host if target.scheme == "https" else None,
-                    )
-                with anyio.fail_after(transport.request_timeout):
-                    await stream.send(_request_bytes(target, req_headers))
-                    head, rest = await _read_head(stream, header_timeout)
+                stream = await SocketConn.connect(
+                    target.host, port, timeout=connect_timeout,
+                    tls=(transport.ssl_context or _tls()) if target.scheme == "https" else None)
+                await stream.send(_request_bytes(target, req_headers), transport.request_timeout)
+                head, rest = await _read_head(stream, min(header_timeout, transport.request_timeout))
                 response, conn = _parse_head(head, target.raw_path, target.netloc)
-            except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError,
-                    h11.RemoteProtocolError, ssl.SSLError) as exc:
+            except (OSError, TimeoutError, h11.RemoteProtocolError) as exc:
                 if stream is not None:
                     await _close(stream)
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")

@@ -19,6 +19,7 @@ from contextlib import aclosing
 from ..errors import InvalidInput, RegistryError, SizeMismatch, TruncatedBody
 from .fastget import FAST_MIN_BYTES, RawExchange, send_fast
 from .retry import redact_url
+from .sinks import ThreadedFeeder
 from .transport import Exchange, RetryBudget, Transport
 
 Sink = Callable[[bytes], Awaitable[None]]
@@ -64,6 +65,9 @@ async def fetch_into(
     be 0); resumptions always use one. ``expect_total`` (the descriptor's size) turns a registry announcing
     another total length into ``SizeMismatch`` before any byte is delivered. Returns the number of bytes
     delivered, which is ``upper - lower + 1`` unless the blob ends sooner.
+
+    A :class:`~.sinks.ThreadedFeeder` as ``sink`` lets a lean-path body skip the event loop: it is pumped
+    from the socket into the feeder's blob sink on worker threads (:meth:`.RawExchange.pump_into`).
     """
     if upper is not None:
         check_range(lower, upper)
@@ -114,23 +118,36 @@ async def fetch_into(
                         raise RegistryError(f"GET {redact_url(url)}: offset {pos} is past the end of a "
                                             f"{int(length)}-byte blob", status=200)
                     upper = last if upper is None else min(upper, last)
-            async with aclosing(exchange.aiter_raw()) as body:
-                async for chunk in body:
-                    if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
-                            continue
-                        chunk = chunk[skip:]
-                        skip = 0
-                    if upper is not None and pos + len(chunk) > upper + 1:
-                        chunk = chunk[: upper + 1 - pos]
-                    if chunk:
-                        pos += len(chunk)
-                        await sink(chunk)
-                    if upper is not None and pos > upper:
-                        break
-                else:
-                    ended_cleanly = True
+            if isinstance(exchange, RawExchange) and isinstance(sink, ThreadedFeeder) and exchange.can_pump \
+                    and upper is not None:
+                await sink.drain()  # whatever an earlier attempt queued is written first
+                delivered = 0
+                try:
+                    delivered = await exchange.pump_into(sink.sink, skip=skip, limit=upper + 1 - pos)
+                except TruncatedBody as exc:
+                    delivered = getattr(exc, "delivered", 0)
+                    raise
+                finally:
+                    pos += delivered
+                    sink.fed += delivered
+            else:
+                async with aclosing(exchange.aiter_raw()) as body:
+                    async for chunk in body:
+                        if skip:
+                            if len(chunk) <= skip:
+                                skip -= len(chunk)
+                                continue
+                            chunk = chunk[skip:]
+                            skip = 0
+                        if upper is not None and pos + len(chunk) > upper + 1:
+                            chunk = chunk[: upper + 1 - pos]
+                        if chunk:
+                            pos += len(chunk)
+                            await sink(chunk)
+                        if upper is not None and pos > upper:
+                            break
+                    else:
+                        ended_cleanly = True
         except TruncatedBody as exc:
             await budget.spend("GET", url, str(exc).rpartition("(")[2].rstrip(")") or "body broke", exchange.status,
                                None)

@@ -1,8 +1,9 @@
-"""Where downloaded blob bytes go: a verified file, or an OCI layout writer, fed from a worker thread.
+"""Where downloaded blob bytes go: a verified file, or an OCI layout writer, fed from worker threads.
 
 The network loop hands batches of chunks to a worker thread that hashes and writes them while the next
-batch arrives (hashlib and file writes release the GIL), so verification costs no extra wall time on two
-cores. Nothing becomes visible under its final name until every byte matched the digest and size.
+batch arrives (hashlib and file writes release the GIL); a large body on the lean path skips the loop and
+is pumped from the socket by :mod:`.pump`, hashing and writing on two threads. Nothing becomes visible
+under its final name until every byte matched the digest and size.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ from ..oci import Digest, DigestVerifier
 
 
 class BlobSink(Protocol):
-    """A verified destination: ``write`` chunks, then ``commit`` (verify, make visible) or ``abort``."""
+    """A verified destination: ``write`` chunks, then ``commit`` (verify, make visible) or ``abort``.
+
+    ``write`` is ``hash_part`` then ``store_part``; the two halves may run on different threads, each
+    seeing every chunk in order (the pump does that).
+    """
 
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def hash_part(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def store_part(self, data: bytes | bytearray | memoryview) -> None: ...
 
     def commit(self) -> Digest: ...
 
@@ -45,7 +54,13 @@ class FileSink:
         self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.hash_part(data)
+        self.store_part(data)
+
+    def hash_part(self, data: bytes | bytearray | memoryview) -> None:
         self.verifier.update(data)
+
+    def store_part(self, data: bytes | bytearray | memoryview) -> None:
         self._f.write(data)
 
     def commit(self) -> Digest:
@@ -84,6 +99,8 @@ class ThreadedFeeder:
         self._in_flight: anyio.Event | None = None
         self._error: BaseException | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        #: bytes handed to the sink so far (through this feeder or pumped into ``sink`` directly)
+        self.fed = 0
 
     def _write_all(self, chunks: list[bytes]) -> None:
         for c in chunks:
@@ -112,7 +129,13 @@ class ThreadedFeeder:
             assert self._tg is not None
             self._tg.start_soon(self._run, chunks, done)
 
+    async def drain(self) -> None:
+        """Wait until every chunk fed so far is in the sink (raises the worker's error, if any)."""
+        await self._flush()
+        await self._flush()
+
     async def __call__(self, chunk: bytes) -> None:
+        self.fed += len(chunk)
         self._pending.append(chunk)
         self._pending_bytes += len(chunk)
         if self._pending_bytes >= self.batch:
@@ -126,8 +149,7 @@ class ThreadedFeeder:
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool | None:
         try:
             if exc is None:
-                await self._flush()
-                await self._flush()  # wait for the last batch
+                await self.drain()
         finally:
             assert self._tg is not None
             await self._tg.__aexit__(None, None, None)
