@@ -230,7 +230,10 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
             deferred = result.deferred or []  # priority > 0 spans: after the mount, in the background
         pyfuse3.init(fs, mountpoint, _fuse_options())
         mounted = True
-        events.emit("mount", t0, layer=spec.digest, path=mountpoint)
+        # cpu_s: CPU time of this serving process up to here (since its fork, or its start without the
+        # zygote) — what several layers mounted at once compete for on the host's cores; entries: the
+        # zTOC's (what that CPU grows with). soci_lab.sim.fit uses both.
+        events.emit("mount", t0, layer=spec.digest, path=mountpoint, cpu_s=time.process_time(), entries=len(z.toc))
         conn.send(("ready", None))
         bg_on = policy.background_fetch if options.background is None else options.background
         period = options.fetch_period
