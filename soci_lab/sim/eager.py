@@ -24,7 +24,10 @@ from .world import World
 
 
 def fetch_image_metadata(world: World) -> Generator[Any, Any, None]:
-    """The image index REF names (if any), the manifest, then its config: every mode starts with these."""
+    """The image index REF names (if any), the manifest, then its config: every mode starts with these,
+    after ``HostParams.start_s`` of set-up."""
+    if world.host.params.start_s > 0:
+        yield world.env.timeout(world.host.params.start_s)
     if world.image.image_index_size:
         yield from world.http(world.image.image_index_size, what="image_index")
     yield from world.http(world.image.manifest_size, what="manifest")

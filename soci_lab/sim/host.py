@@ -28,8 +28,21 @@ class HostParams:
 
     ``fuse_max_read``: the kernel splits a read into FUSE requests of at most this many bytes, each paying
     ``fuse_op_s``. ``local_read_rate``/``syscall_s``: reads of files already on local disk (page cache).
-    ``verify_rate``: sha256 throughput. ``mount_s``: cost of one lazy layer mount (starting its FUSE server);
-    ``overlay_mount_s``: cost of the final overlay mount of the rootfs (every mode).
+    ``verify_rate``: sha256 throughput. ``overlay_mount_s``: cost of the final overlay mount of the rootfs
+    (every mode). ``start_s``: what a pull spends before its first request (setting up its state directory
+    and registry client), in every mode.
+
+    A lazy layer's mount is its own FUSE server process, as in ``soci_lab.lazy``: ``mount_s`` is the
+    latency of starting it (the fork from the pre-warmed process), one at a time across layers;
+    ``mount_cpu_s + mount_cpu_per_entry × zTOC entries`` is the CPU that process then spends building its
+    file system from the zTOC, holding one core — so layers mounted at once queue for the host's cores.
+    ``ztoc_parse_per_entry``: the snapshotter's own pass over the fetched zTOCs before it mounts (one core).
+    ``fuse_op_s``: the cost of one FUSE request on top of the server's own work (the kernel round trip and
+    the dispatch), paid per request of a read and per metadata op on a lazy layer's file;
+    ``fuse_read_rate``: bytes/s copied through FUSE to the reader (None: ``local_read_rate``);
+    ``header_verify_s``: the server's check of a file's tar header on its first read; ``fuse_meta_s``:
+    stat/open/readdir/readlink of a lazy layer's file (None: ``fuse_op_s``). ``span_cache_rate``: bytes/s
+    of putting a span into the span cache (its sha256 and its write, one core, after decompression).
     """
 
     cores: int = 2
@@ -43,7 +56,15 @@ class HostParams:
     syscall_s: float = 3e-6
     verify_rate: float = 1.5e9
     mount_s: float = 0.005
+    mount_cpu_s: float = 0.0
+    mount_cpu_per_entry: float = 0.0
+    ztoc_parse_per_entry: float = 0.0
     overlay_mount_s: float = 0.005
+    start_s: float = 0.0
+    fuse_read_rate: float | None = None
+    fuse_meta_s: float | None = None
+    header_verify_s: float = 0.0
+    span_cache_rate: float = 1e9
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -56,6 +77,10 @@ class HostParams:
         except KeyError:
             raise SimulationError(f"no decompression rate for {compression!r}") from None
         return u_bytes / rate
+
+    def mount_cpu(self, entries: int) -> float:
+        """CPU seconds a lazy layer's FUSE server spends before it is mounted (for a zTOC of ``entries``)."""
+        return self.mount_cpu_s + entries * self.mount_cpu_per_entry
 
     def apply_s(self, files: int, u_bytes: int) -> float:
         """Seconds of one core to apply a tar stream (create ``files`` entries, copy ``u_bytes``)."""
@@ -88,6 +113,12 @@ class Host:
         """Start writing ``nbytes`` to disk; the event fires when they are written."""
         self.bytes_written += nbytes
         return self.disk.transfer(nbytes)
+
+    def cache_put(self, nbytes: int) -> Generator[Any, Any, None]:
+        """Put ``nbytes`` in the span cache: hashed and written by one core, after the bytes are ready
+        (``soci_lab.lazy``'s directory cache), at ``span_cache_rate``; the bytes count as written."""
+        self.bytes_written += nbytes
+        yield from self.cpu(nbytes / self.params.span_cache_rate)
 
     def cpu_and_write(self, seconds: float, nbytes: int) -> Generator[Any, Any, None]:
         """CPU work streaming its output to disk: both proceed together, done when both are."""

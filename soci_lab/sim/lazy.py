@@ -4,11 +4,12 @@ Mirrors soci-formats.md §4.4–4.8:
 
 - mount: manifest and config (and the image index before them for a SOCI v2 image), the manifest again
   (the snapshotter's own look-up), the SOCI index, then every zTOC (and prefetch artifact) concurrently;
-  the pre-resolver resolves every indexed layer's blob URL at once (one ``Range: bytes=0-1`` GET each, as
-  after PR #2029) and reads the bytes before span 0 (the gzip header, checked once); containerd then
-  prepares layers in order — an indexed layer waits for its resolution, runs its prefetch spans
-  synchronously and is FUSE-mounted; a layer without a zTOC (smaller than
-  ``min_layer_size``, or zstd) is fetched whole and unpacked locally, blocking the layers above it;
+  containerd then prepares layers in order (or all at once, ``LazyParams.concurrent_mounts``) — an indexed
+  layer gets a FUSE server of its own, as ``soci_lab.lazy`` does: forked one at a time (``mount_s``), it
+  builds its file system on a core (``HostParams.mount_cpu``), resolves the blob URL (one
+  ``Range: bytes=0-1`` GET, as after PR #2029), reads the bytes before span 0 (the gzip header, checked
+  once), runs its prefetch spans and mounts; a layer without a zTOC (smaller than ``min_layer_size``, or
+  zstd) is fetched whole and unpacked locally, blocking the layers above it;
 - :class:`SpanManager`: span states ``unrequested → requested → fetched | uncompressed`` with
   single flight (concurrent readers of a span wait for the one fetch in progress), an on-demand fetch
   (GET the span's compressed bytes, verify, decompress the whole span, cache it uncompressed) and the
@@ -137,7 +138,7 @@ class SpanManager:
         t0 = env.now
         yield from self._fetch(i, bg=True, why="background")
         span = self.layer.spans[i]
-        yield self.world.host.write(span.c_size)
+        yield from self.world.host.cache_put(span.c_size)
         self.state[i] = FETCHED
         del self.pending[i]
         done.succeed()
@@ -167,12 +168,13 @@ class SpanManager:
         span = self.layer.spans[i]
         host = world.host
         t0 = world.env.now
-        # the whole span is inflated (from its checkpoint) and cached uncompressed
-        yield from host.cpu_and_write(host.params.decompress_s(self.layer.compression, span.u_size), span.u_size)
+        # the whole span is inflated (from its checkpoint), then put in the span cache uncompressed
+        yield from host.cpu(host.params.decompress_s(self.layer.compression, span.u_size))
         world.emit(
             "span_decompress", t0, layer=self.digest, span=i, nbytes=span.u_size, from_cache=from_cache,
             compression=self.layer.compression,
         )  # fmt: skip
+        yield from host.cache_put(span.u_size)
 
 
 class BackgroundFetcher:
@@ -225,6 +227,8 @@ class LazyPull:
         self._verify = lp.verify_headers and not world.config.disable_verification
         self._pending: tuple[FileModel, int, int, list[tuple[list[int], list[int]]]] | None = None
         self.readaheads: list[simpy.Process] = []
+        self._first = False
+        self._attrs: dict[str, Any] = {}
 
     @property
     def strategy(self) -> str:
@@ -254,29 +258,38 @@ class LazyPull:
             fetches.append(env.process(world.http(200 * len(image.prefetch_spans), what="prefetch_artifact")))
         if fetches:
             yield env.all_of(fetches)
-        resolvers = world.limit("preresolve", world.config.max_concurrency)
+        if not world.config.background_fetch.disable and self.managers:
+            self.bg = BackgroundFetcher(world, list(self.managers.values()))
+            env.process(self.bg.run(self.first_mount))
+        hp = world.host.params
+        if hp.ztoc_parse_per_entry > 0 and self.managers:  # the snapshotter reads every zTOC it fetched
+            yield from world.host.cpu(hp.ztoc_parse_per_entry * sum(image.layer_stats(li)[0] for li in self.managers))
+        spawner = world.limit("fuse_server_spawn", 1)
 
-        def resolve(li: int) -> Generator[Any, Any, None]:
-            token = yield from resolvers.acquire()
+        def serve(li: int) -> Generator[Any, Any, None]:
+            """The layer's FUSE server: forked (one at a time), builds its file system on a core, resolves
+            the blob (one ``Range: bytes=0-1`` GET) and checks the gzip header before span 0, prefetches,
+            mounts — as ``soci_lab.lazy.mount``'s serving process does."""
             layer = image.layers[li]
+            token = yield from spawner.acquire()
+            yield env.timeout(hp.mount_s)
+            spawner.release(token)
+            t1 = env.now
+            entries = image.layer_stats(li)[0]
+            cpu = hp.mount_cpu(entries)
+            yield from world.host.cpu(cpu)
             yield from world.http(2, what="resolve", layer=layer.digest, blob=layer.digest)
             header = layer.spans[0].c_start  # the gzip header before span 0: checked once, no digest covers it
             if header > 0:
                 yield from world.http(header, what="header", layer=layer.digest, blob=layer.digest)
-            resolvers.release(token)
-
-        resolved = {li: env.process(resolve(li)) for li in self.managers}
-        if not world.config.background_fetch.disable and self.managers:
-            self.bg = BackgroundFetcher(world, list(self.managers.values()))
-            env.process(self.bg.run(self.first_mount))
+            yield from self._prefetch(li)
+            world.emit("mount", t1, layer=layer.digest, what="fuse_server", cpu_s=cpu, entries=entries)
 
         def prepare(li: int) -> Generator[Any, Any, None]:
             layer = image.layers[li]
             if li in self.managers:
-                yield resolved[li]
-                yield from self._prefetch(li)
                 t1 = env.now
-                yield env.timeout(world.host.params.mount_s)
+                yield from serve(li)
                 world.emit("mount", t1, layer=layer.digest, what="fuse", how="lazy")
                 if not self.first_mount.triggered:
                     self.first_mount.succeed()
@@ -345,8 +358,10 @@ class LazyPull:
             reqs = []
         steps: list[tuple[list[int], list[int]]] = []
         header: list[int] = []
+        self._first = False
         if self._verify and key not in self.verified and (reqs or self.kernel is None):
             self.verified.add(key)
+            self._first = True
             if f.header > 0:
                 header = list(range(layer.span_id(f.offset - f.header), layer.span_id(f.offset - 1) + 1))
         if not reqs:
@@ -383,6 +398,7 @@ class LazyPull:
         hp = self.world.host.params
         sm = self.managers.get(f.layer)
         if sm is None:
+            self._attrs = {}
             return hp.syscall_s + size / hp.local_read_rate
         steps = self._plan(f, off, size)
         state = sm.state
@@ -399,12 +415,21 @@ class LazyPull:
                     emit("cache_hit", t, t, layer=sm.digest, span=i)
         return self._fuse_cost(steps, size)
 
-    def _fuse_cost(self, steps: list[tuple[list[int], list[int]]], size: int) -> float:
+    def _fuse_cost(self, steps: list[tuple[list[int], list[int]]], size: int, *, missed: bool = False) -> float:
+        """The read's own cost on top of its span work: one ``fuse_op_s`` per FUSE request, the copy, the
+        header check on a file's first read (``read_attrs`` then says how many requests it made)."""
         hp = self.world.host.params
         if self.kernel is not None and not steps:
+            self._attrs = {"fuse_requests": 0}
             return hp.syscall_s + size / hp.local_read_rate  # all in the page cache
         n_ops = len(steps) if self.kernel is not None else max(1, -(-size // hp.fuse_max_read))
-        return n_ops * hp.fuse_op_s + size / hp.local_read_rate
+        self._attrs = {"fuse_requests": n_ops, "first_read": self._first, "missed": missed}
+        rate = hp.fuse_read_rate or hp.local_read_rate
+        return n_ops * hp.fuse_op_s + size / rate + (hp.header_verify_s if self._first else 0.0)
+
+    def read_attrs(self) -> dict[str, Any]:
+        """What the model knows of the last read (FUSE requests, first read, span miss), for its event."""
+        return self._attrs
 
     def read(self, f: FileModel, off: int, size: int) -> Generator[Any, Any, None]:
         """A read that misses: each request's spans through the span manager, then its readahead."""
@@ -419,7 +444,7 @@ class LazyPull:
             for i in ahead:
                 if state[i] not in (UNCOMPRESSED, REQUESTED):
                     self.readaheads.append(env.process(sm.ensure(i, why="readahead")))
-        yield env.timeout(self._fuse_cost(steps, size))
+        yield env.timeout(self._fuse_cost(steps, size, missed=True))
 
     def settle(self) -> Generator[Any, Any, None]:
         """After the workload: let the readahead fetches it started finish, as they do while a real pull
@@ -433,4 +458,6 @@ class LazyPull:
     def meta_cost(self, op: str, f: FileModel | None) -> float:
         """stat/open/readdir/readlink: one FUSE request for a lazy layer's entry, a syscall otherwise."""
         hp = self.world.host.params
-        return hp.fuse_op_s if f is not None and f.layer in self.managers else hp.syscall_s
+        if f is not None and f.layer in self.managers:
+            return hp.fuse_op_s if hp.fuse_meta_s is None else hp.fuse_meta_s
+        return hp.syscall_s

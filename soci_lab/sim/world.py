@@ -251,7 +251,10 @@ class World:
                     lag += cost
                 reads.append((a.path, off, off + size))
                 if fine:
-                    emit("file_read", t0, t1, path=a.path, nbytes=size, layer=layers[f.layer].digest, offset=off)
+                    emit(
+                        "file_read", t0, t1, path=a.path, nbytes=size, layer=layers[f.layer].digest, offset=off,
+                        **backend.read_attrs(),
+                    )  # fmt: skip
             else:
                 cost = backend.meta_cost(a.op, f)
                 lag += cost
@@ -283,6 +286,9 @@ class ReadBackend(Protocol):
     def meta_cost(self, op: str, f: FileModel | None) -> float:
         """The latency of stat/open/readdir/readlink."""
 
+    def read_attrs(self) -> dict[str, Any]:
+        """Extra attributes of the last read's ``file_read`` event."""
+
 
 class LocalFiles:
     """The eager modes' backend: every file is on local disk once the pull is done."""
@@ -299,3 +305,6 @@ class LocalFiles:
 
     def meta_cost(self, op: str, f: FileModel | None) -> float:
         return self.hp.syscall_s
+
+    def read_attrs(self) -> dict[str, Any]:
+        return {}

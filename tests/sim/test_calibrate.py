@@ -6,10 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from soci_lab.cli import main
 from soci_lab.errors import SimulationError
-from soci_lab.sim import HostParams, NetworkParams, SimParams, SyntheticSpec, generate, simulate, synthetic_trace
+from soci_lab.sim import (
+    HostParams,
+    LazyParams,
+    NetworkParams,
+    SimParams,
+    SyntheticSpec,
+    generate,
+    simulate,
+    synthetic_trace,
+)
 from soci_lab.sim.calibrate import Calibration, fit
 
 MIB = 1024 * 1024
@@ -91,10 +102,64 @@ def test_fit_recovers_mount_and_file_op_costs():
     assert cal.mount_s == pytest.approx(0.2)
     assert cal.overlay_mount_s == pytest.approx(0.03)  # the rootfs mount is not a FUSE layer mount
     assert cal.fuse_op_s == pytest.approx(300e-6)
+    assert cal.fuse_meta_s == pytest.approx(300e-6)  # metadata ops pay fuse_op_s when fuse_meta_s is unset
     assert cal.syscall_s == pytest.approx(20e-6)
     again = cal.params()
     assert (again.host.mount_s, again.host.fuse_op_s, again.host.syscall_s) == pytest.approx((0.2, 300e-6, 20e-6))
     assert again.host.overlay_mount_s == pytest.approx(0.03)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    spawn=st.floats(1e-3, 0.05), cpu=st.floats(0.01, 0.2), per_entry=st.floats(0.0, 2e-5), parse=st.floats(0.0, 1e-5),
+    op=st.floats(20e-6, 500e-6), rate=st.floats(100e6, 2e9), header=st.floats(0.0, 500e-6),
+    meta=st.floats(20e-6, 500e-6), start=st.floats(0.0, 0.05), concurrent=st.booleans(),
+)  # fmt: skip
+def test_fit_recovers_fuse_server_and_fuse_read_costs(spawn, cpu, per_entry, parse, op, rate, header, meta, start,
+                                                      concurrent):  # fmt: skip
+    """Servers forked one at a time then queueing for two cores, reads paying per FUSE request, per byte and
+    a first-read header check: fitting the simulator's events gives back every one of those costs."""
+    image = _fuse_image()
+    host = HostParams(mount_s=spawn, mount_cpu_s=cpu, mount_cpu_per_entry=per_entry, ztoc_parse_per_entry=parse,
+                      fuse_op_s=op,
+                      fuse_read_rate=rate, header_verify_s=header, fuse_meta_s=meta, start_s=start)  # fmt: skip
+    params = SimParams(host=host, lazy=LazyParams(concurrent_mounts=concurrent))
+    cal = fit(simulate(image, "lazy", workload=synthetic_trace(image, 0.3, seed=3), params=params).events)
+    assert cal.start_s == pytest.approx(start, abs=1e-12)
+    assert cal.mount_s == pytest.approx(spawn, rel=1e-6)
+    assert cal.mount_cpu_s == pytest.approx(cpu, rel=1e-6, abs=1e-12)
+    assert cal.mount_cpu_per_entry == pytest.approx(per_entry, rel=1e-6, abs=1e-15)
+    assert cal.ztoc_parse_per_entry == pytest.approx(parse, rel=1e-6, abs=1e-15)
+    assert cal.fuse_op_s == pytest.approx(op, rel=1e-6)
+    assert 1 / cal.fuse_read_rate == pytest.approx(1 / rate, rel=1e-6)
+    assert cal.header_verify_s == pytest.approx(header, rel=1e-6, abs=1e-12)
+    assert cal.fuse_meta_s == pytest.approx(meta, rel=1e-9)
+
+
+_FUSE_IMAGE: list = []
+
+
+def _fuse_image():
+    if not _FUSE_IMAGE:  # four indexed layers of different sizes, so their zTOCs' entries differ
+        _FUSE_IMAGE.append(generate(SyntheticSpec(seed=5, compressed_size=48 * MIB, layers=4, min_layer_size=1 * MIB)))
+    return _FUSE_IMAGE[0]
+
+
+def test_fuse_servers_queue_for_the_cores():
+    """Four layers mounted at once on two cores: the last server is ready only after two servers' CPU time —
+    the contention the real lazy mount shows, which a fixed per-layer latency missed."""
+    image = _fuse_image()
+    lazy = sum(la.indexed for la in image.layers)
+    assert lazy >= 4
+    host = HostParams(mount_s=0.0, mount_cpu_s=0.1, cores=2)
+    params = SimParams(host=host, lazy=LazyParams(concurrent_mounts=True))
+    ev = simulate(image, "lazy", params=params).events
+    servers = ev[(ev.kind == "mount") & ev["attrs"].map(lambda a: a.get("what") == "fuse_server")]
+    ends = sorted(servers.t_end - servers.t_start)
+    assert ends[-1] >= (lazy // 2) * 0.1 - 1e-9
+    one_core = simulate(image, "lazy", params=SimParams(host=HostParams(mount_s=0.0, mount_cpu_s=0.1, cores=1),
+                                                        lazy=LazyParams(concurrent_mounts=True)))  # fmt: skip
+    assert one_core.summary["ready_s"] > simulate(image, "lazy", params=params).summary["ready_s"] + 0.09
 
 
 # --- the committed calibration files ----------------------------------------------------------------------
