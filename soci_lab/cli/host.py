@@ -30,23 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput, MountError, SociLabError, WorkloadError
-from ..oci import Reference
+from ..errors import MountError, SociLabError, WorkloadError
+from . import argtypes
 
 CLI_CODE = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
 #: how long ``mount --background`` waits for its serving process to report ready
 BACKGROUND_TIMEOUT = 900.0
 
 
-def _ref(text: str) -> Reference:
-    try:
-        return Reference.parse(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ref", type=_ref, metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
+    p.add_argument("ref", type=argtypes.reference, metavar="REF",
+                   help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     p.add_argument("--mode", choices=("lazy", "parallel", "sequential"), required=True, help="how to get layers")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="where layers, caches and the record live")
     p.add_argument("--config", type=Path, metavar="FILE", help="soci-snapshotter style config.toml")

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput
-from ..oci import Platform
 from . import argtypes
 
 
@@ -31,13 +29,6 @@ def _level(lo: int, hi: int) -> Any:
         return n
 
     return parse
-
-
-def _platform(text: str) -> Platform:
-    try:
-        return Platform.parse(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _argv(text: str) -> list[str]:
@@ -118,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="zstd: uncompressed bytes per frame (default 4MiB); ignored for gzip and none",
     )
-    b.add_argument("--platform", type=_platform, help="os/arch[/variant] of the config (default: this host)")
+    b.add_argument("--platform", type=argtypes.platform, help="os/arch[/variant] of the config (default: this host)")
     b.add_argument("--cmd", type=_argv, help="Cmd: a JSON array or a shell-quoted string")
     b.add_argument("--entrypoint", type=_argv, help="Entrypoint: a JSON array or a shell-quoted string")
     b.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="Env entry (repeat)")
@@ -137,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_argument("src", type=argtypes.reference, metavar="SRC")
     c.add_argument("dst", type=argtypes.reference, metavar="DST")
-    c.add_argument("--platform", type=_platform, help="copy only this platform's manifest of an index")
+    c.add_argument("--platform", type=argtypes.platform, help="copy only this platform's manifest of an index")
     _add_registry_options(c)
     c.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC only")
     c.add_argument("--dest-creds", metavar="USER:PASS", help="credentials for DST only")
@@ -151,7 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "layer's uncompressed bytes against the config's diffID. Prints the manifest digest.",
     )
     v.add_argument("ref", type=argtypes.reference, metavar="REF")
-    v.add_argument("--platform", type=_platform, help="for an image index: os/arch[/variant]")
+    v.add_argument("--platform", type=argtypes.platform, help="for an image index: os/arch[/variant]")
     _add_registry_options(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(handler=cmd_verify)

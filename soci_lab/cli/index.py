@@ -20,32 +20,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidInput
-from ..oci import Digest, Platform
 from . import argtypes
 
 if TYPE_CHECKING:
     from ..events import EventRecorder
 
 
-def _digest(text: str) -> str:
-    try:
-        return str(Digest(text))
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _platform(text: str) -> Platform:
-    try:
-        return Platform.parse(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", type=argtypes.reference, metavar="REF",
                    help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
-    p.add_argument("--platform", type=_platform, help="for an image index: os/arch[/variant] (default: this host)")
+    p.add_argument("--platform", type=argtypes.platform,
+                   help="for an image index: os/arch[/variant] (default: this host)")
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
     p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
@@ -89,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "digest and size.",
     )
     _common(i)
-    i.add_argument("--index-digest", type=_digest, metavar="DIGEST",
+    i.add_argument("--index-digest", type=argtypes.digest_text, metavar="DIGEST",
                    help="use this SOCI index instead of discovering one")
     i.set_defaults(handler=cmd_info)
 

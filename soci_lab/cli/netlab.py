@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..netlab import cli_types
+from . import argtypes
 
 
 def register(subparsers: Any) -> None:
@@ -31,15 +31,15 @@ def register(subparsers: Any) -> None:
     proxy.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     proxy.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
     proxy.add_argument(
-        "--bandwidth", type=cli_types.rate, default=None, help="limit shared by all connections, e.g. 100Mbit"
+        "--bandwidth", type=argtypes.rate, default=None, help="limit shared by all connections, e.g. 100Mbit"
     )
     proxy.add_argument(
-        "--per-connection", type=cli_types.rate, default=None, help="limit for each connection, e.g. 20Mbit"
+        "--per-connection", type=argtypes.rate, default=None, help="limit for each connection, e.g. 20Mbit"
     )
     proxy.add_argument(
-        "--latency", type=cli_types.duration, default=None, help="delay added before each response starts, e.g. 20ms"
+        "--latency", type=argtypes.duration, default=None, help="delay added before each response starts, e.g. 20ms"
     )
-    proxy.add_argument("--faults", type=cli_types.fault_spec, default=None, help="fault spec (see below)")
+    proxy.add_argument("--faults", type=argtypes.fault_spec, default=None, help="fault spec (see below)")
     proxy.set_defaults(handler=_proxy)
 
 

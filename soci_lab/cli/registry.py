@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..netlab import cli_types
+from . import argtypes
 
 
 def register(subparsers: Any) -> None:
@@ -25,10 +25,10 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
     serve.add_argument(
-        "--bandwidth", type=cli_types.rate, default=None, help="limit for all responses together, e.g. 100Mbit"
+        "--bandwidth", type=argtypes.rate, default=None, help="limit for all responses together, e.g. 100Mbit"
     )
     serve.add_argument(
-        "--latency", type=cli_types.duration, default=None, help="delay added before each response, e.g. 20ms"
+        "--latency", type=argtypes.duration, default=None, help="delay added before each response, e.g. 20ms"
     )
     serve.add_argument("--user", default=None, help="USER:PASS: require token auth with this one user")
     serve.add_argument(

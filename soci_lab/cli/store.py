@@ -19,37 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
-from ..units import parse_size
+from . import argtypes
 
 DEFAULT_STORE_URL = "http://127.0.0.1:39091"
 
 
-def _size(text: str) -> int:
-    try:
-        n = parse_size(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"size must not be negative: {text!r}")
-    return n
-
-
-def _platform(text: str) -> str:
-    from ..oci import Platform
-
-    try:
-        return str(Platform.parse(text))
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> float:
-    from ..units import parse_duration
-
-    try:
-        return parse_duration(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers: Any) -> None:
@@ -67,14 +41,16 @@ def register(subparsers: Any) -> None:
     s.add_argument("--db", required=True, type=Path, metavar="FILE", help="the SQLite database (created if missing)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=39091, help="port (default 39091, Hermes's; 0 picks a free one)")
-    s.add_argument("--platform", type=_platform, default="linux/amd64",
+    s.add_argument("--platform", type=argtypes.platform_text, default="linux/amd64",
                    help="platform of requests that name none (default linux/amd64, as Hermes)")
-    s.add_argument("--span-size", type=_size, default=4 << 20, metavar="S", help="span size (default 4MiB)")
-    s.add_argument("--min-layer-size", type=_size, default=10 << 20, metavar="S",
+    s.add_argument("--span-size", type=argtypes.nonnegative_size, default=4 << 20, metavar="S",
+                   help="span size (default 4MiB)")
+    s.add_argument("--min-layer-size", type=argtypes.nonnegative_size, default=10 << 20, metavar="S",
                    help="minimum layer size of the 'none' profile (default 10MiB; the profiles use 0)")
     s.add_argument("--max-concurrency", type=int, default=1, metavar="N", help="builds at once (default 1)")
     s.add_argument("--queue-size", type=int, default=128, metavar="N", help="builds that may wait (default 128)")
-    s.add_argument("--build-timeout", type=_duration, default=3600.0, metavar="D", help="per build (default 60m)")
+    s.add_argument("--build-timeout", type=argtypes.duration, default=3600.0, metavar="D",
+                   help="per build (default 60m)")
     s.add_argument("--build-tool-identifier", default=None, metavar="TEXT",
                    help="stamped on every index (default 'Hermes Builder v0.1')")
     s.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for registries")
@@ -89,14 +65,15 @@ def register(subparsers: Any) -> None:
     b.add_argument("ref", metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     b.add_argument("--store", default=DEFAULT_STORE_URL, metavar="URL",
                    help=f"the store's URL (default {DEFAULT_STORE_URL})")
-    b.add_argument("--platform", type=_platform, default=None, help="os/arch[/variant] (default: the store's)")
+    b.add_argument("--platform", type=argtypes.platform_text, default=None,
+                   help="os/arch[/variant] (default: the store's)")
     b.add_argument("--profile", choices=("startup-local-v1", "trace-v1", "none"), default=None,
                    help="startup profile (default startup-local-v1; trace-v1 needs --trace)")
     b.add_argument("--trace", type=Path, metavar="FILE", help="recorded access trace for --profile trace-v1")
-    b.add_argument("--sync-until", type=_duration, default=None, metavar="D",
+    b.add_argument("--sync-until", type=argtypes.duration, default=None, metavar="D",
                    help="trace-v1: spans first read after D are priority 1, 2, … (default: all priority 0)")
     b.add_argument("--wait", action="store_true", help="wait until the build is Ready or Failed")
-    b.add_argument("--timeout", type=_duration, default=600.0, metavar="D", help="how long --wait waits")
+    b.add_argument("--timeout", type=argtypes.duration, default=600.0, metavar="D", help="how long --wait waits")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(handler=cmd_build)
 
