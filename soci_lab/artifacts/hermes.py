@@ -18,7 +18,9 @@ Three calls, as Hermes's ``hermes_artifact_store.go`` has, async on anyio + http
   :class:`NoIndex` ``error trying Hermes artifact store: …``).
 
 Every request (the resolve, each blob GET) has its own deadline of ``timeout_sec`` seconds covering the
-whole exchange, body included, as Go's ``http.Client.Timeout``; there are no retries.
+whole exchange, body included, as Go's ``http.Client.Timeout``; there are no retries. With an ``events``
+recorder each is an ``http_request`` event like the registry client's (``host`` is the store's, and
+``via="hermes"``), so a run's DataFrame shows store and registry traffic side by side.
 
 :class:`SociContexts` is the per-Filesystem cache of §2.4 step 3 (``fs.sociContexts``): keyed by
 ``<manifest digest>|<index digest>``, initialised once. A Hermes resolve failure is never cached (the next
@@ -73,17 +75,21 @@ def _client(cfg: ExternalArtifactStoreConfig) -> httpx.AsyncClient:
 
 async def _get(
     client: httpx.AsyncClient, cfg: ExternalArtifactStoreConfig, path: str, what: str,
-    params: dict[str, str] | None = None, limit: int | None = None,
+    params: dict[str, str] | None = None, limit: int | None = None, events: EventRecorder | None = None,
 ) -> tuple[int, httpx.Headers, bytes]:
     """One GET with a deadline of ``timeout_sec`` over the whole exchange; the body up to ``limit`` bytes
-    (more → :class:`HermesError`)."""
+    (more → :class:`HermesError`). Recorded as an ``http_request`` event when ``events`` is given."""
     url = cfg.endpoint.rstrip("/") + path
+    t0 = events.now() if events is not None else 0.0
+    status: int | None = None
+    got = 0
+    error: str | None = None
     try:
         with anyio.fail_after(cfg.timeout_sec):
             async with client.stream("GET", url, params=params) as resp:
+                status = resp.status_code
                 cap = limit if resp.status_code == 200 else ERROR_BODY_LIMIT
                 chunks: list[bytes] = []
-                got = 0
                 async for chunk in resp.aiter_bytes():
                     chunks.append(chunk)
                     got += len(chunk)
@@ -93,9 +99,21 @@ async def _get(
                         break  # an error body: its beginning is enough
                 return resp.status_code, resp.headers, b"".join(chunks)
     except (TimeoutError, httpx.TimeoutException):
-        raise HermesError(f"Hermes {what} timed out after {cfg.timeout_sec}s ({cfg.endpoint})") from None
+        error = f"Hermes {what} timed out after {cfg.timeout_sec}s ({cfg.endpoint})"
+        raise HermesError(error) from None
     except httpx.HTTPError as exc:
-        raise HermesError(f"Hermes {what} failed: {type(exc).__name__}: {exc} ({cfg.endpoint})") from None
+        error = f"Hermes {what} failed: {type(exc).__name__}: {exc} ({cfg.endpoint})"
+        raise HermesError(error) from None
+    except BaseException as exc:
+        error = _one_line(exc)
+        raise
+    finally:
+        if events is not None:
+            events.emit("http_request", t0, path=httpx.URL(url).path, nbytes=got,
+                        ok=error is None and status is not None and status < 400,
+                        error=error or (f"HTTP {status}" if status is not None and status >= 400 else None),
+                        method="GET", status=status, range=None, retry=0, host=httpx.URL(url).netloc.decode(),
+                        via="hermes")
 
 
 def _body_text(body: bytes) -> str:
@@ -107,6 +125,8 @@ async def resolve_hermes_index(
     cfg: ExternalArtifactStoreConfig,
     image_ref: Reference | str,
     image_manifest_digest: str,
+    *,
+    events: EventRecorder | None = None,
 ) -> tuple[Descriptor, str]:
     """Ask the store for the ready SOCI index of ``image_ref``'s manifest; returns (index descriptor, the
     digest ref the store answered for). Without a client, one is made for this request."""
@@ -117,7 +137,8 @@ async def resolve_hermes_index(
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(_client(cfg))
-        status, _h, body = await _get(client, cfg, "/v1/indexes/resolve", "resolve", params, limit=16 << 20)
+        status, _h, body = await _get(client, cfg, "/v1/indexes/resolve", "resolve", params, limit=16 << 20,
+                                      events=events)
     if status != 200:
         raise HermesError(f"Hermes resolve returned {status}: {_body_text(body)}")
     try:
@@ -143,9 +164,10 @@ def _check(data: bytes, desc: Descriptor, what: str) -> None:
         raise HermesError(f"Hermes served {what} {desc.digest} as {len(data)} bytes, the index says {desc.size}")
 
 
-async def _blob(client: httpx.AsyncClient, cfg: ExternalArtifactStoreConfig, desc: Descriptor, what: str) -> bytes:
+async def _blob(client: httpx.AsyncClient, cfg: ExternalArtifactStoreConfig, desc: Descriptor, what: str,
+                events: EventRecorder | None = None) -> bytes:
     limit = desc.size if desc.size else None
-    status, _h, body = await _get(client, cfg, f"/v1/blobs/{desc.digest}", "blob fetch", limit=limit)
+    status, _h, body = await _get(client, cfg, f"/v1/blobs/{desc.digest}", "blob fetch", limit=limit, events=events)
     if status != 200:
         raise HermesError(f"Hermes blob fetch returned {status}: {_body_text(body)}")
     _check(body, desc, what)
@@ -182,7 +204,7 @@ async def fetch_hermes_artifacts_by_descriptor(
         step = (events.step("index_fetch", digest=str(index_desc.digest), via="hermes")
                 if events is not None else contextlib.nullcontext({}))
         with step as info:
-            status, _h, data = await _get(client, cfg, f"/v1/blobs/{index_desc.digest}", "blob fetch")
+            status, _h, data = await _get(client, cfg, f"/v1/blobs/{index_desc.digest}", "blob fetch", events=events)
             if status != 200:
                 raise HermesError(f"Hermes blob fetch returned {status}: {_body_text(data)}")
             _check(data, dataclasses.replace(index_desc, size=0), "SOCI index")
@@ -204,7 +226,7 @@ async def fetch_hermes_artifacts_by_descriptor(
                                          nbytes=d.size, digest=str(d.digest), media_type=d.media_type, local=False)
                              if events is not None else contextlib.nullcontext())
                 with blob_step:
-                    blobs[str(d.digest)] = await _blob(client, cfg, d, "blob")
+                    blobs[str(d.digest)] = await _blob(client, cfg, d, "blob", events)
 
         try:
             async with anyio.create_task_group() as tg:
@@ -238,7 +260,8 @@ async def fetch_hermes_artifacts(
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(_client(cfg))
-        index_desc, answered = await resolve_hermes_index(client, cfg, ref, image_manifest_desc.digest)
+        index_desc, answered = await resolve_hermes_index(client, cfg, ref, image_manifest_desc.digest,
+                                                          events=events)
         return await fetch_hermes_artifacts_by_descriptor(client, cfg, answered, index_desc, local_store,
                                                           image_manifest_digest=image_manifest_desc.digest,
                                                           events=events)
@@ -310,7 +333,8 @@ class SociContexts:
         reference = Reference.parse(ref) if isinstance(ref, str) else ref
         self.requests_to_store += 1
         try:
-            index_desc, answered = await resolve_hermes_index(None, cfg, reference, image_manifest_desc.digest)
+            index_desc, answered = await resolve_hermes_index(None, cfg, reference, image_manifest_desc.digest,
+                                                              events=events)
         except Exception as exc:
             return await self._fallback(cfg, exc, registry, "Hermes artifact store miss; falling back to registry")
         key = f"{image_manifest_desc.digest}|{index_desc.digest}"

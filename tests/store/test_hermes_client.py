@@ -125,6 +125,45 @@ def _index_of(world: World) -> SociIndex:
     return SociIndex.from_bytes(httpx.get(world.store.url + "/v1/blobs/" + r.json()["sociIndex"]["digest"]).content)
 
 
+def test_store_traffic_is_recorded_like_registry_traffic(world: World, fake: FakeStore, tmp_path: Path):
+    """Every store request is an ``http_request`` event (host = the store, via = hermes), failures too."""
+    from soci_lab.events import EventRecorder
+
+    index = _index_of(world)
+    events = EventRecorder()
+
+    async def go(endpoint: str, layout: OCILayout):
+        desc = await _manifest(world.built)
+        return await fetch_hermes_artifacts(ref=world.built.ref, image_manifest_desc=desc,
+                                            config=_config(endpoint), local_store=layout, events=events)
+
+    anyio.run(go, world.store.url, OCILayout(tmp_path / "c1"))
+    reqs = [e for e in events.events if e.kind == "http_request"]
+    assert all(e.attrs["via"] == "hermes" and e.attrs["host"] == world.store.url.split("//")[1] for e in reqs)
+    by_path = {e.path: e for e in reqs}
+    assert by_path["/v1/indexes/resolve"].attrs["status"] == 200
+    blob_paths = {f"/v1/blobs/{d.digest}" for d in index.blobs} | {f"/v1/blobs/{index.digest}"}
+    assert set(by_path) == blob_paths | {"/v1/indexes/resolve"}
+    assert len(reqs) == len(by_path)  # each fetched once
+    for d in index.blobs:
+        assert by_path[f"/v1/blobs/{d.digest}"].bytes == d.size and by_path[f"/v1/blobs/{d.digest}"].ok
+    # a refused blob is still a recorded (successful) request; the refusal is the step's error
+    n0 = len(events.events)
+    victim = index.blobs[0]
+    fake.swap[str(victim.digest)] = b"x" * victim.size
+    with pytest.raises(HermesError):
+        anyio.run(go, fake.url, OCILayout(tmp_path / "c2"))
+    failed = [e for e in events.events[n0:] if e.kind == "ztoc_fetch" and not e.ok]
+    assert failed and str(victim.digest) in (failed[0].error or "")
+    assert {e.path for e in events.events[n0:] if e.kind == "http_request"} <= blob_paths | {"/v1/indexes/resolve"}
+    # a store answering 404 is a failed request
+    n0 = len(events.events)
+    with pytest.raises(HermesError):
+        anyio.run(go, fake.url + "/nowhere", OCILayout(tmp_path / "c3"))
+    (resolve,) = [e for e in events.events[n0:] if e.kind == "http_request"]
+    assert resolve.attrs["status"] == 404 and not resolve.ok and resolve.error == "HTTP 404"
+
+
 def test_a_wrong_blob_is_refused_and_nothing_is_stored(world: World, fake: FakeStore, tmp_path: Path):
     index = _index_of(world)
     victim = index.blobs[-1]  # the last blob: the others are fetched and verified first
