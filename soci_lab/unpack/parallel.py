@@ -15,6 +15,9 @@ Upstream's flow (soci-formats.md §5.2), with the same names:
   is ``Done`` and removed; failure → ``Failed`` and the whole image job is removed.
 * :meth:`clean_image` cancels and removes an image job (snapshot removal).
 
+Beyond upstream: on a machine with more than one core each layer is applied in a worker process
+(:mod:`.applyproc`, ``apply_in_process``), so layers unpacked at once do not share one GIL.
+
 Use it as an async context manager: it owns a task group (the premount tasks and the 10 s cleaner).
 Everything runs under asyncio or trio.
 """
@@ -33,6 +36,7 @@ import anyio.abc
 from ..config import ParallelPullUnpackConfig
 from ..errors import LayerJobCancelled, ParallelPullIsDisabled
 from ..events import EventRecorder, NullRecorder
+from .applyproc import ApplyWorkers
 from .archive import LayerApplyResult, apply_layer_async
 from .decompress import SpanDecompressor
 from .fetch import download_layer
@@ -81,6 +85,7 @@ class ParallelPuller:
         gc_interval_s: float = DEFAULT_GC_INTERVAL_S,
         span_decompressor: Callable[[LayerSpec], SpanDecompressor | None] | None = None,
         require_enabled: bool = True,
+        apply_in_process: bool | None = None,
     ) -> None:
         cfg = config or ParallelPullUnpackConfig(enable=True)
         if require_enabled and not (cfg.enable or cfg.experimental_parallel_pull_as_fallback):
@@ -96,6 +101,9 @@ class ParallelPuller:
         self.expiry_s = expiry_s
         self.gc_interval_s = gc_interval_s
         self.span_decompressor = span_decompressor
+        #: apply layers in worker processes (None: when the machine has more than one core)
+        self.apply_in_process = (os.cpu_count() or 1) > 1 if apply_in_process is None else apply_in_process
+        self._workers: ApplyWorkers | None = None
         self.storage: LayerUnpackDiskStorage | None = None
         self.jobs: UnpackJobs | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -104,6 +112,10 @@ class ParallelPuller:
     async def __aenter__(self) -> ParallelPuller:
         self.storage = await anyio.to_thread.run_sync(LayerUnpackDiskStorage, self.root)  # wipes leftovers
         self.jobs = UnpackJobs(self.storage, recorder=self.recorder, expiry_s=self.expiry_s)
+        if self.apply_in_process:
+            cap = self.config.max_concurrent_unpacks_per_image
+            self._workers = ApplyWorkers(min(os.cpu_count() or 1, cap) if cap > 0 else os.cpu_count() or 1)
+            self._workers.start()  # their imports overlap the first downloads
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self.jobs.run_gc, self.gc_interval_s)
@@ -124,6 +136,11 @@ class ParallelPuller:
             if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
                 raise exc from None
             raise
+        finally:
+            if self._workers is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._workers.close)
+                self._workers = None
 
     # --- upstream's entry points ------------------------------------------------------------------
 
@@ -254,7 +271,8 @@ class ParallelPuller:
         self.resources.get_unpack_ingest_reader(ingest)
         async with self.resources.unpack_lease(image):
             self.resources.verify_unpack_destination_is_ready(job.fs_dir)
-            result = await apply_layer_async(
+            apply = self._workers.apply if self._workers is not None else apply_layer_async
+            result = await apply(
                 ingest,
                 job.fs_dir,
                 media_type=layer.media_type,

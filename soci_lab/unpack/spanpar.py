@@ -65,6 +65,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import DecompressionError, FormatError
 from ..ztoc import _zlib as z
@@ -438,6 +439,10 @@ class ZtocSpanDecompressor(SpanDecompressor):
         #: why the last :meth:`chunks` call fell back to the serial inflater (None: it did not)
         self.fallback_reason: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the zTOC's FlatBuffer (parsed zTOCs hold memoryviews), e.g. for an apply worker process."""
+        return (_rebuild, (self.ztoc.to_bytes(), self.workers, self.in_flight, self.engine))
+
     @property
     def impl(self) -> str:
         """What inflated the last layer, for the ``decompress`` event (``span-parallel/isal x2``, or serial)."""
@@ -562,6 +567,12 @@ class ZtocSpanDecompressor(SpanDecompressor):
                     fut.cancel()
                 with contextlib.suppress(Exception):
                     pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _rebuild(ztoc: bytes, workers: int, in_flight: int, engine: str) -> ZtocSpanDecompressor:
+    return ZtocSpanDecompressor(
+        Ztoc.from_bytes(ztoc, validate=False), workers=workers, in_flight=in_flight, engine=engine
+    )
 
 
 class _Stopped(Exception):

@@ -251,6 +251,21 @@ def test_ztoc_of_another_blob_falls_back_to_serial(tmp_path: Path) -> None:
     assert d.fallback_reason is not None
 
 
+def test_a_decompressor_from_a_parsed_ztoc_pickles_for_an_apply_worker(tmp_path: Path) -> None:
+    import pickle
+
+    from soci_lab.ztoc import Ztoc
+
+    raw = tar_bytes([E("f", data=_content(random.Random(2), 300_000, 1))])
+    path = tmp_path / "a.gz"
+    path.write_bytes(gzip.compress(raw, 6))
+    parsed = Ztoc.from_bytes(build_ztoc(path, span_size=SPAN).to_bytes())  # as discovery gives it
+    d = pickle.loads(pickle.dumps(ZtocSpanDecompressor(parsed, workers=2, in_flight=3, engine="zlib")))
+    assert (d.workers, d.in_flight, d.engine) == (2, 3, "zlib")
+    assert b"".join(bytes(c) for c in d.chunks(path, threading.Event())) == raw
+    assert d.fallback_reason is None and d.spans_by_engine["zlib"] >= 2
+
+
 def _tree_entries(seed: int) -> list[E]:
     rng = random.Random(seed)
     out = [E("etc/", tarfile.DIRTYPE, mode=0o755), E("usr/", tarfile.DIRTYPE, mode=0o755)]
