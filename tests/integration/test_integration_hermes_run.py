@@ -356,10 +356,14 @@ def _window(run) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     return float(w["t_start"].min()), float(w["t_end"].max())
 
 
-def _net(run, t_from: float, t_to: float) -> int:  # type: ignore[no-untyped-def]
-    """Bytes of ok ``http_request`` events (registry and store alike) with t_from <= t_end <= t_to."""
+def _net(run, t_from: float, t_to: float, *, store: bool | None = None) -> int:  # type: ignore[no-untyped-def]
+    """Bytes of ok ``http_request`` events with t_from <= t_end <= t_to: registry and store alike, or only
+    the store's (``store=True``, events with ``via == "hermes"``) or only the registry's (``store=False``)."""
     f = run.events
     http = f[(f["kind"] == "http_request") & f["ok"] & (f["t_end"] >= t_from) & (f["t_end"] <= t_to)]
+    if store is not None:
+        hermes = http["attrs"].map(lambda a: a.get("via") == "hermes").astype(bool)
+        http = http[hermes] if store else http[~hermes]
     return int(http["bytes"].sum())
 
 
@@ -393,8 +397,9 @@ def test_recorded_trace_profile_fetches_before_ready_not_during_the_workload(
     minbase_image: Image, store: str, trace_store: str
 ) -> None:
     """With background fetch disabled (stable counts) both runs fetch the same spans — the ones the trace
-    reads — so the bytes before workload done are equal; the profile moves them before the workload: the
-    plain index fetches them on demand while the workload runs, trace-v1 has them already."""
+    reads — so the registry bytes before workload done are equal (the store serves trace-v1 a larger index:
+    its prefetch artifacts); the profile moves them before the workload: the plain index fetches them on
+    demand while the workload runs, trace-v1 has them already."""
     from soci_lab.config import Config
 
     def cfg() -> Config:
@@ -405,7 +410,9 @@ def test_recorded_trace_profile_fetches_before_ready_not_during_the_workload(
     plain = _pull(minbase_image, store, cfg())
     traced = _pull(minbase_image, trace_store, cfg())
     (p_start, p_done), (t_start, t_done) = _window(plain), _window(traced)
-    plain_total, traced_total = _net(plain, 0.0, p_done), _net(traced, 0.0, t_done)
+    plain_total, traced_total = _net(plain, 0.0, p_done, store=False), _net(traced, 0.0, t_done, store=False)
+    assert _net(plain, 0.0, p_done, store=True) > 0  # the artifacts came from the store, and were counted
+    assert _net(traced, 0.0, t_done, store=True) > _net(plain, 0.0, p_done, store=True)
     plain_during, traced_during = _net(plain, p_start, p_done), _net(traced, t_start, t_done)
     print(f"\nbackground fetch off: before workload done no profile {plain_total}, trace-v1 {traced_total}; "
           f"during the workload no profile {plain_during}, trace-v1 {traced_during}")
