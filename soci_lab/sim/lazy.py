@@ -19,8 +19,9 @@ Mirrors soci-formats.md §4.4–4.8:
   resolves every span it touches concurrently (``GetContents``' errgroup) — with the file's tar header
   spans on its first read — pays ``fuse_op_s``, and a sequential request starts ``LayerReader``'s
   readahead of the next spans (``LazyParams.readahead_spans``);
-- :class:`BackgroundFetcher`: after the first FUSE mount it sleeps ``silence_period``, then starts at
-  most one span fetch per ``fetch_period`` across all layers, round-robin, each layer from span 0 up,
+- :class:`BackgroundFetcher`: silent until ``silence_period`` after the latest FUSE mount (each mount
+  pauses it, as upstream's ``Pause``; ``soci_lab.lazy`` pauses each layer's fetcher at its own mount), then
+  at most one span fetch per ``fetch_period`` across all layers, round-robin, each layer from span 0 up,
   skipping spans already requested.
 """
 
@@ -191,13 +192,19 @@ class BackgroundFetcher:
         else:
             self.queue = deque(managers[:limit])
         self.started: list[float] = []  # start time of every background fetch (for the property tests)
+        self.quiet_until = 0.0
+
+    def pause(self) -> None:
+        """A layer was mounted: stay silent for ``silence_period`` from now (upstream's ``Pause``)."""
+        self.quiet_until = self.world.env.now + self.silence
 
     def run(self, first_mount: simpy.Event) -> Generator[Any, Any, None]:
         env = self.world.env
         yield first_mount
-        yield env.timeout(self.silence)
         queue = self.queue
         while queue:
+            while env.now < self.quiet_until:  # a mount since the last wait restarts the silence
+                yield env.timeout(self.quiet_until - env.now)
             sm = queue.popleft()
             i = sm.next_unrequested()
             if i is None:
@@ -291,6 +298,8 @@ class LazyPull:
                 t1 = env.now
                 yield from serve(li)
                 world.emit("mount", t1, layer=layer.digest, what="fuse", how="lazy")
+                if self.bg is not None:
+                    self.bg.pause()
                 if not self.first_mount.triggered:
                     self.first_mount.succeed()
                 world.layer_how[li] = "lazy"
