@@ -16,7 +16,9 @@ its unpack threads at 1 Gbit by 2× (measured), which no model of a host should 
 Runs, all with ``soci_lab.lab.pull(ref, mode, trace=…)`` (mount, replay, unmount): one discarded warm-up
 pull per mode; then rounds of one pull per network × mode (modes rotated from round to round):
 ``--cal-rounds`` **calibration** rounds, whose events are fitted (:func:`soci_lab.sim.fit`) into one
-:class:`~soci_lab.sim.Calibration` per network — saved with ``--save-calibrations DIR`` as
+:class:`~soci_lab.sim.Calibration` per network — its network (bandwidth, first-byte time) from that
+network's runs, its host from every network's runs (the host is the same, and a burst of the machine's
+other load during one network's rounds weighs less); saved with ``--save-calibrations DIR`` as
 ``DIR/NAME-NETWORK.json`` — spread among ``--repeat`` **validation** rounds, never used for fitting (so a
 burst or drift of load from the machine's other users lands on both sides alike). Each cell is simulated
 once with its network's calibration and compared with the median of its validation runs. ``uptime`` is
@@ -183,11 +185,13 @@ def main() -> None:
             pickle.dump(saved, fh)
     cells = []
     cals: dict[str, Any] = {}
+    host = fit([r.events for n in nets for r in cal_runs[n]])  # one host, whatever the network
     for n in nets:
-        cal = fit([r.events for r in cal_runs[n]])
+        cal = host.with_network_of(fit([r.events for r in cal_runs[n]]))
         cal.notes.update({
-            "made_by": f"benchmarks/sim_fullscale.py --image {a.image} (calibration round)",
+            "made_by": f"benchmarks/sim_fullscale.py --image {a.image} (calibration rounds)",
             "runs": {m: a.cal_rounds for m in MODES},
+            "fitted": f"network from this network's calibration runs; host from those of {', '.join(nets)}",
             "image": f"dataset {a.image}, SOCI v2 index, 4 MiB spans, 10 MiB minimum layer size",
             "network": f"{n}: " + ("embedded registry (own process), unshaped" if n == "loopback" else
                                    f"soci-lab netlab proxy (own process) {NETWORKS[n]}"),

@@ -6,9 +6,10 @@
 Why a second script: ``sim_validation.py`` (the simulation room's) prints a table for people; the suite
 needs the same cells as data. This one imports that script's ``build`` (the image), ``pulls`` (the real
 runs, sorted by time to workload done) and ``NETWORKS``/``MODES``, calibrates on the loopback runs exactly
-as it does (after the same discarded warm-up pull per mode), and emits per cell: the real runs' times
-(every repetition), the simulated time, and whether bytes fetched and request counts agree exactly (the
-issue asks for exact agreement on both).
+as it does (after the same discarded warm-up pull per mode) — but with the registry and the shaping
+proxies in processes of their own, as ``sim_fullscale.py`` (the full-profile version) — and emits per
+cell: the real runs' times (every repetition), the simulated time, and whether bytes fetched and request
+counts agree exactly (the issue asks for exact agreement on both).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sim_fullscale import serve
 from sim_validation import MODES, NETWORKS, build, pulls
 
 from soci_lab import lab
 from soci_lab.cli.sim import image_from_layout
-from soci_lab.netlab import EmbeddedRegistry
-from soci_lab.netlab.proxy import ShapingProxy
 from soci_lab.sim import LazyParams, SimParams, fit, simulate, synthetic_trace, write_trace
 from soci_lab.units import parse_duration, parse_rate
 
@@ -54,20 +54,27 @@ def main() -> None:
         trace = synthetic_trace(image, a.fraction, seed=1, read_size=128 * 1024)
         write_trace(trace, tmp / "trace.csv")
         real: dict[tuple[str, str], Any] = {}
-        with EmbeddedRegistry(root=tmp / "reg", layouts={"img": tmp / "layout"}) as reg:
+        # registry and proxies in processes of their own (sim_fullscale.py says why: in the puller's process
+        # the proxy took its GIL and doubled its apply times at 1 Gbit)
+        procs = []
+        try:
+            reg, reg_url = serve(["registry", "serve", "--port", "0", "--layout", f"img={tmp / 'layout'}"])
+            procs.append(reg)
             if a.warmup:  # as sim_validation.py: a process's first pulls pay its cold start (zygote, imports)
                 for mode in MODES:
-                    lab.pull(f"{reg.url.split('://', 1)[1]}/img:t", mode, trace=str(tmp / "trace.csv"))
+                    lab.pull(f"{reg_url.split('://', 1)[1]}/img:t", mode, trace=str(tmp / "trace.csv"))
             for name, bw, lat in nets:
-                if bw is None and lat is None:
-                    host = reg.url.split("://", 1)[1]
-                    for mode in MODES:
-                        real[(mode, name)] = pulls(f"{host}/img:t", mode, tmp / "trace.csv", a.repeat)
-                    continue
-                with ShapingProxy(reg.url, bandwidth=bw, latency=lat) as proxy:
-                    host = proxy.url.split("://", 1)[1]
-                    for mode in MODES:
-                        real[(mode, name)] = pulls(f"{host}/img:t", mode, tmp / "trace.csv", a.repeat)
+                url = reg_url
+                if bw is not None or lat is not None:
+                    proc, url = serve(["netlab", "proxy", "--upstream", reg_url, "--port", "0",
+                                       *(["--bandwidth", bw] if bw else []), *(["--latency", lat] if lat else [])])
+                    procs.append(proc)
+                for mode in MODES:
+                    real[(mode, name)] = pulls(f"{url.split('://', 1)[1]}/img:t", mode, tmp / "trace.csv", a.repeat)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=15)
         cal = fit([run.events for m in MODES for run in real[(m, "loopback")]])
         base = cal.params(SimParams(lazy=LazyParams(concurrent_mounts=True)))
         cells = []

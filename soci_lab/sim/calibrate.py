@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORMAT = "soci_lab.sim.calibration/1"
+#: the notes of the HTTP fit (the network's, see :meth:`Calibration.with_network_of`)
+NETWORK_NOTES = ("http_fit", "http_residual_s", "bandwidth_isolated", "bandwidth_sustained")
 #: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name
 HOST_KEYS = (
     "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
@@ -109,6 +111,17 @@ class Calibration:
             if getattr(self, key) is not None:
                 host = replace(host, **{key: getattr(self, key)})
         return replace(base, network=net, host=host)
+
+    def with_network_of(self, other: Calibration) -> Calibration:
+        """This calibration's host with ``other``'s network (``bandwidth``, ``first_byte_s`` and what the
+        HTTP fit noted and counted). The host is the same whatever network a run went through: fit it from
+        every run, where a burst of load on a shared machine weighs less, and the network per network."""
+        notes = {k: v for k, v in self.notes.items() if k not in NETWORK_NOTES}
+        notes.update({k: v for k, v in other.notes.items() if k in NETWORK_NOTES})
+        samples = {k: v for k, v in self.samples.items() if not k.startswith("http")}
+        samples.update({k: v for k, v in other.samples.items() if k.startswith("http")})
+        return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s, notes=notes,
+                       samples=samples, decompress_rate=dict(self.decompress_rate))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}

@@ -162,26 +162,66 @@ def test_fuse_servers_queue_for_the_cores():
     assert one_core.summary["ready_s"] > simulate(image, "lazy", params=params).summary["ready_s"] + 0.09
 
 
+def test_with_network_of_takes_the_network_and_keeps_the_host(truth_and_runs):
+    image, truth, runs = truth_and_runs
+    host = fit([r.events for r in runs])
+    slow = SimParams(network=NetworkParams(bandwidth=5e6, rtt=0.05, request_overhead=0.0), host=truth.host)
+    net = fit([simulate(image, m, params=slow).events for m in ("parallel", "sequential")])
+    both = host.with_network_of(net)
+    assert (both.bandwidth, both.first_byte_s) == (net.bandwidth, net.first_byte_s)
+    assert both.first_byte_s == pytest.approx(0.05, rel=1e-3)
+    assert both.apply_per_file_s == host.apply_per_file_s and both.decompress_rate == host.decompress_rate
+    assert both.fuse_op_s == host.fuse_op_s and both.mount_s == host.mount_s
+    assert both.notes["http_fit"] == net.notes["http_fit"] and both.samples["http"] == net.samples["http"]
+    assert both.samples["apply"] == host.samples["apply"]
+
+
 # --- the committed calibration files ----------------------------------------------------------------------
 
-COMMITTED = Path(__file__).resolve().parents[2] / "datasets" / "calibration" / "sample-loopback.json"
+CALIBRATIONS = Path(__file__).resolve().parents[2] / "datasets" / "calibration"
+COMMITTED = CALIBRATIONS / "sample-loopback.json"
+#: benchmarks/sim_fullscale.py's calibrations of python-pandas pulls, per network: (rate, latency) shaped
+SHAPED = {"loopback": (None, 0.0), "1Gbit": (125e6, 0.0), "100Mbit+20ms": (12.5e6, 0.020)}
 
 
-def test_committed_calibration_loads_and_simulates():
-    """datasets/calibration/sample-loopback.json (benchmarks/sim_calibrate.py): every parameter fitted, and
-    a simulation with it runs on those values."""
-    cal = Calibration.load(COMMITTED)
+@pytest.mark.parametrize("path", sorted(CALIBRATIONS.glob("*.json")), ids=lambda p: p.stem)
+def test_committed_calibration_loads_and_simulates(path):
+    """Every committed calibration (benchmarks/sim_calibrate.py, benchmarks/sim_fullscale.py): the network,
+    the host and every lazy-mount and FUSE cost fitted from real events, and a simulation runs on them."""
+    cal = Calibration.load(path)
     assert cal.bandwidth and cal.first_byte_s and cal.decompress_rate.get("gzip")
-    for key in ("apply_per_file_s", "apply_per_byte_s", "mount_s", "overlay_mount_s", "fuse_op_s", "syscall_s"):
+    for key in ("apply_per_file_s", "mount_s", "mount_cpu_s", "overlay_mount_s", "start_s", "fuse_meta_s",
+                "span_cache_rate", "syscall_s"):  # fmt: skip
         assert getattr(cal, key) is not None and getattr(cal, key) > 0, key
-    assert cal.notes["made_by"].startswith("benchmarks/sim_calibrate.py") and cal.notes["network"].startswith("loop")
+    if cal.samples.get("fuse_read", 0) >= 20:  # the sample image's start-up reads few cached files
+        assert cal.fuse_op_s is not None and cal.header_verify_s is not None and cal.fuse_read_rate
+    assert cal.notes["made_by"].startswith("benchmarks/sim_") and cal.notes["network"]
     params = cal.params()
-    assert params.network.bandwidth == cal.bandwidth and params.host.mount_s == cal.mount_s
+    assert params.network.bandwidth == cal.bandwidth and params.host.mount_cpu_s == cal.mount_cpu_s
     image = generate(SyntheticSpec(seed=4, compressed_size=40 * MIB, layers=4, min_layer_size=2 * MIB))
     run = simulate(image, "lazy", workload=synthetic_trace(image, 0.05, seed=4), params=params)
     lazy_layers = sum(la.indexed for la in image.layers)
-    assert run.summary["ready_s"] >= lazy_layers * cal.mount_s  # containerd prepares layers one by one
+    assert run.summary["ready_s"] >= lazy_layers * (cal.mount_s + cal.mount_cpu_s)  # one layer after the other
     assert run.summary["requests"] > 0
+
+
+@pytest.mark.parametrize("network", list(SHAPED))
+def test_fullscale_calibrations_recover_the_shaping(network):
+    """Fitted from real pulls through the shaping proxy, a calibration finds the proxy's settings: the
+    sustained rate of blob downloads within 10 % of the shaped bandwidth, and the shaped latency inside the
+    fitted first-byte time (a check on the fit against a known truth, with real events)."""
+    path = CALIBRATIONS / f"python-pandas-{network}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not committed")
+    cal = Calibration.load(path)
+    rate, latency = SHAPED[network]
+    sustained = cal.notes["bandwidth_sustained"]
+    if rate is None:
+        assert sustained > 200e6  # loopback: far above the shaped rates
+    else:
+        assert sustained == pytest.approx(rate, rel=0.10)
+        assert cal.bandwidth <= sustained * (1 + 1e-9)
+    assert latency <= cal.first_byte_s <= latency + 0.01
 
 
 def test_cli_simulate_with_the_committed_calibration(capsys):
