@@ -9,6 +9,11 @@ layout and given a SOCI v2 index with upstream's defaults (4 MiB spans, 10 MiB m
 workload is its committed start-up trace (``datasets/NAME/startup-trace.csv``) replayed as fast as it goes
 (its ``t_s`` are strace times: the real replay ignores them, the simulated one is given ``t = 0``).
 
+Each pull has a fresh state directory, deleted only after the last timing: deleting a pull's tree right
+away (as ``lab.pull`` does by default) made the next minutes' file creation 4× slower on this ext4 (no
+journal: the inode allocator skips and rescans inodes freed in the last 60–300 s), so an eager pull's
+time depended on what the pull before it had deleted — parallel loopback took 3.8 s or 10.5 s.
+
 The registry (``soci-lab registry serve``) and each shaping proxy (``soci-lab netlab proxy``) run in
 processes of their own, as a remote registry would: in the puller's process they took its GIL and slowed
 its unpack threads at 1 Gbit by 2× (measured), which no model of a host should have to include.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import pickle
 import platform
@@ -155,8 +161,15 @@ def main() -> None:
             procs.append(proc)
             hosts[n] = url.split("://", 1)[1]
 
+        states = work / "states"
+        pulled = itertools.count()
+
         def pull(n: str, mode: str) -> Any:
-            return lab.pull(f"{hosts[n]}/img:t", mode, trace=str(trace_path))
+            # each pull in a fresh state directory, kept until the end: deleting a pull's 13,000 files
+            # made the next pulls' file creation 4x slower (ext4 without a journal skips and rescans
+            # inodes freed in the last 60-300 s; see benchmarks/README.md, eager findings)
+            state = states / f"pull-{next(pulled)}"
+            return lab.pull(f"{hosts[n]}/img:t", mode, trace=str(trace_path), state_dir=state, keep_state=True)
 
         for mode in MODES:  # a process's first pulls pay its cold start (zygote, imports): not used
             pull(nets[0], mode)
@@ -178,6 +191,7 @@ def main() -> None:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        shutil.rmtree(work / "states", ignore_errors=True)  # after the last timing
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
     if a.save_events:

@@ -124,9 +124,14 @@ async def apull(
     state_dir: str | os.PathLike[str] | None = None,
     run_id: str | None = None,
     speed: float | None = None,
+    keep_state: bool = False,
 ) -> Run:
     """Mount REF in ``mode``, optionally replay ``trace`` (a Trace or a CSV path) or run ``cmd`` chrooted
     in the rootfs, unmount, and return the Run (every event, the FUSE servers' included).
+
+    ``keep_state``: leave the state directory's contents (unpacked layers, caches) after unmounting, for
+    the caller to delete later — benchmarks do, because deleting a tree of many files right away slows
+    the file creation of the pulls that follow on some file systems.
 
     On a machine that cannot mount (:func:`can_mount`: no root, ``/dev/fuse`` or overlayfs), a lazy pull
     without ``cmd`` is served by :func:`alazy_read` instead (``provenance["lazy_path"] == "reader"`` and
@@ -181,7 +186,7 @@ async def apull(
             extra["workload"] = res.to_json()
     finally:
         with anyio.CancelScope(shield=True):
-            frame = await anyio.to_thread.run_sync(m.unmount)
+            frame = await anyio.to_thread.run_sync(functools.partial(m.unmount, remove=not keep_state))
     return Run.from_events(
         frame,
         run_id=rec.run_id,
