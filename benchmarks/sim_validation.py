@@ -16,7 +16,9 @@ root, /dev/fuse and overlayfs (lazy and eager modes mount).
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -56,10 +58,24 @@ def build(tmp: Path, mb: int) -> str:
     return f"{tmp / 'layout'}:t"
 
 
+#: where ``pulls`` keeps each pull's state until :func:`drop_states` (after the last timing)
+STATES = Path(tempfile.gettempdir()) / f"sim-validation-states-{os.getpid()}"
+
+
 def pulls(ref: str, mode: str, trace: Path, repeat: int) -> list[Any]:
-    """``repeat`` real pulls, sorted by time to workload done (the median one is compared)."""
-    runs = [lab.pull(ref, mode, trace=str(trace)) for _ in range(max(1, repeat))]
+    """``repeat`` real pulls, sorted by time to workload done (the median one is compared). Each keeps its
+    files until :func:`drop_states`: deleting a pull's tree right away slows the next pulls' file creation
+    (ext4 without a journal; see ``sim_fullscale.py``)."""
+    runs = []
+    for _ in range(max(1, repeat)):
+        state = STATES / f"pull-{len(list(STATES.glob('pull-*'))) if STATES.exists() else 0}"
+        runs.append(lab.pull(ref, mode, trace=str(trace), state_dir=state, keep_state=True))
     return sorted(runs, key=lambda r: r.summary["workload_done_s"])
+
+
+def drop_states() -> None:
+    """Delete the state :func:`pulls` kept (call after the last timing)."""
+    shutil.rmtree(STATES, ignore_errors=True)
 
 
 def main() -> None:
@@ -97,6 +113,7 @@ def main() -> None:
                 host = proxy.url.split("://", 1)[1]
                 for mode in MODES:
                     real[(mode, name)] = pulls(f"{host}/img:t", mode, tmp / "trace.csv", args.repeat)
+    drop_states()  # after the last timing
     cal = fit([run.events for m in MODES for run in real[(m, "loopback")]])
     print(f"calibration from the loopback runs: {cal}")
     # soci_lab.snapshot prepares every layer at once (containerd would call Prepare layer by layer)

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sim_fullscale import serve
-from sim_validation import MODES, NETWORKS, build, pulls
+from sim_validation import MODES, NETWORKS, build, drop_states, pulls
 
 from soci_lab import lab
 from soci_lab.cli.sim import image_from_layout
@@ -75,6 +75,7 @@ def main() -> None:
             for proc in procs:
                 proc.terminate()
                 proc.wait(timeout=15)
+            drop_states()
         cal = fit([run.events for m in MODES for run in real[(m, "loopback")]])
         base = cal.params(SimParams(lazy=LazyParams(concurrent_mounts=True)))
         cells = []
