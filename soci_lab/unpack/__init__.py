@@ -18,7 +18,8 @@ What the other rooms call:
 Modules: :mod:`.jobs` (state machine), :mod:`.storage` (job directories), :mod:`.resources` (limits),
 :mod:`.source` (blob sources), :mod:`.fetch` (chunked download), :mod:`.decompress`, :mod:`.chunkstream`,
 :mod:`.tarapply` (safe untar), :mod:`.archive` (decompress + verify + apply on two threads),
-:mod:`.spanpar` (zTOC span-parallel inflate), :mod:`.parallel`, :mod:`.sequential`.
+:mod:`.spanpar` (zTOC span-parallel inflate), :mod:`.applyproc` (apply in worker processes, used by the
+parallel puller), :mod:`.parallel`, :mod:`.sequential`.
 """
 
 from .archive import LayerApplyResult, apply_layer, apply_layer_async
