@@ -33,6 +33,8 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   ``attrs.first_read`` instead. ``span_cache_rate``: from the end of a span's decompression to the end of
   the read that waited for it (the span's put into the cache). ``file_op`` events (open, stat, readdir,
   readlink): the mean of lazy runs' is ``fuse_meta_s``, of eager runs' ``syscall_s``;
+- parallel pulls whose first applied layer waited after its download: from the first download to that
+  apply is the start of the apply worker process, ``apply_worker_s``;
 - ``apply`` (``attrs.entries``, else ``attrs.files``; bytes = file content): least squares of
   ``duration = entries × per_file + bytes × per_byte``. Apply runs in a pipeline with decompression, so
   this fits the apply side only where it is the slower stage (true of most real layers: many small files).
@@ -63,7 +65,7 @@ NETWORK_NOTES = ("http_fit", "http_residual_s", "bandwidth_isolated", "bandwidth
 #: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name
 HOST_KEYS = (
     "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
-    "fuse_read_rate", "fuse_meta_s", "header_verify_s", "span_cache_rate", "syscall_s",
+    "fuse_read_rate", "fuse_meta_s", "header_verify_s", "span_cache_rate", "apply_worker_s", "syscall_s",
 )  # fmt: skip
 
 
@@ -87,6 +89,7 @@ class Calibration:
     fuse_meta_s: float | None = None
     header_verify_s: float | None = None
     span_cache_rate: float | None = None
+    apply_worker_s: float | None = None
     syscall_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
@@ -161,6 +164,7 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
     ok = frame[frame["ok"]]
     _fit_decompress(cal, ok)
     _fit_apply(cal, ok)
+    _fit_apply_worker(cal, ok)
     _fit_fs(cal, ok)
     _fit_start(cal, frame)
     return cal
@@ -485,6 +489,26 @@ def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
     y = (ap["t_end"] - ap["t_start"]).to_numpy()
     per_file, per_byte = _nnls2(a, y)
     cal.apply_per_file_s, cal.apply_per_byte_s = float(per_file), float(per_byte)
+
+
+def _fit_apply_worker(cal: Calibration, frame: pd.DataFrame) -> None:
+    """``apply_worker_s``: in a parallel pull whose first layer was downloaded before the apply worker was
+    up, that layer's apply starts when the worker is: the time from the puller's first download to it."""
+    par = frame[frame["strategy"].astype(str) == "parallel"]
+    waits: list[float] = []
+    for _, run in par.groupby("_run"):
+        dl = run[run["kind"] == "blob_download"]
+        ap = run[run["kind"] == "apply"]
+        if dl.empty or ap.empty:
+            continue
+        first = ap.sort_values("t_start").iloc[0]
+        got = dl[dl["layer"] == first["layer"]]
+        if got.empty or first["t_start"] - got["t_end"].max() < 0.005:
+            continue  # its download was the wait, not the worker
+        waits.append(float(first["t_start"] - dl["t_start"].min()))
+    if waits:
+        cal.apply_worker_s = float(np.median(waits))
+        cal.samples["apply_worker"] = len(waits)
 
 
 def _nnls2(a: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -12,7 +12,8 @@ A layer to be fetched in more than one chunk first learns whether the registry s
 ``HEAD`` of the blob, unless an earlier probe of the image already answered — since every layer starts at
 once, in practice each chunked layer probes. That is what ``soci_lab.unpack.ParallelPuller`` does (its
 stand-in for upstream's ``doInitialFetch``, whose ``Range: bytes=0-1`` GET it replaces by a HEAD), so
-request counts agree with real runs.
+request counts agree with real runs. ``soci_lab.unpack`` applies layers in worker processes started with
+the puller: ``HostParams.apply_worker_s`` of CPU each before the first layer can be applied.
 """
 
 from __future__ import annotations
@@ -87,6 +88,21 @@ def parallel(world: World) -> Generator[Any, Any, None]:
     up_global = world.limit("unpacks", cfg.max_concurrent_unpacks)
     chunk = cfg.chunk_size_bytes()
     ranges_known = [False]  # set once a probe of this image has answered
+    hp = world.host.params
+    workers_ready = env.event()
+
+    def start_workers() -> Generator[Any, Any, None]:
+        """``soci_lab.unpack``'s apply worker processes (one per unpack slot, at most one per core), started
+        as the puller starts: each holds a core for ``apply_worker_s`` (an interpreter and its imports),
+        overlapping the downloads; no layer is applied before they are up."""
+        n = min(hp.cores, cfg.max_concurrent_unpacks_per_image or hp.cores)
+        yield env.all_of([env.process(world.host.cpu(hp.apply_worker_s)) for _ in range(max(1, n))])
+        workers_ready.succeed()
+
+    if hp.apply_worker_s > 0:
+        env.process(start_workers())
+    else:
+        workers_ready.succeed()
 
     def fetch_chunk(li: int, lo: int, hi: int, idx: int, whole: bool) -> Generator[Any, Any, None]:
         layer = layers[li]
@@ -122,6 +138,7 @@ def parallel(world: World) -> Generator[Any, Any, None]:
             yield env.process(fetch_chunk(li, 0, size, 0, True))
         world.host.bytes_written += size  # the ingest file
         world.emit("blob_download", t0, layer=layer.digest, nbytes=size)
+        yield workers_ready
         t_img = yield from up_image.acquire()
         t_glb = yield from up_global.acquire()
         try:

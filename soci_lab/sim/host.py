@@ -43,6 +43,8 @@ class HostParams:
     ``header_verify_s``: the server's check of a file's tar header on its first read; ``fuse_meta_s``:
     stat/open/readdir/readlink of a lazy layer's file (None: ``fuse_op_s``). ``span_cache_rate``: bytes/s
     of putting a span into the span cache (its sha256 and its write, one core, after decompression).
+    ``apply_worker_s``: CPU to start one of the parallel puller's apply worker processes (before it applies
+    its first layer).
     """
 
     cores: int = 2
@@ -65,6 +67,7 @@ class HostParams:
     fuse_meta_s: float | None = None
     header_verify_s: float = 0.0
     span_cache_rate: float = 1e9
+    apply_worker_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cores < 1:

@@ -109,6 +109,22 @@ def test_fit_recovers_mount_and_file_op_costs():
     assert again.host.overlay_mount_s == pytest.approx(0.03)
 
 
+@settings(max_examples=10, deadline=None)
+@given(worker=st.floats(0.05, 0.5))
+def test_parallel_apply_waits_for_its_worker_and_the_fit_finds_it(worker):
+    """The parallel puller applies in a worker process it starts with the pull: no layer is applied before
+    ``apply_worker_s``, and fitting the run's events gives the cost back (the sequential puller has none)."""
+    image = _fuse_image()
+    fast = NetworkParams(bandwidth=20e9)  # every download done before the worker: its wait shows
+    params = SimParams(network=fast, host=HostParams(apply_worker_s=worker))
+    par = simulate(image, "parallel", params=params).events
+    first_dl = par[par.kind == "blob_download"].t_start.min()
+    assert par[par.kind == "apply"].t_start.min() >= first_dl + worker - 1e-9
+    assert fit(par).apply_worker_s == pytest.approx(worker, rel=1e-6)
+    seq = simulate(image, "sequential", params=params)
+    assert seq.summary == simulate(image, "sequential", params=SimParams(network=fast)).summary
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     spawn=st.floats(1e-3, 0.05), cpu=st.floats(0.01, 0.2), per_entry=st.floats(0.0, 2e-5), parse=st.floats(0.0, 1e-5),
