@@ -115,7 +115,11 @@ class ParallelPuller:
         if self.apply_in_process:
             cap = self.config.max_concurrent_unpacks_per_image
             self._workers = ApplyWorkers(min(os.cpu_count() or 1, cap) if cap > 0 else os.cpu_count() or 1)
-            self._workers.start()  # their imports overlap the first downloads
+            try:
+                self._workers.start()  # their imports overlap the first downloads
+            except OSError:  # no interpreter to start (an embedded Python): apply in this process
+                self._workers.close()
+                self._workers = None
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self.jobs.run_gc, self.gc_interval_s)

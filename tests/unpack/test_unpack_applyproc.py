@@ -162,3 +162,23 @@ def test_a_busy_worker_dies_with_the_process_that_started_it(tmp_path: Path) -> 
     n = len(os.listdir(dest / "many"))
     time.sleep(0.3)
     assert len(os.listdir(dest / "many")) == n < 40_000
+
+
+def test_the_puller_applies_in_process_when_no_worker_can_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from soci_lab.unpack import LayerSpec, LocalFileSource, ParallelPuller
+
+    blob = tmp_path / "l.tar.gz"
+    digest, diff_id = write_layer(blob, ENTRIES)
+    spec = LayerSpec(digest=digest, size=blob.stat().st_size, diff_id=diff_id)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+
+    async def main() -> bool:
+        async with ParallelPuller(tmp_path / "root", LocalFileSource({digest: str(blob)})) as puller:
+            in_process = puller._workers is None
+            await puller.pull("img", [spec], [tmp_path / "snap"])
+        return in_process
+
+    assert anyio.run(main)
+    assert (tmp_path / "snap" / "etc/passwd").read_bytes().startswith(b"root:")
