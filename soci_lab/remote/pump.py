@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 #: Buffers in flight (back-pressure: the reader waits when the hasher or writer is this far behind).
 POOL = 8
@@ -30,6 +30,24 @@ class SplitSink(Protocol):
     def hash_part(self, data: memoryview) -> None: ...
 
     def store_part(self, data: memoryview) -> None: ...
+
+
+@runtime_checkable
+class Pumpable(Protocol):
+    """An async sink (``await sink(chunk)``) that can also take a body straight from the socket.
+
+    ``fetch_into`` pumps a lean-path body into :meth:`split_sink` instead of calling the sink per chunk:
+    first :meth:`drain` (whatever earlier attempts fed is written), then the pump, then :meth:`pumped`
+    with the count delivered, so the sink's own bookkeeping stays right.
+    """
+
+    async def __call__(self, chunk: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def split_sink(self) -> SplitSink: ...
+
+    def pumped(self, n: int) -> None: ...
 
 
 @dataclass

@@ -18,8 +18,8 @@ from contextlib import aclosing
 
 from ..errors import InvalidInput, RegistryError, SizeMismatch, TruncatedBody
 from .fastget import FAST_MIN_BYTES, RawExchange, send_fast
+from .pump import Pumpable
 from .retry import redact_url
-from .sinks import ThreadedFeeder
 from .transport import Exchange, RetryBudget, Transport
 
 Sink = Callable[[bytes], Awaitable[None]]
@@ -66,8 +66,9 @@ async def fetch_into(
     another total length into ``SizeMismatch`` before any byte is delivered. Returns the number of bytes
     delivered, which is ``upper - lower + 1`` unless the blob ends sooner.
 
-    A :class:`~.sinks.ThreadedFeeder` as ``sink`` lets a lean-path body skip the event loop: it is pumped
-    from the socket into the feeder's blob sink on worker threads (:meth:`.RawExchange.pump_into`).
+    A :class:`~.pump.Pumpable` sink (the blob feeder of ``fetch_blob``, the eager puller's ingest file) lets
+    a lean-path body skip the event loop: it is pumped from the socket into the sink on worker threads
+    (:meth:`.RawExchange.pump_into`).
     """
     if upper is not None:
         check_range(lower, upper)
@@ -118,18 +119,18 @@ async def fetch_into(
                         raise RegistryError(f"GET {redact_url(url)}: offset {pos} is past the end of a "
                                             f"{int(length)}-byte blob", status=200)
                     upper = last if upper is None else min(upper, last)
-            if isinstance(exchange, RawExchange) and isinstance(sink, ThreadedFeeder) and exchange.can_pump \
+            if isinstance(exchange, RawExchange) and isinstance(sink, Pumpable) and exchange.can_pump \
                     and upper is not None:
                 await sink.drain()  # whatever an earlier attempt queued is written first
                 delivered = 0
                 try:
-                    delivered = await exchange.pump_into(sink.sink, skip=skip, limit=upper + 1 - pos)
+                    delivered = await exchange.pump_into(sink.split_sink(), skip=skip, limit=upper + 1 - pos)
                 except TruncatedBody as exc:
                     delivered = getattr(exc, "delivered", 0)
                     raise
                 finally:
                     pos += delivered
-                    sink.fed += delivered
+                    sink.pumped(delivered)
             else:
                 async with aclosing(exchange.aiter_raw()) as body:
                     async for chunk in body:

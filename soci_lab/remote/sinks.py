@@ -134,6 +134,13 @@ class ThreadedFeeder:
         await self._flush()
         await self._flush()
 
+    def split_sink(self) -> BlobSink:
+        """Where a pumped body goes (:class:`~.pump.Pumpable`): the blob sink itself."""
+        return self.sink
+
+    def pumped(self, n: int) -> None:
+        self.fed += n
+
     async def __call__(self, chunk: bytes) -> None:
         self.fed += len(chunk)
         self._pending.append(chunk)

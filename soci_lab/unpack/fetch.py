@@ -2,7 +2,9 @@
 
 The ingest file must not exist; it is created and preallocated to the blob's size (``posix_fallocate``),
 then every request writes its bytes at their own offset with ``os.pwrite`` (batched to 1 MiB and done in a
-worker thread), so chunks may arrive in any order. Chunk ``i`` covers ``[i·chunk, min((i+1)·chunk, size)−1]``.
+worker thread, or — for bodies on the registry client's lean path — straight from the socket's buffers
+on the pump's writer thread, :mod:`soci_lab.remote.pump`), so chunks may arrive in any order. Chunk ``i``
+covers ``[i·chunk, min((i+1)·chunk, size)−1]``.
 More than one chunk is used only when the first fetch of the image learned that the server serves ranges
 (upstream's ``doInitialFetch``); each request holds one download lease (per-image, then global) while it
 runs. Each chunk is a ``chunk_download`` event, the layer a ``blob_download`` event.
@@ -28,7 +30,7 @@ from .source import BlobSource, LayerSpec
 WRITE_BATCH = 1 << 20
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -64,6 +66,27 @@ class _PositionalSink:
         self._buffered = 0
         await anyio.to_thread.run_sync(_pwrite_all, self.fd, data, self.pos)
         self.pos += len(data)
+
+    # --- the pump's face (soci_lab.remote.pump.Pumpable): the body goes from the socket to pwrite ---
+
+    async def drain(self) -> None:
+        await self.flush()
+
+    def split_sink(self) -> _PositionalSink:
+        return self
+
+    def pumped(self, n: int) -> None:
+        """Nothing: :meth:`store_part` counted every byte it wrote."""
+
+    def hash_part(self, data: memoryview) -> None:
+        """Nothing: the digest is checked while the file is decompressed (module docstring)."""
+
+    def store_part(self, data: memoryview) -> None:
+        if self.limit is not None and self.received + len(data) > self.limit:
+            raise SizeMismatch(f"server sent more than the {self.limit} bytes asked for")
+        _pwrite_all(self.fd, data, self.pos)
+        self.pos += len(data)
+        self.received += len(data)
 
 
 def chunk_ranges(size: int, chunk_size: int) -> list[tuple[int, int]]:

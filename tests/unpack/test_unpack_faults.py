@@ -82,3 +82,52 @@ def test_pull_through_faults_finishes_or_fails_cleanly(served, tmp_path: Path, s
         assert all(mp.exists() for mp in mounts)
     else:
         assert str(error).strip() and "\n" not in str(error).strip()
+
+
+@pytest.mark.parametrize("chunk", ["128kb", ""])
+@pytest.mark.parametrize("seed", [4, 5])
+def test_downloads_pumped_from_the_socket_survive_faults(served, tmp_path: Path, monkeypatch, seed: int,
+                                                          chunk: str) -> None:  # type: ignore[no-untyped-def]
+    """Every body on the client's lean path (forced here for small layers) goes socket → pwrite on the pump's
+    threads, through resets, truncations and corrupted bytes: the pull ends complete or fails cleanly."""
+    import soci_lab.remote.fastget as fastget
+    import soci_lab.remote.ranges as ranges
+
+    pumped: list[int] = []
+    real_pump = fastget.pump_body
+
+    def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        res = real_pump(*args, **kw)
+        pumped.append(res.delivered)
+        return res
+
+    monkeypatch.setattr(ranges, "FAST_MIN_BYTES", 0)
+    monkeypatch.setattr(fastget, "pump_body", counting)
+    reg, dirs = served
+    mounts = [tmp_path / "m" / str(i) for i in range(2)]
+    http = HTTPConfig(max_retries=8, min_wait_msec=1, max_wait_msec=20)
+    with ShapingProxy(reg.url, faults=f"seed={seed},{FAULTS}") as proxy:
+        host = proxy.url.removeprefix("http://")
+
+        async def main() -> BaseException | None:
+            async with RegistryClient(host, insecure=True, config=http) as client:
+                try:
+                    resolved = await client.resolve_image(f"{host}/unpack/faults:v1")
+                    specs = image_layer_specs(resolved.layers, resolved.config.diff_ids)
+                    cfg = ParallelPullUnpackConfig(enable=True, concurrent_download_chunk_size=chunk)
+                    async with ParallelPuller(tmp_path / "root", RegistryBlobSource(client, "unpack/faults"),
+                                              config=cfg) as puller:
+                        await puller.pull("img", specs, mounts)
+                except SociLabError as exc:
+                    return exc
+            return None
+
+        error = anyio.run(main)
+    assert pumped and sum(pumped) > 0, f"no body took the pump ({error})"
+    for mp, src in zip(mounts, dirs, strict=True):
+        if mp.exists():
+            assert_same_tree(src, mp)
+    if error is None:
+        assert all(mp.exists() for mp in mounts)
+    else:
+        assert str(error).strip() and "\n" not in str(error).strip()
