@@ -2,17 +2,19 @@
 
     flock /tmp/soci-lab-bench.lock .venv/bin/python benchmarks/sim_fullscale.py \
         [--image python-pandas] [--repeat 3] [--cal-rounds 2] [--networks loopback,1Gbit,100Mbit+20ms] \
-        [--save-calibrations datasets/calibration] [--save-events FILE] [--work DIR] [--json]
+        [--save-calibrations datasets/calibration] [--save-events FILE] [--work DIR] [--no-fresh-fs] [--json]
 
 The image is a cached dataset build (``soci-lab dataset build NAME``; never built here) copied into an OCI
 layout and given a SOCI v2 index with upstream's defaults (4 MiB spans, 10 MiB minimum layer size); the
 workload is its committed start-up trace (``datasets/NAME/startup-trace.csv``) replayed as fast as it goes
 (its ``t_s`` are strace times: the real replay ignores them, the simulated one is given ``t = 0``).
 
-Each pull has a fresh state directory, deleted only after the last timing: deleting a pull's tree right
-away (as ``lab.pull`` does by default) made the next minutes' file creation 4× slower on this ext4 (no
-journal: the inode allocator skips and rescans inodes freed in the last 60–300 s), so an eager pull's
-time depended on what the pull before it had deleted — parallel loopback took 3.8 s or 10.5 s.
+Each pull has a state directory on a **brand-new ext4 of its own** (a loop device, made like the root file
+system, without a journal; ``freshfs.py``), unmounted after the pull: on the shared root ext4 file creation
+costs 19–340 µs depending on what was deleted in the minutes before (the inode allocator skips and rescans
+recently freed inodes), so an eager pull's time depended on the pulls before it — parallel loopback took
+3.8 s or 10.5 s, and three full runs gave 9/9, 6/9 and 7/9 cells within 15 %. ``--no-fresh-fs`` (or no
+loop devices) falls back to fresh directories on the root file system, deleted only after the last timing.
 
 The registry (``soci-lab registry serve``) and each shaping proxy (``soci-lab netlab proxy``) run in
 processes of their own, as a remote registry would: in the puller's process they took its GIL and slowed
@@ -46,6 +48,10 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from freshfs import available as freshfs_available
+from freshfs import fresh_ext4
 
 from soci_lab import lab
 from soci_lab.artifacts import create_soci_index
@@ -125,6 +131,8 @@ def main() -> None:
     ap.add_argument("--save-calibrations", metavar="DIR", help="write DIR/IMAGE-NETWORK.json per network")
     ap.add_argument("--save-events", metavar="FILE", help="pickle every real run's events (for analysis)")
     ap.add_argument("--work", metavar="DIR", help="build the layout here and keep it (default: a temporary one)")
+    ap.add_argument("--no-fresh-fs", dest="fresh_fs", action="store_false",
+                    help="state directories on the root file system, not a new ext4 per pull")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     a = ap.parse_args()
     ok, why = lab.can_mount()
@@ -164,12 +172,17 @@ def main() -> None:
         states = work / "states"
         pulled = itertools.count()
 
+        fresh_fs = a.fresh_fs and freshfs_available()
+
         def pull(n: str, mode: str) -> Any:
-            # each pull in a fresh state directory, kept until the end: deleting a pull's 13,000 files
-            # made the next pulls' file creation 4x slower (ext4 without a journal skips and rescans
-            # inodes freed in the last 60-300 s; see benchmarks/README.md, eager findings)
+            # each pull on a new file system, or in a fresh directory kept until the end: deleting a pull's
+            # 13,000 files made the next pulls' file creation 4x slower (module docstring)
             state = states / f"pull-{next(pulled)}"
-            return lab.pull(f"{hosts[n]}/img:t", mode, trace=str(trace_path), state_dir=state, keep_state=True)
+            if not fresh_fs:
+                return lab.pull(f"{hosts[n]}/img:t", mode, trace=str(trace_path), state_dir=state, keep_state=True)
+            with fresh_ext4(state):
+                return lab.pull(f"{hosts[n]}/img:t", mode, trace=str(trace_path), state_dir=state / "state",
+                                keep_state=True)
 
         for mode in MODES:  # a process's first pulls pay its cold start (zygote, imports): not used
             pull(nets[0], mode)
@@ -235,6 +248,7 @@ def main() -> None:
         "image_compressed_mb": image.compressed_size / 1e6, "image_uncompressed_mb": image.uncompressed_size / 1e6,
         "layers": len(image.layers), "indexed_layers": sum(la.indexed for la in image.layers),
         "accesses": len(trace), "uptime_before": load_before, "uptime_after": uptime(),
+        "state_fs": "a new ext4 per pull (loop device, no journal)" if fresh_fs else "root file system",
         "wall_s": time.monotonic() - t_start, "calibrations": {n: c.to_dict() for n, c in cals.items()},
         "cells": cells,
     }
