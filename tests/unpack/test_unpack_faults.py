@@ -39,12 +39,14 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
         yield reg, dirs
 
 
-@pytest.mark.parametrize("mode", ["parallel", "sequential"])
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_pull_through_faults_finishes_or_fails_cleanly(served, tmp_path: Path, seed: int, mode: str) -> None:  # type: ignore[no-untyped-def]
-    reg, dirs = served
+def _pull_through_faults(served, tmp_path: Path, seed: int, mode: str, *, chunk: str = "128kb",  # type: ignore[no-untyped-def]
+                         retries: int = 6) -> tuple[BaseException | None, list[Path]]:
+    """Pull the served image through the shaping proxy's faults; the error (or None) and the mountpoints.
+
+    A parallel pull must leave no lease held and no job in memory, whatever happened."""
+    reg, _dirs = served
     mounts = [tmp_path / "m" / str(i) for i in range(2)]
-    http = HTTPConfig(max_retries=6, min_wait_msec=1, max_wait_msec=20)
+    http = HTTPConfig(max_retries=retries, min_wait_msec=1, max_wait_msec=20)
     with ShapingProxy(reg.url, faults=f"seed={seed},{FAULTS}") as proxy:
         host = proxy.url.removeprefix("http://")
 
@@ -58,7 +60,7 @@ def test_pull_through_faults_finishes_or_fails_cleanly(served, tmp_path: Path, s
                 source = RegistryBlobSource(client, "unpack/faults")
                 try:
                     if mode == "parallel":
-                        cfg = ParallelPullUnpackConfig(enable=True, concurrent_download_chunk_size="128kb")
+                        cfg = ParallelPullUnpackConfig(enable=True, concurrent_download_chunk_size=chunk)
                         async with ParallelPuller(tmp_path / "root", source, config=cfg) as puller:
                             try:
                                 await puller.pull("img", specs, mounts)
@@ -74,14 +76,24 @@ def test_pull_through_faults_finishes_or_fails_cleanly(served, tmp_path: Path, s
                     return exc
             return None
 
-        error = anyio.run(main)
-    for mp, src in zip(mounts, dirs, strict=True):
+        return anyio.run(main), mounts
+
+
+def _complete_or_clean(served, error: BaseException | None, mounts: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    for mp, src in zip(mounts, served[1], strict=True):
         if mp.exists():
             assert_same_tree(src, mp)  # whatever is in place is complete
     if error is None:
         assert all(mp.exists() for mp in mounts)
     else:
         assert str(error).strip() and "\n" not in str(error).strip()
+
+
+@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_pull_through_faults_finishes_or_fails_cleanly(served, tmp_path: Path, seed: int, mode: str) -> None:  # type: ignore[no-untyped-def]
+    error, mounts = _pull_through_faults(served, tmp_path, seed, mode)
+    _complete_or_clean(served, error, mounts)
 
 
 @pytest.mark.parametrize("chunk", ["128kb", ""])
@@ -103,31 +115,6 @@ def test_downloads_pumped_from_the_socket_survive_faults(served, tmp_path: Path,
 
     monkeypatch.setattr(ranges, "FAST_MIN_BYTES", 0)
     monkeypatch.setattr(fastget, "pump_body", counting)
-    reg, dirs = served
-    mounts = [tmp_path / "m" / str(i) for i in range(2)]
-    http = HTTPConfig(max_retries=8, min_wait_msec=1, max_wait_msec=20)
-    with ShapingProxy(reg.url, faults=f"seed={seed},{FAULTS}") as proxy:
-        host = proxy.url.removeprefix("http://")
-
-        async def main() -> BaseException | None:
-            async with RegistryClient(host, insecure=True, config=http) as client:
-                try:
-                    resolved = await client.resolve_image(f"{host}/unpack/faults:v1")
-                    specs = image_layer_specs(resolved.layers, resolved.config.diff_ids)
-                    cfg = ParallelPullUnpackConfig(enable=True, concurrent_download_chunk_size=chunk)
-                    async with ParallelPuller(tmp_path / "root", RegistryBlobSource(client, "unpack/faults"),
-                                              config=cfg) as puller:
-                        await puller.pull("img", specs, mounts)
-                except SociLabError as exc:
-                    return exc
-            return None
-
-        error = anyio.run(main)
+    error, mounts = _pull_through_faults(served, tmp_path, seed, "parallel", chunk=chunk, retries=8)
     assert pumped and sum(pumped) > 0, f"no body took the pump ({error})"
-    for mp, src in zip(mounts, dirs, strict=True):
-        if mp.exists():
-            assert_same_tree(src, mp)
-    if error is None:
-        assert all(mp.exists() for mp in mounts)
-    else:
-        assert str(error).strip() and "\n" not in str(error).strip()
+    _complete_or_clean(served, error, mounts)
