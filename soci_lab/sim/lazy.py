@@ -28,7 +28,7 @@ Mirrors soci-formats.md §4.4–4.8:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import simpy
@@ -60,21 +60,9 @@ class SpanManager:
     def get_contents(self, u_start: int, u_end: int) -> Generator[Any, Any, None]:
         """Make every span of ``[u_start, u_end)`` uncompressed (fetching what is missing, in parallel)."""
         first, last = self.span_range(u_start, u_end)
-        state = self.state
-        env = self.world.env
-        fine = self.world.params.fine_events
-        work = []
-        for i in range(first, last + 1):
-            if state[i] != UNCOMPRESSED:
-                work.append(i)
-            elif fine:
-                self.world.rec.emit("cache_hit", env.now, env.now, layer=self.digest, span=i)
-        if len(work) == 1:
-            yield from self.ensure(work[0])
-        elif work:
-            yield env.all_of([env.process(self.ensure(i)) for i in work])
+        yield from self.get_spans(range(first, last + 1))
 
-    def get_spans(self, ids: list[int]) -> Generator[Any, Any, None]:
+    def get_spans(self, ids: Iterable[int]) -> Generator[Any, Any, None]:
         """Make spans ``ids`` uncompressed, fetching what is missing in parallel (cache hits emitted)."""
         state = self.state
         env = self.world.env

@@ -160,11 +160,7 @@ def inflate_span(src: bytes, bits: int, window: bytes | memoryview, length: int 
     with z.Inflater(z.WBITS_RAW) as inf:
         s = inf.strm
         ref = inf.ref
-        pos = 0
-        if bits:
-            inf.prime(bits, src[0] >> (8 - bits))
-            pos = 1
-        inf.set_dictionary(bytes(window))
+        pos = inf.resume_at(bits, src[0] if bits else 0, bytes(window))
         s.next_in = inaddr + pos
         s.avail_in = n - pos
         if length is not None:

@@ -119,6 +119,17 @@ class Inflater:
         if ret != Z_OK:
             raise FormatError(f"zlib inflateSetDictionary failed ({ret})")
 
+    def resume_at(self, bits: int, first_byte: int, window: bytes) -> int:
+        """Position a raw inflater at a checkpoint: prime its ``bits`` leftover bits of ``first_byte`` (the
+        byte the checkpoint starts in) and set the preceding window. Returns where input starts: 1 when
+        that byte was consumed by the prime, else 0."""
+        pos = 0
+        if bits:
+            self.prime(bits, first_byte >> (8 - bits))
+            pos = 1
+        self.set_dictionary(window)
+        return pos
+
     def close(self) -> None:
         """``inflateEnd``; idempotent."""
         if self._open:

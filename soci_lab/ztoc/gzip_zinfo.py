@@ -241,11 +241,7 @@ def inflate_from(data: bytes | memoryview, bits: int, window: bytes | memoryview
     with z.Inflater(z.WBITS_RAW) as inf:
         s = inf.strm
         ref = inf.ref
-        pos = 0
-        if bits:
-            inf.prime(bits, src[0] >> (8 - bits))
-            pos = 1
-        inf.set_dictionary(bytes(window))
+        pos = inf.resume_at(bits, src[0] if bits else 0, bytes(window))
         raw = True
         s.next_in = inaddr + pos
         s.avail_in = n - pos
