@@ -277,7 +277,9 @@ def test_uploads_are_shaped_too(upstream):
         r = c.put(with_digest(location, sha256(data)), content=data)
         elapsed = time.monotonic() - t0
     assert r.status_code == 201
-    assert 0.85 * rate <= len(data) / elapsed <= 1.15 * rate, elapsed
+    # The cap is what is being tested: an unshaped upload on loopback takes milliseconds. The lower
+    # bound only catches gross over-throttling; load on the shared cores can only slow the upload.
+    assert 0.5 * rate <= len(data) / elapsed <= 1.15 * rate, elapsed
     assert proxy.stats.bytes_received == len(data)
 
 
