@@ -22,7 +22,11 @@ interleaved repetitions, so all of them see the same machine load:
   once as there are cores — writing the image's *files*). ``bound_s`` is the slowest of network, decompress
   and ``disk``; ``bound_tree_s`` the slowest of network, decompress and ``disk_tree``.
 
-Trees are not deleted between timings (``--cleanup defer``, the default): each contender's output is renamed
+Every timing writes onto a **new ext4 of its own** (``--fs fresh``, the default where loop devices work;
+:mod:`benchmarks.freshfs`, made without a journal like the root one), so no contender inherits another's
+file-system state: the image file, its mount and its unmount (which writes back what the timing left dirty)
+are all outside the timing. With ``--fs root`` trees are not deleted between timings (``--cleanup defer``,
+the default): each contender's output is renamed
 into ``trash/`` and everything is removed after the last repetition. This machine's root file system is ext4
 **without a journal**, where the inode allocator skips inodes freed in the last 60 s (300 s more while their
 inode table block is dirty: ``recently_deleted()`` in ``fs/ext4/ialloc.c``), rescanning them from the start
@@ -40,6 +44,7 @@ generated layers of 5 MB; ``full`` = the ``/usr`` trees of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -53,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
+import freshfs  # benchmarks/ is on sys.path: this file runs as a script
 
 from soci_lab.config import ParallelPullUnpackConfig
 from soci_lab.images import build_image
@@ -243,8 +249,14 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="contenders to skip")
     ap.add_argument("--cleanup", choices=["defer", "between"], default="defer",
                     help="defer: remove every tree after the last timing (default); between: before each contender")
+    ap.add_argument("--fs", choices=["fresh", "root"], default="fresh",
+                    help="fresh: every timing on a new ext4 of its own (default where loop devices work); "
+                    "root: the cache directory's file system")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.fs == "fresh" and not freshfs.available():
+        print("no loop devices or mkfs.ext4 here: timing on the root file system", file=sys.stderr)
+        a.fs = "root"
     tools = ensure_tools()
     a.cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -264,9 +276,11 @@ def main() -> None:
             lay = OCILayout(layout)
             blobs = [lay.blob_path(d) for d in digests]
 
+            out_root = [work]  # where the current timing writes: work/, or the fresh ext4 mounted for it
+
             def fresh(name: str) -> Path:
                 """A contender's output directory; the loop removed earlier runs' trees before the timing."""
-                return work / name
+                return out_root[0] / name
 
             def c_parallel() -> None:
                 soci_pull(reg.host_port, repo_ref, "parallel", fresh("parallel"))
@@ -295,7 +309,7 @@ def main() -> None:
                     list(pool.map(one, sorted(blobs, key=lambda p: -p.stat().st_size)))
 
             def c_disk() -> None:
-                path = work / "disk.bin"
+                path = out_root[0] / "disk.bin"
                 block = os.urandom(4 << 20)
                 left = stats["uncompressed_bytes"]
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -335,7 +349,7 @@ def main() -> None:
             }
             if tools["containerd"] and tools["ctr"]:
                 def c_containerd() -> None:
-                    with Containerd(work / "containerd", trash) as cd:
+                    with Containerd(out_root[0] / "containerd", trash if a.fs == "root" else None) as cd:
                         t = time.perf_counter()
                         cd.pull(ref)
                         c_containerd.last = time.perf_counter() - t  # type: ignore[attr-defined]
@@ -359,9 +373,13 @@ def main() -> None:
                         else:
                             shutil.rmtree(work / old)
                     subprocess.run(["sync"], check=True)
-                    t = time.perf_counter()
-                    contenders[name]()
-                    took = time.perf_counter() - t
+                    with contextlib.ExitStack() as stack:
+                        if a.fs == "fresh":
+                            out_root[0] = stack.enter_context(freshfs.fresh_ext4(work / "fs", "8G"))
+                        t = time.perf_counter()
+                        contenders[name]()
+                        took = time.perf_counter() - t
+                        out_root[0] = work
                     if name == "containerd":  # the daemon's start and stop are not the pull
                         took = c_containerd.last  # type: ignore[attr-defined]
                     times.setdefault(name, []).append(took)
@@ -386,6 +404,7 @@ def main() -> None:
         "bound_tree_part": max(tree_parts, key=tree_parts.get) if bound_tree else None,  # type: ignore[arg-type]
         "loadavg_1min": round(os.getloadavg()[0], 2),
         "cleanup": a.cleanup,
+        "fs": a.fs,
         "note": "containerd = ctr images pull (fetch + unpack into the overlayfs snapshotter), daemon start "
         "excluded; bound = max(network via curl, pigz -dc on all cores, disk write of the uncompressed bytes); "
         "bound_tree = the same with the disk part as GNU tar -xf of the decompressed tars (file creation)",

@@ -22,24 +22,79 @@ Modules: :mod:`.jobs` (state machine), :mod:`.storage` (job directories), :mod:`
 parallel puller), :mod:`.parallel`, :mod:`.sequential`.
 """
 
-from .archive import LayerApplyResult, apply_layer, apply_layer_async
-from .decompress import SpanDecompressor
-from .jobs import ImageUnpackJob, LayerUnpackJob, LayerUnpackJobStatus, UnpackJobs
-from .parallel import LayerOutcome, ParallelPuller
-from .resources import LayerUnpackResourceController, SemaphoreWithNil
-from .sequential import SequentialPuller
-from .source import (
-    BlobProbe,
-    BlobSource,
-    ContentStore,
-    LayerSpec,
-    LocalFileSource,
-    RegistryBlobSource,
-    image_layer_specs,
-)
-from .spanpar import ZtocSpanDecompressor, ztoc_span_decompressors
-from .storage import LayerUnpackDiskStorage, LayerUnpackJobStorage
-from .tarapply import ApplyOptions, ApplyStats, DevicePolicy, OverlayOpaqueType, TarApplier
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> the submodule that defines it. Imported on first use (PEP 562), so that an apply worker
+#: process, which needs only :mod:`.archive`, does not pay ~0.2 s importing the span-parallel inflater,
+#: flatbuffers and numpy at every start (``python -X importtime -c "import soci_lab.unpack.applyproc"``).
+_EXPORTS = {
+    "LayerApplyResult": "archive",
+    "apply_layer": "archive",
+    "apply_layer_async": "archive",
+    "SpanDecompressor": "decompress",
+    "ImageUnpackJob": "jobs",
+    "LayerUnpackJob": "jobs",
+    "LayerUnpackJobStatus": "jobs",
+    "UnpackJobs": "jobs",
+    "LayerOutcome": "parallel",
+    "ParallelPuller": "parallel",
+    "LayerUnpackResourceController": "resources",
+    "SemaphoreWithNil": "resources",
+    "SequentialPuller": "sequential",
+    "BlobProbe": "source",
+    "BlobSource": "source",
+    "ContentStore": "source",
+    "LayerSpec": "source",
+    "LocalFileSource": "source",
+    "RegistryBlobSource": "source",
+    "image_layer_specs": "source",
+    "ZtocSpanDecompressor": "spanpar",
+    "ztoc_span_decompressors": "spanpar",
+    "LayerUnpackDiskStorage": "storage",
+    "LayerUnpackJobStorage": "storage",
+    "ApplyOptions": "tarapply",
+    "ApplyStats": "tarapply",
+    "DevicePolicy": "tarapply",
+    "OverlayOpaqueType": "tarapply",
+    "TarApplier": "tarapply",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from .archive import LayerApplyResult, apply_layer, apply_layer_async
+    from .decompress import SpanDecompressor
+    from .jobs import ImageUnpackJob, LayerUnpackJob, LayerUnpackJobStatus, UnpackJobs
+    from .parallel import LayerOutcome, ParallelPuller
+    from .resources import LayerUnpackResourceController, SemaphoreWithNil
+    from .sequential import SequentialPuller
+    from .source import (
+        BlobProbe,
+        BlobSource,
+        ContentStore,
+        LayerSpec,
+        LocalFileSource,
+        RegistryBlobSource,
+        image_layer_specs,
+    )
+    from .spanpar import ZtocSpanDecompressor, ztoc_span_decompressors
+    from .storage import LayerUnpackDiskStorage, LayerUnpackJobStorage
+    from .tarapply import ApplyOptions, ApplyStats, DevicePolicy, OverlayOpaqueType, TarApplier
 
 __all__ = [
     "ApplyOptions",
