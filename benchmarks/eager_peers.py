@@ -16,17 +16,29 @@ interleaved repetitions, so all of them see the same machine load:
   snapshotter, so this is pull+unpack — the same work the soci_lab modes do;
 * ``skopeo+umoci``        — ``skopeo copy docker://… oci:…`` then ``umoci raw unpack``;
 * the bound's parts, each measured here: ``network`` (``curl -o /dev/null`` of every layer blob at once),
-  ``decompress`` (``pigz -dc`` of every layer, as many at once as there are cores) and two disk-write
+  ``decompress`` (``pigz -dc`` of every layer, as many at once as there are cores), ``decompress_isal``
+  (the same with ISA-L's ``python -m isal.igzip -d -c``, ~3x faster here; the bound takes the faster of the
+  two), ``hash`` (sha256 of every blob and every decompressed tar — the compressed digest and the diffID
+  every verifying puller computes — with OpenSSL through :mod:`hashlib`, as many at once as there are
+  cores; coreutils ``sha256sum`` here runs ~8x slower, without SHA-NI) and two disk-write
   rates: ``disk`` (the image's uncompressed bytes streamed into one file and ``fdatasync``-ed) and
   ``disk_tree`` (GNU ``tar -xf`` of the layers' already-decompressed tars, from the page cache, as many at
   once as there are cores — writing the image's *files*). ``bound_s`` is the slowest of network, decompress
   and ``disk``; ``bound_tree_s`` the slowest of network, decompress and ``disk_tree``.
 
-Every timing writes onto a **new ext4 of its own** (``--fs fresh``, the default where loop devices work;
-:mod:`benchmarks.freshfs`, made without a journal like the root one), so no contender inherits another's
-file-system state: the image file, its mount and its unmount (which writes back what the timing left dirty)
-are all outside the timing. With ``--fs root`` trees are not deleted between timings (``--cleanup defer``,
-the default): each contender's output is renamed
+Every timing also records the CPU it used (``cpu_s``: user + system of this process and of its waited-for
+children — the apply workers, curl, pigz, tar, containerd and ctr; not the registry's). The parts are each
+timed with both cores to themselves, but a pull needs them all at once on the same cores, so
+``bound_cpu_s`` = (CPU of network + faster decompress + hash + disk_tree) / cores is a second lower bound: a
+pull doing at least that work cannot finish sooner even if it kept every core busy.
+
+``--fs fresh`` puts every timing on a **new ext4 of its own** (:mod:`benchmarks.freshfs`, on a loop device,
+made without a journal like the root one), so no contender inherits another's file-system state. It is not
+the default: measured 2026-11-28, writes through the loop device cost more (streaming the 1.2 GB with
+``fdatasync`` 4.4 s instead of 1.3 s, ``tar -xf`` of the tree 2.9-4.0 s instead of 2.3 s, the parallel
+pull 5.0-7.4 s instead of 4.9 s), because the loop device copies each page into its backing file on a
+kernel thread that competes for the two cores. On the root file system (``--fs root``, the default) trees
+are not deleted between timings (``--cleanup defer``, the default): each contender's output is renamed
 into ``trash/`` and everything is removed after the last repetition. This machine's root file system is ext4
 **without a journal**, where the inode allocator skips inodes freed in the last 60 s (300 s more while their
 inode table block is dirty: ``recently_deleted()`` in ``fs/ext4/ialloc.c``), rescanning them from the start
@@ -45,9 +57,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,6 +94,12 @@ FULL_DIRS = [
 ]
 WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"config", b"library", b"python", b"layer", b"span", b"\n"]
 DEFAULT_CACHE = Path(os.environ.get("SOCI_LAB_BENCH_DIR", "/tmp/soci_lab_bench")) / "eager"
+
+
+def _cpu_s() -> float:
+    """User + system CPU of this process and of its waited-for children so far."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def ensure_tools() -> dict[str, str | None]:
@@ -249,9 +269,9 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="contenders to skip")
     ap.add_argument("--cleanup", choices=["defer", "between"], default="defer",
                     help="defer: remove every tree after the last timing (default); between: before each contender")
-    ap.add_argument("--fs", choices=["fresh", "root"], default="fresh",
-                    help="fresh: every timing on a new ext4 of its own (default where loop devices work); "
-                    "root: the cache directory's file system")
+    ap.add_argument("--fs", choices=["fresh", "root"], default="root",
+                    help="root: the cache directory's file system (default); fresh: every timing on a new ext4 "
+                    "on a loop device (costlier writes: the loop device copies every page into its backing file)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.fs == "fresh" and not freshfs.available():
@@ -266,6 +286,7 @@ def main() -> None:
     digests = stats.pop("layer_digests")
     work = Path(tempfile.mkdtemp(prefix="eager-peers-", dir=a.cache))
     times: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     trash = work / "trash" if a.cleanup == "defer" else None
     try:
         with DistributionRegistry(root=work / "registry") as reg:
@@ -308,6 +329,25 @@ def main() -> None:
                 with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
                     list(pool.map(one, sorted(blobs, key=lambda p: -p.stat().st_size)))
 
+            def c_decompress_isal() -> None:
+                def one(p: Path) -> None:
+                    subprocess.run([sys.executable, "-m", "isal.igzip", "-d", "-c", str(p)],
+                                   stdout=subprocess.DEVNULL, check=True)
+
+                with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+                    list(pool.map(one, sorted(blobs, key=lambda p: -p.stat().st_size)))
+
+            def c_hash() -> None:
+                def one(p: Path) -> None:
+                    h = hashlib.sha256()
+                    with open(p, "rb", buffering=0) as f:
+                        while block := f.read(1 << 20):
+                            h.update(block)  # releases the GIL: the threads hash on every core
+
+                files = [*blobs, *tars.iterdir()]
+                with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+                    list(pool.map(one, sorted(files, key=lambda p: -p.stat().st_size)))
+
             def c_disk() -> None:
                 path = out_root[0] / "disk.bin"
                 block = os.urandom(4 << 20)
@@ -344,6 +384,8 @@ def main() -> None:
                 "soci_lab-sequential": c_sequential,
                 "network": c_network,
                 "decompress": c_decompress,
+                "decompress_isal": c_decompress_isal,
+                "hash": c_hash,
                 "disk": c_disk,
                 "disk_tree": c_disk_tree,
             }
@@ -376,20 +418,29 @@ def main() -> None:
                     with contextlib.ExitStack() as stack:
                         if a.fs == "fresh":
                             out_root[0] = stack.enter_context(freshfs.fresh_ext4(work / "fs", "8G"))
+                        cpu0 = _cpu_s()
                         t = time.perf_counter()
                         contenders[name]()
                         took = time.perf_counter() - t
+                        cpu = _cpu_s() - cpu0
                         out_root[0] = work
                     if name == "containerd":  # the daemon's start and stop are not the pull
                         took = c_containerd.last  # type: ignore[attr-defined]
                     times.setdefault(name, []).append(took)
-                    print(f"rep {rep} {name:22s} {took:7.2f} s", file=sys.stderr, flush=True)
+                    cpus.setdefault(name, []).append(cpu)
+                    print(f"rep {rep} {name:22s} {took:7.2f} s  {cpu:6.2f} CPU-s", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    parts = {k: med[k] for k in ("network", "decompress", "disk") if k in med}
+    med_cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    dec = min((k for k in ("decompress", "decompress_isal") if k in med), key=med.get, default=None)  # type: ignore[arg-type]
+    cpu_parts = {k: med_cpu[k] for k in ("network", dec or "decompress", "hash", "disk_tree") if k in med_cpu}
+    cores = os.cpu_count() or 1
+    bound_cpu = sum(cpu_parts.values()) / cores if len(cpu_parts) == 4 else None
+    # the faster decompressor stands for "decompression on the available cores"
+    parts = {k: med[k] for k in ("network", dec or "decompress", "disk") if k in med}
     bound = max(parts.values()) if parts else None
-    tree_parts = {k: med[k] for k in ("network", "decompress", "disk_tree") if k in med}
+    tree_parts = {k: med[k] for k in ("network", dec or "decompress", "disk_tree") if k in med}
     bound_tree = max(tree_parts.values()) if "disk_tree" in tree_parts else None
     out = {
         "size": a.size,
@@ -398,6 +449,11 @@ def main() -> None:
         "reps": a.reps,
         "times_s": times,
         "median_s": med,
+        "cpu_s": cpus,
+        "median_cpu_s": med_cpu,
+        "decompress_part": dec,
+        "bound_cpu_s": bound_cpu,
+        "bound_cpu_parts": cpu_parts,
         "bound_s": bound,
         "bound_part": max(parts, key=parts.get) if parts else None,  # type: ignore[arg-type]
         "bound_tree_s": bound_tree,
@@ -415,10 +471,14 @@ def main() -> None:
     print(f"image: {stats['layers']} layers, {stats['compressed_bytes'] / 1e6:.0f} MB gzip, "
           f"{stats['uncompressed_bytes'] / 1e6:.0f} MB tar; median of {a.reps}")
     for k, v in med.items():
-        print(f"{k:22s} {v:7.2f} s  [{min(times[k]):.2f} .. {max(times[k]):.2f}]")
+        cpu = med_cpu.get(k, float("nan"))
+        print(f"{k:22s} {v:7.2f} s  [{min(times[k]):.2f} .. {max(times[k]):.2f}]  {cpu:6.2f} CPU-s")
     print(f"bound {bound:.2f} s ({out['bound_part']})" if bound else "no bound")
     if bound_tree:
         print(f"bound with file creation {bound_tree:.2f} s ({out['bound_tree_part']})")
+    if bound_cpu:
+        print(f"CPU-sum bound {bound_cpu:.2f} s ({' + '.join(f'{k} {v:.2f}' for k, v in cpu_parts.items())} "
+              f"CPU-s on {cores} cores)")
 
 
 if __name__ == "__main__":

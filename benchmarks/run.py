@@ -255,8 +255,9 @@ def b_eager(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
         if "skopeo+umoci" in t:
             rows.append(row(f"eager {mode} pull+unpack", "s", ours, t["skopeo+umoci"],
                             peer_name="skopeo copy + umoci raw unpack", note=desc))
+    dec = raw.get("decompress_part") or "decompress"  # the faster of pigz and ISA-L
     for disk in ("disk", "disk_tree"):
-        parts = {k: statistics.median(t[k]) for k in ("network", "decompress", disk) if k in t}
+        parts = {k: statistics.median(t[k]) for k in ("network", dec, disk) if k in t}
         if disk not in parts:
             continue
         bound_part = max(parts, key=parts.get)  # type: ignore[arg-type]
@@ -270,6 +271,18 @@ def b_eager(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
             rows.append(row("containerd pull+unpack (context)", "s", cd, t[bound_part],
                             peer_name=f"physical bound ({'bytes' if disk == 'disk' else 'files'}) = {bound_part}",
                             note="how far the peer is from the same bound"))
+    cpu = raw.get("cpu_s") or {}
+    if raw.get("bound_cpu_s") and "soci_lab-parallel" in cpu:
+        parts_txt = " + ".join(f"{k} {v:.2f}" for k, v in raw["bound_cpu_parts"].items())
+        rows.append(row("eager parallel pull+unpack", "s", t["soci_lab-parallel"], raw["bound_cpu_s"],
+                        peer_name="CPU-sum bound = CPU of the parts / cores",
+                        note=f"{parts_txt} CPU-s on {raw['cpus']} cores: the parts need the same cores at once"))
+        for name in ("soci_lab-parallel", "soci_lab-sequential", "containerd"):
+            if name in cpu:
+                rows.append(row(f"{name} CPU", "CPU-s", cpu[name], sum(raw["bound_cpu_parts"].values()),
+                                peer_name="CPU of the bound's parts (network + decompress + hash + tar -xf)",
+                                note="user + system of the process and its children; containerd's includes "
+                                "the daemon's start"))
     return rows, raw
 
 
