@@ -13,8 +13,14 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   says which);
 - ``span_decompress`` (duration = inflating one span, ``attrs.compression``): the median of
   ``bytes / duration`` per algorithm (bytes = uncompressed output). Without span events, whole-layer
-  ``decompress`` events are used; they time the decompress→apply pipeline, so the rate is a lower bound
-  (``notes["decompress_source"]`` says which);
+  ``decompress`` events are used (``notes["decompress_source"]`` says which);
+- whole-layer ``decompress`` events (an unpacker's producer thread: inflate and, where the layer's digests
+  were checked — its ``verify`` events — both sha256 at ``HostParams.verify_rate``): the median of
+  ``bytes / (duration − digests)`` per algorithm is ``layer_decompress_rate``. The eager unpackers inflate
+  with ISA-L, the lazy path's spans with zlib resumed at a checkpoint, so the two rates differ (python-pandas:
+  438 against 252 MB/s; with the spans' rate the simulated unpack was decompress-bound, the real one is
+  apply-bound). The producer waits when the apply thread's queue is full, so this is a lower bound of the
+  rate: it decides nothing where apply is the slower stage, as in every real pull measured;
 - the first ``http_request`` of each run: the median of its start is ``start_s`` (set-up before any request);
 - ``mount`` events of lazy layers: each layer's FUSE server emits its own (``layer`` set, no ``how``; from
   its start to mounted, ``attrs.cpu_s`` = the CPU the process used), inside the snapshotter's
@@ -36,8 +42,13 @@ What is fitted, and from which events (the shape the real rooms' events must hav
 - parallel pulls whose first applied layer waited after its download: from the first download to that
   apply is the start of the apply worker process, ``apply_worker_s``;
 - ``apply`` (``attrs.entries``, else ``attrs.files``; bytes = file content): least squares of
-  ``duration = entries × per_file + bytes × per_byte``. Apply runs in a pipeline with decompression, so
-  this fits the apply side only where it is the slower stage (true of most real layers: many small files).
+  ``duration = entries × per_file + bytes × per_byte``, per place the apply ran: the puller's own process
+  (the sequential puller, a lazy pull's local layers) gives ``apply_per_file_s``/``apply_per_byte_s``, the
+  parallel puller's apply worker processes ``worker_apply_per_file_s``/``worker_apply_per_byte_s`` (real
+  pulls: the same layers 5–45 % slower there, most for a fresh worker's first layers). Without applies of
+  the first kind, the first pair is fitted from every apply. Apply runs in a pipeline with decompression,
+  so this fits the apply side only where it is the slower stage (true of most real layers: many small
+  files).
 
 A :class:`Calibration` is saved as JSON (e.g. ``datasets/calibration/<host>-<network>.json``) and turned
 into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events recovers the
@@ -54,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SimulationError
+from .host import HostParams
 from .world import SimParams
 
 if TYPE_CHECKING:
@@ -91,6 +103,9 @@ class Calibration:
     span_cache_rate: float | None = None
     apply_worker_s: float | None = None
     syscall_s: float | None = None
+    layer_decompress_rate: dict[str, float] = field(default_factory=dict)
+    worker_apply_per_file_s: float | None = None
+    worker_apply_per_byte_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -110,6 +125,11 @@ class Calibration:
             host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
         if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
             host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s)
+        if self.worker_apply_per_file_s is not None and self.worker_apply_per_byte_s is not None:
+            host = replace(host, worker_apply_per_file_s=self.worker_apply_per_file_s,
+                           worker_apply_per_byte_s=self.worker_apply_per_byte_s)  # fmt: skip
+        if self.layer_decompress_rate:
+            host = replace(host, layer_decompress_rate={**host.layer_decompress_rate, **self.layer_decompress_rate})
         for key in HOST_KEYS:
             if getattr(self, key) is not None:
                 host = replace(host, **{key: getattr(self, key)})
@@ -124,7 +144,8 @@ class Calibration:
         samples = {k: v for k, v in self.samples.items() if not k.startswith("http")}
         samples.update({k: v for k, v in other.samples.items() if k.startswith("http")})
         return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s, notes=notes,
-                       samples=samples, decompress_rate=dict(self.decompress_rate))  # fmt: skip
+                       samples=samples, decompress_rate=dict(self.decompress_rate),
+                       layer_decompress_rate=dict(self.layer_decompress_rate))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -163,6 +184,7 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
     frame = pd.concat(keyed, ignore_index=True) if len(keyed) > 1 else keyed[0]
     ok = frame[frame["ok"]]
     _fit_decompress(cal, ok)
+    _fit_layer_decompress(cal, ok)
     _fit_apply(cal, ok)
     _fit_apply_worker(cal, ok)
     _fit_fs(cal, ok)
@@ -477,18 +499,58 @@ def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
 
 
 def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
+    """Apply costs in the puller's process and in the parallel puller's worker processes (module docstring)."""
     ap = frame[(frame["kind"] == "apply") & (frame["t_end"] > frame["t_start"])]
+    in_worker = ap["strategy"].astype(str) == "parallel"
+    own = _apply_cost(ap[~in_worker])
+    cal.samples["apply"] = int((~in_worker).sum())
+    if own is None:  # only parallel pulls: their cost stands for both
+        own = _apply_cost(ap)
+        cal.samples["apply"] = len(ap)
+    if own is not None:
+        cal.apply_per_file_s, cal.apply_per_byte_s = own
+    worker = _apply_cost(ap[in_worker])
+    if worker is not None:
+        cal.worker_apply_per_file_s, cal.worker_apply_per_byte_s = worker
+        cal.samples["worker_apply"] = int(in_worker.sum())
+
+
+def _apply_cost(ap: pd.DataFrame) -> tuple[float, float] | None:
+    """Per entry and per content byte, from ``apply`` events (None below two usable events)."""
     files = _attr(ap, "entries")
     if files.isna().all():
         files = _attr(ap, "files")
     ap, files = ap[files.notna()], files[files.notna()].astype(float)
-    cal.samples["apply"] = len(ap)
     if len(ap) < 2:
-        return
+        return None
     a = np.vstack([files.to_numpy(dtype=float), ap["bytes"].to_numpy(dtype=float)]).T
     y = (ap["t_end"] - ap["t_start"]).to_numpy()
-    per_file, per_byte = _nnls2(a, y)
-    cal.apply_per_file_s, cal.apply_per_byte_s = float(per_file), float(per_byte)
+    return _nnls2(a, y)
+
+
+def _fit_layer_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
+    """``layer_decompress_rate`` per algorithm from whole-layer ``decompress`` events, less the digests
+    (module docstring)."""
+    dec = frame[(frame["kind"] == "decompress") & (frame["bytes"] > 0) & (frame["t_end"] > frame["t_start"])]
+    if dec.empty:
+        return
+    verify_rate = HostParams().verify_rate
+    ver = frame[(frame["kind"] == "verify") & frame["layer"].notna()]
+    checked = set(zip(ver["_run"], ver["layer"], strict=True))
+    compressed = _attr(dec, "compressed_bytes").fillna(0).astype(float)
+    algo = _attr(dec, "compression").fillna("gzip")
+    rates: dict[str, list[float]] = {}
+    for run, layer, u, c, t0, t1, name in zip(dec["_run"], dec["layer"], dec["bytes"], compressed, dec["t_start"],
+                                              dec["t_end"], algo, strict=True):  # fmt: skip
+        cost = float(t1 - t0)
+        if (run, layer) in checked:
+            cost -= (float(u) + float(c)) / verify_rate
+        if cost > 0:
+            rates.setdefault(str(name), []).append(float(u) / cost)
+    for name, rs in rates.items():
+        cal.layer_decompress_rate[name] = float(np.median(rs))
+        cal.samples[f"layer_decompress_{name}"] = len(rs)
+    cal.notes["layer_decompress_verify_rate"] = verify_rate
 
 
 def _fit_apply_worker(cal: Calibration, frame: pd.DataFrame) -> None:

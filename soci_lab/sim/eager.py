@@ -13,7 +13,9 @@ A layer to be fetched in more than one chunk first learns whether the registry s
 once, in practice each chunked layer probes. That is what ``soci_lab.unpack.ParallelPuller`` does (its
 stand-in for upstream's ``doInitialFetch``, whose ``Range: bytes=0-1`` GET it replaces by a HEAD), so
 request counts agree with real runs. ``soci_lab.unpack`` applies layers in worker processes started with
-the puller: ``HostParams.apply_worker_s`` of CPU each before the first layer can be applied.
+the puller: ``HostParams.apply_worker_s`` of CPU each before the first layer can be applied, then each
+layer at the worker's apply cost (``HostParams.worker_apply_per_file_s``, ``…_per_byte_s``); the sequential
+puller applies in its own process (``apply_per_file_s``/``apply_per_byte_s``).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def parallel(world: World) -> Generator[Any, Any, None]:
         t_img = yield from up_image.acquire()
         t_glb = yield from up_global.acquire()
         try:
-            yield from world.unpack(li)
+            yield from world.unpack(li, worker=True)
         finally:
             up_global.release(t_glb)
             up_image.release(t_img)

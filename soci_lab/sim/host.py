@@ -45,6 +45,15 @@ class HostParams:
     of putting a span into the span cache (its sha256 and its write, one core, after decompression).
     ``apply_worker_s``: CPU to start one of the parallel puller's apply worker processes (before it applies
     its first layer).
+
+    Whole-layer unpacks (the eager modes, and a lazy pull's small unindexed layers) have costs of their own:
+    ``layer_decompress_rate`` is the rate of inflating a whole layer in the unpacker's producer thread (ISA-L
+    for gzip in ``soci_lab.unpack``), per algorithm, falling back to ``decompress_rate`` — the lazy path's
+    span inflater, zlib resumed at a checkpoint, measurably slower (python-pandas: 252 against 438 MB/s).
+    ``apply_per_file_s``/``apply_per_byte_s`` are the apply thread's cost in the puller's own process (the
+    sequential puller, the snapshotter's local layers); ``worker_apply_per_file_s``/``worker_apply_per_byte_s``
+    (None: the same) the cost in the parallel puller's apply worker processes, measured 5–45 % higher per
+    layer (highest for the first layers a fresh worker applies).
     """
 
     cores: int = 2
@@ -68,6 +77,9 @@ class HostParams:
     header_verify_s: float = 0.0
     span_cache_rate: float = 1e9
     apply_worker_s: float = 0.0
+    layer_decompress_rate: dict[str, float] = field(default_factory=dict)
+    worker_apply_per_file_s: float | None = None
+    worker_apply_per_byte_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -81,13 +93,23 @@ class HostParams:
             raise SimulationError(f"no decompression rate for {compression!r}") from None
         return u_bytes / rate
 
+    def layer_decompress_s(self, compression: str, u_bytes: int) -> float:
+        """Seconds of one core to inflate a whole layer to ``u_bytes`` (the eager unpacker's producer)."""
+        rate = self.layer_decompress_rate.get(compression)
+        return u_bytes / rate if rate else self.decompress_s(compression, u_bytes)
+
     def mount_cpu(self, entries: int) -> float:
         """CPU seconds a lazy layer's FUSE server spends before it is mounted (for a zTOC of ``entries``)."""
         return self.mount_cpu_s + entries * self.mount_cpu_per_entry
 
-    def apply_s(self, files: int, u_bytes: int) -> float:
-        """Seconds of one core to apply a tar stream (create ``files`` entries, copy ``u_bytes``)."""
-        return files * self.apply_per_file_s + u_bytes * self.apply_per_byte_s
+    def apply_s(self, files: int, u_bytes: int, *, worker: bool = False) -> float:
+        """Seconds of one core to apply a tar stream (create ``files`` entries, copy ``u_bytes``), in the
+        puller's process or (``worker``) in an apply worker process."""
+        per_file, per_byte = self.apply_per_file_s, self.apply_per_byte_s
+        if worker:
+            per_file = per_file if self.worker_apply_per_file_s is None else self.worker_apply_per_file_s
+            per_byte = per_byte if self.worker_apply_per_byte_s is None else self.worker_apply_per_byte_s
+        return files * per_file + u_bytes * per_byte
 
 
 class Host:

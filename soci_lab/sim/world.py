@@ -174,32 +174,39 @@ class World:
         )
         return t0
 
-    def unpack(self, li: int) -> Generator[Any, Any, None]:
+    def unpack(self, li: int, *, worker: bool = False) -> Generator[Any, Any, None]:
         """Decompress and apply a whole layer, as ``soci_lab.unpack`` does: two threads streaming.
 
         One core decompresses (and hashes: the compressed digest and the diffID, unless verification is
-        off), another applies the tar stream (per entry and per content byte), and the content goes to disk;
-        the layer is done when all three are. Events as the real unpacker emits them: ``decompress``
-        (bytes = tar stream) and ``apply`` (bytes = file content) over the whole pipeline, then one
-        zero-length ``verify`` per digest checked.
+        off), another applies the tar stream (per entry and per content byte; in an apply worker process
+        when ``worker``, at its own cost), and the content goes to disk; the layer is done when all three
+        are. Events as the real unpacker emits them: ``decompress`` (bytes = tar stream) from the start to
+        the end of the decompressing thread's work, ``apply`` (bytes = file content) over the whole
+        pipeline, then one zero-length ``verify`` per digest checked.
         """
         layer = self.image.layers[li]
         host = self.host
         hp = host.params
         entries, n_files, content = self.image.layer_stats(li)
         verify = not self.config.disable_verification
-        dec_s = hp.decompress_s(layer.compression, layer.uncompressed_size)
+        dec_s = hp.layer_decompress_s(layer.compression, layer.uncompressed_size)
         if verify:
             dec_s += (layer.uncompressed_size + layer.compressed_size) / hp.verify_rate
-        apply_s = hp.apply_s(entries, content)
+        apply_s = hp.apply_s(entries, content, worker=worker)
         env = self.env
         t0 = env.now
         written = host.write(content)
-        yield env.all_of([env.process(host.cpu(dec_s)), env.process(host.cpu(apply_s)), written])
+        decompressed = [t0]
+
+        def produce() -> Generator[Any, Any, None]:
+            yield from host.cpu(dec_s)
+            decompressed[0] = env.now
+
+        yield env.all_of([env.process(produce()), env.process(host.cpu(apply_s)), written])
         t1 = env.now
         emit = self.rec.emit
         emit(
-            "decompress", t0, t1, layer=layer.digest, nbytes=layer.uncompressed_size,
+            "decompress", t0, decompressed[0], layer=layer.digest, nbytes=layer.uncompressed_size,
             compression=layer.compression, compressed_bytes=layer.compressed_size,
         )  # fmt: skip
         emit("apply", t0, t1, layer=layer.digest, nbytes=content, files=n_files, entries=entries)
