@@ -150,7 +150,9 @@ def parallel(world: World) -> Generator[Any, Any, None]:
             up_image.release(t_img)
         world.layer_how[li] = "parallel"
 
-    jobs = [env.process(premount(li)) for li in range(len(layers))]
+    # started largest layer first, as soci_lab.unpack.parallel.largest_first (ties in layer order)
+    order = sorted(range(len(layers)), key=lambda li: -layers[li].compressed_size)
+    jobs = [env.process(premount(li)) for li in order]
     yield env.all_of(jobs)
     t0 = env.now
     yield env.timeout(world.host.params.overlay_mount_s)

@@ -313,3 +313,17 @@ def test_prefetch_from_the_workloads_own_trace_removes_every_miss():
     assert work < plain.summary["workload_done_s"] - plain.summary["ready_s"]
     assert run.recorder.strategy == "lazy+prefetch"
     assert (ev.kind == "prefetch").sum() == len(pre.prefetch_spans)
+
+
+def test_parallel_downloads_the_largest_layer_first_as_the_real_puller():
+    """With one download slot the layers arrive largest first (soci_lab.unpack.parallel.largest_first)."""
+    image = _image(3, 40, 5, 1024)
+    cfg = Config()
+    ppu = cfg.pull_modes.parallel_pull_unpack
+    ppu.concurrent_download_chunk_size = ""
+    ppu.max_concurrent_downloads_per_image = 1
+    run = simulate(image, "parallel", config=cfg, params=SimParams(record=True))
+    downloads = run.events[run.events["kind"] == "blob_download"].sort_values("t_end")
+    by_size = sorted(image.layers, key=lambda layer: -layer.compressed_size)
+    assert list(downloads["layer"]) == [layer.digest for layer in by_size]
+    assert [layer.digest for layer in image.layers] != [layer.digest for layer in by_size]  # the order matters here

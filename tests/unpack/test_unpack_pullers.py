@@ -119,6 +119,27 @@ def test_parallel_pull_without_range_support_uses_whole_requests(tmp_path: Path,
     assert len(fetches) == 3  # whole-blob GETs only (the probe is (digest, 0, 1))
 
 
+def test_parallel_pull_downloads_the_largest_layer_first(tmp_path: Path, image) -> None:  # type: ignore[no-untyped-def]
+    """Premount tasks start largest first (LPT), yet every layer still lands at its own mountpoint."""
+    specs, paths, expected = image
+    order = [2, 1, 0]  # the 700 KiB layer (index 0 of the fixture) last in layer order
+    layers = [specs[i] for i in order]
+    src = LocalFileSource(paths, ranges=False)
+    cfg = ParallelPullUnpackConfig(enable=True, max_concurrent_downloads_per_image=1)
+    mounts = [tmp_path / "m" / str(i) for i in range(3)]
+
+    async def main() -> list[str]:
+        async with ParallelPuller(tmp_path / "root", src, config=cfg) as puller:
+            return [o.layer for o in await puller.pull("img", layers, mounts)]
+
+    assert anyio.run(main) == [s.digest for s in layers]
+    for mp, i in zip(mounts, order, strict=True):
+        assert_same_tree(expected / str(i), mp, include_root=False)
+    fetched = [r[0] for r in src.requests if r[2] is None]
+    assert fetched == [s.digest for s in sorted(layers, key=lambda s: -s.size)]
+    assert fetched[0] == specs[0].digest
+
+
 def test_content_store_hit_skips_network_and_remote_blobs_are_stored(tmp_path: Path, image) -> None:  # type: ignore[no-untyped-def]
     specs, paths, expected = image
     layout = OCILayout(tmp_path / "layout")
