@@ -46,7 +46,9 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   (the sequential puller, a lazy pull's local layers) gives ``apply_per_file_s``/``apply_per_byte_s``, the
   parallel puller's apply worker processes ``worker_apply_per_file_s``/``worker_apply_per_byte_s`` (real
   pulls: the same layers 5–45 % slower there, most for a fresh worker's first layers). Without applies of
-  the first kind, the first pair is fitted from every apply. Apply runs in a pipeline with decompression,
+  the first kind, the first pair is fitted from every apply. Only applies that overlapped no other apply of
+  their run count (a lazy pull applies its local layers all at once, 1.5-3× slower each: the cores are
+  shared, as the simulator models), unless fewer than two did. Apply runs in a pipeline with decompression,
   so this fits the apply side only where it is the slower stage (true of most real layers: many small
   files).
 
@@ -516,6 +518,9 @@ def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
 def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
     """Apply costs in the puller's process and in the parallel puller's worker processes (module docstring)."""
     ap = frame[(frame["kind"] == "apply") & (frame["t_end"] > frame["t_start"])]
+    alone = _alone(ap)
+    if alone.sum() >= 2:
+        ap = ap[alone]
     in_worker = ap["strategy"].astype(str) == "parallel"
     own = _apply_cost(ap[~in_worker])
     cal.samples["apply"] = int((~in_worker).sum())
@@ -528,6 +533,23 @@ def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
     if worker is not None:
         cal.worker_apply_per_file_s, cal.worker_apply_per_byte_s = worker
         cal.samples["worker_apply"] = int(in_worker.sum())
+
+
+def _alone(ap: pd.DataFrame) -> np.ndarray:
+    """Which applies (in ``ap``'s row order) overlapped no other apply of their run: layers applied at once
+    (a lazy pull's local layers, all prepared together) share the cores, so their wall time is not their
+    cost."""
+    mask = np.ones(len(ap), dtype=bool)
+    runs = ap["_run"].to_numpy()
+    starts, ends = ap["t_start"].to_numpy(), ap["t_end"].to_numpy()
+    for run in set(runs.tolist()):
+        rows = np.flatnonzero(runs == run)
+        rows = rows[np.argsort(starts[rows], kind="stable")]
+        s, e = starts[rows], ends[rows]
+        prev_end = np.maximum.accumulate(np.concatenate(([-np.inf], e[:-1])))
+        next_start = np.concatenate((s[1:], [np.inf]))
+        mask[rows] = (prev_end <= s) & (next_start >= e)
+    return mask
 
 
 def _apply_cost(ap: pd.DataFrame) -> tuple[float, float] | None:
