@@ -27,16 +27,35 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def fresh_ext4(mountpoint: Path, size: str = "4G", *, journal: bool = False) -> Iterator[Path]:
-    """Mount a new ext4 (sparse image beside ``mountpoint``) on ``mountpoint``; unmount and delete on exit."""
+def fresh_ext4(
+    mountpoint: Path, size: str = "4G", *, journal: bool = False, direct_io: bool = False
+) -> Iterator[Path]:
+    """Mount a new ext4 (sparse image beside ``mountpoint``) on ``mountpoint``; unmount and delete on exit.
+
+    ``direct_io``: the loop device reads and writes its backing file with ``O_DIRECT`` (``losetup
+    --direct-io=on``), so a page written on the new file system is not copied a second time into the root
+    file system's page cache: write-back then costs about what the disk itself costs.
+    """
     mountpoint.mkdir(parents=True, exist_ok=True)
     image = mountpoint.with_name(mountpoint.name + ".ext4")
     subprocess.run(["truncate", "-s", size, str(image)], check=True)
     features = [] if journal else ["-O", "^has_journal"]
     subprocess.run(["mkfs.ext4", "-q", "-F", *features, str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
+    if direct_io:
+        dev = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(image)], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        try:
+            subprocess.run(["mount", dev, str(mountpoint)], check=True)
+        except BaseException:
+            subprocess.run(["losetup", "-d", dev], check=False)
+            raise
+    else:
+        dev = None
+        subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
     try:
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=False)
+        if dev is not None:
+            subprocess.run(["losetup", "-d", dev], check=False)
         image.unlink(missing_ok=True)
