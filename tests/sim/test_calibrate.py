@@ -230,9 +230,12 @@ def test_committed_calibration_loads_and_simulates(path):
     the host and every lazy-mount and FUSE cost fitted from real events, and a simulation runs on them."""
     cal = Calibration.load(path)
     assert cal.bandwidth and cal.first_byte_s and cal.decompress_rate.get("gzip")
-    for key in ("apply_per_file_s", "mount_s", "mount_cpu_s", "overlay_mount_s", "start_s", "fuse_meta_s",
-                "span_cache_rate", "syscall_s"):  # fmt: skip
+    for key in ("mount_s", "mount_cpu_s", "overlay_mount_s", "start_s", "fuse_meta_s", "span_cache_rate",
+                "syscall_s"):  # fmt: skip
         assert getattr(cal, key) is not None and getattr(cal, key) > 0, key
+    # the apply cost: per entry, per byte or both (three layers of similar shape may not tell the two apart)
+    assert cal.apply_per_file_s is not None and cal.apply_per_byte_s is not None
+    assert cal.params().host.apply_s(1000, 10**7) > 0
     if cal.samples.get("fuse_read", 0) >= 20:  # the sample image's start-up reads few cached files
         assert cal.fuse_op_s is not None and cal.header_verify_s is not None and cal.fuse_read_rate
     assert cal.notes["made_by"].startswith("benchmarks/sim_") and cal.notes["network"]
