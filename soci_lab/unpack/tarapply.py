@@ -1,7 +1,8 @@
 """Apply a layer tar stream to an empty directory, safely and fast, with overlay whiteout conversion.
 
 This is containerd's ``archive.Apply`` + ``OverlayConvertWhiteout`` re-done for Python. Headers are parsed
-by :mod:`tarfile` (its ``TarInfo.fromtarfile`` over a small shim); everything else is ours.
+by :func:`.tarheader.read_header`, which gives exactly what :mod:`tarfile`'s ``TarInfo.fromtarfile`` gives
+over a small shim (and is that for every header it is not sure about), only faster; everything else is ours.
 
 Safety — nothing is ever created, changed or removed outside the destination
 --------------------------------------------------------------------------------
@@ -70,6 +71,7 @@ from typing import Any
 
 from ..errors import ArchiveError, ConfigError, UnsafeArchiveEntry
 from .chunkstream import ChunkStream
+from .tarheader import read_header
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -186,7 +188,7 @@ class _DirMeta:
 
 
 class _Shim:
-    """The three attributes and the file object :meth:`tarfile.TarInfo.fromtarfile` uses."""
+    """The attributes and the file object :meth:`tarfile.TarInfo.fromtarfile` (and ``read_header``) use."""
 
     def __init__(self, stream: ChunkStream) -> None:
         self.fileobj = stream
@@ -325,7 +327,7 @@ class TarApplier:
                 self._barrier()
                 self._trim_cache()
             try:
-                info = tarfile.TarInfo.fromtarfile(shim)  # type: ignore[arg-type]
+                info = read_header(shim)  # tarfile.TarInfo.fromtarfile(shim), faster (see .tarheader)
             except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
                 break
             except tarfile.TruncatedHeaderError:
