@@ -41,6 +41,9 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   readlink): the mean of lazy runs' is ``fuse_meta_s``, of eager runs' ``syscall_s``;
 - parallel pulls whose first applied layer waited after its download: from the first download to that
   apply is the start of the apply worker process, ``apply_worker_s``;
+- eager pulls, from the end of their last ``apply`` to the start of the rootfs ``mount``: the median of the
+  sequential pulls' is ``pull_finish_s``, what the parallel pulls' median adds to it ``apply_worker_exit_s``
+  (the puller waits for its workers to exit; without sequential pulls the parallel gap is all of it);
 - ``apply`` (``attrs.entries``, else ``attrs.files``; bytes = file content): least squares of
   ``duration = entries × per_file + bytes × per_byte``, per place the apply ran: the puller's own process
   (the sequential puller, a lazy pull's local layers) gives ``apply_per_file_s``/``apply_per_byte_s``, the
@@ -80,6 +83,7 @@ NETWORK_NOTES = ("http_fit", "http_residual_s", "bandwidth_isolated", "bandwidth
 HOST_KEYS = (
     "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
     "fuse_read_rate", "fuse_meta_s", "header_verify_s", "span_cache_rate", "apply_worker_s", "syscall_s",
+    "pull_finish_s", "apply_worker_exit_s",
 )  # fmt: skip
 
 
@@ -109,6 +113,8 @@ class Calibration:
     layer_decompress_rate: dict[str, float] = field(default_factory=dict)
     worker_apply_per_file_s: float | None = None
     worker_apply_per_byte_s: float | None = None
+    pull_finish_s: float | None = None
+    apply_worker_exit_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -193,6 +199,7 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
     _fit_layer_decompress(cal, ok)
     _fit_apply(cal, ok)
     _fit_apply_worker(cal, ok)
+    _fit_pull_finish(cal, ok)
     _fit_fs(cal, ok)
     _fit_start(cal, frame)
     return cal
@@ -608,6 +615,28 @@ def _fit_apply_worker(cal: Calibration, frame: pd.DataFrame) -> None:
     if waits:
         cal.apply_worker_s = float(np.median(waits))
         cal.samples["apply_worker"] = len(waits)
+
+
+def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
+    """``pull_finish_s`` and ``apply_worker_exit_s``: from the last apply of an eager pull to its rootfs
+    mount, sequential and parallel (module docstring)."""
+    eager = frame[frame["strategy"].astype(str).isin(["sequential", "parallel"])]
+    gaps: dict[str, list[float]] = {"sequential": [], "parallel": []}
+    for _, run in eager.groupby("_run"):
+        applied = run[run["kind"] == "apply"]
+        mounts = run[(run["kind"] == "mount") & (_attr(run, "what") == "overlay")]
+        if applied.empty or mounts.empty:
+            continue
+        gap = float(mounts["t_start"].min() - applied["t_end"].max())
+        if gap >= 0:
+            gaps[str(run["strategy"].iloc[0])].append(gap)
+    seq = float(np.median(gaps["sequential"])) if gaps["sequential"] else None
+    if seq is not None:
+        cal.pull_finish_s = seq
+        cal.samples["pull_finish"] = len(gaps["sequential"])
+    if gaps["parallel"]:
+        cal.apply_worker_exit_s = max(0.0, float(np.median(gaps["parallel"])) - (seq or 0.0))
+        cal.samples["apply_worker_exit"] = len(gaps["parallel"])
 
 
 def _nnls2(a: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -72,6 +72,8 @@ def sequential(world: World) -> Generator[Any, Any, None]:
         yield from world.unpack(li)
         unpacks.release(token)
         world.layer_how[li] = "sequential"
+    if world.host.params.pull_finish_s > 0:
+        yield env.timeout(world.host.params.pull_finish_s)
     t0 = env.now
     yield env.timeout(world.host.params.overlay_mount_s)
     world.emit("mount", t0, what="overlay")
@@ -154,6 +156,8 @@ def parallel(world: World) -> Generator[Any, Any, None]:
     order = sorted(range(len(layers)), key=lambda li: -layers[li].compressed_size)
     jobs = [env.process(premount(li)) for li in order]
     yield env.all_of(jobs)
+    if hp.pull_finish_s + hp.apply_worker_exit_s > 0:  # the puller closes: its workers exit before the mount
+        yield env.timeout(hp.pull_finish_s + hp.apply_worker_exit_s)
     t0 = env.now
     yield env.timeout(world.host.params.overlay_mount_s)
     world.emit("mount", t0, what="overlay")

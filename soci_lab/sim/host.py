@@ -44,7 +44,9 @@ class HostParams:
     stat/open/readdir/readlink of a lazy layer's file (None: ``fuse_op_s``). ``span_cache_rate``: bytes/s
     of putting a span into the span cache (its sha256 and its write, one core, after decompression).
     ``apply_worker_s``: CPU to start one of the parallel puller's apply worker processes (before it applies
-    its first layer).
+    its first layer). ``pull_finish_s``: what an eager pull spends from its last layer unpacked to the
+    rootfs mount (moving the layer into place, its job's bookkeeping); ``apply_worker_exit_s``: what the
+    parallel puller adds to that, waiting for its apply workers to exit when it closes (real: 35-70 ms).
 
     Whole-layer unpacks (the eager modes, and a lazy pull's small unindexed layers) have costs of their own:
     ``layer_decompress_rate`` is the rate of inflating a whole layer in the unpacker's producer thread (ISA-L
@@ -77,6 +79,8 @@ class HostParams:
     header_verify_s: float = 0.0
     span_cache_rate: float = 1e9
     apply_worker_s: float = 0.0
+    pull_finish_s: float = 0.0
+    apply_worker_exit_s: float = 0.0
     layer_decompress_rate: dict[str, float] = field(default_factory=dict)
     worker_apply_per_file_s: float | None = None
     worker_apply_per_byte_s: float | None = None

@@ -1,13 +1,15 @@
-"""The whole-layer unpack fit: in-process and worker apply costs, and the unpacker's own inflate rate.
+"""The whole-layer unpack fit: in-process and worker apply costs, the unpacker's own inflate rate, and what
+the eager pullers spend between their last layer and the rootfs mount.
 
 Two kinds of checks: against the simulator's own events (the fit gives back what it ran with), and against
 real events — the eager pulls of ``benchmarks/sim_fullscale.py``'s 00:20 UTC run on 2026-11-28
 (python-pandas, 3 layers, each pull on a fresh ext4; ``data/python-pandas-eager-unpack.csv``: its
-``blob_download``, ``decompress``, ``apply`` and ``verify`` events). Fitted from its calibration rounds, the
-simulator must unpack each layer as long as the real pulls did. Fitted the old way (one apply cost for both
-pullers, whole layers at the lazy path's span inflate rate) the simulated unpack was decompress-bound where
-the real one is apply-bound: the sequential layers 7 % too slow against the median of every pull, 12-41 %
-against the loopback validation pulls (the sequential loopback cell came out 1.14 and 1.32 at full scale).
+``blob_download``, ``decompress``, ``apply``, ``verify`` and rootfs ``mount`` events). Fitted from its
+calibration rounds, the simulator must unpack each layer as long as the real pulls did. Fitted the old way
+(one apply cost for both pullers, whole layers at the lazy path's span inflate rate) the simulated unpack
+was decompress-bound where the real one is apply-bound: the sequential layers 7 % too slow against the
+median of every pull, 12-41 % against the loopback validation pulls (the sequential loopback cell came out
+1.14 and 1.32 at full scale).
 """
 
 from __future__ import annotations
@@ -102,6 +104,20 @@ def test_applies_that_shared_the_cores_do_not_count(image):
     assert cal.apply_per_byte_s == pytest.approx(4e-9, rel=1e-3)
 
 
+def test_fit_gives_back_what_the_pullers_spend_before_the_mount(image):
+    """From the last layer to the rootfs mount: both eager pullers' finish, and the parallel one's wait for
+    its apply workers to exit."""
+    host = HostParams(pull_finish_s=0.012, apply_worker_exit_s=0.05, apply_worker_s=0.2)
+    params = SimParams(network=FAST, host=host)
+    seq, par = (simulate(image, m, params=params) for m in ("sequential", "parallel"))
+    cal = fit([seq.events, par.events])
+    assert cal.pull_finish_s == pytest.approx(0.012, rel=1e-6)
+    assert cal.apply_worker_exit_s == pytest.approx(0.05, rel=1e-6)
+    plain = SimParams(network=FAST, host=HostParams(apply_worker_s=0.2))
+    assert par.summary["ready_s"] - simulate(image, "parallel", params=plain).summary["ready_s"] == pytest.approx(0.062)
+    assert fit([par.events]).apply_worker_exit_s == pytest.approx(0.062, rel=1e-6)  # no sequential pull: all of it
+
+
 def test_a_calibration_without_the_new_keys_still_loads(tmp_path):
     """Calibrations saved before the per-puller fit load, and both pullers then share their apply cost."""
     old = {"format": "soci_lab.sim.calibration/1", "apply_per_file_s": 5e-5, "apply_per_byte_s": 2e-9,
@@ -122,12 +138,13 @@ def _real_frames(role: str) -> list[pd.DataFrame]:
     frames = []
     for run, g in raw[raw.role == role].groupby("run"):
         attrs = [
-            {k: (int(v) if k != "compression" else v) for k, v in row.items() if pd.notna(v)}
-            for row in g[["entries", "files", "compressed_bytes", "compression"]].to_dict("records")
+            {k: (v if k in ("compression", "what") else int(v)) for k, v in row.items() if pd.notna(v)}
+            for row in g[["entries", "files", "compressed_bytes", "compression", "what"]].to_dict("records")
         ]
         frames.append(pd.DataFrame({
             "run_id": run, "source": "real", "strategy": g.strategy.to_numpy(), "kind": g.kind.to_numpy(),
-            "t_start": g.t_start.to_numpy(), "t_end": g.t_end.to_numpy(), "layer": g.layer.to_numpy(), "span": None,
+            "t_start": g.t_start.to_numpy(), "t_end": g.t_end.to_numpy(),
+            "layer": g.layer.astype(object).where(g.layer.notna(), None).to_numpy(), "span": None,
             "path": None, "bytes": g["bytes"].to_numpy(), "ok": g.ok.to_numpy(), "error": None, "attrs": attrs,
         }))  # fmt: skip
     return frames
@@ -192,6 +209,14 @@ def test_fitted_unpack_matches_the_real_pulls(real, mode):
     for layer, t in sim.items():
         assert t == pytest.approx(median[layer], rel=0.20), layer
     assert sum(sim.values()) == pytest.approx(median.sum(), rel=0.05)
+
+
+def test_real_parallel_pulls_wait_for_their_workers_to_exit(real):
+    """Real pulls: 7-20 ms from the sequential puller's last layer to the rootfs mount, 30-80 ms from the
+    parallel puller's (it waits for its apply workers to exit when it closes)."""
+    cal, _image, _val = real
+    assert 0.005 <= cal.pull_finish_s <= 0.02
+    assert 0.02 <= cal.apply_worker_exit_s <= 0.08
 
 
 def test_worker_applies_cost_more_than_in_process_ones(real):
