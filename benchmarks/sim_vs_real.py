@@ -7,7 +7,8 @@ Why a second script: ``sim_validation.py`` (the simulation room's) prints a tabl
 needs the same cells as data. This one imports that script's ``build`` (the image), ``pulls`` (the real
 runs, sorted by time to workload done) and ``NETWORKS``/``MODES``, calibrates on the loopback runs exactly
 as it does (after the same discarded warm-up pull per mode) — but with the registry and the shaping
-proxies in processes of their own, as ``sim_fullscale.py`` (the full-profile version) — and emits per
+proxies in processes of their own and each pull on a new ext4 of its own (``--no-fresh-fs``: the root file
+system), as ``sim_fullscale.py`` (the full-profile version) — and emits per
 cell: the real runs' times (every repetition), the simulated time, and whether bytes fetched and request
 counts agree exactly (the issue asks for exact agreement on both).
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from freshfs import available as freshfs_available
 from sim_fullscale import serve
 from sim_validation import MODES, NETWORKS, build, drop_states, pulls
 
@@ -40,8 +42,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--networks", default=",".join(n for n, _, _ in NETWORKS))
     ap.add_argument("--no-warmup", dest="warmup", action="store_false", help="compare the process's first pulls too")
+    ap.add_argument("--no-fresh-fs", dest="fresh_fs", action="store_false",
+                    help="state directories on the root file system, not a new ext4 per pull")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    fresh_fs = a.fresh_fs and freshfs_available()
     ok, why = lab.can_mount()
     if not ok:
         raise SystemExit(f"cannot mount here: {why}")
@@ -70,7 +75,8 @@ def main() -> None:
                                        *(["--bandwidth", bw] if bw else []), *(["--latency", lat] if lat else [])])
                     procs.append(proc)
                 for mode in MODES:
-                    real[(mode, name)] = pulls(f"{url.split('://', 1)[1]}/img:t", mode, tmp / "trace.csv", a.repeat)
+                    real[(mode, name)] = pulls(f"{url.split('://', 1)[1]}/img:t", mode, tmp / "trace.csv", a.repeat,
+                                               fresh_fs=fresh_fs)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -102,7 +108,8 @@ def main() -> None:
                     "bytes_real": sorted({int(run.summary["bytes_fetched"]) for run in runs}),
                     "bytes_sim": int(s["bytes_fetched"]),
                 })
-        out = {"mb": a.mb, "fraction": a.fraction, "repeat": a.repeat, "calibration": str(cal), "cells": cells}
+        out = {"mb": a.mb, "fraction": a.fraction, "repeat": a.repeat, "calibration": str(cal), "cells": cells,
+               "state_fs": "a new ext4 per pull (loop device, no journal)" if fresh_fs else "root file system"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=2 if not a.json else None))
