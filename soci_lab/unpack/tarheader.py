@@ -158,6 +158,19 @@ def _fallback(src: HeaderSource, *read: bytes) -> tarfile.TarInfo:
         src.offset = proxy.offset
 
 
+def _device_number(buf: bytes, at: int) -> int:
+    """The 8-byte devmajor/devminor field at ``at``: GNU tar leaves it all NUL (``nti`` reads 0); the
+    usual 7 octal digits and a NUL are read directly, anything else as :func:`_octal` does."""
+    if not buf[at]:
+        return 0
+    if not buf[at + 7]:
+        try:
+            return int(buf[at : at + 7], 8)
+        except ValueError:
+            pass
+    return _octal(buf[at : at + 8])
+
+
 def _octal(field: bytes) -> int:
     """A numeric field the way tarfile's ``nti`` reads octal text (NUL ends it, blanks around it, empty is
     0); raises :class:`_Fallback` for a base-256 field and for anything ``nti`` would refuse."""
@@ -194,25 +207,8 @@ def _numbers(buf: bytes) -> tuple[int, int, int, int, int, int, int, int]:
         size = _octal(buf[124:136])
         mtime = _octal(buf[136:148])
         chksum = _octal(buf[148:156])
-    # devmajor/devminor: GNU tar leaves them all NUL (nti reads 0)
-    if not buf[329]:
-        devmajor = 0
-    elif buf[336]:
-        devmajor = _octal(buf[329:337])
-    else:
-        try:
-            devmajor = int(buf[329:336], 8)
-        except ValueError:
-            devmajor = _octal(buf[329:337])
-    if not buf[337]:
-        devminor = 0
-    elif buf[344]:
-        devminor = _octal(buf[337:345])
-    else:
-        try:
-            devminor = int(buf[337:344], 8)
-        except ValueError:
-            devminor = _octal(buf[337:345])
+    devmajor = _device_number(buf, 329)
+    devminor = _device_number(buf, 337)
     if min(mode, uid, gid, size, mtime, devmajor, devminor) < 0:
         raise _Fallback  # tarfile >= 3.14 refuses a negative size; keep every such oddity with tarfile
     # the unsigned sum with the checksum field counted as 8 spaces (256); the signed one is tarfile's job
