@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
 FORMAT = "soci_lab.sim.calibration/1"
 #: the notes of the HTTP fit (the network's, see :meth:`Calibration.with_network_of`)
-NETWORK_NOTES = ("http_fit", "http_residual_s", "bandwidth_isolated", "bandwidth_sustained")
+NETWORK_NOTES = ("http_fit", "http_residual_s", "bandwidth_isolated", "bandwidth_sustained", "burst_latency_s")
 #: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name
 HOST_KEYS = (
     "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
@@ -94,6 +94,7 @@ class Calibration:
     bandwidth: float | None = None
     first_byte_s: float | None = None
     conn_cap: float | None = None
+    burst: float | None = None
     decompress_rate: dict[str, float] = field(default_factory=dict)
     apply_per_file_s: float | None = None
     apply_per_byte_s: float | None = None
@@ -127,6 +128,8 @@ class Calibration:
             net = replace(net, bandwidth=self.bandwidth)
         if self.conn_cap:
             net = replace(net, conn_cap=self.conn_cap)
+        if self.burst:
+            net = replace(net, burst=self.burst)
         if self.first_byte_s is not None:
             if rtt is None:
                 net = replace(net, rtt=self.first_byte_s, request_overhead=0.0)
@@ -147,15 +150,16 @@ class Calibration:
         return replace(base, network=net, host=host)
 
     def with_network_of(self, other: Calibration) -> Calibration:
-        """This calibration's host with ``other``'s network (``bandwidth``, ``first_byte_s``, ``conn_cap`` and
-        what the HTTP fit noted and counted). The host is the same whatever network a run went through: fit it from
-        every run, where a burst of load on a shared machine weighs less, and the network per network."""
+        """This calibration's host with ``other``'s network (``bandwidth``, ``first_byte_s``, ``conn_cap``,
+        ``burst`` and what the HTTP fit noted and counted). The host is the same whatever network a run went
+        through: fit it from every run, where a burst of load on a shared machine weighs less, and the network
+        per network."""
         notes = {k: v for k, v in self.notes.items() if k not in NETWORK_NOTES}
         notes.update({k: v for k, v in other.notes.items() if k in NETWORK_NOTES})
         samples = {k: v for k, v in self.samples.items() if not k.startswith("http")}
         samples.update({k: v for k, v in other.samples.items() if k.startswith("http")})
         return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s, conn_cap=other.conn_cap,
-                       notes=notes,
+                       burst=other.burst, notes=notes,
                        samples=samples, decompress_rate=dict(self.decompress_rate),
                        layer_decompress_rate=dict(self.layer_decompress_rate))  # fmt: skip
 
@@ -377,6 +381,7 @@ def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
 def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
     xs: list[float] = []
     ys: list[float] = []
+    idle: list[float] = []  # before each isolated request: the time since the last transfer ended
     all_x: list[float] = []
     all_y: list[float] = []
     busy = 0.0
@@ -394,6 +399,7 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
         alone = (prev_end <= starts) & (next_start >= ends)
         xs.extend(nbytes[alone].astype(float))
         ys.extend((ends - starts)[alone])
+        idle.extend((starts - prev_end)[alone])
         all_x.extend(nbytes.astype(float))
         all_y.extend(ends - starts)
         busy += _union_length(starts[nbytes > 0], ends[nbytes > 0])
@@ -411,7 +417,8 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
         cal.first_byte_s = float(max(0.0, intercept))
         cal.notes["http_fit"] = "isolated requests"
         cal.notes["http_residual_s"] = float(np.sqrt(np.mean((a @ np.array([intercept, slope]) - y) ** 2)))
-        _sustained(cal, large)
+        if _sustained(cal, large):  # a shaper: isolated requests went faster than whole blobs
+            _burst(cal, x, y, np.array(idle))
         return
     if not all_x:
         return
@@ -432,7 +439,7 @@ SUSTAINED_MIN_BYTES = 8 << 20
 CONN_CAP_MARGIN = 1.15
 
 
-def _sustained(cal: Calibration, large: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+def _sustained(cal: Calibration, large: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> bool:
     """Where large transfers ran, the link's rate is the bytes moved (by every transfer) while any large one
     was moving bytes (after its first-byte latency), over that time: a shaper that lets small requests
     through in a burst (the netlab proxy's token bucket: 20 ms of data) makes isolated requests look faster
@@ -442,9 +449,11 @@ def _sustained(cal: Calibration, large: list[tuple[np.ndarray, np.ndarray, np.nd
     Where the large transfers went more than :data:`CONN_CAP_MARGIN` × faster than one request alone
     (unshaped loopback: 1.34 GB/s for three blob downloads at once, 0.86 GB/s for one), one connection is
     what limited the isolated requests: ``conn_cap`` is their rate and ``bandwidth`` the sustained one (a
-    lower bound of the link's: the last large transfer's tail, alone, ran at the cap)."""
+    lower bound of the link's: the last large transfer's tail, alone, ran at the cap).
+
+    True when the sustained rate became ``bandwidth`` (it was below the isolated requests' rate)."""
     if not large or cal.first_byte_s is None:
-        return
+        return False
     fb = cal.first_byte_s
     moved = busy = 0.0
     n_large = 0
@@ -458,7 +467,7 @@ def _sustained(cal: Calibration, large: list[tuple[np.ndarray, np.ndarray, np.nd
             inside = sum(max(0.0, min(e0, b) - max(s0, a)) for a, b in segs)
             moved += nb * inside / (e0 - s0)
     if busy <= 0:
-        return
+        return False
     rate = moved / busy
     cal.notes["bandwidth_isolated"] = cal.bandwidth
     cal.notes["bandwidth_sustained"] = rate
@@ -467,10 +476,50 @@ def _sustained(cal: Calibration, large: list[tuple[np.ndarray, np.ndarray, np.nd
     if cal.bandwidth is None or rate < cal.bandwidth:
         cal.bandwidth = rate
         cal.notes["http_fit"] = f"isolated requests (latency); transfers of >= {big_mib} MiB (bandwidth)"
-    elif rate > CONN_CAP_MARGIN * cal.bandwidth:
+        return True
+    if rate > CONN_CAP_MARGIN * cal.bandwidth:
         cal.conn_cap, cal.bandwidth = cal.bandwidth, rate
         cal.notes["http_fit"] = (f"isolated requests (latency, rate of one connection); transfers of >= {big_mib} "
                                  "MiB (bandwidth)")  # fmt: skip
+    return False
+
+
+#: isolated requests this small measure the first-byte latency alone; this large, the burst they got
+BURST_SMALL_BYTES = 64 << 10
+BURST_LARGE_BYTES = 1 << 20
+
+
+def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndarray) -> None:
+    """A shaper's token bucket, from isolated requests, where the sustained rate is below the isolated one.
+
+    After an idle moment a shaper like the netlab proxy's lets its bucket (20 ms of its rate) through at
+    once, so an isolated span fetch of ``n`` bytes takes ``first byte + (n - saved) / bandwidth``, not
+    ``n / bandwidth`` — at 1 Gbit a 4 MiB span arrives ~2.5x sooner than the link's rate says. The bucket
+    refills at the link's rate, so what a request saves is ``min(burst, bandwidth * idle)`` (``idle``: the
+    silence before it). Each isolated request of at least :data:`BURST_LARGE_BYTES` gives its saving,
+    ``n - bandwidth * (duration - latency)`` (latency: the median duration of isolated requests of at most
+    :data:`BURST_SMALL_BYTES`); ``burst`` is the size that fits those savings best (least absolute error of
+    that ``min``). None when either group has fewer than three requests, or no request saved anything."""
+    small = secs[nbytes <= BURST_SMALL_BYTES]
+    large = nbytes >= BURST_LARGE_BYTES
+    if len(small) < 3 or int(large.sum()) < 3 or not cal.bandwidth:
+        return
+    latency = float(np.median(small))
+    n = nbytes[large]
+    saved = np.clip(n - cal.bandwidth * np.maximum(0.0, secs[large] - latency), 0.0, n)
+    # a request cannot save more than the bucket held (it refills at the link's rate) nor than its own size
+    limit = np.minimum(cal.bandwidth * np.maximum(0.0, idle[large]), n)
+    candidates = np.unique(np.concatenate((saved, limit)))
+    candidates = candidates[candidates > 0]
+    if not len(candidates):
+        return
+    errors = [float(np.abs(saved - np.minimum(c, limit)).sum()) for c in candidates]
+    best = float(candidates[int(np.argmin(errors))])
+    if float(np.abs(saved).sum()) <= min(errors):  # "no bucket" fits as well: keep none
+        return
+    cal.burst = best
+    cal.samples["http_burst"] = int(large.sum())
+    cal.notes["burst_latency_s"] = latency
 
 
 def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[float, float]]:

@@ -54,11 +54,28 @@ class Link:
     always, and a recomputation exceeding the capacity raises :class:`SimulationError`.
     """
 
-    def __init__(self, env: simpy.Environment, capacity: float, *, name: str = "link", record: bool = False) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        capacity: float,
+        *,
+        name: str = "link",
+        record: bool = False,
+        burst: float = 0.0,
+        burst_rate: float | None = None,
+    ) -> None:
         if capacity <= 0:
             raise SimulationError(f"{name}: capacity must be positive, not {capacity}")
+        if burst < 0:
+            raise SimulationError(f"{name}: burst must not be negative, not {burst}")
         self.env = env
         self.capacity = float(capacity)
+        #: a token bucket in front of the link (a shaper's allowance): up to ``burst`` bytes saved while the
+        #: link carries less than its capacity, spent at ``burst_rate`` (default 8x the capacity) when it is busy
+        self.burst = float(burst)
+        self.burst_rate = float(burst_rate) if burst_rate else 8.0 * self.capacity
+        self.tokens = self.burst
+        self._total = 0.0
         self.name = name
         self.flows: list[Flow] = []
         self.delivered = 0.0  # bytes moved so far (integral of the rates)
@@ -98,6 +115,8 @@ class Link:
     def _advance(self) -> None:
         now = self.env.now
         dt = now - self._t_last
+        if dt > 0 and self.burst:  # the bucket fills while the link carries less than its capacity
+            self.tokens = min(self.burst, max(0.0, self.tokens + (self.capacity - self._total) * dt))
         if dt > 0 and self.flows:
             moved = 0.0
             for f in self.flows:
@@ -133,17 +152,21 @@ class Link:
                         f.cap = min(f.base_cap, ramp)
         n = len(flows)
         if n == 0:
+            self._total = 0.0
             self._note(0.0, 0)
             return
+        # what the link can carry now: its capacity, or the burst rate while the bucket has tokens
+        spending = self.burst > 0 and self.tokens > EPS_BYTES
+        capacity = self.burst_rate if spending else self.capacity
         # max-min fair shares with caps (water-filling)
-        capped = [f for f in flows if f.cap < self.capacity]
+        capped = [f for f in flows if f.cap < capacity]
         if not capped:
-            share = self.capacity / n
+            share = capacity / n
             for f in flows:
                 f.rate = share
-            total = self.capacity
+            total = capacity
         else:
-            left, k = self.capacity, n
+            left, k = capacity, n
             total = 0.0
             for f in sorted(flows, key=_cap_key):
                 share = left / k
@@ -151,9 +174,12 @@ class Link:
                 left -= f.rate
                 total += f.rate
                 k -= 1
+        self._total = total
         self._note(total, n)
-        # next event: the first completion or the first binding ramp step
+        # next event: the first completion, the first binding ramp step, or the bucket running dry
         t_next = float("inf")
+        if spending and total > self.capacity:
+            t_next = self.tokens / (total - self.capacity)
         for f in flows:
             if f.rate > 0:
                 t = f.remaining / f.rate
@@ -177,8 +203,9 @@ class Link:
 
     def _note(self, total: float, n: int) -> None:
         load = total / self.capacity
-        if load > 1.0 + 1e-9:
-            raise SimulationError(f"{self.name}: carries {total:.0f} B/s over a capacity of {self.capacity:.0f}")
+        limit = self.burst_rate if self.burst > 0 and self.tokens > EPS_BYTES else self.capacity
+        if total > limit * (1.0 + 1e-9):
+            raise SimulationError(f"{self.name}: carries {total:.0f} B/s over a capacity of {limit:.0f}")
         if load > self.max_load:
             self.max_load = load
         if n > self.max_flows:
@@ -199,7 +226,8 @@ class NetworkParams:
     seconds of registry time per request (auth checks, storage lookup); ``redirect``: blob GETs are
     answered by a redirect to storage (one more RTT unless the client cached the final URL);
     ``conn_cap`` bytes/s per connection (None: none); ``slow_start``: each request's body ramps from
-    ``init_cwnd`` bytes doubling every RTT (a cold TCP connection; None of it on a warm one).
+    ``init_cwnd`` bytes doubling every RTT (a cold TCP connection; None of it on a warm one); ``burst``
+    bytes of a shaper's token bucket (:class:`Link`).
     """
 
     bandwidth: float = 125e6
@@ -209,6 +237,9 @@ class NetworkParams:
     conn_cap: float | None = None
     slow_start: bool = False
     init_cwnd: int = 10 * 1460
+    #: a shaper's token bucket (bytes): saved while the link is under-used, sent at once when a transfer
+    #: starts (the netlab proxy's: 20 ms of its rate); 0 = none
+    burst: float = 0.0
 
 
 class Network:
@@ -217,7 +248,7 @@ class Network:
     def __init__(self, env: simpy.Environment, params: NetworkParams, *, record: bool = False) -> None:
         self.env = env
         self.params = params
-        self.link = Link(env, params.bandwidth, name="network", record=record)
+        self.link = Link(env, params.bandwidth, name="network", record=record, burst=params.burst)
         self.requests = 0
         self.bytes = 0
         self.by_layer: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -251,8 +252,9 @@ def test_committed_calibration_loads_and_simulates(path):
 @pytest.mark.parametrize("network", list(SHAPED))
 def test_fullscale_calibrations_recover_the_shaping(network):
     """Fitted from real pulls through the shaping proxy, a calibration finds the proxy's settings: the
-    sustained rate of blob downloads within 10 % of the shaped bandwidth, and the shaped latency inside the
-    fitted first-byte time (a check on the fit against a known truth, with real events)."""
+    sustained rate of blob downloads within 10 % of the shaped bandwidth, its token bucket (up to 20 ms of
+    that rate), and the shaped latency inside the fitted first-byte time (a check on the fit against a known
+    truth, with real events)."""
     path = CALIBRATIONS / f"python-pandas-{network}.json"
     if not path.exists():
         pytest.skip(f"{path.name} not committed")
@@ -261,9 +263,13 @@ def test_fullscale_calibrations_recover_the_shaping(network):
     sustained = cal.notes["bandwidth_sustained"]
     if rate is None:
         assert sustained > 200e6  # loopback: far above the shaped rates
+        assert not cal.burst  # and no shaper's bucket
     else:
         assert sustained == pytest.approx(rate, rel=0.10)
         assert cal.bandwidth <= sustained * (1 + 1e-9)
+        # the proxy's bucket holds 20 ms of its rate; isolated span fetches save at most that (less where
+        # the proxy itself cannot send the burst much faster than the shaped rate)
+        assert cal.burst is not None and 0.25 * 0.02 * rate <= cal.burst <= 1.1 * 0.02 * rate
     assert latency <= cal.first_byte_s <= latency + 0.01
 
 
@@ -288,3 +294,26 @@ def test_cli_refuses_a_bad_calibration(tmp_path, capsys):
     assert "not a soci_lab calibration" in capsys.readouterr().err
     with pytest.raises(SimulationError, match="cannot read"):
         Calibration.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("burst_s", [0.0, 0.02])
+def test_the_fit_finds_a_shapers_burst_from_isolated_requests(burst_s):
+    """Simulated through a link with a token bucket (as the netlab proxy's: 20 ms of its rate), the fit
+    gives the bucket back within 25 % from the lazy run's isolated span fetches, the rate from the eager
+    run's blob downloads; without a bucket it finds none."""
+    rate = 125e6
+    net = NetworkParams(bandwidth=rate, rtt=0.002, request_overhead=0.0, burst=rate * burst_s)
+    image = generate(SyntheticSpec(seed=5, compressed_size=120 * MIB, layers=3, span_size=8 * MIB,
+                                   min_layer_size=10 * MIB))  # fmt: skip
+    params = SimParams(network=net, record=True)
+    trace = synthetic_trace(image, 0.1, seed=5, read_size=64 << 10)
+    trace = [replace(a, t=0.03 * i) for i, a in enumerate(trace)]  # a little work between accesses
+    lazy = simulate(image, "lazy", workload=trace, params=params, run_id="lazy")
+    eager = simulate(image, "sequential", params=params, run_id="seq")
+    cal = fit([lazy.events, eager.events])
+    assert cal.bandwidth == pytest.approx(rate, rel=0.05)
+    if burst_s:
+        assert cal.burst == pytest.approx(rate * burst_s, rel=0.25)
+        assert cal.params().network.burst == cal.burst
+    else:
+        assert not cal.burst

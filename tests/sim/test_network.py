@@ -136,3 +136,55 @@ def test_work_conserving_without_caps(capacity, sizes):
     # smaller flows never finish after larger ones
     order = sorted(range(len(sizes)), key=lambda i: sizes[i])
     assert all(times[order[i]] <= times[order[i + 1]] + 1e-9 for i in range(len(order) - 1))
+
+
+def test_a_burst_sends_its_bytes_at_the_burst_rate_then_the_link_rate():
+    """A token bucket of 50 bytes spent at 1,000 B/s on a 100 B/s link: 250 bytes take 50/900 s at the burst
+    rate (55.6 bytes moved), then the rest at 100 B/s — and after an idle second the bucket is full again."""
+    (a, b), link = _run(100.0, [(0.0, 250.0, None), (10.0, 250.0, None)], burst=50.0, burst_rate=1000.0)
+    t1 = 50.0 / 900.0
+    assert a == pytest.approx(t1 + (250.0 - 1000.0 * t1) / 100.0)
+    assert b - 10.0 == pytest.approx(a)
+    assert link.delivered == pytest.approx(500.0)
+
+
+def test_without_idle_time_the_bucket_stays_empty():
+    """Back-to-back transfers: the first spends the burst, the second (starting as it ends) gets none."""
+    env = simpy.Environment()
+    link = Link(env, 100.0, burst=50.0, burst_rate=1000.0)
+    ends = []
+
+    def chain():
+        for _ in range(2):
+            yield link.transfer(250.0)
+            ends.append(env.now)
+
+    env.process(chain())
+    env.run()
+    assert ends[1] - ends[0] == pytest.approx(2.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.floats(1e4, 1e8, allow_nan=False),
+    burst_s=st.floats(0.001, 0.05, allow_nan=False),
+    flows=flows_st,
+)
+def test_with_a_burst_no_interval_carries_more_than_capacity_times_its_length_plus_the_burst(capacity, burst_s, flows):
+    burst = capacity * burst_s
+    times, link = _run(capacity, flows, burst=burst)
+    total = sum(n for _, n, _ in flows)
+    assert link.delivered == pytest.approx(total, rel=1e-9, abs=1e-3 * len(flows))
+    # the bytes carried up to each recomputation (the rate is constant in between)
+    marks, carried, prev_t, prev_rate = [], 0.0, 0.0, 0.0
+    for t, rate, _ in link.history:
+        carried += prev_rate * (t - prev_t)
+        marks.append((t, carried))
+        prev_t, prev_rate = t, rate
+    for i, (ti, ci) in enumerate(marks):
+        for tj, cj in marks[i + 1 :]:
+            assert cj - ci <= capacity * (tj - ti) + burst * (1 + 1e-6) + 1e-3 * len(flows)
+    for (t0, n, _cap), t in zip(flows, times, strict=True):
+        # no flow beats the burst rate, nor the link's rate for what the bucket could not hold
+        fastest = max(n / link.burst_rate, (n - burst) / capacity)
+        assert t - t0 >= fastest * (1 - 1e-9) - 2e-9
