@@ -136,11 +136,12 @@ def _simulate(
     image = image_model(ref, insecure=insecure)
     cfg = config if isinstance(config, Config) else Config.from_toml(config) if config else Config()
     with tempfile.TemporaryDirectory(prefix="soci-lab-compare-") as tmp:
-        if trace is None:  # the command's accesses, as the first real run recorded them
+        if trace is None:  # the command's accesses, as the first real run recorded them, at their times
             from .workload import save_trace, trace_from_events
 
-            trace = save_trace(trace_from_events(real[0].events), Path(tmp) / "trace.csv")
-        accesses = read_trace(trace)
+            accesses = read_trace(save_trace(trace_from_events(real[0].events), Path(tmp) / "trace.csv"))
+        else:  # the real runs replayed the trace back to back (lab.pull's speed=None): so does the model
+            accesses = [replace(a, t=0.0) for a in read_trace(trace)]
     calibration = fit([r.events for r in real])
     # soci_lab.snapshot prepares every layer of an image at once (containerd would prepare them in order)
     params = calibration.params(SimParams(lazy=LazyParams(concurrent_mounts=True)))

@@ -81,6 +81,18 @@ def test_trace_is_the_sample_apps_startup_reads(demo):
     assert (reads["path"].str.startswith("/app/docs/")).sum() >= 10
 
 
+def test_the_model_replays_the_trace_back_to_back_as_the_real_runs_do(demo):
+    """The real runs replay the trace without its recorded pauses (lab.pull's speed=None); the simulated
+    eager runs, whose reads all hit the local tree, must not wait out the trace's timestamps either."""
+    out, _ = demo
+    span = pd.read_csv(out / "startup-trace.csv")["t_s"].agg(lambda t: t.max() - t.min())
+    s = pd.read_csv(out / "summary.csv")
+    s["mode"] = s["strategy"].str.split("+").str[0]
+    sim = s[(s["source"] == "sim") & s["mode"].isin(["parallel", "sequential"])]
+    assert span > 0.05 and len(sim) == 2
+    assert ((sim["workload_done_s"] - sim["ready_s"]) < 0.5 * span).all(), (span, sim)
+
+
 def test_demo_runs_where_nothing_can_be_mounted_and_says_so(tmp_path):
     """Root without CAP_SYS_ADMIN (as in many containers) cannot mount: the demo still runs, lazily through
     the library's reader, skips the eager modes and says why — in its JSON, in notes.txt and in the report."""
