@@ -153,7 +153,7 @@ class Link:
         n = len(flows)
         if n == 0:
             self._total = 0.0
-            self._note(0.0, 0)
+            self._note(0.0, 0, self.capacity)
             return
         # what the link can carry now: its capacity, or the burst rate while the bucket has tokens
         spending = self.burst > 0 and self.tokens > EPS_BYTES
@@ -175,7 +175,7 @@ class Link:
                 total += f.rate
                 k -= 1
         self._total = total
-        self._note(total, n)
+        self._note(total, n, capacity)
         # next event: the first completion, the first binding ramp step, or the bucket running dry
         t_next = float("inf")
         if spending and total > self.capacity:
@@ -201,9 +201,9 @@ class Link:
         self._advance()
         self._recompute()
 
-    def _note(self, total: float, n: int) -> None:
+    def _note(self, total: float, n: int, limit: float) -> None:
+        """Record a recomputation; ``limit`` is what the link may carry now (capacity, or the burst rate)."""
         load = total / self.capacity
-        limit = self.burst_rate if self.burst > 0 and self.tokens > EPS_BYTES else self.capacity
         if total > limit * (1.0 + 1e-9):
             raise SimulationError(f"{self.name}: carries {total:.0f} B/s over a capacity of {limit:.0f}")
         if load > self.max_load:
