@@ -38,7 +38,7 @@ from ..config import DecompressStream
 from ..errors import ApplyStopped, VerificationFailed
 from ..events import EventRecorder
 from .chunkstream import ChunkStream
-from .decompress import INFLATE_IMPL, SpanDecompressor, compression_of, producer_for
+from .decompress import INFLATE_IMPL, IngestReader, SpanDecompressor, compression_of, producer_for
 from .resources import LayerUnpackResourceController
 from .tarapply import ApplyOptions, ApplyStats, TarApplier
 
@@ -95,11 +95,16 @@ def apply_layer(
     layer: str | None = None,
     check_empty: bool = True,
     compute_digests: bool = False,
+    follow: int | None = None,
 ) -> LayerApplyResult:
     """Apply the layer blob ``ingest`` into the empty directory ``dest``; verify the digests given.
 
     ``expected_digest`` (``sha256:…`` of the compressed blob) and ``expected_diff_id`` (of the tar) are
     checked while the data streams; ``compute_digests`` computes both even when not expected (for reports).
+    ``follow``: the blob is still downloading into ``ingest`` (front to back) and will have ``follow`` bytes;
+    it is read as it arrives (:class:`~.decompress.IngestReader`); the download's failure is the caller's
+    to act on, by setting ``stop``.
+
     Raises :class:`VerificationFailed` on a mismatch, :class:`~soci_lab.errors.UnsafeArchiveEntry` for a
     refused entry, :class:`~soci_lab.errors.ArchiveError` / ``DecompressionError`` for corrupt input.
     """
@@ -107,8 +112,13 @@ def apply_layer(
     stop = stop or threading.Event()
     if check_empty:
         LayerUnpackResourceController.verify_unpack_destination_is_ready(dest)
-    with open(ingest, "rb") as f:
-        head = f.read(4)
+    if follow is not None and span_decompressor is not None:
+        raise ValueError("a span decompressor reads the whole blob: it cannot follow a download")
+    with open(ingest, "rb", buffering=0) as f:
+        sniff = IngestReader(f, stop, None, None if follow is None else min(4, follow))
+        head = b""
+        while len(head) < 4 and (block := sniff.read(4 - len(head))):
+            head += block
     compression = compression_of(media_type, head)
     chash = hashlib.sha256() if (expected_digest or compute_digests) else None
     uhash = hashlib.sha256() if (expected_diff_id or compute_digests) else None
@@ -130,7 +140,7 @@ def apply_layer(
                 gen: Iterator[bytes] = span_decompressor.chunks(ingest, stop)
             else:
                 side = None
-                gen = producer_for(compression, ingest, stop, on_input, decompress_streams)
+                gen = producer_for(compression, ingest, stop, on_input, decompress_streams, follow)
             for chunk in gen:
                 if uhash is not None:
                     uhash.update(chunk)
@@ -184,7 +194,7 @@ def apply_layer(
             impl = INFLATE_IMPL if compression == "gzip" else compression
             if span_decompressor is not None and compression == "gzip":
                 impl = str(getattr(span_decompressor, "impl", "span decompressor"))
-            _emit(recorder, result, layer, t_base, error, impl)
+            _emit(recorder, result, layer, t_base, error, impl, streamed=follow is not None)
 
     result.digest = f"sha256:{chash.hexdigest()}" if chash is not None else None
     result.diff_id = f"sha256:{uhash.hexdigest()}" if uhash is not None else None
@@ -221,6 +231,8 @@ def _emit(
     t0: float,
     error: BaseException | None,
     impl: str,
+    *,
+    streamed: bool = False,
 ) -> None:
     err = None if error is None else (str(error) or type(error).__name__).splitlines()[0]
     recorder.emit(
@@ -234,6 +246,7 @@ def _emit(
         compression=result.compression,
         impl=impl,
         compressed_bytes=result.compressed_bytes,
+        streamed=streamed,
     )
     s = result.stats
     recorder.emit(

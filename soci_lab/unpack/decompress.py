@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +56,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 READ_SIZE = 1 << 20
 #: most decompressed bytes produced per chunk (bounds memory on highly compressible data).
 MAX_CHUNK = 8 << 20
+#: first and longest wait for more bytes of an ingest file that is still being downloaded.
+FOLLOW_WAIT_S = (0.0005, 0.02)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -84,25 +87,61 @@ def compression_of(media_type: str | None, head: bytes) -> str:
     return "none"
 
 
-def _read_blocks(path: Path, stop: threading.Event, on_input: InputHook | None) -> Iterator[bytes]:
+class IngestReader:
+    """Reads an ingest file and shows every block to ``on_input`` (the compressed-digest hasher).
+
+    With ``follow`` the file may still be downloading (written front to back, so its size is what has
+    arrived, see :mod:`.fetch`): a read that meets the end waits for more until ``follow`` bytes were read.
+    A download that fails is the caller's to notice: it stops this reader (``stop``) or its process.
+    """
+
+    def __init__(self, f: BinaryIO, stop: threading.Event, on_input: InputHook | None, follow: int | None) -> None:
+        self._f = f
+        self._stop = stop
+        self._on_input = on_input
+        self._follow = follow
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = READ_SIZE if n is None or n < 0 else n
+        wait = FOLLOW_WAIT_S[0]
+        while not self._stop.is_set():
+            want = n if self._follow is None else min(n, self._follow - self.pos)
+            if want <= 0:
+                return b""
+            block = self._f.read(want)
+            if block:
+                self.pos += len(block)
+                if self._on_input is not None:
+                    self._on_input(block)
+                return block
+            if self._follow is None:
+                return b""
+            time.sleep(wait)  # the download has not written this far yet
+            wait = min(wait * 2, FOLLOW_WAIT_S[1])
+        return b""
+
+
+def _read_blocks(
+    path: Path, stop: threading.Event, on_input: InputHook | None, follow: int | None = None
+) -> Iterator[bytes]:
     with open(path, "rb", buffering=0) as f:
+        reader = IngestReader(f, stop, on_input, follow)
         while True:
-            if stop.is_set():
-                return
-            block = f.read(READ_SIZE)
+            block = reader.read(READ_SIZE)
             if not block:
                 return
-            if on_input is not None:
-                on_input(block)
             yield block
 
 
-def gzip_chunks(path: Path, stop: threading.Event, on_input: InputHook | None = None) -> Iterator[bytes]:
+def gzip_chunks(
+    path: Path, stop: threading.Event, on_input: InputHook | None = None, follow: int | None = None
+) -> Iterator[bytes]:
     """Inflate a (possibly multi-member) gzip file; zero padding after the last member is ignored."""
     d = _inflate_mod.decompressobj(31)
     seen = False
     try:
-        for block in _read_blocks(path, stop, on_input):
+        for block in _read_blocks(path, stop, on_input, follow):
             data = block
             while data:
                 if d.eof:  # ``data`` follows a finished member
@@ -132,27 +171,12 @@ def gzip_chunks(path: Path, stop: threading.Event, on_input: InputHook | None = 
         raise DecompressionError(f"{path.name}: corrupt gzip data: {exc}") from None
 
 
-class _TappedFile:
-    """A file object whose reads are shown to ``on_input`` (the compressed-digest hasher) and to ``stop``."""
-
-    def __init__(self, f: BinaryIO, stop: threading.Event, on_input: InputHook | None) -> None:
-        self._f = f
-        self._stop = stop
-        self._on_input = on_input
-
-    def read(self, n: int = -1) -> bytes:
-        if self._stop.is_set():
-            return b""
-        block = self._f.read(n)
-        if block and self._on_input is not None:
-            self._on_input(block)
-        return block
-
-
-def zstd_chunks(path: Path, stop: threading.Event, on_input: InputHook | None = None) -> Iterator[bytes]:
+def zstd_chunks(
+    path: Path, stop: threading.Event, on_input: InputHook | None = None, follow: int | None = None
+) -> Iterator[bytes]:
     """Decompress a (possibly multi-frame) zstd file in bounded chunks."""
     with open(path, "rb", buffering=0) as f:
-        src = _TappedFile(f, stop, on_input)
+        src = IngestReader(f, stop, on_input, follow)
         reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=READ_SIZE, read_across_frames=True)
         try:
             while True:
@@ -164,13 +188,19 @@ def zstd_chunks(path: Path, stop: threading.Event, on_input: InputHook | None = 
             raise DecompressionError(f"{path.name}: corrupt zstd data: {exc}") from None
 
 
-def raw_chunks(path: Path, stop: threading.Event, on_input: InputHook | None = None) -> Iterator[bytes]:
+def raw_chunks(
+    path: Path, stop: threading.Event, on_input: InputHook | None = None, follow: int | None = None
+) -> Iterator[bytes]:
     """An uncompressed tar, in large blocks."""
-    yield from _read_blocks(path, stop, on_input)
+    yield from _read_blocks(path, stop, on_input, follow)
 
 
 def external_chunks(
-    stream: DecompressStream, path: Path, stop: threading.Event, on_input: InputHook | None = None
+    stream: DecompressStream,
+    path: Path,
+    stop: threading.Event,
+    on_input: InputHook | None = None,
+    follow: int | None = None,
 ) -> Iterator[bytes]:
     """Run ``stream.path stream.args…`` (no shell) with the ingest file on stdin; yield its stdout."""
     exe = stream.path
@@ -182,7 +212,7 @@ def external_chunks(
 
     def feed() -> None:
         try:
-            for block in _read_blocks(path, stop, on_input):
+            for block in _read_blocks(path, stop, on_input, follow):
                 proc.stdin.write(block)  # type: ignore[union-attr]
         except BrokenPipeError:
             pass
@@ -226,16 +256,18 @@ def producer_for(
     stop: threading.Event,
     on_input: InputHook | None,
     streams: dict[str, DecompressStream] | None = None,
+    follow: int | None = None,
 ) -> Iterator[bytes]:
-    """The chunk generator for ``compression`` (an external stream when configured for it)."""
+    """The chunk generator for ``compression`` (an external stream when configured for it); ``follow``:
+    the file is still downloading and will have that many bytes (:class:`IngestReader`)."""
     ext = (streams or {}).get(compression)
     if ext is not None and compression != "none":
-        return external_chunks(ext, path, stop, on_input)
+        return external_chunks(ext, path, stop, on_input, follow)
     if compression == "gzip":
-        return gzip_chunks(path, stop, on_input)
+        return gzip_chunks(path, stop, on_input, follow)
     if compression == "zstd":
-        return zstd_chunks(path, stop, on_input)
-    return raw_chunks(path, stop, on_input)
+        return zstd_chunks(path, stop, on_input, follow)
+    return raw_chunks(path, stop, on_input, follow)
 
 
 def find_tool(name: str) -> str | None:
@@ -245,6 +277,7 @@ def find_tool(name: str) -> str | None:
 
 __all__ = [
     "INFLATE_IMPL",
+    "IngestReader",
     "SpanDecompressor",
     "compression_of",
     "external_chunks",

@@ -9,14 +9,21 @@ More than one chunk is used only when the first fetch of the image learned that 
 (upstream's ``doInitialFetch``); each request holds one download lease (per-image, then global) while it
 runs. Each chunk is a ``chunk_download`` event, the layer a ``blob_download`` event.
 
+A download made of one request writes the file front to back; its blocks are then reserved without
+growing the file (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``), so the file's size is the number of bytes
+received so far, and the layer's apply may read it while it grows (:class:`IngestProgress`, used by
+:mod:`.parallel`).
+
 Nothing here verifies the digest: the compressed digest is checked while the file is decompressed
 (:mod:`.archive`), before anything is renamed into place.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -28,6 +35,32 @@ from .source import BlobSource, LayerSpec
 
 #: bytes gathered before one ``pwrite``.
 WRITE_BATCH = 1 << 20
+
+
+#: fallocate(2) mode: reserve blocks beyond the end without changing the file's size.
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+@dataclass
+class IngestProgress:
+    """What a download in flight tells its layer's apply: when the ingest file exists, and whether it is
+    written front to back (one request), so that its size is always the count of bytes received."""
+
+    created: anyio.Event = field(default_factory=anyio.Event)
+    sequential: bool = False
+
+
+def _reserve_keeping_size(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of blocks for ``fd`` without growing it. Through ctypes because the os module
+    has only ``posix_fallocate``, which also sets the size. Best effort: a file system without it simply
+    allocates as the writes come."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size)
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -108,10 +141,12 @@ async def download_layer(
     ranges_ok: bool | None = None,
     resources: LayerUnpackResourceController | None = None,
     recorder: EventRecorder | None = None,
+    progress: IngestProgress | None = None,
 ) -> int:
     """Download ``layer`` into the new file ``ingest``; returns the number of bytes written.
 
     ``ranges_ok`` is what the initial fetch learned (None: probe now if more than one chunk is wanted).
+    ``progress`` is told when the file exists and whether it is written front to back.
     """
     rec = recorder if recorder is not None else NullRecorder()
     res = resources or LayerUnpackResourceController(max_downloads_per_image=-1)
@@ -127,12 +162,18 @@ async def download_layer(
         parts = chunk_ranges(size, chunk_size if ranges_ok else -1)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            if size > 0:
+            sequential = len(parts) <= 1
+            if size > 0 and sequential:
+                _reserve_keeping_size(fd, size)
+            elif size > 0:
                 try:
                     os.posix_fallocate(fd, 0, size)
                 except OSError:
                     os.ftruncate(fd, size)
-            if len(parts) <= 1:
+            if progress is not None:
+                progress.sequential = sequential
+                progress.created.set()
+            if sequential:
                 async with res.download_lease(image):
                     sink = _PositionalSink(fd, 0, size if size > 0 else None)
                     await source.fetch(layer, sink)
@@ -179,4 +220,4 @@ async def download_layer(
     return total
 
 
-__all__ = ["WRITE_BATCH", "chunk_ranges", "download_layer"]
+__all__ = ["WRITE_BATCH", "IngestProgress", "chunk_ranges", "download_layer"]
