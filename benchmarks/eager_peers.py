@@ -32,6 +32,14 @@ timed with both cores to themselves, but a pull needs them all at once on the sa
 ``bound_cpu_s`` = (CPU of network + faster decompress + hash + disk_tree) / cores is a second lower bound: a
 pull doing at least that work cannot finish sooner even if it kept every core busy.
 
+And every timing records the **whole machine's** busy CPU over it (``machine_cpu_s``, from ``/proc/stat``):
+this counts what the per-process figures miss — the registry serving the GETs (on loopback the network part
+costs CPU on both ends: curl ~0.2 CPU-s, the registry more), kernel threads writing pages back, containerd's
+daemon — and shows how busy a contender kept the cores. ``files`` is the ``disk_tree`` timing up to the end
+of the ``tar -xf`` runs (before ``sync``: the files in the page cache, as every pull leaves them), and
+``bound_machine_cpu_s`` = (machine CPU of network + faster decompress + hash + files) / cores: the work the
+machine must do for a verified pull, whoever does it, spread perfectly over the cores.
+
 Every timing writes onto a **new ext4 of its own** (``--fs fresh``, the default; :mod:`benchmarks.freshfs`, made
 without a journal like the root one, on a loop device that reads and writes its backing file with
 ``O_DIRECT``), so no contender inherits another's file-system state. Measured 2026-11-28 00:50, six minutes
@@ -102,6 +110,15 @@ def _cpu_s() -> float:
     """User + system CPU of this process and of its waited-for children so far."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _machine_cpu_s() -> float:
+    """CPU-seconds all cores of the machine have been busy since boot (``/proc/stat``: user, nice, system,
+    irq, softirq; not idle, I/O wait or steal). Unlike :func:`_cpu_s` it counts what a contender makes others
+    do: the registry serving its GETs, kernel threads writing its pages back, containerd's daemon."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def ensure_tools() -> dict[str, str | None]:
@@ -293,6 +310,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="eager-peers-", dir=a.cache))
     times: dict[str, list[float]] = {}
     cpus: dict[str, list[float]] = {}
+    machine_cpus: dict[str, list[float]] = {}
     trash = work / "trash" if a.cleanup == "defer" else None
     try:
         with DistributionRegistry(root=work / "registry") as reg:
@@ -385,8 +403,12 @@ def main() -> None:
                     d.mkdir(parents=True)
                     subprocess.run(["tar", "-xf", str(t), "-C", str(d)], check=True, stderr=subprocess.DEVNULL)
 
+                t = time.perf_counter()
+                m = _machine_cpu_s()
                 with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
                     list(pool.map(one, sorted(tars.iterdir(), key=lambda p: -p.stat().st_size)))
+                # the files alone (in the page cache, as a pull leaves them): recorded as the "files" part
+                c_disk_tree.files = (time.perf_counter() - t, _machine_cpu_s() - m)  # type: ignore[attr-defined]
                 subprocess.run(["sync", "-f", str(root)], check=True)  # as much as disk (fdatasync) pays
 
             contenders = {
@@ -403,8 +425,10 @@ def main() -> None:
                 def c_containerd() -> None:
                     with Containerd(out_root[0] / "containerd", trash if a.fs == "root" else None) as cd:
                         t = time.perf_counter()
+                        m = _machine_cpu_s()
                         cd.pull(ref)
                         c_containerd.last = time.perf_counter() - t  # type: ignore[attr-defined]
+                        c_containerd.machine = _machine_cpu_s() - m  # type: ignore[attr-defined]
 
                 contenders["containerd"] = c_containerd
             if tools["skopeo"] and tools["umoci"]:
@@ -429,24 +453,38 @@ def main() -> None:
                         if a.fs == "fresh":
                             out_root[0] = stack.enter_context(freshfs.fresh_ext4(work / "fs", "8G", direct_io=True))
                         cpu0 = _cpu_s()
+                        machine0 = _machine_cpu_s()
                         t = time.perf_counter()
                         contenders[name]()
                         took = time.perf_counter() - t
+                        machine = _machine_cpu_s() - machine0
                         cpu = _cpu_s() - cpu0
                         out_root[0] = work
                     if name == "containerd":  # the daemon's start and stop are not the pull
                         took = c_containerd.last  # type: ignore[attr-defined]
+                        machine = c_containerd.machine  # type: ignore[attr-defined]
                     times.setdefault(name, []).append(took)
                     cpus.setdefault(name, []).append(cpu)
-                    print(f"rep {rep} {name:22s} {took:7.2f} s  {cpu:6.2f} CPU-s", file=sys.stderr, flush=True)
+                    machine_cpus.setdefault(name, []).append(machine)
+                    if name == "disk_tree":
+                        files_s, files_machine = c_disk_tree.files  # type: ignore[attr-defined]
+                        times.setdefault("files", []).append(files_s)
+                        machine_cpus.setdefault("files", []).append(files_machine)
+                    print(f"rep {rep} {name:22s} {took:7.2f} s  {cpu:6.2f} CPU-s  machine {machine:6.2f} CPU-s",
+                          file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    med_machine = {k: statistics.median(v) for k, v in machine_cpus.items()}
     dec = min((k for k in ("decompress", "decompress_isal") if k in med), key=med.get, default=None)  # type: ignore[arg-type]
     cpu_parts = {k: med_cpu[k] for k in ("network", dec or "decompress", "hash", "disk_tree") if k in med_cpu}
     cores = os.cpu_count() or 1
     bound_cpu = sum(cpu_parts.values()) / cores if len(cpu_parts) == 4 else None
+    # the same with every part's whole-machine CPU (the registry's for the network part; the files without
+    # their write-back, as a pull leaves them): what the machine must spend, whoever spends it
+    machine_parts = {k: med_machine[k] for k in ("network", dec or "decompress", "hash", "files") if k in med_machine}
+    bound_machine = sum(machine_parts.values()) / cores if len(machine_parts) == 4 else None
     # the faster decompressor stands for "decompression on the available cores"
     parts = {k: med[k] for k in ("network", dec or "decompress", "disk") if k in med}
     bound = max(parts.values()) if parts else None
@@ -464,6 +502,10 @@ def main() -> None:
         "decompress_part": dec,
         "bound_cpu_s": bound_cpu,
         "bound_cpu_parts": cpu_parts,
+        "machine_cpu_s": machine_cpus,
+        "median_machine_cpu_s": med_machine,
+        "bound_machine_cpu_s": bound_machine,
+        "bound_machine_cpu_parts": machine_parts,
         "bound_s": bound,
         "bound_part": max(parts, key=parts.get) if parts else None,  # type: ignore[arg-type]
         "bound_tree_s": bound_tree,
@@ -482,13 +524,18 @@ def main() -> None:
           f"{stats['uncompressed_bytes'] / 1e6:.0f} MB tar; median of {a.reps}")
     for k, v in med.items():
         cpu = med_cpu.get(k, float("nan"))
-        print(f"{k:22s} {v:7.2f} s  [{min(times[k]):.2f} .. {max(times[k]):.2f}]  {cpu:6.2f} CPU-s")
+        busy = med_machine.get(k, float("nan"))
+        print(f"{k:22s} {v:7.2f} s  [{min(times[k]):.2f} .. {max(times[k]):.2f}]  {cpu:6.2f} CPU-s  "
+              f"machine {busy:6.2f} CPU-s ({busy / (cores * v):4.0%} of {cores} cores)")
     print(f"bound {bound:.2f} s ({out['bound_part']})" if bound else "no bound")
     if bound_tree:
         print(f"bound with file creation {bound_tree:.2f} s ({out['bound_tree_part']})")
     if bound_cpu:
         print(f"CPU-sum bound {bound_cpu:.2f} s ({' + '.join(f'{k} {v:.2f}' for k, v in cpu_parts.items())} "
               f"CPU-s on {cores} cores)")
+    if bound_machine:
+        print(f"machine CPU-sum bound {bound_machine:.2f} s "
+              f"({' + '.join(f'{k} {v:.2f}' for k, v in machine_parts.items())} CPU-s on {cores} cores)")
 
 
 if __name__ == "__main__":

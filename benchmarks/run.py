@@ -283,6 +283,12 @@ def b_eager(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
                                 peer_name="CPU of the bound's parts (network + decompress + hash + tar -xf)",
                                 note="user + system of the process and its children; containerd's includes "
                                 "the daemon's start"))
+    if raw.get("bound_machine_cpu_s"):
+        parts_txt = " + ".join(f"{k} {v:.2f}" for k, v in raw["bound_machine_cpu_parts"].items())
+        rows.append(row("eager parallel pull+unpack", "s", t["soci_lab-parallel"], raw["bound_machine_cpu_s"],
+                        peer_name="machine CPU-sum bound = whole-machine CPU of the parts / cores",
+                        note=f"{parts_txt} CPU-s on {raw['cpus']} cores (the registry's share of the network "
+                        "part included; files without write-back, as a pull leaves them)"))
     return rows, raw
 
 
