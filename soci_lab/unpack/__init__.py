@@ -16,7 +16,8 @@ What the other rooms call:
   verification and overlay whiteout conversion (also what the lazy mode needs for small, unindexed layers).
 
 Modules: :mod:`.jobs` (state machine), :mod:`.storage` (job directories), :mod:`.resources` (limits),
-:mod:`.source` (blob sources), :mod:`.fetch` (chunked download), :mod:`.decompress`, :mod:`.chunkstream`,
+:mod:`.source` (blob sources), :mod:`.fetch` (chunked download), :mod:`.schedule` (which layer gets an unpack
+slot, and which may be applied while it downloads), :mod:`.decompress`, :mod:`.chunkstream`,
 :mod:`.tarapply` (safe untar), :mod:`.archive` (decompress + verify + apply on two threads),
 :mod:`.spanpar` (zTOC span-parallel inflate), :mod:`.applyproc` (apply in worker processes, used by the
 parallel puller), :mod:`.parallel`, :mod:`.sequential`.
@@ -42,6 +43,7 @@ _EXPORTS = {
     "LayerOutcome": "parallel",
     "ParallelPuller": "parallel",
     "LayerUnpackResourceController": "resources",
+    "UnpackQueue": "schedule",
     "SemaphoreWithNil": "resources",
     "SequentialPuller": "sequential",
     "BlobProbe": "source",
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from .jobs import ImageUnpackJob, LayerUnpackJob, LayerUnpackJobStatus, UnpackJobs
     from .parallel import LayerOutcome, ParallelPuller
     from .resources import LayerUnpackResourceController, SemaphoreWithNil
+    from .schedule import UnpackQueue
     from .sequential import SequentialPuller
     from .source import (
         BlobProbe,
@@ -121,6 +124,7 @@ __all__ = [
     "SpanDecompressor",
     "TarApplier",
     "UnpackJobs",
+    "UnpackQueue",
     "ZtocSpanDecompressor",
     "apply_layer",
     "apply_layer_async",
