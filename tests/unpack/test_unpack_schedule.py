@@ -272,8 +272,10 @@ def slow_image(tmp_path: Path) -> tuple[list[LayerSpec], dict[str, Path], Path]:
 TWO_UNPACKS = ParallelPullUnpackConfig(enable=True, max_concurrent_unpacks_per_image=2)
 
 
-@pytest.mark.parametrize("in_process", [True, False])
-def test_the_largest_layer_is_applied_while_it_downloads(tmp_path: Path, slow_image, in_process: bool) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("in_process", "backend"), [(True, "asyncio"), (False, "asyncio"), (True, "trio")])
+def test_the_largest_layer_is_applied_while_it_downloads(
+    tmp_path: Path, slow_image, in_process: bool, backend: str
+) -> None:  # type: ignore[no-untyped-def]
     specs, paths, expected = slow_image
     big = max(specs, key=lambda s: s.size)
     src = LocalFileSource(paths, chunk=32 << 10, delay_s=0.01)
@@ -286,7 +288,7 @@ def test_the_largest_layer_is_applied_while_it_downloads(tmp_path: Path, slow_im
         ) as puller:
             await puller.pull("img", specs, mounts)
 
-    anyio.run(main)
+    anyio.run(main, backend=backend)
     for i, mp in enumerate(mounts):
         assert_same_tree(expected / str(i), mp, include_root=False)
     dec = {e.layer: e for e in rec.events if e.kind == "decompress"}
