@@ -1,12 +1,19 @@
-"""A lean GET for large blob bodies: one connection, h11 for the response head, raw reads for the body.
+"""A lean GET for blob bodies: pooled keep-alive connections, h11 for the response head, raw reads for the body.
 
 Why: httpx passes every body byte through h11's receive buffer and two more copies, which costs about a
-third of the download rate on loopback. For transfers of many megabytes (whole layers, big ranges) this
-module opens its own connection (a blocking socket driven from worker threads, :mod:`.sockconn`; TLS
-verified as httpx would), sends one ``GET`` with ``Connection: close``, lets h11 parse the status line
-and headers, and then either hands the socket's bytes to the caller as they arrive, counting them
+third of the download rate on loopback. For transfers of ``FAST_MIN_BYTES`` and more (whole layers, big
+ranges, the parallel puller's chunks) this module uses its own connections (blocking sockets driven from
+worker threads, :mod:`.sockconn`; TLS verified as httpx would), sends one ``GET``, lets h11 parse the
+status line and headers, and then either hands the socket's bytes to the caller as they arrive, counting them
 against ``Content-Length`` (:meth:`RawExchange.aiter_raw`), or pumps them straight into a verified blob
 sink without passing through the event loop at all (:meth:`RawExchange.pump_into`, :mod:`.pump`).
+
+Connections are HTTP/1.1 keep-alive and go back to the transport's :class:`~.leanpool.LeanPool` when an
+exchange ends cleanly: the body read to its exact end, no ``Connection: close`` from the server, nothing
+read beyond the body, no error and no cancellation (:meth:`RawExchange.aclose`). A pooled connection that
+turns out dead when reused (the server closed it while idle; it fails before a valid response head) is
+closed and the request sent once more on a new connection without spending the retry budget: a GET is
+idempotent and no byte of the answer was seen. That failed exchange is still recorded as an event.
 
 It covers the success case: a 200/206, possibly after redirects (followed here, credentials dropped across
 origins, the final URL cached when asked); a body without ``Content-Length`` (chunked, or ended by the
@@ -14,15 +21,18 @@ close) is decoded by h11 instead. Retryable statuses and connection errors spend
 the full path. Anything else — a challenge, an error status — is left to the full
 :class:`~.transport.Transport` path, which re-sends the request and handles it; so auth and errors behave
 exactly as everywhere else.
-Each exchange is recorded as an ``http_request`` event like any other.
+Each exchange is recorded as an ``http_request`` event like any other, with ``fast=True`` and ``reused``
+(whether it went over a pooled connection).
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -30,6 +40,7 @@ import h11
 import httpx
 
 from ..errors import RegistryUnreachable, TruncatedBody
+from .leanpool import Origin
 from .pump import SplitSink, pump_body
 from .retry import is_retryable_status, redact_url
 from .sockconn import SocketConn
@@ -38,7 +49,7 @@ from .transport import tls_verification_error
 if TYPE_CHECKING:
     from .transport import Exchange, RetryBudget, Transport
 
-#: Transfers at least this large take the fast path (smaller ones reuse httpx's pooled connections).
+#: Transfers at least this large take the lean path (smaller ones reuse httpx's pooled connections).
 FAST_MIN_BYTES = 16 << 20
 READ = 1 << 20
 MAX_HEAD = 64 << 10
@@ -71,9 +82,21 @@ class RawExchange:
         deadline: float,
         redirected: bool,
         conn: h11.Connection | None = None,
+        *,
+        origin: Origin,
+        reused: bool,
+        keep_alive: bool,
     ) -> None:
         self.transport = transport
         self.conn = conn  # set when the body is not a plain Content-Length body: h11 decodes it
+        self.origin = origin
+        #: the connection came from the pool (an event attribute)
+        self.reused = reused
+        #: the server allows another request on this connection (HTTP/1.1, no ``Connection: close``)
+        self.keep_alive = keep_alive
+        #: bytes beyond the announced body came with the head: the connection is out of step, never reused
+        self.overran = length is not None and len(prefix) > length
+        self._ended = False  # h11 saw the end of a decoded body
         self.stream = stream
         self.request = request
         self.status = status
@@ -181,19 +204,38 @@ class RawExchange:
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                self._ended = isinstance(event, h11.EndOfMessage)
                 return
             elif event is h11.NEED_DATA:
                 conn.receive_data(await self._receive())
             else:
                 await self._broke(f"unexpected {type(event).__name__} in the body")
 
+    @property
+    def reusable(self) -> bool:
+        """The wire is in step for another request: the body was read to its exact end and nothing more.
+
+        Decided from what happened on the socket, never from what the caller meant to read: a body read only
+        in part (a 200 sliced to a range, a break, a cancellation) or overrun leaves the connection unusable.
+        """
+        if not self.keep_alive or not self.stream.usable or self.overran:
+            return False
+        if self.conn is None:
+            return self.length is not None and self.nbytes == self.length
+        return (self._ended and self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+                and not self.conn.trailing_data[0])
+
     async def aclose(self, error: str | None = None) -> None:
+        """Give the connection back to the pool when :attr:`reusable` and no error, else close it; record."""
         if self._closed:
             return
         self._closed = True
-        await _close(self.stream)
+        if error is None and self.reusable:
+            self.transport.lean_pool.give_back(self.origin, self.stream)
+        else:
+            await _close(self.stream)
         self.transport.record(self.request, self.t0, self.status, self.nbytes, self.attempt, self.range, error,
-                              redirected=self.redirected, fast=True)
+                              redirected=self.redirected, fast=True, reused=self.reused)
 
     async def __aenter__(self) -> RawExchange:
         return self
@@ -216,22 +258,43 @@ def _request_bytes(url: httpx.URL, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _read_head(stream: SocketConn, timeout: float) -> tuple[bytes, bytes]:
+class _NoAnswer(OSError):
+    """The connection ended (EOF or reset) before any byte of a response head arrived."""
+
+
+#: how a connection the peer has closed fails a send or a receive
+_GONE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+def _ask_blocking(sock: socket.socket, data: bytes, send_timeout: float, head_timeout: float) -> tuple[bytes, bytes]:
+    """Send the request and read the response head, in one worker-thread hop: ``(head, body bytes after it)``."""
     buf = b""
-    until = time.monotonic() + timeout
-    while True:
-        end = buf.find(b"\r\n\r\n")
-        if end >= 0:
-            return buf[: end + 4], buf[end + 4 :]
-        if len(buf) > MAX_HEAD:
-            raise h11.RemoteProtocolError("response head too large")
-        left = until - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no complete response head in time")
-        data = await stream.receive(READ, left)
-        if not data:
-            raise h11.RemoteProtocolError("connection closed before the response head ended")
-        buf += data
+    try:
+        sock.settimeout(send_timeout)
+        sock.sendall(data)
+        until = time.monotonic() + head_timeout
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                return buf[: end + 4], buf[end + 4 :]
+            if len(buf) > MAX_HEAD:
+                raise h11.RemoteProtocolError("response head too large")
+            left = until - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete response head in time")
+            sock.settimeout(left)
+            chunk = sock.recv(READ)
+            if not chunk:
+                if not buf:
+                    raise _NoAnswer("connection closed before any response")
+                raise h11.RemoteProtocolError("connection closed before the response head ended")
+            buf += chunk
+    except TimeoutError:
+        raise
+    except _GONE as exc:
+        if buf:
+            raise
+        raise _NoAnswer(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _parse_head(head: bytes, target: bytes, host: bytes) -> tuple[h11.Response, h11.Connection]:
@@ -246,6 +309,29 @@ def _parse_head(head: bytes, target: bytes, host: bytes) -> tuple[h11.Response, 
         if isinstance(event, h11.InformationalResponse):
             continue
         raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in the response head")
+
+
+def _keep_alive(response: h11.Response, headers: httpx.Headers) -> bool:
+    """HTTP/1.1 and no ``close`` among the ``Connection`` tokens: the server allows another request."""
+    tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    return response.http_version == b"1.1" and "close" not in tokens
+
+
+def _settle(transport: Transport, origin: Origin, stream: SocketConn, keep_alive: bool, headers: httpx.Headers,
+            rest: bytes) -> None:
+    """After an answer whose body is not read (a redirect, an error status): pool the connection only when
+    that body (announced by ``Content-Length``) came whole with the head, else close it."""
+    length = headers.get("Content-Length", "")
+    whole = (length.isdigit() and int(length) == len(rest)
+             and "chunked" not in headers.get("Transfer-Encoding", "").lower())
+    if keep_alive and whole:
+        transport.lean_pool.give_back(origin, stream)
+    else:
+        stream.close()
+
+
+def _origin(url: httpx.URL) -> Origin:
+    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
 
 
 async def send_fast(
@@ -264,7 +350,7 @@ async def send_fast(
     while True:
         target = httpx.URL(url)
         req_headers = {"User-Agent": transport.http.headers.get("User-Agent", ""), "Accept-Encoding": "identity",
-                       "Connection": "close", **headers}
+                       **headers}
         if cache_redirect and url in transport.redirects:
             target = httpx.URL(transport.redirects[url])
             req_headers["Referer"] = url
@@ -278,24 +364,46 @@ async def send_fast(
                 req_headers.pop("Authorization", None)
             request = httpx.Request("GET", target)
             attempt = budget.used
-            t0 = transport._now()
             deadline = time.monotonic() + transport.request_timeout
             stream: SocketConn | None = None
+            reused = False
             try:
                 if target.scheme not in ("http", "https") or target.host == "":
                     raise ValueError("unsupported URL")
-                port = target.port or (443 if target.scheme == "https" else 80)
-                stream = await SocketConn.connect(
-                    target.host, port, timeout=connect_timeout,
-                    tls=(transport.ssl_context or _tls()) if target.scheme == "https" else None)
-                await stream.send(_request_bytes(target, req_headers), transport.request_timeout)
-                head, rest = await _read_head(stream, min(header_timeout, transport.request_timeout))
-                response, conn = _parse_head(head, target.raw_path, target.netloc)
+                origin = _origin(target)
+                data = _request_bytes(target, req_headers)
+                fresh = False
+                while True:  # at most twice: a pooled connection found dead, then a new one
+                    t0 = transport._now()
+                    stream = None if fresh else transport.lean_pool.take(origin)
+                    reused = stream is not None
+                    if stream is None:
+                        stream = await SocketConn.connect(
+                            target.host, origin[2], timeout=connect_timeout,
+                            tls=(transport.ssl_context or _tls()) if target.scheme == "https" else None)
+                    ask = partial(_ask_blocking, stream.sock, data, transport.request_timeout,
+                                  min(header_timeout, transport.request_timeout))
+                    try:
+                        head, rest = await stream.run_blocking(ask)
+                        response, conn = _parse_head(head, target.raw_path, target.netloc)
+                    except (_NoAnswer, h11.RemoteProtocolError) as exc:
+                        if not reused:
+                            raise
+                        # the server closed (or broke) this pooled connection while it sat idle, and likely its
+                        # siblings too: say so, drop them, and ask once more on a new connection
+                        await _close(stream)
+                        transport.lean_pool.discard(origin)
+                        transport.record(request, t0, None, 0, attempt, headers.get("Range"),
+                                         f"stale pooled connection ({_reason(exc)})", fast=True, reused=True)
+                        fresh = True
+                        continue
+                    break
             except (OSError, TimeoutError, h11.RemoteProtocolError) as exc:
                 if stream is not None:
                     await _close(stream)
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-                transport.record(request, t0, None, 0, attempt, headers.get("Range"), reason, fast=True)
+                reason = _reason(exc)
+                transport.record(request, t0, None, 0, attempt, headers.get("Range"), reason, fast=True,
+                                 reused=reused)
                 untrusted = tls_verification_error(exc)
                 if untrusted is not None:
                     raise RegistryUnreachable(
@@ -308,13 +416,23 @@ async def send_fast(
                 if stream is not None:
                     await _close(stream)
                 return await _fallback(transport, url, headers, scopes, budget, cache_redirect)
+            except BaseException:  # a cancellation: the connection is in an unknown state
+                if stream is not None:
+                    await _close(stream)
+                raise
             status = response.status_code
             rh = httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers])
+            keep_alive = _keep_alive(response, rh)
             location = rh.get("Location")
             if status in (301, 302, 303, 307, 308) and location:
-                await _close(stream)
-                transport.record(request, t0, status, 0, attempt, headers.get("Range"), None, fast=True)
-                target = target.join(location)
+                nxt = target.join(location)
+                if _origin(nxt) == origin:
+                    _settle(transport, origin, stream, keep_alive, rh, rest)
+                else:
+                    await _close(stream)
+                transport.record(request, t0, status, 0, attempt, headers.get("Range"), None, fast=True,
+                                 reused=reused)
+                target = nxt
                 req_headers.pop("Referer", None)
                 redirected = True
                 continue
@@ -324,10 +442,11 @@ async def send_fast(
                 if cache_redirect and redirected:
                     transport.redirects[url] = str(target)
                 return RawExchange(transport, stream, request, status, rh, rest, int(length) if plain else None, t0,
-                                   attempt, headers.get("Range"), deadline, redirected, None if plain else conn)
-            await _close(stream)
+                                   attempt, headers.get("Range"), deadline, redirected, None if plain else conn,
+                                   origin=origin, reused=reused, keep_alive=keep_alive)
+            _settle(transport, origin, stream, keep_alive, rh, rest)
             error = None if status < 400 else f"HTTP {status}"
-            transport.record(request, t0, status, 0, attempt, headers.get("Range"), error, fast=True)
+            transport.record(request, t0, status, 0, attempt, headers.get("Range"), error, fast=True, reused=reused)
             if str(target) != url and cache_redirect and status in (401, 403, 404, 410):
                 transport.redirects.pop(url, None)
             if is_retryable_status(status):
@@ -336,6 +455,10 @@ async def send_fast(
             return await _fallback(transport, url, headers, scopes, budget, cache_redirect)
         else:
             return await _fallback(transport, url, headers, scopes, budget, cache_redirect)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
 
 
 async def _fallback(

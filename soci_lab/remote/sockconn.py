@@ -14,6 +14,7 @@ the thread at once; so a pull stays cancellable and stall-proof although its rea
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -35,6 +36,7 @@ class SocketConn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._closed = False
+        self._shut = False
         self._lock = threading.Lock()
 
     @classmethod
@@ -79,6 +81,7 @@ class SocketConn:
     def shutdown(self) -> None:
         """Wake any thread blocked on the socket (its call then fails or sees EOF)."""
         with self._lock:
+            self._shut = True
             if self._closed:
                 return
             # The base class's shutdown: SSLSocket.shutdown would also drop the TLS object under the feet of
@@ -86,13 +89,40 @@ class SocketConn:
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
-    async def aclose(self) -> None:
+    @property
+    def usable(self) -> bool:
+        """Neither closed nor shut down (a cancelled call shuts the socket down)."""
+        return not (self._closed or self._shut)
+
+    def looks_idle(self) -> bool:
+        """True when nothing is waiting to be read: no EOF, no reset, no stray bytes (TLS ones included).
+
+        A keep-alive connection between two exchanges must be silent; a readable socket means the peer
+        closed it, reset it or sent bytes that belong to no request — in every case it must not be reused.
+        Non-blocking: one ``poll`` with a zero timeout.
+        """
+        if not self.usable:
+            return False
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return False
+        try:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN | select.POLLPRI)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        """Close the socket (idempotent). Never blocks: no thread may be using it at this point."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 async def _cancellable(fn: Callable[[], T], on_cancel: Callable[[], None] | None) -> T:

@@ -12,7 +12,8 @@ catch and turn into a further attempt from the same :class:`RetryBudget`.
 Timeouts come from ``[http]``: ``dial_timeout_msec`` (connect), ``response_header_timeout_msec`` (each
 read, so a stalled body is noticed too) and ``request_timeout_msec`` (each attempt as a whole). A TLS
 certificate that fails verification is reported at once, not retried. Large body GETs may take the lean
-path of :mod:`.fastget`, which shares this class's auth state, redirect cache, budget and events.
+path of :mod:`.fastget`, which shares this class's auth state, redirect cache, budget and events, and keeps
+its own idle connections in :attr:`Transport.lean_pool`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..errors import (
 )
 from ..events import EventRecorder
 from .auth import Authenticator, Credentials
+from .leanpool import LeanPool
 from .retry import RetryPolicy, is_retryable_status, parse_retry_after, redact_url
 
 USER_AGENT = "soci-lab/0.1 (soci-snapshotter re-creation)"
@@ -296,8 +298,11 @@ class Transport:
         self.redirects: dict[str, str] = {}
         #: large body GETs read the socket directly (see fastget.py); False sends everything through httpx
         self.fast_path = fast_path
+        #: idle keep-alive connections of those lean GETs, per origin (see leanpool.py)
+        self.lean_pool = LeanPool()
 
     async def aclose(self) -> None:
+        self.lean_pool.close()
         await self.http.aclose()
 
     def same_origin(self, url: httpx.URL) -> bool:
