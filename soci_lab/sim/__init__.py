@@ -7,8 +7,10 @@ The pieces, each in a module named for what it holds:
 - ``network``: a processor-sharing :class:`Link` and HTTP over it (:class:`NetworkParams`);
 - ``host``: cores, decompression, tar apply, disk, FUSE (:class:`HostParams`);
 - ``workload``: access traces, "read everything", synthetic start-up traces;
-- ``eager`` / ``lazy``: the sequential, parallel and lazy strategies; ``pagecache``: the kernel between a
-  reader and a FUSE server (page cache, Linux readahead) that the lazy strategy reads through;
+- ``eager`` / ``lazy``: the sequential, parallel and lazy strategies; ``schedule``: the parallel puller's
+  unpack grant order (the real ``UnpackQueue``'s policy, layers applied while they download);
+  ``pagecache``: the kernel between a reader and a FUSE server (page cache, Linux readahead) that the lazy
+  strategy reads through;
 - ``run``: :func:`simulate` → :class:`SimRun`; ``sweep``: grids of runs on any Executor;
 - ``calibrate``: fit host and network parameters from a run's events (:func:`fit`, :class:`Calibration`);
 - ``ztoc_adapter``: :func:`from_ztocs`, the image model of a real image's zTOCs.

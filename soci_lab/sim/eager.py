@@ -6,8 +6,13 @@ one below it is applied (or only after every download with ``unpack_after_all``,
 
 Parallel (soci-formats.md §5): every layer starts at once; each layer is fetched in chunks of
 ``concurrent_download_chunk_size`` (whole layer when unset), each chunk request holding one unit of the
-per-image then the global download semaphore; a downloaded layer takes an unpack lease (per-image then
-global) and is decompressed and applied into its own directory, in whatever order downloads finish.
+per-image then the global download semaphore; a layer takes an unpack lease (per-image then global) when
+the unpack queue grants it one, and is decompressed and applied into its own directory. The grant order is
+``soci_lab.unpack.schedule.UnpackQueue``'s (:mod:`.schedule`): every layer is enqueued as its premount
+task starts, and a free slot goes to the largest layer whose download has finished, else to the largest
+layer still downloading in one whole-blob request, if fewer than ``SimParams.stream_slots`` slots (default:
+slots − 1) are held by layers still downloading; such a layer is applied **while it downloads**, no faster
+than its bytes arrive (``World.unpack(follow=…)``), its ``decompress`` event ``streamed``.
 A layer to be fetched in more than one chunk first learns whether the registry serves ranges with one
 ``HEAD`` of the blob, unless an earlier probe of the image already answered — since every layer starts at
 once, in practice each chunked layer probes. That is what ``soci_lab.unpack.ParallelPuller`` does (its
@@ -23,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+from .network import Progress
+from .schedule import SimQueuedLayer, SimUnpackQueue
 from .world import World
 
 
@@ -92,6 +99,9 @@ def parallel(world: World) -> Generator[Any, Any, None]:
     up_global = world.limit("unpacks", cfg.max_concurrent_unpacks)
     chunk = cfg.chunk_size_bytes()
     ranges_known = [False]  # set once a probe of this image has answered
+    # the unpack slots as the real puller counts them: the lower of the per-image and global limits
+    slots = min((n for n in (cfg.max_concurrent_unpacks_per_image, cfg.max_concurrent_unpacks) if n > 0), default=0)
+    queue = world.unpack_queue = SimUnpackQueue(env, slots, world.params.stream_slots)
     hp = world.host.params
     workers_ready = env.event()
 
@@ -108,7 +118,9 @@ def parallel(world: World) -> Generator[Any, Any, None]:
     else:
         workers_ready.succeed()
 
-    def fetch_chunk(li: int, lo: int, hi: int, idx: int, whole: bool) -> Generator[Any, Any, None]:
+    def fetch_chunk(
+        li: int, lo: int, hi: int, idx: int, whole: bool, progress: Progress | None = None
+    ) -> Generator[Any, Any, None]:
         layer = layers[li]
         t_ask = env.now
         t_img = yield from dl_image.acquire()
@@ -116,7 +128,7 @@ def parallel(world: World) -> Generator[Any, Any, None]:
         t0 = env.now
         try:
             if whole:
-                yield from world.http(hi - lo, what="blob", layer=layer.digest, blob=layer.digest)
+                yield from world.http(hi - lo, what="blob", layer=layer.digest, blob=layer.digest, progress=progress)
             else:
                 yield from world.http(hi - lo, what="chunk", layer=layer.digest, blob=layer.digest, range=[lo, hi - 1])
         finally:
@@ -125,11 +137,14 @@ def parallel(world: World) -> Generator[Any, Any, None]:
         if not whole:  # as the real puller: chunk events only for a layer fetched in chunks
             world.emit("chunk_download", t0, layer=layer.digest, span=idx, nbytes=hi - lo, queue_wait=t0 - t_ask)
 
-    def premount(li: int) -> Generator[Any, Any, None]:
+    def chunked(li: int) -> bool:
+        return chunk > 0 and layers[li].compressed_size > chunk
+
+    def download(li: int, entry: SimQueuedLayer, progress: Progress) -> Generator[Any, Any, None]:
         layer = layers[li]
         size = layer.compressed_size
         t0 = env.now
-        if chunk > 0 and size > chunk:
+        if chunked(li):
             if not ranges_known[0]:
                 yield from world.http(0, what="probe", layer=layer.digest, blob=layer.digest, method="HEAD")
                 ranges_known[0] = True
@@ -139,23 +154,45 @@ def parallel(world: World) -> Generator[Any, Any, None]:
             ]
             yield env.all_of(parts)
         else:
-            yield env.process(fetch_chunk(li, 0, size, 0, True))
+            yield env.process(fetch_chunk(li, 0, size, 0, True, progress))
         world.host.bytes_written += size  # the ingest file
         world.emit("blob_download", t0, layer=layer.digest, nbytes=size)
-        yield workers_ready
-        t_img = yield from up_image.acquire()
-        t_glb = yield from up_global.acquire()
+        queue.mark_ready(entry)
+
+    def premount(li: int, entry: SimQueuedLayer) -> Generator[Any, Any, None]:
+        progress = Progress(env)
+        downloaded = env.process(download(li, entry, progress))
         try:
-            yield from world.unpack(li, worker=True)
+            streaming = yield entry.granted_event
+            # granted while downloading and still downloading (one request, front to back): follow it
+            follow = progress if streaming and not downloaded.triggered else None
+            if follow is None:
+                yield downloaded
+            yield workers_ready
+            t_img = yield from up_image.acquire()
+            t_glb = yield from up_global.acquire()
+            try:
+                yield from world.unpack(li, worker=True, follow=follow)
+            finally:
+                up_global.release(t_glb)
+                up_image.release(t_img)
         finally:
-            up_global.release(t_glb)
-            up_image.release(t_img)
+            queue.leave(entry)  # the slot is given back as the apply ends, as the real queue's ``turn``
+        yield downloaded  # a streamed apply ends with the last byte, its download a moment later
         world.layer_how[li] = "parallel"
 
-    # started largest layer first, as soci_lab.unpack.parallel.largest_first (ties in layer order)
+    # started largest layer first, as soci_lab.unpack.parallel.largest_first (ties in layer order), each
+    # enqueued for its unpack slot as it starts (a whole-blob download of a known size may stream)
     order = sorted(range(len(layers)), key=lambda li: -layers[li].compressed_size)
-    jobs = [env.process(premount(li)) for li in order]
+    jobs = []
+    layer_of: dict[SimQueuedLayer, int] = {}
+    for li in order:
+        size = layers[li].compressed_size
+        entry = queue.enqueue(size, streamable=size > 0 and not chunked(li))
+        layer_of[entry] = li
+        jobs.append(env.process(premount(li, entry)))
     yield env.all_of(jobs)
+    world.unpack_grants = [(layer_of[entry], streaming) for entry, streaming in queue.grants]
     if hp.pull_finish_s + hp.apply_worker_exit_s > 0:  # the puller closes: its workers exit before the mount
         yield env.timeout(hp.pull_finish_s + hp.apply_worker_exit_s)
     t0 = env.now

@@ -28,10 +28,78 @@ from ..errors import SimulationError
 EPS_BYTES = 1e-3
 
 
+class Progress:
+    """How far one transfer has come, for a reader that follows it (a layer applied while it downloads).
+
+    Made before the transfer starts (the request still has its round trip to pay) and handed to
+    :meth:`Link.transfer`; :meth:`reached` gives an event that fires once ``n`` bytes of it have arrived.
+    The link schedules its next recomputation no later than the next byte count waited for, so the event
+    fires at the exact instant of the fluid model (extra recomputations do not change any rate).
+    """
+
+    __slots__ = ("_flow", "_link", "_watches", "env", "finished")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.finished = False
+        self._link: Link | None = None
+        self._flow: Flow | None = None
+        self._watches: list[tuple[float, simpy.Event]] = []
+
+    def arrived(self) -> float:
+        """Bytes of the transfer arrived by now (all of them once it is complete)."""
+        if self.finished:
+            return self._flow.nbytes if self._flow is not None else float("inf")
+        if self._flow is None or self._link is None:
+            return 0.0
+        self._link._advance()
+        return self._flow.nbytes - self._flow.remaining
+
+    def reached(self, nbytes: float) -> simpy.Event:
+        """An event that fires once ``nbytes`` of the transfer have arrived (at once if they have)."""
+        ev = self.env.event()
+        if nbytes <= 0 or self.finished or (self._flow is not None and self._due(self._flow, nbytes)):
+            ev.succeed()
+            return ev
+        self._watches.append((float(nbytes), ev))
+        self._watches.sort(key=_watch_key)
+        if self._link is not None and self._flow is not None:  # in flight: the link's next timer may be too late
+            self._link._advance()
+            self._link._recompute()
+        return ev
+
+    def _attach(self, link: Link, flow: Flow) -> None:
+        self._link, self._flow = link, flow
+
+    def _due(self, f: Flow, nbytes: float) -> bool:
+        return f.nbytes - f.remaining >= nbytes - (EPS_BYTES + 1e-12 * f.nbytes + f.rate * 1e-9)
+
+    def _fire(self, f: Flow) -> None:
+        """Fire the watches that the flow's bytes have reached."""
+        while self._watches and self._due(f, self._watches[0][0]):
+            self._watches.pop(0)[1].succeed()
+
+    def _finish(self) -> None:
+        self.finished = True
+        for _, ev in self._watches:
+            ev.succeed()
+        self._watches.clear()
+
+    def _next(self) -> float | None:
+        """Bytes the first pending watch waits for (None: none)."""
+        return self._watches[0][0] if self._watches else None
+
+
+def _watch_key(w: tuple[float, simpy.Event]) -> float:
+    return w[0]
+
+
 class Flow:
     """One transfer in flight on a link."""
 
-    __slots__ = ("base_cap", "cap", "done", "nbytes", "next_ramp", "rate", "remaining", "rtt", "started", "window")
+    __slots__ = (
+        "base_cap", "cap", "done", "nbytes", "next_ramp", "progress", "rate", "remaining", "rtt", "started", "window",
+    )  # fmt: skip
 
     def __init__(self, nbytes: float, done: simpy.Event, cap: float, started: float) -> None:
         self.nbytes = nbytes
@@ -44,6 +112,7 @@ class Flow:
         self.window = 0.0  # slow start: congestion window in bytes (0 = no ramp)
         self.rtt = 0.0
         self.next_ramp = float("inf")
+        self.progress: Progress | None = None
 
 
 class Link:
@@ -88,15 +157,24 @@ class Link:
         self._gen = 0
 
     def transfer(
-        self, nbytes: float, *, cap: float | None = None, rtt: float = 0.0, init_window: float = 0.0
+        self,
+        nbytes: float,
+        *,
+        cap: float | None = None,
+        rtt: float = 0.0,
+        init_window: float = 0.0,
+        progress: Progress | None = None,
     ) -> simpy.Event:
         """Start moving ``nbytes``; the returned event fires when the last byte has arrived.
 
         ``cap`` limits this flow's rate (a per-connection cap); ``init_window`` > 0 with ``rtt`` > 0 adds a
         slow-start ramp: the flow may carry at most ``window / rtt``, and the window doubles every RTT.
+        ``progress`` follows the flow's bytes as they arrive (:class:`Progress`).
         """
         done = self.env.event()
         if nbytes <= 0:
+            if progress is not None:
+                progress._finish()
             done.succeed()
             return done
         self.requested += int(nbytes)
@@ -106,6 +184,9 @@ class Link:
             flow.window, flow.rtt = float(init_window), rtt
             flow.next_ramp = self.env.now + rtt
             flow.cap = min(flow.cap, flow.window / rtt)
+        if progress is not None:
+            flow.progress = progress
+            progress._attach(self, flow)
         self.flows.append(flow)
         self._recompute()
         return done
@@ -137,6 +218,8 @@ class Link:
                 for f in finished:
                     self.delivered += f.remaining  # account the sliver left by float arithmetic
                     f.remaining = 0.0
+                    if f.progress is not None:
+                        f.progress._finish()
                     f.done.succeed()
                 flows = self.flows = [f for f in flows if f.remaining > 0.0]
             for f in flows:
@@ -189,6 +272,13 @@ class Link:
                 t = f.next_ramp - now
                 if t < t_next:
                     t_next = t
+            if f.progress is not None:  # a reader follows this flow: wake at the byte count it waits for
+                f.progress._fire(f)
+                want = f.progress._next()
+                if want is not None and f.rate > 0:
+                    t = (want - (f.nbytes - f.remaining)) / f.rate
+                    if t < t_next:
+                        t_next = t
         if t_next == float("inf"):
             raise SimulationError(f"{self.name}: flows in flight but none can progress")
         self._gen += 1
@@ -253,10 +343,13 @@ class Network:
         self.bytes = 0
         self.by_layer: dict[str, int] = {}
 
-    def get(self, nbytes: int, *, redirect: bool = False, layer: str | None = None) -> Generator[Any, Any, float]:
+    def get(
+        self, nbytes: int, *, redirect: bool = False, layer: str | None = None, progress: Progress | None = None
+    ) -> Generator[Any, Any, float]:
         """One GET of ``nbytes`` body bytes; use with ``yield from``. Returns the time of its first byte.
 
-        ``redirect`` adds one RTT (the hop to the storage URL) when the registry redirects blob GETs.
+        ``redirect`` adds one RTT (the hop to the storage URL) when the registry redirects blob GETs;
+        ``progress`` follows the body's bytes as they arrive.
         """
         p = self.params
         env = self.env
@@ -266,9 +359,11 @@ class Network:
         t_first = env.now
         if nbytes > 0:
             if p.slow_start and p.rtt > 0:
-                yield self.link.transfer(nbytes, cap=p.conn_cap, rtt=p.rtt, init_window=p.init_cwnd)
+                yield self.link.transfer(nbytes, cap=p.conn_cap, rtt=p.rtt, init_window=p.init_cwnd, progress=progress)
             else:
-                yield self.link.transfer(nbytes, cap=p.conn_cap)
+                yield self.link.transfer(nbytes, cap=p.conn_cap, progress=progress)
+        elif progress is not None:
+            progress._finish()
         self.requests += 1
         self.bytes += nbytes
         if layer is not None:

@@ -150,6 +150,8 @@ def simulate(
         "link_in_flight_bytes": sum(f.nbytes for f in world.net.link.flows),
         "link_in_flight_remaining": sum(f.remaining for f in world.net.link.flows),
     }
+    if world.unpack_queue is not None:  # the parallel puller's unpack grants: (layer digest, while downloading)
+        checks["unpack_grants"] = [(image.layers[li].digest, streaming) for li, streaming in world.unpack_grants]
     if lazy is not None:
         checks["span_fetches"] = sum(sm.fetches for sm in lazy.managers.values())
         checks["bg_fetches"] = sum(sm.bg_fetches for sm in lazy.managers.values())

@@ -18,7 +18,8 @@ from ..config import Config
 from ..events import EventRecorder
 from .host import Host, HostParams
 from .image import FileModel, ImageModel
-from .network import Network, NetworkParams
+from .network import Network, NetworkParams, Progress
+from .schedule import SimUnpackQueue
 from .workload import Access
 
 
@@ -74,7 +75,12 @@ class SimParams:
 
     ``sequential_downloads``: containerd's concurrent layer downloads in sequential mode (3);
     ``unpack_after_all``: containerd ≤ 1.6 behaviour where unpacking starts only after every download
-    (containerd#2886); ``record``: keep link histories for checks (slower); ``fine_events``: emit one
+    (containerd#2886); ``stream_slots``: the parallel puller's unpack slots that layers still downloading
+    may hold, applied as their bytes arrive (``soci_lab.unpack.ParallelPuller(stream_slots=…)``, not a soci
+    config key; None: one less than the unpack slots, so nothing streams with upstream's one slot per image;
+    0: never); ``stream_piece_bytes``: a layer applied while it downloads is decompressed and applied in
+    pieces of this many compressed bytes, each waiting for its bytes to arrive (the real reader takes 1 MiB
+    at a time); ``record``: keep link histories for checks (slower); ``fine_events``: emit one
     event per access and per cache hit (sweeps turn it off: the summary does not need them).
     """
 
@@ -83,6 +89,8 @@ class SimParams:
     lazy: LazyParams = field(default_factory=LazyParams)
     sequential_downloads: int = 3
     unpack_after_all: bool = False
+    stream_slots: int | None = None
+    stream_piece_bytes: int = 1 << 20
     record: bool = False
     fine_events: bool = True
 
@@ -141,6 +149,9 @@ class World:
         self.workload_done_at: float | None = None
         self.bytes_applied = 0
         self.layer_how: dict[int, str] = {}
+        #: the parallel strategy's unpack queue, and its grants in order: (layer index, granted while downloading)
+        self.unpack_queue: SimUnpackQueue | None = None
+        self.unpack_grants: list[tuple[int, bool]] = []
         self._resolved_blobs: set[str] = set()
 
     def limit(self, name: str, n: int) -> Limit:
@@ -154,14 +165,22 @@ class World:
         self.rec.emit(kind, t0, self.env.now, **kw)
 
     def http(
-        self, nbytes: int, *, what: str, layer: str | None = None, blob: str | None = None, **attrs: Any
+        self,
+        nbytes: int,
+        *,
+        what: str,
+        layer: str | None = None,
+        blob: str | None = None,
+        progress: Progress | None = None,
+        **attrs: Any,
     ) -> Generator[Any, Any, float]:
-        """One GET; pays the redirect hop on the first request to each blob. Returns its start time."""
+        """One GET; pays the redirect hop on the first request to each blob. Returns its start time.
+        ``progress`` follows the body as it arrives (a layer applied while it downloads)."""
         t0 = self.env.now
         redirect = blob is not None and blob not in self._resolved_blobs
         if blob is not None:
             self._resolved_blobs.add(blob)
-        yield from self.net.get(nbytes, redirect=redirect, layer=layer)
+        yield from self.net.get(nbytes, redirect=redirect, layer=layer, progress=progress)
         self.rec.emit(
             "http_request",
             t0,
@@ -174,15 +193,18 @@ class World:
         )
         return t0
 
-    def unpack(self, li: int, *, worker: bool = False) -> Generator[Any, Any, None]:
+    def unpack(self, li: int, *, worker: bool = False, follow: Progress | None = None) -> Generator[Any, Any, None]:
         """Decompress and apply a whole layer, as ``soci_lab.unpack`` does: two threads streaming.
 
         One core decompresses (and hashes: the compressed digest and the diffID, unless verification is
         off), another applies the tar stream (per entry and per content byte; in an apply worker process
         when ``worker``, at its own cost), and the content goes to disk; the layer is done when all three
-        are. Events as the real unpacker emits them: ``decompress`` (bytes = tar stream) from the start to
-        the end of the decompressing thread's work, ``apply`` (bytes = file content) over the whole
-        pipeline, then one zero-length ``verify`` per digest checked.
+        are. Events as the real unpacker emits them: ``decompress`` (bytes = tar stream; ``streamed``: applied
+        while downloading) from the start to the end of the decompressing thread's work, ``apply`` (bytes =
+        file content) over the whole pipeline, then one zero-length ``verify`` per digest checked.
+
+        ``follow``: the layer is still downloading (one request, front to back) and is applied as its bytes
+        arrive (:meth:`_unpack_following`).
         """
         layer = self.image.layers[li]
         host = self.host
@@ -195,25 +217,65 @@ class World:
         apply_s = hp.apply_s(entries, content, worker=worker)
         env = self.env
         t0 = env.now
-        written = host.write(content)
         decompressed = [t0]
+        if follow is not None:
+            yield from self._unpack_following(li, dec_s, apply_s, content, follow, decompressed)
+        else:
+            written = host.write(content)
 
-        def produce() -> Generator[Any, Any, None]:
-            yield from host.cpu(dec_s)
-            decompressed[0] = env.now
+            def produce() -> Generator[Any, Any, None]:
+                yield from host.cpu(dec_s)
+                decompressed[0] = env.now
 
-        yield env.all_of([env.process(produce()), env.process(host.cpu(apply_s)), written])
+            yield env.all_of([env.process(produce()), env.process(host.cpu(apply_s)), written])
         t1 = env.now
         emit = self.rec.emit
         emit(
             "decompress", t0, decompressed[0], layer=layer.digest, nbytes=layer.uncompressed_size,
-            compression=layer.compression, compressed_bytes=layer.compressed_size,
+            compression=layer.compression, compressed_bytes=layer.compressed_size, streamed=follow is not None,
         )  # fmt: skip
         emit("apply", t0, t1, layer=layer.digest, nbytes=content, files=n_files, entries=entries)
         self.bytes_applied += content
         if verify:
             emit("verify", t1, t1, layer=layer.digest, what="compressed digest")
             emit("verify", t1, t1, layer=layer.digest, what="uncompressed digest (diffID)")
+
+    def _unpack_following(
+        self, li: int, dec_s: float, apply_s: float, content: int, follow: Progress, decompressed: list[float]
+    ) -> Generator[Any, Any, None]:
+        """A layer's unpack that follows its download: the work cut into pieces of
+        ``SimParams.stream_piece_bytes`` compressed bytes (each piece's share of the CPU and of the content in
+        proportion to its compressed bytes). Piece k is decompressed once its last byte has arrived and
+        applied (its content written) once it is decompressed, so neither thread gets ahead of the bytes;
+        between pieces the threads give their core back, as the real reader sleeps until the file grows.
+        Once the download is over the pieces run back to back, at the CPU's pace."""
+        env = self.env
+        host = self.host
+        size = self.image.layers[li].compressed_size
+        piece = max(1, self.params.stream_piece_bytes)
+        bounds = [(lo, min(lo + piece, size)) for lo in range(0, size, piece)] or [(0, 0)]
+        inflated = [env.event() for _ in bounds]
+        writes: list[simpy.Event] = []
+
+        def share(lo: int, hi: int) -> float:
+            return (hi - lo) / size if size else 1.0
+
+        def produce() -> Generator[Any, Any, None]:
+            for k, (lo, hi) in enumerate(bounds):
+                yield follow.reached(hi)
+                yield from host.cpu(dec_s * share(lo, hi))
+                inflated[k].succeed()
+            decompressed[0] = env.now
+
+        def consume() -> Generator[Any, Any, None]:
+            for k, (lo, hi) in enumerate(bounds):
+                yield inflated[k]
+                part = content * hi // size - content * lo // size if size else content
+                writes.append(host.write(part))
+                yield from host.cpu(apply_s * share(lo, hi))
+            yield env.all_of(writes)
+
+        yield env.all_of([env.process(produce()), env.process(consume())])
 
     def replay(self, accesses: list[Access], backend: ReadBackend) -> Generator[Any, Any, None]:
         """Run the workload: accesses in order, each no earlier than its ``t_s`` after the start.

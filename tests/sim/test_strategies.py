@@ -190,6 +190,16 @@ def test_pull_properties(sc):
         assert _max_overlap(list(zip(chunks.t_start, chunks.t_end, strict=True))) <= min(per_image, glob)
         dec = ev[ev.kind == "decompress"]
         assert _max_overlap(list(zip(dec.t_start, dec.t_end, strict=True))) <= sc["up_per_image"]
+        # no layer is decompressed before its bytes: one waiting for its download starts after it, one applied
+        # while it downloads (only with two or more slots, never a chunked one) ends after its last byte
+        blob_end = dict(zip(blobs.layer, blobs.t_end, strict=True))
+        for digest, t0, t1, attrs in zip(dec.layer, dec.t_start, dec.t_end, dec["attrs"], strict=True):
+            if attrs["streamed"]:
+                assert sc["up_per_image"] >= 2
+                assert not _chunked(sc, next(la.compressed_size for la in image.layers if la.digest == digest))
+                assert t1 >= blob_end[digest] - 1e-9
+            else:
+                assert t0 >= blob_end[digest] - 1e-9
     if sc["mode"] == "sequential":
         blobs = ev[ev.kind == "blob_download"]
         assert _max_overlap(list(zip(blobs.t_start, blobs.t_end, strict=True))) <= 3
