@@ -268,9 +268,11 @@ def soci_pull(host_port: str, repo_ref: str, mode: str, root: Path) -> None:
             key = str(resolved.manifest_descriptor.digest)
             if mode == "parallel":
                 # whole-layer downloads (upstream's default chunk size): on loopback the network is not what
-                # limits, and 8 MiB chunks are below the client's lean-path threshold (FAST_MIN_BYTES, 16 MiB),
-                # so they stream through the event loop: 4.74 s / 8.14 CPU-s against 4.12 s / 7.15 CPU-s
-                # whole (medians of 3 interleaved, 2026-11-28)
+                # limits, and only a layer downloaded front to back can be applied while it downloads
+                # (soci_lab.unpack.schedule). 8 MiB chunks went through httpx and the event loop until the
+                # client's lean path pooled its connections (63ea2bf): 4.74 s / 8.14 CPU-s against 4.12 s /
+                # 7.15 CPU-s whole then; on the lean path now 1.39 s against 1.26 s whole on a 161 MB image
+                # (benchmarks/lean_pull.py, 2026-11-28)
                 cfg = ParallelPullUnpackConfig(
                     enable=True, concurrent_download_chunk_size="", max_concurrent_downloads=50,
                     max_concurrent_downloads_per_image=10, max_concurrent_unpacks=cpus,
