@@ -91,6 +91,7 @@ async def fetch_into(
             exchange = await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
                                             follow_redirects=True, cache_redirect=cache_redirect, budget=budget)
         ended_cleanly = False
+        failure: str | None = None  # what cut this exchange short, for its event
         try:
             skip = 0
             if exchange.status == 206:
@@ -150,11 +151,15 @@ async def fetch_into(
                     else:
                         ended_cleanly = True
         except TruncatedBody as exc:
+            failure = type(exc).__name__
             await budget.spend("GET", url, str(exc).rpartition("(")[2].rstrip(")") or "body broke", exchange.status,
                                None)
             continue
+        except BaseException as exc:  # a sink's error, a cancellation: the event must not say ok
+            failure = type(exc).__name__
+            raise
         finally:
-            await exchange.aclose()
+            await exchange.aclose(failure)
         if upper is None and ended_cleanly:
             return pos - lower  # no length announced: the body's end is the blob's end
         if upper is not None and pos <= upper:

@@ -185,6 +185,42 @@ def breaking_blob_handler(data: bytes, breaks: int, clean: bool):
     return h
 
 
+async def test_a_range_read_cut_short_is_not_recorded_as_ok(misbehaving):
+    """A range read cancelled mid-body (a layer server stopping during a readahead) and one whose sink
+    fails: each exchange's event says it failed, with the bytes that did arrive."""
+    data = random_bytes(4_000_000, seed=7)
+    digest = Digest.from_bytes(data)
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        lo, hi = _range(request, len(data)) or (0, len(data) - 1)
+        resp = web.StreamResponse(status=206, headers={"Content-Range": f"bytes {lo}-{hi}/{len(data)}",
+                                                       "Content-Length": str(hi - lo + 1)})
+        await resp.prepare(request)
+        for i in range(lo, hi + 1, 1 << 20):
+            await resp.write(data[i : min(i + (1 << 20), hi + 1)])
+            await anyio.sleep(0.2)
+        return resp
+
+    misbehaving.handler = slow
+    events = EventRecorder()
+    got: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        got.append(chunk)
+
+    async def failing_sink(chunk: bytes) -> None:
+        raise OSError("disk full")
+
+    async with RegistryClient(misbehaving.url, config=FAST, events=events) as rc:
+        with anyio.move_on_after(0.3):
+            await rc.fetch_range_into("r/x", digest, 0, len(data) - 1, sink)
+        with pytest.raises(OSError, match="disk full"):
+            await rc.fetch_range_into("r/x", digest, 0, len(data) - 1, failing_sink)
+    cut, failed = [e for e in events.events if e.kind == "http_request"]
+    assert not cut.ok and cut.error and 0 < cut.bytes < len(data) and cut.bytes >= sum(map(len, got))
+    assert not failed.ok and failed.error == "OSError"
+
+
 @pytest.mark.parametrize("clean", [False, True], ids=["reset", "truncated"])
 async def test_broken_body_is_resumed_with_a_range(misbehaving, tmp_path, clean):
     data = random_bytes(2_000_000, seed=21)
