@@ -41,6 +41,8 @@ from .prefetch import LazyPolicy, lazy_policy
 #: fork layer servers from a pre-warmed zygote process (:mod:`soci_lab.lazy.zygote`) instead of starting a
 #: fresh interpreter per layer; set False to always use ``python -m soci_lab.lazy.mount``
 USE_ZYGOTE = True
+#: how long a stopping layer server lets readahead fetches already in flight finish (see ``serve``)
+READAHEAD_DRAIN_S = 5.0
 
 
 @dataclass
@@ -244,8 +246,11 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
             bg.add(SequentialResolver(spans, layer=spec.digest))
             if policy.pause_background_on_mount:
                 bg.pause()
-        async with trio.open_nursery() as nursery:
-            reader.task_group = nursery  # readahead tasks
+        # readahead fetches in flight when the server stops are let finish (their request is on the wire
+        # already; at most READAHEAD_DRAIN_S): cut off at a random point, they made a pull's requests and bytes
+        # depend on how fast the stop came — the simulator, and any comparison of runs, count them whole
+        async with trio.open_nursery() as readaheads, trio.open_nursery() as nursery:
+            reader.task_group = readaheads
 
             async def stop_on_signal() -> None:
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -266,6 +271,8 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
                 await pyfuse3.main()
             finally:
                 bg.close()
+                reader.task_group = None  # no new readahead
+                readaheads.cancel_scope.deadline = trio.current_time() + READAHEAD_DRAIN_S
                 nursery.cancel_scope.cancel()
         if client is not None:
             with contextlib.suppress(Exception):
