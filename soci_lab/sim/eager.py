@@ -163,7 +163,7 @@ def parallel(world: World) -> Generator[Any, Any, None]:
         progress = Progress(env)
         downloaded = env.process(download(li, entry, progress))
         try:
-            streaming = yield entry.granted_event
+            streaming = yield entry.waiter
             # granted while downloading and still downloading (one request, front to back): follow it
             follow = progress if streaming and not downloaded.triggered else None
             if follow is None:

@@ -61,7 +61,7 @@ def test_the_sim_queue_grants_as_the_real_one(slots, stream, ops):
         assert [r_entries.index(e) for e in real.holding] == [s_entries.index(e) for e in sim.holding]
         for r, s in zip(r_entries, s_entries, strict=True):
             assert (r.granted, r.streaming, r.ready, r.done) == (s.granted, s.streaming, s.ready, s.done)
-            assert s.granted_event.triggered == s.granted
+            assert s.waiter.triggered == s.granted
     assert (real.peak, real.peak_streaming) == (sim.peak, sim.peak_streaming)
 
 
