@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import itertools
 import os
 import tarfile
@@ -11,35 +9,21 @@ from pathlib import Path
 
 import anyio
 import pytest
-import zstandard
 from treecmp import assert_same_tree
-from unpack_helpers import E, tar_bytes
+from unpack_helpers import GZ, ZST, E, layer_image
 
 from soci_lab.config import ParallelPullUnpackConfig
 from soci_lab.errors import ParallelPullIsDisabled, VerificationFailed
 from soci_lab.events import EventRecorder
 from soci_lab.oci import OCILayout
-from soci_lab.unpack import LayerSpec, LocalFileSource, ParallelPuller, SequentialPuller, apply_layer
+from soci_lab.unpack import LayerSpec, LocalFileSource, ParallelPuller, SequentialPuller
 
 BACKENDS = ["asyncio", "trio"]
-GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
-ZST = "application/vnd.oci.image.layer.v1.tar+zstd"
-
-
-def _layer(tmp: Path, name: str, entries: list[E], media_type: str) -> tuple[LayerSpec, Path]:
-    raw = tar_bytes(entries)
-    blob = gzip.compress(raw, 1) if media_type == GZ else zstandard.ZstdCompressor(level=1).compress(raw)
-    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    path = tmp / f"{name}.blob"
-    path.write_bytes(blob)
-    return LayerSpec(digest, len(blob), media_type, "sha256:" + hashlib.sha256(raw).hexdigest()), path
 
 
 @pytest.fixture
 def image(tmp_path: Path) -> tuple[list[LayerSpec], dict[str, Path], Path]:
     """Three layers (gzip, zstd, gzip) with a 700 KiB file so chunked downloads take several chunks."""
-    blobs = tmp_path / "blobs"
-    blobs.mkdir()
     big = os.urandom(700 << 10)
     l1 = [E("etc/", tarfile.DIRTYPE, mode=0o755), E("etc/os-release", data=b"ID=test\n"), E("big", data=big)]
     l1 += [E("usr/", tarfile.DIRTYPE), E("usr/share/", tarfile.DIRTYPE)]
@@ -51,16 +35,7 @@ def image(tmp_path: Path) -> tuple[list[LayerSpec], dict[str, Path], Path]:
         E("app/run", data=b"#!/bin/sh\n", mode=0o755),
         E("app/link", tarfile.SYMTYPE, linkname="run"),
     ]
-    specs, paths = [], {}
-    for name, entries, mt in (("l1", l1, GZ), ("l2", l2, ZST), ("l3", l3, GZ)):
-        spec, path = _layer(blobs, name, entries, mt)
-        specs.append(spec)
-        paths[spec.digest] = path
-    expected = tmp_path / "expected"
-    for i, spec in enumerate(specs):
-        (expected / str(i)).mkdir(parents=True)
-        apply_layer(paths[spec.digest], expected / str(i))
-    return specs, paths, expected
+    return layer_image(tmp_path, [("l1", l1, GZ), ("l2", l2, ZST), ("l3", l3, GZ)])
 
 
 def _check_trees(expected: Path, mounts: list[Path]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import tarfile
@@ -17,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 from treecmp import assert_same_tree
-from unpack_helpers import E, tar_bytes
+from unpack_helpers import GZ, E, layer_image
 
 from soci_lab.config import ParallelPullUnpackConfig
 from soci_lab.errors import ArchiveError, SizeMismatch, VerificationFailed
 from soci_lab.events import EventRecorder
-from soci_lab.unpack import LayerSpec, LocalFileSource, ParallelPuller, apply_layer
+from soci_lab.unpack import LayerSpec, LocalFileSource, ParallelPuller
 from soci_lab.unpack.decompress import IngestReader
 from soci_lab.unpack.fetch import IngestProgress, download_layer
 from soci_lab.unpack.schedule import QueuedLayer, UnpackQueue
@@ -236,37 +235,14 @@ def test_one_request_download_grows_the_file_and_chunked_preallocates(tmp_path: 
 
 # --- the parallel puller applying a layer while it downloads ----------------------------------------------
 
-GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-def _gz_layer(tmp: Path, name: str, entries: list[E]) -> tuple[LayerSpec, Path]:
-    raw = tar_bytes(entries)
-    blob = gzip.compress(raw, 1)
-    path = tmp / f"{name}.blob"
-    path.write_bytes(blob)
-    return LayerSpec(
-        "sha256:" + hashlib.sha256(blob).hexdigest(), len(blob), GZ, "sha256:" + hashlib.sha256(raw).hexdigest()
-    ), path
-
 
 @pytest.fixture
 def slow_image(tmp_path: Path) -> tuple[list[LayerSpec], dict[str, Path], Path]:
     """A large layer (1.5 MiB of random file data over a few hundred files) and two small ones."""
-    blobs = tmp_path / "blobs"
-    blobs.mkdir()
     big = [E("data/", tarfile.DIRTYPE)] + [E(f"data/f{i}", data=os.urandom(5000)) for i in range(300)]
     small1 = [E("etc/", tarfile.DIRTYPE), E("etc/a", data=b"a" * 100)]
     small2 = [E("etc/", tarfile.DIRTYPE), E("etc/b", data=b"b" * 100), E("data/", tarfile.DIRTYPE)]
-    specs, paths = [], {}
-    for name, entries in (("s1", small1), ("big", big), ("s2", small2)):
-        spec, path = _gz_layer(blobs, name, entries)
-        specs.append(spec)
-        paths[spec.digest] = path
-    expected = tmp_path / "expected"
-    for i, spec in enumerate(specs):
-        (expected / str(i)).mkdir(parents=True)
-        apply_layer(paths[spec.digest], expected / str(i))
-    return specs, paths, expected
+    return layer_image(tmp_path, [("s1", small1, GZ), ("big", big, GZ), ("s2", small2, GZ)])
 
 
 TWO_UNPACKS = ParallelPullUnpackConfig(enable=True, max_concurrent_unpacks_per_image=2)

@@ -1,4 +1,4 @@
-"""Helpers of the unpack tests: craft tar files entry by entry, and watch a sentinel tree."""
+"""Helpers of the unpack tests: craft tar files entry by entry, images of them, and watch a sentinel tree."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -65,6 +66,40 @@ def write_layer(path: Path, entries: list[E], *, compress: str = "gzip") -> tupl
     blob = gzip.compress(raw, 1) if compress == "gzip" else raw
     path.write_bytes(blob)
     return "sha256:" + hashlib.sha256(blob).hexdigest(), "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+ZST = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+
+def layer_image(tmp: Path, layers: list[tuple[str, list[E], str]]) -> tuple[list[Any], dict[str, Path], Path]:
+    """Blobs of ``(name, entries, media type)`` layers (gzip or zstd) under ``tmp/blobs``, their specs, and
+    each layer applied alone under ``tmp/expected/<i>`` (what a pull must produce at its mountpoint)."""
+    import zstandard
+
+    from soci_lab.unpack import LayerSpec, apply_layer
+
+    blobs = tmp / "blobs"
+    blobs.mkdir()
+    specs, paths = [], {}
+    for name, entries, media_type in layers:
+        raw = tar_bytes(entries)
+        blob = gzip.compress(raw, 1) if media_type == GZ else zstandard.ZstdCompressor(level=1).compress(raw)
+        path = blobs / f"{name}.blob"
+        path.write_bytes(blob)
+        spec = LayerSpec(
+            "sha256:" + hashlib.sha256(blob).hexdigest(),
+            len(blob),
+            media_type,
+            "sha256:" + hashlib.sha256(raw).hexdigest(),
+        )
+        specs.append(spec)
+        paths[spec.digest] = path
+    expected = tmp / "expected"
+    for i, spec in enumerate(specs):
+        (expected / str(i)).mkdir(parents=True)
+        apply_layer(paths[spec.digest], expected / str(i))
+    return specs, paths, expected
 
 
 def scan(root: Path, skip: Path | None = None) -> dict[str, tuple[int, int, int, bytes | str | None]]:
