@@ -37,31 +37,40 @@ from soci_lab.remote.transport import RetryBudget, Transport
 # --- servers -------------------------------------------------------------------------------------------------
 
 
+def _listen(on_accept: Callable[[socket.socket], None]) -> tuple[socket.socket, str]:
+    """A listener on a free loopback port whose connections go to ``on_accept`` (from a daemon thread)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def loop() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            on_accept(sock)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
 class CountingRelay:
     """A TCP relay to ``upstream`` (``host:port``) on a free loopback port; counts accepted connections."""
 
     def __init__(self, upstream: str) -> None:
         host, port = upstream.rsplit(":", 1)
         self.upstream = (host, int(port))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.connections = 0
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.listener, self.url = _listen(self._accepted)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(self.upstream)
-            with self._lock:
-                self.connections += 1
-                self._pairs.append((client, up))
-            for a, b in ((client, up), (up, client)):
-                threading.Thread(target=_copy, args=(a, b), daemon=True).start()
+    def _accepted(self, client: socket.socket) -> None:
+        up = socket.create_connection(self.upstream)
+        with self._lock:
+            self.connections += 1
+            self._pairs.append((client, up))
+        for a, b in ((client, up), (up, client)):
+            threading.Thread(target=_copy, args=(a, b), daemon=True).start()
 
     def close_connections(self) -> None:
         """Close every relayed connection, as a server closing idle keep-alive connections would."""
@@ -115,19 +124,12 @@ class ScriptedServer:
     closed: list[int] = field(default_factory=list)  # connections whose client hung up or that the script closed
 
     def __post_init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.listener, self.url = _listen(self._accepted)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            n = self.connections
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(sock, n), daemon=True).start()
+    def _accepted(self, sock: socket.socket) -> None:
+        n = self.connections
+        self.connections += 1
+        threading.Thread(target=self._serve, args=(sock, n), daemon=True).start()
 
     def _serve(self, sock: socket.socket, n: int) -> None:
         buf = b""
