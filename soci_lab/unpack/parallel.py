@@ -187,10 +187,11 @@ class ParallelPuller:
                 job = jobs.add_layer_job(image, layer.digest)
                 entry = queue.enqueue(layer.size, streamable=self._streamable(image, layer))
                 assert self._tg is not None
-                self._tg.start_soon(self._premount, job, layer, entry)
+                self._tg.start_soon(self._premount, job, layer, queue, entry)
                 started.append(job)
         except BaseException as exc:
             jobs.remove_image(image, exc)
+            self._queues.pop(image, None)  # a later pull of the image starts from an empty queue
             raise
         return started
 
@@ -262,24 +263,25 @@ class ParallelPuller:
 
     # --- the per-layer task -----------------------------------------------------------------------
 
-    async def _premount(self, job: LayerUnpackJob, layer: LayerSpec, entry: QueuedLayer) -> None:
+    async def _premount(self, job: LayerUnpackJob, layer: LayerSpec, queue: UnpackQueue, entry: QueuedLayer) -> None:
         with anyio.CancelScope() as scope:
             job.bind_scope(scope)
             try:
-                job.result = await self._download_and_apply(job, layer, entry)
+                job.result = await self._download_and_apply(job, layer, queue, entry)
             except Exception as exc:
                 job.unpack_error = exc
                 job.finish(exc)
                 self._cancel_siblings(job.image, exc)
             finally:
-                self._queue(job.image).leave(entry)
+                queue.leave(entry)  # the image's queue even if the image was dropped meanwhile
                 if scope.cancel_called and job.unpack_error is None and job.status is LayerUnpackJobStatus.CANCELLED:
                     job.unpack_error = job.error or LayerJobCancelled(f"layer {layer.digest} cancelled")
                 job.unpacked.set()
 
-    async def _download_and_apply(self, job: LayerUnpackJob, layer: LayerSpec, entry: QueuedLayer) -> LayerOutcome:
+    async def _download_and_apply(
+        self, job: LayerUnpackJob, layer: LayerSpec, queue: UnpackQueue, entry: QueuedLayer
+    ) -> LayerOutcome:
         image = job.image
-        queue = self._queue(image)
         content = self.content
         local = content is not None and await anyio.to_thread.run_sync(content.has, layer.digest)
         if local:
