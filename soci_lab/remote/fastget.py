@@ -49,13 +49,15 @@ from .transport import tls_verification_error
 if TYPE_CHECKING:
     from .transport import Exchange, RetryBudget, Transport
 
-#: Transfers at least this large take the lean path; smaller ones stay on httpx. Measured on loopback
-#: (benchmarks/lean_ranges.py, 2 cores, embedded and distribution registries), pooled lean GETs written to a
-#: file took 0.47-0.80x httpx's wall time for 8 MiB-512 KiB ranges, 0.86-0.94x at 256 KiB and 1.00-1.19x
-#: at 64 KiB (the pump's threads start per request); read into memory they were faster at every size. 512 KiB
-#: keeps a margin above the crossover, so small requests (manifests, probes, tiny lazy-loading ranges) keep
-#: httpx's path and cost.
-FAST_MIN_BYTES = 512 << 10
+#: Transfers at least this large take the lean path; smaller ones stay on httpx. Pooled lean GETs are faster
+#: down to 512 KiB (benchmarks/lean_ranges.py: 0.47-0.80x httpx's wall time for 8 MiB-512 KiB ranges written
+#: to a file, faster at every size read into memory), and the threshold was 512 KiB for a while (63ea2bf).
+#: It is back at 16 MiB because lazy loading's span fetches then went two ways with different first-byte
+#: costs (small ones on httpx, the rest on pooled connections), which the simulator's calibration fits as one
+#: population: the per-request fit came out with no bandwidth (notebook 04 failed 1 CI run in 3) and an
+#: unshaped loopback showed a 1.17 MB "token bucket". Lower it again once the calibration tells the two
+#: paths apart; the parallel puller's whole-layer downloads, the eager path that matters, take it anyway.
+FAST_MIN_BYTES = 16 << 20
 READ = 1 << 20
 MAX_HEAD = 64 << 10
 MAX_REDIRECTS = 10
