@@ -77,10 +77,6 @@ class SlotQueue:
         entry.streamable = False
         self._dispatch()
 
-    def mark_unstreamable(self, entry: QueuedLayer) -> None:
-        """``entry`` turned out not to be writable front to back (e.g. it is downloaded in chunks)."""
-        entry.streamable = False
-
     def leave(self, entry: QueuedLayer) -> None:
         """``entry`` gives back its slot, or leaves the line without one (its task ended or was cancelled)."""
         if entry.done:

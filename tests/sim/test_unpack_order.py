@@ -27,7 +27,6 @@ ops = st.lists(
         _ready,
         _ready,
         st.tuples(st.just("leave"), st.integers(0, 30)),
-        st.tuples(st.just("unstreamable"), st.integers(0, 30)),
     ),
     max_size=60,
 )
@@ -54,9 +53,6 @@ def test_the_sim_queue_grants_as_the_real_one(slots, stream, ops):
             elif op[0] == "leave":
                 real.leave(r_entries[i])
                 sim.leave(s_entries[i])
-            elif op[0] == "unstreamable":
-                real.mark_unstreamable(r_entries[i])
-                sim.mark_unstreamable(s_entries[i])
         # who holds a slot, in grant order, and how each was granted
         assert [r_entries.index(e) for e in real.holding] == [s_entries.index(e) for e in sim.holding]
         for r, s in zip(r_entries, s_entries, strict=True):
