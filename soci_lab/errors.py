@@ -339,3 +339,25 @@ class ReadinessTimeout(WorkloadError):
 
 class DatasetError(SociLabError):
     """A dataset recipe is unknown or its build failed."""
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first real failure in a task group's exception group (cancellations of its siblings aside), so a
+    caller can raise the one clear error instead of a group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, Exception):
+            return exc
+    return leaves[0] if leaves else group

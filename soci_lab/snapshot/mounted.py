@@ -1,6 +1,7 @@
 """A mounted image (:class:`MountedImage`) and what taking it down needs: merging the FUSE servers' events
-into the run's (:func:`merge_child_events`), network bytes per layer (:func:`bytes_per_layer`), and the
-first real failure of a task group (:func:`first_error`).
+into the run's (:func:`merge_child_events`), network bytes per layer (:func:`bytes_per_layer`), and — from
+:mod:`soci_lab.errors`, where the unpack room uses it too — the first real failure of a task group
+(:func:`first_error`).
 
 :meth:`MountedImage.unmount` takes everything down — the overlay and anything mounted under it, every FUSE
 server (one SIGTERM, then SIGKILL after 30 s, then a lazy unmount) — merges the servers' own events (their
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MountError, SociLabError
+from ..errors import MountError, SociLabError, first_error
 from ..events import EventRecorder
 from ..oci import Reference
 from .decide import ImagePlan, LayerPlan
@@ -230,24 +231,6 @@ class MountedImage:
 
     def __exit__(self, *exc: object) -> None:
         self.unmount()
-
-
-def first_error(group: BaseExceptionGroup) -> BaseException:
-    """The first real failure in a task group's exception group (cancellations of its siblings aside)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, Exception):
-            return exc
-    return leaves[0] if leaves else group
 
 
 def bytes_per_layer(frame: pd.DataFrame, digests: Sequence[str]) -> dict[str, int]:

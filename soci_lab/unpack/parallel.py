@@ -49,7 +49,7 @@ import anyio
 import anyio.abc
 
 from ..config import ParallelPullUnpackConfig
-from ..errors import LayerJobCancelled, ParallelPullIsDisabled
+from ..errors import LayerJobCancelled, ParallelPullIsDisabled, first_error
 from ..events import EventRecorder, NullRecorder
 from .applyproc import ApplyWorkers
 from .archive import LayerApplyResult, apply_layer_async
@@ -335,7 +335,7 @@ class ParallelPuller:
                             follow=follow,
                         )
         except BaseExceptionGroup as group:  # from the download's task or the apply: give the one error
-            raise _first_error(group) from None
+            raise first_error(group) from None
         if not local and content is not None and not self.config.discard_unpacked_layers:
             await anyio.to_thread.run_sync(content.import_file, ingest, layer.digest, layer.size)
         return LayerOutcome(layer.digest, job.fs_dir, "local" if local else "remote", fetched, result)
@@ -394,14 +394,6 @@ class ParallelPuller:
         self.resources.forget_image(image)
         self._ranges.pop(image, None)
         self._queues.pop(image, None)
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first error in a task group's exception group (nested groups opened)."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 __all__ = ["LayerJobCancelled", "LayerOutcome", "ParallelPuller", "largest_first", "prepare_mountpoint"]
