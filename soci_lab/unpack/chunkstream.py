@@ -44,6 +44,15 @@ class ChunkStream:
     def tell(self) -> int:
         return self._base + self._pos
 
+    def peek(self, n: int) -> bytes | None:
+        """The next ``n`` bytes without consuming them, if the current chunk holds them all (else ``None``:
+        the caller then reads them with :meth:`read`, which crosses chunks)."""
+        if self._pos >= len(self._buf) and not self._fill():
+            return None
+        if self._pos + n > len(self._buf):
+            return None
+        return self._buf[self._pos : self._pos + n].tobytes()
+
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (fewer only at end of stream). Used for headers, so ``n`` is bounded."""
         if n < 0 or n > MAX_HEADER_READ:

@@ -69,7 +69,7 @@ import tarfile
 from typing import Any, Protocol
 from zlib import adler32
 
-__all__ = ["HeaderSource", "fast_path_enabled", "read_header"]
+__all__ = ["HeaderSource", "fast_path_enabled", "plain_fields", "read_header"]
 
 _TarInfo = tarfile.TarInfo
 _fromtarfile = tarfile.TarInfo.fromtarfile
@@ -79,6 +79,8 @@ _PLAIN_TYPES = frozenset(b"01234567\0")
 #: those whose data blocks follow the header (tarfile.REGULAR_TYPES without the sparse ``S``)
 _DATA_TYPES = frozenset(b"07\0")
 _AREGTYPE = 0
+#: regular files (``0``, old ``\0``) and directories: the headers :func:`plain_fields` reads
+_FILE_DIR_TYPES = frozenset(b"0\0" b"5")
 _DIRTYPE = ord("5")
 _XHDTYPE = ord("x")
 #: pax keys that ``_apply_pax_info`` turns into attributes, with the attribute they set
@@ -250,16 +252,40 @@ def _plain(buf: bytes, after_pax: bool) -> tarfile.TarInfo:
     info.gname = _text(buf, 297, 329) if buf[297] else ""
     info.devmajor = devmajor
     info.devminor = devminor
-    if kind == _DIRTYPE:
+    info.name = _full_name(buf, name, kind == _DIRTYPE)
+    return info
+
+
+def _full_name(buf: bytes, name: str, is_dir: bool) -> str:
+    """The member name from the name field's text and the ustar prefix, as ``_proc_builtin`` joins them."""
+    if is_dir:
         name = name.rstrip("/")
     if buf[345]:
         prefix = _text(buf, 345, 500)
         if prefix:
             name = prefix + "/" + name
-            if kind == _DIRTYPE:
+            if is_dir:
                 name = name.rstrip("/")  # _proc_builtin strips again after the prefix is joined
-    info.name = name
-    return info
+    return name
+
+
+def plain_fields(buf: bytes) -> tuple[bool, str, int, int, int, int, int] | None:
+    """``(is_dir, name, mode, uid, gid, size, mtime)`` of a plain regular-file or directory header block,
+    exactly as :func:`read_header` would give them for it (no pax header before it, no global pax headers,
+    utf-8); ``None`` for every other block, which then goes through :func:`read_header`.
+
+    Why: most entries of a layer are such headers, and the applier can create them from these seven values
+    without building a :class:`tarfile.TarInfo` (see :meth:`.tarapply.TarApplier.apply`)."""
+    kind = buf[156]
+    if kind not in _FILE_DIR_TYPES or len(buf) != 512 or not (_fast is True or _check_once()):
+        return None
+    try:
+        mode, uid, gid, size, mtime, _chksum, _major, _minor = _numbers(buf)
+    except _Fallback:
+        return None
+    name = _text(buf, 0, 100)
+    is_dir = kind == _DIRTYPE or (kind == _AREGTYPE and name.endswith("/"))
+    return is_dir, _full_name(buf, name, is_dir), mode, uid, gid, size, mtime
 
 
 def _pax_records(data: bytes) -> dict[str, str]:

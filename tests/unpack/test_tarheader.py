@@ -591,3 +591,53 @@ _EXAMPLES = {
 def test_examples(data: bytes) -> None:
     _agree(data)
     _agree(data, list(range(1, len(data), 7)))
+
+
+# --- plain_fields: the applier's shortcut for plain file and directory headers --------------------------
+
+
+def _plain_agrees(block: bytes) -> bool:
+    """``plain_fields(block)`` is None or exactly what tarfile reads from that block alone; True if not None."""
+    fields = tarheader.plain_fields(block)
+    if fields is None:
+        return False
+    info = tarfile.TarInfo.fromtarfile(_Src(block + bytes(1024), []))  # type: ignore[arg-type]
+    assert info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+    assert not info.pax_headers
+    assert fields == (info.isdir(), info.name, info.mode, info.uid, info.gid, info.size, info.mtime)
+    return True
+
+
+@SETTINGS
+@given(
+    st.lists(_entries(), min_size=1, max_size=4),
+    _formats,
+    st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=6),
+    st.sampled_from(["none", "unsigned", "signed"]),
+)
+def test_plain_fields_are_what_tarfile_reads(
+    entries: list[dict[str, Any]], fmt: int, flips: list[tuple[int, int]], fix: str
+) -> None:
+    """Every 512-byte block of written and byte-flipped archives: plain_fields gives tarfile's values for a
+    plain file or directory header, and None for anything else (a pax or GNU header, a link, a bad field)."""
+    data = bytearray(_write(entries, fmt))
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    for off in range(0, len(data) - 511, 512):
+        block = bytearray(data[off : off + 512])
+        if fix != "none" and block.count(0) != 512:
+            _fix_checksum(block, signed=fix == "signed")
+        _plain_agrees(bytes(block))
+
+
+def test_plain_fields_take_ustar_files_and_directories() -> None:
+    """Not vacuous: on a ustar archive of files and directories every header is read by plain_fields."""
+    entries = [
+        {**_entry_fixture(), "name": name, "type": kind, "size": size}
+        for name, kind, size in [("d/", tarfile.DIRTYPE, 0), ("d/f", tarfile.REGTYPE, 7), ("d/e", tarfile.AREGTYPE, 0)]
+    ]
+    entries.append({**_entry_fixture(), "name": "p" * 120 + "/q", "type": tarfile.REGTYPE})  # uses the prefix
+    data = _write(entries, tarfile.USTAR_FORMAT)
+    taken = [_plain_agrees(data[off : off + 512]) for off in _header_offsets(data)]
+    assert taken == [True] * 4
+    assert tarheader.plain_fields(data[-1024:-512]) is None  # the end-of-archive block
