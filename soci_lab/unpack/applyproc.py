@@ -35,8 +35,6 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import anyio
-
 from ..errors import ApplyStopped, ArchiveError
 from ..events import EventRecorder, NullRecorder
 from .archive import LayerApplyResult, apply_layer
@@ -173,6 +171,8 @@ class ApplyWorkers:
         **kwargs: Any,
     ) -> LayerApplyResult:
         """:func:`~.archive.apply_layer` in a worker process; its events are recorded in ``recorder``."""
+        import anyio  # here, not at the top: a worker process imports this module and never needs anyio
+
         rec = None
         if recorder is not None and not isinstance(recorder, NullRecorder) and recorder.source == "real":
             rec = (recorder.run_id, recorder.strategy, time.monotonic() - recorder.now())  # its origin

@@ -37,12 +37,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import zstandard
 
-from ..config import DecompressStream
 from ..errors import ConfigError, DecompressionError
+
+if TYPE_CHECKING:
+    from ..config import DecompressStream  # not at run time: apply workers import this module
 
 try:  # optional, faster inflate
     from isal import isal_zlib as _inflate_mod  # type: ignore[import-not-found]
