@@ -2,15 +2,28 @@
 
 What is fitted, and from which events (the shape the real rooms' events must have for this to hold):
 
-- ``http_request`` (``t_start`` = request sent, ``t_end`` = last body byte, ``bytes`` = body bytes):
+- ``http_request`` (``t_start`` = request sent, ``t_end`` = last body byte, ``bytes`` = body bytes,
+  ``attrs.fast``: sent over the real client's lean path, ``attrs.reused``: over a pooled connection):
   requests that overlap no other request are fitted by least squares to
-  ``duration = first_byte_s + bytes / bandwidth`` — the per-request latency (RTT + registry overhead)
-  and the effective bandwidth of one transfer; where transfers of 8 MiB or more ran (eager pulls), the
-  bytes they moved over the time any of them was moving is the sustained rate, and ``bandwidth`` is the
-  lower of the two (a shaper's burst speeds small requests up, not blobs). When every request overlapped
-  another (an eager pull), the latency is the median duration of body-less (HEAD) or smallest requests
-  and the bandwidth is the bytes moved over the time any transfer was in flight (``notes["http_fit"]``
-  says which);
+  ``duration = first_byte + bytes / bandwidth`` — the per-request latency (RTT + registry overhead)
+  and the effective bandwidth of one transfer — with a first byte per path and one bandwidth for both:
+  ``first_byte_s`` for httpx's requests, ``fast_first_byte_s`` for the lean path's (the client sends GETs
+  of at least ``FAST_MIN_BYTES`` that way, and its first byte costs less: one intercept for both made the
+  path a size effect, which bent the slope — no bandwidth at all in 1 CI run of notebook 04 in 3, a
+  phantom 0.8-1.2 MB token bucket on unshaped loopback). A path with fewer than :data:`MIN_PATH_SAMPLES`
+  isolated requests is left out (``fast_first_byte_s`` None: one latency for both). Only the spread of
+  sizes within a path tells the slope; where it does not fix it (:func:`_slope_is_fixed`: httpx's isolated
+  requests are manifests of a few KiB, a small image's spans all one size), the bandwidth is the bytes moved
+  over the time bodies of more than 64 KiB were in flight and each path's latency the median of its
+  durations less their transfer. ``notes["fast_new_conn_s"]`` is what a new lean connection added to a
+  pooled one's first byte (a note: not modelled; python-pandas, 512 KiB threshold: +4.6 ms on loopback,
+  +2.1 ms at 1 Gbit, +1.5 ms at 100 Mbit from 9 new against 102 pooled, no steady cost). Where transfers
+  of 8 MiB or more ran (eager pulls), the bytes they moved over the time any of them was moving is the
+  sustained rate, and ``bandwidth`` is the lower of the two (a shaper's burst speeds small requests up,
+  not blobs); a shaper's bucket is then fitted with the paths' latencies (:func:`_burst`). When every
+  request overlapped another (an eager pull), the latency is the median duration of body-less (HEAD) or
+  smallest requests and the bandwidth is the bytes moved over the time any transfer was in flight
+  (``notes["http_fit"]`` says which);
 - ``span_decompress`` (duration = inflating one span, ``attrs.compression``): the median of
   ``bytes / duration`` per algorithm (bytes = uncompressed output). Without span events, whole-layer
   ``decompress`` events are used (``notes["decompress_source"]`` says which);
@@ -78,7 +91,15 @@ if TYPE_CHECKING:
 
 FORMAT = "soci_lab.sim.calibration/1"
 #: the notes of the HTTP fit (the network's, see :meth:`Calibration.with_network_of`)
-NETWORK_NOTES = ("http_fit", "http_residual_s", "bandwidth_isolated", "bandwidth_sustained", "burst_latency_s")
+NETWORK_NOTES = (
+    "http_fit",
+    "http_residual_s",
+    "bandwidth_isolated",
+    "bandwidth_sustained",
+    "burst_latency_s",
+    "fast_burst_latency_s",
+    "fast_new_conn_s",
+)
 #: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name
 HOST_KEYS = (
     "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
@@ -93,6 +114,8 @@ class Calibration:
 
     bandwidth: float | None = None
     first_byte_s: float | None = None
+    #: the lean path's first-byte time (None: ``first_byte_s`` for both paths, as files without it say)
+    fast_first_byte_s: float | None = None
     conn_cap: float | None = None
     burst: float | None = None
     decompress_rate: dict[str, float] = field(default_factory=dict)
@@ -121,7 +144,10 @@ class Calibration:
 
     def params(self, base: SimParams | None = None, *, rtt: float | None = None) -> SimParams:
         """``base`` with the fitted values in; ``rtt`` (if known, e.g. from the shaping) splits
-        ``first_byte_s`` into RTT and registry overhead, else it is all RTT."""
+        ``first_byte_s`` into RTT and registry overhead, else it is all RTT. With ``fast_first_byte_s`` the
+        lean path's first byte is its own (``NetworkParams.fast_request_overhead``; without ``rtt`` the
+        RTT is the cheaper path's first byte, the dearer one's difference its overhead); without it both
+        paths pay ``first_byte_s``."""
         base = base or SimParams()
         net, host = base.network, base.host
         if self.bandwidth:
@@ -131,10 +157,11 @@ class Calibration:
         if self.burst:
             net = replace(net, burst=self.burst)
         if self.first_byte_s is not None:
+            fb, fast = self.first_byte_s, self.fast_first_byte_s
             if rtt is None:
-                net = replace(net, rtt=self.first_byte_s, request_overhead=0.0)
-            else:
-                net = replace(net, rtt=rtt, request_overhead=max(0.0, self.first_byte_s - rtt))
+                rtt = fb if fast is None else min(fb, fast)
+            net = replace(net, rtt=rtt, request_overhead=max(0.0, fb - rtt),
+                          fast_request_overhead=None if fast is None else max(0.0, fast - rtt))  # fmt: skip
         if self.decompress_rate:
             host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
         if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
@@ -150,17 +177,17 @@ class Calibration:
         return replace(base, network=net, host=host)
 
     def with_network_of(self, other: Calibration) -> Calibration:
-        """This calibration's host with ``other``'s network (``bandwidth``, ``first_byte_s``, ``conn_cap``,
-        ``burst`` and what the HTTP fit noted and counted). The host is the same whatever network a run went
-        through: fit it from every run, where a burst of load on a shared machine weighs less, and the network
-        per network."""
+        """This calibration's host with ``other``'s network (``bandwidth``, ``first_byte_s``,
+        ``fast_first_byte_s``, ``conn_cap``, ``burst`` and what the HTTP fit noted and counted). The host is
+        the same whatever network a run went through: fit it from every run, where a burst of load on a shared
+        machine weighs less, and the network per network."""
         notes = {k: v for k, v in self.notes.items() if k not in NETWORK_NOTES}
         notes.update({k: v for k, v in other.notes.items() if k in NETWORK_NOTES})
         samples = {k: v for k, v in self.samples.items() if not k.startswith("http")}
         samples.update({k: v for k, v in other.samples.items() if k.startswith("http")})
-        return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s, conn_cap=other.conn_cap,
-                       burst=other.burst, notes=notes,
-                       samples=samples, decompress_rate=dict(self.decompress_rate),
+        return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s,
+                       fast_first_byte_s=other.fast_first_byte_s, conn_cap=other.conn_cap, burst=other.burst,
+                       notes=notes, samples=samples, decompress_rate=dict(self.decompress_rate),
                        layer_decompress_rate=dict(self.layer_decompress_rate))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -378,14 +405,22 @@ def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
     cal.samples["fuse_read"] = len(rows)
 
 
+#: isolated requests a path (httpx, lean) needs for a first-byte time of its own
+MIN_PATH_SAMPLES = 3
+
+
 def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
+    """Latency per path, bandwidth, per-connection cap and a shaper's burst from ``http_request`` events
+    (module docstring)."""
     xs: list[float] = []
     ys: list[float] = []
     idle: list[float] = []  # before each isolated request: the time since the last transfer ended
+    fast: list[bool] = []  # each isolated request: sent over the lean path
+    reused: list[bool] = []  # … over a pooled lean connection
     all_x: list[float] = []
     all_y: list[float] = []
     busy = 0.0
-    large: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    runs: list[_Transfers] = []
     for frame in frames:
         http = frame[(frame["kind"] == "http_request") & frame["ok"]].sort_values("t_start")
         starts = http["t_start"].to_numpy()
@@ -394,31 +429,57 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
         n = len(http)
         if not n:
             continue
+        lean = _attr(http, "fast").fillna(False).astype(bool).to_numpy()
+        pooled = _attr(http, "reused").fillna(False).astype(bool).to_numpy()
         prev_end = np.maximum.accumulate(np.concatenate(([-np.inf], ends[:-1])))
         next_start = np.concatenate((starts[1:], [np.inf]))
         alone = (prev_end <= starts) & (next_start >= ends)
         xs.extend(nbytes[alone].astype(float))
         ys.extend((ends - starts)[alone])
         idle.extend((starts - prev_end)[alone])
+        fast.extend(lean[alone].tolist())
+        reused.extend(pooled[alone].tolist())
         all_x.extend(nbytes.astype(float))
         all_y.extend(ends - starts)
         busy += _union_length(starts[nbytes > 0], ends[nbytes > 0])
-        big = nbytes >= SUSTAINED_MIN_BYTES
-        if big.any():
-            large.append((starts, ends, nbytes.astype(float), big))
+        runs.append((starts, ends, nbytes.astype(float), lean))
     cal.samples["http_isolated"] = len(xs)
     cal.samples["http"] = len(all_x)
     if len(xs) >= 2 and len(set(xs)) >= 2:
-        x, y = np.array(xs), np.array(ys)
-        a = np.vstack([np.ones_like(x), x]).T
-        (intercept, slope), *_ = np.linalg.lstsq(a, y, rcond=None)
-        if slope > 0:
-            cal.bandwidth = float(1 / slope)
-        cal.first_byte_s = float(max(0.0, intercept))
+        x, y, t_idle = np.array(xs), np.array(ys), np.array(idle)
+        lean, pooled = np.array(fast, dtype=bool), np.array(reused, dtype=bool)
+        split = _two_paths(x, lean)
+        if not split and min(int(lean.sum()), int((~lean).sum())) > 0:
+            # too few of one path to tell its cost apart: leave them out rather than bend the other's fit
+            keep = lean if lean.sum() > (~lean).sum() else ~lean
+            if len(set(x[keep].tolist())) >= 2:
+                x, y, t_idle, lean, pooled = x[keep], y[keep], t_idle[keep], lean[keep], pooled[keep]
+        a = np.vstack([~lean, lean, x]).T.astype(float) if split else np.vstack([np.ones_like(x), x]).T
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
         cal.notes["http_fit"] = "isolated requests"
-        cal.notes["http_residual_s"] = float(np.sqrt(np.mean((a @ np.array([intercept, slope]) - y) ** 2)))
-        if _sustained(cal, large):  # a shaper: isolated requests went faster than whole blobs
-            _burst(cal, x, y, np.array(idle))
+        if split and not _slope_is_fixed(a, y, coef):
+            coef = _paths_given_rate(cal, runs, x, y, lean)
+        elif coef[-1] > 0:
+            cal.bandwidth = float(1 / coef[-1])
+        cal.first_byte_s = float(max(0.0, coef[0]))
+        if split:
+            cal.fast_first_byte_s = float(max(0.0, coef[1]))
+            cal.samples["http_isolated_fast"] = int(lean.sum())
+            cal.notes["http_fit"] = _TWO_PATHS + cal.notes["http_fit"].removeprefix("isolated requests")
+            _new_connections(cal, y - a @ coef, lean, pooled)
+        cal.notes["http_residual_s"] = float(np.sqrt(np.mean((a @ coef - y) ** 2)))
+        if _sustained(cal, runs, two_paths=split):  # a shaper's link: try its bucket
+            paths = lean if split else np.zeros(len(x), dtype=bool)
+            _burst(cal, x, y, t_idle, paths)
+            for _ in range(4):  # the bucket moved the latencies: the sustained rate with them, then the bucket
+                if not cal.burst or cal.bandwidth != cal.notes["bandwidth_sustained"]:
+                    break
+                fb_fast = cal.first_byte_s if cal.fast_first_byte_s is None else cal.fast_first_byte_s
+                rate, _ = _rate_in_flight(runs, cal.first_byte_s, fb_fast, SUSTAINED_MIN_BYTES)
+                if rate is None or abs(rate - cal.bandwidth) <= 1e-9 * cal.bandwidth:
+                    break
+                cal.bandwidth = cal.notes["bandwidth_sustained"] = rate
+                _burst(cal, x, y, t_idle, paths)
         return
     if not all_x:
         return
@@ -433,93 +494,234 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
     cal.notes["http_fit"] = "aggregate (no isolated requests)"
 
 
+#: one run's requests, by start: starts, ends, body bytes, sent over the lean path
+_Transfers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_TWO_PATHS = "isolated requests (a latency per path: httpx, lean)"
+#: the per-path fit's slope must be this many standard errors above 0 to give the bandwidth
+SLOPE_MIN_T = 2.0
+
+
+def _slope_is_fixed(a: np.ndarray, y: np.ndarray, coef: np.ndarray) -> bool:
+    """Whether the sizes within the paths fix the slope: positive and :data:`SLOPE_MIN_T` standard errors
+    from 0. Each path's intercept is free, so only the spread of sizes inside a path tells the rate, and a
+    real run's may have little: httpx's isolated requests are manifests (their transfer hides in the
+    latency's noise), the lean path's spans of one size. Each path's scatter is its own (httpx's tiny
+    requests scatter by milliseconds on a busy host and say nothing of the rate)."""
+    if coef[-1] <= 0:
+        return False
+    x, resid = a[:, -1], y - a @ coef
+    sxx = var_num = 0.0
+    for g in (a[:, 0] > 0, a[:, 1] > 0):
+        if int(g.sum()) < 2:
+            continue
+        dev = float(np.sum((x[g] - x[g].mean()) ** 2))
+        sxx += dev
+        var_num += dev * float(np.sum(resid[g] ** 2)) / (int(g.sum()) - 1)
+    if sxx <= 0:
+        return False
+    return coef[-1] >= SLOPE_MIN_T * np.sqrt(var_num) / sxx
+
+
+def _paths_given_rate(
+    cal: Calibration, runs: list[_Transfers], x: np.ndarray, y: np.ndarray, lean: np.ndarray
+) -> np.ndarray:
+    """Where the isolated requests' sizes do not fix the slope: the bandwidth is the bytes that transfers of
+    more than :data:`BURST_SMALL_BYTES` moved over the time their bodies were in flight (from their path's
+    first byte), and each path's first byte the median of its isolated requests' durations less their
+    transfer at that rate (the two found in turn, each from the other, a few rounds from the medians of the
+    durations). Returns the fit's coefficients (httpx's latency, the lean path's, seconds per byte)."""
+    lats = [float(np.median(y[~lean])), float(np.median(y[lean]))]
+    per_byte = 0.0
+    for _ in range(4):
+        rate, n = _rate_in_flight(runs, lats[0], lats[1], BURST_SMALL_BYTES + 1)
+        if rate is None:
+            break
+        per_byte = 1 / rate
+        lats = [float(np.median((y - x * per_byte)[g])) for g in (~lean, lean)]
+        cal.bandwidth = rate
+        cal.samples["http_in_flight"] = n
+    if per_byte:
+        cal.notes["http_fit"] = (f"isolated requests; transfers of > {BURST_SMALL_BYTES >> 10} KiB in flight "
+                                 "(bandwidth: the isolated sizes did not fix it)")  # fmt: skip
+    return np.array([*lats, per_byte])
+
+
+def _rate_in_flight(
+    runs: list[_Transfers], fb_slow: float, fb_fast: float, min_bytes: float
+) -> tuple[float | None, int]:
+    """The bytes moved (by every transfer) while any transfer of at least ``min_bytes`` was moving bytes
+    (after its path's first-byte time), over that time; and how many such transfers there were (None, 0
+    without any). A transfer partly inside that time counts in proportion (its rate taken as even)."""
+    moved = busy = 0.0
+    count = 0
+    for starts, ends, nbytes, lean in runs:
+        big = nbytes >= min_bytes
+        if not big.any():
+            continue
+        first = starts + np.where(lean, fb_fast, fb_slow)
+        segs = _union(first[big], ends[big])
+        busy += sum(b - a for a, b in segs)
+        count += int(big.sum())
+        for s0, e0, nb in zip(first, ends, nbytes, strict=True):
+            if nb <= 0 or e0 <= s0:
+                continue
+            inside = sum(max(0.0, min(e0, b) - max(s0, a)) for a, b in segs)
+            moved += nb * inside / (e0 - s0)
+    if busy <= 0 or moved <= 0:
+        return None, count
+    return moved / busy, count
+
+
+def _two_paths(x: np.ndarray, lean: np.ndarray) -> bool:
+    """Whether the isolated requests allow a first-byte time per path and one bandwidth: each path has
+    :data:`MIN_PATH_SAMPLES` requests and the sizes vary within at least one of them (else the slope would
+    come from the difference between the paths, which is the latency being told apart)."""
+    if min(int(lean.sum()), int((~lean).sum())) < MIN_PATH_SAMPLES:
+        return False
+    return len(set(x[lean].tolist())) >= 2 or len(set(x[~lean].tolist())) >= 2
+
+
+def _new_connections(cal: Calibration, residual: np.ndarray, lean: np.ndarray, pooled: np.ndarray) -> None:
+    """``notes["fast_new_conn_s"]``: how much later a lean request's first byte came on a new connection
+    than on a pooled one (the medians of their residuals; each side needs :data:`MIN_PATH_SAMPLES`)."""
+    new, old = lean & ~pooled, lean & pooled
+    if min(int(new.sum()), int(old.sum())) < MIN_PATH_SAMPLES:
+        return
+    cal.notes["fast_new_conn_s"] = float(np.median(residual[new]) - np.median(residual[old]))
+    cal.samples["http_isolated_fast_new"] = int(new.sum())
+
+
 #: transfers at least this large measure the link's sustained rate (a shaper's burst is small beside them)
 SUSTAINED_MIN_BYTES = 8 << 20
 #: large transfers at once this much faster than an isolated request make the latter a per-connection cap
 CONN_CAP_MARGIN = 1.15
+#: … and no more than this much faster, a shared link (a shaper's, whose bucket is looked for)
+SHAPED_MARGIN = 1.05
 
 
-def _sustained(cal: Calibration, large: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> bool:
+def _sustained(cal: Calibration, runs: list[_Transfers], *, two_paths: bool = False) -> bool:
     """Where large transfers ran, the link's rate is the bytes moved (by every transfer) while any large one
-    was moving bytes (after its first-byte latency), over that time: a shaper that lets small requests
-    through in a burst (the netlab proxy's token bucket: 20 ms of data) makes isolated requests look faster
-    than the link goes for a whole blob. The lower of the two becomes ``bandwidth``; ``notes`` keep both.
-    A transfer partly inside that time counts in proportion (its rate taken as even).
+    was moving bytes (after its first-byte latency, its path's), over that time: a shaper that lets small
+    requests through in a burst (the netlab proxy's token bucket: 20 ms of data) makes isolated requests look
+    faster than the link goes for a whole blob. The lower of the two becomes ``bandwidth``; ``notes`` keep
+    both. A transfer partly inside that time counts in proportion (its rate taken as even).
 
     Where the large transfers went more than :data:`CONN_CAP_MARGIN` × faster than one request alone
     (unshaped loopback: 1.34 GB/s for three blob downloads at once, 0.86 GB/s for one), one connection is
     what limited the isolated requests: ``conn_cap`` is their rate and ``bandwidth`` the sustained one (a
     lower bound of the link's: the last large transfer's tail, alone, ran at the cap).
 
-    True when the sustained rate became ``bandwidth`` (it was below the isolated requests' rate)."""
-    if not large or cal.first_byte_s is None:
+    True where a shaper's bucket may show in the isolated requests (:func:`_burst`): the sustained rate was
+    below the isolated requests' (it became ``bandwidth``), or, with a latency per path (a bucket then
+    lowers the lean path's latency more than the slope, :func:`_burst`), no more than
+    :data:`SHAPED_MARGIN` × above it (one shared link, not one connection, limited both)."""
+    if cal.first_byte_s is None:
         return False
-    fb = cal.first_byte_s
-    moved = busy = 0.0
-    n_large = 0
-    for starts, ends, nbytes, big in large:
-        segs = _union(starts[big] + fb, ends[big])
-        busy += sum(b - a for a, b in segs)
-        n_large += int(big.sum())
-        for s0, e0, nb in zip(starts + fb, ends, nbytes, strict=True):
-            if nb <= 0 or e0 <= s0:
-                continue
-            inside = sum(max(0.0, min(e0, b) - max(s0, a)) for a, b in segs)
-            moved += nb * inside / (e0 - s0)
-    if busy <= 0:
+    fb_slow = cal.first_byte_s
+    fb_fast = fb_slow if cal.fast_first_byte_s is None else cal.fast_first_byte_s
+    rate, n_large = _rate_in_flight(runs, fb_slow, fb_fast, SUSTAINED_MIN_BYTES)
+    if rate is None:
         return False
-    rate = moved / busy
     cal.notes["bandwidth_isolated"] = cal.bandwidth
     cal.notes["bandwidth_sustained"] = rate
     cal.samples["http_sustained"] = n_large
     big_mib = SUSTAINED_MIN_BYTES >> 20
     if cal.bandwidth is None or rate < cal.bandwidth:
         cal.bandwidth = rate
-        cal.notes["http_fit"] = f"isolated requests (latency); transfers of >= {big_mib} MiB (bandwidth)"
+        cal.notes["http_fit"] += f"; transfers of >= {big_mib} MiB (bandwidth)"
         return True
     if rate > CONN_CAP_MARGIN * cal.bandwidth:
         cal.conn_cap, cal.bandwidth = cal.bandwidth, rate
-        cal.notes["http_fit"] = (f"isolated requests (latency, rate of one connection); transfers of >= {big_mib} "
-                                 "MiB (bandwidth)")  # fmt: skip
-    return False
+        cal.notes["http_fit"] += f" (rate of one connection); transfers of >= {big_mib} MiB (bandwidth)"
+        return False
+    return two_paths and rate <= SHAPED_MARGIN * cal.bandwidth
 
 
 #: isolated requests this small measure the first-byte latency alone; this large, the burst they got
 BURST_SMALL_BYTES = 64 << 10
 BURST_LARGE_BYTES = 1 << 20
+#: buckets whose fits' absolute errors are within this fraction of the best one's fit the data alike
+BURST_TIE = 0.01
+#: paths' latencies closer than this are as close (seconds; the clocks' and the medians' noise)
+GAP_TOLERANCE_S = 20e-6
 
 
-def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndarray) -> None:
-    """A shaper's token bucket, from isolated requests, where the sustained rate is below the isolated one.
+def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndarray, lean: np.ndarray) -> None:
+    """A shaper's token bucket, from isolated requests, where the link (not one connection) set the rate.
 
     After an idle moment a shaper like the netlab proxy's lets its bucket (20 ms of its rate) through at
     once, so an isolated span fetch of ``n`` bytes takes ``first byte + (n - saved) / bandwidth``, not
     ``n / bandwidth`` — at 1 Gbit a 4 MiB span arrives ~2.5x sooner than the link's rate says. The bucket
-    refills at the link's rate, so what a request saves is ``min(burst, bandwidth * idle)`` (``idle``: the
-    silence before it). Each isolated request of at least :data:`BURST_LARGE_BYTES` gives its saving,
-    ``n - bandwidth * (duration - latency)`` (latency: the median duration of isolated requests of at most
-    :data:`BURST_SMALL_BYTES`); ``burst`` is the size that fits those savings best (least absolute error of
-    that ``min``). None when either group has fewer than three requests, or no request saved anything."""
-    small = secs[nbytes <= BURST_SMALL_BYTES]
+    refills at the link's rate, so what a request saves is ``min(burst, bandwidth * idle, n)`` (``idle``: the
+    silence before it). With ``bandwidth`` fixed, ``burst`` and a first-byte time per path (``lean`` marks
+    the lean path's requests; all False: one path) are fitted jointly to every isolated request by least
+    absolute error: for each candidate bucket, each path's latency is the median of its requests' durations
+    less their transfer; the latencies found with the bucket chosen replace the least-squares ones. None
+    when fewer than three requests are of at most :data:`BURST_SMALL_BYTES` or of at least
+    :data:`BURST_LARGE_BYTES`, or when no bucket fits better than none.
+
+    A bucket is told apart from a path's latency only where that path's sizes (or refills) straddle it: a
+    request larger than the bucket after a full refill takes ``latency + (n - burst) / bandwidth``, as one
+    with a latency ``burst / bandwidth`` lower and no bucket does. Real runs have exactly that: httpx's
+    isolated requests are manifests of a few KiB, the lean path's spans of 0.8-2 MiB; at 100 Mbit + 20 ms
+    (a 250 KB bucket) every bucket from 0 to 250 KB fits within 0.05 % (the lean path's latency 4 to 24 ms),
+    beyond it the fit worsens. Where two paths leave the choice open (errors within :data:`BURST_TIE` of the
+    least), the bucket taken is the one that leaves the paths' latencies closest: a shaper's bucket spares
+    every request alike, where the paths differ by the client's cost of a request (1.2 ms on loopback)."""
+    small = nbytes <= BURST_SMALL_BYTES
     large = nbytes >= BURST_LARGE_BYTES
-    if len(small) < 3 or int(large.sum()) < 3 or not cal.bandwidth:
+    if int(small.sum()) < 3 or int(large.sum()) < 3 or not cal.bandwidth:
         return
-    latency = float(np.median(small))
-    n = nbytes[large]
-    saved = np.clip(n - cal.bandwidth * np.maximum(0.0, secs[large] - latency), 0.0, n)
+    bw = cal.bandwidth
+    groups = [g for g in (~lean, lean) if g.any()]
     # a request cannot save more than the bucket held (it refills at the link's rate) nor than its own size
-    limit = np.minimum(cal.bandwidth * np.maximum(0.0, idle[large]), n)
-    candidates = np.unique(np.concatenate((saved, limit)))
-    candidates = candidates[candidates > 0]
-    if not len(candidates):
+    limit = np.minimum(bw * np.maximum(0.0, idle), nbytes)
+    top = float(limit.max())
+    if top <= 0:
         return
-    errors = [float(np.abs(saved - np.minimum(c, limit)).sum()) for c in candidates]
-    best = float(candidates[int(np.argmin(errors))])
-    if float(np.abs(saved).sum()) <= min(errors):  # "no bucket" fits as well: keep none
+
+    def cost(c: float) -> tuple[float, list[float]]:
+        resid = secs - (nbytes - np.minimum(c, limit)) / bw
+        lats = [float(np.median(resid[g])) for g in groups]
+        return float(sum(np.abs(resid[g] - lat).sum() for g, lat in zip(groups, lats, strict=True))), lats
+
+    def choose(cands: np.ndarray) -> float:
+        fits = [cost(float(c)) for c in cands]
+        errors = np.array([e for e, _ in fits])
+        if len(groups) == 1:
+            return float(cands[int(np.argmin(errors))])
+        near = np.flatnonzero(errors <= errors.min() * (1 + BURST_TIE) + 1e-12)
+        gaps = np.array([abs(fits[i][1][1] - fits[i][1][0]) for i in near])
+        closest = near[gaps <= gaps.min() + GAP_TOLERANCE_S]
+        return float(cands[closest[0]])  # the smallest bucket that leaves the paths that close
+
+    grid = np.concatenate(([0.0], limit, np.geomspace(max(1.0, top * 1e-4), top, 1024)))
+    best = choose(np.unique(grid[grid >= 0]))
+    if best > 0:  # sharpen: each request's own saving at that bucket's latencies, and a fine grid about it
+        _, lats = cost(best)
+        path_lat = np.where(lean, lats[-1], lats[0])
+        implied = nbytes - bw * (secs - path_lat)
+        near = np.concatenate((implied, np.linspace(best / 1.01, best * 1.01, 65)))
+        near = near[(near > best / 1.02) & (near < min(top, best * 1.02) + 1e-9)]
+        best = choose(np.unique(np.append(near, best)))
+    err, lats = cost(best)
+    none_err, none_lats = cost(0.0)
+    if best <= 0:
         return
+    if len(lats) == 1:
+        if none_err <= err:  # "no bucket" fits as well: keep none
+            return
+    else:
+        as_close = abs(lats[1] - lats[0]) >= abs(none_lats[1] - none_lats[0]) - GAP_TOLERANCE_S
+        if as_close and none_err <= err * (1 + BURST_TIE):  # no bucket fits as well, the paths as close
+            return
     cal.burst = best
     cal.samples["http_burst"] = int(large.sum())
-    cal.notes["burst_latency_s"] = latency
+    cal.first_byte_s = max(0.0, lats[0])  # httpx's (or the one path's)
+    cal.notes["burst_latency_s"] = lats[0]
+    if len(lats) == 2:
+        cal.fast_first_byte_s = max(0.0, lats[1])
+        cal.notes["fast_burst_latency_s"] = lats[1]
 
 
 def _union(starts: np.ndarray, ends: np.ndarray) -> list[tuple[float, float]]:

@@ -8,10 +8,14 @@ fixed per-request rate: a flow's speed is whatever the link gives it at each ins
 
 The same class models any shared bandwidth — the host's disk is a :class:`Link` too (see ``host.py``).
 
-:class:`Network` puts HTTP on top: a request costs one RTT before the first byte (plus the registry's
-per-request overhead, plus one RTT per redirect hop), then its body flows through the link, optionally
-under a per-connection cap and a slow-start ramp (congestion window doubling every RTT from
-``init_cwnd``).
+:class:`Network` puts HTTP on top: a request costs one RTT before the first byte (plus the per-request
+overhead, plus one RTT per redirect hop), then its body flows through the link, optionally under a
+per-connection cap and a slow-start ramp (congestion window doubling every RTT from ``init_cwnd``).
+
+The per-request overhead depends on the path the real client would take. Its GETs of at least
+``FAST_MIN_BYTES`` (:mod:`soci_lab.remote.fastget`) go over pooled raw sockets, the rest through httpx,
+and the two differ in first-byte cost (the lean path is cheaper); ``fast_request_overhead`` is the lean
+path's, charged by the same threshold rule (``fast_min_bytes``, the real client's threshold unless set).
 """
 
 from __future__ import annotations
@@ -317,7 +321,10 @@ class NetworkParams:
     answered by a redirect to storage (one more RTT unless the client cached the final URL);
     ``conn_cap`` bytes/s per connection (None: none); ``slow_start``: each request's body ramps from
     ``init_cwnd`` bytes doubling every RTT (a cold TCP connection; None of it on a warm one); ``burst``
-    bytes of a shaper's token bucket (:class:`Link`).
+    bytes of a shaper's token bucket (:class:`Link`); ``fast_request_overhead``: the per-request overhead
+    of GETs of at least ``fast_min_bytes`` body bytes, which the real client sends over its lean path
+    (None: ``request_overhead``, one cost for both paths); ``fast_min_bytes`` None: the real client's
+    threshold (:func:`lean_min_bytes`).
     """
 
     bandwidth: float = 125e6
@@ -330,6 +337,22 @@ class NetworkParams:
     #: a shaper's token bucket (bytes): saved while the link is under-used, sent at once when a transfer
     #: starts (the netlab proxy's: 20 ms of its rate); 0 = none
     burst: float = 0.0
+    #: the lean path's per-request overhead (seconds; None: ``request_overhead``)
+    fast_request_overhead: float | None = None
+    #: body bytes from which a GET takes the lean path (None: the real client's ``FAST_MIN_BYTES``)
+    fast_min_bytes: int | None = None
+
+
+def lean_min_bytes() -> int:
+    """The real client's lean-path threshold, ``soci_lab.remote.fastget.FAST_MIN_BYTES``.
+
+    Read from the client rather than copied, so the simulator follows it when it changes. Imported here, on
+    first use, not at the top: ``sim/`` does not depend on ``remote/`` otherwise (this is its one reading of
+    it, a constant; importing it loads httpx, about 0.15 s once per process).
+    """
+    from ..remote.fastget import FAST_MIN_BYTES
+
+    return int(FAST_MIN_BYTES)
 
 
 class Network:
@@ -339,6 +362,8 @@ class Network:
         self.env = env
         self.params = params
         self.link = Link(env, params.bandwidth, name="network", record=record, burst=params.burst)
+        #: GETs of at least this many body bytes take the lean path
+        self.fast_min_bytes = params.fast_min_bytes if params.fast_min_bytes is not None else lean_min_bytes()
         self.requests = 0
         self.bytes = 0
         self.by_layer: dict[str, int] = {}
@@ -349,11 +374,15 @@ class Network:
         """One GET of ``nbytes`` body bytes; use with ``yield from``. Returns the time of its first byte.
 
         ``redirect`` adds one RTT (the hop to the storage URL) when the registry redirects blob GETs;
-        ``progress`` follows the body's bytes as they arrive.
+        ``progress`` follows the body's bytes as they arrive. A GET the real client would send over its lean
+        path (:meth:`is_fast`) pays ``fast_request_overhead`` instead of ``request_overhead``.
         """
         p = self.params
         env = self.env
-        wait = p.rtt + p.request_overhead + (p.rtt if redirect and p.redirect else 0.0)
+        overhead = p.request_overhead
+        if p.fast_request_overhead is not None and self.is_fast(nbytes):
+            overhead = p.fast_request_overhead
+        wait = p.rtt + overhead + (p.rtt if redirect and p.redirect else 0.0)
         if wait > 0:
             yield env.timeout(wait)
         t_first = env.now
@@ -369,3 +398,8 @@ class Network:
         if layer is not None:
             self.by_layer[layer] = self.by_layer.get(layer, 0) + nbytes
         return t_first
+
+    def is_fast(self, nbytes: int) -> bool:
+        """Whether the real client would send a GET of ``nbytes`` body bytes over its lean path (the rule of
+        ``soci_lab.remote.ranges.fetch_into``: a known length of at least the threshold)."""
+        return nbytes > 0 and nbytes >= self.fast_min_bytes

@@ -175,11 +175,14 @@ class World:
         **attrs: Any,
     ) -> Generator[Any, Any, float]:
         """One GET; pays the redirect hop on the first request to each blob. Returns its start time.
-        ``progress`` follows the body as it arrives (a layer applied while it downloads)."""
+        ``progress`` follows the body as it arrives (a layer applied while it downloads). A GET the real
+        client would send over its lean path is marked ``fast`` as the real one's event is."""
         t0 = self.env.now
         redirect = blob is not None and blob not in self._resolved_blobs
         if blob is not None:
             self._resolved_blobs.add(blob)
+        if self.net.is_fast(nbytes):
+            attrs["fast"] = True
         yield from self.net.get(nbytes, redirect=redirect, layer=layer, progress=progress)
         self.rec.emit(
             "http_request",
