@@ -70,10 +70,33 @@ def _picklable(exc: BaseException) -> BaseException:
         return ArchiveError(f"{type(exc).__name__}: {exc}")
 
 
+#: glibc ``mallopt`` parameters (malloc.h); not in Python's standard library, hence ctypes
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_chunk_memory() -> bool:
+    """Let this process reuse the memory of freed decompressed chunks instead of faulting in fresh pages.
+
+    Why: the inflater hands over chunks of up to 8 MiB (``decompress.MAX_CHUNK``), allocated in the producer
+    thread and freed in the apply thread. glibc serves such sizes with ``mmap`` (its dynamic threshold) or
+    trims them back to the kernel when freed, so each new chunk's pages are faulted in and zeroed again:
+    37,000 page faults and 0.43 s of system time for the eager image's largest layer (255 MB gzip). With
+    allocations below 32 MiB taken from the heap and up to 256 MiB of free heap kept: 11,700 faults and
+    0.34 s. Only apply workers do this (a notebook's own process keeps glibc's defaults). False where
+    ``mallopt`` is missing (not glibc)."""
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def worker_main(parent: int) -> None:
     """The worker's loop: one request at a time from stdin until it closes; ``parent`` is the starter's pid."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    keep_chunk_memory()
     if os.getppid() != parent:  # the parent died before prctl: go now
         return
     rfile, wfile = sys.stdin.buffer, sys.stdout.buffer
@@ -224,4 +247,4 @@ class ApplyWorkers:
             w.close()
 
 
-__all__ = ["ApplyWorkers", "worker_main"]
+__all__ = ["ApplyWorkers", "keep_chunk_memory", "worker_main"]

@@ -182,3 +182,34 @@ def test_the_puller_applies_in_process_when_no_worker_can_start(
 
     assert anyio.run(main)
     assert (tmp_path / "snap" / "etc/passwd").read_bytes().startswith(b"root:")
+
+
+
+_MMAPPED = """
+import ctypes, sys
+from soci_lab.unpack.applyproc import keep_chunk_memory
+from soci_lab.unpack.decompress import MAX_CHUNK
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+if sys.argv[1] == "keep":
+    assert keep_chunk_memory()
+before = libc.mallinfo2().hblkhd  # bytes in blocks glibc got with mmap (and unmaps when they are freed)
+chunk = bytes([1]) * MAX_CHUNK
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and mallinfo2")
+def test_a_worker_keeps_chunks_out_of_mmap() -> None:
+    """keep_chunk_memory (run at every worker's start) has glibc serve a decompressed chunk of the largest
+    size from the heap, whose freed pages the next chunk reuses, not with an mmap that each free returns to
+    the kernel (and each new chunk faults in and zeroes again)."""
+    run = [sys.executable, "-c", _MMAPPED]
+    mmapped = {
+        how: int(subprocess.run([*run, how], capture_output=True, text=True, check=True).stdout)
+        for how in ("default", "keep")
+    }
+    assert mmapped["default"] >= 8 << 20 and mmapped["keep"] == 0, mmapped
