@@ -10,7 +10,6 @@ off (file workers).
 
 from __future__ import annotations
 
-import os
 import stat
 import tarfile
 from pathlib import Path
@@ -19,31 +18,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from unpack_helpers import E, tar_bytes
+from unpack_helpers import E, scan, tar_bytes
 
 from soci_lab.errors import SociLabError
 from soci_lab.unpack.chunkstream import ChunkStream
 from soci_lab.unpack.tarapply import ApplyOptions, TarApplier
 
 _COMPONENTS = ["a", "b", "c", "d", ".hid", ".wh.b", ".wh..wh..opq", "..", ".", "ü"]
-
-
-def _tree(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Every path under ``root``: mode, owner, mtime and content or link target (no mtime for directories:
-    one made as a parent, without an entry of its own, keeps the time it was made)."""
-    out: dict[str, tuple[Any, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st_ = p.lstat()
-            content: bytes | str | None = None
-            if stat.S_ISREG(st_.st_mode):
-                content = p.read_bytes()
-            elif stat.S_ISLNK(st_.st_mode):
-                content = os.readlink(p)
-            mtime = None if stat.S_ISDIR(st_.st_mode) else st_.st_mtime_ns
-            out[str(p.relative_to(root))] = (st_.st_mode, st_.st_uid, st_.st_gid, mtime, content)
-    return out
 
 
 def _apply(data: bytes, dest: Path, chunk: int, *, plain: bool, taken: list[int] | None = None) -> Any:
@@ -73,7 +54,7 @@ def _same(data: bytes, tmp: Path, chunk: int) -> list[int]:
     fast = _apply(data, tmp / "fast", chunk, plain=True, taken=taken)
     slow = _apply(data, tmp / "slow", chunk, plain=False)
     assert fast == slow
-    assert _tree(tmp / "fast") == _tree(tmp / "slow")
+    assert scan(tmp / "fast", mtimes=True) == scan(tmp / "slow", mtimes=True)
     return taken
 
 

@@ -102,9 +102,11 @@ def layer_image(tmp: Path, layers: list[tuple[str, list[E], str]]) -> tuple[list
     return specs, paths, expected
 
 
-def scan(root: Path, skip: Path | None = None) -> dict[str, tuple[int, int, int, bytes | str | None]]:
-    """Every path under ``root`` (except under ``skip``): (mode, uid, gid, content or link target)."""
-    out: dict[str, tuple[int, int, int, bytes | str | None]] = {}
+def scan(root: Path, skip: Path | None = None, *, mtimes: bool = False) -> dict[str, tuple[Any, ...]]:
+    """Every path under ``root`` (except under ``skip``): (mode, uid, gid, content or link target), and with
+    ``mtimes`` the mtime in ns after the mode (None for a directory: one made as a parent, without an entry
+    of its own, keeps the time it was made)."""
+    out: dict[str, tuple[Any, ...]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         d = Path(dirpath)
         if skip is not None and (d == skip or skip in d.parents):
@@ -120,5 +122,9 @@ def scan(root: Path, skip: Path | None = None) -> dict[str, tuple[int, int, int,
                 content = p.read_bytes()
             elif stat.S_ISLNK(st.st_mode):
                 content = os.readlink(p)
-            out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, content)
+            if mtimes:
+                mtime = None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns
+                out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, mtime, content)
+            else:
+                out[str(p.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, content)
     return out
