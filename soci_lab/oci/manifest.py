@@ -52,6 +52,26 @@ def _check_media_type(doc: dict[str, Any], declared: str | None, allowed: frozen
     return media_type
 
 
+def _annotations(doc: dict[str, Any], what: str) -> dict[str, str]:
+    """A copy of the document's optional ``annotations`` (empty when absent).
+
+    Manifests and indexes carry annotations the same way, so both parsers check them here; ``what``
+    names the document in the :class:`InvalidManifest` raised when they are not a JSON object.
+    """
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise InvalidManifest(f"{what} has malformed annotations")
+    return dict(annotations)
+
+
+def _subject(doc: dict[str, Any], what: str) -> Descriptor | None:
+    """The document's optional ``subject`` descriptor (None when absent); ``what`` labels its errors.
+
+    Shared by the manifest and index parsers, which read the referrers API's ``subject`` alike.
+    """
+    return Descriptor.from_dict(doc["subject"], what) if doc.get("subject") else None
+
+
 class _Document:
     """What a manifest and an index share: optional fields, the served bytes, their digest, a descriptor."""
 
@@ -107,15 +127,13 @@ class Manifest(_Document):
             raise InvalidManifest("manifest is missing its 'layers' list")
         if "config" not in doc:
             raise InvalidManifest("manifest is missing 'config'")
-        annotations = doc.get("annotations") or {}
-        if not isinstance(annotations, dict):
-            raise InvalidManifest("manifest has malformed annotations")
+        annotations = _annotations(doc, "manifest")
         return cls(
             media_type=mtype,
             config=Descriptor.from_dict(doc["config"], "manifest config"),
             layers=tuple(Descriptor.from_dict(d, f"manifest layer {i}") for i, d in enumerate(layers)),
-            annotations=dict(annotations),
-            subject=Descriptor.from_dict(doc["subject"], "manifest subject") if doc.get("subject") else None,
+            annotations=annotations,
+            subject=_subject(doc, "manifest subject"),
             artifact_type=doc.get("artifactType"),
             raw=bytes(data),
         )
@@ -152,14 +170,12 @@ class Index(_Document):
         manifests = doc.get("manifests")
         if not isinstance(manifests, list):
             raise InvalidManifest("image index is missing its 'manifests' list")
-        annotations = doc.get("annotations") or {}
-        if not isinstance(annotations, dict):
-            raise InvalidManifest("image index has malformed annotations")
+        annotations = _annotations(doc, "image index")
         return cls(
             media_type=mtype,
             manifests=tuple(Descriptor.from_dict(d, f"index entry {i}") for i, d in enumerate(manifests)),
-            annotations=dict(annotations),
-            subject=Descriptor.from_dict(doc["subject"], "index subject") if doc.get("subject") else None,
+            annotations=annotations,
+            subject=_subject(doc, "index subject"),
             artifact_type=doc.get("artifactType"),
             raw=bytes(data),
         )
