@@ -44,17 +44,8 @@ class Reference:
         rest, digest = text, None
         if "@" in rest:
             rest, _, dtext = rest.partition("@")
-            try:
-                digest = Digest(dtext)
-            except InvalidDigest as exc:
-                raise InvalidReference(f"invalid reference {text!r}: {exc}") from None
-        tag = None
-        slash = rest.rfind("/")
-        colon = rest.rfind(":")
-        if colon > slash:
-            rest, tag = rest[:colon], rest[colon + 1 :]
-            if not _TAG_RE.fullmatch(tag):
-                raise InvalidReference(f"invalid tag {tag!r} in reference {text!r}")
+            digest = _digest(dtext, text)
+        rest, tag = _split_tag(rest, text)
         first, sep, remainder = rest.partition("/")
         if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
             registry, repository = first, remainder
@@ -75,19 +66,11 @@ class Reference:
     @classmethod
     def _parse_layout(cls, text: str) -> Reference:
         rest = text[4:]
-        digest = tag = None
+        digest = None
         if "@" in rest:
             rest, _, dtext = rest.rpartition("@")
-            try:
-                digest = Digest(dtext)
-            except InvalidDigest as exc:
-                raise InvalidReference(f"invalid reference {text!r}: {exc}") from None
-        slash = rest.rfind("/")
-        colon = rest.rfind(":")
-        if colon > slash:
-            rest, tag = rest[:colon], rest[colon + 1 :]
-            if not _TAG_RE.fullmatch(tag):
-                raise InvalidReference(f"invalid tag {tag!r} in reference {text!r}")
+            digest = _digest(dtext, text)
+        rest, tag = _split_tag(rest, text)
         if not rest:
             raise InvalidReference(f"layout reference {text!r} has no path")
         if tag is None and digest is None:
@@ -135,6 +118,33 @@ class Reference:
         if self.digest:
             base += f"@{self.digest}"
         return base
+
+
+def _digest(dtext: str, text: str) -> Digest:
+    """The digest after a reference's ``@``; a bad one is an :class:`InvalidReference` naming ``text``.
+
+    Registry and layout references take their digest alike (only where the ``@`` is looked for differs).
+    """
+    try:
+        return Digest(dtext)
+    except InvalidDigest as exc:
+        raise InvalidReference(f"invalid reference {text!r}: {exc}") from None
+
+
+def _split_tag(rest: str, text: str) -> tuple[str, str | None]:
+    """``rest`` without its ``:TAG`` and the tag (None when there is none), for registry and layout references.
+
+    A colon counts as a tag separator only after the last ``/`` (so ``host:5000/repo`` has no tag); a tag
+    that breaks the grammar is an :class:`InvalidReference` naming the whole reference ``text``.
+    """
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon <= slash:
+        return rest, None
+    rest, tag = rest[:colon], rest[colon + 1 :]
+    if not _TAG_RE.fullmatch(tag):
+        raise InvalidReference(f"invalid tag {tag!r} in reference {text!r}")
+    return rest, tag
 
 
 def is_loopback_host(host: str) -> bool:
