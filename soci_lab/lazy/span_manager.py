@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -191,6 +192,14 @@ class SpanManager:
 
     # --- fetching ---------------------------------------------------------------------------------
 
+    def _emit(self, kind: str, t_start: float, span_id: int, **fields: Any) -> None:
+        """Record one event about span ``span_id`` of this layer (every event the manager records is one).
+
+        Saves each call site from repeating ``layer=self.layer, span=...``; ``fields`` go to
+        :meth:`EventRecorder.emit` unchanged.
+        """
+        self.events.emit(kind, t_start, layer=self.layer, span=span_id, **fields)
+
     async def _fetch_verified(self, span: Span, reason: str) -> bytes:
         """Fetch the span's compressed bytes and check them against its digest, with retries."""
         expected = self.geometry.span_digest(span.id) if self.verify else None
@@ -204,25 +213,15 @@ class SpanManager:
                     with anyio.fail_after(self.fetch_timeout):
                         data = await self.fetcher.fetch(span.start_comp, span.end_comp - 1)
             except Exception as exc:
-                self.events.emit(
-                    "span_fetch",
-                    t0,
-                    layer=self.layer,
-                    span=span.id,
-                    ok=False,
-                    error=_one_line(exc),
-                    attempt=attempt,
-                    reason=reason,
-                )
+                self._emit("span_fetch", t0, span.id, ok=False, error=_one_line(exc), attempt=attempt, reason=reason)
                 raise SpanNotAvailable(f"span {span.id}: fetch failed: {_one_line(exc)}") from exc
             span.fetches += 1
             self.remote_fetches += 1
             self.bytes_fetched += len(data)
-            self.events.emit(
+            self._emit(
                 "span_fetch",
                 t0,
-                layer=self.layer,
-                span=span.id,
+                span.id,
                 nbytes=len(data),
                 attempt=attempt,
                 reason=reason,
@@ -230,27 +229,17 @@ class SpanManager:
             )
             if len(data) != span.comp_size:
                 last = IncorrectSpanDigest(f"span {span.id}: got {len(data)} bytes, expected {span.comp_size}")
-                self.events.emit(
-                    "span_verify",
-                    t0,
-                    layer=self.layer,
-                    span=span.id,
-                    nbytes=len(data),
-                    ok=False,
-                    error=str(last),
-                    attempt=attempt,
-                )
+                self._emit("span_verify", t0, span.id, nbytes=len(data), ok=False, error=str(last), attempt=attempt)
                 continue
             if expected is None:
                 return data
             t1 = self.events.now()
             actual = await anyio.to_thread.run_sync(_sha256, data)
             ok = actual == expected
-            self.events.emit(
+            self._emit(
                 "span_verify",
                 t1,
-                layer=self.layer,
-                span=span.id,
+                span.id,
                 nbytes=len(data),
                 ok=ok,
                 error=None if ok else "span digests do not match",
@@ -267,20 +256,12 @@ class SpanManager:
         try:
             data = await anyio.to_thread.run_sync(self.geometry.decompress, span.id, comp)
         except Exception as exc:
-            self.events.emit("span_decompress", t0, layer=self.layer, span=span.id, ok=False, error=_one_line(exc))
+            self._emit("span_decompress", t0, span.id, ok=False, error=_one_line(exc))
             raise SpanNotAvailable(f"span {span.id}: decompression failed: {_one_line(exc)}") from exc
         if len(data) != span.uncomp_size:
-            self.events.emit(
-                "span_decompress",
-                t0,
-                layer=self.layer,
-                span=span.id,
-                nbytes=len(data),
-                ok=False,
-                error="wrong uncompressed size",
-            )
+            self._emit("span_decompress", t0, span.id, nbytes=len(data), ok=False, error="wrong uncompressed size")
             raise SpanNotAvailable(f"span {span.id}: decompressed to {len(data)} bytes, expected {span.uncomp_size}")
-        self.events.emit("span_decompress", t0, layer=self.layer, span=span.id, nbytes=len(data))
+        self._emit("span_decompress", t0, span.id, nbytes=len(data))
         return data
 
     # --- public operations ------------------------------------------------------------------------
@@ -324,9 +305,7 @@ class SpanManager:
             t0 = self.events.now()
             data = await self._cache_get(self.ucache, span_id)
             if data is not None:
-                self.events.emit(
-                    "cache_hit", t0, layer=self.layer, span=span_id, nbytes=len(data), cache="uncompressed"
-                )
+                self._emit("cache_hit", t0, span_id, nbytes=len(data), cache="uncompressed")
                 return data
         async with self._lock(span_id):
             try:
@@ -335,24 +314,14 @@ class SpanManager:
                     t0 = self.events.now()
                     data = await self._cache_get(self.ucache, span_id)
                     if data is not None:
-                        self.events.emit(
-                            "cache_hit",
-                            t0,
-                            layer=self.layer,
-                            span=span_id,
-                            nbytes=len(data),
-                            cache="uncompressed",
-                            waited=True,
-                        )
+                        self._emit("cache_hit", t0, span_id, nbytes=len(data), cache="uncompressed", waited=True)
                         return data
                     self._reconcile(span)
                 if span.state == SpanState.FETCHED:
                     t0 = self.events.now()
                     comp = await self._cache_get(self.ccache, span_id)
                     if comp is not None:
-                        self.events.emit(
-                            "cache_hit", t0, layer=self.layer, span=span_id, nbytes=len(comp), cache="compressed"
-                        )
+                        self._emit("cache_hit", t0, span_id, nbytes=len(comp), cache="compressed")
                         data = await self._decompress(span, comp)
                         await self._cache_put(self.ucache, span_id, data)
                         self._set(span, SpanState.UNCOMPRESSED)
