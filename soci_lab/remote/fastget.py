@@ -51,13 +51,10 @@ if TYPE_CHECKING:
 
 #: Transfers at least this large take the lean path; smaller ones stay on httpx. Pooled lean GETs are faster
 #: down to 512 KiB (benchmarks/lean_ranges.py: 0.47-0.80x httpx's wall time for 8 MiB-512 KiB ranges written
-#: to a file, faster at every size read into memory), and the threshold was 512 KiB for a while (63ea2bf).
-#: It is back at 16 MiB because lazy loading's span fetches then went two ways with different first-byte
-#: costs (small ones on httpx, the rest on pooled connections), which the simulator's calibration fits as one
-#: population: the per-request fit came out with no bandwidth (notebook 04 failed 1 CI run in 3) and an
-#: unshaped loopback showed a 1.17 MB "token bucket". Lower it again once the calibration tells the two
-#: paths apart; the parallel puller's whole-layer downloads, the eager path that matters, take it anyway.
-FAST_MIN_BYTES = 16 << 20
+#: to a file, faster at every size read into memory). Lazy loading's span fetches then go two ways with
+#: different first-byte costs; the simulator's calibration fits a first byte per path (``fast`` events) and
+#: charges it by this threshold, which it reads from here (``soci_lab.sim.network.lean_min_bytes``).
+FAST_MIN_BYTES = 512 << 10
 READ = 1 << 20
 MAX_HEAD = 64 << 10
 MAX_REDIRECTS = 10
