@@ -12,9 +12,12 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SociLabError
+
+if TYPE_CHECKING:
+    from ..events import EventRecorder
 
 #: command-group modules, each with ``register(subparsers)``
 GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset")
@@ -65,6 +68,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 def one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
+
+
+def add_registry_options(p: argparse.ArgumentParser) -> None:
+    """``--insecure``, ``--creds`` and ``--events``, worded alike for every command that talks to a registry.
+
+    ``image`` and ``index`` subcommands share them, so their help and meaning stay the same in both groups.
+    """
+    p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
+    p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
+    p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
+
+
+def event_recorder(args: argparse.Namespace, strategy: str) -> EventRecorder | None:
+    """A recorder for ``--events FILE`` with ``strategy`` in its events, or None when no file was asked for.
+
+    The events module is imported only when needed, to keep the CLI's start-up light.
+    """
+    if not args.events:
+        return None
+    from ..events import EventRecorder
+
+    return EventRecorder(strategy=strategy)
 
 
 def print_json(obj: Any) -> None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import argtypes
+from . import add_registry_options, argtypes, event_recorder
 
 
 def _level(lo: int, hi: int) -> Any:
@@ -52,20 +52,6 @@ def _scale(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("scale must be positive")
     return value
-
-
-def _add_registry_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
-    p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
-    p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
-
-
-def _recorder(args: argparse.Namespace) -> Any:
-    if not args.events:
-        return None
-    from ..events import EventRecorder
-
-    return EventRecorder(strategy="image")
 
 
 def _report(args: argparse.Namespace, recorder: Any, result: Any) -> int:
@@ -115,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="Env entry (repeat)")
     b.add_argument("--workdir", help="WorkingDir")
     b.add_argument("--jobs", type=_level(1, 64), default=None, metavar="N", help="layers built at once")
-    _add_registry_options(b)
+    add_registry_options(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("ref", type=argtypes.reference, metavar="REF")
     b.set_defaults(handler=cmd_build)
@@ -129,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("src", type=argtypes.reference, metavar="SRC")
     c.add_argument("dst", type=argtypes.reference, metavar="DST")
     c.add_argument("--platform", type=argtypes.platform, help="copy only this platform's manifest of an index")
-    _add_registry_options(c)
+    add_registry_options(c)
     c.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC only")
     c.add_argument("--dest-creds", metavar="USER:PASS", help="credentials for DST only")
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -143,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     v.add_argument("ref", type=argtypes.reference, metavar="REF")
     v.add_argument("--platform", type=argtypes.platform, help="for an image index: os/arch[/variant]")
-    _add_registry_options(v)
+    add_registry_options(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(handler=cmd_verify)
 
@@ -172,7 +158,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..images import RuntimeConfig, build_image
 
     runtime = RuntimeConfig(cmd=args.cmd, entrypoint=args.entrypoint, env=tuple(args.env), working_dir=args.workdir)
-    recorder = _recorder(args)
+    recorder = event_recorder(args, "image")
     result = build_image(
         args.layers,
         args.ref,
@@ -194,7 +180,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_copy(args: argparse.Namespace) -> int:
     from ..images.copy import copy_image
 
-    recorder = _recorder(args)
+    recorder = event_recorder(args, "image")
     result = copy_image(
         args.src,
         args.dst,
@@ -211,7 +197,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..images.verify import verify_image
 
-    recorder = _recorder(args)
+    recorder = event_recorder(args, "image")
     result = verify_image(args.ref, platform=args.platform, insecure=args.insecure, creds=args.creds, events=recorder)
     return _report(args, recorder, result)
 

@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from . import argtypes
-
-if TYPE_CHECKING:
-    from ..events import EventRecorder
+from . import add_registry_options, argtypes, event_recorder
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -31,9 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     p.add_argument("--platform", type=argtypes.platform,
                    help="for an image index: os/arch[/variant] (default: this host)")
-    p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
-    p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
-    p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
+    add_registry_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -79,20 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.set_defaults(handler=cmd_info)
 
 
-def _recorder(args: argparse.Namespace) -> EventRecorder | None:
-    if not args.events:
-        return None
-    from ..events import EventRecorder
-
-    return EventRecorder(strategy="index")
-
-
 def cmd_create(args: argparse.Namespace) -> int:
     from ..artifacts import create_soci_index
     from ..ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER
     from . import print_json
 
-    recorder = _recorder(args)
+    recorder = event_recorder(args, "index")
     try:
         result = create_soci_index(
             args.ref, version=args.format, span_size=args.span_size, min_layer_size=args.min_layer_size,
@@ -117,7 +103,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..artifacts import index_info
     from . import print_json
 
-    recorder = _recorder(args)
+    recorder = event_recorder(args, "index")
     try:
         info = index_info(args.ref, index_digest=args.index_digest, platform=args.platform, insecure=args.insecure,
                           creds=args.creds, events=recorder)
