@@ -3,11 +3,14 @@ of thing a layer must carry (importable as ``imgtools`` from tests in this direc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,18 @@ def tool(*args: str) -> subprocess.CompletedProcess[str]:
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return proc
+
+
+@contextlib.contextmanager
+def bound_unix_socket(path: Path) -> Iterator[socket.socket]:
+    """A UNIX socket bound at ``path`` for the ``with`` block, closed after it (the socket file stays).
+
+    A tar cannot hold a socket, so layer builders must skip one with a warning; the tests that check this
+    all need a live socket in a source tree.
+    """
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        yield sock
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] = (0, 0), mtime: int = T0) -> Path:

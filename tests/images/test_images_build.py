@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import zlib
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from imgtools import CLI_CODE, make_rich_tree, soci_lab
+from imgtools import CLI_CODE, bound_unix_socket, make_rich_tree, soci_lab
 
 from soci_lab.errors import LayerSourceError, UnreadableFile
 from soci_lab.images import RuntimeConfig, build_image
@@ -174,12 +173,8 @@ def test_socket_is_skipped_with_a_warning(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "keep").write_text("k")
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(src / "control.sock"))
-    try:
+    with bound_unix_socket(src / "control.sock"):
         proc = soci_lab("image", "build", "--json", "--layer", str(src), f"oci:{tmp_path / 'lay'}:t")
-    finally:
-        sock.close()
     assert "warning: skipped" in proc.stderr and "control.sock" in proc.stderr
     assert json.loads(proc.stdout)["layers"][0]["skipped"] == ["control.sock"]
 

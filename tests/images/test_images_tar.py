@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import socket
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
-from imgtools import T0
+from imgtools import T0, bound_unix_socket
 
 from soci_lab.errors import LayerSourceError
 from soci_lab.images import write_tree_tar
@@ -117,13 +116,9 @@ def test_a_socket_is_skipped_and_reported(tmp_path):
     root = tmp_path / "s"
     root.mkdir()
     (root / "a").write_text("a")
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(root / "b.sock"))
-    try:
-        heard: list[tuple[str, str]] = []
+    heard: list[tuple[str, str]] = []
+    with bound_unix_socket(root / "b.sock"):
         data, stats = tar_bytes(root, on_skip=lambda n, why: heard.append((n, why)))
-    finally:
-        sock.close()
     assert [m.name for m in members(data)] == ["a"]
     assert stats.skipped == ["b.sock"] and heard[0][0] == "b.sock" and "socket" in heard[0][1]
 
