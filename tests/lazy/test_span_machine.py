@@ -41,6 +41,18 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+#: What both kinds of layer (synthetic and real gzip) draw for the span manager under test: the kind and
+#: bound (in spans) of each cache, the verification retries, and the fetcher's fault seed. Kept in one place
+#: so that every machine's ``setup`` explores the same cache and fault configurations.
+MANAGER_SETUP = dict(
+    ucache=st.sampled_from(["memory", "directory", "tiered"]),
+    ccache=st.sampled_from(["memory", "directory", "tiered"]),
+    ubound_spans=st.integers(1, 4),
+    cbound_spans=st.integers(0, 4),
+    retries=st.integers(-1, 2),
+    seed=st.integers(0, 2**32 - 1),
+)
+
 
 class FlakyFetcher:
     """Serves ranges of a blob; can corrupt, truncate or fail responses, and yields to the loop a lot."""
@@ -92,12 +104,7 @@ class SpanMachine(RuleBasedStateMachine):
         size=st.integers(1, 6000),
         span_size=st.integers(64, 1500),
         codec=st.sampled_from(["identity", "zlib"]),
-        ucache=st.sampled_from(["memory", "directory", "tiered"]),
-        ccache=st.sampled_from(["memory", "directory", "tiered"]),
-        ubound_spans=st.integers(1, 4),
-        cbound_spans=st.integers(0, 4),
-        retries=st.integers(-1, 2),
-        seed=st.integers(0, 2**32 - 1),
+        **MANAGER_SETUP,
     )
     def setup(self, size, span_size, codec, ucache, ccache, ubound_spans, cbound_spans, retries, seed):
         rng = random.Random(seed)
@@ -376,12 +383,7 @@ class GzipSpanMachine(SpanMachine):
 
     @initialize(
         layer_seed=st.integers(0, 2),
-        ucache=st.sampled_from(["memory", "directory", "tiered"]),
-        ccache=st.sampled_from(["memory", "directory", "tiered"]),
-        ubound_spans=st.integers(1, 4),
-        cbound_spans=st.integers(0, 4),
-        retries=st.integers(-1, 2),
-        seed=st.integers(0, 2**32 - 1),
+        **MANAGER_SETUP,
     )
     def setup(self, layer_seed, ucache, ccache, ubound_spans, cbound_spans, retries, seed):
         data, geo = gzip_layer(layer_seed)
