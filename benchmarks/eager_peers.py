@@ -269,10 +269,10 @@ def soci_pull(host_port: str, repo_ref: str, mode: str, root: Path) -> None:
             if mode == "parallel":
                 # whole-layer downloads (upstream's default chunk size): on loopback the network is not what
                 # limits, and only a layer downloaded front to back can be applied while it downloads
-                # (soci_lab.slotqueue). 8 MiB chunks go through httpx and the event loop (below the lean
-                # path's FAST_MIN_BYTES): 4.74 s / 8.14 CPU-s against 4.12 s / 7.15 CPU-s whole; on pooled
-                # lean connections they were 1.39 s against 1.26 s whole on a 161 MB image
-                # (benchmarks/lean_pull.py, 2026-11-28)
+                # (soci_lab.slotqueue). 8 MiB chunks through httpx and the event loop (when the lean path
+                # began at 16 MiB): 4.74 s / 8.14 CPU-s against 4.12 s / 7.15 CPU-s whole; on pooled lean
+                # connections (FAST_MIN_BYTES is 512 KiB since) 1.39 s against 1.26 s whole on a 161 MB
+                # image (benchmarks/lean_pull.py, 2026-11-28)
                 cfg = ParallelPullUnpackConfig(
                     enable=True, concurrent_download_chunk_size="", max_concurrent_downloads=50,
                     max_concurrent_downloads_per_image=10, max_concurrent_unpacks=cpus,

@@ -40,6 +40,7 @@ import h11
 import httpx
 
 from ..errors import RegistryUnreachable, TruncatedBody
+from ..leanpath import FAST_MIN_BYTES  # noqa: F401  (re-exported: remote.ranges and tests read it here)
 from .leanpool import Origin
 from .pump import SplitSink, pump_body
 from .retry import is_retryable_status, redact_url
@@ -49,12 +50,6 @@ from .transport import tls_verification_error
 if TYPE_CHECKING:
     from .transport import Exchange, RetryBudget, Transport
 
-#: Transfers at least this large take the lean path; smaller ones stay on httpx. Pooled lean GETs are faster
-#: down to 512 KiB (benchmarks/lean_ranges.py: 0.47-0.80x httpx's wall time for 8 MiB-512 KiB ranges written
-#: to a file, faster at every size read into memory). Lazy loading's span fetches then go two ways with
-#: different first-byte costs; the simulator's calibration fits a first byte per path (``fast`` events) and
-#: charges it by this threshold, which it reads from here (``soci_lab.sim.network.lean_min_bytes``).
-FAST_MIN_BYTES = 512 << 10
 READ = 1 << 20
 MAX_HEAD = 64 << 10
 MAX_REDIRECTS = 10

@@ -13,7 +13,7 @@ overhead, plus one RTT per redirect hop), then its body flows through the link, 
 per-connection cap and a slow-start ramp (congestion window doubling every RTT from ``init_cwnd``).
 
 The per-request overhead depends on the path the real client would take. Its GETs of at least
-``FAST_MIN_BYTES`` (:mod:`soci_lab.remote.fastget`) go over pooled raw sockets, the rest through httpx,
+``FAST_MIN_BYTES`` (:mod:`soci_lab.leanpath`) go over pooled raw sockets, the rest through httpx,
 and the two differ in first-byte cost (the lean path is cheaper); ``fast_request_overhead`` is the lean
 path's, charged by the same threshold rule (``fast_min_bytes``, the real client's threshold unless set).
 """
@@ -27,6 +27,7 @@ from typing import Any
 import simpy
 
 from ..errors import SimulationError
+from ..leanpath import FAST_MIN_BYTES
 
 #: a flow with fewer bytes than this left is complete (fluid arithmetic is in floats)
 EPS_BYTES = 1e-3
@@ -344,15 +345,9 @@ class NetworkParams:
 
 
 def lean_min_bytes() -> int:
-    """The real client's lean-path threshold, ``soci_lab.remote.fastget.FAST_MIN_BYTES``.
-
-    Read from the client rather than copied, so the simulator follows it when it changes. Imported here, on
-    first use, not at the top: ``sim/`` does not depend on ``remote/`` otherwise (this is its one reading of
-    it, a constant; importing it loads httpx, about 0.15 s once per process).
-    """
-    from ..remote.fastget import FAST_MIN_BYTES
-
-    return int(FAST_MIN_BYTES)
+    """The real client's lean-path threshold, :data:`soci_lab.leanpath.FAST_MIN_BYTES` (read, not copied, so
+    the simulator follows it when it changes)."""
+    return FAST_MIN_BYTES
 
 
 class Network:

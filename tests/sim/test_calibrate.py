@@ -426,11 +426,11 @@ def test_one_http_population_fits_as_before(bw, fb, seed, noise):
 
 def test_the_simulator_charges_the_lean_paths_first_byte_by_the_real_clients_threshold():
     """The simulated client sends a GET over the lean path by the real client's rule (a body of at least
-    ``FAST_MIN_BYTES``, read from :mod:`soci_lab.remote.fastget`, not copied), pays that path's overhead and
-    marks the event ``fast`` as the real one is."""
+    ``FAST_MIN_BYTES``, the one constant in :mod:`soci_lab.leanpath` that the client's range fetches use),
+    pays that path's overhead and marks the event ``fast`` as the real one is."""
     import simpy
 
-    from soci_lab.remote.fastget import FAST_MIN_BYTES
+    from soci_lab.remote.ranges import FAST_MIN_BYTES
     from soci_lab.sim.network import Network, lean_min_bytes
 
     assert lean_min_bytes() == FAST_MIN_BYTES
