@@ -457,8 +457,8 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
         a = np.vstack([~lean, lean, x]).T.astype(float) if split else np.vstack([np.ones_like(x), x]).T
         coef, *_ = np.linalg.lstsq(a, y, rcond=None)
         cal.notes["http_fit"] = "isolated requests"
-        if split and not _slope_is_fixed(a, y, coef):
-            coef = _paths_given_rate(cal, runs, x, y, lean)
+        if not _slope_is_fixed(a, y, coef, x):
+            coef = _paths_given_rate(cal, runs, x, y, lean, split=split)
         elif coef[-1] > 0:
             cal.bandwidth = float(1 / coef[-1])
         cal.first_byte_s = float(max(0.0, coef[0]))
@@ -501,17 +501,22 @@ _TWO_PATHS = "isolated requests (a latency per path: httpx, lean)"
 SLOPE_MIN_T = 2.0
 
 
-def _slope_is_fixed(a: np.ndarray, y: np.ndarray, coef: np.ndarray) -> bool:
-    """Whether the sizes within the paths fix the slope: positive and :data:`SLOPE_MIN_T` standard errors
-    from 0. Each path's intercept is free, so only the spread of sizes inside a path tells the rate, and a
-    real run's may have little: httpx's isolated requests are manifests (their transfer hides in the
-    latency's noise), the lean path's spans of one size. Each path's scatter is its own (httpx's tiny
-    requests scatter by milliseconds on a busy host and say nothing of the rate)."""
-    if coef[-1] <= 0:
+def _slope_is_fixed(a: np.ndarray, y: np.ndarray, coef: np.ndarray, sizes: np.ndarray) -> bool:
+    """Whether the isolated requests' sizes fix the slope: some body is larger than
+    :data:`BURST_SMALL_BYTES` (below that the transfer hides in the latency's noise) and the slope is
+    positive and :data:`SLOPE_MIN_T` standard errors from 0. With a first byte per path (``a`` has three
+    columns) each path's intercept is free, so only the spread of sizes inside a path tells the rate, and a
+    real run's may have little: httpx's isolated requests are manifests, the lean path's spans of one size;
+    each path's scatter is its own (httpx's tiny requests scatter by milliseconds on a busy host and say
+    nothing of the rate). An eager pull's isolated requests are only the manifest and the config (its blobs
+    download at once): fitted alone they gave 166 KB/s, which then became a per-connection cap and simulated
+    the eager benchmark image's 4 s pull in 1,500 s."""
+    if coef[-1] <= 0 or not (sizes > BURST_SMALL_BYTES).any():
         return False
     x, resid = a[:, -1], y - a @ coef
     sxx = var_num = 0.0
-    for g in (a[:, 0] > 0, a[:, 1] > 0):
+    groups = (a[:, 0] > 0, a[:, 1] > 0) if a.shape[1] == 3 else (np.ones(len(x), dtype=bool),)
+    for g in groups:
         if int(g.sum()) < 2:
             continue
         dev = float(np.sum((x[g] - x[g].mean()) ** 2))
@@ -523,21 +528,24 @@ def _slope_is_fixed(a: np.ndarray, y: np.ndarray, coef: np.ndarray) -> bool:
 
 
 def _paths_given_rate(
-    cal: Calibration, runs: list[_Transfers], x: np.ndarray, y: np.ndarray, lean: np.ndarray
+    cal: Calibration, runs: list[_Transfers], x: np.ndarray, y: np.ndarray, lean: np.ndarray, *, split: bool
 ) -> np.ndarray:
     """Where the isolated requests' sizes do not fix the slope: the bandwidth is the bytes that transfers of
     more than :data:`BURST_SMALL_BYTES` moved over the time their bodies were in flight (from their path's
-    first byte), and each path's first byte the median of its isolated requests' durations less their
-    transfer at that rate (the two found in turn, each from the other, a few rounds from the medians of the
-    durations). Returns the fit's coefficients (httpx's latency, the lean path's, seconds per byte)."""
-    lats = [float(np.median(y[~lean])), float(np.median(y[lean]))]
+    first byte), and each path's first byte (with ``split``; else the one latency) the median of its
+    isolated requests' durations less their transfer at that rate (the two found in turn, each from the
+    other, a few rounds from the medians of the durations). Returns the fit's coefficients (httpx's latency,
+    the lean path's if ``split``, seconds per byte); with no such transfer, the medians and no slope (the
+    bandwidth is then left unfitted)."""
+    groups = (~lean, lean) if split else (np.ones(len(x), dtype=bool),)
+    lats = [float(np.median(y[g])) for g in groups]
     per_byte = 0.0
     for _ in range(4):
-        rate, n = _rate_in_flight(runs, lats[0], lats[1], BURST_SMALL_BYTES + 1)
+        rate, n = _rate_in_flight(runs, lats[0], lats[-1], BURST_SMALL_BYTES + 1)
         if rate is None:
             break
         per_byte = 1 / rate
-        lats = [float(np.median((y - x * per_byte)[g])) for g in (~lean, lean)]
+        lats = [float(np.median((y - x * per_byte)[g])) for g in groups]
         cal.bandwidth = rate
         cal.samples["http_in_flight"] = n
     if per_byte:
