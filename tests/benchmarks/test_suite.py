@@ -59,3 +59,16 @@ def test_row_ratio_and_goal() -> None:
     assert r["ours_spread"] == [1.0, 3.0]
     assert suite.row("t", "s", 1.0)["met"] is None  # no goal set: neither met nor missed
     assert suite.parse_json_tail('progress\n{"a": 1}\n') == {"a": 1}
+
+
+def test_rerun_commands_are_listed_once_in_the_order_of_their_last_run() -> None:
+    """A day of partial re-runs joins one results file; BENCHMARKS.md's "Re-run with" names each command
+    once, where it last ran (it had grown to 28 commands, most of them repeats)."""
+    full, eager, sim = (f".venv/bin/python benchmarks/run.py --full{o}" for o in ("", " --only eager", " --only sim"))
+    day = suite.commands(full, eager)
+    for cmd in (sim, eager, sim, eager):
+        day = suite.commands(day, cmd)
+    assert day == f"{full}; then {sim}; then {eager}"
+    doc = {"command": f"{full}; then {eager}; then {sim}; then {eager}", "profile": "tiny", "date": "d", "host": "h",
+           "cpus": 2, "loadavg": [0.0], "commit": "c", "results_file": "r.json", "benchmarks": {}}  # fmt: skip
+    assert f"\n    {day}\n" in suite.markdown(doc)  # a results file written before this rule
