@@ -176,3 +176,25 @@ def test_options_from_config() -> None:
     assert (opts.opaque, opts.file_workers) == (OverlayOpaqueType.USER, 2)
     with pytest.raises(ValueError):
         OverlayOpaqueType.parse("bogus")
+
+
+def test_decompress_and_apply_events_carry_their_threads_cpu(tmp_path: Path) -> None:
+    """``cpu_s`` on the ``decompress`` and ``apply`` events is the CPU of the thread that did that work (the
+    calibration needs it: an apply thread's wall time includes its waits for chunks). Each thread's, not
+    the process's: with both threads busy at once the process's CPU would exceed either event's duration."""
+    from unpack_helpers import E, write_layer
+
+    from soci_lab.events import EventRecorder
+
+    entries = [E(f"d{i % 20}/f{i}", data=bytes([i % 251]) * (i % 900)) for i in range(3000)]
+    entries.append(E("big", data=os.urandom(1 << 16) * 400))  # 25 MiB: both threads busy for a while
+    blob = tmp_path / "layer.tar.gz"
+    digest, diff_id = write_layer(blob, entries)
+    (tmp_path / "d").mkdir()
+    rec = EventRecorder(strategy="parallel")
+    apply_layer(blob, tmp_path / "d", expected_digest=digest, expected_diff_id=diff_id, recorder=rec)
+    ev = rec.to_frame().set_index("kind")
+    for kind in ("decompress", "apply"):
+        cpu = ev.loc[kind, "attrs"]["cpu_s"]
+        duration = ev.loc[kind, "t_end"] - ev.loc[kind, "t_start"]
+        assert 0 < cpu <= duration + 0.02, (kind, cpu, duration)
