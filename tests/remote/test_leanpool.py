@@ -15,8 +15,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from unittest import mock
 
 import anyio
@@ -197,22 +198,34 @@ async def read(transport: Transport, url: str, lower: int, upper: int) -> bytes:
     return await get_content_with_range(transport, url, lower, upper, scopes=None)
 
 
+@contextlib.asynccontextmanager
+async def blob_behind_relay(
+    registry: Any, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, Any, CountingRelay]]:
+    """``BLOB`` pushed straight to ``registry`` under a new repository, and a :class:`CountingRelay` in front of
+    the registry: ``(repo, digest, relay)``; the relay is closed after the block."""
+    async with RegistryClient(registry.url, ssl_context=ssl_context) as direct:
+        repo = unique_repo()
+        desc = await direct.push_blob(repo, BLOB)
+    relay = CountingRelay(registry.url.split("://", 1)[1])
+    try:
+        yield repo, desc.digest, relay
+    finally:
+        relay.close()
+
+
 # --- reuse against the real registries -----------------------------------------------------------------------
 
 
 @pytest.mark.anyio
 async def test_sequential_ranged_gets_share_one_connection(registry, lean_everything):
-    async with RegistryClient(registry.url) as direct:
-        repo = unique_repo()
-        desc = await direct.push_blob(repo, BLOB)
-    relay = CountingRelay(registry.url.removeprefix("http://"))
-    rec = EventRecorder()
-    try:
+    async with blob_behind_relay(registry) as (repo, digest, relay):
+        rec = EventRecorder()
         async with RegistryClient(relay.url, events=rec) as rc:
             got = []
             for lower in range(0, len(BLOB), 300_000):
                 upper = min(lower + 299_999, len(BLOB) - 1)
-                got.append(await rc.get_content_with_range(rc.blob_url(repo, desc.digest), lower, upper))
+                got.append(await rc.get_content_with_range(rc.blob_url(repo, digest), lower, upper))
             assert b"".join(got) == BLOB
             events = http_events(rec)
             assert relay.connections == 1
@@ -220,20 +233,14 @@ async def test_sequential_ranged_gets_share_one_connection(registry, lean_everyt
             assert all(e.attrs.get("fast") and e.ok for e in events)
             assert rc.transport.lean_pool.idle_count() == 1
         assert rc.transport.lean_pool.idle_count() == 0  # closed with the client
-    finally:
-        relay.close()
 
 
 @pytest.mark.anyio
 async def test_a_connection_the_server_closed_while_idle_is_replaced(registry, lean_everything):
-    async with RegistryClient(registry.url) as direct:
-        repo = unique_repo()
-        desc = await direct.push_blob(repo, BLOB)
-    relay = CountingRelay(registry.url.removeprefix("http://"))
-    rec = EventRecorder()
-    try:
+    async with blob_behind_relay(registry) as (repo, digest, relay):
+        rec = EventRecorder()
         async with RegistryClient(relay.url, events=rec, config=FAST) as rc:
-            url = rc.blob_url(repo, desc.digest)
+            url = rc.blob_url(repo, digest)
             assert await rc.get_content_with_range(url, 0, 999_999) == BLOB[:1_000_000]
             relay.close_connections()
             await anyio.sleep(0.05)  # the FIN reaches the client's idle socket
@@ -241,8 +248,6 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(registry, l
             assert relay.connections == 2
             assert rc.transport.lean_pool.stale == 1
             assert [e.error for e in http_events(rec)] == [None, None]  # found dead before use: no failed exchange
-    finally:
-        relay.close()
 
 
 @pytest.mark.anyio
@@ -250,15 +255,11 @@ async def test_a_pooled_connection_that_dies_in_use_is_retried_without_spending_
     registry, lean_everything, monkeypatch
 ):
     """The server closes the connection just after the pool's check: the request fails before any answer."""
-    async with RegistryClient(registry.url) as direct:
-        repo = unique_repo()
-        desc = await direct.push_blob(repo, BLOB)
-    relay = CountingRelay(registry.url.removeprefix("http://"))
-    rec = EventRecorder()
-    monkeypatch.setattr(SocketConn, "looks_idle", lambda self: self.usable)  # the check sees nothing yet
-    try:
+    async with blob_behind_relay(registry) as (repo, digest, relay):
+        rec = EventRecorder()
+        monkeypatch.setattr(SocketConn, "looks_idle", lambda self: self.usable)  # the check sees nothing yet
         async with RegistryClient(relay.url, events=rec, config=HTTPConfig(max_retries=0)) as rc:
-            url = rc.blob_url(repo, desc.digest)
+            url = rc.blob_url(repo, digest)
             await rc.get_content_with_range(url, 0, 99)
             relay.close_connections()
             await anyio.sleep(0.05)
@@ -278,27 +279,19 @@ async def test_a_pooled_connection_that_dies_in_use_is_retried_without_spending_
             assert events[1].attrs["reused"] and events[1].error.startswith("stale pooled connection")
             assert not events[2].attrs["reused"] and events[2].ok and events[2].bytes == len(BLOB) - 100
             assert relay.connections == 2
-    finally:
-        relay.close()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, len(BLOB) - 1), st.integers(1, 1_500_000)), min_size=1, max_size=6))
 def test_random_sequences_of_ranges_give_the_blob_bytes_on_one_connection(embedded_registry, ranges_asked):
     async def main() -> None:
-        async with RegistryClient(embedded_registry.url) as direct:
-            repo = unique_repo()
-            desc = await direct.push_blob(repo, BLOB)
-        relay = CountingRelay(embedded_registry.url.removeprefix("http://"))
-        try:
+        async with blob_behind_relay(embedded_registry) as (repo, digest, relay):
             async with RegistryClient(relay.url) as rc:
-                url = rc.blob_url(repo, desc.digest)
+                url = rc.blob_url(repo, digest)
                 for lower, length in ranges_asked:
                     upper = min(lower + length, len(BLOB)) - 1
                     assert await rc.get_content_with_range(url, lower, upper) == BLOB[lower : upper + 1]
             assert relay.connections == 1
-        finally:
-            relay.close()
 
     with mock.patch.object(ranges, "FAST_MIN_BYTES", 0):
         anyio.run(main)
@@ -494,15 +487,11 @@ async def test_the_pool_is_bounded_and_expires_idle_connections(lean_everything)
 
 @pytest.mark.anyio
 async def test_after_one_dead_pooled_connection_its_idle_siblings_are_not_tried(registry, lean_everything, monkeypatch):
-    async with RegistryClient(registry.url) as direct:
-        repo = unique_repo()
-        desc = await direct.push_blob(repo, BLOB)
-    relay = CountingRelay(registry.url.removeprefix("http://"))
-    rec = EventRecorder()
-    monkeypatch.setattr(SocketConn, "looks_idle", lambda self: self.usable)
-    try:
+    async with blob_behind_relay(registry) as (repo, digest, relay):
+        rec = EventRecorder()
+        monkeypatch.setattr(SocketConn, "looks_idle", lambda self: self.usable)
         async with RegistryClient(relay.url, events=rec, config=HTTPConfig(max_retries=0)) as rc:
-            url = rc.blob_url(repo, desc.digest)
+            url = rc.blob_url(repo, digest)
             async with anyio.create_task_group() as tg:
                 for i in range(3):
                     tg.start_soon(rc.get_content_with_range, url, i * 100, i * 100 + 99)
@@ -513,25 +502,17 @@ async def test_after_one_dead_pooled_connection_its_idle_siblings_are_not_tried(
             errors = [e.error for e in http_events(rec)[3:]]
             assert len(errors) == 2 and errors[0].startswith("stale pooled connection") and errors[1] is None
             assert relay.connections == 4
-    finally:
-        relay.close()
 
 
 @pytest.mark.anyio
 async def test_tls_connections_are_reused(tls_distribution, lean_everything):
     ctx = ssl.create_default_context(cafile=str(tls_distribution.ca_file))
-    async with RegistryClient(tls_distribution.url, ssl_context=ctx) as direct:
-        repo = unique_repo()
-        desc = await direct.push_blob(repo, BLOB)
-    relay = CountingRelay(tls_distribution.url.removeprefix("https://"))
-    rec = EventRecorder()
-    try:
+    async with blob_behind_relay(tls_distribution, ctx) as (repo, digest, relay):
+        rec = EventRecorder()
         async with RegistryClient(relay.url.replace("http://", "https://"), ssl_context=ctx, events=rec) as rc:
-            url = rc.blob_url(repo, desc.digest)
+            url = rc.blob_url(repo, digest)
             for lower in range(0, len(BLOB), 1 << 20):
                 upper = min(lower + (1 << 20), len(BLOB)) - 1
                 assert await rc.get_content_with_range(url, lower, upper) == BLOB[lower : upper + 1]
         assert relay.connections == 1
         assert [e.attrs["reused"] for e in http_events(rec)] == [False, True, True]
-    finally:
-        relay.close()
