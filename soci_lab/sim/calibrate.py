@@ -474,8 +474,7 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
             for _ in range(4):  # the bucket moved the latencies: the sustained rate with them, then the bucket
                 if not cal.burst or cal.bandwidth != cal.notes["bandwidth_sustained"]:
                     break
-                fb_fast = cal.first_byte_s if cal.fast_first_byte_s is None else cal.fast_first_byte_s
-                rate, _ = _rate_in_flight(runs, cal.first_byte_s, fb_fast, SUSTAINED_MIN_BYTES)
+                rate, _ = _sustained_rate(cal, runs)
                 if rate is None or abs(rate - cal.bandwidth) <= 1e-9 * cal.bandwidth:
                     break
                 cal.bandwidth = cal.notes["bandwidth_sustained"] = rate
@@ -580,6 +579,14 @@ def _rate_in_flight(
     return moved / busy, count
 
 
+def _sustained_rate(cal: Calibration, runs: list[_Transfers]) -> tuple[float | None, int]:
+    """:func:`_rate_in_flight` of transfers of :data:`SUSTAINED_MIN_BYTES` and more, each after its path's
+    fitted first byte (the lean path's is httpx's where it has none of its own)."""
+    fb = cal.first_byte_s or 0.0
+    fb_fast = fb if cal.fast_first_byte_s is None else cal.fast_first_byte_s
+    return _rate_in_flight(runs, fb, fb_fast, SUSTAINED_MIN_BYTES)
+
+
 def _two_paths(x: np.ndarray, lean: np.ndarray) -> bool:
     """Whether the isolated requests allow a first-byte time per path and one bandwidth: each path has
     :data:`MIN_PATH_SAMPLES` requests and the sizes vary within at least one of them (else the slope would
@@ -625,9 +632,7 @@ def _sustained(cal: Calibration, runs: list[_Transfers], *, two_paths: bool = Fa
     :data:`SHAPED_MARGIN` × above it (one shared link, not one connection, limited both)."""
     if cal.first_byte_s is None:
         return False
-    fb_slow = cal.first_byte_s
-    fb_fast = fb_slow if cal.fast_first_byte_s is None else cal.fast_first_byte_s
-    rate, n_large = _rate_in_flight(runs, fb_slow, fb_fast, SUSTAINED_MIN_BYTES)
+    rate, n_large = _sustained_rate(cal, runs)
     if rate is None:
         return False
     cal.notes["bandwidth_isolated"] = cal.bandwidth
