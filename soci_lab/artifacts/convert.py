@@ -7,9 +7,9 @@ returns the OCI image index to push under the image's tag:
 - the chosen entry is replaced by the rewritten manifest (new digest, same platform); its descriptor's
   annotations become the manifest's annotations — ``com.amazon.soci.index-digest`` among them — as
   upstream's ``Convert`` sets them (what the old descriptor carried is replaced, not merged);
-- an existing SOCI v2 index entry for the same platform is dropped (it is replaced, not duplicated);
 - the SOCI index's descriptor (``artifactType`` v2, the platform,
-  ``com.amazon.soci.image-manifest-digest``) is appended;
+  ``com.amazon.soci.image-manifest-digest``) takes the place of an existing SOCI index entry for the same
+  platform, or is appended (upstream's ``addSociIndexes``);
 - a Docker manifest list becomes an OCI image index (``mediaType`` rewritten); a bare manifest is wrapped
   in a new index holding it and its SOCI index.
 
@@ -18,6 +18,8 @@ the manifest by annotation, never by ``subject``: no digest cycle.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from ..oci import Descriptor, ImageConfig, Index, Manifest, Platform
 from ..oci import mediatypes as mt
@@ -65,20 +67,27 @@ def soci_enabled_index(
     :func:`soci_lab.ztoc.index.index_descriptor_v2`.
     """
     data = annotated.to_bytes()
-    entry_platform = chosen.platform if chosen is not None and chosen.platform is not None else platform
-    image_entry = Descriptor(mt.OCI_MANIFEST, annotated.digest, len(data), annotations=dict(annotated.annotations),
-                             platform=entry_platform)
     if top is None or chosen is None:
+        image_entry = Descriptor(mt.OCI_MANIFEST, annotated.digest, len(data),
+                                 annotations=dict(annotated.annotations), platform=platform)
         return Index(mt.OCI_INDEX, (image_entry, soci_descriptor))
+    # upstream updates the entry's digest, size, annotations and media type and keeps the rest
+    image_entry = replace(chosen, media_type=mt.OCI_MANIFEST, digest=annotated.digest, size=len(data),
+                          annotations=dict(annotated.annotations),
+                          platform=chosen.platform if chosen.platform is not None else platform)
     entries: list[Descriptor] = []
+    replaced = False
     for e in top.manifests:
         if e.digest == chosen.digest:
             entries.append(image_entry)
         elif is_soci_index_entry(e) and _same_platform(e.platform, soci_descriptor.platform):
-            continue  # the old SOCI index of this platform is replaced
+            if not replaced:  # the old SOCI index of this platform is replaced where it stood
+                entries.append(soci_descriptor)
+                replaced = True
         else:
             entries.append(e)
-    entries.append(soci_descriptor)
+    if not replaced:
+        entries.append(soci_descriptor)
     return Index(mt.OCI_INDEX, tuple(entries), annotations=dict(top.annotations), subject=top.subject,
                  artifact_type=top.artifact_type)
 
