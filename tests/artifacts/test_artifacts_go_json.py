@@ -180,3 +180,20 @@ def test_go_1_22_control_escapes() -> None:
 def test_lone_surrogates_become_replacement_characters() -> None:
     """Go holds strings as bytes and writes invalid UTF-8 as U+FFFD; a lone surrogate is the Python form."""
     assert go_json({"k\udc80": "a\ud800"}) == '{"k\ufffd":"a\ufffd"}'.encode()
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(doc=st.dictionaries(st.text(max_size=6), _json_values, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_go_json_round_trips_and_keeps_key_order(doc) -> None:
+    """Any JSON value comes back equal, keys in the order given, and no raw ``<>&``/U+2028/9 is written."""
+    out = go_json(doc)
+    assert json.loads(out) == doc
+    assert list(json.loads(out)) == list(doc)
+    assert not any(c in out for c in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()))
