@@ -27,10 +27,38 @@ from ..ztoc.index import ANNOTATION_IMAGE_MANIFEST_DIGEST, SOCI_INDEX_V1, SOCI_I
 
 
 def platform_of(config: ImageConfig) -> Platform:
-    """The platform an image config declares (``os``, ``architecture``, ``variant``)."""
-    variant = config.doc.get("variant")
-    return Platform(config.os or "linux", config.architecture or "amd64",
-                    variant if isinstance(variant, str) and variant else None)
+    """The platform an image config declares, normalized as containerd's ``ConfigPlatform`` does (upstream
+    ``soci convert`` puts that on a bare manifest's entries): ``os`` lower-cased (``macos`` → ``darwin``),
+    architecture aliases resolved (``x86_64`` → ``amd64``, ``aarch64`` → ``arm64``, …), redundant variants
+    dropped (``arm64`` ``v8``, ``amd64`` ``v1``), ``os.version`` kept, ``os.features`` sorted without
+    repeats."""
+    doc = config.doc
+    os_name = (config.os or "linux").lower()
+    os_name = "darwin" if os_name == "macos" else os_name
+    variant = doc.get("variant") if isinstance(doc.get("variant"), str) else ""
+    arch, variant = _normalize_arch(config.architecture or "amd64", variant)
+    os_version = doc.get("os.version") if isinstance(doc.get("os.version"), str) else None
+    features = doc.get("os.features")
+    feats = tuple(sorted({f for f in features if isinstance(f, str)})) if isinstance(features, list) else ()
+    return Platform(os_name, arch, variant or None, os_version or None, feats)
+
+
+def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
+    """containerd's ``normalizeArch``."""
+    arch, variant = arch.lower(), variant.lower()
+    if arch == "i386":
+        return "386", ""
+    if arch in ("x86_64", "x86-64", "amd64"):
+        return "amd64", "" if variant == "v1" else variant
+    if arch in ("aarch64", "arm64"):
+        return "arm64", {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9", "v9.0": "v9"}.get(variant, variant)
+    if arch == "armhf":
+        return "arm", "v7"
+    if arch == "armel":
+        return "arm", "v6"
+    if arch == "arm":
+        return "arm", {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(variant, variant)
+    return arch, variant
 
 
 def is_soci_index_entry(desc: Descriptor) -> bool:

@@ -197,3 +197,22 @@ def test_go_json_round_trips_and_keeps_key_order(doc) -> None:
     assert json.loads(out) == doc
     assert list(json.loads(out)) == list(doc)
     assert not any(c in out for c in (b"<", b">", b"&", "\u2028".encode(), "\u2029".encode()))
+
+
+@pytest.mark.parametrize(("config", "want"), [
+    ({"os": "linux", "architecture": "amd64"}, {"architecture": "amd64", "os": "linux"}),
+    ({"os": "Linux", "architecture": "x86_64", "variant": "v1"}, {"architecture": "amd64", "os": "linux"}),
+    ({"os": "linux", "architecture": "arm64", "variant": "v8"}, {"architecture": "arm64", "os": "linux"}),
+    ({"os": "linux", "architecture": "aarch64", "variant": "9.0"},
+     {"architecture": "arm64", "os": "linux", "variant": "v9"}),
+    ({"os": "linux", "architecture": "arm"}, {"architecture": "arm", "os": "linux", "variant": "v7"}),
+    ({"os": "windows", "architecture": "amd64", "os.version": "10.0.17763.1", "os.features": ["b", "a", "b"]},
+     {"architecture": "amd64", "os": "windows", "os.version": "10.0.17763.1", "os.features": ["a", "b"]}),
+])
+def test_bare_manifest_platform_is_containerds_normalized_config_platform(config, want) -> None:
+    """``soci convert`` of a bare manifest puts containerd's ``ConfigPlatform`` (normalized) on its entries."""
+    from soci_lab.artifacts.convert import platform_of
+    from soci_lab.oci import ImageConfig
+
+    doc = {**config, "rootfs": {"type": "layers", "diff_ids": []}}
+    assert platform_of(ImageConfig.from_bytes(json.dumps(doc).encode())).to_dict() == want
