@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev gcc libfuse3-dev fuse3 pkg-config docker-registry skopeo umoci strace debootstrap
               attr curl gzip pigz zstd e2fsprogs chromium flatbuffers-compiler golang-go)
+# tests/ztoc/go_ztoc_oracle (cgo): zlib headers and Debian's C++ FlatBuffers builder (no Go runtime is packaged)
+APT_PACKAGES+=(g++ zlib1g-dev libflatbuffers-dev)
 EXTRAS="${SOCI_LAB_EXTRAS:-fuse,test}"
 
 missing=()

@@ -5,6 +5,7 @@ OCI image layout used as the local content store. Pure and synchronous; nothing 
 from . import mediatypes
 from .descriptor import Descriptor
 from .digest import Digest, DigestVerifier, is_digest
+from .gojson import go_json, go_map
 from .layout import REF_NAME, BlobWriter, OCILayout
 from .manifest import (
     ImageConfig,
@@ -31,6 +32,8 @@ __all__ = [
     "Reference",
     "canonical_json",
     "check_layers_match_config",
+    "go_json",
+    "go_map",
     "is_digest",
     "is_loopback_host",
     "mediatypes",

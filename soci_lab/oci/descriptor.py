@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import InvalidManifest
 from .digest import Digest
+from .gojson import go_map
 from .platform import Platform
 
 
@@ -58,17 +59,19 @@ class Descriptor:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """In image-spec v1.1's ``Descriptor`` field order (mediaType, digest, size, urls, annotations with
+        sorted keys, data, platform, artifactType), empty optional fields left out as Go's omitempty does."""
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
-        if self.artifact_type:
-            out["artifactType"] = self.artifact_type
         if self.urls:
             out["urls"] = list(self.urls)
         if self.annotations:
-            out["annotations"] = dict(self.annotations)
+            out["annotations"] = go_map(self.annotations)
+        if self.data:
+            out["data"] = self.data
         if self.platform:
             out["platform"] = self.platform.to_dict()
-        if self.data is not None:
-            out["data"] = self.data
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         return out
 
     def with_annotations(self, **annotations: str) -> Descriptor:

@@ -14,6 +14,7 @@ from ..errors import InvalidManifest, NoMatchingPlatform, UnsupportedMediaType
 from . import mediatypes as mt
 from .descriptor import Descriptor
 from .digest import Digest
+from .gojson import go_json, go_map
 from .platform import Platform
 
 MAX_MANIFEST_SIZE = 4 << 20  # distribution's limit for manifests
@@ -32,7 +33,7 @@ def _load_json(data: bytes, what: str) -> dict[str, Any]:
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The compact, key-sorted JSON soci_lab writes for every document it creates."""
+    """Compact, key-sorted JSON (for documents that have no Go struct to follow: configs, layouts)."""
     return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
@@ -84,18 +85,28 @@ class _Document:
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _optional_fields(self, out: dict[str, Any]) -> dict[str, Any]:
+    def _head(self) -> dict[str, Any]:
+        """``schemaVersion``, ``mediaType``, ``artifactType``: the first fields of image-spec's Go structs."""
+        out: dict[str, Any] = {"schemaVersion": 2}
+        if self.media_type:
+            out["mediaType"] = self.media_type
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
+        return out
+
+    def _tail(self, out: dict[str, Any]) -> dict[str, Any]:
+        """``subject`` and ``annotations``: the last fields of image-spec's Go structs."""
         if self.subject:
             out["subject"] = self.subject.to_dict()
         if self.annotations:
-            out["annotations"] = dict(self.annotations)
+            out["annotations"] = go_map(self.annotations)
         return out
 
     def to_bytes(self) -> bytes:
-        """The bytes as served: the parsed raw bytes, or canonical JSON for a manifest built here."""
-        return self.raw or canonical_json(self.to_dict())
+        """The bytes as served: the parsed raw bytes, or, for a document built here, the JSON Go's
+        ``json.Marshal`` writes for image-spec v1.1's struct (field order, omitempty, escaping), so its digest
+        is the one upstream gives the same document."""
+        return self.raw or go_json(self.to_dict())
 
     @property
     def digest(self) -> Digest:
@@ -139,13 +150,11 @@ class Manifest(_Document):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": self.media_type,
-            "config": self.config.to_dict(),
-            "layers": [d.to_dict() for d in self.layers],
-        }
-        return self._optional_fields(out)
+        """In image-spec's ``Manifest`` field order."""
+        out = self._head()
+        out["config"] = self.config.to_dict()
+        out["layers"] = [d.to_dict() for d in self.layers]
+        return self._tail(out)
 
     def layer_descriptors(self) -> list[Descriptor]:
         """The layers that are image layers (skipping any non-layer blobs an artifact may list)."""
@@ -181,12 +190,10 @@ class Index(_Document):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": self.media_type,
-            "manifests": [d.to_dict() for d in self.manifests],
-        }
-        return self._optional_fields(out)
+        """In image-spec's ``Index`` field order."""
+        out = self._head()
+        out["manifests"] = [d.to_dict() for d in self.manifests]
+        return self._tail(out)
 
     def images(self) -> list[Descriptor]:
         """Entries that are images: not SOCI indexes or other artifacts, not attestation manifests.

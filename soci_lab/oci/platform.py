@@ -44,13 +44,14 @@ class Platform:
                    tuple(d.get("os.features") or ()))
 
     def to_dict(self) -> dict[str, Any]:
+        """In image-spec's ``Platform`` field order: architecture, os, os.version, os.features, variant."""
         out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            out["variant"] = self.variant
         if self.os_version:
             out["os.version"] = self.os_version
         if self.os_features:
             out["os.features"] = list(self.os_features)
+        if self.variant:
+            out["variant"] = self.variant
         return out
 
     def matches(self, candidate: Platform) -> bool:

@@ -2,9 +2,10 @@
 
 Build rule (upstream ``generate_zinfo_from_fp``, itself zlib's ``zran.c``): inflate with ``Z_BLOCK``; at a
 deflate block boundary (``data_type & 128``) that is not after the last block (``!(data_type & 64)``) add a
-checkpoint when ``totout == 0`` or ``totout - last > span_size`` (strict). "``totout == 0``" is read as "no
-checkpoint yet": zran would add a second checkpoint at ``out = 0`` after an empty first member or an empty
-stored block, which breaks the strictly-increasing rule upstream's SpanManager enforces. A checkpoint is
+checkpoint when ``totout == 0`` or ``totout - last > span_size`` (strict), exactly as upstream: an empty first
+member (or an empty stored block at the start) gives a second checkpoint at ``out = 0``, and checkpoints are
+placed in tar record padding and in trailing members past the tar end too, so the zinfo blob, the span
+digests and ``max_span_id`` are byte-identical to upstream's. A checkpoint is
 ``(in, out, bits, window)``: compressed offset of the first full byte after the boundary, uncompressed offset,
 how many bits of byte ``in-1`` belong to the next block, and the 32 KiB of output before ``out`` (zeros while fewer were
 produced). Concatenated gzip members are followed (``inflateReset2``), counters running on; a boundary right
@@ -107,9 +108,15 @@ class GzipZinfo:
         return self.checkpoints[i].out
 
     def end_uncompressed_offset(self, i: int) -> int:
-        """``out_{i+1}``, or the uncompressed archive size for the last span."""
+        """``out_{i+1}``, or the uncompressed archive size for the last span.
+
+        When the last checkpoint lies past the archive end (upstream places checkpoints in record padding
+        and trailing members), the last span is empty here (``out_last``) where upstream's arithmetic would
+        give an end before its start."""
         self._check(i)
-        return self.checkpoints[i + 1].out if i + 1 < len(self.checkpoints) else self.uncompressed_size
+        if i + 1 < len(self.checkpoints):
+            return self.checkpoints[i + 1].out
+        return max(self.uncompressed_size, self.checkpoints[i].out)
 
     def span_of(self, offset: int) -> int:
         """Largest ``i`` with ``out_i <= offset`` (upstream ``UncompressedOffsetToSpanID``)."""
@@ -123,25 +130,31 @@ class GzipZinfo:
         return lo
 
     def validate(self) -> None:
-        """Checkpoint sanity as upstream's SpanManager checks it, plus range checks.
+        """Checkpoint sanity, as tolerant as what upstream's builder writes.
 
-        Raises :class:`NonMonotonicCheckpoints` when ``in``/``out`` do not strictly increase.
+        Raises :class:`NonMonotonicCheckpoints` when a span other than the last does not start before the
+        next one in the compressed stream (upstream SpanManager's ``startCompOffset >= endCompOffset``) or
+        when uncompressed offsets go back. Unlike upstream's SpanManager, an empty span (two checkpoints at
+        the same ``out``, which upstream's builder writes for an empty first member) is accepted here, and
+        so is a last checkpoint past the archive end (record padding, a trailing member).
         """
-        prev_in = prev_out = -1
+        prev_out = -1
+        n = len(self.checkpoints)
         for i, c in enumerate(self.checkpoints):
             if not 0 <= c.bits <= 7:
                 raise FormatError(f"checkpoint {i} has {c.bits} bits (must be 0..7)")
             if c.in_ < 0 or c.out < 0 or (c.bits and c.in_ < 1):
                 raise FormatError(f"checkpoint {i} has negative offsets")
-            if i and (c.in_ <= prev_in or c.out <= prev_out):
+            if i + 1 < n and self.start_compressed_offset(i) >= self.checkpoints[i + 1].in_:
+                nxt = self.checkpoints[i + 1]
                 raise NonMonotonicCheckpoints(
-                    f"checkpoint {i} (in={c.in_}, out={c.out}) does not follow (in={prev_in}, out={prev_out})"
+                    f"checkpoint {i + 1} (in={nxt.in_}, out={nxt.out}) does not follow (in={c.in_}, out={c.out})"
                 )
-            prev_in, prev_out = c.in_, c.out
-        if self.checkpoints and (self.compressed_size and prev_in > self.compressed_size):
-            raise FormatError(f"last checkpoint at compressed offset {prev_in} beyond the layer size")
-        if self.checkpoints and self.uncompressed_size and prev_out > self.uncompressed_size:
-            raise FormatError(f"last checkpoint at uncompressed offset {prev_out} beyond the archive size")
+            if c.out < prev_out:
+                raise NonMonotonicCheckpoints(f"checkpoint {i} (out={c.out}) goes back from out={prev_out}")
+            prev_out = c.out
+        if n and self.compressed_size and self.checkpoints[-1].in_ > self.compressed_size:
+            raise FormatError(f"last checkpoint at compressed offset {self.checkpoints[-1].in_} beyond the layer size")
 
     def verify_header(self, data: bytes) -> None:
         """Check that ``data`` — the bytes ``[0, start_compressed_offset(0))`` — is exactly one gzip member
@@ -329,14 +342,12 @@ def scan_gzip(
     src: BinaryIO,
     span_size: int,
     sink: Callable[[memoryview], None] | None = None,
-    limit: Callable[[], int | None] | None = None,
 ) -> GzipScan:
     """Inflate a (multi-member) gzip stream once: checkpoints, span digests and sizes.
 
     ``sink`` receives the uncompressed stream in order as memoryviews valid only during the call (the TOC
-    scanner uses it). ``src`` needs only ``readinto`` (or ``read``). ``limit()`` may return the end of the
-    useful uncompressed data once known (the tar end): no checkpoint is placed at or beyond it, so the last
-    span never starts past ``uncompressed_archive_size`` (trailing tar record padding or an extra member).
+    scanner uses it). ``src`` needs only ``readinto`` (or ``read``). Checkpoints follow upstream's rule to
+    the byte, wherever the tar ends (see the module docstring).
     """
     if span_size <= 0:
         raise FormatError(f"span size must be positive, not {span_size}")
@@ -402,14 +413,7 @@ def scan_gzip(
                         raise FormatError(f"gzip stream stalled at byte {totin}")
                     raise FormatError(f"invalid gzip data at byte {totin}: {inf.message()}")
                 dt = s.data_type
-                if dt & 128 and not dt & 64 and (not checkpoints or totout - last > span_size):
-                    if limit is not None and totout:
-                        if sink is not None and fed < fill:
-                            sink(outmv[WINSIZE + fed : WINSIZE + fill])
-                            fed = fill
-                        end = limit()
-                        if end is not None and totout >= end:
-                            continue
+                if dt & 128 and not dt & 64 and (totout == 0 or totout - last > span_size):
                     b_ = dt & 7
                     # close the running span's digest at `totin`, start the next one
                     k = totin - base

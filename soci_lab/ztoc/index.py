@@ -18,12 +18,12 @@ import json
 import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import EmptyIndex, FormatError, InvalidInput, InvalidManifest, UnknownIndexVersion, UnsupportedCompression
 from ..oci import Descriptor, Digest, Manifest, Platform, mediatypes
-from ..oci.manifest import canonical_json
+from ..oci.gojson import go_json
 from .ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER, DEFAULT_MIN_LAYER_SIZE, DEFAULT_SPAN_SIZE, Ztoc, build_ztoc
 
 if TYPE_CHECKING:
@@ -144,20 +144,20 @@ def ztoc_descriptor(ztoc_blob: bytes, layer: Descriptor, span_size: int, *, disa
 
 
 def should_disable_xattrs(z: Ztoc) -> bool:
-    """True when no entry has SCHILY xattrs and none is an opaque-dir marker (``*/.wh..wh..opq``)."""
-    return not any(e.xattrs() or posixpath.basename(e.name.rstrip("/")) == ".wh..wh..opq" for e in z.toc)
+    """True when no entry has SCHILY xattrs and no name ends in ``.wh..wh..opq`` (upstream's suffix test)."""
+    return not any(e.xattrs() or e.name.endswith(".wh..wh..opq") for e in z.toc)
 
 
 def annotate_image_manifest(manifest: Manifest, index_digest: str) -> Manifest:
     """The v2 image manifest: rewritten as OCI (config media type OCI config) with
-    ``com.amazon.soci.index-digest``; its digest changes, its layers stay shared."""
-    cfg = manifest.config
-    return Manifest(
+    ``com.amazon.soci.index-digest``, every other field kept, as upstream's ``annotateImages`` does; its
+    digest changes, its layers stay shared."""
+    return replace(
+        manifest,
         media_type=mediatypes.OCI_MANIFEST,
-        config=Descriptor(mediatypes.OCI_CONFIG, cfg.digest, cfg.size, annotations=dict(cfg.annotations)),
-        layers=manifest.layers,
+        config=replace(manifest.config, media_type=mediatypes.OCI_CONFIG),
         annotations={**manifest.annotations, ANNOTATION_SOCI_INDEX_DIGEST: str(index_digest)},
-        subject=manifest.subject,
+        raw=b"",
     )
 
 
@@ -195,7 +195,7 @@ class PrefetchArtifact:
             if s.priority:
                 d["priority"] = s.priority
             spans.append(d)
-        return json.dumps({"version": self.version, "prefetch_spans": spans}, separators=(",", ":")).encode()
+        return go_json({"version": self.version, "prefetch_spans": spans})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PrefetchArtifact:
@@ -386,4 +386,4 @@ def build_soci_index(
 
 def index_manifest_json(index: SociIndex) -> dict[str, Any]:
     """The index manifest as a JSON object (for ``index info --json`` and tests)."""
-    return json.loads(canonical_json(index.to_manifest().to_dict()))
+    return json.loads(index.to_manifest().to_bytes())

@@ -98,12 +98,15 @@ class TarZinfo:
         return bytes(data)
 
     def to_bytes(self) -> bytes:
-        """The nested TarZinfo flatbuffer."""
+        """The nested TarZinfo flatbuffer, fields added in upstream's order (version, span_size, size).
+
+        The order decides the layout: the int32 first leaves 4 bytes of padding before the int64s, so the
+        blob is 48 bytes, as upstream writes it (size first would give 40)."""
         b = flatbuffers.Builder(64)
         b.StartObject(3)
-        b.PrependInt64Slot(2, self.size, 0)
-        b.PrependInt64Slot(1, self.span_size, 0)
         b.PrependInt32Slot(0, self.version, 0)
+        b.PrependInt64Slot(1, self.span_size, 0)
+        b.PrependInt64Slot(2, self.size, 0)
         b.Finish(b.EndObject())
         return bytes(b.Output())
 

@@ -637,7 +637,7 @@ def _build_stream(src: BinaryIO, compression: str | None, span_size: int, tool: 
     tar = TarScanner()
     zinfo: Zinfo
     if algo == "gzip":
-        g = scan_gzip(reader, span_size, tar.feed, lambda: tar.end)  # type: ignore[arg-type]
+        g = scan_gzip(reader, span_size, tar.feed)  # type: ignore[arg-type]
         zinfo, digests, csize = g.zinfo, g.span_digests, g.compressed_size
     elif algo == "zstd":
         s = scan_zstd(reader, span_size, tar.feed, lambda: tar.end)  # type: ignore[arg-type]

@@ -1,0 +1,3 @@
+module go_json_oracle
+
+go 1.19

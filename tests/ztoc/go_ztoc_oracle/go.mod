@@ -1,0 +1,3 @@
+module go_ztoc_oracle
+
+go 1.19
