@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..errors import InvalidManifest, NoReferrers, NotFound
-from ..oci import Descriptor, Digest, Index, canonical_json, mediatypes
+from ..oci import Descriptor, Digest, Index, mediatypes
 
 if TYPE_CHECKING:
     from .client import RegistryClient
@@ -109,8 +109,8 @@ async def add_to_referrers_tag(client: RegistryClient, repo: str, subject: Descr
     if any(e.digest == entry.digest for e in entries):
         return
     entries.append(entry)
-    doc = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [e.to_dict() for e in entries]}
-    await client.put_manifest(repo, canonical_json(doc), mediatypes.OCI_INDEX, tag)
+    index = Index(media_type=mediatypes.OCI_INDEX, manifests=tuple(entries))
+    await client.put_manifest(repo, index.to_bytes(), mediatypes.OCI_INDEX, tag)
 
 
 # --- the seed's client face ---------------------------------------------------------------------------

@@ -92,3 +92,14 @@ async def test_artifact_client_over_a_mock_caller():
     client = OCIArtifactClient(mock)
     assert await client.select_referrer(d1, policy=select_first_policy) == d1
     assert mock.asked == [mt.SOCI_INDEX_V1]
+
+
+async def test_referrers_tag_index_is_written_in_go_field_order(distribution_registry):
+    """The tag-schema index (distribution 2.8 has no referrers API) is the document oras/upstream would write:
+    image-spec's struct order, not sorted keys, so its digest matches theirs."""
+    async with RegistryClient(distribution_registry.url) as rc:
+        repo = unique_repo()
+        img = await push_image(rc, repo)
+        await push_referrer(rc, repo, img.manifest, mt.SOCI_INDEX_V1, "soci")
+        raw = (await rc.get_manifest(repo, referrers_tag(img.manifest.digest))).data
+        assert raw.startswith(b'{"schemaVersion":2,"mediaType":"' + mt.OCI_INDEX.encode() + b'","manifests":[')
