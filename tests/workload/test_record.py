@@ -215,3 +215,20 @@ def test_offsets_follow_every_process_position(case) -> None:
     lines, expected = case
     rows = parse_strace(lines, ROOT).rows
     assert [(r.op, r.path, r.offset, r.size) for r in rows] == expected
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("needs_root")
+def test_record_can_report_a_timeout_instead_of_raising(mini_rootfs: Path) -> None:
+    """As run_in_rootfs does (lab.pull records every command this way): the accesses made until the
+    timeout are kept, the run says it timed out, and nothing is left running."""
+    from soci_lab.errors import ReadinessTimeout
+    from soci_lab.workload import processes_in
+
+    rec = record_trace(mini_rootfs, ["/bin/sh", "-c", "cat /data/hello.txt; exec sleep 300"], "line:never", 1.0,
+                       raise_on_timeout=False)
+    assert rec.run.timed_out and not rec.run.ready and rec.run.cmd_s is None
+    assert any(r.op == "read" and r.path == "/data/hello.txt" and r.size == 14 for r in rec.trace)
+    with pytest.raises(ReadinessTimeout):
+        record_trace(mini_rootfs, ["/bin/sleep", "300"], "exit", 0.3)
+    assert processes_in(mini_rootfs) == []
