@@ -89,7 +89,7 @@ def display_summary(summary: pd.DataFrame, extra: Sequence[str] = ()) -> pd.Data
 
     Columns are those of :data:`_DISPLAY` present in ``summary``, then ``extra`` columns as they are."""
     out = pd.DataFrame(index=summary.index)
-    for col in [*extra, *_DISPLAY]:
+    for col in [*_DISPLAY, *extra]:
         if col not in summary.columns or col in out.columns:
             continue
         header, fmt = _DISPLAY.get(col, (col, str))
