@@ -50,10 +50,36 @@ class Comparison:
 
         return summary_frame(self.runs)
 
+    @property
+    def findings(self) -> list[str]:
+        """Who won, by how much and why, in sentences computed from the runs (the report's findings)."""
+        from .analysis.report_findings import findings
+
+        return findings(self.runs)
+
+    def text(self) -> str:
+        """The summary with units, the findings and the notes, as a terminal shows them."""
+        from .analysis.report_findings import display_summary
+
+        extra = ("network",) if "network" in self.summary.columns else ()
+        lines = [display_summary(self.summary, extra=extra).to_string(index=False), ""]
+        lines += self.findings
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"skipped {m}: {why}" for m, why in self.skipped.items()]
+        return "\n".join(lines)
+
     def _repr_html_(self) -> str:
-        notes = "".join(f"<li>{n}</li>" for n in self.notes + [f"{m}: {why}" for m, why in self.skipped.items()])
-        table = self.summary.to_html(index=False, float_format=lambda v: f"{v:.3f}")
-        return table + (f"<ul>{notes}</ul>" if notes else "")
+        import html
+
+        from .analysis.report_findings import display_summary
+
+        extra = ("network",) if "network" in self.summary.columns else ()
+        notes = "".join(
+            f"<li>{html.escape(n)}</li>" for n in self.notes + [f"{m}: {why}" for m, why in self.skipped.items()]
+        )
+        said = "".join(f"<p>{html.escape(s)}</p>" for s in self.findings)
+        table = display_summary(self.summary, extra=extra).to_html(index=False)
+        return table + said + (f"<ul>{notes}</ul>" if notes else "")
 
 
 def _say(progress: Callable[[str], None] | None, text: str) -> None:

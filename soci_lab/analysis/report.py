@@ -128,7 +128,7 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #111; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #999; }
 table { border-collapse: collapse; font-size: 0.85em; } th, td { border: 1px solid #999; padding: 3px 8px; }
-th { background: #eee; } td { text-align: right; }
+th { background: #eee; } td { text-align: right; white-space: nowrap; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ccc; }
 figcaption { font-size: 0.85em; color: #333; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
 .meta { color: #444; font-size: 0.85em; }

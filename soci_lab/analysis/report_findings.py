@@ -295,8 +295,8 @@ def sim_sentence(runs: Iterable[Any]) -> str | None:
     worst = max(errs, key=lambda m: abs(errs[m]))
     each = ", ".join(f"{m} {100 * e:+.0f} %" for m, e in errs.items())
     return (
-        f"The simulator, calibrated from these real runs, was within {100 * abs(errs[worst]):.0f} % of the real "
-        f"time to workload done in every mode ({each}; simulated against real)."
+        f"The simulator, calibrated from these real runs, was off the real time to workload done by at most "
+        f"{100 * abs(errs[worst]):.0f} % ({each}; simulated against real)."
     )
 
 
