@@ -133,7 +133,9 @@ def record_trace(
     if conv.t0 is None:
         raise WorkloadError(f"strace recorded nothing for {' '.join(cmd)}")
     ready_s = w.ready_s if w.ready_s is not None else w.elapsed()
-    rows = [r for r in conv.rows if r.t_s <= ready_s]
+    durations = conv.durations if len(conv.durations) == len(conv.rows) else [0.0] * len(conv.rows)
+    kept = [(r, d) for r, d in zip(conv.rows, durations, strict=True) if r.t_s <= ready_s]
+    rows = [r for r, _ in kept]
     n_syscall_rows = len(rows)
     syscall_bytes = Trace(rows).bytes_read()
     mapped_bytes = 0
@@ -147,7 +149,7 @@ def record_trace(
             mapped_bytes += end - start
     trace = Trace(rows)
     if recorder is not None:
-        _emit_rows(recorder, w, rows, n_syscall_rows)
+        _emit_rows(recorder, w, rows, n_syscall_rows, [d for _, d in kept])
     if out is not None:
         save_trace(trace, out)
     run = RunResult(
@@ -157,14 +159,18 @@ def record_trace(
     return Recording(trace, run, alive_at_ready, mapped_bytes, conv.calls, syscall_bytes)
 
 
-def _emit_rows(recorder: EventRecorder, w: RunningWorkload, rows: list[TraceRow], n_syscall_rows: int) -> None:
+def _emit_rows(
+    recorder: EventRecorder, w: RunningWorkload, rows: list[TraceRow], n_syscall_rows: int, durations: list[float]
+) -> None:
     """One ``file_read`` (reads) or ``file_op`` event per trace row, at the run's clock: the command's start
-    plus the row's ``t_s``. ``attrs.via`` says ``syscall`` (strace) or ``mmap`` (pages seen in pagemap)."""
+    plus the row's ``t_s``, ending when the call returned (strace ``-T``; mapped pages have no duration).
+    ``attrs.via`` says ``syscall`` (strace) or ``mmap`` (pages seen in pagemap)."""
     origin = w.event_origin
     for i, r in enumerate(rows):
         via = "syscall" if i < n_syscall_rows else "mmap"
         t = origin + r.t_s
+        t_end = t + (durations[i] if i < n_syscall_rows else 0.0)
         if r.op == "read":
-            recorder.emit("file_read", t, t, path=r.path, nbytes=r.size, offset=r.offset, via=via, recorded=True)
+            recorder.emit("file_read", t, t_end, path=r.path, nbytes=r.size, offset=r.offset, via=via, recorded=True)
         else:
-            recorder.emit("file_op", t, t, path=r.path, op=r.op, result=r.size, via=via, recorded=True)
+            recorder.emit("file_op", t, t_end, path=r.path, op=r.op, result=r.size, via=via, recorded=True)
