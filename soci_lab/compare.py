@@ -13,6 +13,11 @@ unmount). Where this machine cannot mount (no root, no ``/dev/fuse``, no overlay
 through the library's reader instead (:func:`soci_lab.lab.lazy_read`) and the eager modes are skipped; the
 result says so. With ``sim=True`` the simulator is calibrated from the real runs' own events and the same
 pulls are simulated on the same image (its zTOCs) and the same accesses, so the report overlays the two.
+
+The real runs' ``summary.csv`` and ``events.csv`` are written before the simulation starts (and when a
+later mode's pull fails, for the modes that ran); a simulation that fails raises one
+:class:`~soci_lab.errors.SimulationError` line naming the step (modelling the image, taking the command's
+accesses, calibrating, simulating a mode), after the real runs' full report is written.
 """
 
 from __future__ import annotations
@@ -118,7 +123,12 @@ def compare(
     for mode in tqdm(modes, desc="real pulls", unit="mode", disable=None, leave=False):
         _say(progress, f"pulling {ref} in {mode} mode (real)")
         if mountable:
-            run = lab.pull(ref, mode, config=config, trace=trace, cmd=cmd, readiness=readiness, insecure=insecure)
+            try:
+                run = lab.pull(ref, mode, config=config, trace=trace, cmd=cmd, readiness=readiness, insecure=insecure)
+            except BaseException:
+                if out is not None and result.runs:  # the modes that ran stay on disk
+                    _write_data(result.runs, out)
+                raise
         elif mode == "lazy":
             if cmd is not None:
                 raise SociLabError(f"cannot run a command without mounting ({why}); give a trace instead")
