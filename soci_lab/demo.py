@@ -208,8 +208,9 @@ def regime_sentence(verdicts: dict[str, Any], links: Sequence[Link]) -> str | No
     for link, v in pairs:
         outcome = f"won by {fmt_s(v.margin_s)}" if v.lazy_won else f"lost by {fmt_s(-v.margin_s)}"
         parts.append(
-            f"over {link.name} lazy {outcome}: the bytes it did not move were worth {fmt_s(v.saved_s)}, "
-            f"its fixed costs {fmt_s(v.fixed_s)}"
+            f"over {link.name} lazy {outcome} — a MB cost the eager pull {fmt_s(v.pace_s_per_mb)} to move and "
+            f"unpack, so the bytes lazy did not move were worth {fmt_s(v.saved_s)}, against its fixed costs of "
+            f"{fmt_s(v.fixed_s)}"
         )
     wins = {v.lazy_won for _, v in pairs}
     if wins == {True, False}:
@@ -218,7 +219,10 @@ def regime_sentence(verdicts: dict[str, Any], links: Sequence[Link]) -> str | No
             "small part of the image; where bytes are nearly free its fixed costs decide."
         )
     elif wins == {True}:
-        tail = " Lazy won on every link: the workload reads a small part of the image."
+        tail = (
+            " Lazy won on every link: the workload reads a small part of the image, and bytes were dear on "
+            "each (on a busy machine unpacking makes them dear even over loopback)."
+        )
     else:
         tail = " Lazy lost on every link: its fixed costs outweighed the bytes it saved, even on the slower link."
     return "Together: " + "; ".join(parts) + "." + tail

@@ -119,3 +119,13 @@ def test_findings_use_the_simulated_runs_when_there_are_no_real_ones(source: str
     v = verdict(runs)
     assert v is not None and v.source == source
     assert ("(simulated)" in v.sentences[0]) == (source == "sim")
+
+
+def test_the_two_links_together_say_where_lazy_loading_pays() -> None:
+    from soci_lab.demo import LINKS, regime_sentence
+
+    verdicts = {"loopback": verdict(_runs(rate=800 * MB, rtt=0.0005)), "100Mbit-20ms": verdict(_runs(12.5 * MB, 0.02))}
+    said = regime_sentence(verdicts, LINKS)
+    assert said is not None and said.startswith("Together: over loopback lazy lost by ")
+    assert "over 100Mbit-20ms lazy won by " in said and "pays where bytes are dear" in said
+    assert re.search(r"a MB cost the eager pull \d+(\.\d+)? ms to move and unpack", said)
