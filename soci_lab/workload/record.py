@@ -14,6 +14,7 @@ seen: the trace then holds ``read()`` calls only and :attr:`Recording.mapped_pag
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -92,6 +93,9 @@ def record_trace(
     false: then the command is stopped, the trace holds what it did until then and ``run.timed_out`` is set
     (as :func:`~.runner.run_in_rootfs` does).
     """
+    if shutil.which("strace") is None:
+        raise WorkloadError("recording a command's file accesses needs strace, which is not installed "
+                            "(apt-get install strace; scripts/setup.sh installs it)")
     root = os.path.realpath(os.fspath(rootfs))
     rule = readiness if isinstance(readiness, Readiness) else Readiness.parse(readiness)
     mapped: dict[str, list[tuple[int, int]]] = {}

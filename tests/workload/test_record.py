@@ -265,3 +265,9 @@ def test_recorded_reads_last_as_long_as_their_calls(mini_rootfs: Path) -> None:
     reads = events.to_frame().query("kind == 'file_read' and path == '/data/file.bin'")
     assert len(reads) >= 1
     assert (reads["t_end"] >= reads["t_start"]).all() and (reads["t_end"] > reads["t_start"]).any()
+
+
+def test_recording_without_strace_says_what_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no strace on this PATH
+    with pytest.raises(WorkloadError, match=r"needs strace, which is not installed \(apt-get install strace"):
+        record_trace(tmp_path, ["/bin/true"], "exit", 5)
