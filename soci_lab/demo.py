@@ -7,11 +7,15 @@ from the embedded registry on loopback, gives it a SOCI v2 index with upstream's
 compares lazy, parallel and sequential pulls for real and simulated on the sample application's start-up
 reads — over two links, so a newcomer sees both regimes of lazy loading:
 
-- ``loopback``: the registry on this machine, bytes almost free — the eager modes' bytes cost less than
-  lazy's fixed costs (index and zTOC fetches, FUSE mounts, spans fetched on demand);
+- ``loopback``: the registry on this machine, bytes almost free — on a quiet machine the eager modes'
+  bytes cost less than lazy's fixed costs (index and zTOC fetches, FUSE mounts, spans fetched on demand);
+  on a busy one unpacking makes even these bytes dear;
 - ``100Mbit-20ms``: the same registry behind the shaping proxy (:class:`~soci_lab.netlab.ShapingProxy`)
   at 100 Mbit/s with 20 ms per request, a cloud-like link — every byte the eager modes move costs time,
-  and lazy wins on the bytes it does not move.
+  and lazy gains by the bytes it does not move.
+
+Which mode won where, and why, is computed from the runs (:mod:`soci_lab.analysis.report_findings`), never
+assumed.
 
 Each link gets a full comparison report in its own folder (``loopback/``, ``100Mbit-20ms/``: report.html,
 summary.csv, events.csv, the plots); the top folder holds ``report.html`` (what each link showed and what
