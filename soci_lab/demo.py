@@ -211,10 +211,10 @@ def regime_sentence(verdicts: dict[str, Any], links: Sequence[Link]) -> str | No
     parts = []
     for link, v in pairs:
         outcome = f"won by {fmt_s(v.margin_s)}" if v.lazy_won else f"lost by {fmt_s(-v.margin_s)}"
+        fixed = f"its fixed costs of {fmt_s(v.fixed_s)}" if v.fixed_s > 0 else "fixed costs hidden behind its transfers"
         parts.append(
             f"over {link.name} lazy {outcome} — a MB cost the eager pull {fmt_s(v.pace_s_per_mb)} to move and "
-            f"unpack, so the bytes lazy did not move were worth {fmt_s(v.saved_s)}, against its fixed costs of "
-            f"{fmt_s(v.fixed_s)}"
+            f"unpack, so the bytes lazy did not move were worth {fmt_s(v.saved_s)}, against {fixed}"
         )
     wins = {v.lazy_won for _, v in pairs}
     if wins == {True, False}:

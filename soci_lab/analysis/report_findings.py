@@ -269,12 +269,20 @@ def _costs_sentence(c: LazyCosts) -> str:
     return "Lazy's fixed costs, which the eager modes do not pay: " + ", ".join(parts) + f"; then {waits}."
 
 
+def fixed_cost_text(v: Verdict) -> str:
+    """Lazy's fixed cost in words: a duration, or — when lazy took less time than its own bytes at the
+    eager pace (its mounts and fetches overlapped its transfers, or it moved its bytes faster) — that."""
+    if v.fixed_s > 0:
+        return f"{fmt_s(v.fixed_s)} of lazy's time that its bytes do not explain"
+    return "no time beyond what lazy's own bytes take at that pace (its fixed costs hid behind its transfers)"
+
+
 def _why_sentence(v: Verdict) -> str:
     saved_mb = (v.eager_bytes - v.lazy_bytes) / 1e6
     head = (
         f"Why: {v.eager} spent {fmt_s(v.pace_s_per_mb)} per MB it moved (download and unpack, "
         f"{fmt_bytes(v.eager_bytes)} in {fmt_s(v.times[v.eager])}); at that pace the {saved_mb:.1f} MB lazy did not "
-        f"move were worth {fmt_s(v.saved_s)}, against {fmt_s(v.fixed_s)} of lazy's time that its bytes do not explain"
+        f"move were worth {fmt_s(v.saved_s)}, against {fixed_cost_text(v)}"
     )
     if v.lazy_won:
         return head + f" — the bytes weighed more than the fixed costs, so lazy won by {fmt_s(v.margin_s)}."

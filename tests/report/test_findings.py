@@ -129,3 +129,18 @@ def test_the_two_links_together_say_where_lazy_loading_pays() -> None:
     assert said is not None and said.startswith("Together: over loopback lazy lost by ")
     assert "over 100Mbit-20ms lazy won by " in said and "pays where bytes are dear" in said
     assert re.search(r"a MB cost the eager pull \d+(\.\d+)? ms to move and unpack", said)
+
+
+def test_a_lazy_pull_faster_than_its_own_bytes_at_the_eager_pace_has_no_negative_cost() -> None:
+    """When the eager pull is slow per MB (a CPU-starved unpack), lazy's time can be less than its own bytes
+    at that pace: the report says its fixed costs hid behind its transfers instead of printing "-444 ms"."""
+    from soci_lab.demo import LINKS, regime_sentence
+
+    runs = [_eager("sequential", 800 * MB, 0.0005, unpack_s_per_mb=0.2), _lazy(800 * MB, 0.0005, mount_s=0.01)]
+    v = verdict(runs)
+    assert v is not None and v.lazy_won and v.fixed_s < 0
+    said = " ".join(findings(runs))
+    assert "hid behind its transfers" in said and not re.search(r"-\d", said.split("simulator")[0])
+    together = regime_sentence({"loopback": v, "100Mbit-20ms": v}, LINKS)
+    assert together is not None and "fixed costs hidden behind its transfers" in together
+    assert not re.search(r"of -\d", together)
