@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import socket
@@ -303,6 +304,7 @@ def b_lazy_vs_eager(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
         for eager in ("parallel", "sequential"):
             rows.append(row(f"workload done, {c['image']}, {c['network']}: lazy", "s", d["lazy"], d[eager],
                             peer_name=f"{eager} eager pull", note="lower is better; no goal set"))
+            rows[-1]["network"] = c["network"]
     for name, why in raw.get("skipped", {}).items():
         rows.append(row(f"workload done, {name}", "s", None, note=f"skipped: {why}"))
     return rows, raw
@@ -329,6 +331,7 @@ def b_sim(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
                         note=("requests and bytes agree exactly" if exact else
                               f"requests real {c['requests_real']} sim {c['requests_sim']}, "
                               f"bytes real {c['bytes_real']} sim {c['bytes_sim']}")))
+        rows[-1]["network"] = c["network"]
     return rows, raw
 
 
@@ -345,6 +348,77 @@ BENCHMARKS: dict[str, Callable[[dict[str, Any]], tuple[list[dict[str, Any]], Any
 
 
 # --- output ----------------------------------------------------------------------------------------
+
+
+#: the network each benchmark's rows measured over, unless a row names its own (``row["network"]``)
+NETWORK_OF = {
+    "ztoc_build": "none (a local gzip file)",
+    "ztoc_random_read": "none (a local gzip file)",
+    "remote_throughput": "loopback",
+    "netlab_throughput": "loopback",
+    "lazy": "loopback",
+    "eager": "loopback",
+}
+#: networks a row's metric may name (older rows did not carry a ``network`` key)
+_NETWORK_WORDS = ("100Mbit+20ms", "1Gbit", "loopback")
+
+
+def network_of(name: str, r: dict[str, Any]) -> str:
+    """The network a row was measured over: its own ``network``, a network its metric names, else the
+    benchmark's (:data:`NETWORK_OF`)."""
+    if r.get("network"):
+        return str(r["network"])
+    for word in _NETWORK_WORDS:
+        if word in r["metric"]:
+            return word
+    return NETWORK_OF.get(name, "not recorded")
+
+
+def fs_of(b: dict[str, Any]) -> str:
+    """The file system a benchmark wrote to: recorded (``conditions.fs``), or what its raw result says."""
+    cond = b.get("conditions") or {}
+    if cond.get("fs"):
+        return str(cond["fs"])
+    raw = b.get("raw") if isinstance(b.get("raw"), dict) else {}
+    if raw.get("fs") == "fresh" or "new ext4" in str(raw.get("state_fs", "")):
+        return "a new ext4 per run"
+    return "the shared root ext4 (/tmp)"
+
+
+def commit_of(b: dict[str, Any]) -> str:
+    """The commit a benchmark ran on: recorded, or (older entries) the commit that was HEAD at its date."""
+    cond = b.get("conditions") or {}
+    if cond.get("commit"):
+        return str(cond["commit"])
+    date = b.get("date")
+    if not date:
+        return "unknown"
+    p = subprocess.run(["git", "rev-list", "-1", f"--before={date}", "HEAD"], cwd=REPO, capture_output=True,
+                       text=True)
+    return f"≈{p.stdout.strip()[:7]}" if p.stdout.strip() else "unknown"
+
+
+def conditions(name: str, b: dict[str, Any], r: dict[str, Any], cpus: int | None) -> str:
+    """A row's conditions: file system, network, load (1-minute average before the benchmark, per CPU count),
+    and when and on which code it ran."""
+    load = (b.get("loadavg_before") or [math.nan])[0]
+    busy = " (busy)" if cpus and load > cpus else ""
+    when = str(b.get("date", ""))[:16].replace("T", " ")
+    return f"{fs_of(b)}; {network_of(name, r)}; load {load:.1f}{busy} on {cpus} CPUs; {when} UTC, `{commit_of(b)}`"
+
+
+def current_fs(path: Path) -> str:
+    """The type and mount point of the file system holding ``path`` (from /proc/mounts)."""
+    best = ("", "unknown")
+    try:
+        real = os.path.realpath(path)
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _dev, mnt, fstype, *_ = line.split()
+            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
+                best = (mnt, fstype)
+    except OSError:
+        pass
+    return f"{best[1]} ({best[0]})" if best[0] else "unknown"
 
 
 def fmt(v: float | None) -> str:
@@ -392,13 +466,19 @@ def markdown(doc: dict[str, Any]) -> str:
         " peer in the row's unit: for times lower is better, for rates (MB/s, reads/s) higher is better."
         " What the profiles say about the goals not met: `benchmarks/README.md`, *Findings*.",
         "",
-        "| benchmark | metric | ours | peer | ratio | goal | met? |",
-        "|---|---|---|---|---|---|---|",
+        "*conditions*: the file system the run wrote to, the network, the 1-minute load average before the"
+        " benchmark (busy: more than one runnable task per CPU), and when and on which commit it ran (≈: the"
+        " commit that was HEAD then, for entries that did not record theirs). Ours and peer in one row were"
+        " measured in the same run, so their ratio holds under its conditions; rows of different conditions"
+        " are not comparable with each other.",
+        "",
+        "| benchmark | metric | ours | peer | ratio | goal | met? | conditions |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     notes: list[str] = []
     for name, b in doc["benchmarks"].items():
         if b.get("error"):
-            out.append(f"| {name} | **error** | — | — | — | — | — |")
+            out.append(f"| {name} | **error** | — | — | — | — | — | — |")
             notes.append(f"- **{name}**: error: `{b['error'].splitlines()[-1][:300]}`")
             continue
         for r in b["rows"]:
@@ -407,12 +487,17 @@ def markdown(doc: dict[str, Any]) -> str:
             if r["peer_name"] and r["peer"] is not None:
                 peer += f" — {r['peer_name']}"
             ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "—"
-            cells = [name, r["metric"], cell(r["ours"], r["ours_spread"], r["unit"]), peer, ratio, r["goal"], met]
+            cells = [name, r["metric"], cell(r["ours"], r["ours_spread"], r["unit"]), peer, ratio, r["goal"], met,
+                     conditions(name, b, r, doc.get("cpus"))]
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
             if r["note"]:
                 notes.append(f"- {name} / {r['metric']}: {r['note']}")
         notes.append(f"- {name}: {b['seconds']:.0f} s of suite time, run {b.get('date', doc['date'])}, load "
                      f"{b.get('loadavg_before', doc['loadavg'])[0]:.1f} before")
+    removed = doc.get("removed") or {}
+    if removed:
+        out += ["", "## Removed", ""]
+        out += [f"- **{name}** ({why['date']}): {why['reason']}" for name, why in removed.items()]
     out += ["", "## Notes", "", *notes, ""]
     return "\n".join(out)
 
@@ -434,9 +519,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--no-md", action="store_true")
     ap.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="only re-write --md from a results file")
+    ap.add_argument("--drop", nargs=2, action="append", default=[], metavar=("NAME", "REASON"),
+                    help="with --render: remove a benchmark's entry from the results file (stale or measured under "
+                    "other conditions), keeping the reason in the file and in the table's Removed section")
     a = ap.parse_args(argv)
+    if a.drop and not a.render:
+        ap.error("--drop needs --render RESULTS_JSON")
     if a.render:
-        a.md.write_text(markdown(json.loads(a.render.read_text())))
+        doc = json.loads(a.render.read_text())
+        for name, reason in a.drop:
+            entry = doc["benchmarks"].pop(name, None)
+            if entry is None:
+                ap.error(f"{name} is not in {a.render}")
+            doc.setdefault("removed", {})[name] = {
+                "reason": reason, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        if a.drop:
+            a.render.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        a.md.write_text(markdown(doc))
         print(f"table: {a.md}")
         return 0
     profile = a.profile or "quick"
@@ -476,11 +575,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 b.setdefault("date", old.get("date"))
                 b.setdefault("loadavg_before", old.get("loadavg"))
             doc["command"] = commands(old.get("command", ""), doc["command"])
+            if old.get("removed"):  # what was removed stays removed until it is re-run
+                doc["removed"] = {k: v for k, v in old["removed"].items() if k not in names}
     for name in names:
         t0 = time.monotonic()
         print(f"[{name}] running ({profile}) …", file=sys.stderr, flush=True)
         entry: dict[str, Any] = {"rows": [], "raw": None, "error": None, "date": dt.datetime.now(dt.UTC).isoformat(
-            timespec="seconds"), "loadavg_before": list(os.getloadavg())}
+            timespec="seconds"), "loadavg_before": list(os.getloadavg()),
+            "conditions": {"fs": current_fs(BENCH_DIR), "commit": doc["commit"]}}
         try:
             entry["rows"], entry["raw"] = BENCHMARKS[name](params)
         except Exception as e:  # one benchmark failing must not lose the others' numbers

@@ -129,6 +129,11 @@ async def apull(
     """Mount REF in ``mode``, optionally replay ``trace`` (a Trace or a CSV path) or run ``cmd`` chrooted
     in the rootfs, unmount, and return the Run (every event, the FUSE servers' included).
 
+    A command runs under strace in every mode (:func:`soci_lab.workload.record_trace`), so its file
+    accesses are ``file_read``/``file_op`` events of the workload in lazy, parallel and sequential runs
+    alike (``files_read``, ``bytes_read``, ``fraction_read`` compare across modes); a lazy run's FUSE
+    servers' own reads are kept too, with their ``layer`` set.
+
     ``keep_state``: leave the state directory's contents (unpacked layers, caches) after unmounting, for
     the caller to delete later — benchmarks do, because deleting a tree of many files right away slows
     the file creation of the pulls that follow on some file systems.
@@ -177,13 +182,15 @@ async def apull(
                 functools.partial(replay_trace, target, rows, speed=speed, recorder=rec)
             )
             extra["replay"] = result.to_json()
-        if cmd is not None:
-            from .workload import run_in_rootfs
+        if cmd is not None:  # recorded the same way in every mode (strace), so lazy and eager rows compare
+            from .workload import record_trace
 
-            res = await anyio.to_thread.run_sync(
-                functools.partial(run_in_rootfs, target, list(cmd), readiness, timeout, recorder=rec)
+            recording = await anyio.to_thread.run_sync(
+                functools.partial(record_trace, target, list(cmd), readiness, timeout, recorder=rec, settle_s=0.0,
+                                  raise_on_timeout=False)
             )
-            extra["workload"] = res.to_json()
+            extra["workload"] = recording.run.to_json()
+            extra["accesses_recorded_by"] = "strace" + (" + mapped pages" if recording.mapped_pages else "")
     finally:
         with anyio.CancelScope(shield=True):
             frame = await anyio.to_thread.run_sync(functools.partial(m.unmount, remove=not keep_state))

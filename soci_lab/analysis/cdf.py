@@ -31,7 +31,9 @@ def plot_read_cdf(runs: Any, ax: Axes | None = None, *, log_x: bool | None = Non
     """The read-latency CDF of each run, overlaid (line style by source, marker and shade by strategy).
 
     ``runs``: a run, a list of runs, or an events frame of one or many runs. ``log_x`` defaults to a log
-    axis when the positive latencies span more than two decades.
+    axis when the positive latencies span more than two decades, or when the slowest read is more than
+    ten times the 90th percentile: on a linear axis such an outlier would take most of the width and
+    squeeze every other read against zero.
     """
     fig, ax = figure_and_axes(ax, 7.0, 4.0)
     curves = []
@@ -42,7 +44,9 @@ def plot_read_cdf(runs: Any, ax: Axes | None = None, *, log_x: bool | None = Non
     positive = np.concatenate([c[3]["latency_s"].to_numpy() for c in curves]) if curves else np.array([])
     positive = positive[positive > 0]
     if log_x is None:
-        log_x = bool(len(positive)) and positive.max() / positive.min() > 100
+        log_x = bool(len(positive)) and (
+            positive.max() / positive.min() > 100 or positive.max() > 10 * float(np.percentile(positive, 90))
+        )
     floor = positive.min() * 1000 if len(positive) else 1e-3
     for strategy, source, _run_id, cdf in curves:
         x_ms = cdf["latency_s"].to_numpy() * 1000

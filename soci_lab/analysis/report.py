@@ -6,8 +6,10 @@
 - ``events.csv`` — every run's events (architecture.md §3 schema);
 - ``summary.png``, ``bytes_over_time.png``, ``read_cdf.png``, ``real_vs_sim.png`` (when both sources are
   present), one ``timeline_<strategy>_<source>_<run>.png`` per run and one ``heatmap_<name>.png`` per sweep;
-- ``report.html`` — the summary table and every figure embedded as a base64 PNG (the page needs no other
-  file to display), each linked to its PNG file, plus each run's config and provenance.
+- ``report.html`` — the findings (who won, by how much and why, in sentences computed from the runs:
+  :mod:`.report_findings`), the summary table with units (s/ms, MB, %), the caller's notes, and every
+  figure embedded as a base64 PNG (the page needs no other file to display), each linked to its PNG file,
+  plus each run's config and provenance.
 
 The page has no scripts and no external resources, so it opens the same in a browser, a CI artefact
 viewer or an e-mail.
@@ -19,7 +21,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,8 +36,9 @@ from ._frames import all_events, events_by_run
 from .cdf import plot_read_cdf
 from .compare import plot_real_vs_sim, plot_summary, real_vs_sim_table
 from .heatmap import plot_heatmap
+from .report_findings import display_summary, findings, fmt_bytes, fmt_pct, fmt_s
 from .style import figure_png, png_data_uri, run_label
-from .summary import SUMMARY_COLUMNS, summary_frame
+from .summary import summary_frame
 from .throughput import plot_bytes_over_time
 from .timeline import plot_timeline
 
@@ -125,10 +128,11 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #111; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #999; }
 table { border-collapse: collapse; font-size: 0.85em; } th, td { border: 1px solid #999; padding: 3px 8px; }
-th { background: #eee; } td { text-align: right; }
+th { background: #eee; } td { text-align: right; white-space: nowrap; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ccc; }
 figcaption { font-size: 0.85em; color: #333; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
 .meta { color: #444; font-size: 0.85em; }
+.findings p { max-width: 60em; line-height: 1.4; }
 """
 
 
@@ -139,13 +143,15 @@ def write_report(
     *,
     sweeps: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write the report of ``runs`` into ``out_dir`` and return the path of ``report.html``.
 
     ``runs``: runs (:class:`soci_lab.run.Run`, or anything :func:`soci_lab.run.as_run` accepts — a
     recorder, a simulator's run, an events frame). ``sweeps``: name → keyword arguments of
     :func:`plot_heatmap` including ``frame``, drawn as extra heatmaps. ``progress``: a progress bar
-    (tqdm.auto) while figures render — None shows it only on a terminal or in a notebook.
+    (tqdm.auto) while figures render — None shows it only on a terminal or in a notebook. ``notes``:
+    lines shown under the findings (what was skipped and why, conditions of the runs).
     """
     from ..run import as_run
 
@@ -166,31 +172,40 @@ def write_report(
         (out / fig_spec.name).write_bytes(png)
         rendered.append((fig_spec, png))
 
-    page = _page(title, run_list, summary, rendered)
+    page = _page(title, run_list, summary, rendered, notes)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
 
 
-def _page(title: str, runs: list[Any], summary: pd.DataFrame, rendered: list[tuple[ReportFigure, bytes]]) -> str:
+def _page(
+    title: str,
+    runs: list[Any],
+    summary: pd.DataFrame,
+    rendered: list[tuple[ReportFigure, bytes]],
+    notes: Sequence[str] = (),
+) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    table = summary[[*SUMMARY_COLUMNS, "run_id"]].to_html(index=False, escape=True, na_rep="–", float_format=_fmt)
+    table = display_summary(summary, extra=("run_id",)).to_html(index=False, escape=True)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="meta">{len(runs)} run(s); written {when}. Data: <a href="summary.csv">summary.csv</a>, '
-        '<a href="events.csv">events.csv</a>. Times are seconds from the start of each run.</p>',
-        "<h2>Summary</h2>",
-        table,
+        '<a href="events.csv">events.csv</a>. Times are from the start of each run.</p>',
     ]
+    said = findings(runs)
+    if said:
+        parts += ["<h2>Findings</h2>", '<div class="findings">']
+        parts += [f"<p>{html.escape(s)}</p>" for s in said]
+        parts.append("</div>")
+    if notes:
+        parts += ["<ul>", *(f"<li>{html.escape(n)}</li>" for n in notes), "</ul>"]
+    parts += ["<h2>Summary</h2>", table]
     errors = real_vs_sim_table(runs)
     if len(errors):
-        parts += [
-            "<h2>Simulated against real</h2>",
-            errors.to_html(index=False, escape=True, na_rep="–", float_format=_fmt),
-        ]
+        parts += ["<h2>Simulated against real</h2>", _errors_table(errors).to_html(index=False, escape=True)]
     parts.append("<h2>Figures</h2>")
     for spec, png in rendered:
         name = html.escape(spec.name)
@@ -212,5 +227,17 @@ def _page(title: str, runs: list[Any], summary: pd.DataFrame, rendered: list[tup
     return "\n".join(parts)
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
+def _errors_table(errors: pd.DataFrame) -> pd.DataFrame:
+    """real_vs_sim_table with units: seconds and bytes as text, the error in %."""
+    def value(metric: str, v: float) -> str:
+        return fmt_bytes(v) if metric.startswith("bytes") else fmt_s(v) if metric.endswith("_s") else f"{v:.4g}"
+
+    return pd.DataFrame(
+        {
+            "strategy": errors["strategy"],
+            "metric": errors["metric"],
+            "real": [value(m, v) for m, v in zip(errors["metric"], errors["real"], strict=True)],
+            "simulated": [value(m, v) for m, v in zip(errors["metric"], errors["sim"], strict=True)],
+            "simulated − real": [("+" if e > 0 else "") + fmt_pct(e) for e in errors["rel_error"]],
+        }
+    )

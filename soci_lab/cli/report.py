@@ -60,11 +60,7 @@ def _emit(result, out: Path, as_json: bool) -> None:
             }
         )
         return
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    for note in result.notes:
-        print(f"note: {note}")
-    for mode, why in result.skipped.items():
-        print(f"skipped {mode}: {why}")
+    print(result.text())  # the summary with units, the findings, notes and what was skipped
     print(f"report: {result.report}")
 
 

@@ -5,6 +5,12 @@ system, a replay, a recording) gives a ``--trace-out`` file through :func:`trace
 ``attrs.op`` is one of the trace ops become those rows (``attrs.result`` as size). ``t_s`` is the event's
 ``t_start`` minus ``t0`` — by default the start of the earliest ``workload`` event, else of the first
 access. Failed events are left out unless ``keep_failed``: a failed access read nothing.
+
+A lazy run holds accesses at two levels: the workload's own (a replayed trace or a command recorded with
+strace: no ``layer``) and its FUSE servers' (``layer`` set, paths relative to the layer's root, sizes
+rounded to the kernel's requests). When any workload-level access is present only those are used, so one
+access is never taken twice; paths of layer-level events are made absolute (``usr/lib/x`` → ``/usr/lib/x``),
+as a trace's paths are.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ def _records(events: pd.DataFrame | Iterable[Event]) -> list[dict[str, Any]]:
     if hasattr(events, "to_dict") and hasattr(events, "columns"):
         return events.to_dict("records")  # type: ignore[union-attr]
     return [{"kind": e.kind, "t_start": e.t_start, "path": e.path, "bytes": e.bytes, "ok": e.ok,
-             "attrs": e.attrs} for e in events]  # type: ignore[union-attr]
+             "attrs": e.attrs, "layer": e.layer} for e in events]  # type: ignore[union-attr]
 
 
 def trace_from_events(events: pd.DataFrame | Iterable[Event], t0: float | None = None, *,
@@ -35,16 +41,22 @@ def trace_from_events(events: pd.DataFrame | Iterable[Event], t0: float | None =
         starts = [r["t_start"] for r in recs if r["kind"] == "workload"]
         access = [r["t_start"] for r in recs if r["kind"] in ("file_read", "file_op")]
         t0 = min(starts) if starts else (min(access) if access else 0.0)
+    accesses = [r for r in recs if r["kind"] in ("file_read", "file_op") and r.get("path")]
+    top = [r for r in accesses if _no_layer(r.get("layer"))]
     rows: list[TraceRow] = []
-    for r in recs:
-        if r["kind"] not in ("file_read", "file_op") or not r.get("path"):
-            continue
+    for r in top or accesses:
         if not r.get("ok", True) and not keep_failed:
             continue
         attrs = r.get("attrs") or {}
         t = max(0.0, float(r["t_start"]) - t0)
+        path = "/" + str(r["path"]).lstrip("/")
         if r["kind"] == "file_read":
-            rows.append(TraceRow(t, "read", str(r["path"]), int(attrs.get("offset", 0) or 0), int(r["bytes"] or 0)))
+            rows.append(TraceRow(t, "read", path, int(attrs.get("offset", 0) or 0), int(r["bytes"] or 0)))
         elif attrs.get("op") in OPS:
-            rows.append(TraceRow(t, str(attrs["op"]), str(r["path"]), 0, int(attrs.get("result", 0) or 0)))
+            rows.append(TraceRow(t, str(attrs["op"]), path, 0, int(attrs.get("result", 0) or 0)))
     return Trace(rows)
+
+
+def _no_layer(layer: Any) -> bool:
+    """Whether an event's ``layer`` is empty (None, NaN or "")."""
+    return layer is None or layer == "" or (isinstance(layer, float) and layer != layer)

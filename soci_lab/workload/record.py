@@ -14,13 +14,14 @@ seen: the trace then holds ``read()`` calls only and :attr:`Recording.mapped_pag
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import WorkloadError
+from ..errors import ReadinessTimeout, WorkloadError
 from ..events import EventRecorder
 from .mounts import DEFAULT_MOUNTS
 from .pagemap import mapped_file_pages
@@ -79,6 +80,7 @@ def record_trace(
     strace_log: str | os.PathLike[str] | None = None,
     settle_s: float = 0.25,
     on_ready: Callable[[RunningWorkload], None] | None = None,
+    raise_on_timeout: bool = True,
 ) -> Recording:
     """Run ``cmd`` in ``rootfs`` under strace until ``readiness``; return (and save to ``out``) its trace.
 
@@ -86,9 +88,14 @@ def record_trace(
     temporary directory removed afterwards. Mapped pages are collected at readiness and again ``settle_s``
     later (a process caught in ``exec`` at readiness has no mappings yet); a service idle after readiness
     adds nothing in between. ``on_ready(workload)`` is called at readiness too, after that first look,
-    while the processes still run. Raises :class:`WorkloadError` if the command fails or never
-    becomes ready within ``timeout``.
+    while the processes still run. Raises :class:`WorkloadError` if the command fails before readiness,
+    and :class:`ReadinessTimeout` when it is not ready within ``timeout`` — unless ``raise_on_timeout`` is
+    false: then the command is stopped, the trace holds what it did until then and ``run.timed_out`` is set
+    (as :func:`~.runner.run_in_rootfs` does).
     """
+    if shutil.which("strace") is None:
+        raise WorkloadError("recording a command's file accesses needs strace, which is not installed "
+                            "(apt-get install strace; scripts/setup.sh installs it)")
     root = os.path.realpath(os.fspath(rootfs))
     rule = readiness if isinstance(readiness, Readiness) else Readiness.parse(readiness)
     mapped: dict[str, list[tuple[int, int]]] = {}
@@ -108,11 +115,17 @@ def record_trace(
             root, cmd, rule, user=user, env=env, cwd=cwd, mounts=mounts, recorder=recorder,
             wrapper=strace_argv(str(log_path)),
         )
+        timed_out = False
         with w:
-            w.wait_ready(timeout, snapshot)
+            try:
+                w.wait_ready(timeout, snapshot)
+            except ReadinessTimeout:
+                if raise_on_timeout:
+                    raise
+                timed_out = True
             assert w.proc is not None
             exit_code = w.proc.poll()
-            if settle_s > 0 and exit_code is None:
+            if settle_s > 0 and exit_code is None and not timed_out:
                 # a second look once the processes settle: a process caught mid-exec at readiness
                 time.sleep(settle_s)
                 later = mapped_file_pages(processes_in(root), root)
@@ -123,8 +136,10 @@ def record_trace(
             conv = parse_strace(f, root)
     if conv.t0 is None:
         raise WorkloadError(f"strace recorded nothing for {' '.join(cmd)}")
-    ready_s = w.ready_s or 0.0
-    rows = [r for r in conv.rows if r.t_s <= ready_s]
+    ready_s = w.ready_s if w.ready_s is not None else w.elapsed()
+    durations = conv.durations if len(conv.durations) == len(conv.rows) else [0.0] * len(conv.rows)
+    kept = [(r, d) for r, d in zip(conv.rows, durations, strict=True) if r.t_s <= ready_s]
+    rows = [r for r, _ in kept]
     n_syscall_rows = len(rows)
     syscall_bytes = Trace(rows).bytes_read()
     mapped_bytes = 0
@@ -138,24 +153,28 @@ def record_trace(
             mapped_bytes += end - start
     trace = Trace(rows)
     if recorder is not None:
-        _emit_rows(recorder, w, rows, n_syscall_rows)
+        _emit_rows(recorder, w, rows, n_syscall_rows, [d for _, d in kept])
     if out is not None:
         save_trace(trace, out)
     run = RunResult(
-        cmd=tuple(cmd), readiness=str(rule), ready=True, cmd_s=w.ready_s, total_s=w.elapsed(),
-        exit_code=exit_code, output_tail=list(w.tail),
+        cmd=tuple(cmd), readiness=str(rule), ready=w.ready_s is not None, cmd_s=w.ready_s, total_s=w.elapsed(),
+        exit_code=exit_code, timed_out=timed_out, output_tail=list(w.tail),
     )
     return Recording(trace, run, alive_at_ready, mapped_bytes, conv.calls, syscall_bytes)
 
 
-def _emit_rows(recorder: EventRecorder, w: RunningWorkload, rows: list[TraceRow], n_syscall_rows: int) -> None:
+def _emit_rows(
+    recorder: EventRecorder, w: RunningWorkload, rows: list[TraceRow], n_syscall_rows: int, durations: list[float]
+) -> None:
     """One ``file_read`` (reads) or ``file_op`` event per trace row, at the run's clock: the command's start
-    plus the row's ``t_s``. ``attrs.via`` says ``syscall`` (strace) or ``mmap`` (pages seen in pagemap)."""
+    plus the row's ``t_s``, ending when the call returned (strace ``-T``; mapped pages have no duration).
+    ``attrs.via`` says ``syscall`` (strace) or ``mmap`` (pages seen in pagemap)."""
     origin = w.event_origin
     for i, r in enumerate(rows):
         via = "syscall" if i < n_syscall_rows else "mmap"
         t = origin + r.t_s
+        t_end = t + (durations[i] if i < n_syscall_rows else 0.0)
         if r.op == "read":
-            recorder.emit("file_read", t, t, path=r.path, nbytes=r.size, offset=r.offset, via=via, recorded=True)
+            recorder.emit("file_read", t, t_end, path=r.path, nbytes=r.size, offset=r.offset, via=via, recorded=True)
         else:
-            recorder.emit("file_op", t, t, path=r.path, op=r.op, result=r.size, via=via, recorded=True)
+            recorder.emit("file_op", t, t_end, path=r.path, op=r.op, result=r.size, via=via, recorded=True)

@@ -1,4 +1,4 @@
-"""Turn ``strace -f -ttt -y -s 0`` output of a chrooted command into trace rows.
+"""Turn ``strace -f -ttt -T -y -s 0`` output of a chrooted command into trace rows.
 
 The command runs as ``strace … chroot ROOT CMD``, so strace itself stays on the host and ``-y`` annotates
 every descriptor with its *host* path (``3</srv/root/usr/lib/libc.so.6>``): the kernel's own resolution,
@@ -18,6 +18,10 @@ What becomes a row (successful calls only — a failed lookup fetches no data):
   of entries returned); ``readlink``/``readlinkat`` → ``readlink`` (target length).
 
 Pages touched through ``mmap`` are invisible to strace; :mod:`.pagemap` adds them (see ``record``).
+
+``-T`` gives each call's time in the kernel (``<0.000123>`` at the end of the line, on the ``resumed``
+half of a split call): :attr:`StraceConversion.durations` holds it per row (0 for a log without ``-T``),
+so a recorded read has a latency — the same measure in every pull mode, a FUSE read's span fetch included.
 """
 
 from __future__ import annotations
@@ -44,11 +48,12 @@ _UNFINISHED = re.compile(r"^(?P<name>\w+)\((?P<args>.*)\s*<unfinished \.\.\.>$")
 _RESUMED = re.compile(r"^<\.\.\. (?P<name>\w+) resumed>(?P<tail>.*)$")
 _FD = re.compile(r"^(?P<fd>-?\d+|AT_FDCWD)(?:<(?P<path>.*)>)?$")
 _RET = re.compile(r"^(?P<val>-?\d+|0x[0-9a-f]+)(?:<(?P<path>.*)>)?(?:\s.*)?$")
+_DURATION = re.compile(r"\s<(?P<s>\d+\.\d+)>$")
 
 
 def strace_argv(output: str) -> list[str]:
     """The strace command line that writes what :func:`parse_strace` reads to ``output``."""
-    return [shutil.which("strace") or "strace", "-f", "-qq", "-ttt", "-y", "-s", "0", "-e", "signal=none",
+    return [shutil.which("strace") or "strace", "-f", "-qq", "-ttt", "-T", "-y", "-s", "0", "-e", "signal=none",
             "-e", f"trace={','.join(TRACED_SYSCALLS)}", "-o", output]
 
 
@@ -135,6 +140,7 @@ class Call:
     name: str
     args: list[str]
     ret: str
+    duration: float = 0.0  #: seconds in the kernel (strace -T), 0 when not shown
 
 
 def iter_calls(lines: Iterable[str]) -> Iterator[Call]:
@@ -159,7 +165,11 @@ def iter_calls(lines: Iterable[str]) -> Iterator[Call]:
         c = _CALL.match(rest)
         if not c:
             continue
-        yield Call(pid, ts, c["name"], split_args(c["args"]), c["ret"].strip())
+        ret = c["ret"].strip()
+        d = _DURATION.search(ret)
+        if d:
+            ret = ret[: d.start()].rstrip()
+        yield Call(pid, ts, c["name"], split_args(c["args"]), ret, float(d["s"]) if d else 0.0)
 
 
 @dataclass
@@ -167,6 +177,7 @@ class StraceConversion:
     """The rows of a strace log, and when each inside path was first opened/mapped (for mmap pages)."""
 
     rows: list[TraceRow] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)  #: per row: the call's time in the kernel (strace -T)
     first_seen: dict[str, float] = field(default_factory=dict)  #: inside path → t_s
     t0: float | None = None  #: epoch seconds of the first call (the workload's start)
     calls: int = 0
@@ -243,6 +254,7 @@ class _Converter:
         assert self.out.t0 is not None
         t = max(0.0, call.ts - self.out.t0)
         self.out.rows.append(TraceRow(round(t, 6), op, path, offset, size))
+        self.out.durations.append(call.duration)
         if op in ("open", "read"):
             self.out.first_seen.setdefault(path, t)
 

@@ -215,3 +215,59 @@ def test_offsets_follow_every_process_position(case) -> None:
     lines, expected = case
     rows = parse_strace(lines, ROOT).rows
     assert [(r.op, r.path, r.offset, r.size) for r in rows] == expected
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("needs_root")
+def test_record_can_report_a_timeout_instead_of_raising(mini_rootfs: Path) -> None:
+    """As run_in_rootfs does (lab.pull records every command this way): the accesses made until the
+    timeout are kept, the run says it timed out, and nothing is left running."""
+    from soci_lab.errors import ReadinessTimeout
+    from soci_lab.workload import processes_in
+
+    rec = record_trace(mini_rootfs, ["/bin/sh", "-c", "cat /data/hello.txt; exec sleep 300"], "line:never", 1.0,
+                       raise_on_timeout=False)
+    assert rec.run.timed_out and not rec.run.ready and rec.run.cmd_s is None
+    assert any(r.op == "read" and r.path == "/data/hello.txt" and r.size == 14 for r in rec.trace)
+    with pytest.raises(ReadinessTimeout):
+        record_trace(mini_rootfs, ["/bin/sleep", "300"], "exit", 0.3)
+    assert processes_in(mini_rootfs) == []
+
+
+def test_strace_durations_give_each_recorded_call_its_latency() -> None:
+    """``strace -T``: each row carries its call's time in the kernel (a split call's on its resumed half),
+    and the annotation of the returned descriptor is not swallowed by it."""
+    log = f"""\
+100 1000.000000 chroot("{ROOT}") = 0 <0.000005>
+100 1000.001000 openat(AT_FDCWD<{ROOT}>, "/data/f", O_RDONLY) = 3<{ROOT}/data/f> <0.000012>
+100 1000.001100 read(3<{ROOT}/data/f>, <unfinished ...>
+101 1000.001150 openat(AT_FDCWD<{ROOT}>, "/data/g", O_RDONLY) = 4<{ROOT}/data/g> <0.000020>
+100 1000.041100 <... read resumed>""..., 4096) = 4096 <0.040000>
+100 1000.041200 newfstatat(AT_FDCWD<{ROOT}>, "/missing", 0x7ffe, 0) = -1 ENOENT (No such file) <0.000003>
+"""
+    conv = parse_strace(log.splitlines(), ROOT)
+    got = [(r.op, r.path, r.offset, r.size, d) for r, d in zip(conv.rows, conv.durations, strict=True)]
+    assert got == [
+        ("open", "/data/f", 0, 0, 0.000012),
+        ("open", "/data/g", 0, 0, 0.00002),
+        ("read", "/data/f", 0, 4096, 0.04),
+    ]
+    assert conv.rows[2].t_s == pytest.approx(0.0011)  # the read started when it was called
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("needs_root")
+def test_recorded_reads_last_as_long_as_their_calls(mini_rootfs: Path) -> None:
+    from soci_lab.events import EventRecorder
+
+    events = EventRecorder(strategy="local")
+    record_trace(mini_rootfs, ["/bin/cat", "/data/file.bin"], "exit", 20, recorder=events)
+    reads = events.to_frame().query("kind == 'file_read' and path == '/data/file.bin'")
+    assert len(reads) >= 1
+    assert (reads["t_end"] >= reads["t_start"]).all() and (reads["t_end"] > reads["t_start"]).any()
+
+
+def test_recording_without_strace_says_what_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no strace on this PATH
+    with pytest.raises(WorkloadError, match=r"needs strace, which is not installed \(apt-get install strace"):
+        record_trace(tmp_path, ["/bin/true"], "exit", 5)

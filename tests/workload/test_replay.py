@@ -162,3 +162,21 @@ def test_replay_events_summarize_to_the_trace_fraction(tree: Path) -> None:
     assert s["fraction_read"] == rows.bytes_read() / (1 << 20)
     assert s["files_read"] == 1
     assert s["workload_done_s"] > 0
+
+
+def test_trace_from_events_takes_the_workloads_accesses_over_the_fuse_servers() -> None:
+    """A lazy run holds the command's own accesses (no layer) and its FUSE servers' (layer set, paths
+    relative to the layer root): only the former make the trace, and layer-level paths become absolute."""
+    from soci_lab.events import EventRecorder
+    from soci_lab.workload import trace_from_events
+
+    rec = EventRecorder(strategy="lazy")
+    rec.emit("file_read", 1.0, 1.1, layer="sha256:aa", path="usr/lib/os.py", nbytes=131072, offset=0)
+    rec.emit("workload", 0.9, 2.0)
+    rec.emit("file_read", 1.0, 1.0, path="/usr/lib/os.py", nbytes=40000, offset=0)
+    rec.emit("file_op", 0.95, 0.95, path="/usr/lib/os.py", op="open", result=0)
+    trace = trace_from_events(rec.to_frame())
+    assert [(r.op, r.path, r.size) for r in trace] == [("open", "/usr/lib/os.py", 0), ("read", "/usr/lib/os.py", 40000)]
+    fuse_only = EventRecorder(strategy="lazy")
+    fuse_only.emit("file_read", 1.0, 1.1, layer="sha256:aa", path="usr/lib/os.py", nbytes=131072, offset=0)
+    assert [r.path for r in trace_from_events(fuse_only.to_frame())] == ["/usr/lib/os.py"]
