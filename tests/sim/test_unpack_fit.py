@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from soci_lab.config import Config
+from soci_lab.events import upgrade_frame
 from soci_lab.sim import (
     HostParams,
     LazyParams,
@@ -146,7 +147,7 @@ def _real_frames(role: str) -> list[pd.DataFrame]:
             "t_start": g.t_start.to_numpy(), "t_end": g.t_end.to_numpy(),
             "layer": g.layer.astype(object).where(g.layer.notna(), None).to_numpy(), "span": None,
             "path": None, "bytes": g["bytes"].to_numpy(), "ok": g.ok.to_numpy(), "error": None, "attrs": attrs,
-        }))  # fmt: skip
+        }).pipe(upgrade_frame))  # fmt: skip
     return frames
 
 
