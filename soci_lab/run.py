@@ -27,7 +27,7 @@ import pandas as pd
 
 from .analysis.summary import as_frame, summarize
 from .errors import AnalysisError, RunFormatError
-from .events import Event, EventRecorder, read_events, write_events
+from .events import Event, EventRecorder, of_kind, read_events, write_events
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -230,6 +230,11 @@ class Run:
             config=meta.get("config") or {},
             provenance=meta.get("provenance") or {},
         )
+
+    def events_of(self, kind: str) -> pd.DataFrame:
+        """This run's events of one ``kind`` with the detail columns that kind carries (``status``,
+        ``range`` … of an ``http_request``; ``how`` of a ``mount``), the others left out."""
+        return of_kind(self.events, kind)
 
     # --- display -----------------------------------------------------------------------------------
 
