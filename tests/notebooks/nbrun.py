@@ -103,3 +103,56 @@ def notebook_of(cells: list[str]) -> Any:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
     return nb
+
+
+def refresh(path: Path, scratch: Path) -> float:
+    """Run the notebook at ``path`` (small mode unless the environment says otherwise) and write it back
+    with its outputs, without timing metadata and with its own kernelspec; returns the wall time."""
+    import time
+
+    nb = nbformat.read(path, as_version=4)
+    metadata = dict(nb.metadata)
+    t0 = time.perf_counter()
+    with this_interpreters_kernel(scratch / "jupyter") as kernel:
+        client = nbclient.NotebookClient(
+            nb,
+            timeout=900,
+            kernel_name=kernel,
+            resources={"metadata": {"path": str(path.parent)}},
+            allow_errors=False,
+            record_timing=False,
+        )
+        client.execute()
+    nb.metadata = nbformat.from_dict({**metadata, "language_info": nb.metadata.get("language_info", {})})
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/notebooks [NAME …]``: run the notebooks (all, or those whose file name contains a NAME) one
+    at a time and keep their outputs in the files, so a reader sees them without running anything."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="scripts/notebooks", description=main.__doc__)
+    parser.add_argument("names", nargs="*", help="run only the notebooks whose file name contains one of these")
+    args = parser.parse_args(argv)
+    paths = [
+        p
+        for p in sorted((REPO / "notebooks").glob("*.ipynb"))
+        if not args.names or any(n in p.name for n in args.names)
+    ]
+    if not paths:
+        parser.error(f"no notebook matches {' '.join(args.names)}")
+    for path in paths:
+        with tempfile.TemporaryDirectory(prefix="soci-lab-nb-") as scratch:
+            wall = refresh(path, Path(scratch))
+        problems = display_problems(nbformat.read(path, as_version=4), path.name)
+        print(f"{path.name}: {wall:.1f} s, {path.stat().st_size / 1e3:.0f} kB" + "".join(f"\n  {p}" for p in problems))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

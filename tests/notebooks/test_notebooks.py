@@ -73,7 +73,6 @@ def test_notebook_is_committed_with_the_outputs_of_a_small_run(path: Path) -> No
     assert counts == list(range(1, len(code) + 1)), f"{path.name}: not one top-to-bottom run: {counts}"
     errors = [c.source for c in code for o in c.outputs if o.output_type == "error"]
     assert errors == [], f"{path.name}: committed with an error in {errors[0]!r}"
-    assert any(is_plotting(c) for c in code), f"{path.name} draws nothing"
     assert any("assert " in c.source for c in code), f"{path.name} checks nothing"
     assert display_problems(nb, path.name) == []
     assert findings_problems(nb, path.name) == []
