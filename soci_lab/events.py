@@ -312,7 +312,10 @@ def _typed(col: pd.Series) -> pd.Series:
     if kinds <= {bool, np.bool_}:
         return col.astype("boolean")
     if all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
-        return col.astype("Int64")
+        try:
+            return col.astype("Int64")
+        except (OverflowError, TypeError, ValueError):  # beyond 64 bits: keep the Python integers
+            return col.astype(object).where(col.notna(), None)
     if all(issubclass(k, (int, float, np.integer, np.floating)) and not issubclass(k, (bool, np.bool_))
            for k in kinds):
         return col.astype("float64")
