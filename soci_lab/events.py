@@ -258,6 +258,12 @@ def of_kind(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
     return rows[[*COLUMNS, *used]]
 
 
+def normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of an events frame in the schema's shape: one dtype per column, detail columns typed and
+    sorted by name after the schema's (frames merged from several sources come out as one)."""
+    return _normalise(frame.copy())
+
+
 def upgrade_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` itself, or — when it still has the first schema's ``attrs`` column of dicts — a copy with
     those details as columns (so code and notebooks written for that schema keep working)."""

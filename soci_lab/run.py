@@ -27,7 +27,7 @@ import pandas as pd
 
 from .analysis.summary import as_frame, summarize
 from .errors import AnalysisError, RunFormatError
-from .events import Event, EventRecorder, of_kind, read_events, write_events
+from .events import Event, EventRecorder, normalise_frame, of_kind, read_events, write_events
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -118,7 +118,7 @@ class Run:
         image_bytes: int | None = None,
     ) -> Run:
         """A run from its events; identity defaults to the events' own ``run_id``/``source``/``strategy``."""
-        frame = as_frame(events).reset_index(drop=True)
+        frame = normalise_frame(as_frame(events)).reset_index(drop=True)
         summary = summarize(frame, image_bytes, run_id=run_id, source=source, strategy=strategy)
         return cls(
             run_id=str(summary["run_id"] or "run"),
