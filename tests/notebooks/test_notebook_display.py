@@ -33,7 +33,28 @@ CELLS: list[tuple[str, int]] = [
     ("fig = run.plot_read_cdf()\ndisplay(fig)\nshown = True", 1),  # shown by display(): not again at the end
     ("fig, ax = plt.subplots()\nrun.plot_read_cdf(ax=ax);", 1),  # the user's own pyplot figure: pyplot shows it
     ("from soci_lab.analysis import write_report\nwrite_report([run], 'report-out').name", 0),  # rendered, not shown
+    ("from soci_lab.analysis import plot_summary\nplot_summary([run])", 1),
+    ("from soci_lab.analysis import plot_real_vs_sim\nplot_real_vs_sim([run]);", 1),
+    (
+        "import pandas as pd\nfrom soci_lab.analysis import plot_heatmap\n"
+        "sweep = pd.DataFrame({'span_mib': [1, 1, 4, 4], 'rtt_ms': [0, 20, 0, 20], 'total_s': [1.0, 2.0, 1.5, 1.2]})\n"
+        "plot_heatmap(sweep, x='span_mib', y='rtt_ms', value='total_s', xlabel='span (MiB)', ylabel='RTT (ms)',\n"
+        "             value_label='time (s)')",
+        1,
+    ),
 ]
+
+
+def test_every_plot_function_is_tried() -> None:
+    """A plot added later is added here too: every public ``plot_*`` of the analysis and of a run."""
+    import soci_lab.analysis
+    from soci_lab.run import Run
+
+    names = {n for n in soci_lab.analysis.__all__ if n.startswith("plot_")} | {
+        n for n in dir(Run) if n.startswith("plot_")
+    }
+    source = "\n".join(src for src, _ in CELLS)
+    assert sorted(n for n in names if f"{n}(" not in source) == []
 
 
 def png_width(data_b64: str) -> int:
