@@ -4,17 +4,26 @@ An :class:`EventRecorder` belongs to one run. Any room — async code on the loo
 inflate or untar, the simpy model with its simulated clock — appends :class:`Event` records to it; the run
 then turns them into a tidy DataFrame, or writes them as CSV, JSONL or Parquet. Real and simulated runs
 share this type so one plot can overlay them.
+
+In the frame every event is one row: the schema's columns (:data:`COLUMNS`), then one column per detail
+key any event carries (an event's ``attrs``: HTTP ``status``, ``range``, ``retry``, a mount's ``how`` …),
+empty where an event has no such detail. So ``frame.query("kind == 'http_request' and status == 206")``
+works, and :func:`of_kind` gives one kind's events with only the columns that kind uses. A detail whose
+name would shadow a DataFrame attribute or a schema column gets a trailing ``_`` (:func:`detail_column`:
+``size`` → ``size_``, ``mode`` → ``mode_``, ``from`` → ``from_``); :func:`detail` reads one by its key.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import keyword
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +62,7 @@ KINDS: frozenset[str] = frozenset(
     }
 )
 
+#: The schema's columns, in order; the detail columns follow them in a frame.
 COLUMNS: tuple[str, ...] = (
     "run_id",
     "source",
@@ -66,7 +76,6 @@ COLUMNS: tuple[str, ...] = (
     "bytes",
     "ok",
     "error",
-    "attrs",
 )
 
 
@@ -209,51 +218,218 @@ class NullRecorder(EventRecorder):
         return Event(self.run_id, self.source, self.strategy, kind, t_start, t_start)
 
 
-def events_to_frame(events: list[Event]) -> pd.DataFrame:
-    """The tidy DataFrame of architecture.md §3, one row per event, columns in schema order."""
+def detail_column(key: str) -> str:
+    """The column a detail key becomes: the key itself, or the key with a trailing ``_`` when the bare name
+    would shadow a DataFrame attribute (``size``, ``mode``, ``attrs`` …), a schema column or a Python
+    keyword (``from``), so ``frame.status`` and ``frame.query("status == 206")`` always mean the column."""
+    name = str(key)
+    if name in COLUMNS or keyword.iskeyword(name) or name in _dataframe_attributes() or not name:
+        return name + "_"
+    return name
+
+
+@functools.cache
+def _dataframe_attributes() -> frozenset[str]:
     import pandas as pd
 
-    return _normalise(pd.DataFrame([asdict(e) for e in events], columns=list(COLUMNS)))
+    return frozenset(dir(pd.DataFrame))
+
+
+def detail_columns(frame: pd.DataFrame) -> list[str]:
+    """The detail columns of an events frame: every column after the schema's (architecture.md §3)."""
+    return [c for c in frame.columns if c not in COLUMNS]
+
+
+def detail(frame: pd.DataFrame, key: str) -> pd.Series:
+    """The detail ``key`` of every event (its column, see :func:`detail_column`), missing values as None/NA;
+    a key no event carries gives a column of None, so callers need not check that it exists."""
+    import pandas as pd
+
+    column = detail_column(key)
+    if column in frame.columns:
+        return frame[column]
+    return pd.Series([None] * len(frame), index=frame.index, dtype=object, name=column)
+
+
+def of_kind(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The events of one ``kind`` with only the detail columns that kind uses (the others are all empty)."""
+    rows = frame[frame["kind"] == kind]
+    used = [c for c in detail_columns(rows) if rows[c].notna().any()]
+    return rows[[*COLUMNS, *used]]
+
+
+def normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of an events frame in the schema's shape: one dtype per column, detail columns typed and
+    sorted by name after the schema's (frames merged from several sources come out as one)."""
+    return _normalise(frame.copy())
+
+
+def upgrade_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` itself, or — when it still has the first schema's ``attrs`` column of dicts — a copy with
+    those details as columns (so code and notebooks written for that schema keep working)."""
+    return _normalise(frame.copy()) if LEGACY_DETAILS in frame.columns else frame
+
+
+def events_to_frame(events: list[Event]) -> pd.DataFrame:
+    """The tidy DataFrame of architecture.md §3, one row per event: the schema's columns in order, then one
+    column per detail key any event carries (sorted by name, typed: nullable ``Int64``/``boolean``, float,
+    else object with None where an event has no such detail)."""
+    import pandas as pd
+
+    columns: dict[str, Any] = {c: [getattr(e, c) for e in events] for c in COLUMNS}
+    keys: dict[str, None] = {}
+    for e in events:
+        keys.update(dict.fromkeys(e.attrs))
+    for key in keys:  # as objects, so an integer beside a missing value stays an integer (not NaN's float)
+        columns[detail_column(key)] = pd.Series([e.attrs.get(key) for e in events], dtype=object)
+    return _normalise(pd.DataFrame(columns))
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """One dtype per column whatever the source: nullable text as object with None, span as Int64."""
+    """One dtype per column whatever the source: nullable text as object with None, span as Int64, detail
+    columns typed by their values (:func:`_typed`) and sorted by name after the schema's columns."""
+    import pandas as pd
+
+    if LEGACY_DETAILS in frame.columns:
+        frame = _expand_legacy(frame)
+    for col in COLUMNS:
+        if col not in frame.columns:
+            frame[col] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     for col in ("run_id", "source", "strategy", "kind", "layer", "path", "error"):
         frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
-    return frame.astype({"t_start": "float64", "t_end": "float64", "bytes": "int64", "ok": "bool", "span": "Int64"})[
-        list(COLUMNS)
-    ]
+    typed = frame.astype({"t_start": "float64", "t_end": "float64", "bytes": "int64", "ok": "bool", "span": "Int64"})
+    details = sorted(detail_columns(typed))
+    out = typed[[*COLUMNS, *details]].copy()
+    for col in details:
+        out[col] = _typed(out[col])
+    return out
+
+
+def _typed(col: pd.Series) -> pd.Series:
+    """A detail column as the narrowest honest dtype: ``boolean`` or ``Int64`` (nullable) when every value
+    is one, ``float64`` for numbers, else object (text, JSON-like values) with None for a missing value."""
+    import numpy as np
+    import pandas as pd
+
+    present = col[col.notna()]
+    if len(present) == 0:
+        return pd.Series([None] * len(col), index=col.index, dtype=object, name=col.name)
+    kinds = {type(v) for v in present.astype(object)}
+    if kinds <= {bool, np.bool_}:
+        return col.astype("boolean")
+    if all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
+        try:
+            return col.astype("Int64")
+        except (OverflowError, TypeError, ValueError):  # beyond 64 bits: keep the Python integers
+            return col.astype(object).where(col.notna(), None)
+    if all(issubclass(k, (int, float, np.integer, np.floating)) and not issubclass(k, (bool, np.bool_))
+           for k in kinds):
+        return col.astype("float64")
+    return col.astype(object).where(col.notna(), None)
+
+
+#: The one column of the first schema that held every detail as a dict (as a JSON string on disk). It
+#: shadowed ``DataFrame.attrs``; frames and files that still have it are expanded into detail columns.
+LEGACY_DETAILS = "attrs"
+
+
+def _expand_legacy(frame: pd.DataFrame) -> pd.DataFrame:
+    values = [_decoded(v) for v in frame[LEGACY_DETAILS]]
+    rest = frame.drop(columns=[LEGACY_DETAILS])
+    keys: dict[str, None] = {}
+    for v in values:
+        keys.update(dict.fromkeys(v))
+    extra = {detail_column(k): [v.get(k) for v in values] for k in keys if detail_column(k) not in rest.columns}
+    if not extra:
+        return rest
+    import pandas as pd
+
+    return pd.concat([rest, pd.DataFrame(extra, index=rest.index, dtype=object)], axis=1)
+
+
+def _decoded(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            doc = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+    return {}
+
+
+def _encode_json(value: Any) -> Any:
+    """Nested detail values (dicts, lists) travel as JSON text in every file format."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _decode_json(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def write_events(events: list[Event] | pd.DataFrame, path: str | Path) -> Path:
-    """Write events as ``.csv``, ``.jsonl`` or ``.parquet`` by the file's extension."""
+    """Write events as ``.csv``, ``.jsonl`` or ``.parquet`` by the file's extension: one column per schema
+    column and per detail (nested values as JSON text), readable by any CSV/Parquet tool as it is."""
     path = Path(path)
     frame = events if not isinstance(events, list) else events_to_frame(events)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".parquet"):
         raise InvalidInput(f"events file must end in .csv, .jsonl or .parquet: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = frame.copy()
-    out["attrs"] = out["attrs"].map(lambda a: json.dumps(a, sort_keys=True, default=str))
+    out = _normalise(frame.copy())
+    for col in detail_columns(out):
+        if out[col].dtype == object:
+            values = out[col].map(_encode_json)
+            if suffix == ".parquet" and len({type(v) for v in values.dropna()}) > 1:
+                values = values.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v))
+            out[col] = values
     if suffix == ".csv":
         out.to_csv(path, index=False)
     elif suffix == ".jsonl":
-        out.to_json(path, orient="records", lines=True)
+        plain = out.astype(object).where(out.notna(), None)
+        with path.open("w") as f:
+            for rec in plain.to_dict("records"):
+                f.write(json.dumps(rec, default=_json_scalar) + "\n")
     else:
         out.to_parquet(path, index=False)
     return path
 
 
+def _json_scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """JSON lines with Python's own parser, so an integer stays an integer beside missing values."""
+    import pandas as pd
+
+    with path.open() as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r))
+    return pd.DataFrame({k: pd.Series([r.get(k) for r in records], dtype=object) for k in keys})
+
+
 def read_events(path: str | Path) -> pd.DataFrame:
-    """Read an events file written by :func:`write_events` back into the same DataFrame shape."""
+    """Read an events file written by :func:`write_events` back into the same DataFrame shape; a file of
+    the first schema (details as JSON in one ``attrs`` column) is read into detail columns too."""
     import pandas as pd
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        frame = pd.read_csv(path, keep_default_na=True)
+        frame = pd.read_csv(path, keep_default_na=True, dtype_backend="numpy_nullable")
     elif suffix == ".jsonl":
-        frame = pd.read_json(path, orient="records", lines=True)
+        frame = _read_jsonl(path)
     elif suffix == ".parquet":
         frame = pd.read_parquet(path)
     else:
@@ -261,7 +437,10 @@ def read_events(path: str | Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise InvalidInput(f"{path} is not an events file: missing columns {', '.join(missing)}")
-    frame["attrs"] = frame["attrs"].map(lambda s: json.loads(s) if isinstance(s, str) and s else {})
+    for col in frame.columns:
+        if col not in COLUMNS and col != LEGACY_DETAILS:
+            values = frame[col].astype(object).where(frame[col].notna(), None)
+            frame[col] = values.map(_decode_json) if values.map(lambda v: isinstance(v, str)).any() else values
     return _normalise(frame)
 
 

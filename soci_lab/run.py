@@ -3,7 +3,7 @@
 Real and simulated runs are the same type, so every plot and table in :mod:`soci_lab.analysis` takes
 either, and one figure overlays both. The summary is always computed from the events by
 :func:`soci_lab.analysis.summary.summarize` — one rule for both sources — and a run displays itself in a
-notebook (``_repr_html_``: the summary table and a small timeline) and plots itself.
+notebook (``_repr_html_``: the summary table and its timeline, full size) and plots itself.
 
 On disk a run is a directory: ``events.csv`` (architecture.md §3), ``summary.json`` and ``run.json``
 (identity, config and provenance), written by :meth:`Run.save` and read by :meth:`Run.load`.
@@ -27,7 +27,7 @@ import pandas as pd
 
 from .analysis.summary import as_frame, summarize
 from .errors import AnalysisError, RunFormatError
-from .events import Event, EventRecorder, read_events, write_events
+from .events import Event, EventRecorder, normalise_frame, of_kind, read_events, write_events
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -37,6 +37,8 @@ __all__ = ["Run", "as_run", "collect_provenance", "summarize"]
 
 FORMAT = "soci_lab.run/1"
 _FLOAT_KEYS = ("ready_s", "workload_done_s", "total_s", "fraction_read")
+#: dots per inch of the timeline a run shows in a notebook: its 8-inch figure becomes 800 pixels wide
+TIMELINE_DPI = 100
 _VERSIONED = ("soci_lab", "pandas", "numpy", "matplotlib", "httpx", "anyio", "simpy", "zstandard")
 
 
@@ -116,7 +118,7 @@ class Run:
         image_bytes: int | None = None,
     ) -> Run:
         """A run from its events; identity defaults to the events' own ``run_id``/``source``/``strategy``."""
-        frame = as_frame(events).reset_index(drop=True)
+        frame = normalise_frame(as_frame(events)).reset_index(drop=True)
         summary = summarize(frame, image_bytes, run_id=run_id, source=source, strategy=strategy)
         return cls(
             run_id=str(summary["run_id"] or "run"),
@@ -229,6 +231,11 @@ class Run:
             provenance=meta.get("provenance") or {},
         )
 
+    def events_of(self, kind: str) -> pd.DataFrame:
+        """This run's events of one ``kind`` with the detail columns that kind carries (``status``,
+        ``range`` … of an ``http_request``; ``how`` of a ``mount``), the others left out."""
+        return of_kind(self.events, kind)
+
     # --- display -----------------------------------------------------------------------------------
 
     @property
@@ -278,22 +285,26 @@ class Run:
         return rows
 
     def _repr_html_(self) -> str:
+        """The notebook view: the summary table beside (or, in a narrow window, above) the run's timeline at
+        the size :meth:`plot_timeline` draws it, so its labels read as in any other plot."""
         from .analysis.style import figure_png, png_data_uri
 
         th, td = '<th style="text-align:left">', '<td style="text-align:right">'
         rows = "".join(f"<tr>{th}{html.escape(k)}</th>{td}{html.escape(v)}</td></tr>" for k, v in self.summary_rows())
         try:
             fig = self.plot_timeline()
-            fig.set_size_inches(6.0, min(4.0, fig.get_size_inches()[1]))
+            width = int(fig.get_size_inches()[0] * TIMELINE_DPI)
+            uri = png_data_uri(figure_png(fig, dpi=TIMELINE_DPI))
             img = (
-                f'<img alt="timeline of run {html.escape(self.run_id)}" src="{png_data_uri(figure_png(fig, dpi=64))}">'
+                f'<img alt="timeline of run {html.escape(self.run_id)}" width="{width}" '
+                f'style="max-width:100%;height:auto" src="{uri}">'
             )
         except Exception as exc:  # a display must never raise; say why the picture is missing
             img = f"<p>(no timeline: {html.escape(str(exc) or type(exc).__name__)})</p>"
         caption = f"{html.escape(self.label)} — run {html.escape(self.run_id)}, {len(self.events)} events"
         return (
-            '<div style="display:flex;gap:1em;align-items:flex-start">'
-            f"<table><caption>{caption}</caption>{rows}</table><div>{img}</div></div>"
+            '<div style="display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start">'
+            f"<table><caption>{caption}</caption>{rows}</table><div style=\"flex:1 1 600px\">{img}</div></div>"
         )
 
     def __repr__(self) -> str:

@@ -5,13 +5,15 @@ which carries its events), never live clients. Plots use matplotlib only, label 
 unit, and stay readable in black and white (line styles, markers, hatches, 'cividis'/'viridis' plus
 text). Modules: ``summary`` (numbers), ``timeline`` (Gantt), ``cdf`` (read latencies), ``throughput``
 (bytes over time), ``compare`` (summary bars, real against simulated), ``heatmap`` (sweeps), ``report``
-(HTML + CSV + PNG) and ``style`` (the shared look).
+(HTML + CSV + PNG), ``style`` (the shared look, :func:`subplots`) and ``notebook`` (each figure shows
+exactly once in a Jupyter cell, pyplot or not).
 """
 
 from .cdf import plot_read_cdf, read_latency_cdf
 from .compare import plot_real_vs_sim, plot_summary, real_vs_sim_table
 from .heatmap import config_value, label_for, plot_heatmap, sweep_frame, sweep_table
 from .report import write_report
+from .style import subplots
 from .summary import (
     SUMMARY_COLUMNS,
     distinct_bytes_read,
@@ -40,6 +42,7 @@ __all__ = [
     "plot_timeline",
     "read_latency_cdf",
     "real_vs_sim_table",
+    "subplots",
     "summarize",
     "summary_frame",
     "sweep_frame",

@@ -4,8 +4,9 @@ Strategies differ by marker and hatch as well as by colour; real and simulated r
 (solid against dashed) and by fill (solid against hollow), so a figure printed in greyscale still tells
 them apart. Colours come from 'cividis', whose lightness rises monotonically. Figures are made as bare
 :class:`matplotlib.figure.Figure` objects (no pyplot state), so report writing works on the Agg backend in
-any thread and a notebook still displays the returned figure. pyplot is never imported and the global
-backend is never switched: PNGs are rendered on an explicit Agg canvas.
+any thread. pyplot is never imported and the global backend is never switched: PNGs are rendered on an
+explicit Agg canvas. In a Jupyter kernel each figure shows exactly once (:mod:`.notebook`);
+:func:`subplots` gives a notebook the same kind of figure to draw several plots into.
 """
 
 from __future__ import annotations
@@ -97,8 +98,21 @@ def run_label(strategy: str, source: str) -> str:
 
 
 def new_figure(width: float = 7.0, height: float = 4.0, dpi: int = 100) -> Figure:
-    """A pyplot-free figure with a constrained layout."""
-    return Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    """A pyplot-free figure with a constrained layout, shown once at the end of a Jupyter cell."""
+    from .notebook import NotebookFigure, track
+
+    fig = NotebookFigure(figsize=(width, height), dpi=dpi, layout="constrained")
+    track(fig)
+    return fig
+
+
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (7.0, 4.0), **kw: Any
+) -> tuple[Figure, Any]:
+    """``(figure, axes)`` as ``pyplot.subplots`` gives them, without pyplot: pass the axes to ``plot_*(ax=…)``
+    and the figure shows once when the cell ends (returning ``fig`` as the cell's value shows it once too)."""
+    fig = new_figure(*figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def figure_and_axes(ax: Axes | None, width: float = 7.0, height: float = 4.0) -> tuple[Figure, Axes]:
@@ -110,9 +124,12 @@ def figure_and_axes(ax: Axes | None, width: float = 7.0, height: float = 4.0) ->
 
 
 def figure_png(fig: Figure, dpi: int | None = None) -> bytes:
-    """The figure rendered as PNG bytes (Agg canvas, nothing shown)."""
+    """The figure rendered as PNG bytes (Agg canvas, nothing shown; a notebook no longer shows it by itself)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from .notebook import mark_shown
+
+    mark_shown(fig)
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     buf = io.BytesIO()

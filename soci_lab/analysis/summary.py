@@ -15,7 +15,7 @@ One rule for real and simulated runs, so the two can be compared number by numbe
   fetched; their transfers are ``span_fetch`` events, so they are never counted;
 - ``bytes_written``: the bytes of ok ``apply`` events;
 - ``fraction_read``: the distinct bytes of file data read (ok ``file_read`` events; the range of one is
-  ``[attrs["offset"], attrs["offset"] + bytes)``, offset 0 when absent; overlapping and repeated reads of
+  ``[offset, offset + bytes)`` (the ``offset`` detail column), offset 0 when absent; overlapping and repeated reads of
   a path count once) over the image's uncompressed size; NaN when that size is unknown.
 
 Extras in the dict: ``bytes_read`` (those distinct bytes), ``files_read`` (distinct paths), ``image_bytes``,
@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import AnalysisError
-from ..events import COLUMNS, Event, events_to_frame
+from ..events import COLUMNS, Event, detail, events_to_frame, upgrade_frame
 
 #: The columns of summary.csv, in order (cli.md, "Report files").
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -56,7 +56,7 @@ def as_frame(events: pd.DataFrame | Iterable[Event]) -> pd.DataFrame:
         missing = [c for c in COLUMNS if c not in events.columns]
         if missing:
             raise AnalysisError(f"not an events frame: missing columns {', '.join(missing)}")
-        return events
+        return upgrade_frame(events)
     return events_to_frame(list(events))
 
 
@@ -115,8 +115,8 @@ def read_ranges(events: pd.DataFrame | Iterable[Event]) -> dict[str, list[tuple[
     reads = file_reads(events)
     reads = reads[reads["bytes"] > 0]
     out: dict[str, list[tuple[int, int]]] = {}
-    for path, nbytes, attrs in zip(reads["path"], reads["bytes"], reads["attrs"], strict=True):
-        offset = int((attrs or {}).get("offset", 0) or 0)
+    for path, nbytes, off in zip(reads["path"], reads["bytes"], detail(reads, "offset"), strict=True):
+        offset = 0 if off is None or pd.isna(off) else int(off)
         out.setdefault(str(path), []).append((offset, offset + int(nbytes)))
     return out
 

@@ -3,7 +3,7 @@
 What is fitted, and from which events (the shape the real rooms' events must have for this to hold):
 
 - ``http_request`` (``t_start`` = request sent, ``t_end`` = last body byte, ``bytes`` = body bytes,
-  ``attrs.fast``: sent over the real client's lean path, ``attrs.reused``: over a pooled connection):
+  ``fast``: sent over the real client's lean path, ``reused``: over a pooled connection):
   requests that overlap no other request are fitted by least squares to
   ``duration = first_byte + bytes / bandwidth`` — the per-request latency (RTT + registry overhead)
   and the effective bandwidth of one transfer — with a first byte per path and one bandwidth for both:
@@ -24,7 +24,7 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   request overlapped another (an eager pull), the latency is the median duration of body-less (HEAD) or
   smallest requests and the bandwidth is the bytes moved over the time any transfer was in flight
   (``notes["http_fit"]`` says which);
-- ``span_decompress`` (duration = inflating one span, ``attrs.compression``): the median of
+- ``span_decompress`` (duration = inflating one span, ``compression``): the median of
   ``bytes / duration`` per algorithm (bytes = uncompressed output). Without span events, whole-layer
   ``decompress`` events are used (``notes["decompress_source"]`` says which);
 - whole-layer ``decompress`` events (an unpacker's producer thread: inflate and, where the layer's digests
@@ -36,20 +36,20 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   rate: it decides nothing where apply is the slower stage, as in every real pull measured;
 - the first ``http_request`` of each run: the median of its start is ``start_s`` (set-up before any request);
 - ``mount`` events of lazy layers: each layer's FUSE server emits its own (``layer`` set, no ``how``; from
-  its start to mounted, ``attrs.cpu_s`` = the CPU the process used), inside the snapshotter's
-  (``attrs.how == "lazy"``, from asking for the server). Servers are forked one at a time, so a server's
+  its start to mounted, ``cpu_s`` = the CPU the process used), inside the snapshotter's
+  (``how == "lazy"``, from asking for the server). Servers are forked one at a time, so a server's
   spawn latency is its start minus the later of its request and the previous server's start: the median
-  is ``mount_s``; ``cpu_s`` against the zTOC's entries (``attrs.entries``, else the layer's ``apply``
+  is ``mount_s``; ``cpu_s`` against the zTOC's entries (``entries``, else the layer's ``apply``
   entries in an eager run of the same image) by non-negative least squares gives ``mount_cpu_s`` and
   ``mount_cpu_per_entry``; the time from the last ``ztoc_fetch`` to the first snapshotter mount, over the
   indexed layers' entries, is ``ztoc_parse_per_entry``. Without the servers' events (or their ``cpu_s``),
   ``mount_s`` is the median snapshotter mount and no CPU is fitted. The rootfs mount
-  (``attrs.what == "overlay"``): the median is ``overlay_mount_s``;
+  (``what == "overlay"``): the median is ``overlay_mount_s``;
 - ``file_read`` events of lazy runs, the workload's (no ``layer``) matched to the FUSE requests they caused
   (the same file's reads by its layer's server during them): reads during which no on-demand span fetch ran
   are fitted by non-negative least squares to ``requests × fuse_op_s + bytes / fuse_read_rate + first read
-  of the file × header_verify_s``. A simulated run's reads carry ``attrs.fuse_requests`` and
-  ``attrs.first_read`` instead. ``span_cache_rate``: from the end of a span's decompression to the end of
+  of the file × header_verify_s``. A simulated run's reads carry ``fuse_requests`` and
+  ``first_read`` instead. ``span_cache_rate``: from the end of a span's decompression to the end of
   the read that waited for it (the span's put into the cache). ``file_op`` events (open, stat, readdir,
   readlink): the mean of lazy runs' is ``fuse_meta_s``, of eager runs' ``syscall_s``;
 - parallel pulls whose first applied layer waited after its download: from the first download to that
@@ -57,7 +57,7 @@ What is fitted, and from which events (the shape the real rooms' events must hav
 - eager pulls, from the end of their last ``apply`` to the start of the rootfs ``mount``: the median of the
   sequential pulls' is ``pull_finish_s``, what the parallel pulls' median adds to it ``apply_worker_exit_s``
   (the puller waits for its workers to exit; without sequential pulls the parallel gap is all of it);
-- ``apply`` (``attrs.entries``, else ``attrs.files``; bytes = file content): least squares of
+- ``apply`` (``entries``, else ``files``; bytes = file content): least squares of
   ``duration = entries × per_file + bytes × per_byte``, per place the apply ran: the puller's own process
   (the sequential puller, a lazy pull's local layers) gives ``apply_per_file_s``/``apply_per_byte_s``, the
   parallel puller's apply worker processes ``worker_apply_per_file_s``/``worker_apply_per_byte_s`` (real
@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SimulationError
+from ..events import detail, upgrade_frame
 from .host import HostParams
 from .world import SimParams
 
@@ -219,7 +220,7 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
     """Fit a :class:`Calibration` from one or more runs' event frames."""
     import pandas as pd
 
-    frames = events if isinstance(events, list) else [events]
+    frames = [upgrade_frame(f) for f in (events if isinstance(events, list) else [events])]
     cal = Calibration()
     _fit_http(cal, frames)
     # one key per run even where runs share a run_id (simulations do unless given one)
@@ -294,15 +295,15 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
         inn = inner[(inner["_run"] == run) & inner["layer"].isin(asked)].sort_values("t_start")
         prev = -np.inf
         n_run = 0.0
-        for layer, t0, attrs in zip(inn["layer"], inn["t_start"], inn["attrs"], strict=True):
+        rows = zip(inn["layer"], inn["t_start"], _attr(inn, "entries"), _attr(inn, "cpu_s"), strict=True)
+        for layer, t0, n_entries, cpu_s in rows:
             spawn.append(float(t0 - max(asked[layer], prev)))
             prev = t0
-            a = attrs if isinstance(attrs, dict) else {}
-            n = a.get("entries", known.get(layer))
+            n = known.get(layer) if n_entries is None else n_entries
             if n is not None and n == n:  # not NaN
                 n_run += float(n)
-                if a.get("cpu_s") is not None:
-                    cpu.append(float(a["cpu_s"]))
+                if cpu_s is not None:
+                    cpu.append(float(cpu_s))
                     entries.append(float(n))
         z = ztocs[ztocs["_run"] == run]
         if len(z) and n_run > 0:
@@ -343,15 +344,17 @@ def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
         if d.empty:
             continue
         d_start, d_end, d_bytes = d["t_start"].to_numpy(), d["t_end"].to_numpy(), d["bytes"].to_numpy()
-        attrs = run_reads["attrs"]
-        for t0, t1, size, a in zip(run_reads["t_start"], run_reads["t_end"], run_reads["bytes"], attrs, strict=True):
+        first_reads = _attr(run_reads, "first_read")
+        for t0, t1, size, first in zip(
+            run_reads["t_start"], run_reads["t_end"], run_reads["bytes"], first_reads, strict=True
+        ):
             inside = (d_start >= t0) & (d_end <= t1)
             if inside.sum() != 1:
                 continue
             gap = t1 - float(d_end[inside][0])
             if simulated:
                 gap -= (cal.fuse_op_s or 0.0) + size / (cal.fuse_read_rate or np.inf)
-                gap -= (cal.header_verify_s or 0.0) if a.get("first_read") else 0.0
+                gap -= (cal.header_verify_s or 0.0) if first else 0.0
             nbytes += float(d_bytes[inside][0])
             gaps += gap
             count += 1
@@ -766,7 +769,9 @@ def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
 
 
 def _attr(frame: pd.DataFrame, key: str) -> pd.Series:
-    return frame["attrs"].map(lambda a: a.get(key) if isinstance(a, dict) else None)
+    """The detail ``key`` of each event (None/NA where an event has none), as object values."""
+    values = detail(frame, key).astype(object)
+    return values.where(values.notna(), None)
 
 
 def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:

@@ -172,14 +172,10 @@ def simulate(
 
 
 def events_frame(recorder: EventRecorder) -> pd.DataFrame:
-    """The recorder's events as :func:`soci_lab.events.events_to_frame` shapes them, built by columns."""
-    import pandas as pd
+    """The recorder's events as :func:`soci_lab.events.events_to_frame` shapes them (schema and detail columns)."""
+    from ..events import events_to_frame
 
-    from ..events import COLUMNS, _normalise
-
-    evs = recorder.events
-    cols = {c: [getattr(e, c) for e in evs] for c in COLUMNS}
-    return _normalise(pd.DataFrame(cols, columns=list(COLUMNS)))
+    return events_to_frame(recorder.events)
 
 
 def _provenance(image: ImageModel) -> dict[str, Any]:

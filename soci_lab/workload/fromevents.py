@@ -1,8 +1,9 @@
 """An access trace from events: any layer that emits ``file_read``/``file_op`` events (the FUSE file
 system, a replay, a recording) gives a ``--trace-out`` file through :func:`trace_from_events`.
 
-``file_read`` events become ``read`` rows (``attrs.offset``, ``bytes``); ``file_op`` events whose
-``attrs.op`` is one of the trace ops become those rows (``attrs.result`` as size). ``t_s`` is the event's
+``file_read`` events become ``read`` rows (the ``offset`` detail, ``bytes``); ``file_op`` events whose
+``op`` detail is one of the trace ops become those rows (the ``result`` detail as size). A frame carries
+the details as columns (:mod:`soci_lab.events`), an :class:`Event` in its ``attrs``. ``t_s`` is the event's
 ``t_start`` minus ``t0`` — by default the start of the earliest ``workload`` event, else of the first
 access. Failed events are left out unless ``keep_failed``: a failed access read nothing.
 
@@ -27,8 +28,19 @@ if TYPE_CHECKING:
 
 
 def _records(events: pd.DataFrame | Iterable[Event]) -> list[dict[str, Any]]:
+    """One dict per event with its schema fields and its details (``offset``, ``op``, ``result``)."""
     if hasattr(events, "to_dict") and hasattr(events, "columns"):
-        return events.to_dict("records")  # type: ignore[union-attr]
+        from ..events import detail
+
+        frame: pd.DataFrame = events  # type: ignore[assignment]
+        cols = {}
+        for key in ("offset", "op", "result"):
+            values = detail(frame, key).astype(object)
+            cols[key] = values.where(values.notna(), None).tolist()
+        recs = frame[["kind", "t_start", "path", "bytes", "ok"]].to_dict("records")
+        for i, r in enumerate(recs):
+            r["attrs"] = {k: v[i] for k, v in cols.items() if v[i] is not None}
+        return recs
     return [{"kind": e.kind, "t_start": e.t_start, "path": e.path, "bytes": e.bytes, "ok": e.ok,
              "attrs": e.attrs, "layer": e.layer} for e in events]  # type: ignore[union-attr]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from soci_lab.events import read_events
+from soci_lab.events import detail, of_kind, read_events
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting and debootstrap need root"),
@@ -225,7 +225,7 @@ def _run_cli(image: Image, config: Path, work: Path, *extra: str, cmd: tuple[str
 
 def _registry_requests(frame: pd.DataFrame, host: str) -> pd.DataFrame:
     http = frame[frame["kind"] == "http_request"]
-    return http[http["attrs"].map(lambda a: str(a.get("host", "")) == host)]
+    return http[detail(http, "host") == host]
 
 
 def _paths(frame: pd.DataFrame) -> list[str]:
@@ -236,7 +236,7 @@ def _paths(frame: pd.DataFrame) -> list[str]:
 
 
 def _methods(frame: pd.DataFrame) -> list[str]:
-    return [str(a.get("method", "")) for a in frame["attrs"]]
+    return [str(m or "") for m in detail(frame, "method")]
 
 
 # --- 1. the full lazy run: store up, store down -------------------------------------------------------------
@@ -257,8 +257,8 @@ def test_store_up_lazy_run_sends_no_discovery_request_to_the_registry(
 
     frame = run.events
     fetched = frame[frame["kind"] == "index_fetch"]
-    assert [a.get("via") for a in fetched["attrs"]] == ["hermes"], list(fetched["attrs"])
-    store_index = str(fetched["attrs"].iloc[0]["digest"])
+    assert list(detail(fetched, "via")) == ["hermes"], of_kind(fetched, "index_fetch").to_dict("records")
+    store_index = str(detail(fetched, "digest").iloc[0])
     assert store_index != minbase_image.registry_index_digest
     reg = _registry_requests(frame, minbase_image.registry_host)
     assert len(reg), "no request reached the registry at all: the events do not name hosts"
@@ -274,7 +274,7 @@ def test_store_up_lazy_run_sends_no_discovery_request_to_the_registry(
         assert not [p for p in paths if digest in p], f"{digest} was asked of the registry: {paths}"
     # what the registry served is the image itself: its manifests, config and layer bytes
     assert all("/manifests/" in p or "/blobs/" in p for p in paths), paths
-    layer_reads = [r for r in reg["attrs"] if r.get("range")]
+    layer_reads = [r for r in detail(reg, "range") if r]
     assert layer_reads, "no ranged layer read: the run was not lazy"
 
 
@@ -288,7 +288,7 @@ def test_store_down_with_fallback_goes_lazy_via_registry_discovery(
     assert {lay["how"] for lay in run.doc["layers"]} == {"lazy"}, run.doc["layers"]
     paths = _paths(_registry_requests(run.events, minbase_image.registry_host))
     fetched = run.events[run.events["kind"] == "index_fetch"]
-    assert [a.get("via") for a in fetched["attrs"]] != ["hermes"], list(fetched["attrs"])
+    assert list(detail(fetched, "via")) != ["hermes"], of_kind(fetched, "index_fetch").to_dict("records")
     # v2 discovery found the registry's own index and read it from the registry
     assert [p for p in paths if minbase_image.registry_index_digest in p], f"no registry discovery: {paths}"
     assert "PRETTY_NAME" in run.proc.stdout or run.doc.get("bytes_read", 0) > 0
@@ -362,7 +362,7 @@ def _net(run, t_from: float, t_to: float, *, store: bool | None = None) -> int: 
     f = run.events
     http = f[(f["kind"] == "http_request") & f["ok"] & (f["t_end"] >= t_from) & (f["t_end"] <= t_to)]
     if store is not None:
-        hermes = http["attrs"].map(lambda a: a.get("via") == "hermes").astype(bool)
+        hermes = (detail(http, "via") == "hermes").fillna(False).astype(bool)
         http = http[hermes] if store else http[~hermes]
     return int(http["bytes"].sum())
 

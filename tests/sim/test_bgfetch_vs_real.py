@@ -18,6 +18,7 @@ import random
 
 import pytest
 
+from soci_lab.events import detail
 from soci_lab.sim import Access, LazyParams, SimParams, fit, simulate, write_trace
 
 SILENCE_MS = 300
@@ -29,7 +30,7 @@ def _background(frame) -> dict[str, list[int]]:
     """Per layer, the spans fetched in the background by the end of the workload, in fetch order."""
     done = float(frame[frame.kind == "workload"].t_end.max())
     sf = frame[(frame.kind == "span_fetch") & frame.ok & (frame.t_end <= done)]
-    bg = sf["attrs"].map(lambda a: a.get("reason") == "background" or bool(a.get("background")))
+    bg = (detail(sf, "reason") == "background").fillna(False) | detail(sf, "background").fillna(False).astype(bool)
     out: dict[str, list[int]] = {}
     for layer, span in zip(sf[bg].sort_values("t_start").layer, sf[bg].sort_values("t_start").span, strict=True):
         out.setdefault(str(layer), []).append(int(span))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from soci_lab.cli import main
 from soci_lab.errors import SimulationError
+from soci_lab.events import detail
 from soci_lab.sim import (
     HostParams,
     LazyParams,
@@ -89,7 +90,7 @@ def test_fit_of_an_eager_pull_where_every_request_overlaps():
     cfg.pull_modes.parallel_pull_unpack.concurrent_download_chunk_size = "1mb"
     params = SimParams(network=NetworkParams(bandwidth=40e6, rtt=0.015, request_overhead=0.003))
     ev = simulate(image, "parallel", config=cfg, params=params).events
-    ev = ev[[a.get("what") not in ("manifest", "config") for a in ev["attrs"]]]
+    ev = ev[~detail(ev, "what").isin(["manifest", "config"])]
     cal = fit(ev)
     assert cal.notes["http_fit"].startswith("aggregate")
     assert cal.first_byte_s == pytest.approx(0.018, rel=1e-6)
@@ -196,7 +197,7 @@ def test_fuse_servers_queue_for_the_cores():
     host = HostParams(mount_s=0.0, mount_cpu_s=0.1, cores=2)
     params = SimParams(host=host, lazy=LazyParams(concurrent_mounts=True))
     ev = simulate(image, "lazy", params=params).events
-    servers = ev[(ev.kind == "mount") & ev["attrs"].map(lambda a: a.get("what") == "fuse_server")]
+    servers = ev[(ev.kind == "mount") & (detail(ev, "what") == "fuse_server")]
     ends = sorted(servers.t_end - servers.t_start)
     assert ends[-1] >= (lazy // 2) * 0.1 - 1e-9
     one_core = simulate(image, "lazy", params=SimParams(host=HostParams(mount_s=0.0, mount_cpu_s=0.1, cores=1),
@@ -473,7 +474,7 @@ def test_simulated_two_paths_are_fitted_back_and_reproduce_the_run():
     lazy = simulate(image, "lazy", workload=trace, params=params)
     runs = [lazy.events, simulate(image, "sequential", params=params).events]
     http = lazy.events[lazy.events.kind == "http_request"]
-    fast = http["attrs"].map(lambda a: bool(a.get("fast")))
+    fast = detail(http, "fast").fillna(False).astype(bool)
     assert (http.bytes[fast] >= MIB).all() and (http.bytes[~fast] < MIB).all() and fast.sum() >= 3
     cal = fit(runs)
     assert cal.bandwidth == pytest.approx(100e6, rel=1e-3)

@@ -115,8 +115,8 @@ def test_kernel_reads_agree_with_a_real_fuse_mount(tmp_path):
     ev = m.events()
     reads = ev[(ev.kind == "file_read") & ev.ok.fillna(True).astype(bool)]
     got: dict[str, Counter] = {}
-    for path, attrs, nbytes in zip(reads.path, reads["attrs"], reads.bytes, strict=True):
-        off = int(attrs["offset"])
+    for path, offset, nbytes in zip(reads.path, reads["offset"], reads.bytes, strict=True):
+        off = int(offset)
         got.setdefault(str(path).lstrip("/"), Counter())[(off, off + int(nbytes))] += 1
     kr = KernelReads(32, 128 * KIB)
     for i, (size, ops) in enumerate(PATTERNS):

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from soci_lab.config import Config
+from soci_lab.events import detail
 from soci_lab.sim import (
     SUMMARY_KEYS,
     HostParams,
@@ -94,7 +95,7 @@ def _run(sc: dict, *, run_id: str = "r"):
 
 
 def _attr_values(frame: pd.DataFrame, key: str) -> list:
-    return [a.get(key) for a in frame["attrs"]]
+    return detail(frame, key).tolist()
 
 
 def _chunked(sc: dict, size: int) -> bool:
@@ -193,8 +194,8 @@ def test_pull_properties(sc):
         # no layer is decompressed before its bytes: one waiting for its download starts after it, one applied
         # while it downloads (only with two or more slots, never a chunked one) ends after its last byte
         blob_end = dict(zip(blobs.layer, blobs.t_end, strict=True))
-        for digest, t0, t1, attrs in zip(dec.layer, dec.t_start, dec.t_end, dec["attrs"], strict=True):
-            if attrs["streamed"]:
+        for digest, t0, t1, streamed in zip(dec.layer, dec.t_start, dec.t_end, dec["streamed"], strict=True):
+            if streamed:
                 assert sc["up_per_image"] >= 2
                 assert not _chunked(sc, next(la.compressed_size for la in image.layers if la.digest == digest))
                 assert t1 >= blob_end[digest] - 1e-9
@@ -316,7 +317,7 @@ def test_prefetch_from_the_workloads_own_trace_removes_every_miss():
     ev = run.events
     spans = ev[ev.kind == "span_fetch"]
     assert len(spans) == plain.checks["span_fetches"]  # the same spans, fetched earlier
-    assert all(a["why"] == "prefetch" for a in spans["attrs"])
+    assert (spans["why"] == "prefetch").all()
     assert (spans.t_end <= run.summary["ready_s"]).all()
     assert run.summary["ready_s"] > plain.summary["ready_s"]
     work = run.summary["workload_done_s"] - run.summary["ready_s"]

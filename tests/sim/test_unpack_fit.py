@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from soci_lab.config import Config
+from soci_lab.events import upgrade_frame
 from soci_lab.sim import (
     HostParams,
     LazyParams,
@@ -81,7 +82,7 @@ def test_parallel_applies_at_the_worker_cost_sequential_at_its_own(image):
     for mode, per_file in (("sequential", 100e-6), ("parallel", 500e-6)):
         ev = simulate(image, mode, params=params).events
         ap = ev[ev.kind == "apply"]
-        entries = ap["attrs"].map(lambda a: a["entries"])
+        entries = ap["entries"]
         assert ((ap.t_end - ap.t_start) / entries).to_numpy() == pytest.approx(per_file, rel=1e-6), mode
         dec = ev[ev.kind == "decompress"].set_index("layer")
         assert (dec.t_end.reindex(ap.layer).to_numpy() <= ap.t_end.to_numpy() + 1e-12).all()
@@ -146,7 +147,7 @@ def _real_frames(role: str) -> list[pd.DataFrame]:
             "t_start": g.t_start.to_numpy(), "t_end": g.t_end.to_numpy(),
             "layer": g.layer.astype(object).where(g.layer.notna(), None).to_numpy(), "span": None,
             "path": None, "bytes": g["bytes"].to_numpy(), "ok": g.ok.to_numpy(), "error": None, "attrs": attrs,
-        }))  # fmt: skip
+        }).pipe(upgrade_frame))  # fmt: skip
     return frames
 
 
@@ -159,8 +160,8 @@ def _image_of(frames: list[pd.DataFrame]) -> ImageModel:
     layers, files = [], []
     for li, digest in enumerate(sorted(ap.index)):
         a, d = ap.loc[digest], dec.loc[digest]
-        n_files, entries, content = a["attrs"]["files"], a["attrs"]["entries"], int(a["bytes"])
-        layers.append(LayerModel(digest, "gzip", int(d["attrs"]["compressed_bytes"]), int(d["bytes"])))
+        n_files, entries, content = int(a["files"]), int(a["entries"]), int(a["bytes"])
+        layers.append(LayerModel(digest, "gzip", int(d["compressed_bytes"]), int(d["bytes"])))
         each, extra = divmod(content, n_files)
         files += [FileModel(f"l{li}/f{i}", li, 0, each + (i < extra)) for i in range(n_files)]
         files += [FileModel(f"l{li}/d{i}", li, 0, 0, type="dir") for i in range(entries - n_files)]

@@ -135,7 +135,7 @@ def test_the_strategy_grants_unpack_slots_as_the_real_queue_would(sc):
     assert grants == _replay_on_the_real_queue(image, run, cfg, sc["stream"])
     # and the decompress events say which layers were applied while downloading
     dec = run.events[run.events.kind == "decompress"]
-    streamed = {d for d, a in zip(dec.layer, dec["attrs"], strict=True) if a["streamed"]}
+    streamed = {d for d, s in zip(dec.layer, dec["streamed"], strict=True) if s}
     assert streamed <= {d for d, s in grants if s}
     if (sc["slots"] == 1 and sc["stream"] is None) or sc["stream"] == 0:  # the default with one slot; or never
         assert not streamed
@@ -150,7 +150,7 @@ def _layer_times(run, digest: str) -> dict[str, tuple[float, float, dict]]:
     ev = run.events
     rows = ev[ev.layer == digest]
     return {
-        k: (float(r.t_start), float(r.t_end), r["attrs"])
+        k: (float(r.t_start), float(r.t_end), r.to_dict())
         for k in ("blob_download", "decompress", "apply")
         for r in [rows[rows.kind == k].iloc[0]]
     }
@@ -193,7 +193,7 @@ def test_two_slots_on_a_slow_link_apply_the_largest_layer_while_it_downloads():
 def test_one_slot_streams_nothing_and_hands_the_slot_to_the_largest_finished_download():
     image, _, (run,) = _slow_link_runs([None], slots=1)
     dec = run.events[run.events.kind == "decompress"]
-    assert not any(a["streamed"] for a in dec["attrs"])
+    assert not dec["streamed"].any()
     assert not any(s for _, s in run.checks["unpack_grants"])
     ev = run.events
     for digest in (la.digest for la in image.layers):

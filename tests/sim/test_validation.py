@@ -25,7 +25,7 @@ import anyio  # noqa: E402
 
 from soci_lab.cli.sim import image_from_layout  # noqa: E402
 from soci_lab.config import Config  # noqa: E402
-from soci_lab.events import EventRecorder  # noqa: E402
+from soci_lab.events import EventRecorder, detail  # noqa: E402
 from soci_lab.oci.layout import OCILayout  # noqa: E402
 from soci_lab.oci.manifest import ImageConfig, Manifest  # noqa: E402
 from soci_lab.sim import simulate  # noqa: E402
@@ -78,11 +78,10 @@ def _real(layout: Path, tmp: Path, mode: str):
 def _requests(frame, *, sim: bool) -> Counter:
     http = frame[frame.kind == "http_request"]
     if sim:  # the pullers are handed the layer list; the sim also fetched manifest and config
-        http = http[[a.get("what") not in ("manifest", "config") for a in http["attrs"]]]
+        http = http[~detail(http, "what").isin(["manifest", "config"])]
     out: Counter = Counter()
-    for nbytes, attrs in zip(http.bytes, http["attrs"], strict=True):
-        method = attrs.get("method", "GET")
-        out[(method, int(nbytes))] += 1
+    for nbytes, method in zip(http.bytes, detail(http, "method"), strict=True):
+        out[(method or "GET", int(nbytes))] += 1
     return out
 
 

@@ -16,6 +16,7 @@ from soci_lab import lab
 from soci_lab.artifacts import create_soci_index
 from soci_lab.config import Config, ParallelPullUnpackConfig, PullModesConfig, SociV1Config, SociV2Config
 from soci_lab.errors import AllLazyPullModesDisabled, NoIndex
+from soci_lab.events import detail
 from soci_lab.snapshot import decide, mounts_under
 from soci_lab.unpack import LayerSpec
 
@@ -124,7 +125,7 @@ def test_failed_fuse_mount_falls_back_to_local(small_copy: Path, small_trees: li
         assert all(lay.plan.reason.startswith("MountError") for lay in (m.layers[0], m.layers[2]))
         _check_rootfs(mnt, small_trees)
     ev = m.events()
-    failed = ev[(ev["kind"] == "error") & (ev["attrs"].map(lambda a: a.get("op")) == "fuse_mount")]
+    failed = ev[(ev["kind"] == "error") & (detail(ev, "op") == "fuse_mount")]
     assert set(failed["layer"]) == {m.layers[0].plan.digest, m.layers[2].plan.digest}
 
 

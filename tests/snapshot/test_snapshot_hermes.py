@@ -49,7 +49,7 @@ def test_lazy_mount_uses_the_store_and_skips_registry_discovery(hermes) -> None:
     assert "lazy" in {lay["how"] for lay in run.provenance["layers"]}
     assert run.provenance["replay"]["failed"] == 0
     http = run.events[run.events["kind"] == "http_request"]
-    registry = http[~http["attrs"].map(lambda a: str(a.get("host", "")) in url)]
+    registry = http[~http["host"].map(lambda h: str(h or "") in url)]
     assert not registry["path"].str.contains("/referrers/").any(), "v1 discovery ran despite the store"
     manifests = registry[registry["path"].str.contains("/manifests/")]["path"]
     # resolution reads REF's manifest once; v2 discovery would read the platform manifest a second time

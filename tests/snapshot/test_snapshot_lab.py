@@ -100,7 +100,7 @@ def test_lazy_read_of_an_image_without_index_reads_local_copies(small_layout: Pa
     run = lab.lazy_read(f"oci:{small_layout}:v1", TRACE)
     assert run.provenance["fallback"].startswith("NoIndex") and run.provenance["read_failures"] == []
     mounts = run.events[run.events["kind"] == "mount"]
-    assert [a["how"] for a in mounts["attrs"]] == ["local"] * 3
+    assert list(mounts["how"]) == ["local"] * 3
 
 
 def test_pull_without_mount_rights_uses_the_reader(small_image, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

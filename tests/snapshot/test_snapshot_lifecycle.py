@@ -15,7 +15,7 @@ from snaptools import our_processes
 from soci_lab.artifacts import create_soci_index
 from soci_lab.config import Config
 from soci_lab.errors import MountError, SociLabError
-from soci_lab.events import EventRecorder
+from soci_lab.events import EventRecorder, detail
 from soci_lab.oci import OCILayout
 from soci_lab.snapshot import Filesystem, is_mounted, mount_overlay, mounts_under, umount
 from soci_lab.snapshot.overlay import MAX_OPTION_BYTES
@@ -67,7 +67,7 @@ def test_max_concurrency_one_prepares_layers_one_at_a_time(small_copy: Path, mnt
     m = anyio.run(fs.mount, ref, mnt, "lazy")
     m.unmount()
     ev = m.events()
-    layers = ev[(ev["kind"] == "mount") & ev["layer"].notna() & (ev["attrs"].map(lambda a: "how" in a))]
+    layers = ev[(ev["kind"] == "mount") & ev["layer"].notna() & detail(ev, "how").notna()]
     spans = sorted(zip(layers["t_start"], layers["t_end"], strict=True))
     assert len(spans) == 3
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
@@ -97,7 +97,7 @@ def test_a_mount_failing_half_way_leaves_nothing(small_copy: Path, mnt: Path, tm
     with pytest.raises(SociLabError, match=r"corrupt|match"):  # one clear error, not a task group
         anyio.run(fs.mount, ref, mnt, "lazy")
     ev = rec.to_frame()
-    up = ev[(ev["kind"] == "mount") & (ev["attrs"].map(lambda a: a.get("how")) == "lazy")]
+    up = ev[(ev["kind"] == "mount") & (detail(ev, "how") == "lazy")]
     assert len(up) == 1, "the failure was meant to come after a FUSE layer was mounted"
     assert (ev["kind"] == "unmount").sum() == 1
     assert mounts_under(mnt) == [] and mounts_under(state) == []

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def _inflaters(ev: pd.DataFrame) -> dict[str, str]:
     """``{layer digest: impl}`` of the run's decompress events."""
     dec = ev[ev["kind"] == "decompress"]
-    return {row.layer: row.attrs["impl"] for row in dec.itertuples()}
+    return dict(zip(dec["layer"], dec["impl"], strict=True))
 
 
 def _requests_for(ev: pd.DataFrame, digest: str) -> int:

@@ -13,6 +13,7 @@ import pytest
 from storetools import PLATFORM, SPAN, Images, make_trees
 
 from soci_lab.errors import BuildQueueFull, StoreError
+from soci_lab.events import detail
 from soci_lab.images import build_image
 from soci_lab.netlab import ShapingProxy
 from soci_lab.oci import mediatypes as mt
@@ -220,5 +221,5 @@ def test_build_events(tmp_path, images):
     builds = frame[frame.kind == "ztoc_build"]
     assert sorted(builds.layer) == sorted(img.layers) and builds.ok.all()
     downloads = frame[frame.kind == "blob_download"]
-    assert set(img.layers) <= {a.get("digest") for a in downloads.attrs} | set(downloads.layer.dropna())
+    assert set(img.layers) <= set(detail(downloads, "digest").dropna()) | set(downloads.layer.dropna())
     assert (frame.kind == "http_request").sum() >= 4  # manifest, config, two layers

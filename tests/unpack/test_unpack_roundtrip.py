@@ -195,6 +195,6 @@ def test_decompress_and_apply_events_carry_their_threads_cpu(tmp_path: Path) -> 
     apply_layer(blob, tmp_path / "d", expected_digest=digest, expected_diff_id=diff_id, recorder=rec)
     ev = rec.to_frame().set_index("kind")
     for kind in ("decompress", "apply"):
-        cpu = ev.loc[kind, "attrs"]["cpu_s"]
+        cpu = ev.loc[kind, "cpu_s"]
         duration = ev.loc[kind, "t_end"] - ev.loc[kind, "t_start"]
         assert 0 < cpu <= duration + 0.02, (kind, cpu, duration)

@@ -79,7 +79,7 @@ def test_failures_are_recorded_and_replay_goes_on(tree: Path) -> None:
     frame = rec.to_frame()
     reads = frame[frame.kind == "file_read"]
     assert list(reads.ok) == [False, True]
-    assert reads.iloc[1]["bytes"] == 3 and reads.iloc[1]["attrs"]["offset"] == 0
+    assert reads.iloc[1]["bytes"] == 3 and reads.iloc[1]["offset"] == 0
     assert list(frame[frame.kind == "file_op"].ok) == [False]
     workload = frame[frame.kind == "workload"]
     assert len(workload) == 1 and not workload.iloc[0]["ok"]
@@ -91,7 +91,7 @@ def test_events_carry_offsets_and_one_workload_event(tree: Path) -> None:
     replay_trace(tree, rows, recorder=rec)
     frame = rec.to_frame()
     reads = frame[frame.kind == "file_read"]
-    assert [a["offset"] for a in reads["attrs"]] == [i * 1000 for i in range(20)]
+    assert list(reads["offset"]) == [i * 1000 for i in range(20)]
     assert set(reads.path) == {"/usr/lib/libdata.so"} and set(reads["bytes"]) == {100}
     (w,) = frame[frame.kind == "workload"].itertuples()
     assert w.t_start <= reads.t_start.min() and w.t_end >= reads.t_end.max()
