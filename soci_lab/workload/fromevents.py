@@ -37,7 +37,7 @@ def _records(events: pd.DataFrame | Iterable[Event]) -> list[dict[str, Any]]:
         for key in ("offset", "op", "result"):
             values = detail(frame, key).astype(object)
             cols[key] = values.where(values.notna(), None).tolist()
-        recs = frame[["kind", "t_start", "path", "bytes", "ok"]].to_dict("records")
+        recs = frame[["kind", "t_start", "path", "bytes", "ok", "layer"]].to_dict("records")
         for i, r in enumerate(recs):
             r["attrs"] = {k: v[i] for k, v in cols.items() if v[i] is not None}
         return recs
