@@ -104,6 +104,8 @@ class ServeOptions:
     background: bool | None = None  # override the policy's background fetch
     events_path: str | None = None
     run_id: str | None = None
+    #: mount without ``nosuid,nodev`` (default: setuid bits and device nodes of the layer have no effect)
+    allow_setuid_and_devices: bool = False
 
 
 def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder) -> Any:
@@ -172,11 +174,12 @@ def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorde
     return z, spans, reader, fs, client, policy
 
 
-def _fuse_options() -> set[str]:
+def _fuse_options(allow_setuid_and_devices: bool = False) -> set[str]:
     import pyfuse3
 
     opts = set(pyfuse3.default_options)
     opts |= {"fsname=soci", "ro", "allow_other"}
+    opts |= {"suid", "dev"} if allow_setuid_and_devices else {"nosuid", "nodev"}
     return opts
 
 
@@ -230,7 +233,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
                 layer=spec.digest,
             )
             deferred = result.deferred or []  # priority > 0 spans: after the mount, in the background
-        pyfuse3.init(fs, mountpoint, _fuse_options())
+        pyfuse3.init(fs, mountpoint, _fuse_options(options.allow_setuid_and_devices))
         mounted = True
         # cpu_s: CPU time of this serving process up to here (since its fork, or its start without the
         # zygote) — what several layers mounted at once compete for on the host's cores; entries: the
