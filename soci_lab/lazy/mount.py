@@ -60,6 +60,9 @@ class LazyLayerSpec:
     registry: str | None = None
     repository: str | None = None
     insecure: bool = False
+    #: the registry credentials (the same as the eager path's; never shown by repr). They reach the serving
+    #: process inside the spec file, which :meth:`LayerMount.start` writes 0600 and deletes once it is read
+    creds: Any = None
 
     @classmethod
     def from_layer_file(
@@ -127,7 +130,9 @@ def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorde
     elif spec.registry and spec.repository:
         from ..remote.client import RegistryClient
 
-        client = RegistryClient(spec.registry, insecure=spec.insecure, config=cfg.http, events=events)
+        client = RegistryClient(
+            spec.registry, creds=spec.creds, insecure=spec.insecure, config=cfg.http, events=events
+        )
         url = client.blob_url(spec.repository, spec.digest)
         fetcher = RegistryRangeFetcher(client, url, force_single_range_mode=cfg.blob.force_single_range_mode)
     else:
@@ -370,7 +375,11 @@ class LayerMount:
         if self._tmp is None:
             self._tmp = tempfile.mkdtemp(prefix="soci-lab-mount-")
         spec_path = os.path.join(self._tmp, "spec.pickle")
-        with open(spec_path, "wb") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spec_path)
+        # 0600: the spec may hold registry credentials (the serving process reads it, then it is deleted)
+        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
             pickle.dump((self.spec, self.mountpoint, self.options), f)
         rfd, wfd = os.pipe()
         t0 = time.monotonic()
@@ -410,9 +419,11 @@ class LayerMount:
                     line += chunk
         except BaseException:
             os.close(rfd)
+            self._forget_spec(spec_path)
             self.unmount()
             raise
         os.close(rfd)
+        self._forget_spec(spec_path)  # read by now (the server reported), or never will be
         try:
             kind, detail = json.loads(line.decode().splitlines()[0]) if line.strip() else ("error", None)
         except (ValueError, IndexError):
@@ -424,6 +435,11 @@ class LayerMount:
             raise MountError(f"mounting layer {self.spec.digest} at {self.mountpoint} failed: {detail}")
         self.ready_s = time.monotonic() - t0
         return self
+
+    @staticmethod
+    def _forget_spec(path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
     def server_log(self) -> str:
         """What the serving process wrote to stdout/stderr."""

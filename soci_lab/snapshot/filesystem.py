@@ -509,6 +509,8 @@ class Filesystem:
             spec.registry = image.ref.api_host
             spec.repository = image.ref.repository
             spec.insecure = self.insecure
+            # the credentials the eager path uses (explicit ones; else the server reads the auth files itself)
+            spec.creds = image.client.transport.auth.creds if image.client is not None else None
         return spec
 
     async def _mount_fuse(self, image: ResolvedImage, mounted: MountedImage, lay: LayerState) -> None:
