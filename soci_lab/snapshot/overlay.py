@@ -1,10 +1,12 @@
-"""Stack layer directories into one rootfs with overlayfs, and take it (and any mount under it) down again.
+"""Stack layer directories into one rootfs with overlayfs, read the mount table, and unmount.
 
-``mount -t overlay overlay -o ro,lowerdir=TOP:...:BOTTOM MOUNTPOINT`` — lower directories are given
-top first. The kernel takes the whole option string in one page (4096 bytes), so the mount runs with its
-working directory at the state directory and names the layers by short *relative* paths
-(``layers/sha256_<hex>/mnt``, ~80 bytes each); past :data:`MAX_OPTION_BYTES` (about fifty layers) each
-layer gets a symlink ``l/<n>`` and the option names those (a few bytes each; overlayfs follows them), so
+``mount -t overlay SOURCE -o nosuid,nodev,ro,lowerdir=TOP:...:BOTTOM MOUNTPOINT`` — lower directories are
+given top first; SOURCE is a name the snapshotter gives each mount so ``umount`` can tell its own
+(:mod:`.ownership`), and ``nosuid,nodev`` are left out only on request (``allow_setuid_and_devices``).
+The kernel takes the whole option string in one page (4096 bytes), so the mount runs with its working
+directory at the state directory and names the layers by short *relative* paths (``layers/sha256_<hex>/mnt``,
+~80 bytes each); past :data:`MAX_OPTION_BYTES` (about fifty layers) each layer gets a symlink ``l/<n>`` and
+the option names those (a few bytes each; overlayfs follows them), so
 hundreds of layers fit. FUSE lower layers must answer ``statfs`` — the lazy room's ``LayerFS`` does.
 
 With ``upper``/``work`` the rootfs is writable (a container's view; ``run`` uses it so a command can

@@ -239,12 +239,20 @@ def test_a_state_dir_that_is_not_empty_is_refused_and_left_alone(env, layout: st
     (state / "layers").mkdir()  # even a name soci-lab would use
     (state / "layers/notes").write_text("mine")
     before = sorted(str(p.relative_to(state)) for p in state.rglob("*"))
-    for ref in (layout, f"oci:{base}/no-such-layout:v1"):  # a mount that would work, and one that fails
-        for extra in ((), ("--background",)):
-            proc = cli(env, "mount", ref, str(mnt), "--mode", "parallel", "--state-dir", str(state), *extra)
+    # a mount that would work (in the background: a foreground one would serve), and one that fails
+    for ref, extra in (
+        (layout, ("--background",)),
+        (f"oci:{base}/no-such-layout:v1", ()),
+        (f"oci:{base}/no-such-layout:v1", ("--background",)),
+    ):
+        proc = cli(env, "mount", ref, str(mnt), "--mode", "parallel", "--state-dir", str(state), *extra)
+        try:
             one_line_refusal(proc, str(state), "not empty")
             assert mounts_under(mnt) == []
             assert sorted(str(p.relative_to(state)) for p in state.rglob("*")) == before
+        finally:
+            if proc.returncode == 0:  # it mounted (the bug): take it down before failing
+                cli(env, "umount", str(mnt))
     proc = cli(env, "run", layout, "--mode", "parallel", "--state-dir", str(state), "--", "/bin/suid-id")
     one_line_refusal(proc, "not empty")
     assert sorted(str(p.relative_to(state)) for p in state.rglob("*")) == before
@@ -297,6 +305,17 @@ def _proc_text(pid: int) -> str:
         with contextlib.suppress(OSError):
             out += Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
     return out
+
+
+def test_background_creds_never_reach_a_command_line_or_environment(env, layout: str, mnt: Path) -> None:  # type: ignore[no-untyped-def]
+    from soci_lab.snapshot import find_state_dir
+
+    with mounted(env, layout, mnt, "parallel", "--creds", f"{USER}:{PASSWORD}"):
+        record = find_state_dir(mnt).read_record()
+        assert record.server is not None and record.server.alive()
+        text = _proc_text(record.server.pid)
+        assert "--serve-fd" in text  # it is the serving process
+        assert PASSWORD not in text, "the password is readable in the serving process's /proc/PID/cmdline"
 
 
 def test_background_lazy_mount_with_creds_keeps_them_private_and_serves_lazily(env, token_image, mnt: Path) -> None:  # type: ignore[no-untyped-def]
