@@ -385,7 +385,8 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
     except BaseException as exc:
         if not owns:
             remove_pointer(target)
-        _clean_state(state_path)
+        if fd is None:  # a serving process of --background leaves it to its parent (which reads server.log)
+            _clean_state(state_path)
         _report(fd, {"ok": False, "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
         raise
     state = StateDir(state_path)
