@@ -8,7 +8,12 @@ bytes_fetched, requests, layers [{digest, how, bytes_fetched}], events`` (bytes 
 time the rootfs is ready; a FUSE server's own fetches are in ``umount``'s totals and the merged events).
 
 ``umount MOUNTPOINT`` asks the serving process to unmount (or, when it is gone, does it from the record):
-nothing stays mounted or running. ``--json`` prints ``bytes_fetched, requests, spans_fetched, spans_total``.
+nothing stays mounted or running. It acts only on the mounts the record names (checked against
+``/proc/self/mountinfo``, :mod:`soci_lab.snapshot.ownership`); anything else is refused in one line.
+
+A ``--state-dir`` must be new or empty (``StateDir.create``); every mount is ``nosuid,nodev`` unless
+``--allow-setuid-and-devices``; ``--background`` hands ``--creds`` to its serving process on a pipe
+(``--creds-fd``), never on a command line. ``--json`` prints ``bytes_fetched, requests, spans_fetched, spans_total``.
 
 ``run REF --mode M -- CMD …`` mounts (with a writable upper layer, as a container has), runs CMD chrooted
 in the rootfs under strace (every open, read, stat, readdir, readlink), unmounts, and with ``--json``
@@ -81,7 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "umount",
         help="unmount a rootfs mounted by 'soci-lab mount' and stop its serving processes",
         description="Unmount the rootfs and every layer mount under it, stop the serving process (or clean "
-        "up after it if it was killed), and remove the state directory.",
+        "up after it if it was killed), and remove what soci-lab made in the state directory. Only mounts "
+        "soci-lab recorded making are touched: a path without a record, or with another mount at or under it, "
+        "is refused (exit 1) and left as it is.",
     )
     u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     u.add_argument("--json", action="store_true", help="print bytes_fetched, requests, spans_fetched, spans_total")
