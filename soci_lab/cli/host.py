@@ -10,10 +10,11 @@ time the rootfs is ready; a FUSE server's own fetches are in ``umount``'s totals
 ``umount MOUNTPOINT`` asks the serving process to unmount (or, when it is gone, does it from the record):
 nothing stays mounted or running. It acts only on the mounts the record names (checked against
 ``/proc/self/mountinfo``, :mod:`soci_lab.snapshot.ownership`); anything else is refused in one line.
+``--json`` prints ``bytes_fetched, requests, spans_fetched, spans_total``.
 
 A ``--state-dir`` must be new or empty (``StateDir.create``); every mount is ``nosuid,nodev`` unless
 ``--allow-setuid-and-devices``; ``--background`` hands ``--creds`` to its serving process on a pipe
-(``--creds-fd``), never on a command line. ``--json`` prints ``bytes_fetched, requests, spans_fetched, spans_total``.
+(``--creds-fd``), never on a command line.
 
 ``run REF --mode M -- CMD …`` mounts (with a writable upper layer, as a container has), runs CMD chrooted
 in the rootfs under strace (every open, read, stat, readdir, readlink), unmounts, and with ``--json``
@@ -232,16 +233,14 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
 
     argv = _rebuild_argv(args)
     state, _owns = _state_for(args, target)
+    secret = args.creds.encode() if args.creds is not None else None
+    if secret is not None and len(secret) > 60000:  # a pipe holds 64 KiB: written before the child runs
+        raise MountError("--creds is too long")
     rfd, wfd = os.pipe()
     pass_fds = [wfd]
     creds_r = None
-    if args.creds is not None:
+    if secret is not None:
         creds_r, creds_w = os.pipe()
-        secret = args.creds.encode()
-        if len(secret) > 60000:  # a pipe holds 64 KiB: written before the child runs, it must fit
-            os.close(creds_r)
-            os.close(creds_w)
-            raise MountError("--creds is too long")
         os.write(creds_w, secret)
         os.close(creds_w)
         pass_fds.append(creds_r)
