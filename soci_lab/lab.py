@@ -43,7 +43,7 @@ from .oci import Reference
 from .run import Run, collect_provenance
 from .snapshot import Filesystem, MountedImage
 from .snapshot.modes import MODES
-from .snapshot.state import state_root
+from .snapshot.state import StateDir, state_root
 
 T = TypeVar("T")
 
@@ -164,6 +164,7 @@ async def apull(
         creds=creds,
         owns_state_dir=owns,
     )
+    StateDir(state).create()  # claimed before anything is written in it (a foreign directory is refused)
     target = state / "rootfs"
     target.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {"lazy_path": "fuse" if mode == "lazy" else None}
@@ -231,6 +232,7 @@ def mounted(
     rec = EventRecorder(strategy=mode)
     owns = state_dir is None
     state = Path(state_dir) if state_dir is not None else state_root() / f"mount-{rec.run_id}"
+    StateDir(state).create()  # claimed before anything is written in it (a foreign directory is refused)
     target = Path(mountpoint) if mountpoint is not None else state / "rootfs"
     target.mkdir(parents=True, exist_ok=True)
     fs = Filesystem(state, config=cfg, events=rec, insecure=insecure, owns_state_dir=owns, **options)

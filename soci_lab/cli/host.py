@@ -8,7 +8,13 @@ bytes_fetched, requests, layers [{digest, how, bytes_fetched}], events`` (bytes 
 time the rootfs is ready; a FUSE server's own fetches are in ``umount``'s totals and the merged events).
 
 ``umount MOUNTPOINT`` asks the serving process to unmount (or, when it is gone, does it from the record):
-nothing stays mounted or running. ``--json`` prints ``bytes_fetched, requests, spans_fetched, spans_total``.
+nothing stays mounted or running. It acts only on the mounts the record names (checked against
+``/proc/self/mountinfo``, :mod:`soci_lab.snapshot.ownership`); anything else is refused in one line.
+``--json`` prints ``bytes_fetched, requests, spans_fetched, spans_total``.
+
+A ``--state-dir`` must be new or empty (``StateDir.create``); every mount is ``nosuid,nodev`` unless
+``--allow-setuid-and-devices``; ``--background`` hands ``--creds`` to its serving process on a pipe
+(``--creds-fd``), never on a command line.
 
 ``run REF --mode M -- CMD …`` mounts (with a writable upper layer, as a container has), runs CMD chrooted
 in the rootfs under strace (every open, read, stat, readdir, readlink), unmounts, and with ``--json``
@@ -55,6 +61,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
+    p.add_argument(
+        "--allow-setuid-and-devices",
+        action="store_true",
+        help="mount without nosuid,nodev: the image's setuid binaries and device nodes take effect on this host",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,13 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--background", action="store_true", help="leave a serving process behind and exit 0")
     m.add_argument("--writable", action="store_true", help="add a writable upper layer (in the state dir)")
     m.add_argument("--serve-fd", type=int, default=None, help=argparse.SUPPRESS)
+    m.add_argument("--creds-fd", type=int, default=None, help=argparse.SUPPRESS)
     m.set_defaults(handler=cmd_mount)
 
     u = subparsers.add_parser(
         "umount",
         help="unmount a rootfs mounted by 'soci-lab mount' and stop its serving processes",
         description="Unmount the rootfs and every layer mount under it, stop the serving process (or clean "
-        "up after it if it was killed), and remove the state directory.",
+        "up after it if it was killed), and remove what soci-lab made in the state directory. Only mounts "
+        "soci-lab recorded making are touched: a path without a record, or with another mount at or under it, "
+        "is refused (exit 1) and left as it is.",
     )
     u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     u.add_argument("--json", action="store_true", help="print bytes_fetched, requests, spans_fetched, spans_total")
@@ -140,6 +154,7 @@ def _filesystem(args: argparse.Namespace, state: Path, rec: Any, owns: bool) -> 
         insecure=args.insecure,
         creds=args.creds,
         owns_state_dir=owns,
+        allow_setuid_and_devices=args.allow_setuid_and_devices,
     )
 
 
@@ -170,7 +185,10 @@ def _state_for(args: argparse.Namespace, mountpoint: Path) -> tuple[Path, bool]:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from ..snapshot import find_state_dir, is_mounted
+    from ..snapshot.state import StateDir
 
+    if args.creds_fd is not None:  # the serving process of --background: credentials come on a pipe
+        args.creds = _read_secret_fd(args.creds_fd)
     target = args.mountpoint.resolve()
     if not target.is_dir():
         raise MountError(f"mountpoint {target} is not a directory")
@@ -178,32 +196,70 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise MountError(f"{target} is already a mount point")
     if find_state_dir(target) is not None and args.serve_fd is None:
         raise MountError(f"{target} has the state of an earlier mount: run 'soci-lab umount {target}' first")
+    state, _owns = _state_for(args, target)
+    StateDir(state).create()  # made here, or an empty one taken; anything else is refused before any write
     if args.background:
         return _mount_background(args, target)
     return _mount_and_serve(args, target)
 
 
+def _read_secret_fd(fd: int) -> str | None:
+    """Everything the parent wrote on ``fd`` (then closed): the credentials, kept off the command line."""
+    data = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.decode() or None
+
+
+def _clean_state(state: Path) -> None:
+    """Delete what soci-lab made in ``state`` — unless something is still mounted there."""
+    from ..snapshot import mounts_under
+    from ..snapshot.state import StateDir
+
+    if not mounts_under(state):
+        StateDir(state).remove()
+
+
 def _mount_background(args: argparse.Namespace, target: Path) -> int:
-    """Re-run this command as a serving process in a new session; wait for its ready report."""
+    """Re-run this command as a serving process in a new session; wait for its ready report.
+
+    The serving process gets the credentials on a pipe it inherits (``--creds-fd``), never on its command
+    line: ``/proc/PID/cmdline`` is readable by every user of the host."""
+    from ..snapshot.state import SERVER_LOG
     from . import print_json
 
     argv = _rebuild_argv(args)
     state, _owns = _state_for(args, target)
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret = args.creds.encode() if args.creds is not None else None
+    if secret is not None and len(secret) > 60000:  # a pipe holds 64 KiB: written before the child runs
+        raise MountError("--creds is too long")
     rfd, wfd = os.pipe()
-    log = open(state / "server.log", "ab")  # noqa: SIM115 - handed to the child
+    pass_fds = [wfd]
+    creds_r = None
+    if secret is not None:
+        creds_r, creds_w = os.pipe()
+        os.write(creds_w, secret)
+        os.close(creds_w)
+        pass_fds.append(creds_r)
+        argv += ["--creds-fd", str(creds_r)]
+    log_fd = os.open(state / SERVER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", CLI_CODE, *argv, "--serve-fd", str(wfd)],
-            pass_fds=(wfd,),
+            pass_fds=tuple(pass_fds),
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+            stdout=log_fd,
+            stderr=log_fd,
             start_new_session=True,
         )
     finally:
         os.close(wfd)
-        log.close()
+        os.close(log_fd)
+        if creds_r is not None:
+            os.close(creds_r)
     data = b""
     deadline = time.monotonic() + BACKGROUND_TIMEOUT
     try:
@@ -227,15 +283,12 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
-        error = msg.get("error") if msg else _tail(state / "server.log") or "the serving process did not report"
+        error = msg.get("error") if msg else _tail(state / SERVER_LOG) or "the serving process did not report"
         with contextlib.suppress(SociLabError):
             from ..snapshot import unmount_recorded
 
             unmount_recorded(target)
-        if args.state_dir is None:
-            import shutil
-
-            shutil.rmtree(state, ignore_errors=True)
+        _clean_state(state)  # only what soci-lab made, and only when nothing is mounted there any more
         raise MountError(error)
     if args.json:
         print_json(msg["result"])
@@ -257,7 +310,6 @@ def _rebuild_argv(args: argparse.Namespace) -> list[str]:
         ("--artifact-store", args.artifact_store),
         ("--index-digest", args.index_digest),
         ("--events", args.events),
-        ("--creds", args.creds),
     ):
         if value is not None:
             out += [flag, str(value)]
@@ -266,6 +318,7 @@ def _rebuild_argv(args: argparse.Namespace) -> list[str]:
         ("--json", args.json),
         ("--insecure", args.insecure),
         ("--writable", args.writable),
+        ("--allow-setuid-and-devices", args.allow_setuid_and_devices),
     ):
         if on:
             out.append(flag)
@@ -308,7 +361,16 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
 
     from ..events import EventRecorder
     from ..snapshot.filesystem import wait_for_signal
-    from ..snapshot.state import PARENT_EVENTS, TOTALS, UMOUNT_REQUEST, StateDir, remove_pointer, write_pointer
+    from ..snapshot.state import (
+        PARENT_EVENTS,
+        RECORD,
+        SERVER_LOG,
+        TOTALS,
+        UMOUNT_REQUEST,
+        StateDir,
+        remove_pointer,
+        write_pointer,
+    )
     from ..snapshot.teardown import totals_of, write_totals
     from . import one_line, print_json
 
@@ -329,6 +391,8 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
     except BaseException as exc:
         if not owns:
             remove_pointer(target)
+        if fd is None:  # a serving process of --background leaves it to its parent (which reads server.log)
+            _clean_state(state_path)
         _report(fd, {"ok": False, "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
         raise
     state = StateDir(state_path)
@@ -358,7 +422,7 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
         if requested:
             merged_frame = mounted.events()
             write_totals(state, totals_of(merged_frame, mounted.spans_total))
-            state.remove(keep_root=True, keep=(TOTALS, "mount.json", "server.log"))
+            state.remove(keep_root=True, keep=(TOTALS, RECORD, SERVER_LOG))
         else:
             mounted.remove()
             remove_pointer(target)
@@ -431,22 +495,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     args = _parse_run(list(args.rest))
     cmd = list(args.cmd)
-    from ..snapshot.state import state_root
+    from ..snapshot.state import StateDir, state_root
 
     rec = EventRecorder(strategy=args.mode)
     owns = args.state_dir is None
     state = args.state_dir.resolve() if args.state_dir is not None else state_root() / f"run-{rec.run_id}"
+    StateDir(state).create()  # before anything is written in it: a foreign non-empty directory is refused
     target = state / "rootfs"
-    target.mkdir(parents=True, exist_ok=True)
-    fs = _filesystem(args, state, rec, owns)
     try:
+        target.mkdir(exist_ok=True)
+        fs = _filesystem(args, state, rec, owns)
         with _sigterm_interrupts():
             mounted = anyio.run(lambda: fs.mount(args.ref, target, args.mode, writable=True))
     except BaseException:
-        if owns:
-            import shutil
-
-            shutil.rmtree(state, ignore_errors=True)
+        _clean_state(state)
         raise
     ready_json = _mount_json(mounted, rec.to_frame())
     try:

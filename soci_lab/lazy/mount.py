@@ -60,6 +60,9 @@ class LazyLayerSpec:
     registry: str | None = None
     repository: str | None = None
     insecure: bool = False
+    #: the registry credentials (the same as the eager path's; never shown by repr). They reach the serving
+    #: process inside the spec file, which :meth:`LayerMount.start` writes 0600 and deletes once it is read
+    creds: Any = None
 
     @classmethod
     def from_layer_file(
@@ -104,6 +107,8 @@ class ServeOptions:
     background: bool | None = None  # override the policy's background fetch
     events_path: str | None = None
     run_id: str | None = None
+    #: mount without ``nosuid,nodev`` (default: setuid bits and device nodes of the layer have no effect)
+    allow_setuid_and_devices: bool = False
 
 
 def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder) -> Any:
@@ -125,7 +130,9 @@ def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorde
     elif spec.registry and spec.repository:
         from ..remote.client import RegistryClient
 
-        client = RegistryClient(spec.registry, insecure=spec.insecure, config=cfg.http, events=events)
+        client = RegistryClient(
+            spec.registry, creds=spec.creds, insecure=spec.insecure, config=cfg.http, events=events
+        )
         url = client.blob_url(spec.repository, spec.digest)
         fetcher = RegistryRangeFetcher(client, url, force_single_range_mode=cfg.blob.force_single_range_mode)
     else:
@@ -172,11 +179,12 @@ def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorde
     return z, spans, reader, fs, client, policy
 
 
-def _fuse_options() -> set[str]:
+def _fuse_options(allow_setuid_and_devices: bool = False) -> set[str]:
     import pyfuse3
 
     opts = set(pyfuse3.default_options)
     opts |= {"fsname=soci", "ro", "allow_other"}
+    opts |= {"suid", "dev"} if allow_setuid_and_devices else {"nosuid", "nodev"}
     return opts
 
 
@@ -230,7 +238,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
                 layer=spec.digest,
             )
             deferred = result.deferred or []  # priority > 0 spans: after the mount, in the background
-        pyfuse3.init(fs, mountpoint, _fuse_options())
+        pyfuse3.init(fs, mountpoint, _fuse_options(options.allow_setuid_and_devices))
         mounted = True
         # cpu_s: CPU time of this serving process up to here (since its fork, or its start without the
         # zygote) — what several layers mounted at once compete for on the host's cores; entries: the
@@ -367,7 +375,11 @@ class LayerMount:
         if self._tmp is None:
             self._tmp = tempfile.mkdtemp(prefix="soci-lab-mount-")
         spec_path = os.path.join(self._tmp, "spec.pickle")
-        with open(spec_path, "wb") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spec_path)
+        # 0600: the spec may hold registry credentials (the serving process reads it, then it is deleted)
+        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
             pickle.dump((self.spec, self.mountpoint, self.options), f)
         rfd, wfd = os.pipe()
         t0 = time.monotonic()
@@ -407,9 +419,11 @@ class LayerMount:
                     line += chunk
         except BaseException:
             os.close(rfd)
+            self._forget_spec(spec_path)
             self.unmount()
             raise
         os.close(rfd)
+        self._forget_spec(spec_path)  # read by now (the server reported), or never will be
         try:
             kind, detail = json.loads(line.decode().splitlines()[0]) if line.strip() else ("error", None)
         except (ValueError, IndexError):
@@ -421,6 +435,11 @@ class LayerMount:
             raise MountError(f"mounting layer {self.spec.digest} at {self.mountpoint} failed: {detail}")
         self.ready_s = time.monotonic() - t0
         return self
+
+    @staticmethod
+    def _forget_spec(path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
     def server_log(self) -> str:
         """What the serving process wrote to stdout/stderr."""

@@ -11,6 +11,11 @@ Credentials come from ``creds=(user, password)`` or from ``REGISTRY_AUTH_FILE`` 
 / ``~/.docker/config.json`` (``auths.<host>.auth``). Credential helpers are not run; when one is configured
 for a host the user is told so in the error. Nothing here ever puts a password, a token or an
 ``Authorization`` header into an exception, a log record or an event.
+
+Secrets go only where they cannot be read on the way: a token realm named by the registry gets Basic
+credentials only over TLS (``https``) or on a loopback address (``localhost`` or a loopback IP literal —
+a *name* that happens to resolve to loopback does not count: resolution can be steered), unless the user
+said ``insecure``; anything else is refused with one line before a byte is sent (:func:`secret_may_go_to`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import anyio
 import httpx
 
 from ..errors import AuthenticationError, InvalidInput
+from ..oci.reference import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +242,23 @@ def _entry_credentials(entry: dict[str, object]) -> Credentials | None:
     return None
 
 
+# --- where secrets may go -------------------------------------------------------------------------
+
+
+def secret_may_go_to(url: str | httpx.URL, *, insecure: bool = False) -> bool:
+    """Whether credentials or tokens may be sent to ``url``: ``https``, or plain ``http`` to a loopback
+    host (``localhost``, ``127.0.0.0/8``, ``::1`` — literally), or any ``http`` when ``insecure``."""
+    try:
+        u = httpx.URL(str(url))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False
+    if u.scheme == "https":
+        return True
+    if u.scheme != "http" or not u.host:
+        return False
+    return insecure or is_loopback_host(u.host)
+
+
 # --- the authenticator ----------------------------------------------------------------------------
 
 #: Sends a GET to the token endpoint with the given headers (through the retrying transport, no auth).
@@ -259,10 +282,20 @@ class Authenticator:
     handles a 401 and says whether the request should be sent again.
     """
 
-    def __init__(self, host: str, creds: Credentials | None, fetch: TokenFetcher, note: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        creds: Credentials | None,
+        fetch: TokenFetcher,
+        note: str | None = None,
+        *,
+        insecure: bool = False,
+    ) -> None:
         self.host = host
         self.creds = creds
         self.note = note
+        #: whether the user allowed plain HTTP to non-loopback hosts (then a cleartext realm gets credentials)
+        self.insecure = insecure
         self._fetch = fetch
         self._scheme: str | None = None  # "basic" or "bearer" once the registry told us
         self._realm: str | None = None
@@ -367,6 +400,14 @@ class Authenticator:
 
     async def _request_token(self, scopes: tuple[str, ...]) -> _Token:
         assert self._realm is not None
+        realm = httpx.URL(self._realm) if _parses(self._realm) else None
+        if realm is None or realm.scheme not in ("http", "https") or not realm.host:
+            raise AuthenticationError(f"{self.host} named a token realm that is not an http(s) URL; not following it")
+        if self.creds is not None and not secret_may_go_to(realm, insecure=self.insecure):
+            raise AuthenticationError(
+                f"refusing to send the credentials for {self.host} in clear text to the token realm "
+                f"{realm.scheme}://{realm.netloc.decode()} (neither TLS nor loopback; --insecure allows it)"
+            )
         params: list[tuple[str, str]] = []
         if self._service:
             params.append(("service", self._service))
@@ -402,3 +443,11 @@ class Authenticator:
 
 def _path(url: httpx.URL) -> str:
     return url.path
+
+
+def _parses(url: str) -> bool:
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False
+    return True

@@ -154,7 +154,7 @@ class RegistryClient:
         self.transport = Transport(base_url, creds=credentials, creds_note=note, config=self.config, events=events,
                                    http_transport=http_transport, max_connections=max_connections,
                                    fast_path=http_transport is None if fast_path is None else fast_path,
-                                   ssl_context=ssl_context)
+                                   ssl_context=ssl_context, insecure=insecure)
         self._referrers_api: bool | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------

@@ -266,6 +266,7 @@ class Transport:
         max_connections: int = 64,
         fast_path: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        insecure: bool = False,
     ) -> None:
         self.config = config or HTTPConfig()
         #: TLS settings for https registries (None: the system's trust store, certificates verified)
@@ -293,7 +294,7 @@ class Transport:
             verify=ssl_context if ssl_context is not None else True,
         )
         host = self.base.netloc.decode()
-        self.auth = Authenticator(host, creds, self._fetch_token, creds_note)
+        self.auth = Authenticator(host, creds, self._fetch_token, creds_note, insecure=insecure)
         #: original URL → final URL of redirected GETs (soci's CacheRedirects, used by parallel pull)
         self.redirects: dict[str, str] = {}
         #: large body GETs read the socket directly (see fastget.py); False sends everything through httpx

@@ -18,6 +18,7 @@ Per image, :meth:`Filesystem.mount`:
    (:func:`~soci_lab.unpack.spanpar.ztoc_span_decompressors`); no index, or a failed discovery, changes
    nothing but that (the serial inflater);
 4. stacks the layers with overlayfs at the mountpoint (:mod:`.overlay`), read-only unless ``writable``;
+   every mount it makes (overlay and FUSE layers) is ``nosuid,nodev`` unless ``allow_setuid_and_devices``;
 5. records ``mount`` (per layer and for the image) and one ``ready`` event when the rootfs is usable.
 
 :meth:`MountedImage.unmount` (:mod:`.mounted`) takes it all down again and merges the FUSE servers' events.
@@ -126,6 +127,8 @@ class Filesystem:
     * ``explicit_index_digest`` — the SOCI index to use (upstream's snapshot label);
     * ``fallback`` — False: a lazy mount that cannot be lazy raises instead of going eager/local;
     * ``events`` — the run's :class:`~soci_lab.events.EventRecorder` (its strategy should be the mode);
+    * ``allow_setuid_and_devices`` — mount without ``nosuid,nodev`` (default False: an image's setuid
+      binaries and device nodes give nobody on the host privileges or device access);
     * ``span_parallel_min_layer_size`` — in ``parallel`` mode, gzip layers of at least this many compressed
       bytes that the image's SOCI index has zTOCs for inflate span-parallel (default 64 MiB, as
       :data:`~soci_lab.unpack.spanpar.DEFAULT_MIN_LAYER_SIZE`); ``None``: never, and no SOCI discovery in
@@ -151,6 +154,7 @@ class Filesystem:
         mount_timeout: float = DEFAULT_MOUNT_TIMEOUT,
         owns_state_dir: bool = True,
         span_parallel_min_layer_size: int | None = SPAN_PARALLEL_MIN_LAYER_SIZE,
+        allow_setuid_and_devices: bool = False,
     ) -> None:
         cfg = dataclasses.replace(config) if config is not None else Config()
         if pull_modes is not None:
@@ -179,6 +183,7 @@ class Filesystem:
         self.mount_timeout = mount_timeout
         self.owns_state_dir = owns_state_dir
         self.span_parallel_min_layer_size = span_parallel_min_layer_size
+        self.allow_setuid_and_devices = allow_setuid_and_devices
         #: a hook for tests and experiments: called with each lazy LayerPlan before its FUSE mount
         self.before_lazy_mount: Callable[[LayerPlan], None] | None = None
         #: the image mounted from this state directory (one at a time), by image key
@@ -224,6 +229,8 @@ class Filesystem:
         """SOCI artifacts of the image (fetched into the local store), or the exception discovery raised."""
         from ..artifacts import LayoutSource
 
+        if not self.state.is_ours():
+            self.state.create()  # claim it before writing in it (a foreign non-empty directory is refused)
         self.state.content.mkdir(parents=True, exist_ok=True)
         store = OCILayout(self.state.content)
         client: Any = image.client if image.client is not None else LayoutSource(image.layout)  # type: ignore[arg-type]
@@ -302,9 +309,12 @@ class Filesystem:
                     base=self.state.root,
                     upper=self.state.upper if writable else None,
                     work=self.state.work if writable else None,
+                    source=mounted.overlay_source,
+                    allow_setuid_and_devices=self.allow_setuid_and_devices,
                 )
             )
             mounted.mounted = True
+            mounted.note_overlay_mounted()
             rec.emit("mount", t_ov, path=str(target), what="overlay", layers=len(lowers), writable=writable)
             mounted.ready_s = rec.now() - t0
             rec.emit("ready", t0, path=str(target), mode=concrete, hows=plan.count(), reason=plan.reason)
@@ -499,6 +509,8 @@ class Filesystem:
             spec.registry = image.ref.api_host
             spec.repository = image.ref.repository
             spec.insecure = self.insecure
+            # the credentials the eager path uses (explicit ones; else the server reads the auth files itself)
+            spec.creds = image.client.transport.auth.creds if image.client is not None else None
         return spec
 
     async def _mount_fuse(self, image: ResolvedImage, mounted: MountedImage, lay: LayerState) -> None:
@@ -527,6 +539,7 @@ class Filesystem:
             run_id=self.events.run_id,
             # upstream's background fetcher starts at most one span per period across all layers
             layer_count=max(1, sum(1 for p in mounted.plan.layers if p.how == "lazy")),
+            allow_setuid_and_devices=self.allow_setuid_and_devices,
         )
         m = LayerMount(spec, mnt, options, work_dir=serve)  # spec and log stay in the state directory
         lay.mount = m
@@ -542,6 +555,10 @@ class Filesystem:
                 await anyio.to_thread.run_sync(m.unmount)
             raise
         lay.ready_at = self.events.now()
+        from .overlay import mount_at
+
+        info = await anyio.to_thread.run_sync(mount_at, mnt)
+        lay.mount_id = info.mount_id if info is not None else None
 
 
 def wait_for_signal(

@@ -3,10 +3,11 @@ into the run's (:func:`merge_child_events`), network bytes per layer (:func:`byt
 :mod:`soci_lab.errors`, where the unpack room uses it too — the first real failure of a task group
 (:func:`first_error`).
 
-:meth:`MountedImage.unmount` takes everything down — the overlay and anything mounted under it, every FUSE
-server (one SIGTERM, then SIGKILL after 30 s, then a lazy unmount) — merges the servers' own events (their
-clocks aligned on each layer's ``mount`` event, to a few milliseconds), and removes the state directory,
-never while anything is still mounted on or from it.
+:meth:`MountedImage.unmount` takes down what this mount made — its overlay and every FUSE server (one
+SIGTERM, then SIGKILL after 30 s, then a lazy unmount) — and nothing else: a mount it did not make at or
+under the mountpoint or the state directory (:mod:`.ownership`) makes it refuse before it touches
+anything. It merges the servers' own events (their clocks aligned on each layer's ``mount`` event, to a
+few milliseconds), and removes the state directory, never while anything is still mounted on or from it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from ..errors import MountError, SociLabError, first_error
 from ..events import EventRecorder
 from ..oci import Reference
 from .decide import ImagePlan, LayerPlan
-from .overlay import mounts_under, umount_tree
+from .overlay import mount_at, mounts_under, umount
+from .ownership import classify, new_overlay_source, refusal
 from .state import LayerRecord, MountRecord, ProcessRef, StateDir
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class LayerState:
     bytes_fetched: int = 0
     uncompressed_size: int | None = None
     spans: int = 0  # lazy: the zTOC's span count
+    mount_id: int | None = None  # lazy: the FUSE mount's id in /proc/self/mountinfo
 
 
 @dataclass
@@ -64,6 +67,9 @@ class MountedImage:
     writable: bool = False
     mounted: bool = False
     image_key: str = ""
+    #: the overlay's source name (unique; recorded before mounting) and, once mounted, its mount id
+    overlay_source: str = field(default_factory=new_overlay_source)
+    overlay_id: int | None = None
     _merged: pd.DataFrame | None = None
     _done: bool = False
 
@@ -90,6 +96,7 @@ class MountedImage:
                     bytes_fetched=lay.bytes_fetched,
                     fallback=lay.plan.reason,
                     ready_at=lay.ready_at,
+                    mount_id=lay.mount_id,
                 )
             )
         return MountRecord(
@@ -104,6 +111,8 @@ class MountedImage:
             writable=self.writable,
             ready_s=self.ready_s,
             spans_total=self.spans_total,
+            overlay_source=self.overlay_source,
+            overlay_id=self.overlay_id,
         )
 
     @property
@@ -160,13 +169,19 @@ class MountedImage:
     # --- lifecycle --------------------------------------------------------------------------------
 
     def unmount(self, *, remove: bool = True) -> pd.DataFrame:
-        """Unmount the rootfs and every layer, stop the FUSE servers, merge their events; returns them."""
+        """Unmount the rootfs and every layer, stop the FUSE servers, merge their events; returns them.
+
+        Raises :class:`MountError` without touching anything when a mount this image did not make is at or
+        under the mountpoint or the state directory (unmount it, then call again)."""
         if self._done:
             return self.events()
+        _ours, foreign = classify(self.record())
+        if foreign:
+            raise MountError(refusal(self.mountpoint, foreign))
         t0 = self.recorder.now()
         errors: list[str] = []
         try:
-            umount_tree(self.mountpoint)
+            self._umount_ours(only=str(self.mountpoint))
         except SociLabError as exc:
             errors.append(str(exc))
         for lay in self.lazy_layers:  # SIGTERM all first: they stop in parallel
@@ -199,11 +214,10 @@ class MountedImage:
                     op="unmount",
                     error=f"the FUSE server left no events (exit code {code}): {lay.mount.server_log().strip()[-300:]}",
                 )
-        for lay in self.layers:
-            try:
-                umount_tree(lay.path)
-            except SociLabError as exc:
-                errors.append(str(exc))
+        try:
+            self._umount_ours()
+        except SociLabError as exc:
+            errors.append(str(exc))
         self.mounted = False
         self.recorder.emit("unmount", t0, path=str(self.mountpoint), ok=not errors, error="; ".join(errors) or None)
         self._merged = self._merge_children()
@@ -217,6 +231,19 @@ class MountedImage:
             raise MountError("; ".join(errors))
         return self._merged
 
+    def _umount_ours(self, only: str | None = None) -> None:
+        """Unmount the mounts this image made that are still there (``only``: the one at that path)."""
+        ours, _foreign = classify(self.record())
+        for m in reversed(ours):
+            if only is None or m.target == only:
+                umount(m.target)
+
+    def note_overlay_mounted(self) -> None:
+        """Remember the overlay's mount id (after :func:`~.overlay.mount_overlay`)."""
+        m = mount_at(self.mountpoint)
+        if m is not None and m.source == self.overlay_source:
+            self.overlay_id = m.mount_id
+
     def remove(self) -> None:
         """Delete the state directory (the snapshot removal); only after :meth:`unmount`."""
         if self.mounted:
@@ -224,7 +251,7 @@ class MountedImage:
         for lay in self.lazy_layers:
             assert lay.mount is not None
             lay.mount.cleanup()
-        self.state.remove(keep_root=not self.owns_state_dir)
+        self.state.remove()
 
     def __enter__(self) -> MountedImage:
         return self

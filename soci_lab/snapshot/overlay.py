@@ -1,10 +1,12 @@
-"""Stack layer directories into one rootfs with overlayfs, and take it (and any mount under it) down again.
+"""Stack layer directories into one rootfs with overlayfs, read the mount table, and unmount.
 
-``mount -t overlay overlay -o ro,lowerdir=TOP:...:BOTTOM MOUNTPOINT`` — lower directories are given
-top first. The kernel takes the whole option string in one page (4096 bytes), so the mount runs with its
-working directory at the state directory and names the layers by short *relative* paths
-(``layers/sha256_<hex>/mnt``, ~80 bytes each); past :data:`MAX_OPTION_BYTES` (about fifty layers) each
-layer gets a symlink ``l/<n>`` and the option names those (a few bytes each; overlayfs follows them), so
+``mount -t overlay SOURCE -o nosuid,nodev,ro,lowerdir=TOP:...:BOTTOM MOUNTPOINT`` — lower directories are
+given top first; SOURCE is a name the snapshotter gives each mount so ``umount`` can tell its own
+(:mod:`.ownership`), and ``nosuid,nodev`` are left out only on request (``allow_setuid_and_devices``).
+The kernel takes the whole option string in one page (4096 bytes), so the mount runs with its working
+directory at the state directory and names the layers by short *relative* paths (``layers/sha256_<hex>/mnt``,
+~80 bytes each); past :data:`MAX_OPTION_BYTES` (about fifty layers) each layer gets a symlink ``l/<n>`` and
+the option names those (a few bytes each; overlayfs follows them), so
 hundreds of layers fit. FUSE lower layers must answer ``statfs`` — the lazy room's ``LayerFS`` does.
 
 With ``upper``/``work`` the rootfs is writable (a container's view; ``run`` uses it so a command can
@@ -23,9 +25,11 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MountError
@@ -39,6 +43,56 @@ MNT_DETACH = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
+def _unescape(field: str) -> str:
+    """The kernel escapes space, tab, newline and backslash in mount tables as octal (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    """One line of ``/proc/self/mountinfo``: what identifies a mount (id, source, type) and its flags."""
+
+    mount_id: int
+    target: str
+    fstype: str
+    source: str
+    options: tuple[str, ...]  # the per-mount options (``ro``, ``nosuid``, ``nodev``, …)
+
+    def describe(self) -> str:
+        return f"{self.fstype} {self.source!r} at {self.target} (mount id {self.mount_id})"
+
+
+def mountinfo() -> list[MountInfo]:
+    """Every mount of this mount namespace, in mount order (``/proc/self/mountinfo``)."""
+    out: list[MountInfo] = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            left, sep, right = line.rstrip("\n").partition(" - ")
+            parts, tail = left.split(), right.split()
+            if not sep or len(parts) < 6 or len(tail) < 2:
+                continue
+            try:
+                mount_id = int(parts[0])
+            except ValueError:
+                continue
+            options = tuple(parts[5].split(","))
+            out.append(MountInfo(mount_id, _unescape(parts[4]), tail[0], _unescape(tail[1]), options))
+    return out
+
+
+def mount_at(path: str | os.PathLike[str]) -> MountInfo | None:
+    """The top-most mount at ``path`` itself (the one a lookup of the path sees), or None."""
+    target = os.path.realpath(os.fspath(path))
+    found = [m for m in mountinfo() if m.target == target]
+    return found[-1] if found else None
+
+
+def mountinfo_under(path: str | os.PathLike[str]) -> list[MountInfo]:
+    """Mounts at or below ``path``, in mount order (deepest last)."""
+    base = os.path.realpath(os.fspath(path)).rstrip("/") or "/"
+    return [m for m in mountinfo() if m.target == base or m.target.startswith(base + "/")]
+
+
 def mounts_under(path: str | os.PathLike[str]) -> list[str]:
     """Mount points at or below ``path`` (from ``/proc/self/mounts``), in mount order (deepest last)."""
     base = os.path.realpath(os.fspath(path)).rstrip("/") or "/"
@@ -48,7 +102,7 @@ def mounts_under(path: str | os.PathLike[str]) -> list[str]:
             parts = line.split()
             if len(parts) < 2:
                 continue
-            target = parts[1].encode().decode("unicode_escape")
+            target = _unescape(parts[1])
             if target == base or target.startswith(base + "/"):
                 out.append(target)
     return out
@@ -95,10 +149,15 @@ def mount_overlay(
     base: Path,
     upper: Path | None = None,
     work: Path | None = None,
+    source: str = "overlay",
+    allow_setuid_and_devices: bool = False,
 ) -> None:
     """Mount ``lowers`` (top first) at ``target``; read-only unless ``upper`` and ``work`` are given.
 
-    ``base`` is the directory the layer paths are relative to (the state directory).
+    ``base`` is the directory the layer paths are relative to (the state directory). ``source`` names the
+    mount in ``/proc/self/mountinfo`` (the snapshotter gives each mount a name of its own, so ``umount``
+    can tell its mounts from anyone else's). The mount is ``nosuid,nodev`` — an image's setuid binaries
+    and device nodes give nobody privileges on the host — unless ``allow_setuid_and_devices``.
     """
     if not lowers:
         raise MountError("an overlay needs at least one lower layer")
@@ -121,8 +180,12 @@ def mount_overlay(
         opts += f",upperdir={os.path.relpath(upper, base)},workdir={os.path.relpath(work, base)}"
     else:
         opts = "ro," + opts
+    if not allow_setuid_and_devices:
+        opts = "nosuid,nodev," + opts
+    if not source or any(c in source for c in " \t\n,\\"):
+        raise MountError(f"overlay source name {source!r} must be one word")
     proc = subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o", opts, target_s],
+        ["mount", "-t", "overlay", source, "-o", opts, target_s],
         cwd=base,
         capture_output=True,
         text=True,
@@ -165,9 +228,13 @@ def umount_tree(path: str | os.PathLike[str]) -> None:
 __all__ = [
     "MAX_OPTION_BYTES",
     "STATE_DIR_NAME",
+    "MountInfo",
     "is_mounted",
     "make_mask_layer",
+    "mount_at",
     "mount_overlay",
+    "mountinfo",
+    "mountinfo_under",
     "mounts_under",
     "umount",
     "umount_tree",

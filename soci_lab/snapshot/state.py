@@ -3,6 +3,8 @@
 Layout (every path the Filesystem creates lives under it, so removing it leaves nothing behind)::
 
     <state>/
+      .soci-lab-state            the marker: soci-lab made this directory (or was given it empty) and owns
+                                 what it puts in it
       mount.json                 the MountRecord: mountpoint, mode, serving pid, layer mounts and their pids
       events.jsonl               the parent's events up to ready (a --background mount writes them here)
       totals.json                written by a serving process asked to stop by ``umount`` (final numbers)
@@ -20,6 +22,12 @@ Layer directories use ``<alg>_<hex>`` rather than the digest's ``<alg>:<hex>``: 
 directories with ``:``. Without ``--state-dir`` the state lives in :func:`default_state_dir` (a key of
 the mountpoint's real path under :func:`state_root`); with one, a pointer file in :data:`STATE_ROOT` names it,
 so ``umount MOUNTPOINT`` always finds it.
+
+A state directory is soci-lab's alone: :meth:`StateDir.create` makes it (or takes an *empty* one it was
+given) and leaves the marker in it; a directory that is not empty and has no marker is refused, so a
+mistyped ``--state-dir`` never becomes a directory soci-lab later empties. :meth:`StateDir.remove` deletes
+only the entries soci-lab makes (:data:`OWN_ENTRIES`), and the directory itself only when soci-lab made it;
+without the marker it deletes nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +56,31 @@ RECORD = "mount.json"
 PARENT_EVENTS = "events.jsonl"
 TOTALS = "totals.json"
 UMOUNT_REQUEST = "umount-requested"
+SERVER_LOG = "server.log"
+#: the file that says soci-lab made (or was given empty) this state directory; JSON ``{"created_root"}``
+MARKER = ".soci-lab-state"
+#: every name soci-lab creates at the top of a state directory: cleanup deletes these and nothing else
+OWN_ENTRIES = frozenset(
+    {
+        MARKER,
+        RECORD,
+        RECORD + ".tmp",
+        PARENT_EVENTS,
+        TOTALS,
+        UMOUNT_REQUEST,
+        SERVER_LOG,
+        "content",
+        "unpack",
+        "sequential",
+        "mask",
+        "upper",
+        "work",
+        "layers",
+        "l",
+        "empty",
+        "rootfs",
+    }
+)
 
 
 def mount_key(mountpoint: str | os.PathLike[str]) -> str:
@@ -104,7 +137,7 @@ def process_start_time(pid: int) -> int | None:
 
 @dataclass
 class LayerRecord:
-    """One layer of a mounted image as the record keeps it."""
+    """One layer of a mounted image as the record keeps it (``mount_id``: its FUSE mount's, once up)."""
 
     digest: str
     how: str  # lazy | local | parallel | sequential
@@ -114,6 +147,7 @@ class LayerRecord:
     bytes_fetched: int = 0
     fallback: str | None = None  # why a layer meant to be lazy went local
     ready_at: float | None = None  # parent clock when its FUSE server said ready (aligns its events)
+    mount_id: int | None = None  # a lazy layer's FUSE mount in /proc/self/mountinfo, once it is up
 
 
 @dataclass
@@ -131,6 +165,9 @@ class MountRecord:
     writable: bool = False
     ready_s: float | None = None
     spans_total: int = 0  # spans of the lazy layers (``umount --json``)
+    #: the overlay's source name in /proc/self/mountinfo (unique to this mount, recorded before mounting)
+    overlay_source: str | None = None
+    overlay_id: int | None = None  # its mount id, once mounted
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,9 +219,60 @@ class StateDir:
     def record_path(self) -> Path:
         return self.root / RECORD
 
+    @property
+    def marker_path(self) -> Path:
+        return self.root / MARKER
+
+    def is_ours(self) -> bool:
+        """Whether the marker says soci-lab made (or was given empty) this directory."""
+        return self.marker_path.is_file() and not self.marker_path.is_symlink()
+
+    def created_root(self) -> bool:
+        """Whether soci-lab created the directory itself (then cleanup removes it too)."""
+        try:
+            return bool(json.loads(self.marker_path.read_text()).get("created_root"))
+        except (OSError, ValueError, AttributeError):
+            return False
+
     def create(self) -> StateDir:
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Make the state directory, or take an empty one; refuse one that is not empty and not ours.
+
+        Raises :class:`~soci_lab.errors.MountError` (nothing written) for a non-directory, a non-empty
+        directory without the marker, and a directory whose record says another mount still uses it.
+        """
+        from ..errors import MountError
+
+        root = self.root
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise MountError(f"state directory {root} is not a directory")
+        if not root.exists():
+            root.mkdir(mode=0o700, parents=True)
+            self._write_marker(created_root=True)
+            return self
+        if self.is_ours():
+            from .overlay import mounts_under
+
+            record = self.read_record()
+            busy = mounts_under(root)
+            if busy:
+                raise MountError(f"state directory {root} is in use: {busy[0]} is mounted in it")
+            if record is not None and (record.server is not None and record.server.alive()):
+                raise MountError(
+                    f"state directory {root} is in use by the mount at {record.mountpoint}: "
+                    f"run 'soci-lab umount {record.mountpoint}' first"
+                )
+            return self
+        if any(root.iterdir()):
+            raise MountError(
+                f"state directory {root} is not empty and was not made by soci-lab: give a new or empty directory"
+            )
+        self._write_marker(created_root=False)
         return self
+
+    def _write_marker(self, *, created_root: bool) -> None:
+        fd = os.open(self.marker_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"created_root": created_root}, f)
 
     def write_record(self, record: MountRecord) -> None:
         tmp = self.root / (RECORD + ".tmp")
@@ -198,23 +286,27 @@ class StateDir:
             return None
 
     def remove(self, *, keep_root: bool = False, keep: tuple[str, ...] = ()) -> None:
-        """Delete everything we made (the root too unless ``keep_root``); names in ``keep`` stay."""
-        if not self.root.exists():
+        """Delete what soci-lab made here (:data:`OWN_ENTRIES`; names in ``keep`` stay), then the directory
+        itself when soci-lab created it, nothing else asks to keep it (``keep_root``, ``keep``) and it is
+        empty. A directory without the marker is not ours: nothing is deleted."""
+        if not self.root.is_dir() or not self.is_ours():
             return
-        if keep_root or keep:
-            for child in self.root.iterdir():
-                if child.name in keep:
-                    continue
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        child.unlink()
-            if not keep_root and not keep:
+        created = self.created_root()
+        for child in self.root.iterdir():
+            if child.name not in OWN_ENTRIES or child.name in keep or child.name == MARKER:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
                 with contextlib.suppress(OSError):
-                    self.root.rmdir()
-            return
-        shutil.rmtree(self.root, ignore_errors=True)
+                    child.unlink()
+        if keep:
+            return  # the marker stays with what is kept: a later cleanup still knows the directory is ours
+        with contextlib.suppress(OSError):
+            self.marker_path.unlink()
+        if created and not keep_root:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # only when empty: whatever someone else put here stays
 
 
 def write_pointer(mountpoint: str | os.PathLike[str], state_dir: str | os.PathLike[str]) -> None:
@@ -245,6 +337,8 @@ def find_state_dir(mountpoint: str | os.PathLike[str]) -> StateDir | None:
 
 
 __all__ = [
+    "MARKER",
+    "OWN_ENTRIES",
     "STATE_ROOT",
     "LayerRecord",
     "MountRecord",

@@ -1,5 +1,9 @@
 """Take down a mount made by another process (``soci-lab umount``), from its record, whatever state it is in.
 
+Only mounts soci-lab recorded making are touched (:mod:`.ownership`): a path with no record is refused,
+and so is one where anything at or under the mountpoint or the state directory is not the recorded
+overlay or one of its FUSE layers — one line naming it, nothing unmounted, nothing signalled.
+
 The serving process (a ``mount --background`` supervisor, or a foreground ``mount``) is asked first: it
 gets SIGTERM, unmounts everything itself, merges its FUSE servers' events, and leaves the final numbers
 in ``totals.json``. When it is gone (killed with SIGKILL, crashed) or does not stop in time, the teardown
@@ -21,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MountError, SociLabError
-from .overlay import is_mounted, mounts_under, umount_tree
+from .overlay import mounts_under, umount
+from .ownership import classify, refusal
 from .state import (
     PARENT_EVENTS,
     TOTALS,
@@ -101,11 +106,13 @@ def unmount_recorded(
     target = os.path.realpath(os.fspath(mountpoint))
     state = find_state_dir(target)
     record = state.read_record() if state is not None else None
-    if state is None or record is None:
-        if is_mounted(target):
-            umount_tree(target)
-            return Totals(), None
-        raise MountError(f"{target} is not mounted by soci-lab (no state recorded for it)")
+    if state is None or record is None or not state.is_ours():
+        raise MountError(f"{target} was not mounted by soci-lab (no record of it); not touching it")
+    if os.path.realpath(record.mountpoint) != target or os.path.realpath(record.state_dir) != str(state.root):
+        raise MountError(f"the record in {state.root} is of another mount ({record.mountpoint}); not touching {target}")
+    _ours, foreign = classify(record)
+    if foreign:
+        raise MountError(refusal(target, foreign))
     server = record.server
     if server is not None and server.pid != os.getpid() and server.alive():
         (state.root / UMOUNT_REQUEST).touch()
@@ -120,24 +127,13 @@ def unmount_recorded(
     totals_path = state.root / TOTALS
     frame: pd.DataFrame | None = None
     errors: list[str] = []
-    # whatever the server did or did not do: make sure nothing of this image stays mounted or running
-    for step in (lambda: umount_tree(target),):
-        try:
-            step()
-        except SociLabError as exc:
-            errors.append(str(exc))
+    # whatever the server did or did not do: make sure nothing of this image stays mounted or running —
+    # its overlay first, then its FUSE servers and their mounts; never anything the record does not name
+    _umount_recorded_mounts(record, errors, only=target)
     for lay in record.layers:
         if lay.process is not None:
             stop_process(lay.process)
-    for lay in record.layers:
-        try:
-            umount_tree(lay.path)
-        except SociLabError as exc:
-            errors.append(str(exc))
-    try:
-        umount_tree(state.root)
-    except SociLabError as exc:
-        errors.append(str(exc))
+    _umount_recorded_mounts(record, errors)
     if totals_path.exists():
         try:
             totals = Totals(**json.loads(totals_path.read_text()))
@@ -150,11 +146,21 @@ def unmount_recorded(
     if leftovers:
         errors.append(f"still mounted: {', '.join(leftovers)}")
     else:
-        state.remove(keep_root=not record.owns_state_dir)
+        state.remove()
         remove_pointer(target)
     if errors:
         raise MountError("; ".join(errors))
     return totals, frame
+
+
+def _umount_recorded_mounts(record: MountRecord, errors: list[str], only: str | None = None) -> None:
+    ours, _foreign = classify(record)
+    for m in reversed(ours):
+        if only is None or m.target == only:
+            try:
+                umount(m.target)
+            except SociLabError as exc:
+                errors.append(str(exc))
 
 
 def write_totals(state: StateDir, totals: Totals) -> Path:
