@@ -119,7 +119,17 @@ class LayerFS(pyfuse3.Operations):
         a.st_blksize = BLOCK_SIZE
         return a
 
+    def fail(self, message: str) -> None:
+        """The layer did not pass its check against the zTOC: from now on every request is EIO (the state
+        file says why)."""
+        self.reader.failed = message
+        self.errors.append(message)
+        t = self.events.now()
+        self.events.emit("error", t, t, ok=False, error=message, op="layer_check")
+
     def _node(self, inode: int) -> Node:
+        if self.reader.failed is not None:
+            raise pyfuse3.FUSEError(errno.EIO)
         node = self.tree.nodes.get(inode)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -128,6 +138,8 @@ class LayerFS(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         if inode in (STATE_DIR_INODE, STATE_FILE_INODE):
             return self._special_attrs(inode)
+        if inode == self.tree.root.inode:  # (even after a failed check: the state file stays reachable)
+            return self._attrs(self.tree.root)
         return self._attrs(self._node(inode))
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -138,14 +150,14 @@ class LayerFS(pyfuse3.Operations):
             if sname in (".", ".."):
                 return self._special_attrs(STATE_DIR_INODE)
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if parent_inode == self.tree.root.inode and sname == STATE_DIR:
+            return self._special_attrs(STATE_DIR_INODE)
         parent = self._node(parent_inode)
         if sname == ".":
             return self._attrs(parent)
         if sname == "..":
             up = self.tree.by_path.get(os.path.dirname(parent.path), self.tree.root)
             return self._attrs(up)
-        if parent is self.tree.root and sname == STATE_DIR:
-            return self._special_attrs(STATE_DIR_INODE)
         child = parent.children.get(sname)
         if child is None:
             raise pyfuse3.FUSEError(errno.ENOENT)

@@ -51,6 +51,13 @@ class LazyLayerSpec:
 
     ``ztoc`` is the serialized zTOC. The blob comes from ``blob_path`` (a local file) or from ``registry`` +
     ``repository`` (an OCI registry host or URL; the blob is fetched by ``digest`` with ranged GETs).
+
+    ``ztoc_origin`` says how far the zTOC can be trusted before it is checked against the layer
+    (:mod:`soci_lab.lazy.layercheck`): ``"unpinned"`` (the default: a v1 referrer, an artifact store, or
+    unknown) — the whole layer is checked before anything is served; ``"pinned"`` (found through the image
+    the user pinned by digest: a v2 annotation, an explicit index digest) — served at once, checked once
+    every span has been fetched, and EIO from then on if the check fails; ``"local"`` (built here from
+    the very file served) — nothing to check.
     """
 
     digest: str
@@ -60,6 +67,7 @@ class LazyLayerSpec:
     registry: str | None = None
     repository: str | None = None
     insecure: bool = False
+    ztoc_origin: str = "unpinned"
 
     @classmethod
     def from_layer_file(
@@ -78,7 +86,10 @@ class LazyLayerSpec:
                     h.update(chunk)
             digest = "sha256:" + h.hexdigest()
         z = build_ztoc(path, media_type=media_type, span_size=span_size)
-        return cls(digest=digest, ztoc=bytes(z.to_bytes()), blob_size=path.stat().st_size, blob_path=str(path))
+        return cls(
+            digest=digest, ztoc=bytes(z.to_bytes()), blob_size=path.stat().st_size, blob_path=str(path),
+            ztoc_origin="local",
+        )
 
 
 @dataclass
@@ -104,6 +115,20 @@ class ServeOptions:
     background: bool | None = None  # override the policy's background fetch
     events_path: str | None = None
     run_id: str | None = None
+    #: when the layer is checked against its zTOC (:mod:`.layercheck`): ``"auto"`` by the spec's
+    #: ``ztoc_origin``; ``"before_serving"`` always before the mount serves; ``"background"`` only once every
+    #: span has been fetched (upstream serves at once and never checks: not safe with an unpinned zTOC)
+    layer_check: str = "auto"
+
+
+def layer_check_mode(spec: LazyLayerSpec, options: ServeOptions) -> str:
+    """``"before_serving"``, ``"background"`` or ``"none"`` for this layer (see ``ServeOptions.layer_check``)."""
+    mode = options.layer_check
+    if mode not in ("auto", "before_serving", "background"):
+        raise MountError(f"layer_check must be auto, before_serving or background, not {mode!r}")
+    if mode != "auto":
+        return mode
+    return {"local": "none", "pinned": "background"}.get(spec.ztoc_origin, "before_serving")
 
 
 def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder) -> Any:
@@ -198,6 +223,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
     import trio
 
     from .background import BackgroundFetcher, SequentialResolver, per_process_period
+    from .layercheck import check_layer, check_when_complete
     from .prefetch import prefetch
 
     events = EventRecorder(options.run_id, strategy="lazy")
@@ -219,6 +245,9 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
             except SociLabError:
                 if attempt + 1 >= max(3, spans.attempts):
                     raise
+        check = layer_check_mode(spec, options)
+        if check == "before_serving":  # the mount serves only what has been checked: the whole layer, first
+            await check_layer(spans, z, digest=spec.digest, blob_size=spec.blob_size, events=events, layer=spec.digest)
         deferred: list[int] = []
         if policy.prefetch_enabled and options.prefetch_ranges:
             result = await prefetch(
@@ -267,6 +296,13 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
                 )
             if bg_on:
                 nursery.start_soon(bg.run)
+            if check == "background":
+                nursery.start_soon(
+                    lambda: check_when_complete(
+                        spans, z, digest=spec.digest, blob_size=spec.blob_size, on_failure=fs.fail, events=events,
+                        layer=spec.digest,
+                    )
+                )
             try:
                 await pyfuse3.main()
             finally:

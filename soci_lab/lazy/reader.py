@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import posixpath
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -30,14 +29,22 @@ from typing import Any
 
 import anyio
 
-from ..errors import FileVerificationError, SociLabError
+from ..errors import FileVerificationError, LayerCheckFailed, SociLabError, UnsafeArchiveEntry
 from ..events import EventRecorder, NullRecorder
+from ..pathrules import (
+    MAX_SYMLINKS,
+    WHITEOUT_META_PREFIX,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    clean_name,
+    is_dropped_xattr,
+    whiteout_target,
+)
 from ..ztoc.toc import FileMetadata
 from .span import SpanState
 from .span_manager import SpanManager
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_WHITEOUT = ".wh..wh..opq"
+OPAQUE_WHITEOUT = WHITEOUT_OPAQUE
 ROOT_INODE = 1
 #: first inode number of tree nodes (1 is the root, 2 and 3 the state directory and its file)
 FIRST_INODE = 4
@@ -53,11 +60,6 @@ _TAR_TYPES = {
     tarfile.BLKTYPE: "block",
     tarfile.FIFOTYPE: "fifo",
 }
-
-
-def clean_name(name: str) -> str:
-    """Upstream's ``TrimPrefix(Clean("/"+name), "/")`` ("" is the root)."""
-    return posixpath.normpath("/" + name).lstrip("/") if name.strip("/") else ""
 
 
 @dataclass
@@ -90,86 +92,194 @@ class Node:
 
 
 class LayerTree:
-    """The inode tree of one layer, built from its TOC entries."""
+    """The inode tree of one layer, built from its TOC entries by the eager applier's rules.
 
-    def __init__(self, entries: list[FileMetadata]) -> None:
+    Entries are taken in stream order and each does to the tree what :mod:`soci_lab.unpack.tarapply` does to
+    a directory, so that the lazy view of a layer is the eager one: names cleaned by
+    :func:`soci_lab.pathrules.clean_name` (a name or hard link target above the root is refused with
+    :class:`~soci_lab.errors.UnsafeArchiveEntry`, as eager refuses the layer), a later entry replaces an
+    earlier one of the same name (a directory over a directory keeps it and takes the later metadata), a
+    parent component that is a symlink is followed scoped to the layer root (``evil -> /etc`` then
+    ``evil/passwd`` is ``etc/passwd``; more than 40 links, or a parent that is a file, is refused), hard
+    links resolve to their target's node (missing target or a directory: refused), ``.wh.<name>`` replaces
+    ``<name>`` with a 0:0 character device in order, ``.wh..wh..opq`` marks its directory opaque, other
+    ``.wh..wh.*`` are skipped, and ``trusted.overlay.*`` / ``user.overlay.*`` xattrs are dropped. Nothing
+    recurses, so a path of any depth is fine.
+    """
+
+    def __init__(self, entries: list[FileMetadata], *, max_entry_size: int = 1 << 40) -> None:
         self.nodes: dict[int, Node] = {}
         self._next = FIRST_INODE
         self.root = Node(ROOT_INODE, "", "", None, stat.S_IFDIR | 0o755, nlink=2)
         self.nodes[ROOT_INODE] = self.root
         self.by_path: dict[str, Node] = {"": self.root}
-        whiteouts: list[tuple[Node, str]] = []
         for e in entries:
-            path = clean_name(e.name)
-            if path == "":
+            self._entry(e, max_entry_size)
+        self._index()
+
+    # --- building (mirrors TarApplier._entry) ----------------------------------------------------------
+
+    def _entry(self, e: FileMetadata, max_entry_size: int) -> None:
+        rel = clean_name(e.name)
+        if e.uncompressed_size < 0 or e.uncompressed_size > max_entry_size:
+            raise UnsafeArchiveEntry(
+                f"tar entry {e.name!r} claims {e.uncompressed_size} bytes (more than the limit {max_entry_size})"
+            )
+        if rel == "":
+            if e.type == "dir":
                 self._apply_attrs(self.root, e)
-                continue
-            parent = self._dir(posixpath.dirname(path))
-            base = posixpath.basename(path)
-            if base == OPAQUE_WHITEOUT:
-                parent.opaque = True
-                continue
-            if base.startswith(WHITEOUT_PREFIX):
-                whiteouts.append((parent, base[len(WHITEOUT_PREFIX) :]))
-                continue
-            if e.type == "hardlink":
-                target = self.by_path.get(clean_name(e.linkname))
-                if target is None or target.is_dir:
-                    continue  # dangling hard link: nothing to show (upstream skips it too)
-                target.nlink += 1
+            return
+        parent_rel, _, base = rel.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(e, parent_rel, base)
+            return
+        parent = self._parent(parent_rel, create=True)
+        t = e.type
+        if t == "dir":
+            old = parent.children.get(base)
+            if old is not None and old.is_dir:
+                self._apply_attrs(old, e)
+                return
+            node = self._new(base, e)
+        elif t == "hardlink":
+            target = self._link_target(e)
+            if parent.children.get(base) is not target:  # (a link to itself changes nothing)
                 parent.children[base] = target
-                self.by_path[path] = target
+            return
+        elif t == "symlink":
+            if "\x00" in e.linkname:
+                raise UnsafeArchiveEntry(f"tar symlink {e.name!r} has a NUL byte in its target")
+            node = self._new(base, e)
+        else:  # reg, char, block, fifo
+            node = self._new(base, e)
+        parent.children[base] = node
+
+    def _whiteout(self, e: FileMetadata, parent_rel: str, base: str) -> None:
+        parent = self._parent(parent_rel, create=True)
+        if base == WHITEOUT_OPAQUE:
+            parent.opaque = True
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            return
+        name = whiteout_target(base, e.name)
+        node = self._new(name, None)
+        node.mode = stat.S_IFCHR | 0o000
+        node.uid, node.gid = e.uid, e.gid
+        node.mtime_ns = e.mod_time_ns()
+        node.whiteout = True
+        parent.children[name] = node
+
+    def _link_target(self, e: FileMetadata) -> Node:
+        """The node a hard link entry names (``TarApplier._hardlink``'s checks)."""
+        target = clean_name(e.linkname, "hardlink target")
+        if not target:
+            raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} points at the destination root")
+        tparent_rel, _, tbase = target.rpartition("/")
+        try:
+            tparent = self._parent(tparent_rel, create=False)
+        except FileNotFoundError:
+            raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target does not exist") from None
+        node = tparent.children.get(tbase)
+        if node is None:
+            raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target does not exist")
+        if node.is_dir:
+            raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target is a directory")
+        return node
+
+    def _parent(self, rel: str, *, create: bool) -> Node:
+        """The directory node of ``rel``, walking symlinks scoped to the root (``TarApplier._parent``)."""
+        todo = rel.split("/") if rel else []
+        todo.reverse()
+        stack: list[Node] = []
+        cur = self.root
+        links = 0
+        while todo:
+            comp = todo.pop()
+            if comp in ("", "."):
                 continue
-            existing = self.by_path.get(path)
-            if existing is not None and existing.is_dir and e.type == "dir":
-                self._apply_attrs(existing, e)  # explicit entry for an implicit dir: take its attrs
+            if comp == "..":
+                if stack:
+                    stack.pop()
+                cur = stack[-1] if stack else self.root
                 continue
-            node = self._new(base, path, e)
-            self._apply_attrs(node, e)
-            parent.children[base] = node
-            self.by_path[path] = node
-        for parent, name in whiteouts:
-            if name in parent.children:
+            child = cur.children.get(comp)
+            if child is None:
+                if not create:
+                    raise FileNotFoundError(rel)
+                child = self._new(comp, None)
+                cur.children[comp] = child
+            elif not child.is_dir:
+                if not stat.S_ISLNK(child.mode):
+                    key = "/".join([*(n.name for n in stack), comp])
+                    raise UnsafeArchiveEntry(f"path {rel!r}: {key!r} is not a directory")
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise UnsafeArchiveEntry(f"path {rel!r}: too many levels of symbolic links")
+                target = child.linkname
+                if target.startswith("/"):
+                    stack = []
+                    cur = self.root
+                todo.extend(reversed(target.split("/")))
                 continue
-            path = posixpath.join(parent.path, name)
-            node = self._new(name, path, None)
-            node.mode = stat.S_IFCHR | 0o000
-            node.whiteout = True
-            parent.children[name] = node
-            self.by_path[path] = node
+            stack.append(child)
+            cur = child
+        return cur
+
+    def _new(self, name: str, entry: FileMetadata | None) -> Node:
+        node = Node(self._next, name, "", entry, stat.S_IFDIR | 0o755)
+        self._next += 1
+        if entry is not None:
+            self._apply_attrs(node, entry)
+        return node
+
+    def _index(self) -> None:
+        """Paths, the inode table and link counts of the nodes reachable from the root (replaced ones drop)."""
+        self.nodes = {ROOT_INODE: self.root}
+        self.by_path = {"": self.root}
+        refs: dict[int, int] = {}
+        stack = [self.root]
+        while stack:
+            n = stack.pop()
+            for name, c in n.children.items():
+                refs[c.inode] = refs.get(c.inode, 0) + 1
+                path = f"{n.path}/{name}" if n.path else name
+                self.by_path[path] = c
+                if c.inode in self.nodes:
+                    continue  # a second name of a hard-linked node
+                c.path = path
+                self.nodes[c.inode] = c
+                stack.append(c)
         for node in self.nodes.values():
             if node.is_dir:
                 node.nlink = 2 + sum(1 for c in node.children.values() if c.is_dir)
-
-    def _new(self, name: str, path: str, entry: FileMetadata | None) -> Node:
-        node = Node(self._next, name, path, entry, stat.S_IFDIR | 0o755)
-        self.nodes[node.inode] = node
-        self._next += 1
-        return node
-
-    def _dir(self, path: str) -> Node:
-        node = self.by_path.get(path)
-        if node is not None and node.is_dir:
-            return node
-        parent = self._dir(posixpath.dirname(path)) if path else self.root
-        node = self._new(posixpath.basename(path), path, None)
-        parent.children[node.name] = node
-        self.by_path[path] = node
-        return node
+            else:
+                node.nlink = refs.get(node.inode, 1)
 
     @staticmethod
     def _apply_attrs(node: Node, e: FileMetadata) -> None:
         node.entry = e
         node.mode = e.st_mode()
         node.uid, node.gid = e.uid, e.gid
-        node.size = e.uncompressed_size if e.type == "reg" else (len(e.linkname) if e.type == "symlink" else 0)
+        if e.type == "reg":
+            node.size = e.uncompressed_size
+        elif e.type == "symlink":
+            node.size = len(e.linkname.encode("utf-8", "surrogateescape"))
+        else:
+            node.size = 0
         node.mtime_ns = e.mod_time_ns()
         node.linkname = e.linkname
         node.rdev = os.makedev(e.devmajor, e.devminor) if e.type in ("char", "block") else 0
-        node.xattrs = {k: v.encode("utf-8", "surrogateescape") for k, v in e.xattrs().items()}
+        node.xattrs = {
+            k: v.encode("utf-8", "surrogateescape") for k, v in e.xattrs().items() if not is_dropped_xattr(k)
+        }
+
+    # --- queries ---------------------------------------------------------------------------------------
 
     def lookup(self, path: str) -> Node | None:
-        return self.by_path.get(clean_name(path))
+        try:
+            return self.by_path.get(clean_name(path))
+        except UnsafeArchiveEntry:
+            return None
 
     def walk(self) -> Iterator[Node]:
         """Every distinct node once, parents before children."""
@@ -253,6 +363,8 @@ class LayerReader:
         self.task_group: anyio.abc.TaskGroup | None = None
         self._verify_locks: dict[int, anyio.Lock] = {}
         self.readaheads = 0
+        #: why the layer failed its check against the zTOC (then nothing more is served), or None
+        self.failed: str | None = None
 
     async def verify_file(self, node: Node) -> None:
         """Check the file's tar header against its TOC entry, once per file."""
@@ -277,6 +389,8 @@ class LayerReader:
 
     async def read(self, node: Node, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes of the file at ``offset`` (fewer at end of file)."""
+        if self.failed is not None:
+            raise LayerCheckFailed(self.failed)
         e = node.entry
         if e is None or not stat.S_ISREG(node.mode):
             return b""
