@@ -9,6 +9,8 @@ that one refuses the other refuses with the same words, an attribute that one dr
   :class:`~soci_lab.errors.UnsafeArchiveEntry`.
 * :func:`is_dropped_xattr` — ``trusted.overlay.*`` / ``user.overlay.*`` carried by a layer are never
   applied or shown: only whiteout conversion sets overlay attributes.
+* :func:`xattr_allowed` — the same, plus ``user.*`` only on regular files and directories (the kernel
+  refuses it on links, devices and fifos, so the eager unpack never has it there).
 * Whiteout names (``.wh.<name>``, ``.wh..wh..opq``, other ``.wh..wh.*`` skipped) and
   :data:`MAX_SYMLINKS`, the most symlinks followed on one parent path (more is refused).
 """
@@ -16,6 +18,7 @@ that one refuses the other refuses with the same words, an attribute that one dr
 from __future__ import annotations
 
 import posixpath
+import stat
 
 from .errors import UnsafeArchiveEntry
 
@@ -44,6 +47,14 @@ def is_dropped_xattr(name: str) -> bool:
     return name.startswith(DROPPED_XATTR_PREFIXES)
 
 
+def xattr_allowed(name: str, st_mode: int) -> bool:
+    """Whether an xattr a layer carries ends up on an entry of type ``st_mode``: not an overlay attribute,
+    and ``user.*`` only on regular files and directories (Linux refuses it elsewhere, so eager skips it)."""
+    if is_dropped_xattr(name):
+        return False
+    return not name.startswith("user.") or stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)
+
+
 def whiteout_target(base: str, name: str) -> str:
     """The name a ``.wh.<name>`` whiteout hides; refuses a whiteout that names nothing (``.wh.``, ``.wh..``)."""
     target = base[len(WHITEOUT_PREFIX) :]
@@ -61,4 +72,5 @@ __all__ = [
     "clean_name",
     "is_dropped_xattr",
     "whiteout_target",
+    "xattr_allowed",
 ]

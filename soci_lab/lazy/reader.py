@@ -37,8 +37,8 @@ from ..pathrules import (
     WHITEOUT_OPAQUE,
     WHITEOUT_PREFIX,
     clean_name,
-    is_dropped_xattr,
     whiteout_target,
+    xattr_allowed,
 )
 from ..ztoc.toc import FileMetadata
 from .span import SpanState
@@ -142,8 +142,8 @@ class LayerTree:
                 return
             node = self._new(base, e)
         elif t == "hardlink":
-            target = self._link_target(e)
-            if parent.children.get(base) is not target:  # (a link to itself changes nothing)
+            target = self._link_target(e, parent, base)
+            if target is not None and parent.children.get(base) is not target:
                 parent.children[base] = target
             return
         elif t == "symlink":
@@ -169,8 +169,8 @@ class LayerTree:
         node.whiteout = True
         parent.children[name] = node
 
-    def _link_target(self, e: FileMetadata) -> Node:
-        """The node a hard link entry names (``TarApplier._hardlink``'s checks)."""
+    def _link_target(self, e: FileMetadata, parent: Node, base: str) -> Node | None:
+        """The node a hard link entry names (``TarApplier._hardlink``'s checks); None for a link to itself."""
         target = clean_name(e.linkname, "hardlink target")
         if not target:
             raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} points at the destination root")
@@ -179,6 +179,8 @@ class LayerTree:
             tparent = self._parent(tparent_rel, create=False)
         except FileNotFoundError:
             raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target does not exist") from None
+        if tparent is parent and tbase == base:
+            return None  # a link to itself: nothing to do
         node = tparent.children.get(tbase)
         if node is None:
             raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target does not exist")
@@ -270,7 +272,7 @@ class LayerTree:
         node.linkname = e.linkname
         node.rdev = os.makedev(e.devmajor, e.devminor) if e.type in ("char", "block") else 0
         node.xattrs = {
-            k: v.encode("utf-8", "surrogateescape") for k, v in e.xattrs().items() if not is_dropped_xattr(k)
+            k: v.encode("utf-8", "surrogateescape") for k, v in e.xattrs().items() if xattr_allowed(k, node.mode)
         }
 
     # --- queries ---------------------------------------------------------------------------------------

@@ -99,8 +99,9 @@ class Layer:
         return f"Layer({self.digest}, {len(self.blob)} bytes, {len(self.ztoc.toc)} entries)"
 
 
-def make_layer(tmp: Path) -> Layer:
-    blob = gzip.compress(layer_tar(), 6, mtime=0)
+def make_layer(tmp: Path, raw: bytes | None = None) -> Layer:
+    """The layer of ``raw`` (default :func:`layer_tar`) gzipped into ``tmp``, with its zTOC."""
+    blob = gzip.compress(layer_tar() if raw is None else raw, 6, mtime=0)
     path = tmp / "layer.tar.gz"
     path.write_bytes(blob)
     z = build_ztoc(path, span_size=SPAN)
