@@ -329,19 +329,24 @@ async def check_when_complete(
     digest: str,
     blob_size: int,
     on_failure: Callable[[str], None],
+    on_success: Callable[[], None] | None = None,
     events: EventRecorder | None = None,
     layer: str | None = None,
     poll: float = 0.25,
 ) -> LayerCheck | None:
     """Wait until every span has been fetched (background fetcher, prefetch and reads together), then
-    :func:`check_layer`; on a difference call ``on_failure(message)`` (the server then answers EIO)."""
+    :func:`check_layer`; on a difference call ``on_failure(message)`` (the server then answers EIO), else
+    ``on_success()`` (per-entry header checks are no longer needed)."""
     while any(s.state == SpanState.UNREQUESTED for s in spans.spans):
         await anyio.sleep(poll)
     try:
-        return await check_layer(spans, ztoc, digest=digest, blob_size=blob_size, events=events, layer=layer)
+        result = await check_layer(spans, ztoc, digest=digest, blob_size=blob_size, events=events, layer=layer)
     except SociLabError as exc:
         on_failure(_one_line(exc))
         return None
+    if on_success is not None:
+        on_success()
+    return result
 
 
 __all__ = ["LOOKAHEAD", "LayerCheck", "check_layer", "check_when_complete"]

@@ -248,6 +248,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
         check = layer_check_mode(spec, options)
         if check == "before_serving":  # the mount serves only what has been checked: the whole layer, first
             await check_layer(spans, z, digest=spec.digest, blob_size=spec.blob_size, events=events, layer=spec.digest)
+            reader.mark_checked()
         deferred: list[int] = []
         if policy.prefetch_enabled and options.prefetch_ranges:
             result = await prefetch(
@@ -299,8 +300,8 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
             if check == "background":
                 nursery.start_soon(
                     lambda: check_when_complete(
-                        spans, z, digest=spec.digest, blob_size=spec.blob_size, on_failure=fs.fail, events=events,
-                        layer=spec.digest,
+                        spans, z, digest=spec.digest, blob_size=spec.blob_size, on_failure=fs.fail,
+                        on_success=reader.mark_checked, events=events, layer=spec.digest,
                     )
                 )
             try:

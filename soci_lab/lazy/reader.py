@@ -83,6 +83,9 @@ class Node:
     opaque: bool = False
     whiteout: bool = False
     verified: bool = False
+    #: hard link entries naming this node, and the ``.wh..wh..opq`` entry making it opaque (header checks)
+    link_entries: list[FileMetadata] = field(default_factory=list)
+    opaque_entry: FileMetadata | None = None
     read_end: int = -1  # where the last read of this file ended (readahead)
     streak: int = 0  # consecutive sequential reads (the readahead window grows with it)
 
@@ -145,6 +148,7 @@ class LayerTree:
             target = self._link_target(e, parent, base)
             if target is not None and parent.children.get(base) is not target:
                 parent.children[base] = target
+                target.link_entries.append(e)
             return
         elif t == "symlink":
             if "\x00" in e.linkname:
@@ -158,11 +162,13 @@ class LayerTree:
         parent = self._parent(parent_rel, create=True)
         if base == WHITEOUT_OPAQUE:
             parent.opaque = True
+            parent.opaque_entry = e
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             return
         name = whiteout_target(base, e.name)
         node = self._new(name, None)
+        node.entry = e  # (its header is checked before the whiteout is shown)
         node.mode = stat.S_IFCHR | 0o000
         node.uid, node.gid = e.uid, e.gid
         node.mtime_ns = e.mod_time_ns()
@@ -363,31 +369,53 @@ class LayerReader:
         self.layer = layer
         #: set by the FUSE server (or any caller with a task group) to run readahead in the background
         self.task_group: anyio.abc.TaskGroup | None = None
-        self._verify_locks: dict[int, anyio.Lock] = {}
+        self._verify_locks: dict[int, anyio.Lock] = {}  # by id() of the TOC entry
         self.readaheads = 0
         #: why the layer failed its check against the zTOC (then nothing more is served), or None
         self.failed: str | None = None
+        #: the whole layer passed its check: per-entry header checks are skipped
+        self.layer_checked = False
+        self._verified_entries: set[int] = set()
+
+    def mark_checked(self) -> None:
+        """The whole layer passed :func:`~soci_lab.lazy.layercheck.check_layer`: every entry is the layer's
+        own, so no header needs fetching any more."""
+        self.layer_checked = True
+
+    async def verify_entry(self, entry: FileMetadata, path: str) -> None:
+        """Check one TOC entry against the layer's tar header at its offset, once."""
+        if self.layer_checked or not self.verify or id(entry) in self._verified_entries:
+            return
+        lock = self._verify_locks.setdefault(id(entry), anyio.Lock())
+        async with lock:
+            if id(entry) in self._verified_entries or self.layer_checked:
+                return
+            t0 = self.events.now()
+            header = await self.spans.get_contents(entry.tar_header_offset, entry.uncompressed_offset)
+            try:
+                await anyio.to_thread.run_sync(verify_header, entry, header)
+            except FileVerificationError as exc:
+                self.events.emit("verify", t0, layer=self.layer, path=path, ok=False, error=str(exc), what="tar_header")
+                raise
+            self.events.emit("verify", t0, layer=self.layer, path=path, nbytes=len(header), what="tar_header")
+            self._verified_entries.add(id(entry))
 
     async def verify_file(self, node: Node) -> None:
-        """Check the file's tar header against its TOC entry, once per file."""
-        if node.verified or not self.verify or node.entry is None:
+        """Check the file's tar header against its TOC entry (and those of hard links to it), once per file."""
+        if node.verified or not self.verify or node.entry is None or self.layer_checked:
             return
-        lock = self._verify_locks.setdefault(node.inode, anyio.Lock())
-        async with lock:
-            if node.verified:
-                return
-            e = node.entry
-            t0 = self.events.now()
-            header = await self.spans.get_contents(e.tar_header_offset, e.uncompressed_offset)
-            try:
-                await anyio.to_thread.run_sync(verify_header, e, header)
-            except FileVerificationError as exc:
-                self.events.emit(
-                    "verify", t0, layer=self.layer, path=node.path, ok=False, error=str(exc), what="tar_header"
-                )
-                raise
-            self.events.emit("verify", t0, layer=self.layer, path=node.path, nbytes=len(header), what="tar_header")
-            node.verified = True
+        for e in (node.entry, *node.link_entries):
+            await self.verify_entry(e, node.path)
+        node.verified = True
+
+    async def verify_node(self, node: Node, *, opaque: bool = False) -> None:
+        """Before a node's metadata is shown (a device, fifo or whiteout looked up, a link read, xattrs the
+        layer carries): check every entry it comes from; ``opaque`` adds its ``.wh..wh..opq`` entry."""
+        if self.layer_checked or not self.verify:
+            return
+        await self.verify_file(node)
+        if opaque and node.opaque_entry is not None:
+            await self.verify_entry(node.opaque_entry, node.path)
 
     async def read(self, node: Node, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes of the file at ``offset`` (fewer at end of file)."""
@@ -403,7 +431,7 @@ class LayerReader:
         t0 = self.events.now()
         lo, hi = e.uncompressed_offset + offset, e.uncompressed_offset + end
         try:
-            if node.verified or not self.verify:
+            if node.verified or not self.verify or self.layer_checked:
                 data = await self.spans.get_contents(lo, hi)
             else:
                 # first read: fetch the data's spans while the header is verified; serve only if it passes

@@ -13,6 +13,7 @@ import errno
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -106,11 +107,11 @@ def test_tar_inside_a_file_aliased_as_an_entry_is_refused(layer: Layer) -> None:
     ],
     ids=["hardlink-alias", "symlink", "char-device"],
 )
-def test_added_entries_are_refused(layer: Layer, eager: dict, new: FileMetadata) -> None:
+def test_added_entries_are_refused(layer: Layer, new: FileMetadata) -> None:
     last = layer.ztoc.toc[-1]
     new = dataclasses.replace(new, uncompressed_offset=last.uncompressed_offset + last.uncompressed_size + 512)
-    before = lazy_view(layer, add_entry(layer.ztoc, layer.blob, new), check=False)
-    assert not isinstance(before, str) and before != eager  # served before: an entry the image does not have
+    # (before: served — the hard link with evil's content, the symlink and the device listed; a pinned zTOC
+    # now checks each when it is shown, see test_pinned_added_entry_is_eio_before_it_is_shown)
     after = lazy_view(layer, add_entry(layer.ztoc, layer.blob, new))
     assert isinstance(after, str) and "the zTOC lists 20 entries, the layer has 19" in after
 
@@ -348,3 +349,97 @@ def test_fuse_honest_unpinned_ztoc_serves_the_eager_view(layer: Layer, eager: di
     ev = m.events()
     checks = ev[ev.kind == "verify"]
     assert len(checks[checks["attrs"].astype(str).str.contains("'what': 'layer'")]) == 1
+
+
+# --- a pinned zTOC, before its background check: every entry's header before it is shown ---------------
+
+
+def _fs(layer: Layer, ztoc: bytes) -> object:
+    """The FUSE operations of a pinned layer (no mount needed to call them), before any whole-layer check."""
+    from soci_lab.lazy.fusefs import LayerFS
+
+    z = Ztoc.from_bytes(ztoc)
+    reader = LayerReader(LayerTree(list(z.toc)), SpanManager(z, BytesRangeFetcher(layer.blob)))
+    return LayerFS(reader, digest=layer.digest, blob_size=len(layer.blob))
+
+
+def _errno(coro_fn: object) -> int | None:
+    import pyfuse3
+
+    try:
+        anyio.run(coro_fn)  # type: ignore[arg-type]
+    except pyfuse3.FUSEError as exc:
+        return exc.errno
+    return None
+
+
+def _after_last(layer: Layer) -> int:
+    last = layer.ztoc.toc[-1]
+    return last.uncompressed_offset + last.uncompressed_size + 512
+
+
+@pytest.mark.parametrize(
+    ("new", "op"),
+    [
+        (FileMetadata(name="bin/sh", type="symlink", uncompressed_offset=0, linkname="/tmp/evil"), "readlink"),
+        (FileMetadata(name="dev/mem", type="char", uncompressed_offset=0, devmajor=1, devminor=1), "lookup"),
+        (FileMetadata(name="dev/mem", type="char", uncompressed_offset=0, devmajor=1, devminor=1), "opendir"),
+        (FileMetadata(name="etc/.wh.passwd", type="reg", uncompressed_offset=0), "lookup-whiteout"),
+        (FileMetadata(name="bin/good", type="hardlink", uncompressed_offset=0, linkname="bin/evil"), "read"),
+        (FileMetadata(name="usr/.wh..wh..opq", type="reg", uncompressed_offset=0), "getxattr-opaque"),
+    ],
+    ids=["symlink", "device-lookup", "device-listed", "whiteout", "hardlink", "opaque"],
+)
+def test_pinned_added_entry_is_eio_before_it_is_shown(layer: Layer, new: FileMetadata, op: str) -> None:
+    """Served at once (no whole-layer check yet), an added entry is still checked against the tar header at
+    its offset before it is shown — there is none — so the request is EIO; the honest zTOC answers."""
+    import pyfuse3
+
+    new = dataclasses.replace(new, uncompressed_offset=_after_last(layer))
+    for ztoc, hostile in ((layer.ztoc.to_bytes(), False), (add_entry(layer.ztoc, layer.blob, new), True)):
+        fs: Any = _fs(layer, ztoc)
+        tree = fs.tree
+
+        async def run(fs: Any = fs, tree: Any = tree, hostile: bool = hostile) -> None:
+            if op == "readlink":
+                node = tree.lookup("bin/sh") or tree.lookup("lib")
+                await fs.readlink(node.inode)
+            elif op == "lookup":
+                await fs.lookup(tree.lookup("dev").inode, b"mem" if hostile else b"null")
+            elif op == "lookup-whiteout":
+                await fs.lookup(tree.lookup("etc").inode, b"passwd")
+            elif op == "opendir":
+                await fs.opendir(tree.lookup("dev").inode)
+            elif op == "read":
+                node = tree.lookup("bin/good")
+                await fs.read(node.inode + (1 << 40), 0, 100)
+            else:
+                try:
+                    await fs.getxattr(tree.lookup("usr").inode, b"trusted.overlay.opaque")
+                except pyfuse3.FUSEError as exc:
+                    if exc.errno != pyfuse3.ENOATTR:
+                        raise
+
+        got = _errno(run)
+        assert got == (errno.EIO if hostile else None), (op, hostile, got)
+        if hostile:
+            assert fs.errors and "tar header" in fs.errors[-1]
+
+
+def test_pinned_layer_xattr_is_checked_and_overlay_probes_cost_nothing(layer: Layer) -> None:
+    import pyfuse3
+
+    toc = [dataclasses.replace(e, pax_headers={**e.pax_headers, "SCHILY.xattr.security.capability": "x"})
+           if e.name == "etc/passwd" else e for e in layer.ztoc.toc]  # fmt: skip
+    fs: Any = _fs(layer, rebuild(layer.ztoc, layer.blob, toc=toc))
+    node = fs.tree.lookup("etc/passwd")
+    spans = fs.reader.spans
+
+    async def probe() -> None:  # what overlayfs asks of every lower entry: answered without a fetch
+        with pytest.raises(pyfuse3.FUSEError):
+            await fs.getxattr(node.inode, b"trusted.overlay.redirect")
+
+    anyio.run(probe)
+    assert spans.remote_fetches == 0
+    assert _errno(lambda: fs.getxattr(node.inode, b"security.capability")) == errno.EIO
+    assert _errno(lambda: fs.listxattr(node.inode)) == errno.EIO
