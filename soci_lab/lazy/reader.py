@@ -1,15 +1,19 @@
 """The layer's file tree from its TOC, and verified file reads through the span manager.
 
-:class:`LayerTree` is what the FUSE filesystem shows (soci-formats.md §1.4, §4.6): names cleaned as
-``TrimPrefix(Clean("/"+p), "/")``, implicit parent directories (mode 0755), hard links resolved to their
-target's node (``nlink`` counts them), ``.wh.<name>`` shown as a 0:0 character device ``<name>`` (uid/gid 0)
-unless a real ``<name>`` exists, ``.wh..wh..opq`` hidden and marking its directory opaque.
+:class:`LayerTree` is what the FUSE filesystem shows: the tree the eager unpacker would write from the same
+entries (the rules live in :mod:`soci_lab.pathrules`, shared with :mod:`soci_lab.unpack.tarapply`; see the
+class). Upstream differs on hostile layers — it clamps ``../`` names, passes ``trusted.overlay.*`` xattrs,
+shows a whiteout only when no real ``<name>`` exists and makes a directory of a symlink parent — and
+soci_lab follows eager there, so that a lazy and an eager mount of one image show the same files.
 
 :class:`LayerReader` serves file bytes: the first read of a file verifies its tar header — the bytes
 ``[TarHeaderOffset, UncompressedOffset)``, fetched through the span manager (so they are span-verified),
 parsed with :mod:`tarfile` and compared field by field with the TOC entry (name, type, size, mode, uid,
 gid, mtime, linkname, device numbers, SCHILY xattrs) — unless verification is disabled (config
-``disable_verification`` or Hermes ``skip-file-verification``). Reads map to span ranges; a read that
+``disable_verification`` or Hermes ``skip-file-verification``), and those of the hard links to it;
+:meth:`LayerReader.verify_node` does the same for the other entries before they are shown. Once the whole
+layer passed :mod:`soci_lab.lazy.layercheck` (``mark_checked``) no header is fetched any more; after a
+failed check (``failed``) nothing is served. Reads map to span ranges; a read that
 continues where the previous one of the same file ended is *sequential* and triggers readahead of the
 next spans in the background: ``readahead_spans`` at first, the window doubling with every span's worth of
 sequential reads up to ``max_readahead_spans`` (a long stream keeps several span fetches and inflates in
