@@ -443,3 +443,67 @@ def test_pinned_layer_xattr_is_checked_and_overlay_probes_cost_nothing(layer: La
     assert spans.remote_fetches == 0
     assert _errno(lambda: fs.getxattr(node.inode, b"security.capability")) == errno.EIO
     assert _errno(lambda: fs.listxattr(node.inode)) == errno.EIO
+
+
+@pytest.mark.root
+@FUSE
+def test_v1_hostile_referrer_cannot_change_a_digest_pinned_image(tmp_path: Path) -> None:
+    """The finding: with ``[pull_modes.soci_v1] enable = true`` one referrer in the repository changed a
+    file of an image pinned by digest. Its zTOC is unpinned, so the layer is checked before it is served; it
+    fails, the snapshotter falls back to a local unpack, and the file is the image's."""
+    import random
+
+    from soci_lab import lab
+    from soci_lab.artifacts import create_soci_index
+    from soci_lab.config import Config, PullModesConfig, SociV1Config, SociV2Config
+    from soci_lab.images import build_image
+    from soci_lab.oci import OCILayout
+    from soci_lab.ztoc.index import SociIndex
+
+    rnd = random.Random(7)
+    tree = tmp_path / "tree"
+    (tree / "app").mkdir(parents=True)
+    words = [rnd.randbytes(6).hex().encode() for _ in range(300)]
+    content = b" ".join(rnd.choice(words) for _ in range(400_000))  # compressible: windows matter
+    (tree / "app/data.txt").write_bytes(content)
+    lay = tmp_path / "lay"
+    built = build_image([tree], f"oci:{lay}:v1")
+    made = create_soci_index(f"oci:{lay}:v1", version="v1", span_size=256 << 10, min_layer_size=0)
+    layout = OCILayout(lay)
+    index = SociIndex.from_bytes(layout.read_blob(str(made.index_descriptor.digest)))
+    layer_digest, zdesc = next(iter(index.ztoc_descriptors().items()))
+    z = Ztoc.from_bytes(layout.read_blob(str(zdesc.digest)))
+    blob = layout.read_blob(layer_digest)
+    served = None
+    for k in range(1, z.span_count):  # a window the file's bytes depend on
+        bad = _tamper_whole_window(z, blob, k)
+        fake = Layer(blob, layer_digest, z, layout.blob_path(layer_digest))
+        view = lazy_view(fake, bad, check=False)
+        if isinstance(view, dict) and view["app/data.txt"][4] != eager_digest(content):
+            served = bad
+            break
+    assert served is not None
+    zdigest = layout.write_blob(served)
+    blobs = [dataclasses.replace(d, digest=zdigest, size=len(served)) if d.digest == zdesc.digest else d
+             for d in index.blobs]  # fmt: skip
+    hostile = SociIndex("v1", blobs, index.subject, dict(index.annotations))
+    layout.write_blob(hostile.to_bytes())
+    with layout._locked_index() as entries:  # the hostile referrer is the repository's only v1 index
+        entries[:] = [d for d in entries if d.digest != made.index_descriptor.digest]
+    layout.tag(hostile.descriptor(), None)
+
+    cfg = Config()
+    cfg.background_fetch.disable = True
+    cfg.pull_modes = PullModesConfig(soci_v1=SociV1Config(enable=True), soci_v2=SociV2Config(enable=False))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with lab.mounted(f"oci:{lay}@{built.digest}", mnt, mode="lazy", config=cfg) as m:
+        assert m.plan.artifacts.found_via == "v1" and m.plan.artifacts.digest == hostile.digest
+        assert (mnt / "app/data.txt").read_bytes() == content
+        assert m.layers[0].plan.how == "local" and "does not match its zTOC" in m.layers[0].plan.reason
+
+
+def eager_digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
