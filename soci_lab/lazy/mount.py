@@ -117,15 +117,16 @@ class ServeOptions:
     run_id: str | None = None
     #: when the layer is checked against its zTOC (:mod:`.layercheck`): ``"auto"`` by the spec's
     #: ``ztoc_origin``; ``"before_serving"`` always before the mount serves; ``"background"`` only once every
-    #: span has been fetched (upstream serves at once and never checks: not safe with an unpinned zTOC)
-    layer_check: str = "auto"
+    #: span has been fetched (upstream serves at once and never checks: not safe with an unpinned zTOC);
+    #: None: the config's ``lazy_layer_check``
+    layer_check: str | None = None
 
 
 def layer_check_mode(spec: LazyLayerSpec, options: ServeOptions) -> str:
     """``"before_serving"``, ``"background"`` or ``"none"`` for this layer (see ``ServeOptions.layer_check``)."""
-    mode = options.layer_check
+    mode = options.layer_check or options.config.lazy_layer_check
     if mode not in ("auto", "before_serving", "background"):
-        raise MountError(f"layer_check must be auto, before_serving or background, not {mode!r}")
+        raise MountError(f"lazy_layer_check must be auto, before_serving or background, not {mode!r}")
     if mode != "auto":
         return mode
     return {"local": "none", "pinned": "background"}.get(spec.ztoc_origin, "before_serving")
