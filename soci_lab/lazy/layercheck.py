@@ -53,6 +53,8 @@ from .span_manager import SpanManager
 #: spans fetched ahead of the one being checked
 LOOKAHEAD = 4
 _OUT = 1 << 20
+#: deflate's largest expansion (258-byte matches of 1-2 bits each): a gzip span can give no more than this
+_DEFLATE_MAX_RATIO = 1032
 _VIEW_FIELDS = ("name", "type", "data offset", "size", "link target", "mode", "uid", "gid", "mtime", "devmajor",
                 "devminor", "xattrs")
 
@@ -159,6 +161,10 @@ class _Checker:
             fresh = data
         if span is not None:
             us, ue = self.geometry.uncompressed_range(span)
+            if self.stream.algorithm == "gzip" and ue - us > _DEFLATE_MAX_RATIO * len(data) + (1 << 16):
+                raise LayerCheckFailed(  # (before allocating what a hostile zTOC claims)
+                    f"span {span} claims {ue - us} bytes from {len(data)} compressed: more than deflate can give"
+                )
             try:
                 served = self.geometry.decompress(span, data)
             except SociLabError as exc:

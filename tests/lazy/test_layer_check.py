@@ -115,3 +115,12 @@ def test_mode_by_origin_options_and_config() -> None:
     assert layer_check_mode(spec, ServeOptions(config=cfg, layer_check="before_serving")) == "before_serving"
     with pytest.raises(MountError, match="lazy_layer_check must be"):
         layer_check_mode(spec, ServeOptions(layer_check="never"))
+
+
+def test_a_span_claiming_more_than_deflate_can_give_is_refused_before_allocating() -> None:
+    raw = _tar()
+    blob = _blob("gzip", raw)
+    z = Ztoc.from_bytes(build_ztoc(blob, span_size=SPAN).to_bytes())
+    huge = dataclasses.replace(z, uncompressed_archive_size=1 << 50, _zinfo=None)
+    with pytest.raises(LayerCheckFailed, match="more than deflate can give"):
+        _check(huge, blob)
