@@ -26,9 +26,10 @@ files the image does not have, or other bytes than it has.
 
 Why nothing cheaper is sound: a tar entry is only located by walking every header before it (a header
 found anywhere else may be a tar file *inside* a file), and a gzip stream's state at a checkpoint only
-by inflating everything before it. So before the whole layer is checked a zTOC must either come from the
-image itself (pinned by its digest) or not be served at all; see ``docs/formats.md`` ("What a lazy mount
-verifies"). Costs one extra inflate of the layer and a sha256 over it, in worker threads.
+by inflating everything before it. So before the whole layer is checked a zTOC must either come from
+somewhere the user trusts as much as the image (the image pinned by its digest, the artifact store they
+configured) or not be served at all; see ``docs/formats.md`` ("What a lazy mount verifies"). Costs one
+extra inflate of the layer and a sha256 over it, in worker threads.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ..errors import LayerCheckFailed, SociLabError
+from ..errors import LayerCheckFailed, MountError, SociLabError
 from ..events import EventRecorder, NullRecorder
 from ..ztoc.toc import TarScanner, entry_view
 from .span import SpanState
@@ -328,6 +329,19 @@ def _one_line(exc: BaseException) -> str:
     return (str(exc) or type(exc).__name__).splitlines()[0]
 
 
+def layer_check_mode(spec: Any, options: Any) -> str:
+    """``"before_serving"``, ``"background"`` or ``"none"`` for a :class:`~soci_lab.lazy.mount.LazyLayerSpec`
+    served with :class:`~soci_lab.lazy.mount.ServeOptions`: ``options.layer_check``, else the config's
+    ``lazy_layer_check``; ``auto`` goes by ``spec.ztoc_origin`` (unpinned: before serving, pinned or store:
+    in the background, local: none)."""
+    mode = options.layer_check or options.config.lazy_layer_check
+    if mode not in ("auto", "before_serving", "background"):
+        raise MountError(f"lazy_layer_check must be auto, before_serving or background, not {mode!r}")
+    if mode != "auto":
+        return str(mode)
+    return {"local": "none", "pinned": "background", "store": "background"}.get(spec.ztoc_origin, "before_serving")
+
+
 async def check_when_complete(
     spans: SpanManager,
     ztoc: Any,
@@ -355,4 +369,4 @@ async def check_when_complete(
     return result
 
 
-__all__ = ["LOOKAHEAD", "LayerCheck", "check_layer", "check_when_complete"]
+__all__ = ["LOOKAHEAD", "LayerCheck", "check_layer", "check_when_complete", "layer_check_mode"]

@@ -53,11 +53,12 @@ class LazyLayerSpec:
     ``repository`` (an OCI registry host or URL; the blob is fetched by ``digest`` with ranged GETs).
 
     ``ztoc_origin`` says how far the zTOC can be trusted before it is checked against the layer
-    (:mod:`soci_lab.lazy.layercheck`): ``"unpinned"`` (the default: a v1 referrer, an artifact store, or
-    unknown) — the whole layer is checked before anything is served; ``"pinned"`` (found through the image
-    the user pinned by digest: a v2 annotation, an explicit index digest) — served at once, checked once
-    every span has been fetched, and EIO from then on if the check fails; ``"local"`` (built here from
-    the very file served) — nothing to check.
+    (:mod:`soci_lab.lazy.layercheck`): ``"unpinned"`` (the default: a v1 referrer anyone who can push to the
+    repository can add, or unknown) — the whole layer is checked before anything is served; ``"pinned"``
+    (found through the image the user pinned by digest: a v2 annotation, an explicit index digest) or
+    ``"store"`` (the artifact store the user configured) — served at once, each entry's header checked
+    before it is shown, the whole layer checked once every span has been fetched, and EIO from then on if
+    that fails; ``"local"`` (built here from the very file served) — nothing to check.
     """
 
     digest: str
@@ -120,16 +121,6 @@ class ServeOptions:
     #: span has been fetched (upstream serves at once and never checks: not safe with an unpinned zTOC);
     #: None: the config's ``lazy_layer_check``
     layer_check: str | None = None
-
-
-def layer_check_mode(spec: LazyLayerSpec, options: ServeOptions) -> str:
-    """``"before_serving"``, ``"background"`` or ``"none"`` for this layer (see ``ServeOptions.layer_check``)."""
-    mode = options.layer_check or options.config.lazy_layer_check
-    if mode not in ("auto", "before_serving", "background"):
-        raise MountError(f"lazy_layer_check must be auto, before_serving or background, not {mode!r}")
-    if mode != "auto":
-        return mode
-    return {"local": "none", "pinned": "background"}.get(spec.ztoc_origin, "before_serving")
 
 
 def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder) -> Any:
@@ -224,7 +215,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
     import trio
 
     from .background import BackgroundFetcher, SequentialResolver, per_process_period
-    from .layercheck import check_layer, check_when_complete
+    from .layercheck import check_layer, check_when_complete, layer_check_mode
     from .prefetch import prefetch
 
     events = EventRecorder(options.run_id, strategy="lazy")

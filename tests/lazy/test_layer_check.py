@@ -15,8 +15,8 @@ import pytest
 from soci_lab.config import Config
 from soci_lab.errors import LayerCheckFailed, MountError
 from soci_lab.lazy.fetcher import BytesRangeFetcher
-from soci_lab.lazy.layercheck import check_layer, check_when_complete
-from soci_lab.lazy.mount import LazyLayerSpec, ServeOptions, layer_check_mode
+from soci_lab.lazy.layercheck import check_layer, check_when_complete, layer_check_mode
+from soci_lab.lazy.mount import LazyLayerSpec, ServeOptions
 from soci_lab.lazy.span import SpanState
 from soci_lab.lazy.span_manager import SpanManager
 from soci_lab.ztoc import Ztoc, build_ztoc
@@ -109,6 +109,7 @@ def test_mode_by_origin_options_and_config() -> None:
     assert spec.ztoc_origin == "unpinned"
     assert layer_check_mode(spec, ServeOptions()) == "before_serving"
     assert layer_check_mode(dataclasses.replace(spec, ztoc_origin="pinned"), ServeOptions()) == "background"
+    assert layer_check_mode(dataclasses.replace(spec, ztoc_origin="store"), ServeOptions()) == "background"
     assert layer_check_mode(dataclasses.replace(spec, ztoc_origin="local"), ServeOptions()) == "none"
     cfg = Config.from_dict({"lazy_layer_check": "background"})
     assert layer_check_mode(spec, ServeOptions(config=cfg)) == "background"
