@@ -125,3 +125,25 @@ def test_a_span_claiming_more_than_deflate_can_give_is_refused_before_allocating
     huge = dataclasses.replace(z, uncompressed_archive_size=1 << 50, _zinfo=None)
     with pytest.raises(LayerCheckFailed, match="more than deflate can give"):
         _check(huge, blob)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_a_layer_that_inflates_a_thousandfold_is_checked_in_bounded_memory(kind: str) -> None:
+    import tracemalloc
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("zeros")
+        ti.size = 64 << 20
+        tf.addfile(ti, io.BytesIO(bytes(ti.size)))
+    raw = buf.getvalue()
+    blob = _blob(kind, raw) if kind == "zstd" else gzip.compress(raw, 9)
+    del raw, buf
+    z = Ztoc.from_bytes(build_ztoc(blob, span_size=1 << 20).to_bytes())
+    tracemalloc.start()
+    try:
+        _check(z, blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak  # a few spans and 1 MiB pieces, not the 64 MiB stream
