@@ -507,3 +507,30 @@ def eager_digest(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.root
+@FUSE
+def test_fuse_pinned_added_symlink_and_device_are_eio(layer: Layer, tmp_path: Path) -> None:
+    """Through the kernel: a pinned zTOC's added symlink cannot be read and its added device not looked up,
+    while the layer's own entries are served (no whole-layer check has run: background fetch is off)."""
+    from soci_lab.lazy.mount import ServeOptions, mount_layer
+
+    at = _after_last(layer)
+    link = FileMetadata(name="bin/sh", type="symlink", uncompressed_offset=at, linkname="/tmp/evil")
+    dev = FileMetadata(name="dev/mem", type="char", uncompressed_offset=at + 512, devmajor=1, devminor=1)
+    spec = _spec(layer, rebuild(layer.ztoc, layer.blob, toc=[*layer.ztoc.toc, link, dev]))
+    spec.ztoc_origin = "pinned"  # type: ignore[attr-defined]
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mount_layer(spec, mnt, ServeOptions(background=False)) as m:  # type: ignore[arg-type]
+        assert os.readlink(mnt / "lib") == "usr/lib"
+        assert (mnt / "etc/passwd").read_bytes().startswith(b"root:x:0:0")
+        with pytest.raises(OSError) as link_err:
+            os.readlink(mnt / "bin/sh")
+        with pytest.raises(OSError) as dev_err:
+            os.lstat(mnt / "dev/mem")
+        assert os.lstat(mnt / "dev/null").st_rdev == os.makedev(1, 3)
+        state = m.state()
+    assert link_err.value.errno == errno.EIO and dev_err.value.errno == errno.EIO
+    assert "tar header" in state.get("error", "")
