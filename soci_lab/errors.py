@@ -184,6 +184,11 @@ class FileVerificationError(SociLabError):
     """A file's tar header does not match its TOC entry."""
 
 
+class LayerCheckFailed(FileVerificationError):
+    """A layer's bytes disagree with its zTOC (layer digest, TOC entries or checkpoints): see
+    ``soci_lab/lazy/layercheck.py``."""
+
+
 class MountError(SociLabError):
     """A FUSE or overlay mount could not be set up or torn down."""
 

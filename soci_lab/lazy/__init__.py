@@ -12,6 +12,7 @@ Modules (each says what and why in its docstring):
 * :mod:`.background` — the rate-limited background fetcher with its bounded queue and silence period;
 * :mod:`.prefetch` — prefetch of span ranges and the per-index policy (Hermes annotations);
 * :mod:`.reader` — the layer's inode tree from its TOC and verified, span-mapped file reads (readahead);
+* :mod:`.layercheck` — the whole layer checked against its zTOC (layer digest, checkpoints, every TOC entry);
 * :mod:`.fusefs` — the read-only pyfuse3 operations;
 * :mod:`.mount` — one layer served by its own process (forked from :mod:`.zygote`), ``mount_layer``;
 * :mod:`.testing` — pure-Python geometries for tests; :mod:`.ztoc_geometry` — zinfo adapter + indexer.

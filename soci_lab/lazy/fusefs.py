@@ -37,6 +37,11 @@ def _enc(name: str) -> bytes:
     return os.fsencode(name)
 
 
+def _special(node: Node) -> bool:
+    """A device, fifo or whiteout: its entry is checked before it is looked up or listed."""
+    return node.whiteout or stat.S_ISCHR(node.mode) or stat.S_ISBLK(node.mode) or stat.S_ISFIFO(node.mode)
+
+
 class LayerFS(pyfuse3.Operations):
     """pyfuse3 operations for one layer."""
 
@@ -119,7 +124,17 @@ class LayerFS(pyfuse3.Operations):
         a.st_blksize = BLOCK_SIZE
         return a
 
+    def fail(self, message: str) -> None:
+        """The layer did not pass its check against the zTOC: from now on every request is EIO (the state
+        file says why)."""
+        self.reader.failed = message
+        self.errors.append(message)
+        t = self.events.now()
+        self.events.emit("error", t, t, ok=False, error=message, op="layer_check")
+
     def _node(self, inode: int) -> Node:
+        if self.reader.failed is not None:
+            raise pyfuse3.FUSEError(errno.EIO)
         node = self.tree.nodes.get(inode)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -128,6 +143,8 @@ class LayerFS(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         if inode in (STATE_DIR_INODE, STATE_FILE_INODE):
             return self._special_attrs(inode)
+        if inode == self.tree.root.inode:  # (even after a failed check: the state file stays reachable)
+            return self._attrs(self.tree.root)
         return self._attrs(self._node(inode))
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -138,18 +155,29 @@ class LayerFS(pyfuse3.Operations):
             if sname in (".", ".."):
                 return self._special_attrs(STATE_DIR_INODE)
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if parent_inode == self.tree.root.inode and sname == STATE_DIR:
+            return self._special_attrs(STATE_DIR_INODE)
         parent = self._node(parent_inode)
         if sname == ".":
             return self._attrs(parent)
         if sname == "..":
             up = self.tree.by_path.get(os.path.dirname(parent.path), self.tree.root)
             return self._attrs(up)
-        if parent is self.tree.root and sname == STATE_DIR:
-            return self._special_attrs(STATE_DIR_INODE)
         child = parent.children.get(sname)
         if child is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if _special(child):
+            await self._check(child)
         return self._attrs(child)
+
+    async def _check(self, node: Node, *, opaque: bool = False) -> None:
+        """The node's TOC entries checked against the layer's tar headers before its metadata is shown (a
+        no-op once the whole layer has been checked); a mismatch is EIO, recorded like a read error."""
+        try:
+            await self.reader.verify_node(node, opaque=opaque)
+        except SociLabError as exc:
+            self._record_error(node, exc, op="verify")
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     # --- directories ------------------------------------------------------------------------------
 
@@ -160,6 +188,9 @@ class LayerFS(pyfuse3.Operations):
             node = self._node(inode)
             if not node.is_dir:
                 raise pyfuse3.FUSEError(errno.ENOTDIR)
+            for child in node.children.values():
+                if _special(child):
+                    await self._check(child)
             entries = [(_enc(n), c.inode) for n, c in sorted(node.children.items())]
             if node is self.tree.root:
                 entries.insert(0, (_enc(STATE_DIR), STATE_DIR_INODE))
@@ -210,38 +241,44 @@ class LayerFS(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         self._state_snapshots.pop(fh, None)
 
-    def _record_error(self, node: Node, exc: BaseException) -> None:
+    def _record_error(self, node: Node, exc: BaseException, *, op: str = "read") -> None:
         msg = f"{node.path}: {(str(exc) or type(exc).__name__).splitlines()[0]}"
         self.errors.append(msg)
         t = self.events.now()
-        self.events.emit("error", t, t, path=node.path, ok=False, error=msg, op="read")
+        self.events.emit("error", t, t, path=node.path, ok=False, error=msg, op=op)
 
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
         node = self._node(inode)
         if not stat.S_ISLNK(node.mode):
             raise pyfuse3.FUSEError(errno.EINVAL)
+        await self._check(node)
         return _enc(node.linkname)
 
     # --- xattrs -----------------------------------------------------------------------------------
 
-    def _xattrs(self, inode: int) -> dict[bytes, bytes]:
+    async def _xattrs(self, inode: int, name: bytes | None = None) -> dict[bytes, bytes]:
+        """The node's xattrs; those the layer carries (and an opaque marker) are checked against their tar
+        headers first — only when ``name`` is one of them, so overlayfs probing names no layer can set
+        (``trusted.overlay.*``) costs no fetch."""
         if inode in (STATE_DIR_INODE, STATE_FILE_INODE):
             return {}
         node = self._node(inode)
         out = {_enc(k): v for k, v in node.xattrs.items()}
         if node.opaque:
-            for name in self.opaque_names:
-                out[name] = b"y"
+            for opaque in self.opaque_names:
+                out[opaque] = b"y"
+        if out and (name is None or name in out):
+            await self._check(node, opaque=node.opaque)
         return out
 
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        value = self._xattrs(inode).get(name)
+        value = (await self._xattrs(inode, name)).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
-        return list(self._xattrs(inode))
+        return list(await self._xattrs(inode))
 
     # --- filesystem -------------------------------------------------------------------------------
 

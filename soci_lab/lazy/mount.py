@@ -51,6 +51,14 @@ class LazyLayerSpec:
 
     ``ztoc`` is the serialized zTOC. The blob comes from ``blob_path`` (a local file) or from ``registry`` +
     ``repository`` (an OCI registry host or URL; the blob is fetched by ``digest`` with ranged GETs).
+
+    ``ztoc_origin`` says how far the zTOC can be trusted before it is checked against the layer
+    (:mod:`soci_lab.lazy.layercheck`): ``"unpinned"`` (the default: a v1 referrer anyone who can push to the
+    repository can add, or unknown) — the whole layer is checked before anything is served; ``"pinned"``
+    (found through the image the user pinned by digest: a v2 annotation, an explicit index digest) or
+    ``"store"`` (the artifact store the user configured) — served at once, each entry's header checked
+    before it is shown, the whole layer checked once every span has been fetched, and EIO from then on if
+    that fails; ``"local"`` (built here from the very file served) — nothing to check.
     """
 
     digest: str
@@ -63,6 +71,7 @@ class LazyLayerSpec:
     #: the registry credentials (the same as the eager path's; never shown by repr). They reach the serving
     #: process inside the spec file, which :meth:`LayerMount.start` writes 0600 and deletes once it is read
     creds: Any = None
+    ztoc_origin: str = "unpinned"
 
     @classmethod
     def from_layer_file(
@@ -81,7 +90,10 @@ class LazyLayerSpec:
                     h.update(chunk)
             digest = "sha256:" + h.hexdigest()
         z = build_ztoc(path, media_type=media_type, span_size=span_size)
-        return cls(digest=digest, ztoc=bytes(z.to_bytes()), blob_size=path.stat().st_size, blob_path=str(path))
+        return cls(
+            digest=digest, ztoc=bytes(z.to_bytes()), blob_size=path.stat().st_size, blob_path=str(path),
+            ztoc_origin="local",
+        )
 
 
 @dataclass
@@ -109,6 +121,11 @@ class ServeOptions:
     run_id: str | None = None
     #: mount without ``nosuid,nodev`` (default: setuid bits and device nodes of the layer have no effect)
     allow_setuid_and_devices: bool = False
+    #: when the layer is checked against its zTOC (:mod:`.layercheck`): ``"auto"`` by the spec's
+    #: ``ztoc_origin``; ``"before_serving"`` always before the mount serves; ``"background"`` only once every
+    #: span has been fetched (upstream serves at once and never checks: not safe with an unpinned zTOC);
+    #: None: the config's ``lazy_layer_check``
+    layer_check: str | None = None
 
 
 def build_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder) -> Any:
@@ -206,6 +223,7 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
     import trio
 
     from .background import BackgroundFetcher, SequentialResolver, per_process_period
+    from .layercheck import check_layer, check_when_complete, layer_check_mode
     from .prefetch import prefetch
 
     events = EventRecorder(options.run_id, strategy="lazy")
@@ -227,6 +245,10 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
             except SociLabError:
                 if attempt + 1 >= max(3, spans.attempts):
                     raise
+        check = layer_check_mode(spec, options)
+        if check == "before_serving":  # the mount serves only what has been checked: the whole layer, first
+            await check_layer(spans, z, digest=spec.digest, blob_size=spec.blob_size, events=events, layer=spec.digest)
+            reader.mark_checked()
         deferred: list[int] = []
         if policy.prefetch_enabled and options.prefetch_ranges:
             result = await prefetch(
@@ -275,6 +297,13 @@ def _child(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: An
                 )
             if bg_on:
                 nursery.start_soon(bg.run)
+            if check == "background":
+                nursery.start_soon(
+                    lambda: check_when_complete(
+                        spans, z, digest=spec.digest, blob_size=spec.blob_size, on_failure=fs.fail,
+                        on_success=reader.mark_checked, events=events, layer=spec.digest,
+                    )
+                )
             try:
                 await pyfuse3.main()
             finally:

@@ -293,6 +293,32 @@ class SpanManager:
             finally:
                 self._reconcile(span)
 
+    async def compressed_bytes(self, span_id: int, *, reason: str = "verify") -> bytes:
+        """The span's verified compressed bytes: from the compressed cache, else fetched (and cached when the
+        span was ``unrequested``; a decompressed span's compressed bytes are fetched again, not kept)."""
+        span = self.span(span_id)
+        async with self._lock(span_id):
+            try:
+                self._reconcile(span)
+                if span.state == SpanState.FETCHED:
+                    comp = await self._cache_get(self.ccache, span_id)
+                    if comp is not None:
+                        return comp
+                    self._reconcile(span)
+                if span.state == SpanState.UNCOMPRESSED:
+                    return await self._fetch_verified(span, reason)
+                self._set(span, SpanState.REQUESTED)
+                try:
+                    comp = await self._fetch_verified(span, reason)
+                    await self._cache_put(self.ccache, span_id, comp)
+                except BaseException:
+                    self._set(span, SpanState.UNREQUESTED)
+                    raise
+                self._set(span, SpanState.FETCHED)
+                return comp
+            finally:
+                self._reconcile(span)
+
     async def resolve_span(self, span_id: int) -> None:
         """Make sure the span is decompressed and cached (prefetch; upstream ``ResolveSpan``)."""
         await self.span_bytes(span_id, reason="prefetch")

@@ -498,7 +498,10 @@ class Filesystem:
         digest = lay.plan.digest
         ztoc_desc = arts.ztoc_descriptor_for(digest)
         ztoc = OCILayout(self.state.content).read_blob(str(ztoc_desc.digest))
-        spec = LazyLayerSpec(digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size)
+        # a zTOC found through the pinned image (v2 annotation, explicit index digest) or the configured store is
+        # served at once and checked in the background; one from a v1 referrer is checked before it serves
+        origin = {"v2": "pinned", "explicit": "pinned", "hermes": "store"}.get(arts.found_via, "unpinned")
+        spec = LazyLayerSpec(digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size, ztoc_origin=origin)
         for handler in self.resolve_handlers.values():
             answer = handler(image.ref, digest)
             if answer:

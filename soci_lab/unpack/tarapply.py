@@ -67,7 +67,6 @@ import contextlib
 import enum
 import errno
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
@@ -75,16 +74,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArchiveError, ConfigError, UnsafeArchiveEntry
+from ..pathrules import (
+    MAX_SYMLINKS,
+    WHITEOUT_META_PREFIX,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    clean_name,
+    is_dropped_xattr,
+    whiteout_target,
+)
 from .chunkstream import ChunkStream
 from .tarheader import plain_fields, read_header
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-WHITEOUT_PREFIX = ".wh."
-WHITEOUT_META_PREFIX = ".wh..wh."
-WHITEOUT_OPAQUE = ".wh..wh..opq"
-_MAX_SYMLINKS = 40
+_MAX_SYMLINKS = MAX_SYMLINKS  # the path rules live in soci_lab.pathrules (shared with the lazy tree)
 
 
 def _max_cached_dirs() -> int:
@@ -107,7 +112,6 @@ _INFLIGHT_BYTES = 64 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _XATTR_PAX_PREFIX = "SCHILY.xattr."
-_DROPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _IGNORABLE_XATTR_ERRNOS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}
 
 
@@ -204,17 +208,6 @@ class _Shim:
         self.encoding = "utf-8"
         self.errors = "surrogateescape"
         self.pax_headers: dict[str, str] = {}
-
-
-def clean_name(name: str, what: str = "entry") -> str:
-    """The entry name relative to the destination root (``""`` for the root); refuses escapes."""
-    if "\x00" in name:
-        raise UnsafeArchiveEntry(f"tar {what} {name!r} contains a NUL byte")
-    rel = name.lstrip("/")
-    rel = posixpath.normpath(rel) if rel else "."
-    if rel == ".." or rel.startswith("../"):
-        raise UnsafeArchiveEntry(f"tar {what} {name!r} points outside the destination")
-    return "" if rel == "." else rel
 
 
 def _ns(t: float | int) -> int:
@@ -569,9 +562,7 @@ class TarApplier:
         if base.startswith(WHITEOUT_META_PREFIX):
             self.stats.skipped += 1
             return
-        name = base[len(WHITEOUT_PREFIX) :]
-        if not name or name in (".", ".."):
-            raise UnsafeArchiveEntry(f"tar whiteout {info.name!r} names nothing")
+        name = whiteout_target(base, info.name)
         real = f"{preal}/{name}" if preal else name
         self._claim_name(real)
         self._make(real, pfd, name, lambda: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd))
@@ -762,7 +753,7 @@ class TarApplier:
         for key, value in info.pax_headers.items():
             if key.startswith(_XATTR_PAX_PREFIX):
                 name = key[len(_XATTR_PAX_PREFIX) :]
-                if name.startswith(_DROPPED_XATTR_PREFIXES):
+                if is_dropped_xattr(name):
                     self.stats.xattrs_skipped += 1
                     continue
                 out[name] = value.encode("utf-8", "surrogateescape")

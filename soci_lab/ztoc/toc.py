@@ -159,6 +159,16 @@ class FileMetadata:
         return sec * 1_000_000_000 + nsec
 
 
+def entry_view(e: FileMetadata) -> tuple[object, ...]:
+    """What of an entry a mounted layer shows, plus where its data is: name, type, data offset and size,
+    link target, permission bits, uid, gid, mtime (ns), device numbers, xattrs. Two entries with the same
+    view are served the same (``uname``/``gname`` and non-xattr PAX records are not shown)."""
+    return (
+        e.name, e.type, e.uncompressed_offset, e.uncompressed_size, e.linkname, e.mode & 0o7777,
+        e.uid & 0xFFFFFFFF, e.gid & 0xFFFFFFFF, e.mod_time_ns(), e.devmajor, e.devminor, sorted(e.xattrs().items()),
+    )  # fmt: skip
+
+
 def derive_header_offsets(entries: list[FileMetadata]) -> list[FileMetadata]:
     """Sort by ``uncompressed_offset`` and derive ``tar_header_offset`` as upstream's ``flatbufferToTOC``.
 

@@ -119,7 +119,8 @@ def test_faulty_registry_reads_right_bytes_or_eio_then_recover(pushed, layer_fil
     faults = "seed=3,corrupt=0.4,truncate=0.15,http500=0.15,http503=0.05"
     with ShapingProxy(url, faults=faults) as proxy:
         spec = LazyLayerSpec(
-            digest=spec0.digest, ztoc=spec0.ztoc, blob_size=spec0.blob_size, registry=proxy.url, repository=repo
+            digest=spec0.digest, ztoc=spec0.ztoc, blob_size=spec0.blob_size, registry=proxy.url, repository=repo,
+            ztoc_origin="pinned",  # (served at once: this test is about a faulty registry, not the zTOC)
         )
         mnt = tmp_path / "mnt"
         mnt.mkdir()
