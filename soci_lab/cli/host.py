@@ -43,15 +43,18 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     p.add_argument("--mode", choices=("lazy", "parallel", "sequential"), required=True, help="how to get layers")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="where layers, caches and the record live")
-    p.add_argument("--config", type=Path, metavar="FILE", help="soci-snapshotter style config.toml")
-    p.add_argument("--artifact-store", metavar="URL", help="Hermes-compatible artifact store (enables it)")
-    p.add_argument("--index-digest", metavar="DIGEST", help="use this SOCI index (skips discovery)")
+    p.add_argument("--config", type=argtypes.config_file, metavar="FILE", help="soci-snapshotter style config.toml")
+    p.add_argument("--artifact-store", type=argtypes.url, metavar="URL",
+                   help="Hermes-compatible artifact store (enables it)")
+    p.add_argument("--index-digest", type=argtypes.digest_text, metavar="DIGEST",
+                   help="use this SOCI index (skips discovery)")
     p.add_argument(
         "--no-fallback",
         action="store_true",
         help="lazy: fail instead of going eager (no index) or local (no lazy pull mode)",
     )
-    p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
+    p.add_argument("--events", type=argtypes.events_file, metavar="FILE",
+                   help="write the run's events (.csv, .jsonl or .parquet)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
@@ -65,9 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "overlayfs. Returns when the rootfs is ready; serves until SIGINT/SIGTERM unless --background.",
     )
     _common(m)
-    m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="an existing, empty directory")
     m.add_argument("--background", action="store_true", help="leave a serving process behind and exit 0")
     m.add_argument("--writable", action="store_true", help="add a writable upper layer (in the state dir)")
+    m.add_argument("--allow-nonempty", action="store_true",
+                   help="mount even when MOUNTPOINT has files (they are hidden until umount)")
     m.add_argument("--serve-fd", type=int, default=None, help=argparse.SUPPRESS)
     m.set_defaults(handler=cmd_mount)
 
@@ -77,10 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Unmount the rootfs and every layer mount under it, stop the serving process (or clean "
         "up after it if it was killed), and remove the state directory.",
     )
-    u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="where 'soci-lab mount' mounted the rootfs")
     u.add_argument("--json", action="store_true", help="print bytes_fetched, requests, spans_fetched, spans_total")
-    u.add_argument("--events", metavar="FILE", help="write the events recovered from a killed mount")
-    u.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the serving process")
+    u.add_argument("--events", type=argtypes.events_file, metavar="FILE",
+                   help="write the events recovered from a killed mount")
+    u.add_argument("--timeout", type=argtypes.duration, default=30.0, metavar="D",
+                   help="how long to wait for the serving process, e.g. 30s (default 30s)")
     u.set_defaults(handler=cmd_umount)
 
     r = subparsers.add_parser(
@@ -88,35 +95,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mount, run a command chrooted in the rootfs recording its file accesses, unmount",
         usage="soci-lab run REF --mode M [options] -- CMD [ARG…]",
         description="Mount REF as 'mount' does (with a writable upper layer), run CMD chrooted in the rootfs "
-        "under strace, unmount. Put CMD after '--'. Options: " + _run_parser().format_usage().split(" ", 2)[-1],
-        add_help=True,
+        "under strace, unmount. Put CMD after '--'. Like 'docker run': CMD's stdout and stderr stream through "
+        "(with --json its stdout goes to stderr, so that stdout holds only the JSON object), and CMD's exit "
+        "code is soci-lab's (128+N when a signal N killed it); the summary goes to stderr. soci-lab's own "
+        "failures exit 1 (runtime) or 2 (usage) before CMD runs.",
     )
-    r.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    r.set_defaults(handler=cmd_run)
-
-
-def _run_parser() -> argparse.ArgumentParser:
-    """The options of ``run`` (parsed from what comes before ``--``; argparse cannot mix them with a
-    command that has options of its own)."""
-    p = argparse.ArgumentParser(prog="soci-lab run", add_help=False)
-    _common(p)
-    p.add_argument("--trace-out", type=Path, metavar="FILE", help="write the access trace (t_s,op,path,offset,size)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds CMD may run (default 600)")
-    p.add_argument("--readiness", default="exit", help="exit (default), line:REGEX or path:/P")
-    return p
-
-
-def _parse_run(rest: list[str]) -> argparse.Namespace:
-    if "--" in rest:
-        i = rest.index("--")
-        before, cmd = rest[:i], rest[i + 1 :]
-    else:
-        before, cmd = rest, []
-    args = _run_parser().parse_args(before)
-    if not cmd:
-        _run_parser().error("run needs a command after '--'")
-    args.cmd = cmd
-    return args
+    _common(r)
+    r.add_argument("--trace-out", type=Path, metavar="FILE", help="write the access trace (t_s,op,path,offset,size)")
+    r.add_argument("--timeout", type=argtypes.duration, default=600.0, metavar="D",
+                   help="how long CMD may run, e.g. 90s or 10m (default 10m); then it is stopped and run fails")
+    r.add_argument("--readiness", default="exit", metavar="RULE",
+                   help="when CMD counts as done: exit (default: it exits), line:REGEX (a line of its output "
+                   "matches; then it is stopped) or path:/P (a file appears in the rootfs)")
+    r.set_defaults(handler=cmd_run, takes_cmd="required")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -176,6 +167,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise MountError(f"mountpoint {target} is not a directory")
     if is_mounted(target):
         raise MountError(f"{target} is already a mount point")
+    if not args.allow_nonempty and args.serve_fd is None and any(target.iterdir()):
+        raise MountError(f"mountpoint {target} is not empty: its files would be hidden while the image is mounted "
+                         "(pass --allow-nonempty to mount over them)")
     if find_state_dir(target) is not None and args.serve_fd is None:
         raise MountError(f"{target} has the state of an earlier mount: run 'soci-lab umount {target}' first")
     if args.background:
@@ -266,6 +260,7 @@ def _rebuild_argv(args: argparse.Namespace) -> list[str]:
         ("--json", args.json),
         ("--insecure", args.insecure),
         ("--writable", args.writable),
+        ("--allow-nonempty", args.allow_nonempty),
     ):
         if on:
             out.append(flag)
@@ -389,29 +384,60 @@ def cmd_umount(args: argparse.Namespace) -> int:
 # --- run -------------------------------------------------------------------------------------------------
 
 
-def run_recorded(rootfs: Path, cmd: list[str], rec: Any, *, timeout: float, readiness: str) -> dict[str, Any]:
-    """Run ``cmd`` chrooted in ``rootfs`` under strace; its exit code, times and access trace."""
+def _streaming_workload(rootfs: str, cmd: list[str], readiness: str, rec: Any, wrapper: list[str],
+                        stdout: int, stderr: int) -> Any:
+    """A :class:`~soci_lab.workload.RunningWorkload` whose command writes to ``stdout``/``stderr`` (file
+    descriptors) as ``docker run``'s does. With a ``line:`` readiness rule its output must be read to be
+    matched, so there it is merged and copied through to ``stdout`` line by line instead."""
+    from ..workload import RunningWorkload
+
+    class Streaming(RunningWorkload):
+        def start(self) -> None:
+            if self.readiness.kind == "line":
+                super().start()
+                return
+            argv = self.argv()
+            self._ev_t0 = self.recorder.now() if self.recorder else 0.0
+            self.t_start = time.monotonic()
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                             env=self.env, start_new_session=True)
+            except FileNotFoundError as exc:
+                raise WorkloadError(f"cannot start {argv[0]}: {exc.strerror}") from None
+
+    out = os.fdopen(os.dup(stdout), "wb", buffering=0)
+    return Streaming(rootfs, cmd, readiness, recorder=rec, wrapper=wrapper, output=out)
+
+
+def run_recorded(rootfs: Path, cmd: list[str], rec: Any, *, timeout: float, readiness: str,
+                 stdout: int = 1, stderr: int = 2) -> dict[str, Any]:
+    """Run ``cmd`` chrooted in ``rootfs`` under strace, its output going to the file descriptors ``stdout``
+    and ``stderr``; its exit code (128+N after signal N), times and access trace."""
     import tempfile
 
     from ..errors import ReadinessTimeout
-    from ..workload import RunningWorkload, Trace, parse_strace, strace_argv
+    from ..workload import Trace, parse_strace, strace_argv
 
     root = os.path.realpath(rootfs)
     out: dict[str, Any] = {"exit_code": None, "timed_out": False}
     with tempfile.TemporaryDirectory(prefix="soci-lab-run-") as tmp:
         log_path = Path(tmp) / "strace.log"
-        w = RunningWorkload(root, cmd, readiness, recorder=rec, wrapper=strace_argv(str(log_path)))
-        with w:
-            try:
-                w.wait_ready(timeout)
-            except ReadinessTimeout:
-                out["timed_out"] = True
-            except WorkloadError as exc:  # exited non-zero: that is data here, not a failure of run
-                out["error"] = str(exc)
-            assert w.proc is not None
-            out["exit_code"] = w.proc.poll()
-            out["cmd_s"] = w.ready_s if w.ready_s is not None else w.elapsed()
-            out["tail"] = list(w.tail)[-20:]
+        w = _streaming_workload(root, cmd, readiness, rec, strace_argv(str(log_path)), stdout, stderr)
+        try:
+            with w:
+                try:
+                    w.wait_ready(timeout)
+                except ReadinessTimeout:
+                    out["timed_out"] = True
+                except WorkloadError as exc:  # exited non-zero: that is data here, not a failure of run
+                    out["error"] = str(exc)
+                assert w.proc is not None
+                code = w.proc.poll()
+                out["exit_code"] = 128 - code if code is not None and code < 0 else code
+                out["cmd_s"] = w.ready_s if w.ready_s is not None else w.elapsed()
+                out["tail"] = list(w.tail)[-20:]
+        finally:
+            w.output.close()
         try:
             with open(log_path, encoding="utf-8", errors="surrogateescape") as f:
                 conv = parse_strace(f, root)
@@ -419,6 +445,17 @@ def run_recorded(rootfs: Path, cmd: list[str], rec: Any, *, timeout: float, read
         except FileNotFoundError:
             out["trace"] = Trace([])
     return out
+
+
+def _summary_line(args: argparse.Namespace, cmd: list[str], result: dict[str, Any]) -> str:
+    from ..units import format_size
+
+    return (
+        f"soci-lab run: {args.mode} pull of {args.ref} ready in {result['ready_s']:.3f} s "
+        f"({format_size(result['bytes_fetched'])} in {result['requests']} requests); "
+        f"{' '.join(cmd)} ran {result['cmd_s']:.3f} s, read {result['files_read']} files "
+        f"({format_size(result['bytes_read'])}), exit code {result['exit_code']}"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -429,7 +466,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..workload import save_trace
     from . import print_json
 
-    args = _parse_run(list(args.rest))
     cmd = list(args.cmd)
     from ..snapshot.state import state_root
 
@@ -449,8 +485,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(state, ignore_errors=True)
         raise
     ready_json = _mount_json(mounted, rec.to_frame())
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        outcome = run_recorded(target, cmd, rec, timeout=args.timeout, readiness=args.readiness)
+        # like docker run: CMD's output streams through; with --json stdout is the JSON object's alone
+        outcome = run_recorded(target, cmd, rec, timeout=args.timeout, readiness=args.readiness,
+                               stdout=2 if args.json else 1, stderr=2)
     finally:
         frame = mounted.unmount()
     trace = outcome["trace"]
@@ -478,10 +518,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.json:
         print_json(result)
+    else:
+        print(_summary_line(args, cmd, result), file=sys.stderr, flush=True)
     if outcome["timed_out"]:
         raise WorkloadError(f"{' '.join(cmd)} did not finish within {args.timeout:g}s")
     code = outcome["exit_code"]
-    if code not in (0, None):
-        print(f"soci-lab run: {' '.join(cmd)} exited with {code}", file=sys.stderr)
-        return 1
-    return 0
+    return int(code) if code is not None else 0

@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--root", default=None, help="directory of repositories (default: a temporary one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    serve.add_argument("--port", type=argtypes.port, default=0, help="port (default 0: a free one)")
     serve.add_argument(
         "--bandwidth", type=argtypes.rate, default=None, help="limit for all responses together, e.g. 100Mbit"
     )

@@ -40,15 +40,18 @@ def register(subparsers: Any) -> None:
     )
     s.add_argument("--db", required=True, type=Path, metavar="FILE", help="the SQLite database (created if missing)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=39091, help="port (default 39091, Hermes's; 0 picks a free one)")
+    s.add_argument("--port", type=argtypes.port, default=39091,
+                   help="port (default 39091, Hermes's; 0 picks a free one)")
     s.add_argument("--platform", type=argtypes.platform_text, default="linux/amd64",
                    help="platform of requests that name none (default linux/amd64, as Hermes)")
     s.add_argument("--span-size", type=argtypes.nonnegative_size, default=4 << 20, metavar="S",
                    help="span size (default 4MiB)")
     s.add_argument("--min-layer-size", type=argtypes.nonnegative_size, default=10 << 20, metavar="S",
                    help="minimum layer size of the 'none' profile (default 10MiB; the profiles use 0)")
-    s.add_argument("--max-concurrency", type=int, default=1, metavar="N", help="builds at once (default 1)")
-    s.add_argument("--queue-size", type=int, default=128, metavar="N", help="builds that may wait (default 128)")
+    s.add_argument("--max-concurrency", type=argtypes.positive_int, default=1, metavar="N",
+                   help="builds at once (default 1)")
+    s.add_argument("--queue-size", type=argtypes.positive_int, default=128, metavar="N",
+                   help="builds that may wait (default 128)")
     s.add_argument("--build-timeout", type=argtypes.duration, default=3600.0, metavar="D",
                    help="per build (default 60m)")
     s.add_argument("--build-tool-identifier", default=None, metavar="TEXT",
@@ -62,8 +65,8 @@ def register(subparsers: Any) -> None:
         help="ask the store to build and keep artifacts for REF",
         description="Queue a build of REF in the store (POST /v1/builds) and print the build id and status.",
     )
-    b.add_argument("ref", metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
-    b.add_argument("--store", default=DEFAULT_STORE_URL, metavar="URL",
+    b.add_argument("ref", type=str, metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
+    b.add_argument("--store", type=argtypes.url, default=DEFAULT_STORE_URL, metavar="URL",
                    help=f"the store's URL (default {DEFAULT_STORE_URL})")
     b.add_argument("--platform", type=argtypes.platform_text, default=None,
                    help="os/arch[/variant] (default: the store's)")

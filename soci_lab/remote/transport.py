@@ -239,6 +239,31 @@ def tls_verification_error(exc: BaseException) -> str | None:
     return None
 
 
+def cannot_heal(exc: BaseException, host: str, port: int | None = None) -> str | None:
+    """Why retrying a failed connect is pointless, or None when a retry may help.
+
+    A name that does not resolve, and a refused connection to a loopback host (nothing listens on that
+    port of this machine), do not heal within a retry budget: the error is reported at once instead of
+    after every retry's back-off. Resets, timeouts and refusals by remote hosts are still retried.
+    """
+    import socket
+
+    from ..oci import is_loopback_host
+
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, socket.gaierror):
+            why = cause.strerror or str(cause)
+            return f"cannot resolve host {host!r} ({why})"
+        if isinstance(cause, ConnectionRefusedError) and is_loopback_host(host):
+            where = f"{host}:{port}" if port else host
+            return f"connection refused: nothing listens on {where}"
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -402,6 +427,9 @@ class Transport:
                         f"{method} {redact_url(url)}: TLS certificate not trusted ({untrusted}); "
                         "pass an ssl_context that trusts the registry's CA"
                     ) from None
+                hopeless = cannot_heal(exc, request.url.host, request.url.port)
+                if hopeless is not None:
+                    raise RegistryUnreachable(f"{method} {redact_url(url)}: {hopeless}") from None
                 await budget.spend(method, url, reason, None, None)
                 continue
             except httpx.HTTPError as exc:
