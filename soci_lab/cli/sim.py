@@ -157,7 +157,8 @@ async def _image_from_registry(ref: str, span_size: int, min_layer_size: int, in
             layout = OCILayout(tmp)
             try:
                 artifacts = await fetch_registry_artifacts(
-                    src, resolved.manifest_descriptor, config=config, local_store=layout,
+                    src, resolved.manifest_descriptor, config=config, explicit_index_digest=None, events=None,
+                    local_store=layout,
                     policy=select_first_policy, max_concurrency=8,
                 )
             except NoIndex:
