@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="a directory that becomes one layer (repeat, bottom first)",
     )
-    b.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    b.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip",
+                   help="layer compression (default gzip)")
     b.add_argument("--gzip-level", type=_level(0, 9), default=6, metavar="N", help="gzip level 0..9 (default 6)")
     b.add_argument("--zstd-level", type=_level(1, 22), default=3, metavar="N", help="zstd level 1..22 (default 3)")
     b.add_argument(
@@ -103,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--jobs", type=_level(1, 64), default=None, metavar="N", help="layers built at once")
     add_registry_options(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.add_argument("ref", type=argtypes.reference, metavar="REF")
+    b.add_argument("ref", type=argtypes.reference, metavar="REF",
+                   help="where to push: HOST[:PORT]/REPO[:TAG] or oci:PATH[:TAG]")
     b.set_defaults(handler=cmd_build)
 
     c = sub.add_parser(
@@ -112,8 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Copy an image (index, manifests, configs, layers) from SRC to DST; each is "
         "HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]. Every blob is verified against its digest.",
     )
-    c.add_argument("src", type=argtypes.reference, metavar="SRC")
-    c.add_argument("dst", type=argtypes.reference, metavar="DST")
+    c.add_argument("src", type=argtypes.reference, metavar="SRC", help="the image to copy (REF)")
+    c.add_argument("dst", type=argtypes.reference, metavar="DST", help="where to copy it (REF)")
     c.add_argument("--platform", type=argtypes.platform, help="copy only this platform's manifest of an index")
     add_registry_options(c)
     c.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC only")
@@ -127,7 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fetch REF's manifest, config and layers; check each against its digest and each "
         "layer's uncompressed bytes against the config's diffID. Prints the manifest digest.",
     )
-    v.add_argument("ref", type=argtypes.reference, metavar="REF")
+    v.add_argument("ref", type=argtypes.reference, metavar="REF",
+                   help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     v.add_argument("--platform", type=argtypes.platform, help="for an image index: os/arch[/variant]")
     add_registry_options(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -140,7 +143,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "same files, modes and mtimes every time). Prints one directory per line, bottom first; with "
         "--build REF, also builds the image (Cmd: /bin/sh /app/run.sh) and prints its digest last.",
     )
-    s.add_argument("dest", type=Path, metavar="DEST")
+    s.add_argument("dest", type=Path, metavar="DEST", help="directory for the layer trees (created)")
     s.add_argument("--scale", type=_scale, default=1.0, help="size factor (default 1.0)")
     s.add_argument("--build", type=argtypes.reference, metavar="REF",
                    help="also build the image into REF; print its digest last")

@@ -1,0 +1,70 @@
+"""``soci-lab run`` behaves like ``docker run`` (issue 16, point 6): the command's stdout and stderr stream
+through, its exit code is run's, the summary goes to stderr (or ``--json`` to stdout), every option has help.
+
+The image is the demo's sample (a real shell) in the embedded registry, mounted for real (FUSE, overlayfs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from clitools import soci_lab
+
+from soci_lab.cli import build_parser
+
+real_mount = pytest.mark.root
+
+SCRIPT = "echo to-stdout; echo to-stderr >&2; ls /app; exit 3"
+
+
+@real_mount
+def test_output_streams_through_and_the_exit_code_is_the_commands(sample_ref: str) -> None:
+    proc = soci_lab("run", sample_ref, "--mode", "lazy", "--", "/bin/sh", "-c", SCRIPT)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.splitlines()[0] == "to-stdout"
+    assert "run.sh" in proc.stdout.splitlines()  # ls /app, from the image
+    err = proc.stderr.splitlines()
+    assert err[0] == "to-stderr" and "to-stderr" not in proc.stdout
+    summary = err[-1]
+    assert summary.startswith("soci-lab run: lazy pull of") and summary.endswith("exit code 3")
+
+
+@real_mount
+def test_with_json_stdout_holds_only_the_object(sample_ref: str) -> None:
+    proc = soci_lab("run", sample_ref, "--json", "--mode", "sequential", "--", "/bin/sh", "-c", SCRIPT)
+    assert proc.returncode == 3
+    doc = json.loads(proc.stdout)  # the command's stdout went to stderr
+    assert doc["exit_code"] == 3 and doc["mode"] == "sequential"
+    assert {"to-stdout", "to-stderr"} <= set(proc.stderr.splitlines())
+
+
+@real_mount
+def test_a_command_killed_by_a_signal_exits_128_plus_n(sample_ref: str) -> None:
+    proc = soci_lab("run", sample_ref, "--mode", "sequential", "--", "/bin/sh", "-c", "kill -9 $$")
+    assert proc.returncode == 128 + 9, proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith("exit code 137")
+
+
+@real_mount
+def test_a_successful_command_exits_0_with_its_output(sample_ref: str) -> None:
+    proc = soci_lab("run", sample_ref, "--mode", "parallel", "--", "/bin/sh", "/app/run.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()  # the workload prints what it read
+
+
+@pytest.mark.parametrize("command", ["run", "mount", "umount", "simulate", "compare", "demo", "registry serve",
+                                     "netlab proxy", "image build", "index create", "store serve"])
+def test_every_option_has_help(command: str) -> None:
+    parser = build_parser()
+    for word in command.split():
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    missing = [a.option_strings or a.dest for a in parser._actions
+               if a.help != argparse.SUPPRESS and not (a.help or "").strip()]
+    assert missing == []
+    text = parser.format_help()
+    if command == "run":
+        for flag in ("--mode", "--trace-out", "--events", "--json", "--timeout", "--readiness", "--config"):
+            assert flag in text
