@@ -157,16 +157,23 @@ def add_registry_options(p: argparse.ArgumentParser) -> None:
                    help="write the run's events (.csv, .jsonl or .parquet)")
 
 
-def event_recorder(args: argparse.Namespace, strategy: str) -> EventRecorder | None:
-    """A recorder for ``--events FILE`` with ``strategy`` in its events, or None when no file was asked for.
+def event_recorder(args: argparse.Namespace, strategy: str, *, always: bool = False) -> EventRecorder | None:
+    """A recorder for ``--events FILE`` with ``strategy`` in its events, or None when no file was asked for
+    (``always``: a recorder anyway, e.g. to drive a progress bar).
 
     The events module is imported only when needed, to keep the CLI's start-up light.
     """
-    if not args.events:
+    if not args.events and not always:
         return None
     from ..events import EventRecorder
 
     return EventRecorder(strategy=strategy)
+
+
+def write_recorded(args: argparse.Namespace, recorder: EventRecorder | None) -> None:
+    """Write the recorder's events to ``--events FILE`` when one was asked for."""
+    if recorder is not None and args.events:
+        recorder.write(args.events)
 
 
 def print_json(obj: Any) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import MountError, SociLabError, WorkloadError
 from . import argtypes
+from .progress import LayerProgress, wanted
 
 CLI_CODE = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
 #: how long ``mount --background`` waits for its serving process to report ready
@@ -315,7 +316,8 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
         if not owns:
             write_pointer(target, state_path)
         me = os.getpid()
-        with _sigterm_interrupts():
+        show = fd is None and wanted(args)
+        with _sigterm_interrupts(), LayerProgress(rec, f"mount ({args.mode})", "mount", enabled=show):
             mounted = anyio.run(
                 lambda: fs.mount(
                     args.ref, target, args.mode, writable=args.writable, on_layer=lambda m: m.save_record(me)
@@ -476,7 +478,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     target.mkdir(parents=True, exist_ok=True)
     fs = _filesystem(args, state, rec, owns)
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), LayerProgress(rec, f"pull ({args.mode})", "mount", enabled=wanted(args)):
             mounted = anyio.run(lambda: fs.mount(args.ref, target, args.mode, writable=True))
     except BaseException:
         if owns:

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import add_registry_options, argtypes, event_recorder
+from . import add_registry_options, argtypes, event_recorder, write_recorded
+from .progress import LayerProgress, wanted
 
 
 def _level(lo: int, hi: int) -> Any:
@@ -56,8 +57,7 @@ def _scale(text: str) -> float:
 
 def _report(args: argparse.Namespace, recorder: Any, result: Any) -> int:
     """Write the events (``--events``), then print the result: one JSON object, or its digest."""
-    if recorder is not None:
-        recorder.write(args.events)
+    write_recorded(args, recorder)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -158,11 +158,20 @@ def _warn(name: str, reason: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..images import RuntimeConfig, build_image
+    from ..images import RuntimeConfig
 
     runtime = RuntimeConfig(cmd=args.cmd, entrypoint=args.entrypoint, env=tuple(args.env), working_dir=args.workdir)
-    recorder = event_recorder(args, "image")
-    result = build_image(
+    show = wanted(args)
+    recorder = event_recorder(args, "image", always=show)
+    with LayerProgress(recorder, "image build", "push", total=len(args.layers), enabled=show):
+        result = _build(args, runtime, recorder)
+    return _report(args, recorder, result)
+
+
+def _build(args: argparse.Namespace, runtime: Any, recorder: Any) -> Any:
+    from ..images import build_image
+
+    return build_image(
         args.layers,
         args.ref,
         compression=args.compression,
@@ -177,7 +186,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         on_skip=_warn,
         events=recorder,
     )
-    return _report(args, recorder, result)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
