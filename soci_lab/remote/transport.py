@@ -250,17 +250,27 @@ def cannot_heal(exc: BaseException, host: str, port: int | None = None) -> str |
 
     from ..oci import is_loopback_host
 
+    todo: list[BaseException] = [exc]
     seen = 0
-    cause: BaseException | None = exc
-    while cause is not None and seen < 8:
-        if isinstance(cause, socket.gaierror):
-            why = cause.strerror or str(cause)
-            return f"cannot resolve host {host!r} ({why})"
-        if isinstance(cause, ConnectionRefusedError) and is_loopback_host(host):
-            where = f"{host}:{port}" if port else host
-            return f"connection refused: nothing listens on {where}"
-        cause = cause.__cause__ or cause.__context__
+    refused = resolved = False
+    why = ""
+    while todo and seen < 32:  # the causes, and the members of groups (trio: one error per address tried)
+        cause = todo.pop()
         seen += 1
+        if isinstance(cause, socket.gaierror):
+            resolved, why = True, cause.strerror or str(cause)
+        elif isinstance(cause, ConnectionRefusedError):
+            refused = True
+        elif isinstance(cause, OSError) and cause.errno is not None:
+            return None  # another failure (unreachable network, reset…): worth a retry
+        if isinstance(cause, BaseExceptionGroup):
+            todo += list(cause.exceptions)
+        todo += [c for c in (cause.__cause__, cause.__context__) if c is not None]
+    if resolved:
+        return f"cannot resolve host {host!r} ({why})"
+    if refused and is_loopback_host(host):
+        where = f"{host}:{port}" if port else host
+        return f"connection refused: nothing listens on {where}"
     return None
 
 
