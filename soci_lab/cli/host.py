@@ -26,6 +26,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -201,22 +202,26 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
         log.close()
     data = b""
     deadline = time.monotonic() + BACKGROUND_TIMEOUT
+    msg: dict[str, Any] | None = None
+    from ..events import EventRecorder
+
+    layers = EventRecorder(strategy=args.mode)  # the serving process's per-layer reports, for the bar
     try:
-        while b"\n" not in data and time.monotonic() < deadline:
-            ready, _, _ = select.select([rfd], [], [], 0.5)
-            if ready:
-                chunk = os.read(rfd, 65536)
-                if not chunk:
+        with LayerProgress(layers, f"mount ({args.mode})", "mount", enabled=wanted(args)):
+            while msg is None and time.monotonic() < deadline:
+                ready, _, _ = select.select([rfd], [], [], 0.5)
+                if ready:
+                    chunk = os.read(rfd, 65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                elif proc.poll() is not None:
                     break
-                data += chunk
-            elif proc.poll() is not None:
-                break
+                while b"\n" in data and msg is None:
+                    line, _, data = data.partition(b"\n")
+                    msg = _serving_message(line, layers)
     finally:
         os.close(rfd)
-    try:
-        msg = json.loads(data.decode().splitlines()[0]) if data.strip() else None
-    except (ValueError, IndexError):
-        msg = None
     if not msg or not msg.get("ok"):
         if proc.poll() is None:
             proc.terminate()
@@ -241,6 +246,39 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _serving_message(line: bytes, layers: Any) -> dict[str, Any] | None:
+    """The serving process's final report (``ok`` …), or None for a progress line (replayed into ``layers``)."""
+    try:
+        doc = json.loads(line.decode())
+    except ValueError:
+        return {"ok": False, "error": "the serving process sent an unreadable report"}
+    if isinstance(doc, dict) and "progress" in doc:
+        layers.emit("mount", 0.0, layer=str(doc["progress"].get("layer")), nbytes=0)
+        return None
+    return doc if isinstance(doc, dict) else {"ok": False, "error": "the serving process sent an unreadable report"}
+
+
+def _report_layers(fd: int, rec: Any) -> Any:
+    """Tell ``mount --background``'s waiting parent of each layer mounted, so it can draw its bar. Returns
+    the function that stops it (call it before the final report closes ``fd``: the number may be reused)."""
+    lock = threading.Lock()
+    live = [True]
+
+    def send(event: Any) -> None:
+        if event.kind == "mount" and event.layer and event.ok:
+            with lock:
+                if live[0]:
+                    with contextlib.suppress(OSError):
+                        os.write(fd, (json.dumps({"progress": {"layer": event.layer}}) + "\n").encode())
+
+    def stop() -> None:
+        with lock:
+            live[0] = False
+
+    rec.subscribe(send)
+    return stop
 
 
 def _rebuild_argv(args: argparse.Namespace) -> list[str]:
@@ -311,6 +349,7 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
     fd = args.serve_fd
     state_path, owns = _state_for(args, target)
     rec = EventRecorder(strategy=args.mode)
+    stop_reporting = _report_layers(fd, rec) if fd is not None else (lambda: None)
     try:
         fs = _filesystem(args, state_path, rec, owns)
         if not owns:
@@ -326,6 +365,7 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
     except BaseException as exc:
         if not owns:
             remove_pointer(target)
+        stop_reporting()
         _report(fd, {"ok": False, "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
         raise
     state = StateDir(state_path)
@@ -336,6 +376,7 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
         rec.write(args.events)
     result = _mount_json(mounted, frame)
     if fd is not None:
+        stop_reporting()
         _report(fd, {"ok": True, "result": result})
     elif args.json:
         print_json(result)

@@ -86,3 +86,21 @@ def test_a_pull_draws_a_bar_before_the_commands_output(sample_ref: str) -> None:
     code, out, shown = _on_a_terminal("run", sample_ref, "--mode", "sequential", "--json", "--", "/bin/sh", "-c",
                                       "true")
     assert code == 0 and "pull (" not in shown
+
+
+@pytest.mark.root
+def test_mount_in_the_background_draws_the_serving_process_layers(sample_ref: str, tmp_path: Path) -> None:
+    target = tmp_path / "mnt"
+    target.mkdir()
+    code, out, shown = _on_a_terminal("mount", sample_ref, str(target), "--mode", "lazy", "--background")
+    try:
+        assert code == 0, shown
+        assert "mount (lazy): layers done 5" in shown  # reported by the serving process, layer by layer
+        assert (target / "app" / "run.sh").is_file()
+    finally:
+        assert soci_lab("umount", str(target)).returncode == 0
+    code, out, shown = _on_a_terminal("mount", sample_ref, str(target), "--mode", "lazy", "--background", "--json")
+    try:
+        assert code == 0 and out.startswith("{") and "layers done" not in shown
+    finally:
+        assert soci_lab("umount", str(target)).returncode == 0
