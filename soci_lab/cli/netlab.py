@@ -48,10 +48,6 @@ def _proxy(args: argparse.Namespace) -> int:
     from ..netlab import ShapingProxy
     from ..netlab.serve import serve_until_signalled
 
-    if not args.upstream.startswith(("http://", "https://")):
-        from ..errors import InvalidInput
-
-        raise InvalidInput(f"--upstream must be an http:// or https:// URL, not {args.upstream!r}")
     server = ShapingProxy(
         args.upstream,
         host=args.host,

@@ -47,15 +47,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     auth = None
     if args.user:
-        user, _, password = args.user.partition(":")
+        user, sep, password = args.user.partition(":")
+        if not sep or not user:
+            from . import UsageError
+
+            raise UsageError("--user takes USER:PASS")
         auth = (user, password)
     layouts = {}
     for item in args.layout:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            from ..errors import InvalidInput
+            from . import UsageError
 
-            raise InvalidInput(f"--layout takes NAME=DIR, not {item!r}")
+            raise UsageError(f"--layout takes NAME=DIR, not {item!r}")
         layouts[name] = path
     registry = EmbeddedRegistry(
         root=args.root,

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput
-from . import argtypes
+from . import UsageError, argtypes
 
 DEFAULT_STORE_URL = "http://127.0.0.1:39091"
 
@@ -65,7 +64,8 @@ def register(subparsers: Any) -> None:
         help="ask the store to build and keep artifacts for REF",
         description="Queue a build of REF in the store (POST /v1/builds) and print the build id and status.",
     )
-    b.add_argument("ref", type=str, metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
+    b.add_argument("ref", type=argtypes.reference_text, metavar="REF",
+                   help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     b.add_argument("--store", type=argtypes.url, default=DEFAULT_STORE_URL, metavar="URL",
                    help=f"the store's URL (default {DEFAULT_STORE_URL})")
     b.add_argument("--platform", type=argtypes.platform_text, default=None,
@@ -96,14 +96,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..oci import Reference
     from ..store import request_build
     from . import print_json
 
-    Reference.parse(args.ref)
     profile = args.profile or ("trace-v1" if args.trace else None)
     if profile == "trace-v1" and args.trace is None:
-        raise InvalidInput("--profile trace-v1 needs --trace FILE")
+        raise UsageError("--profile trace-v1 needs --trace FILE")
     state = request_build(args.store, args.ref, platform=args.platform, profile=profile, trace=args.trace,
                           sync_until_s=args.sync_until, wait=args.wait, timeout=args.timeout)
     if args.json:

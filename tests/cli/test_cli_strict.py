@@ -43,6 +43,10 @@ SIM = ["simulate", "--image", "synthetic:1,size=64MiB,layers=2", "--mode", "lazy
         (["umount", "/nowhere", "--timeout", "30"], "needs a unit"),
         (["mount", "127.0.0.1:5000/a:b", "/mnt", "--mode", "lazy", "--artifact-store", "store:1"], "URL"),
         (["demo", "--scale", "0"], "must be positive"),
+        (["registry", "serve", "--layout", "nodir"], "--layout takes NAME=DIR"),
+        (["registry", "serve", "--user", "nopass"], "--user takes USER:PASS"),
+        (["store", "build", "127.0.0.1:5000/a:b", "--profile", "trace-v1"], "needs --trace FILE"),
+        (["store", "build", "Not A Ref"], "invalid repository"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str,
