@@ -187,3 +187,21 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {text}")
     return value
+
+
+def existing_file(text: str) -> str:
+    """A file that exists now (a trace, a calibration): a missing one is a usage error, before any work."""
+    import os
+
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    """A directory that exists now."""
+    import os
+
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"no such directory: {text}")
+    return text

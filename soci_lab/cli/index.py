@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="uncompressed bytes per span (default 4MiB)")
     c.add_argument("--min-layer-size", type=argtypes.size, default=10 << 20, metavar="S",
                    help="layers smaller than this get no zTOC (default 10MiB)")
-    c.add_argument("--prefetch-trace", type=Path, metavar="FILE",
+    c.add_argument("--prefetch-trace", type=lambda t: Path(argtypes.existing_file(t)), metavar="FILE",
                    help="access trace CSV (t_s,op,path,offset,size): the spans its reads touch become prefetch "
                    "artifacts")
     c.add_argument("--prefetch-path", action="append", dest="prefetch_paths", metavar="PATH",

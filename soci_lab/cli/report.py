@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", type=argtypes.modes, default=argtypes.MODES, metavar="M[,M…]",
                    help="comma-separated from lazy, parallel, sequential (default: all three)")
     p.add_argument("--sim", action="store_true", help="also simulate each mode")
-    p.add_argument("--trace", default=None, metavar="FILE", help="access trace CSV (t_s,op,path,offset,size)")
+    p.add_argument("--trace", type=argtypes.existing_file, default=None, metavar="FILE",
+                   help="access trace CSV (t_s,op,path,offset,size)")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")
     p.add_argument("--config", type=argtypes.config_file, default=None, metavar="FILE", help="soci-style config.toml")
     p.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")

@@ -47,17 +47,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
     work = p.add_mutually_exclusive_group()
-    work.add_argument("--trace", default=None, metavar="FILE", help="access trace CSV (t_s,op,path,offset,size)")
+    work.add_argument("--trace", type=argtypes.existing_file, default=None, metavar="FILE",
+                      help="access trace CSV (t_s,op,path,offset,size)")
     work.add_argument("--read-everything", action="store_true", help="workload: read every file once")
     work.add_argument("--read-fraction", type=argtypes.fraction, default=None, metavar="F",
                       help="workload: a synthetic trace reading fraction F (0..1) of the image")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace (default 0)")
     p.add_argument(
-        "--prefetch-trace", default=None, help="lazy: prefetch the spans this trace reads ([prefetch] enable = true)"
+        "--prefetch-trace", type=argtypes.existing_file, default=None, metavar="FILE",
+        help="lazy: prefetch the spans this trace reads ([prefetch] enable = true)",
     )
     p.add_argument("--config", type=argtypes.config_file, default=None, metavar="FILE", help="soci-style config.toml")
     p.add_argument(
         "--calibration",
+        type=argtypes.existing_file,
+        metavar="FILE",
         default=None,
         help="host and network parameters fitted from real runs (soci_lab.sim.Calibration JSON, e.g. "
         "datasets/calibration/sample-loopback.json); flags given too override it, and with --rtt the fitted "

@@ -72,7 +72,8 @@ def register(subparsers: Any) -> None:
                    help="os/arch[/variant] (default: the store's)")
     b.add_argument("--profile", choices=("startup-local-v1", "trace-v1", "none"), default=None,
                    help="startup profile (default startup-local-v1; trace-v1 needs --trace)")
-    b.add_argument("--trace", type=Path, metavar="FILE", help="recorded access trace for --profile trace-v1")
+    b.add_argument("--trace", type=lambda t: Path(argtypes.existing_file(t)), metavar="FILE",
+                   help="recorded access trace for --profile trace-v1")
     b.add_argument("--sync-until", type=argtypes.duration, default=None, metavar="D",
                    help="trace-v1: spans first read after D are priority 1, 2, … (default: all priority 0)")
     b.add_argument("--wait", action="store_true", help="wait until the build is Ready or Failed")
