@@ -497,7 +497,8 @@ def _summary_line(args: argparse.Namespace, cmd: list[str], result: dict[str, An
         f"soci-lab run: {args.mode} pull of {args.ref} ready in {result['ready_s']:.3f} s "
         f"({format_size(result['bytes_fetched'])} in {result['requests']} requests); "
         f"{' '.join(cmd)} ran {result['cmd_s']:.3f} s, read {result['files_read']} files "
-        f"({format_size(result['bytes_read'])}), exit code {result['exit_code']}"
+        f"({format_size(result['bytes_read'])}), "
+        + (f"exit code {result['exit_code']}" if result["exit_code"] is not None else "stopped once ready")
     )
 
 

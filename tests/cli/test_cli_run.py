@@ -81,3 +81,14 @@ def test_every_option_has_help(command: str) -> None:
         options = text[text.index("options:"):]  # documented as options, not only named in the description
         for flag in ("--mode", "--trace-out", "--events", "--json", "--timeout", "--readiness", "--config"):
             assert flag in options
+
+
+@real_mount
+def test_a_readiness_line_is_matched_and_the_output_still_streams(sample_ref: str) -> None:
+    """With ``--readiness line:RE`` the output must be read to be matched: it is copied through to stdout,
+    and the command, still running when ready, is stopped (exit 0, as for a server that came up)."""
+    proc = soci_lab("run", sample_ref, "--mode", "sequential", "--readiness", "line:^READY$", "--", "/bin/sh", "-c",
+                    "echo before; echo READY; while :; do :; done")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["before", "READY"]
+    assert proc.stderr.splitlines()[-1].endswith("stopped once ready")
