@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soci-lab",
         description="Instrumented container image pulls (lazy SOCI, parallel-eager, sequential), real or simulated.",
+        epilog="Options go before or after positional arguments. '--' ends soci-lab's own arguments: what follows "
+        "is the command that 'run' and 'compare' run. Exit codes: 0 success, 1 runtime failure, 2 usage error; "
+        "'run' exits with its command's code. 'soci-lab COMMAND --help' documents each command.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs (anywhere on the line)")
     parser.add_argument("--version", action="version", version=f"soci-lab {version()}",

@@ -43,7 +43,9 @@ BACKGROUND_TIMEOUT = 900.0
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", type=argtypes.reference, metavar="REF",
                    help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
-    p.add_argument("--mode", choices=("lazy", "parallel", "sequential"), required=True, help="how to get layers")
+    p.add_argument("--mode", choices=("lazy", "parallel", "sequential"), required=True,
+                   help="how to get layers: lazy (SOCI index, FUSE), parallel (concurrent download and unpack) "
+                   "or sequential (containerd-like)")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="where layers, caches and the record live")
     p.add_argument("--config", type=argtypes.config_file, metavar="FILE", help="soci-snapshotter style config.toml")
     p.add_argument("--artifact-store", type=argtypes.url, metavar="URL",
