@@ -75,17 +75,19 @@ def register(subparsers: Any) -> None:
 
 
 def is_registry_ref(text: str) -> bool:
-    """Whether ``--image`` names a registry image: not a file, not ``oci:``/``synthetic:``, and a REF."""
+    """Whether ``--image`` names a registry image: not a file, not ``oci:``/``synthetic:``, and a REF that
+    names its registry (``HOST[:PORT]/REPO…``, as docs/cli.md writes REF), so that a mistyped file name
+    (``models/img``) is reported as a missing file rather than looked up on Docker Hub."""
     from ..errors import InvalidInput
     from ..oci import Reference
 
     if text.startswith(("oci:", "synthetic:")) or text.endswith(".json") or Path(text).exists():
         return False
     try:
-        Reference.parse(text)
+        ref = Reference.parse(text)
     except InvalidInput:
         return False
-    return True
+    return ref.registry != "docker.io" or text.startswith("docker.io/")
 
 
 def load_image(
@@ -118,7 +120,7 @@ def load_image(
     if is_registry_ref(text):
         return image_from_registry(text, span_size=span_size, min_layer_size=min_layer_size, insecure=insecure,
                                    creds=creds)
-    raise SimulationError(f"{text}: no such image-model file")
+    raise SimulationError(f"{text}: no such image-model file (a registry image is HOST[:PORT]/REPO[:TAG])")
 
 
 def image_from_registry(
