@@ -2,14 +2,18 @@
 
 Sections and keys mirror upstream (``[http]``, ``[blob]``, ``[fuse]``, ``[background_fetch]``,
 ``[prefetch]``, ``[pull_modes.*]``, ``[external_artifact_store]``) with upstream's defaults, so a user can
-load a production config and use it for a real or a simulated run. Keys soci_lab does not model are kept
-in ``Config.unknown`` (and reported by ``soci-lab --debug``) rather than refused: production files carry
-many snapshotter-only keys.
+load a production config and use it for a real or a simulated run.
+
+Loading is strict: a key or section that is neither modelled here nor one of soci-snapshotter's own
+(``UPSTREAM_ONLY``: ``metrics_address``, ``[cri_keychain]``…, kept in ``Config.unknown`` so a production
+file loads) is an error naming the key and the closest valid one, and a number out of its range
+(``max_retries = -5``) is an error too: a typo must not silently leave a default in force.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +199,10 @@ class Config:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -210,15 +217,52 @@ class Config:
         return out
 
 
+#: soci-snapshotter's own keys and sections that soci_lab does not model (``config/config.toml`` upstream):
+#: accepted and kept in ``Config.unknown``. A section listed here takes any keys.
+UPSTREAM_ONLY: dict[str, frozenset[str]] = {
+    "": frozenset({
+        "http_cache_type", "resolve_result_entry", "debug", "no_prometheus", "mount_timeout_sec",
+        "fuse_metrics_emit_wait_duration_sec", "metrics_address", "metrics_network", "debug_address",
+        "metadata_store", "skip_check_snapshotter_supported", "directory_cache", "content_store", "resolver",
+        "kubeconfig_keychain", "cri_keychain", "snapshotter", "registry", "Mirror", "RegistryConfig", "auth", "tls",
+    }),
+    "fuse": frozenset({"log_fuse_operations"}),
+}
+
+#: integer keys that may go below zero, and how far (everything else must be >= 0)
+INT_MINIMUM: dict[str, int | None] = {
+    "pull_modes.parallel_pull_unpack.max_concurrent_downloads": -1,  # -1: unlimited
+    "pull_modes.parallel_pull_unpack.max_concurrent_downloads_per_image": -1,
+    "pull_modes.parallel_pull_unpack.max_concurrent_unpacks": -1,
+    "pull_modes.parallel_pull_unpack.max_concurrent_unpacks_per_image": -1,
+    "blob.max_span_verification_retries": None,  # negative: upstream's default of 3
+}
+
+
+def _unknown_key(where: str, key: str, modelled: set[str], upstream: frozenset[str], is_table: bool) -> ConfigError:
+    """The error for a key nobody knows, naming the closest valid one (else listing soci_lab's own)."""
+    dotted = f"{where}.{key}" if where else key
+    valid = sorted(modelled | upstream)
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(key.lower(), valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {(f'{where}.' if where else '') + near[0]!r}?" if near else \
+        f" (soci_lab reads: {', '.join(sorted(modelled))})"
+    what = f"section [{dotted}]" if is_table else f"key {dotted!r}"
+    return ConfigError(f"unknown config {what}{hint}")
+
+
 def _build(cls: type, data: Any, where: str, unknown: dict[str, Any] | None = None) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"config section [{where}] must be a table, not {type(data).__name__}")
     hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)} - {"unknown"}
+    upstream = UPSTREAM_ONLY.get(where, frozenset())
     for key, value in data.items():
         dotted = f"{where}.{key}" if where else key
-        if key not in names or key == "unknown":
+        if key not in names:
+            if key not in upstream:
+                raise _unknown_key(where, key, names, upstream, isinstance(value, dict))
             if unknown is not None:
                 unknown[dotted] = value
             continue
@@ -243,6 +287,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {where} must be an integer, not {value!r}")
+        low = INT_MINIMUM.get(where, 0)
+        if low is not None and value < low:
+            raise ConfigError(f"config key {where} must be {low} or more, not {value}")
         return value
     if hint is str:
         if not isinstance(value, str):

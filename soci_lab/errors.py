@@ -366,3 +366,7 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
         if isinstance(exc, Exception):
             return exc
     return leaves[0] if leaves else group
+
+
+class NotARegistry(RegistryError):
+    """The host answers HTTP, but ``GET /v2/`` says it does not speak the distribution API."""

@@ -2,7 +2,13 @@
 
 Each command group lives in a module of this package that exposes ``register(subparsers)``; the module
 list below is the only place to touch when a room adds commands. Exit codes: 0 success, 1 runtime failure
-(one clear line on stderr; the traceback only with ``--debug``), 2 usage error.
+(one clear line on stderr; the traceback only with ``--debug``), 2 usage error; ``run`` passes its
+command's own exit code through.
+
+Command lines: options go before or after the positional arguments, for every command. A ``--`` ends
+soci-lab's own arguments: what follows is the command that ``run`` and ``compare`` run (argparse cannot
+mix a command that has options of its own with options after positionals, so the split is made here,
+before argparse sees the line). ``--debug`` and ``--version`` are accepted anywhere before ``--``.
 """
 
 from __future__ import annotations
@@ -27,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soci-lab",
         description="Instrumented container image pulls (lazy SOCI, parallel-eager, sequential), real or simulated.",
+        epilog="Options go before or after positional arguments. '--' ends soci-lab's own arguments: what follows "
+        "is the command that 'run' and 'compare' run. Exit codes: 0 success, 1 runtime failure, 2 usage error; "
+        "'run' exits with its command's code. 'soci-lab COMMAND --help' documents each command.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs (anywhere on the line)")
+    parser.add_argument("--version", action="version", version=f"soci-lab {version()}",
+                        help="print the version and exit (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         try:
@@ -41,9 +52,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class UsageError(Exception):
+    """A command line that parsed but does not make sense (two workloads at once…): exit 2, one line."""
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when it is run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("soci_lab")
+    except PackageNotFoundError:  # pragma: no cover - a plain checkout on PYTHONPATH
+        from .. import __version__
+
+        return __version__
+
+
+#: flags of ``soci-lab`` itself that may stand anywhere before ``--``
+ANYWHERE = ("--debug", "--version")
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """soci-lab's own arguments, and the command after the first ``--`` (None when there is no ``--``).
+
+    ``--debug`` and ``--version`` are moved to the front, where the top-level parser reads them.
+    """
+    argv = list(argv)
+    cmd: list[str] | None = None
+    if "--" in argv:
+        i = argv.index("--")
+        argv, cmd = argv[:i], argv[i + 1 :]
+    front = [a for a in argv if a in ANYWHERE]
+    rest = [a for a in argv if a not in ANYWHERE]
+    return front + rest, cmd
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a ``soci-lab`` command line (see the module docstring); usage errors exit 2 via argparse."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    own, cmd = split_argv(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(own)
+    takes_cmd = getattr(args, "takes_cmd", False)
+    sub = _subparser(parser, args.command)
+    if cmd is not None and not takes_cmd:
+        sub.error(f"'{args.command}' runs no command: nothing may follow '--' (got: {' '.join(cmd)})")
+    if takes_cmd:
+        args.cmd = cmd or []
+        if takes_cmd == "required" and not args.cmd:
+            sub.error(f"'{args.command}' needs a command after '--' (soci-lab {args.command} … -- CMD [ARG…])")
+    return args
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of command ``name`` (its usage line is the one a usage error should show)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``soci-lab`` command line; returns the exit code (argparse's usage errors included)."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.debug:
         import logging
 
@@ -53,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        print(f"soci-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except SociLabError as exc:
         if args.debug:
             raise
@@ -77,19 +154,29 @@ def add_registry_options(p: argparse.ArgumentParser) -> None:
     """
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
-    p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
+    from .argtypes import events_file
+
+    p.add_argument("--events", type=events_file, metavar="FILE",
+                   help="write the run's events (.csv, .jsonl or .parquet)")
 
 
-def event_recorder(args: argparse.Namespace, strategy: str) -> EventRecorder | None:
-    """A recorder for ``--events FILE`` with ``strategy`` in its events, or None when no file was asked for.
+def event_recorder(args: argparse.Namespace, strategy: str, *, always: bool = False) -> EventRecorder | None:
+    """A recorder for ``--events FILE`` with ``strategy`` in its events, or None when no file was asked for
+    (``always``: a recorder anyway, e.g. to drive a progress bar).
 
     The events module is imported only when needed, to keep the CLI's start-up light.
     """
-    if not args.events:
+    if not args.events and not always:
         return None
     from ..events import EventRecorder
 
     return EventRecorder(strategy=strategy)
+
+
+def write_recorded(args: argparse.Namespace, recorder: EventRecorder | None) -> None:
+    """Write the recorder's events to ``--events FILE`` when one was asked for."""
+    if recorder is not None and args.events:
+        recorder.write(args.events)
 
 
 def print_json(obj: Any) -> None:

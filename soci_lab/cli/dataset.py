@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from . import argtypes
+
 
 def register(subparsers: Any) -> None:
     """Add ``dataset list``, ``dataset build`` and ``dataset record``."""
@@ -33,7 +35,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("name", help="recipe name")
     r.add_argument("--trace-out", default=None, help="write the startup trace CSV here")
     r.add_argument("--startup-json", default=None, help="write the startup numbers (fraction read) here")
-    r.add_argument("--timeout", type=float, default=None, help="seconds to wait for readiness")
+    r.add_argument("--timeout", type=argtypes.duration, default=None, metavar="D",
+                   help="how long to wait for readiness, e.g. 120s")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(handler=_record)
 

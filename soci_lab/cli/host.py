@@ -32,12 +32,14 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import MountError, SociLabError, WorkloadError
 from . import argtypes
+from .progress import LayerProgress, wanted
 
 CLI_CODE = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
 #: how long ``mount --background`` waits for its serving process to report ready
@@ -47,17 +49,22 @@ BACKGROUND_TIMEOUT = 900.0
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", type=argtypes.reference, metavar="REF",
                    help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
-    p.add_argument("--mode", choices=("lazy", "parallel", "sequential"), required=True, help="how to get layers")
+    p.add_argument("--mode", choices=("lazy", "parallel", "sequential"), required=True,
+                   help="how to get layers: lazy (SOCI index, FUSE), parallel (concurrent download and unpack) "
+                   "or sequential (containerd-like)")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="where layers, caches and the record live")
-    p.add_argument("--config", type=Path, metavar="FILE", help="soci-snapshotter style config.toml")
-    p.add_argument("--artifact-store", metavar="URL", help="Hermes-compatible artifact store (enables it)")
-    p.add_argument("--index-digest", metavar="DIGEST", help="use this SOCI index (skips discovery)")
+    p.add_argument("--config", type=argtypes.config_file, metavar="FILE", help="soci-snapshotter style config.toml")
+    p.add_argument("--artifact-store", type=argtypes.url, metavar="URL",
+                   help="Hermes-compatible artifact store (enables it)")
+    p.add_argument("--index-digest", type=argtypes.digest_text, metavar="DIGEST",
+                   help="use this SOCI index (skips discovery)")
     p.add_argument(
         "--no-fallback",
         action="store_true",
         help="lazy: fail instead of going eager (no index) or local (no lazy pull mode)",
     )
-    p.add_argument("--events", metavar="FILE", help="write the run's events (.csv, .jsonl or .parquet)")
+    p.add_argument("--events", type=argtypes.events_file, metavar="FILE",
+                   help="write the run's events (.csv, .jsonl or .parquet)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
@@ -76,9 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "overlayfs. Returns when the rootfs is ready; serves until SIGINT/SIGTERM unless --background.",
     )
     _common(m)
-    m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="an existing, empty directory")
     m.add_argument("--background", action="store_true", help="leave a serving process behind and exit 0")
     m.add_argument("--writable", action="store_true", help="add a writable upper layer (in the state dir)")
+    m.add_argument("--allow-nonempty", action="store_true",
+                   help="mount even when MOUNTPOINT has files (they are hidden until umount)")
     m.add_argument("--serve-fd", type=int, default=None, help=argparse.SUPPRESS)
     m.add_argument("--creds-fd", type=int, default=None, help=argparse.SUPPRESS)
     m.set_defaults(handler=cmd_mount)
@@ -91,10 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "soci-lab recorded making are touched: a path without a record, or with another mount at or under it, "
         "is refused (exit 1) and left as it is.",
     )
-    u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="where 'soci-lab mount' mounted the rootfs")
     u.add_argument("--json", action="store_true", help="print bytes_fetched, requests, spans_fetched, spans_total")
-    u.add_argument("--events", metavar="FILE", help="write the events recovered from a killed mount")
-    u.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the serving process")
+    u.add_argument("--events", type=argtypes.events_file, metavar="FILE",
+                   help="write the events recovered from a killed mount")
+    u.add_argument("--timeout", type=argtypes.duration, default=30.0, metavar="D",
+                   help="how long to wait for the serving process, e.g. 30s (default 30s)")
     u.set_defaults(handler=cmd_umount)
 
     r = subparsers.add_parser(
@@ -102,35 +113,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mount, run a command chrooted in the rootfs recording its file accesses, unmount",
         usage="soci-lab run REF --mode M [options] -- CMD [ARG…]",
         description="Mount REF as 'mount' does (with a writable upper layer), run CMD chrooted in the rootfs "
-        "under strace, unmount. Put CMD after '--'. Options: " + _run_parser().format_usage().split(" ", 2)[-1],
-        add_help=True,
+        "under strace, unmount. Put CMD after '--'. Like 'docker run': CMD's stdout and stderr stream through "
+        "(with --json its stdout goes to stderr, so that stdout holds only the JSON object), and CMD's exit "
+        "code is soci-lab's (128+N when a signal N killed it); the summary goes to stderr. soci-lab's own "
+        "failures exit 1 (runtime) or 2 (usage) before CMD runs.",
     )
-    r.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    r.set_defaults(handler=cmd_run)
-
-
-def _run_parser() -> argparse.ArgumentParser:
-    """The options of ``run`` (parsed from what comes before ``--``; argparse cannot mix them with a
-    command that has options of its own)."""
-    p = argparse.ArgumentParser(prog="soci-lab run", add_help=False)
-    _common(p)
-    p.add_argument("--trace-out", type=Path, metavar="FILE", help="write the access trace (t_s,op,path,offset,size)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds CMD may run (default 600)")
-    p.add_argument("--readiness", default="exit", help="exit (default), line:REGEX or path:/P")
-    return p
-
-
-def _parse_run(rest: list[str]) -> argparse.Namespace:
-    if "--" in rest:
-        i = rest.index("--")
-        before, cmd = rest[:i], rest[i + 1 :]
-    else:
-        before, cmd = rest, []
-    args = _run_parser().parse_args(before)
-    if not cmd:
-        _run_parser().error("run needs a command after '--'")
-    args.cmd = cmd
-    return args
+    _common(r)
+    r.add_argument("--trace-out", type=Path, metavar="FILE", help="write the access trace (t_s,op,path,offset,size)")
+    r.add_argument("--timeout", type=argtypes.duration, default=600.0, metavar="D",
+                   help="how long CMD may run, e.g. 90s or 10m (default 10m); then it is stopped and run fails")
+    r.add_argument("--readiness", default="exit", metavar="RULE",
+                   help="when CMD counts as done: exit (default: it exits), line:REGEX (a line of its output "
+                   "matches; then it is stopped) or path:/P (a file appears in the rootfs)")
+    r.set_defaults(handler=cmd_run, takes_cmd="required")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -194,6 +189,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise MountError(f"mountpoint {target} is not a directory")
     if is_mounted(target):
         raise MountError(f"{target} is already a mount point")
+    if not args.allow_nonempty and args.serve_fd is None and any(target.iterdir()):
+        raise MountError(f"mountpoint {target} is not empty: its files would be hidden while the image is mounted "
+                         "(pass --allow-nonempty to mount over them)")
     if find_state_dir(target) is not None and args.serve_fd is None:
         raise MountError(f"{target} has the state of an earlier mount: run 'soci-lab umount {target}' first")
     state, _owns = _state_for(args, target)
@@ -262,22 +260,26 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
             os.close(creds_r)
     data = b""
     deadline = time.monotonic() + BACKGROUND_TIMEOUT
+    msg: dict[str, Any] | None = None
+    from ..events import EventRecorder
+
+    layers = EventRecorder(strategy=args.mode)  # the serving process's per-layer reports, for the bar
     try:
-        while b"\n" not in data and time.monotonic() < deadline:
-            ready, _, _ = select.select([rfd], [], [], 0.5)
-            if ready:
-                chunk = os.read(rfd, 65536)
-                if not chunk:
+        with LayerProgress(layers, f"mount ({args.mode})", "mount", enabled=wanted(args)):
+            while msg is None and time.monotonic() < deadline:
+                ready, _, _ = select.select([rfd], [], [], 0.5)
+                if ready:
+                    chunk = os.read(rfd, 65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                elif proc.poll() is not None:
                     break
-                data += chunk
-            elif proc.poll() is not None:
-                break
+                while b"\n" in data and msg is None:
+                    line, _, data = data.partition(b"\n")
+                    msg = _serving_message(line, layers)
     finally:
         os.close(rfd)
-    try:
-        msg = json.loads(data.decode().splitlines()[0]) if data.strip() else None
-    except (ValueError, IndexError):
-        msg = None
     if not msg or not msg.get("ok"):
         if proc.poll() is None:
             proc.terminate()
@@ -301,6 +303,39 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
     return 0
 
 
+def _serving_message(line: bytes, layers: Any) -> dict[str, Any] | None:
+    """The serving process's final report (``ok`` …), or None for a progress line (replayed into ``layers``)."""
+    try:
+        doc = json.loads(line.decode())
+    except ValueError:
+        return {"ok": False, "error": "the serving process sent an unreadable report"}
+    if isinstance(doc, dict) and "progress" in doc:
+        layers.emit("mount", 0.0, layer=str(doc["progress"].get("layer")), nbytes=0)
+        return None
+    return doc if isinstance(doc, dict) else {"ok": False, "error": "the serving process sent an unreadable report"}
+
+
+def _report_layers(fd: int, rec: Any) -> Any:
+    """Tell ``mount --background``'s waiting parent of each layer mounted, so it can draw its bar. Returns
+    the function that stops it (call it before the final report closes ``fd``: the number may be reused)."""
+    lock = threading.Lock()
+    live = [True]
+
+    def send(event: Any) -> None:
+        if event.kind == "mount" and event.layer and event.ok:
+            with lock:
+                if live[0]:
+                    with contextlib.suppress(OSError):
+                        os.write(fd, (json.dumps({"progress": {"layer": event.layer}}) + "\n").encode())
+
+    def stop() -> None:
+        with lock:
+            live[0] = False
+
+    rec.subscribe(send)
+    return stop
+
+
 def _rebuild_argv(args: argparse.Namespace) -> list[str]:
     """The mount command line (for the serving process) from the parsed arguments."""
     out = ["mount", str(args.ref), str(args.mountpoint), "--mode", args.mode]
@@ -319,6 +354,7 @@ def _rebuild_argv(args: argparse.Namespace) -> list[str]:
         ("--insecure", args.insecure),
         ("--writable", args.writable),
         ("--allow-setuid-and-devices", args.allow_setuid_and_devices),
+        ("--allow-nonempty", args.allow_nonempty),
     ):
         if on:
             out.append(flag)
@@ -377,12 +413,14 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
     fd = args.serve_fd
     state_path, owns = _state_for(args, target)
     rec = EventRecorder(strategy=args.mode)
+    stop_reporting = _report_layers(fd, rec) if fd is not None else (lambda: None)
     try:
         fs = _filesystem(args, state_path, rec, owns)
         if not owns:
             write_pointer(target, state_path)
         me = os.getpid()
-        with _sigterm_interrupts():
+        show = fd is None and wanted(args)
+        with _sigterm_interrupts(), LayerProgress(rec, f"mount ({args.mode})", "mount", enabled=show):
             mounted = anyio.run(
                 lambda: fs.mount(
                     args.ref, target, args.mode, writable=args.writable, on_layer=lambda m: m.save_record(me)
@@ -391,6 +429,7 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
     except BaseException as exc:
         if not owns:
             remove_pointer(target)
+        stop_reporting()
         if fd is None:  # a serving process of --background leaves it to its parent (which reads server.log)
             _clean_state(state_path)
         _report(fd, {"ok": False, "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
@@ -403,6 +442,7 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
         rec.write(args.events)
     result = _mount_json(mounted, frame)
     if fd is not None:
+        stop_reporting()
         _report(fd, {"ok": True, "result": result})
     elif args.json:
         print_json(result)
@@ -453,29 +493,60 @@ def cmd_umount(args: argparse.Namespace) -> int:
 # --- run -------------------------------------------------------------------------------------------------
 
 
-def run_recorded(rootfs: Path, cmd: list[str], rec: Any, *, timeout: float, readiness: str) -> dict[str, Any]:
-    """Run ``cmd`` chrooted in ``rootfs`` under strace; its exit code, times and access trace."""
+def _streaming_workload(rootfs: str, cmd: list[str], readiness: str, rec: Any, wrapper: list[str],
+                        stdout: int, stderr: int) -> Any:
+    """A :class:`~soci_lab.workload.RunningWorkload` whose command writes to ``stdout``/``stderr`` (file
+    descriptors) as ``docker run``'s does. With a ``line:`` readiness rule its output must be read to be
+    matched, so there it is merged and copied through to ``stdout`` line by line instead."""
+    from ..workload import RunningWorkload
+
+    class Streaming(RunningWorkload):
+        def start(self) -> None:
+            if self.readiness.kind == "line":
+                super().start()
+                return
+            argv = self.argv()
+            self._ev_t0 = self.recorder.now() if self.recorder else 0.0
+            self.t_start = time.monotonic()
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                             env=self.env, start_new_session=True)
+            except FileNotFoundError as exc:
+                raise WorkloadError(f"cannot start {argv[0]}: {exc.strerror}") from None
+
+    out = os.fdopen(os.dup(stdout), "wb", buffering=0)
+    return Streaming(rootfs, cmd, readiness, recorder=rec, wrapper=wrapper, output=out)
+
+
+def run_recorded(rootfs: Path, cmd: list[str], rec: Any, *, timeout: float, readiness: str,
+                 stdout: int = 1, stderr: int = 2) -> dict[str, Any]:
+    """Run ``cmd`` chrooted in ``rootfs`` under strace, its output going to the file descriptors ``stdout``
+    and ``stderr``; its exit code (128+N after signal N), times and access trace."""
     import tempfile
 
     from ..errors import ReadinessTimeout
-    from ..workload import RunningWorkload, Trace, parse_strace, strace_argv
+    from ..workload import Trace, parse_strace, strace_argv
 
     root = os.path.realpath(rootfs)
     out: dict[str, Any] = {"exit_code": None, "timed_out": False}
     with tempfile.TemporaryDirectory(prefix="soci-lab-run-") as tmp:
         log_path = Path(tmp) / "strace.log"
-        w = RunningWorkload(root, cmd, readiness, recorder=rec, wrapper=strace_argv(str(log_path)))
-        with w:
-            try:
-                w.wait_ready(timeout)
-            except ReadinessTimeout:
-                out["timed_out"] = True
-            except WorkloadError as exc:  # exited non-zero: that is data here, not a failure of run
-                out["error"] = str(exc)
-            assert w.proc is not None
-            out["exit_code"] = w.proc.poll()
-            out["cmd_s"] = w.ready_s if w.ready_s is not None else w.elapsed()
-            out["tail"] = list(w.tail)[-20:]
+        w = _streaming_workload(root, cmd, readiness, rec, strace_argv(str(log_path)), stdout, stderr)
+        try:
+            with w:
+                try:
+                    w.wait_ready(timeout)
+                except ReadinessTimeout:
+                    out["timed_out"] = True
+                except WorkloadError as exc:  # exited non-zero: that is data here, not a failure of run
+                    out["error"] = str(exc)
+                assert w.proc is not None
+                code = w.proc.poll()
+                out["exit_code"] = 128 - code if code is not None and code < 0 else code
+                out["cmd_s"] = w.ready_s if w.ready_s is not None else w.elapsed()
+                out["tail"] = list(w.tail)[-20:]
+        finally:
+            w.output.close()
         try:
             with open(log_path, encoding="utf-8", errors="surrogateescape") as f:
                 conv = parse_strace(f, root)
@@ -483,6 +554,18 @@ def run_recorded(rootfs: Path, cmd: list[str], rec: Any, *, timeout: float, read
         except FileNotFoundError:
             out["trace"] = Trace([])
     return out
+
+
+def _summary_line(args: argparse.Namespace, cmd: list[str], result: dict[str, Any]) -> str:
+    from ..units import format_size
+
+    return (
+        f"soci-lab run: {args.mode} pull of {args.ref} ready in {result['ready_s']:.3f} s "
+        f"({format_size(result['bytes_fetched'])} in {result['requests']} requests); "
+        f"{' '.join(cmd)} ran {result['cmd_s']:.3f} s, read {result['files_read']} files "
+        f"({format_size(result['bytes_read'])}), "
+        + (f"exit code {result['exit_code']}" if result["exit_code"] is not None else "stopped once ready")
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -493,7 +576,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..workload import save_trace
     from . import print_json
 
-    args = _parse_run(list(args.rest))
     cmd = list(args.cmd)
     from ..snapshot.state import StateDir, state_root
 
@@ -505,14 +587,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         target.mkdir(exist_ok=True)
         fs = _filesystem(args, state, rec, owns)
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), LayerProgress(rec, f"pull ({args.mode})", "mount", enabled=wanted(args)):
             mounted = anyio.run(lambda: fs.mount(args.ref, target, args.mode, writable=True))
     except BaseException:
         _clean_state(state)
         raise
     ready_json = _mount_json(mounted, rec.to_frame())
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        outcome = run_recorded(target, cmd, rec, timeout=args.timeout, readiness=args.readiness)
+        # like docker run: CMD's output streams through; with --json stdout is the JSON object's alone
+        outcome = run_recorded(target, cmd, rec, timeout=args.timeout, readiness=args.readiness,
+                               stdout=2 if args.json else 1, stderr=2)
     finally:
         frame = mounted.unmount()
     trace = outcome["trace"]
@@ -540,10 +626,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.json:
         print_json(result)
+    else:
+        print(_summary_line(args, cmd, result), file=sys.stderr, flush=True)
     if outcome["timed_out"]:
         raise WorkloadError(f"{' '.join(cmd)} did not finish within {args.timeout:g}s")
     code = outcome["exit_code"]
-    if code not in (0, None):
-        print(f"soci-lab run: {' '.join(cmd)} exited with {code}", file=sys.stderr)
-        return 1
-    return 0
+    return int(code) if code is not None else 0

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import add_registry_options, argtypes, event_recorder
+from . import add_registry_options, argtypes, event_recorder, write_recorded
+from .progress import LayerProgress, wanted
 
 
 def _level(lo: int, hi: int) -> Any:
@@ -56,8 +57,7 @@ def _scale(text: str) -> float:
 
 def _report(args: argparse.Namespace, recorder: Any, result: Any) -> int:
     """Write the events (``--events``), then print the result: one JSON object, or its digest."""
-    if recorder is not None:
-        recorder.write(args.events)
+    write_recorded(args, recorder)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="a directory that becomes one layer (repeat, bottom first)",
     )
-    b.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    b.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip",
+                   help="layer compression (default gzip)")
     b.add_argument("--gzip-level", type=_level(0, 9), default=6, metavar="N", help="gzip level 0..9 (default 6)")
     b.add_argument("--zstd-level", type=_level(1, 22), default=3, metavar="N", help="zstd level 1..22 (default 3)")
     b.add_argument(
@@ -103,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--jobs", type=_level(1, 64), default=None, metavar="N", help="layers built at once")
     add_registry_options(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.add_argument("ref", type=argtypes.reference, metavar="REF")
+    b.add_argument("ref", type=argtypes.reference, metavar="REF",
+                   help="where to push: HOST[:PORT]/REPO[:TAG] or oci:PATH[:TAG]")
     b.set_defaults(handler=cmd_build)
 
     c = sub.add_parser(
@@ -112,8 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Copy an image (index, manifests, configs, layers) from SRC to DST; each is "
         "HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]. Every blob is verified against its digest.",
     )
-    c.add_argument("src", type=argtypes.reference, metavar="SRC")
-    c.add_argument("dst", type=argtypes.reference, metavar="DST")
+    c.add_argument("src", type=argtypes.reference, metavar="SRC", help="the image to copy (REF)")
+    c.add_argument("dst", type=argtypes.reference, metavar="DST", help="where to copy it (REF)")
     c.add_argument("--platform", type=argtypes.platform, help="copy only this platform's manifest of an index")
     add_registry_options(c)
     c.add_argument("--src-creds", metavar="USER:PASS", help="credentials for SRC only")
@@ -127,7 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fetch REF's manifest, config and layers; check each against its digest and each "
         "layer's uncompressed bytes against the config's diffID. Prints the manifest digest.",
     )
-    v.add_argument("ref", type=argtypes.reference, metavar="REF")
+    v.add_argument("ref", type=argtypes.reference, metavar="REF",
+                   help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     v.add_argument("--platform", type=argtypes.platform, help="for an image index: os/arch[/variant]")
     add_registry_options(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -140,7 +143,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "same files, modes and mtimes every time). Prints one directory per line, bottom first; with "
         "--build REF, also builds the image (Cmd: /bin/sh /app/run.sh) and prints its digest last.",
     )
-    s.add_argument("dest", type=Path, metavar="DEST")
+    s.add_argument("dest", type=Path, metavar="DEST", help="directory for the layer trees (created)")
     s.add_argument("--scale", type=_scale, default=1.0, help="size factor (default 1.0)")
     s.add_argument("--build", type=argtypes.reference, metavar="REF",
                    help="also build the image into REF; print its digest last")
@@ -155,11 +158,20 @@ def _warn(name: str, reason: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..images import RuntimeConfig, build_image
+    from ..images import RuntimeConfig
 
     runtime = RuntimeConfig(cmd=args.cmd, entrypoint=args.entrypoint, env=tuple(args.env), working_dir=args.workdir)
-    recorder = event_recorder(args, "image")
-    result = build_image(
+    show = wanted(args)
+    recorder = event_recorder(args, "image", always=show)
+    with LayerProgress(recorder, "image build", "push", total=len(args.layers), enabled=show):
+        result = _build(args, runtime, recorder)
+    return _report(args, recorder, result)
+
+
+def _build(args: argparse.Namespace, runtime: Any, recorder: Any) -> Any:
+    from ..images import build_image
+
+    return build_image(
         args.layers,
         args.ref,
         compression=args.compression,
@@ -174,7 +186,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         on_skip=_warn,
         events=recorder,
     )
-    return _report(args, recorder, result)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_registry_options, argtypes, event_recorder
+from . import add_registry_options, argtypes, event_recorder, write_recorded
+from .progress import LayerProgress, wanted
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="uncompressed bytes per span (default 4MiB)")
     c.add_argument("--min-layer-size", type=argtypes.size, default=10 << 20, metavar="S",
                    help="layers smaller than this get no zTOC (default 10MiB)")
-    c.add_argument("--prefetch-trace", type=Path, metavar="FILE",
+    c.add_argument("--prefetch-trace", type=lambda t: Path(argtypes.existing_file(t)), metavar="FILE",
                    help="access trace CSV (t_s,op,path,offset,size): the spans its reads touch become prefetch "
                    "artifacts")
     c.add_argument("--prefetch-path", action="append", dest="prefetch_paths", metavar="PATH",
@@ -78,18 +79,19 @@ def cmd_create(args: argparse.Namespace) -> int:
     from ..ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER
     from . import print_json
 
-    recorder = event_recorder(args, "index")
+    show = wanted(args)
+    recorder = event_recorder(args, "index", always=show)
     try:
-        result = create_soci_index(
-            args.ref, version=args.format, span_size=args.span_size, min_layer_size=args.min_layer_size,
-            prefetch_paths=args.prefetch_paths, prefetch_trace=args.prefetch_trace,
-            build_tool_identifier=args.build_tool_identifier or DEFAULT_BUILD_TOOL_IDENTIFIER,
-            optimize_xattrs="xattr" in args.optimizations, platform=args.platform, insecure=args.insecure,
-            creds=args.creds, events=recorder,
-        )
+        with LayerProgress(recorder, "index create", "ztoc_build", enabled=show):
+            result = create_soci_index(
+                args.ref, version=args.format, span_size=args.span_size, min_layer_size=args.min_layer_size,
+                prefetch_paths=args.prefetch_paths, prefetch_trace=args.prefetch_trace,
+                build_tool_identifier=args.build_tool_identifier or DEFAULT_BUILD_TOOL_IDENTIFIER,
+                optimize_xattrs="xattr" in args.optimizations, platform=args.platform, insecure=args.insecure,
+                creds=args.creds, events=recorder,
+            )
     finally:
-        if recorder is not None:
-            recorder.write(args.events)
+        write_recorded(args, recorder)
     if args.json:
         print_json(result.to_json())
     else:
@@ -108,8 +110,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         info = index_info(args.ref, index_digest=args.index_digest, platform=args.platform, insecure=args.insecure,
                           creds=args.creds, events=recorder)
     finally:
-        if recorder is not None:
-            recorder.write(args.events)
+        write_recorded(args, recorder)
     if args.json:
         print_json(info.to_json())
     else:

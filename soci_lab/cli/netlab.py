@@ -27,9 +27,10 @@ def register(subparsers: Any) -> None:
             'Example: --faults "seed=7,http500=0.1,reset=0.05,stall=0.02:2s"'
         ),
     )
-    proxy.add_argument("--upstream", required=True, help="base URL of the registry, e.g. http://127.0.0.1:5000")
+    proxy.add_argument("--upstream", required=True, type=argtypes.url, metavar="URL",
+                       help="base URL of the registry, e.g. http://127.0.0.1:5000")
     proxy.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    proxy.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    proxy.add_argument("--port", type=argtypes.port, default=0, help="port (default 0: a free one)")
     proxy.add_argument(
         "--bandwidth", type=argtypes.rate, default=None, help="limit shared by all connections, e.g. 100Mbit"
     )
@@ -47,10 +48,6 @@ def _proxy(args: argparse.Namespace) -> int:
     from ..netlab import ShapingProxy
     from ..netlab.serve import serve_until_signalled
 
-    if not args.upstream.startswith(("http://", "https://")):
-        from ..errors import InvalidInput
-
-        raise InvalidInput(f"--upstream must be an http:// or https:// URL, not {args.upstream!r}")
     server = ShapingProxy(
         args.upstream,
         host=args.host,

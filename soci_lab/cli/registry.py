@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--root", default=None, help="directory of repositories (default: a temporary one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    serve.add_argument("--port", type=argtypes.port, default=0, help="port (default 0: a free one)")
     serve.add_argument(
         "--bandwidth", type=argtypes.rate, default=None, help="limit for all responses together, e.g. 100Mbit"
     )
@@ -47,15 +47,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     auth = None
     if args.user:
-        user, _, password = args.user.partition(":")
+        user, sep, password = args.user.partition(":")
+        if not sep or not user:
+            from . import UsageError
+
+            raise UsageError("--user takes USER:PASS")
         auth = (user, password)
     layouts = {}
     for item in args.layout:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            from ..errors import InvalidInput
+            from . import UsageError
 
-            raise InvalidInput(f"--layout takes NAME=DIR, not {item!r}")
+            raise UsageError(f"--layout takes NAME=DIR, not {item!r}")
         layouts[name] = path
     registry = EmbeddedRegistry(
         root=args.root,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InvalidInput
+from . import UsageError, argtypes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,16 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "writes DIR/report.html, DIR/summary.csv, DIR/events.csv and the plots as PNG. The workload is a "
         "trace (--trace FILE) or a command after `--` run chrooted in the rootfs.",
     )
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("--modes", default="lazy,parallel,sequential", help="comma-separated (default: all three)")
+    p.add_argument("ref", type=argtypes.reference_text, metavar="REF",
+                   help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
+    p.add_argument("--modes", type=argtypes.modes, default=argtypes.MODES, metavar="M[,M…]",
+                   help="comma-separated from lazy, parallel, sequential (default: all three)")
     p.add_argument("--sim", action="store_true", help="also simulate each mode")
-    p.add_argument("--trace", default=None, metavar="FILE", help="access trace CSV (t_s,op,path,offset,size)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--config", default=None, metavar="FILE", help="soci-style config.toml")
+    p.add_argument("--trace", type=argtypes.existing_file, default=None, metavar="FILE",
+                   help="access trace CSV (t_s,op,path,offset,size)")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")
+    p.add_argument("--config", type=argtypes.config_file, default=None, metavar="FILE", help="soci-style config.toml")
     p.add_argument("--insecure", action="store_true", help="plain HTTP to a non-loopback registry")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG…]: run this instead of a trace")
-    p.set_defaults(handler=_compare)
+    p.set_defaults(handler=_compare, takes_cmd=True)
 
     d = subparsers.add_parser(
         "demo",
@@ -35,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "parallel and sequential for real and simulated, and writes the report.",
     )
     d.add_argument("--out", default="demo-out", metavar="DIR", help="report folder (default: demo-out)")
-    d.add_argument("--scale", type=float, default=1.0, help="size of the sample image (default 1.0, ~60 MB)")
+    d.add_argument("--scale", type=argtypes.positive_float, default=1.0, metavar="F",
+                   help="size of the sample image (default 1.0, ~60 MB)")
     d.add_argument("--no-sim", action="store_true", help="skip the simulated runs")
     d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     d.set_defaults(handler=_demo)
@@ -68,14 +71,11 @@ def _compare(args: argparse.Namespace) -> int:
     from ..compare import compare
 
     cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
     if cmd and args.trace:
-        raise InvalidInput("give --trace or a command after --, not both")
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        raise UsageError("give --trace or a command after --, not both")
     result = compare(
         args.ref,
-        modes,
+        args.modes,
         sim=args.sim,
         trace=args.trace,
         cmd=cmd or None,

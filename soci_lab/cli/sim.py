@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import argtypes
+
 
 def register(subparsers: Any) -> None:
     """Add the ``simulate`` command."""
@@ -21,46 +23,89 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument(
-        "--image", required=True, help="image-model JSON file, oci:LAYOUT[:TAG], or synthetic:SEED[,key=value…]"
+        "--image",
+        required=True,
+        metavar="REF|FILE",
+        help="a registry reference HOST[:PORT]/REPO[:TAG|@DIGEST] (manifests and zTOCs read from the registry), "
+        "oci:LAYOUT[:TAG], an image-model JSON file, or synthetic:SEED[,key=value…]",
     )
     p.add_argument("--mode", required=True, choices=("sequential", "parallel", "lazy"), help="pull mode")
-    p.add_argument("--bandwidth", default=None, help="bandwidth to the registry, e.g. 100Mbit (default 1Gbit)")
-    p.add_argument("--rtt", default=None, help="round-trip time, e.g. 20ms (default 1ms)")
-    p.add_argument("--request-overhead", default=None, help="registry time per request, e.g. 0.5ms")
+    p.add_argument("--bandwidth", type=argtypes.rate, default=None, metavar="R",
+                   help="bandwidth to the registry, e.g. 100Mbit (default 1Gbit)")
+    p.add_argument("--rtt", type=argtypes.duration, default=None, metavar="D",
+                   help="round-trip time, e.g. 20ms (default 1ms)")
+    p.add_argument("--request-overhead", type=argtypes.duration, default=None, metavar="D",
+                   help="registry time per request, e.g. 0.5ms")
     p.add_argument("--redirect", action="store_true", help="the registry redirects blob GETs to storage")
-    p.add_argument("--cores", type=int, default=None, help="host cores (default 2)")
-    p.add_argument("--span-size", default=None, help="re-index the image at this span size, e.g. 8MiB")
+    p.add_argument("--cores", type=argtypes.positive_int, default=None, metavar="N", help="host cores (default 2)")
+    p.add_argument("--span-size", type=argtypes.positive_size, default=None, metavar="S",
+                   help="re-index the image at this span size, e.g. 8MiB")
     p.add_argument(
-        "--min-layer-size", default="10MiB", help="oci: images: layers under this get no zTOC (default 10MiB)"
+        "--min-layer-size", type=argtypes.nonnegative_size, default=10 << 20, metavar="S",
+        help="oci: and registry images without a SOCI index: layers under this get no zTOC (default 10MiB)",
     )
+    p.add_argument("--insecure", action="store_true", help="plain HTTP / no TLS verification for non-loopback hosts")
+    p.add_argument("--creds", metavar="USER:PASS", help="registry credentials (else ~/.docker/config.json)")
     work = p.add_mutually_exclusive_group()
-    work.add_argument("--trace", default=None, help="access trace CSV (t_s,op,path,offset,size)")
+    work.add_argument("--trace", type=argtypes.existing_file, default=None, metavar="FILE",
+                      help="access trace CSV (t_s,op,path,offset,size)")
     work.add_argument("--read-everything", action="store_true", help="workload: read every file once")
-    work.add_argument("--read-fraction", type=float, default=None, help="workload: a synthetic trace reading F")
+    work.add_argument("--read-fraction", type=argtypes.fraction, default=None, metavar="F",
+                      help="workload: a synthetic trace reading fraction F (0..1) of the image")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace (default 0)")
     p.add_argument(
-        "--prefetch-trace", default=None, help="lazy: prefetch the spans this trace reads ([prefetch] enable = true)"
+        "--prefetch-trace", type=argtypes.existing_file, default=None, metavar="FILE",
+        help="lazy: prefetch the spans this trace reads ([prefetch] enable = true)",
     )
-    p.add_argument("--config", default=None, help="soci-style config.toml")
+    p.add_argument("--config", type=argtypes.config_file, default=None, metavar="FILE", help="soci-style config.toml")
     p.add_argument(
         "--calibration",
+        type=argtypes.existing_file,
+        metavar="FILE",
         default=None,
         help="host and network parameters fitted from real runs (soci_lab.sim.Calibration JSON, e.g. "
         "datasets/calibration/sample-loopback.json); flags given too override it, and with --rtt the fitted "
         "first-byte time stays as registry overhead on top of that RTT",
     )
-    p.add_argument("--save-image", default=None, help="also write the image model as JSON to this file")
-    p.add_argument("--events", default=None, help="write the events (.csv, .jsonl or .parquet)")
+    p.add_argument("--save-image", default=None, metavar="FILE", help="also write the image model as JSON to this file")
+    p.add_argument("--events", type=argtypes.events_file, default=None, metavar="FILE",
+                   help="write the events (.csv, .jsonl or .parquet)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_simulate)
 
 
-def load_image(text: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:
-    """An image model from a JSON file, a ``synthetic:`` spec, or an OCI layout ``oci:PATH[:TAG]``.
+def is_registry_ref(text: str) -> bool:
+    """Whether ``--image`` names a registry image: not a file, not ``oci:``/``synthetic:``, and a REF that
+    names its registry (``HOST[:PORT]/REPO…``, as docs/cli.md writes REF), so that a mistyped file name
+    (``models/img``) is reported as a missing file rather than looked up on Docker Hub."""
+    from ..errors import InvalidInput
+    from ..oci import Reference
 
-    For a layout, every layer's zTOC is built here with ``soci_lab.ztoc`` at ``span_size`` (deterministic,
-    so the geometry is what ``soci-lab index create`` gives); layers smaller than ``min_layer_size`` keep
-    their file table but no spans, as SOCI skips them. Registry references: not yet.
+    if text.startswith(("oci:", "synthetic:")) or text.endswith(".json") or Path(text).exists():
+        return False
+    try:
+        ref = Reference.parse(text)
+    except InvalidInput:
+        return False
+    return ref.registry != "docker.io" or text.startswith("docker.io/")
+
+
+def load_image(
+    text: str,
+    *,
+    span_size: int = 4 << 20,
+    min_layer_size: int = 10 << 20,
+    insecure: bool = False,
+    creds: str | None = None,
+) -> Any:
+    """An image model from a JSON file, a ``synthetic:`` spec, an OCI layout ``oci:PATH[:TAG]`` or a
+    registry reference ``HOST[:PORT]/REPO[:TAG|@DIGEST]``.
+
+    For a layout or a registry image, a SOCI index of the image (v2 annotation, else v1 referrers) gives
+    the spans and file tables of the layers it indexes, from their zTOCs; without an index every layer's
+    zTOC is built here with ``soci_lab.ztoc`` at ``span_size`` (deterministic, so the geometry is what
+    ``soci-lab index create`` gives), and layers smaller than ``min_layer_size`` keep their file table but
+    no spans, as SOCI skips them.
     """
     from ..errors import SimulationError
     from ..sim import ImageModel, SyntheticSpec, generate
@@ -72,9 +117,97 @@ def load_image(text: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 
     path = Path(text)
     if path.exists():
         return ImageModel.load(path)
-    if "/" in text and not text.endswith(".json"):
-        raise SimulationError(f"{text}: simulating straight from a registry reference is not supported yet")
-    raise SimulationError(f"{text}: no such image-model file")
+    if is_registry_ref(text):
+        return image_from_registry(text, span_size=span_size, min_layer_size=min_layer_size, insecure=insecure,
+                                   creds=creds)
+    raise SimulationError(f"{text}: no such image-model file (a registry image is HOST[:PORT]/REPO[:TAG])")
+
+
+def image_from_registry(
+    ref: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20, insecure: bool = False,
+    creds: str | None = None,
+) -> Any:
+    """The image model of a registry image, read from the registry.
+
+    Manifests, the config and the SOCI index with its zTOCs are fetched (small documents); a layer blob
+    is fetched only when nothing describes it otherwise — a layer the index skipped (for its file table)
+    or every layer of an image without an index (to build its zTOC at ``span_size``, as ``index create``
+    would). Fetched blobs live in a temporary directory that is gone when this returns.
+    """
+    from .._sync import run_sync
+
+    return run_sync(_image_from_registry, ref, span_size, min_layer_size, insecure, creds)
+
+
+async def _image_from_registry(ref: str, span_size: int, min_layer_size: int, insecure: bool,
+                               creds: str | None) -> Any:
+    import tempfile
+
+    from ..artifacts.create import resolve_ref
+    from ..artifacts.fetch import fetch_registry_artifacts
+    from ..artifacts.sources import open_source
+    from ..config import Config
+    from ..errors import NoIndex
+    from ..oci import OCILayout, Reference
+    from ..remote import RegistryClient, select_first_policy
+    from ..sim.ztoc_adapter import LayerSource, from_ztocs
+
+    reference = Reference.parse(ref)
+    config = Config()
+    config.pull_modes.soci_v1.enable = True  # inspection: find a v1 index as well as a v2 one
+    config.pull_modes.soci_v2.enable = True
+    async with RegistryClient(reference, creds=creds, insecure=insecure) as client:
+        src = open_source(reference, client)
+        resolved = await resolve_ref(src, reference)
+        with tempfile.TemporaryDirectory(prefix="soci-lab-sim-") as tmp:
+            layout = OCILayout(tmp)
+            try:
+                artifacts = await fetch_registry_artifacts(
+                    src, resolved.manifest_descriptor, config=config, explicit_index_digest=None, events=None,
+                    local_store=layout,
+                    policy=select_first_policy, max_concurrency=8,
+                )
+            except NoIndex:
+                artifacts = None
+            layers = []
+            for d in resolved.manifest.layers:
+                key = str(d.digest)
+                if artifacts is not None and artifacts.has_ztoc(key):
+                    layer = LayerSource.from_ztoc(key, artifacts.ztoc_for(key),
+                                                  ztoc_size=artifacts.ztoc_descriptor_for(key).size)
+                    layer.compressed_size = d.size
+                else:
+                    await src.fetch_blob_into(d, layout)
+                    if artifacts is not None:  # the index skipped it: a local layer
+                        layer = _unindexed_layer(layout, d)
+                    else:
+                        layer = _layer_built_here(layout, d, span_size, min_layer_size)
+                    layout.delete_blob(d.digest)
+                layers.append(layer)
+    index_size = artifacts.index_descriptor.size if artifacts is not None else 2_000
+    model = from_ztocs(str(reference), layers, manifest_size=resolved.manifest_descriptor.size,
+                       config_size=resolved.manifest.config.size, index_size=index_size)
+    model.image_index_size = resolved.top_descriptor.size if resolved.top is not None else 0
+    return model
+
+
+def _layer_built_here(layout: Any, d: Any, span_size: int, min_layer_size: int) -> Any:
+    """A layer of an image without a SOCI index: its zTOC built at ``span_size`` as ``index create``
+    would; under ``min_layer_size`` it keeps its file table but no spans (SOCI skips small layers)."""
+    from ..errors import UnsupportedCompression
+    from ..sim.ztoc_adapter import LayerSource
+    from ..ztoc.ztoc import build_ztoc, ztoc_to_flatbuffer
+
+    try:
+        z = build_ztoc(layout.blob_path(d.digest), media_type=d.media_type, span_size=span_size)
+    except UnsupportedCompression:  # e.g. single-frame zstd: no spans, but the file table still counts
+        return _unindexed_layer(layout, d)
+    src = LayerSource.from_ztoc(str(d.digest), z, ztoc_size=len(ztoc_to_flatbuffer(z)))
+    src.compressed_size = d.size
+    if d.size < min_layer_size:  # SOCI builds no zTOC for small layers
+        src.zinfo = None
+        src.ztoc_size = 0
+    return src
 
 
 def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:
@@ -84,12 +217,11 @@ def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: in
     is described exactly by its own index: the zTOCs stored in the layout give the spans and file tables,
     their sizes what a lazy mount fetches. Otherwise every layer's zTOC is built here at ``span_size``.
     """
-    from ..errors import UnsupportedCompression
     from ..oci.layout import OCILayout
     from ..oci.manifest import Index, Manifest, parse_manifest_or_index
     from ..sim.ztoc_adapter import LayerSource, from_ztocs
     from ..ztoc.index import ANNOTATION_SOCI_INDEX_DIGEST, SociIndex
-    from ..ztoc.ztoc import build_ztoc, ztoc_from_flatbuffer, ztoc_to_flatbuffer
+    from ..ztoc.ztoc import ztoc_from_flatbuffer
 
     root, _, tag = spec.partition(":")
     if not Path(root).is_dir() and ":" in spec:  # a path with a colon in it
@@ -124,17 +256,7 @@ def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: in
             src.compressed_size = d.size
             layers.append(src)
             continue
-        try:
-            z = build_ztoc(layout.blob_path(d.digest), media_type=d.media_type, span_size=span_size)
-        except UnsupportedCompression:  # e.g. single-frame zstd: no spans, but the file table still counts
-            layers.append(_unindexed_layer(layout, d))
-            continue
-        src = LayerSource.from_ztoc(str(d.digest), z, ztoc_size=len(ztoc_to_flatbuffer(z)))
-        src.compressed_size = d.size
-        if d.size < min_layer_size:  # SOCI builds no zTOC for small layers
-            src.zinfo = None
-            src.ztoc_size = 0
-        layers.append(src)
+        layers.append(_layer_built_here(layout, d, span_size, min_layer_size))
     model = from_ztocs(
         f"oci:{spec}", layers, manifest_size=desc.size, config_size=doc.config.size, index_size=index_size
     )
@@ -173,12 +295,12 @@ def _simulate(args: argparse.Namespace) -> int:
     from ..config import Config
     from ..events import write_events
     from ..sim import SimParams, read_everything, read_trace, simulate, synthetic_trace
-    from ..units import parse_duration, parse_rate, parse_size
     from . import print_json
 
-    span = parse_size(args.span_size) if args.span_size else None
-    if args.image.startswith("oci:"):
-        image = load_image(args.image, span_size=span or 4 << 20, min_layer_size=parse_size(args.min_layer_size))
+    span = args.span_size
+    if args.image.startswith("oci:") or is_registry_ref(args.image):
+        image = load_image(args.image, span_size=span or 4 << 20, min_layer_size=args.min_layer_size,
+                           insecure=args.insecure, creds=args.creds)
     else:
         image = load_image(args.image)
         if span:
@@ -192,14 +314,14 @@ def _simulate(args: argparse.Namespace) -> int:
 
         cal = Calibration.load(args.calibration)
         # a loopback fit's first-byte time is registry overhead: an --rtt given as well comes on top of it
-        params = cal.params(params, rtt=0.0 if args.rtt else None)
+        params = cal.params(params, rtt=0.0 if args.rtt is not None else None)
     net, host = params.network, params.host
     if args.bandwidth:
-        net = replace(net, bandwidth=parse_rate(args.bandwidth))
-    if args.rtt:
-        net = replace(net, rtt=parse_duration(args.rtt))
-    if args.request_overhead:
-        net = replace(net, request_overhead=parse_duration(args.request_overhead))
+        net = replace(net, bandwidth=args.bandwidth)
+    if args.rtt is not None:
+        net = replace(net, rtt=args.rtt)
+    if args.request_overhead is not None:
+        net = replace(net, request_overhead=args.request_overhead)
     if args.redirect:
         net = replace(net, redirect=True)
     if args.cores:

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput
-from . import argtypes
+from . import UsageError, argtypes
 
 DEFAULT_STORE_URL = "http://127.0.0.1:39091"
 
@@ -40,15 +39,18 @@ def register(subparsers: Any) -> None:
     )
     s.add_argument("--db", required=True, type=Path, metavar="FILE", help="the SQLite database (created if missing)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=39091, help="port (default 39091, Hermes's; 0 picks a free one)")
+    s.add_argument("--port", type=argtypes.port, default=39091,
+                   help="port (default 39091, Hermes's; 0 picks a free one)")
     s.add_argument("--platform", type=argtypes.platform_text, default="linux/amd64",
                    help="platform of requests that name none (default linux/amd64, as Hermes)")
     s.add_argument("--span-size", type=argtypes.nonnegative_size, default=4 << 20, metavar="S",
                    help="span size (default 4MiB)")
     s.add_argument("--min-layer-size", type=argtypes.nonnegative_size, default=10 << 20, metavar="S",
                    help="minimum layer size of the 'none' profile (default 10MiB; the profiles use 0)")
-    s.add_argument("--max-concurrency", type=int, default=1, metavar="N", help="builds at once (default 1)")
-    s.add_argument("--queue-size", type=int, default=128, metavar="N", help="builds that may wait (default 128)")
+    s.add_argument("--max-concurrency", type=argtypes.positive_int, default=1, metavar="N",
+                   help="builds at once (default 1)")
+    s.add_argument("--queue-size", type=argtypes.positive_int, default=128, metavar="N",
+                   help="builds that may wait (default 128)")
     s.add_argument("--build-timeout", type=argtypes.duration, default=3600.0, metavar="D",
                    help="per build (default 60m)")
     s.add_argument("--build-tool-identifier", default=None, metavar="TEXT",
@@ -62,14 +64,16 @@ def register(subparsers: Any) -> None:
         help="ask the store to build and keep artifacts for REF",
         description="Queue a build of REF in the store (POST /v1/builds) and print the build id and status.",
     )
-    b.add_argument("ref", metavar="REF", help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
-    b.add_argument("--store", default=DEFAULT_STORE_URL, metavar="URL",
+    b.add_argument("ref", type=argtypes.reference_text, metavar="REF",
+                   help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
+    b.add_argument("--store", type=argtypes.url, default=DEFAULT_STORE_URL, metavar="URL",
                    help=f"the store's URL (default {DEFAULT_STORE_URL})")
     b.add_argument("--platform", type=argtypes.platform_text, default=None,
                    help="os/arch[/variant] (default: the store's)")
     b.add_argument("--profile", choices=("startup-local-v1", "trace-v1", "none"), default=None,
                    help="startup profile (default startup-local-v1; trace-v1 needs --trace)")
-    b.add_argument("--trace", type=Path, metavar="FILE", help="recorded access trace for --profile trace-v1")
+    b.add_argument("--trace", type=lambda t: Path(argtypes.existing_file(t)), metavar="FILE",
+                   help="recorded access trace for --profile trace-v1")
     b.add_argument("--sync-until", type=argtypes.duration, default=None, metavar="D",
                    help="trace-v1: spans first read after D are priority 1, 2, … (default: all priority 0)")
     b.add_argument("--wait", action="store_true", help="wait until the build is Ready or Failed")
@@ -93,14 +97,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..oci import Reference
     from ..store import request_build
     from . import print_json
 
-    Reference.parse(args.ref)
     profile = args.profile or ("trace-v1" if args.trace else None)
     if profile == "trace-v1" and args.trace is None:
-        raise InvalidInput("--profile trace-v1 needs --trace FILE")
+        raise UsageError("--profile trace-v1 needs --trace FILE")
     state = request_build(args.store, args.ref, platform=args.platform, profile=profile, trace=args.trace,
                           sync_until_s=args.sync_until, wait=args.wait, timeout=args.timeout)
     if args.json:

@@ -30,6 +30,8 @@ from ..errors import (
     InvalidInput,
     InvalidManifest,
     InvalidReference,
+    NotARegistry,
+    NotFound,
     RegistryError,
     ResponseTooLarge,
     SizeMismatch,
@@ -230,6 +232,16 @@ class RegistryClient:
         await self.transport.send("GET", self.url("/v2/"), scopes=(), ok=(200,), read_limit=1 << 20,
                                   what=f"ping of {self.host}")
 
+    async def _check_is_registry(self) -> None:
+        """Raise :class:`NotARegistry` when ``GET /v2/`` answers neither 200 nor 401: the host is some other
+        web server, and "HTTP 404" for a manifest would hide that. Nothing is raised for a registry."""
+        ex = await self.transport.send("GET", self.url("/v2/"), scopes=None, ok=tuple(range(200, 600)),
+                                       read_limit=1 << 20, what=f"probe of {self.host}")
+        maybe_registry = ex.status in (200, 401, 403, 429) or (ex.status >= 500 and ex.status != 501)
+        if not maybe_registry:
+            raise NotARegistry(f"GET {self.url('/v2/')} answered {ex.status}: {self.host} is not an OCI registry "
+                               "(a distribution-spec registry answers 200 or 401)", status=ex.status)
+
     # --- manifests ------------------------------------------------------------------------------------
 
     async def get_manifest(
@@ -256,10 +268,15 @@ class RegistryClient:
                 raise InvalidInput(f"asked for {reference} but expected {expected.digest}")
         budget = RetryBudget(self.transport.policy)
         while True:
-            ex = await self.transport.send(
-                "GET", url, headers={"Accept": ", ".join(accept)}, scopes=_pull(repo), stream=True, budget=budget,
-                what=f"manifest {repo}:{reference}",
-            )
+            try:
+                ex = await self.transport.send(
+                    "GET", url, headers={"Accept": ", ".join(accept)}, scopes=_pull(repo), stream=True,
+                    budget=budget, what=f"manifest {repo}:{reference}",
+                )
+            except NotFound as exc:
+                if exc.code is None:  # no distribution error body: is this a registry at all?
+                    await self._check_is_registry()
+                raise
             try:
                 length = ex.headers.get("Content-Length")
                 if length is not None and length.isdigit() and int(length) > max_size:

@@ -239,6 +239,41 @@ def tls_verification_error(exc: BaseException) -> str | None:
     return None
 
 
+def cannot_heal(exc: BaseException, host: str, port: int | None = None) -> str | None:
+    """Why retrying a failed connect is pointless, or None when a retry may help.
+
+    A name that does not resolve, and a refused connection to a loopback host (nothing listens on that
+    port of this machine), do not heal within a retry budget: the error is reported at once instead of
+    after every retry's back-off. Resets, timeouts and refusals by remote hosts are still retried.
+    """
+    import socket
+
+    from ..oci import is_loopback_host
+
+    todo: list[BaseException] = [exc]
+    seen = 0
+    refused = resolved = False
+    why = ""
+    while todo and seen < 32:  # the causes, and the members of groups (trio: one error per address tried)
+        cause = todo.pop()
+        seen += 1
+        if isinstance(cause, socket.gaierror):
+            resolved, why = True, cause.strerror or str(cause)
+        elif isinstance(cause, ConnectionRefusedError):
+            refused = True
+        elif isinstance(cause, OSError) and cause.errno is not None:
+            return None  # another failure (unreachable network, reset…): worth a retry
+        if isinstance(cause, BaseExceptionGroup):
+            todo += list(cause.exceptions)
+        todo += [c for c in (cause.__cause__, cause.__context__) if c is not None]
+    if resolved:
+        return f"cannot resolve host {host!r} ({why})"
+    if refused and is_loopback_host(host):
+        where = f"{host}:{port}" if port else host
+        return f"connection refused: nothing listens on {where}"
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -403,6 +438,9 @@ class Transport:
                         f"{method} {redact_url(url)}: TLS certificate not trusted ({untrusted}); "
                         "pass an ssl_context that trusts the registry's CA"
                     ) from None
+                hopeless = cannot_heal(exc, request.url.host, request.url.port)
+                if hopeless is not None:
+                    raise RegistryUnreachable(f"{method} {redact_url(url)}: {hopeless}") from None
                 await budget.spend(method, url, reason, None, None)
                 continue
             except httpx.HTTPError as exc:

@@ -215,7 +215,7 @@ def _run_cli(image: Image, config: Path, work: Path, *extra: str, cmd: tuple[str
     argv = [*CLI, "run", image.ref, "--mode", "lazy", "--config", str(config), "--events", str(events),
             "--trace-out", str(work / "trace.csv"), "--json", *extra]
     if cmd is None:
-        argv += ["--readiness", image.readiness, "--timeout", "60", "--", *image.cmd]
+        argv += ["--readiness", image.readiness, "--timeout", "60s", "--", *image.cmd]
     else:
         argv += ["--", *cmd]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=os.environ.copy())

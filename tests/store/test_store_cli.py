@@ -48,7 +48,7 @@ def test_serve_build_and_stop(tmp_path: Path, images):
         assert "Traceback" not in failed.stderr
 
         bad = _run("store", "build", "--store", url, "Not A Ref")
-        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr  # a usage error (issue 16)
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
