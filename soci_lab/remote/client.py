@@ -123,7 +123,8 @@ class RegistryClient:
     ``fast_path`` (default on) reads bodies of ``FAST_MIN_BYTES`` (512 KiB, :mod:`soci_lab.leanpath`) and more
     straight from the socket over pooled keep-alive connections (``fastget.py``, ``leanpool.py``).
     ``ssl_context`` trusts a private CA (certificates are always verified; ``insecure`` only allows plain
-    HTTP, it never turns verification off).
+    HTTP, it never turns verification off). ``anonymous`` never sends credentials, not even those of the
+    docker/podman auth files (the artifact store's unauthenticated builds).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class RegistryClient:
         max_connections: int = 64,
         fast_path: bool | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        anonymous: bool = False,
     ) -> None:
         ref, base_url = _parse_target(ref_or_host, insecure)
         self.reference = ref
@@ -148,7 +150,9 @@ class RegistryClient:
         self.events = events
         credentials = Credentials.coerce(creds)
         note = None
-        if credentials is None:
+        if anonymous and credentials is not None:
+            raise InvalidInput("an anonymous client takes no credentials")
+        if credentials is None and not anonymous:
             lookup = load_credentials(ref.registry or ref.api_host)
             credentials, note = lookup.credentials, lookup.note
         self.transport = Transport(base_url, creds=credentials, creds_note=note, config=self.config, events=events,
