@@ -37,7 +37,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..events import EventRecorder
-from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, Platform, Reference, mediatypes
+from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, Platform, Reference, jsondoc, mediatypes
 from ..oci.manifest import MAX_MANIFEST_SIZE, parse_manifest_or_index
 from .auth import Credentials, load_credentials
 from .ranges import check_range, fetch_into, get_content_with_range, parse_content_range
@@ -528,11 +528,9 @@ class RegistryClient:
         while url:
             ex = await self.transport.send("GET", url, params=params, scopes=_pull(repo), read_limit=16 << 20,
                                            what=f"tag list of {repo}")
-            try:
-                doc = httpx.Response(200, content=ex.content).json()
-            except ValueError:
-                raise RegistryError(f"tag list of {repo} is not JSON") from None
-            tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
+            doc = jsondoc.loads_object(ex.content, f"tag list of {repo}", error=RegistryError)
+            found = doc.get("tags") or []
+            tags.extend(t for t in (found if isinstance(found, list) else []) if isinstance(t, str))
             url = _next_link(ex.headers.get("Link"), ex.url)
             params = None
         return tags

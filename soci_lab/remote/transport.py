@@ -116,7 +116,7 @@ def _error_code(body: bytes) -> tuple[str | None, str | None]:
         doc = json.loads(body)
         first = doc["errors"][0]
         return str(first.get("code")) or None, str(first.get("message") or "")[:200] or None
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         return None, None
 
 
