@@ -28,10 +28,11 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .removal import remove_tree
 
 #: where state directories (and pointers to the ones given with --state-dir) live by default; the
 #: environment variable ``SOCI_LAB_STATE_ROOT`` moves it (read at each use: tests set it per session)
@@ -206,7 +207,7 @@ class StateDir:
                 if child.name in keep:
                     continue
                 if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
+                    remove_tree(child, ignore_errors=True)  # any depth: iterative, fd-based
                 else:
                     with contextlib.suppress(OSError):
                         child.unlink()
@@ -214,7 +215,7 @@ class StateDir:
                 with contextlib.suppress(OSError):
                     self.root.rmdir()
             return
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_tree(self.root, ignore_errors=True)
 
 
 def write_pointer(mountpoint: str | os.PathLike[str], state_dir: str | os.PathLike[str]) -> None:
