@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,36 @@ def test_removes_any_tree(tmp_path_factory, shape):
             continue
     assert remove_tree(top) == []
     assert not top.exists()
+
+
+CLI = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_umount_of_an_image_of_1200_nested_directories(tmp_path, embedded_registry):
+    """End to end: before, ``soci-lab umount`` exited 1 with a RecursionError and left the state behind."""
+    from soci_lab.images import build_image
+
+    tree = tmp_path / "tree"
+    _deep(tree, 1200)
+    (tree / "hello").write_text("hi\n")
+    ref = embedded_registry.ref("security/deep", "v1")
+    build_image([tree], ref)
+    mnt, roots = tmp_path / "mnt", tmp_path / "stateroot"
+    mnt.mkdir()
+    env = {**os.environ, "SOCI_LAB_STATE_ROOT": str(roots)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env,
+                              timeout=600)
+
+    remove_tree(tree)  # pytest's own clean-up of tmp_path is shutil.rmtree, which this tree would break
+    up = cli("mount", ref, str(mnt), "--mode", "sequential", "--background")
+    assert up.returncode == 0, up.stderr[-2000:]
+    try:
+        assert (mnt / "hello").read_text() == "hi\n"
+    finally:
+        down = cli("umount", str(mnt))
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert not os.path.ismount(mnt)
+    assert not roots.exists() or not any(roots.iterdir())
