@@ -4,7 +4,8 @@ Hermes-compatible (no auth, no TLS; the method is not checked; every JSON body i
 ``Content-Type: application/json``; every error is ``{"error": "<msg>"}``):
 
 ==========================================  =================================================================
-``/healthz``                                200 ``{"status":"ok"}``
+``/healthz``                                200 ``{"status":"ok"}`` (500 when the database file was deleted or
+                                            replaced under the running store)
 ``/v1/indexes/resolve?image=&platform=``    400 ``missing image``; 404 ``index not ready for image=<image>
                                             platform=<platform>``; 500 on a database error; 200
                                             ``{"image","platform","sociIndex":{"mediaType","digest","size"},
@@ -53,7 +54,7 @@ from aiohttp import web
 
 from ..errors import BuildQueueFull, InvalidInput, StoreError
 from ..netlab.background import BackgroundServer
-from ..oci import Platform, Reference
+from ..oci import Platform, Reference, jsondoc
 from . import profiles as pf
 from .auth import REALM, TRUSTED, BuildAuth, BuildRefused
 from .builder import BuildRequest, BuildSettings
@@ -126,6 +127,7 @@ class StoreApp:
             return error(500, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        self.db.check()  # a deleted or replaced database is a 500 here too, so a supervisor notices
         return json_response({"status": "ok"})
 
     async def resolve(self, request: web.Request) -> web.Response:
@@ -165,9 +167,10 @@ class StoreApp:
         except BuildRefused as exc:
             return error(exc.status, str(exc), {"WWW-Authenticate": f'Bearer realm="{REALM}"'})
         try:
-            doc = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return error(400, "the body must be a JSON object with an image")
+            doc = jsondoc.loads(await request.read(), "the build request", error=InvalidInput)
+        except InvalidInput as exc:  # not JSON; or nested absurdly / integers beyond 64 bits ("is refused")
+            refused = " is refused: " in str(exc)
+            return error(400, str(exc) if refused else "the body must be a JSON object with an image")
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str) or not doc["image"]:
             return error(400, "missing image")
         try:
