@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 #: Blobs read into memory (configs, zTOCs, SOCI indexes) are capped at this size unless told otherwise.
 MAX_IN_MEMORY_BLOB = 256 << 20
+#: a manifest, index, config or zTOC whose bytes do not match their digest is asked for again this many
+#: times (a corrupted response is usually transient: a proxy, a flaky cache) before the mismatch is reported
+DOCUMENT_RETRIES = 2
 
 _GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain",
                             "binary/octet-stream"})
@@ -159,6 +162,7 @@ class RegistryClient:
                                    http_transport=http_transport, max_connections=max_connections,
                                    fast_path=http_transport is None if fast_path is None else fast_path,
                                    ssl_context=ssl_context)
+        self.transport.insecure = insecure
         self._referrers_api: bool | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -249,7 +253,8 @@ class RegistryClient:
 
         By digest (or with ``expected``), the bytes must hash to that digest; by tag, to the
         ``Docker-Content-Digest`` the registry announces. A body over ``max_size`` is refused before it is
-        read whole; the served Content-Type must agree with the document's ``mediaType``.
+        read whole; the served Content-Type must agree with the document's ``mediaType``. Bytes that do not
+        match the digest are asked for again up to :data:`DOCUMENT_RETRIES` times, then :class:`DigestMismatch`.
         """
         repo, reference = self._target(ref, reference)
         url = self.manifest_url(repo, reference)
@@ -258,6 +263,19 @@ class RegistryClient:
             want = expected.digest if want is None else want
             if want != expected.digest:
                 raise InvalidInput(f"asked for {reference} but expected {expected.digest}")
+        for attempt in range(DOCUMENT_RETRIES + 1):
+            data, headers = await self._get_manifest_bytes(repo, reference, url, accept, max_size)
+            try:
+                return self._check_manifest(repo, reference, data, headers, want, expected)
+            except DigestMismatch as exc:
+                if attempt == DOCUMENT_RETRIES:
+                    raise DigestMismatch(f"{exc} (after {attempt + 1} attempts)") from None
+        raise AssertionError("unreachable")
+
+    async def _get_manifest_bytes(
+        self, repo: str, reference: str, url: str, accept: tuple[str, ...], max_size: int,
+    ) -> tuple[bytes, httpx.Headers]:
+        """One GET of a manifest (resumed after broken bodies within its retry budget): bytes and headers."""
         budget = RetryBudget(self.transport.policy)
         while True:
             ex = await self.transport.send(
@@ -277,9 +295,7 @@ class RegistryClient:
                 continue
             finally:
                 await ex.aclose()
-            headers = ex.headers
-            break
-        return self._check_manifest(repo, reference, data, headers, want, expected)
+            return data, ex.headers
 
     def _check_manifest(
         self,
@@ -410,10 +426,20 @@ class RegistryClient:
         self, repo: str | Reference | None, digest: str | Descriptor, size: int | None = None,
         *, max_size: int = MAX_IN_MEMORY_BLOB,
     ) -> bytes:
-        """A whole blob in memory, verified against its digest (and size when known)."""
+        """A whole blob in memory, verified against its digest (and size when known). Bytes that do not match
+        the digest are asked for again up to :data:`DOCUMENT_RETRIES` times, then :class:`DigestMismatch`."""
         d, size = _digest_size(digest, size)
         if size is not None and size > max_size:
             raise InvalidInput(f"blob {d} is {size} bytes, over the {max_size}-byte in-memory limit")
+        for attempt in range(DOCUMENT_RETRIES + 1):
+            try:
+                return await self._get_blob_once(repo, d, size, max_size)
+            except DigestMismatch as exc:
+                if attempt == DOCUMENT_RETRIES:
+                    raise DigestMismatch(f"{exc} (after {attempt + 1} attempts)") from None
+        raise AssertionError("unreachable")
+
+    async def _get_blob_once(self, repo: str | Reference | None, d: Digest, size: int | None, max_size: int) -> bytes:
         parts: list[bytes] = []
         verifier = d.verifier(size)
         total = 0
