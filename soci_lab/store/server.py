@@ -204,6 +204,18 @@ class StoreApp:
         return json_response(task.to_json())
 
 
+def _current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``); 0 (permissive) if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class ArtifactStore(BackgroundServer):
     """The Hermes-compatible store on its own loop in a background thread.
 
@@ -259,11 +271,16 @@ class ArtifactStore(BackgroundServer):
         path = self.build_socket
         if path.is_socket():
             path.unlink()  # a socket left by a store that died; a regular file there is an error (bind fails)
-        old = os.umask(0o177)
+        # connecting to a unix socket takes write permission on it: with the usual umask (group and other
+        # write masked) nobody else can connect between bind and chmod; with a permissive one, bind under
+        # umask 0177 (the umask is per process, so only then, briefly)
+        permissive = _current_umask() & 0o022 != 0o022
+        old = os.umask(0o177) if permissive else None
         try:
             await web.UnixSite(runner, str(path)).start()
         finally:
-            os.umask(old)
+            if old is not None:
+                os.umask(old)
         os.chmod(path, 0o600)
 
     async def on_stop(self) -> None:
