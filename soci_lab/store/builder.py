@@ -69,6 +69,9 @@ class BuildSettings:
     #: ``[http]`` policy): an unreachable or unknown registry fails the build in well under a second instead
     #: of holding a build slot through eight exponential back-offs
     resolve_retries: int = 2
+    #: seconds the whole resolution (manifests, config) may take: a registry answering slowly on purpose
+    #: holds a build slot this long at most before the build fails
+    resolve_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,12 @@ async def resolve_build(req: BuildRequest, settings: BuildSettings,
                                               full_policy.min_wait, full_policy.max_wait)
     try:
         src = open_source(ref, client)
-        resolved = await resolve_ref(src, ref, Platform.parse(req.platform))
+        with anyio.fail_after(settings.resolve_timeout):
+            resolved = await resolve_ref(src, ref, Platform.parse(req.platform))
+    except TimeoutError:
+        if client is not None:
+            await client.aclose()
+        raise StoreError(f"resolving {req.image} took longer than {settings.resolve_timeout:g}s") from None
     except BaseException as exc:
         if client is not None:
             await client.aclose()

@@ -8,6 +8,7 @@ the embedded registry of ``tests/conftest.py``, a private one with token auth bu
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
 from soci_lab.images import build_image
 from soci_lab.netlab import EmbeddedRegistry
+from soci_lab.netlab.background import BackgroundServer
 from soci_lab.netlab.registry_auth import RegistryAuth
 from soci_lab.oci import Platform
 from soci_lab.store import ArtifactStore, BuildSettings, request_build
@@ -201,3 +204,37 @@ def test_replaced_database_is_noticed(tmp_path):
         other.write_bytes(db.read_bytes())
         os.replace(other, db)
         assert "was replaced by another file" in _one_line_error(httpx.get(f"{s.url}/v1/artifacts"), 500)
+
+
+class _Tarpit(BackgroundServer):
+    """A registry that answers every request with a body trickling one byte every half second."""
+
+    kind = "tarpit"
+
+    async def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._trickle)
+        return app
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                                           "Content-Length": "100000"})
+        await resp.prepare(request)
+        try:
+            for _ in range(100_000):
+                await resp.write(b" ")
+                await asyncio.sleep(0.5)
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
+
+
+def test_a_tarpit_registry_holds_the_build_slot_for_resolve_timeout_at_most(tmp_path, public_ref):
+    """Before: resolving had only the 60-minute build timeout (each request: 300 s), so one build against a
+    registry trickling its answer held the only build slot for that long; now ``resolve_timeout``."""
+    settings = BuildSettings(span_size=16 << 10, min_layer_size=0, resolve_timeout=2.0)
+    with _Tarpit() as pit, ArtifactStore(db=tmp_path / "h.db", platform=PLATFORM, settings=settings) as s:
+        bogus = request_build(s.url, f"{pit.url.removeprefix('http://')}/app:v1", wait=True, timeout=120)
+        assert bogus["status"] == "Failed" and "took longer than 2s" in bogus["error"]
+        good = request_build(s.url, public_ref, wait=True, timeout=120)
+        assert good["status"] == "Ready", good["error"]
