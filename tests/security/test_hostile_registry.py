@@ -359,3 +359,18 @@ def test_cancelled_socket_work_that_never_started_does_not_hang():
     t.join(30)
     assert not t.is_alive(), "the cancelled call is still waiting"
     assert ran == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mount needs root")
+@pytest.mark.parametrize("mode", ["lazy", "parallel"])
+def test_hostile_manifest_mount_is_one_line(hostile, tmp_path, mode):
+    """Before: ``mounting … failed: RecursionError: maximum recursion depth exceeded …``."""
+    hostile.manifest = _nested(100_000)
+    mnt = tmp_path / "dest"
+    mnt.mkdir()
+    env = {**os.environ, "SOCI_LAB_STATE_ROOT": str(tmp_path / "tmp" / "state")}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    out = subprocess.run([sys.executable, "-c", CLI, "mount", hostile.ref, str(mnt), "--mode", mode],
+                         capture_output=True, text=True, timeout=300, env=env)
+    _refused(out, "nested more than 64 levels deep")
+    assert not os.path.ismount(mnt) and not any(mnt.iterdir())
