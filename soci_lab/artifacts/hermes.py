@@ -151,7 +151,7 @@ async def resolve_hermes_index(
         answered = str(doc.get("image") or ref)
     except HermesError:
         raise
-    except (ValueError, TypeError, AttributeError, SociLabError) as exc:
+    except (ValueError, TypeError, AttributeError, RecursionError, SociLabError) as exc:
         raise HermesError(f"Hermes resolve for {ref} returned a malformed answer: {exc}") from None
     return desc, answered
 

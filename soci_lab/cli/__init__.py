@@ -130,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"soci-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # a task group's failure: report its first leaf like a plain error
+        leaf = first_leaf(group)
+        if args.debug or not isinstance(leaf, SociLabError | OSError):
+            raise
+        what = one_line(leaf) if isinstance(leaf, SociLabError) else f"{leaf.strerror or leaf}"
+        print(f"soci-lab {args.command}: {what}", file=sys.stderr)
+        return 1
     except SociLabError as exc:
         if args.debug:
             raise
@@ -140,6 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"soci-lab {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first non-group exception inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def one_line(exc: BaseException) -> str:

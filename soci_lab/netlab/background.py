@@ -44,6 +44,9 @@ class BackgroundServer:
     async def on_stop(self) -> None:
         """Called on the server loop after the listener closed."""
 
+    async def add_sites(self, runner: web.AppRunner) -> None:
+        """Called on the server loop once the TCP site listens: start further sites (a unix socket)."""
+
     # --- lifecycle ----------------------------------------------------------------------------------
 
     @property
@@ -107,6 +110,7 @@ class BackgroundServer:
             self._runner = runner
             sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
             self.port = sockets[0].getsockname()[1]
+            await self.add_sites(runner)
         except BaseException as exc:
             self._error = exc
             self._ready.set()

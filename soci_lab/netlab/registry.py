@@ -4,7 +4,8 @@ Storage is ``RepositoryStore`` (one OCI layout per repository under the root). B
 sent with ``loop.sendfile`` when no bandwidth limit is set, so loopback throughput is the kernel's; with
 ``bandwidth`` they are streamed through one shared ``TokenBucket``. ``latency`` is added before every
 response starts. Single byte ranges only (``206`` + ``Content-Range``; ``416`` when unsatisfiable or when
-several ranges are asked). Errors use distribution's JSON shape and codes.
+several ranges are asked; a malformed ``Range`` or another unit is ignored: ``200`` and the whole body, as
+RFC 9110 §14.2 says; only GET honours ``Range``). Errors use distribution's JSON shape and codes.
 
 ``EmbeddedRegistry`` runs it in a background thread (see ``background.py``)::
 
@@ -31,7 +32,7 @@ from ..oci import Digest, OCILayout
 from ..oci import mediatypes as mt
 from ..units import parse_duration, parse_rate
 from .background import BackgroundServer
-from .registry_auth import RegistryAuth, TokenAuthority, parse_basic
+from .registry_auth import CATALOG, RegistryAuth, TokenAuthority, parse_basic
 from .registry_errors import RegistryHTTPError
 from .registry_store import RepositoryStore, Upload, parse_digest
 from .shaping import TokenBucket
@@ -120,13 +121,21 @@ class RegistryApp:
         assert self.authority is not None
         m = _REPO_PATH.match(request.path)
         repo = m.group(1) if m else None
+        if request.path.rstrip("/") == "/v2/_catalog":
+            repo = CATALOG
         actions = {"pull"} if request.method in ("GET", "HEAD") else {"pull", "push"}
+        if repo == CATALOG:
+            actions = {"*"}
         if self.authority.allowed(request.headers.get("Authorization"), repo, actions):
             return
         base = f"{request.scheme}://{request.host}"
+        if repo == CATALOG:
+            detail: list[dict[str, str | None]] | None = [{"Type": "registry", "Name": "catalog", "Action": "*"}]
+        else:
+            detail = [{"Type": "repository", "Name": repo, "Action": a} for a in sorted(actions)] if repo else None
         raise RegistryHTTPError(
             "UNAUTHORIZED",
-            detail=[{"Type": "repository", "Name": repo, "Action": a} for a in sorted(actions)] if repo else None,
+            detail=detail,
             headers={"WWW-Authenticate": self.authority.challenge(base, repo, actions)},
         )
 
@@ -246,9 +255,12 @@ class RegistryApp:
         """Append the request body to ``upload`` as it streams in (never the whole blob in memory)."""
         if not request.body_exists:
             return
-        async for chunk in request.content.iter_any():
-            upload.append(chunk)
-            self.stats.bytes_received += len(chunk)
+        try:
+            async for chunk in request.content.iter_any():
+                upload.append(chunk)
+                self.stats.bytes_received += len(chunk)
+        finally:
+            upload.release()  # no descriptor held between requests (an abandoned session holds none)
 
     # --- manifests ----------------------------------------------------------------------------------
 
@@ -299,9 +311,9 @@ class RegistryApp:
                 "ETag": f'"{digest}"',
             }
             status, offset, count = 200, 0, size
-            header = request.headers.get("Range")
-            if header:
-                rng = _parse_range(header, size)
+            header = request.headers.get("Range") if request.method == "GET" else None  # RFC 9110: GET only
+            rng = _parse_range(header, size) if header else IGNORE
+            if rng is not IGNORE:
                 if rng is None:
                     raise RegistryHTTPError(
                         "RANGE_INVALID",
@@ -359,20 +371,32 @@ class RegistryApp:
             self.stats.bytes_sent += len(chunk)
 
 
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """(offset, count) of a single ``bytes=`` range against ``size``; None when unsatisfiable."""
-    m = _RANGE.fullmatch(header.strip())
+#: what :func:`_parse_range` returns for a ``Range`` header to ignore (answer 200 with the whole body)
+IGNORE = object()
+_RANGE_SET = re.compile(r"bytes=\s*(?:\d*-\d*)(?:\s*,\s*\d*-\d*)+\s*")
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | object | None:
+    """(offset, count) of a single ``bytes=`` range against ``size``; None when unsatisfiable (416) or when
+    several ranges are asked; :data:`IGNORE` when the header is malformed or names another unit — RFC 9110
+    §14.2: such a header is ignored and the whole representation sent with 200."""
+    text = header.strip()
+    m = _RANGE.fullmatch(text)
     if m is None:
-        return None
+        return None if _RANGE_SET.fullmatch(text) else IGNORE
     first, last = m.groups()
     if first == "":
-        if last == "" or int(last) == 0:
+        if last == "":
+            return IGNORE  # "bytes=-" is no range at all
+        if int(last) == 0:
             return None
         n = min(int(last), size)
         return (size - n, n) if n else None
     start = int(first)
+    if last and int(last) < start:
+        return IGNORE  # first-pos after last-pos: an invalid range-spec (§14.1.1)
     end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
+    if start >= size:
         return None
     return start, end - start + 1
 

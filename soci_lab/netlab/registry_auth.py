@@ -7,7 +7,8 @@ scope="repository:<name>:<actions>"``; the token endpoint (``GET /token`` with B
 "issued_at"}``. Tokens are random strings kept in memory with the access they grant and an expiry
 (``token_ttl``), so tests can exercise expiry and refresh. With ``scheme="basic"`` every request must
 carry Basic credentials and the challenge is ``Basic realm=...``. Anonymous users may pull when
-``anonymous_pull`` is set.
+``anonymous_pull`` is set. ``GET /v2/_catalog`` takes a token granted ``registry:catalog:*``, which only a
+user with valid credentials gets (with ``basic``: valid credentials), as distribution's token auth.
 """
 
 from __future__ import annotations
@@ -50,10 +51,17 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+#: the access-table key of the catalog (``registry:catalog:*``), which no repository name can equal
+CATALOG = "registry:catalog"
+
+
 def parse_scope(scope: str) -> tuple[str, set[str]] | None:
-    """``repository:NAME:pull,push`` → (NAME, {pull, push}); None for other resource types."""
+    """``repository:NAME:pull,push`` → (NAME, {pull, push}); ``registry:catalog:*`` → (:data:`CATALOG`,
+    {*}); None for other resource types."""
     kind, _, rest = scope.partition(":")
     name, _, actions = rest.rpartition(":")
+    if kind == "registry" and name == "catalog":
+        return CATALOG, {a for a in actions.split(",") if a}
     if kind != "repository" or not name:
         return None
     return name, {a for a in actions.split(",") if a}
@@ -84,7 +92,7 @@ class TokenAuthority:
         if self.auth.scheme == "basic":
             if self._valid_user(parse_basic(authorization)):
                 return True
-            return self.auth.anonymous_pull and actions <= {"pull"}
+            return self.auth.anonymous_pull and actions <= {"pull"} and repo != CATALOG
         if not authorization or not authorization.lower().startswith("bearer "):
             return False
         grant = self._tokens.get(authorization[7:].strip())
@@ -92,6 +100,8 @@ class TokenAuthority:
             return False
         if repo is None:
             return True
+        if repo == CATALOG:
+            return "*" in grant.access.get(CATALOG, set())
         granted = grant.access.get(repo, set()) | grant.access.get("*", set())
         return actions <= granted or "*" in granted
 
@@ -100,7 +110,9 @@ class TokenAuthority:
         if self.auth.scheme == "basic":
             return f'Basic realm="{self.auth.service}"'
         value = f'Bearer realm="{base_url}/token",service="{self.auth.service}"'
-        if repo is not None:
+        if repo == CATALOG:
+            value += ',scope="registry:catalog:*"'
+        elif repo is not None:
             value += f',scope="repository:{repo}:{",".join(sorted(actions))}"'
         return value
 
@@ -118,6 +130,8 @@ class TokenAuthority:
                 name, wanted = parsed
                 if authenticated:
                     ok = wanted
+                elif name == CATALOG:
+                    ok = set()  # listing every repository takes a user, never an anonymous token
                 elif self.auth.anonymous_pull:
                     ok = wanted & {"pull"}
                 else:

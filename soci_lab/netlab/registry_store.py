@@ -14,6 +14,8 @@ referrers API scans these entries; what each manifest says about itself is cache
 
 Uploads (POST/PATCH/PUT) stream into ``<repo>/.ingest/upload-<uuid>`` while being hashed; the final PUT
 compares the digest and only then renames the file into ``blobs/``, so a visible blob is always verified.
+The file is open only while a request appends to it, so abandoned sessions hold no descriptor; a session
+idle for ``upload_idle_timeout`` (default an hour) is cancelled when another starts.
 Everything here runs on the registry's event-loop thread, except ``finish_upload`` (fsync, and re-hashing
 for sha512), which the registry runs in a worker thread; it touches only its own upload, which it first
 removes from the session table.
@@ -27,6 +29,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,8 @@ from .registry_errors import RegistryHTTPError
 #: distribution's repository name grammar
 REPO_NAME_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+#: an upload session untouched for this long (seconds) is cancelled when the next one starts
+UPLOAD_IDLE_TIMEOUT = 3600.0
 #: path components that would collide with a layout's own entries
 _RESERVED_COMPONENTS = frozenset({"blobs"})
 
@@ -62,23 +67,50 @@ def parse_digest(value: str, code: str = "DIGEST_INVALID") -> Digest:
 
 @dataclass
 class Upload:
-    """One blob upload session: a private file being appended to and hashed."""
+    """One blob upload session: a private file being appended to and hashed.
+
+    The file is open only while a request is appending to it (:meth:`release` closes it when the request
+    ends), so sessions a client abandons hold no file descriptor; they hold their partial file until they
+    have been idle for the store's ``upload_idle_timeout``.
+    """
 
     uuid: str
     repo: str
     path: Path
-    file: BinaryIO
     offset: int = 0
     sha256: Any = field(default_factory=hashlib.sha256)
+    last_used: float = field(default_factory=time.monotonic)
+    file: BinaryIO | None = None
 
     def append(self, data: bytes) -> None:
+        if self.file is None:
+            self.file = open(self.path, "ab")  # noqa: SIM115 - closed by release()
         self.file.write(data)
         self.sha256.update(data)
         self.offset += len(data)
+        self.last_used = time.monotonic()
+
+    def release(self) -> None:
+        """Close the file until the next request appends (the session stays)."""
+        file, self.file = self.file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    def sync(self) -> None:
+        """Flush and fsync what was appended (the file need not be open)."""
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -93,9 +125,11 @@ class RepositoryStore:
     """Repositories as OCI layouts under ``root`` (created when missing)."""
 
     def __init__(
-        self, root: str | os.PathLike[str], layouts: Mapping[str, str | os.PathLike[str]] | None = None
+        self, root: str | os.PathLike[str], layouts: Mapping[str, str | os.PathLike[str]] | None = None,
+        upload_idle_timeout: float = UPLOAD_IDLE_TIMEOUT,
     ) -> None:
         self.root = Path(root)
+        self.upload_idle_timeout = upload_idle_timeout
         self.root.mkdir(parents=True, exist_ok=True)
         self._layouts: dict[str, OCILayout] = {}
         for name, path in (layouts or {}).items():  # existing layouts served in place, under their own name
@@ -188,9 +222,11 @@ class RepositoryStore:
     def start_upload(self, name: str) -> Upload:
         layout = self.layout(name, create=True)
         layout.ingest_dir.mkdir(parents=True, exist_ok=True)
+        self.expire_uploads()
         uuid = secrets.token_hex(16)
         path = layout.ingest_dir / f"upload-{uuid}"
-        upload = Upload(uuid, name, path, open(path, "wb"))  # noqa: SIM115 - closed by finish/cancel
+        path.touch(exist_ok=False)
+        upload = Upload(uuid, name, path)
         self._uploads[uuid] = upload
         return upload
 
@@ -198,15 +234,29 @@ class RepositoryStore:
         upload = self._uploads.get(uuid)
         if upload is None or upload.repo != name:
             raise RegistryHTTPError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uuid})
+        upload.last_used = time.monotonic()
         return upload
+
+    def expire_uploads(self, now: float | None = None) -> int:
+        """Cancel sessions idle for longer than ``upload_idle_timeout`` (their partial files go); how many."""
+        now = time.monotonic() if now is None else now
+        idle = [u for u in self._uploads.values()
+                if u.file is None and now - u.last_used > self.upload_idle_timeout]
+        for upload in idle:
+            self.cancel_upload(upload)
+        return len(idle)
+
+    @property
+    def open_uploads(self) -> int:
+        """Upload sessions in progress."""
+        return len(self._uploads)
 
     def finish_upload(self, upload: Upload, digest: str) -> Digest:
         """Verify the uploaded bytes against ``digest`` and publish them; the session ends either way."""
         self._uploads.pop(upload.uuid, None)
         try:
             d = parse_digest(digest)
-            upload.file.flush()
-            os.fsync(upload.file.fileno())
+            upload.sync()
             upload.close()
             if d.algorithm == "sha256":
                 actual = f"sha256:{upload.sha256.hexdigest()}"

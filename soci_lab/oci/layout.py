@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ContentNotFound, DigestMismatch, InvalidLayout, SizeMismatch
+from ..errors import ContentNotFound, DigestMismatch, InvalidLayout, InvalidManifest, SizeMismatch
+from . import jsondoc
 from . import mediatypes as mt
 from .descriptor import Descriptor
 from .digest import Digest, DigestVerifier
@@ -100,8 +101,8 @@ class OCILayout:
                 self._atomic_write(self.root / "index.json", canonical_json(_empty_index()))
         else:
             try:
-                version = json.loads(marker.read_bytes()).get("imageLayoutVersion")
-            except (ValueError, AttributeError):
+                version = jsondoc.loads_object(marker.read_bytes(), str(marker)).get("imageLayoutVersion")
+            except InvalidManifest:
                 version = None
             if not isinstance(version, str):
                 raise InvalidLayout(f"{marker} is not a valid oci-layout file")
@@ -180,7 +181,7 @@ class OCILayout:
             data = (self.root / "index.json").read_bytes()
         except FileNotFoundError:
             raise InvalidLayout(f"{self.root} has no index.json") from None
-        doc = json.loads(data) if data.strip() else {}
+        doc = jsondoc.loads_object(data, f"{self.root}/index.json", error=InvalidLayout) if data.strip() else {}
         doc.setdefault("mediaType", mt.OCI_INDEX)  # older layouts omit it
         return Index.from_bytes(canonical_json(doc))
 
@@ -220,7 +221,7 @@ class OCILayout:
                 return d
         if tag_or_digest.startswith(("sha256:", "sha512:")) and self.has(tag_or_digest):
             data = self.read_blob(tag_or_digest)
-            kind = json.loads(data).get("mediaType") or mt.OCI_MANIFEST
+            kind = jsondoc.loads_object(data, f"blob {tag_or_digest}").get("mediaType") or mt.OCI_MANIFEST
             return Descriptor(kind, Digest(tag_or_digest), len(data))
         raise ContentNotFound(f"{tag_or_digest!r} is not in {self.root} (tags: {', '.join(self.tags()) or 'none'})")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidManifest, NoMatchingPlatform, UnsupportedMediaType
+from . import jsondoc
 from . import mediatypes as mt
 from .descriptor import Descriptor
 from .digest import Digest
@@ -23,13 +24,7 @@ MAX_MANIFEST_SIZE = 4 << 20  # distribution's limit for manifests
 def _load_json(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_MANIFEST_SIZE:
         raise InvalidManifest(f"{what} is {len(data)} bytes, more than the {MAX_MANIFEST_SIZE} allowed")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidManifest(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidManifest(f"{what} is not a JSON object")
-    return doc
+    return jsondoc.loads_object(data, what)  # bounded depth and integers: one line, never a RecursionError
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform as _platform
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,10 @@ from ..errors import InvalidInput
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
          "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+#: one part of ``os/arch[/variant]`` as text (a name, not a path, at most 64 characters)
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,8 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         """``os/arch[/variant]``."""
         parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise InvalidInput(f"not a platform: {text!r} (expected os/arch[/variant], e.g. linux/amd64)")
+        if len(parts) not in (2, 3) or not all(_PART.fullmatch(p) for p in parts):
+            raise InvalidInput(f"not a platform: {text[:100]!r} (expected os/arch[/variant], e.g. linux/amd64)")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     @classmethod

@@ -434,7 +434,7 @@ class Authenticator:
             doc = response.json()
             value = doc.get("token") or doc.get("access_token")
             life = float(doc.get("expires_in") or _DEFAULT_TOKEN_LIFE)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
             value, life = None, 0.0
         if not isinstance(value, str) or not value:
             raise AuthenticationError(f"token server of {self.host} answered without a token")

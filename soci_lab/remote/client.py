@@ -39,7 +39,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..events import EventRecorder
-from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, Platform, Reference, mediatypes
+from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, Platform, Reference, jsondoc, mediatypes
 from ..oci.manifest import MAX_MANIFEST_SIZE, parse_manifest_or_index
 from .auth import Credentials, load_credentials
 from .ranges import check_range, fetch_into, get_content_with_range, parse_content_range
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 #: Blobs read into memory (configs, zTOCs, SOCI indexes) are capped at this size unless told otherwise.
 MAX_IN_MEMORY_BLOB = 256 << 20
+#: a manifest, index, config or zTOC whose bytes do not match their digest is asked for again this many
+#: times (a corrupted response is usually transient: a proxy, a flaky cache) before the mismatch is reported
+DOCUMENT_RETRIES = 2
 
 _GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain",
                             "binary/octet-stream"})
@@ -125,7 +128,8 @@ class RegistryClient:
     ``fast_path`` (default on) reads bodies of ``FAST_MIN_BYTES`` (512 KiB, :mod:`soci_lab.leanpath`) and more
     straight from the socket over pooled keep-alive connections (``fastget.py``, ``leanpool.py``).
     ``ssl_context`` trusts a private CA (certificates are always verified; ``insecure`` only allows plain
-    HTTP, it never turns verification off).
+    HTTP, it never turns verification off). ``anonymous`` never sends credentials, not even those of the
+    docker/podman auth files (the artifact store's unauthenticated builds).
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class RegistryClient:
         max_connections: int = 64,
         fast_path: bool | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        anonymous: bool = False,
     ) -> None:
         ref, base_url = _parse_target(ref_or_host, insecure)
         self.reference = ref
@@ -150,7 +155,9 @@ class RegistryClient:
         self.events = events
         credentials = Credentials.coerce(creds)
         note = None
-        if credentials is None:
+        if anonymous and credentials is not None:
+            raise InvalidInput("an anonymous client takes no credentials")
+        if credentials is None and not anonymous:
             lookup = load_credentials(ref.registry or ref.api_host)
             credentials, note = lookup.credentials, lookup.note
         self.transport = Transport(base_url, creds=credentials, creds_note=note, config=self.config, events=events,
@@ -257,7 +264,8 @@ class RegistryClient:
 
         By digest (or with ``expected``), the bytes must hash to that digest; by tag, to the
         ``Docker-Content-Digest`` the registry announces. A body over ``max_size`` is refused before it is
-        read whole; the served Content-Type must agree with the document's ``mediaType``.
+        read whole; the served Content-Type must agree with the document's ``mediaType``. Bytes that do not
+        match the digest are asked for again up to :data:`DOCUMENT_RETRIES` times, then :class:`DigestMismatch`.
         """
         repo, reference = self._target(ref, reference)
         url = self.manifest_url(repo, reference)
@@ -266,6 +274,19 @@ class RegistryClient:
             want = expected.digest if want is None else want
             if want != expected.digest:
                 raise InvalidInput(f"asked for {reference} but expected {expected.digest}")
+        for attempt in range(DOCUMENT_RETRIES + 1):
+            data, headers = await self._get_manifest_bytes(repo, reference, url, accept, max_size)
+            try:
+                return self._check_manifest(repo, reference, data, headers, want, expected)
+            except DigestMismatch as exc:
+                if attempt == DOCUMENT_RETRIES:
+                    raise DigestMismatch(f"{exc} (after {attempt + 1} attempts)") from None
+        raise AssertionError("unreachable")
+
+    async def _get_manifest_bytes(
+        self, repo: str, reference: str, url: str, accept: tuple[str, ...], max_size: int,
+    ) -> tuple[bytes, httpx.Headers]:
+        """One GET of a manifest (resumed after broken bodies within its retry budget): bytes and headers."""
         budget = RetryBudget(self.transport.policy)
         while True:
             try:
@@ -290,9 +311,7 @@ class RegistryClient:
                 continue
             finally:
                 await ex.aclose()
-            headers = ex.headers
-            break
-        return self._check_manifest(repo, reference, data, headers, want, expected)
+            return data, ex.headers
 
     def _check_manifest(
         self,
@@ -423,10 +442,20 @@ class RegistryClient:
         self, repo: str | Reference | None, digest: str | Descriptor, size: int | None = None,
         *, max_size: int = MAX_IN_MEMORY_BLOB,
     ) -> bytes:
-        """A whole blob in memory, verified against its digest (and size when known)."""
+        """A whole blob in memory, verified against its digest (and size when known). Bytes that do not match
+        the digest are asked for again up to :data:`DOCUMENT_RETRIES` times, then :class:`DigestMismatch`."""
         d, size = _digest_size(digest, size)
         if size is not None and size > max_size:
             raise InvalidInput(f"blob {d} is {size} bytes, over the {max_size}-byte in-memory limit")
+        for attempt in range(DOCUMENT_RETRIES + 1):
+            try:
+                return await self._get_blob_once(repo, d, size, max_size)
+            except DigestMismatch as exc:
+                if attempt == DOCUMENT_RETRIES:
+                    raise DigestMismatch(f"{exc} (after {attempt + 1} attempts)") from None
+        raise AssertionError("unreachable")
+
+    async def _get_blob_once(self, repo: str | Reference | None, d: Digest, size: int | None, max_size: int) -> bytes:
         parts: list[bytes] = []
         verifier = d.verifier(size)
         total = 0
@@ -541,11 +570,9 @@ class RegistryClient:
         while url:
             ex = await self.transport.send("GET", url, params=params, scopes=_pull(repo), read_limit=16 << 20,
                                            what=f"tag list of {repo}")
-            try:
-                doc = httpx.Response(200, content=ex.content).json()
-            except ValueError:
-                raise RegistryError(f"tag list of {repo} is not JSON") from None
-            tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
+            doc = jsondoc.loads_object(ex.content, f"tag list of {repo}", error=RegistryError)
+            found = doc.get("tags") or []
+            tags.extend(t for t in (found if isinstance(found, list) else []) if isinstance(t, str))
             url = _next_link(ex.headers.get("Link"), ex.url)
             params = None
         return tags

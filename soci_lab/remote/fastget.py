@@ -41,6 +41,7 @@ import httpx
 
 from ..errors import RegistryUnreachable, TruncatedBody
 from ..leanpath import FAST_MIN_BYTES  # noqa: F401  (re-exported: remote.ranges and tests read it here)
+from .cleartext import check_cleartext
 from .leanpool import Origin
 from .pump import SplitSink, pump_body
 from .retry import is_retryable_status, redact_url
@@ -431,6 +432,7 @@ async def send_fast(
                     await _close(stream)
                 transport.record(request, t0, status, 0, attempt, headers.get("Range"), None, fast=True,
                                  reused=reused)
+                check_cleartext(nxt, transport.insecure, str(target))
                 target = nxt
                 req_headers.pop("Referer", None)
                 redirected = True

@@ -128,12 +128,20 @@ class SocketConn:
 async def _cancellable(fn: Callable[[], T], on_cancel: Callable[[], None] | None) -> T:
     """``fn()`` on a worker thread; on cancellation, ``on_cancel()`` then wait (shielded) for the thread to end.
 
-    Waiting matters: the thread may be writing into a file its caller is about to remove.
+    Waiting matters: the thread may be writing into a file its caller is about to remove. A cancellation that
+    comes before a worker thread took ``fn`` up (anyio then never calls it) waits for nothing: ``fn`` is marked
+    abandoned and will not start — waiting for it would hang forever.
     """
     done = threading.Event()
     outcome: list = []
+    lock = threading.Lock()
+    phase = ["queued"]  # → "running" (a worker took it up) or "abandoned" (cancelled before that)
 
     def _run() -> None:
+        with lock:
+            if phase[0] == "abandoned":
+                return
+            phase[0] = "running"
         try:
             outcome.append((True, fn()))
         except BaseException as exc:  # re-raised in the awaiting task
@@ -144,6 +152,12 @@ async def _cancellable(fn: Callable[[], T], on_cancel: Callable[[], None] | None
     try:
         await anyio.to_thread.run_sync(_run, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
+        with lock:
+            started = phase[0] == "running"
+            if not started:
+                phase[0] = "abandoned"
+        if not started:
+            raise
         if on_cancel is not None:
             on_cancel()
         with anyio.CancelScope(shield=True):

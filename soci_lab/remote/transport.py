@@ -42,6 +42,7 @@ from ..errors import (
 )
 from ..events import EventRecorder
 from .auth import Authenticator, Credentials
+from .cleartext import CleartextRefused, check_cleartext
 from .leanpool import LeanPool
 from .retry import RetryPolicy, is_retryable_status, parse_retry_after, redact_url
 
@@ -116,7 +117,7 @@ def _error_code(body: bytes) -> tuple[str | None, str | None]:
         doc = json.loads(body)
         first = doc["errors"][0]
         return str(first.get("code")) or None, str(first.get("message") or "")[:200] or None
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         return None, None
 
 
@@ -327,7 +328,10 @@ class Transport:
             follow_redirects=False,
             trust_env=False,
             verify=ssl_context if ssl_context is not None else True,
+            event_hooks={"request": [self._refuse_cleartext]},
         )
+        #: plain HTTP to non-loopback hosts allowed (set by the client from its ``insecure``; cleartext.py)
+        self.insecure = False
         host = self.base.netloc.decode()
         self.auth = Authenticator(host, creds, self._fetch_token, creds_note, insecure=insecure)
         #: original URL → final URL of redirected GETs (soci's CacheRedirects, used by parallel pull)
@@ -340,6 +344,10 @@ class Transport:
     async def aclose(self) -> None:
         self.lean_pool.close()
         await self.http.aclose()
+
+    async def _refuse_cleartext(self, request: httpx.Request) -> None:
+        """httpx request hook: every request, redirects included, passes :func:`check_cleartext`."""
+        check_cleartext(request.url, self.insecure)
 
     def same_origin(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == (self.base.scheme, self.base.host, self.base.port)
@@ -446,6 +454,9 @@ class Transport:
             except httpx.HTTPError as exc:
                 self.record(request, t0, None, 0, attempt, range_, _describe(exc))
                 raise RegistryError(f"{method} {redact_url(url)}: {_describe(exc)}") from None
+            except CleartextRefused as exc:
+                self.record(request, t0, None, 0, attempt, range_, str(exc))
+                raise
             exchange = Exchange(self, response, t0, attempt, range_, deadline)
             status = response.status_code
             if target != url and status in (401, 403, 404, 410):

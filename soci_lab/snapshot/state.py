@@ -36,10 +36,11 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .removal import remove_tree
 
 #: where state directories (and pointers to the ones given with --state-dir) live by default; the
 #: environment variable ``SOCI_LAB_STATE_ROOT`` moves it (read at each use: tests set it per session)
@@ -296,7 +297,7 @@ class StateDir:
             if child.name not in OWN_ENTRIES or child.name in keep or child.name == MARKER:
                 continue
             if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
+                remove_tree(child, ignore_errors=True)  # any depth: iterative, fd-based
             else:
                 with contextlib.suppress(OSError):
                     child.unlink()

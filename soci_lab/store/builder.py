@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..errors import DigestMismatch, SizeMismatch, SociLabError
+from ..errors import AuthenticationError, DigestMismatch, SizeMismatch, SociLabError, StoreError
 from ..oci import Descriptor, Digest, ImageConfig, Platform, Reference
 from ..oci import mediatypes as mt
 from ..ztoc.index import (
@@ -65,6 +65,13 @@ class BuildSettings:
     max_workers: int = 2
     insecure: bool = False
     creds: str | None = None
+    #: retries of each request while the image is being resolved (the layers get the client's usual
+    #: ``[http]`` policy): an unreachable or unknown registry fails the build in well under a second instead
+    #: of holding a build slot through eight exponential back-offs
+    resolve_retries: int = 2
+    #: seconds the whole resolution (manifests, config) may take: a registry answering slowly on purpose
+    #: holds a build slot this long at most before the build fails
+    resolve_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,9 @@ class BuildRequest:
     image: str
     platform: str
     profile: Profile
+    #: with the store's registry credentials (a build token / local-socket request, or an in-process
+    #: caller); False: anonymously, no credentials of any kind (:mod:`.auth`)
+    trusted: bool = True
 
 
 @dataclass
@@ -132,17 +142,33 @@ async def resolve_build(req: BuildRequest, settings: BuildSettings,
 
     ref = Reference.parse(req.image)
     client = None
+    if ref.is_layout and not req.trusted:
+        raise StoreError(f"{req.image}: an anonymous build cannot read OCI layouts on the store's host")
     if not ref.is_layout:
         from ..remote import RegistryClient
+        from ..remote.retry import RetryPolicy
 
-        client = RegistryClient(ref, creds=settings.creds, insecure=settings.insecure, events=events)
+        client = RegistryClient(ref, creds=settings.creds if req.trusted else None, anonymous=not req.trusted,
+                                insecure=settings.insecure, events=events)
+        full_policy = client.transport.policy
+        client.transport.policy = RetryPolicy(min(settings.resolve_retries, full_policy.max_retries),
+                                              full_policy.min_wait, full_policy.max_wait)
     try:
         src = open_source(ref, client)
-        resolved = await resolve_ref(src, ref, Platform.parse(req.platform))
-    except BaseException:
+        with anyio.fail_after(settings.resolve_timeout):
+            resolved = await resolve_ref(src, ref, Platform.parse(req.platform))
+    except TimeoutError:
         if client is not None:
             await client.aclose()
+        raise StoreError(f"resolving {req.image} took longer than {settings.resolve_timeout:g}s") from None
+    except BaseException as exc:
+        if client is not None:
+            await client.aclose()
+        if not req.trusted and isinstance(exc, AuthenticationError):
+            raise AuthenticationError(f"anonymous build (no build token): {one_line(exc)}") from None
         raise
+    if client is not None:
+        client.transport.policy = full_policy
     m = resolved.manifest_descriptor
     key = ArtifactKey(digest_ref(ref, m.digest), req.platform, req.profile.key())
     min_layer = req.profile.min_layer_size if req.profile.min_layer_size is not None else settings.min_layer_size

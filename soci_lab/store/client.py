@@ -3,7 +3,9 @@
 :class:`StoreClient` wraps the build endpoints of :mod:`.server`: :meth:`~StoreClient.build` queues one
 (:class:`~soci_lab.errors.BuildQueueFull` when the store answers 429 or 503 — the store reports a full
 queue instead of dropping the request), :meth:`~StoreClient.status` and :meth:`~StoreClient.wait` follow it
-to ``Ready`` or ``Failed``. :func:`request_build` is the synchronous one-call form.
+to ``Ready`` or ``Failed``. :func:`request_build` is the synchronous one-call form. ``token`` is the
+store's build token (sent as ``Authorization: Bearer``; the build then uses the store's registry
+credentials); a ``unix:PATH`` URL talks to the store's local build socket (trusted without a token).
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ def _message(resp: httpx.Response) -> str:
 class StoreClient:
     """An async client for one store at ``url`` (``http://HOST:PORT``)."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.AsyncClient(timeout=timeout, trust_env=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        if self.url.startswith("unix:"):  # the store's local build socket: unix:/run/soci-lab-store.sock
+            transport = httpx.AsyncHTTPTransport(uds=self.url.removeprefix("unix:"))
+            self._base = "http://localhost"
+            self._http = httpx.AsyncClient(timeout=timeout, trust_env=False, transport=transport, headers=headers)
+        else:
+            self._base = self.url
+            self._http = httpx.AsyncClient(timeout=timeout, trust_env=False, headers=headers)
 
     async def __aenter__(self) -> StoreClient:
         return self
@@ -51,7 +60,7 @@ class StoreClient:
 
     async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
-            return await self._http.request(method, self.url + path, **kw)
+            return await self._http.request(method, self._base + path, **kw)
         except httpx.HTTPError as exc:
             raise StoreError(f"store {self.url} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")) from None
 
@@ -71,6 +80,9 @@ class StoreClient:
         resp = await self._request("POST", "/v1/builds", json=doc)
         if resp.status_code in (429, 503):
             raise BuildQueueFull(f"store {self.url}: {_message(resp)}")
+        if resp.status_code in (401, 403):
+            raise StoreError(f"store {self.url} refused the build of {image} ({resp.status_code}): {_message(resp)}"
+                             + (" (give its build token: --token-file)" if resp.status_code == 401 else ""))
         if resp.status_code != 202:
             raise StoreError(f"store {self.url} refused the build of {image} ({resp.status_code}): {_message(resp)}")
         return resp.json()
@@ -102,9 +114,9 @@ class StoreClient:
 
 
 async def arequest_build(url: str, image: str, *, wait: bool = False, timeout: float = 600.0,
-                         **kw: Any) -> dict[str, Any]:
+                         token: str | None = None, **kw: Any) -> dict[str, Any]:
     """Queue a build (and with ``wait`` follow it to its end); keyword arguments go to :meth:`StoreClient.build`."""
-    async with StoreClient(url) as client:
+    async with StoreClient(url, token=token) as client:
         state = await client.build(image, **kw)
         if wait:
             state = {**await client.wait(state["id"], timeout), "deduplicated": state.get("deduplicated", False)}

@@ -13,11 +13,14 @@
 to its digest, is refused with :class:`~soci_lab.errors.StoreError` before anything is written — and
 writes the Ready row, the blobs and the layer rows in one transaction. One connection (WAL,
 ``synchronous=NORMAL``, foreign keys on), serialised by a lock, so the server loop and build threads may
-both use it. Nothing is ever evicted (Hermes has no GC either).
+both use it. Nothing is ever evicted (Hermes has no GC either). Every access first checks that the file at
+``path`` is still the one opened (device and inode): a database deleted or replaced under a serving store
+makes every request fail with that one line (500) instead of builds that report Ready and vanish on restart.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -135,9 +138,26 @@ class StoreDB:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            st = os.stat(self.path)
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the store database {self.path}: {exc}") from None
+        self._identity = (st.st_dev, st.st_ino)
         self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raise :class:`StoreError` when the database file is no longer the one opened (deleted, or replaced
+        by another file): SQLite would go on writing into the unlinked inode, and every build reported Ready
+        from then on would vanish when the store restarts. Called before every read and write."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreError(f"the store database {self.path} was deleted while the store was serving; "
+                             "nothing more is kept — restart the store") from None
+        except OSError as exc:
+            raise StoreError(f"the store database {self.path} cannot be checked: {exc.strerror}") from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise StoreError(f"the store database {self.path} was replaced by another file while the store was "
+                             "serving — restart the store")
 
     def close(self) -> None:
         """Close the connection."""
@@ -146,6 +166,7 @@ class StoreDB:
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
+            self.check()
             return self._conn.execute(sql, args).fetchall()
 
     # --- status -----------------------------------------------------------------------------------
@@ -165,6 +186,7 @@ class StoreDB:
         """Upsert ``key`` as Building; False (nothing changed) when it is already Ready."""
         t = now()
         with self._lock:
+            self.check()
             cur = self._conn.execute(
                 "INSERT INTO image_artifacts (source_image_ref, image_digest_ref, image_manifest_digest, "
                 "image_config_digest, platform, acceleration_key, span_size, min_layer_size, build_status, "
@@ -184,6 +206,7 @@ class StoreDB:
         """Record a failed build of ``key`` (a Ready row stays Ready)."""
         t = now()
         with self._lock:
+            self.check()
             self._conn.execute(
                 "INSERT INTO image_artifacts (source_image_ref, image_digest_ref, image_manifest_digest, "
                 "image_config_digest, platform, acceleration_key, build_status, build_started_at, "
@@ -211,6 +234,7 @@ class StoreDB:
             verify_blob(blob)
         t = now()
         with self._lock:
+            self.check()
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")

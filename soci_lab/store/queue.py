@@ -69,6 +69,7 @@ class BuildTask:
             "platform": self.request.platform,
             "profile": self.request.profile.name,
             "accelerationKey": self.request.profile.key(),
+            "trusted": self.request.trusted,
             "status": self.status,
             "imageDigestRef": self.image_digest_ref,
             "indexDigest": self.index_digest,
@@ -127,7 +128,9 @@ class BuildQueue:
 
     @staticmethod
     def _seen_key(req: BuildRequest) -> str:
-        return f"{req.image}|{req.platform}|{req.profile.key()}"
+        # a trusted and an anonymous request for one ref are two builds: an anonymous asker must never be
+        # handed (as "deduplicated") a build that ran with the store's credentials
+        return f"{req.image}|{req.platform}|{req.profile.key()}|{'trusted' if req.trusted else 'anonymous'}"
 
     def submit(self, req: BuildRequest) -> tuple[BuildTask, bool]:
         """Queue a build; returns ``(task, deduplicated)``. Raises :class:`BuildQueueFull` when full."""

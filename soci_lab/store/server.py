@@ -4,7 +4,8 @@ Hermes-compatible (no auth, no TLS; the method is not checked; every JSON body i
 ``Content-Type: application/json``; every error is ``{"error": "<msg>"}``):
 
 ==========================================  =================================================================
-``/healthz``                                200 ``{"status":"ok"}``
+``/healthz``                                200 ``{"status":"ok"}`` (500 when the database file was deleted or
+                                            replaced under the running store)
 ``/v1/indexes/resolve?image=&platform=``    400 ``missing image``; 404 ``index not ready for image=<image>
                                             platform=<platform>``; 500 on a database error; 200
                                             ``{"image","platform","sociIndex":{"mediaType","digest","size"},
@@ -24,7 +25,11 @@ so without the ``profile`` query parameter (an extension) the order is: a record
 image (``trace-v1:…``, the more specific profile; only there when someone built one), then
 ``startup-local-v1``, then ``""``. ``?profile=startup-local-v1|trace-v1|none`` asks for exactly one.
 
-Builds — not in Hermes, whose controller builds only from its Kubernetes watchers:
+Builds — not in Hermes, whose controller builds only from its Kubernetes watchers. Who may build with the
+store's registry credentials is :mod:`.auth`'s business: a request with the build token (``Authorization:
+Bearer``) or through the local unix socket is *trusted*; any other request builds **anonymously** (no
+credentials of any kind, no ``oci:`` layouts: 403), or is refused with 401 when anonymous builds are off; a
+wrong token is 401. Untrusted callers see only anonymous builds in the two ``GET`` build endpoints.
 
 * ``POST /v1/builds`` with ``{"image": REF, "platform"?: "os/arch", "profile"?: "startup-local-v1"|"trace-v1"|
   "none", "trace"?: "<trace CSV text>", "syncUntil"?: seconds}`` → 202 with the build (``id``, ``status`` …,
@@ -39,6 +44,7 @@ store.url``), for tests, notebooks and ``soci-lab store serve``.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,8 +54,9 @@ from aiohttp import web
 
 from ..errors import BuildQueueFull, InvalidInput, StoreError
 from ..netlab.background import BackgroundServer
-from ..oci import Platform, Reference
+from ..oci import Platform, Reference, jsondoc
 from . import profiles as pf
+from .auth import REALM, TRUSTED, BuildAuth, BuildRefused
 from .builder import BuildRequest, BuildSettings
 from .db import LIST_LIMIT, StoreDB, artifact_json
 from .queue import BuildQueue
@@ -92,10 +99,12 @@ def resolve_keys(profile: str | None) -> list[str]:
 class StoreApp:
     """Handlers over a database and a build queue."""
 
-    def __init__(self, db: StoreDB, queue: BuildQueue, platform: str = DEFAULT_PLATFORM) -> None:
+    def __init__(self, db: StoreDB, queue: BuildQueue, platform: str = DEFAULT_PLATFORM,
+                 auth: BuildAuth | None = None) -> None:
         self.db = db
         self.queue = queue
         self.platform = platform
+        self.auth = auth or BuildAuth()
 
     def application(self) -> web.Application:
         """The aiohttp application."""
@@ -118,6 +127,7 @@ class StoreApp:
             return error(500, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        self.db.check()  # a deleted or replaced database is a 500 here too, so a supervisor notices
         return json_response({"status": "ok"})
 
     async def resolve(self, request: web.Request) -> web.Response:
@@ -153,13 +163,20 @@ class StoreApp:
 
     async def build(self, request: web.Request) -> web.Response:
         try:
-            doc = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return error(400, "the body must be a JSON object with an image")
+            trusted = self.auth.classify(request) == TRUSTED
+        except BuildRefused as exc:
+            return error(exc.status, str(exc), {"WWW-Authenticate": f'Bearer realm="{REALM}"'})
+        try:
+            doc = jsondoc.loads(await request.read(), "the build request", error=InvalidInput)
+        except InvalidInput as exc:  # not JSON; or nested absurdly / integers beyond 64 bits ("is refused")
+            refused = " is refused: " in str(exc)
+            return error(400, str(exc) if refused else "the body must be a JSON object with an image")
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str) or not doc["image"]:
             return error(400, "missing image")
         try:
-            Reference.parse(doc["image"])
+            if Reference.parse(doc["image"]).is_layout and not trusted:
+                return error(403, "an anonymous build cannot read OCI layouts on the store's host "
+                                  "(send the build token, or use the local socket)")
             platform = str(Platform.parse(doc.get("platform") or self.platform))
             sync_until = doc.get("syncUntil")
             if sync_until is not None and (isinstance(sync_until, bool) or not isinstance(sync_until, int | float)):
@@ -168,19 +185,35 @@ class StoreApp:
         except InvalidInput as exc:
             return error(400, str(exc).splitlines()[0])
         try:
-            task, dedup = self.queue.submit(BuildRequest(doc["image"], platform, profile))
+            task, dedup = self.queue.submit(BuildRequest(doc["image"], platform, profile, trusted=trusted))
         except BuildQueueFull as exc:
             return error(429, str(exc), {"Retry-After": "1"})
         return json_response({**task.to_json(), "deduplicated": dedup}, 202)
 
     async def builds(self, request: web.Request) -> web.Response:
-        return json_response([t.to_json() for t in self.queue.tasks()[:LIST_LIMIT]])
+        trusted = self.auth.trusted(request)
+        tasks = [t for t in self.queue.tasks() if trusted or not t.request.trusted]
+        return json_response([t.to_json() for t in tasks[:LIST_LIMIT]])
 
     async def build_status(self, request: web.Request) -> web.Response:
         task = self.queue.get(request.match_info["id"])
+        if task is not None and task.request.trusted and not self.auth.trusted(request):
+            task = None  # an untrusted caller does not learn what trusted builds were asked for
         if task is None:
             return error(404, f"build {request.match_info['id']} not found")
         return json_response(task.to_json())
+
+
+def _current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``); 0 (permissive) if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 class ArtifactStore(BackgroundServer):
@@ -189,7 +222,9 @@ class ArtifactStore(BackgroundServer):
     ``with ArtifactStore(db=path) as store: store.url``. ``settings`` are the build knobs (span size,
     minimum layer size for the ``none`` profile, build tool identifier, registry access); ``platform`` is
     used when a request names none; ``max_concurrency`` builds run at once and ``queue_size`` more may wait;
-    ``events`` records what builds do (:class:`BuildQueue`).
+    ``events`` records what builds do (:class:`BuildQueue`). Who may build with the store's registry access
+    (:mod:`.auth`): requests with ``build_token`` or through ``build_socket`` (a unix socket, mode 0600);
+    others build anonymously, or are refused with ``allow_anonymous_builds=False``.
     """
 
     kind = "artifact-store"
@@ -206,8 +241,13 @@ class ArtifactStore(BackgroundServer):
         queue_size: int = 128,
         build_timeout: float = 3600.0,
         events: EventRecorder | None = None,
+        build_token: str | None = None,
+        allow_anonymous_builds: bool = True,
+        build_socket: str | Path | None = None,
     ) -> None:
         super().__init__(host, port)
+        self.auth = BuildAuth(build_token, allow_anonymous_builds)
+        self.build_socket = Path(build_socket) if build_socket is not None else None
         self.events = events
         self.db_path = Path(db)
         self.platform = str(Platform.parse(platform))
@@ -223,13 +263,33 @@ class ArtifactStore(BackgroundServer):
         self.queue = BuildQueue(self.db, self.settings, max_concurrency=self.max_concurrency,
                                 queue_size=self.queue_size, build_timeout=self.build_timeout, events=self.events)
         self.queue.start()
-        return StoreApp(self.db, self.queue, self.platform).application()
+        return StoreApp(self.db, self.queue, self.platform, self.auth).application()
+
+    async def add_sites(self, runner: web.AppRunner) -> None:
+        if self.build_socket is None:
+            return
+        path = self.build_socket
+        if path.is_socket():
+            path.unlink()  # a socket left by a store that died; a regular file there is an error (bind fails)
+        # connecting to a unix socket takes write permission on it: with the usual umask (group and other
+        # write masked) nobody else can connect between bind and chmod; with a permissive one, bind under
+        # umask 0177 (the umask is per process, so only then, briefly)
+        permissive = _current_umask() & 0o022 != 0o022
+        old = os.umask(0o177) if permissive else None
+        try:
+            await web.UnixSite(runner, str(path)).start()
+        finally:
+            if old is not None:
+                os.umask(old)
+        os.chmod(path, 0o600)
 
     async def on_stop(self) -> None:
         if self.queue is not None:
             await self.queue.stop()
         if self.db is not None:
             self.db.close()
+        if self.build_socket is not None and self.build_socket.is_socket():
+            self.build_socket.unlink()
 
 
 __all__ = ["DEFAULT_PLATFORM", "DEFAULT_PORT", "ArtifactStore", "StoreApp", "resolve_keys"]

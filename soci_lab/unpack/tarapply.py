@@ -189,6 +189,15 @@ class ApplyStats:
     xattrs_skipped: int = 0
 
 
+def xattr_error(entry: str, name: str, value: bytes, exc: OSError) -> ArchiveError:
+    """The one line for an xattr the kernel refused (a malformed ``security.capability`` gives EINVAL):
+    names the entry, the xattr and why, never the descriptor number ``os.setxattr`` reports."""
+    why = exc.strerror or type(exc).__name__
+    if exc.errno == errno.EINVAL and name == "security.capability":
+        why += " (not a valid file capability)"
+    return ArchiveError(f"tar entry {entry!r}: cannot set xattr {name} ({len(value)} bytes): {why}")
+
+
 @dataclass(slots=True)
 class _DirMeta:
     mode: int
@@ -257,6 +266,7 @@ class _NewFile:
     xattrs: dict[str, bytes]
     atime_ns: int
     mtime_ns: int
+    entry: str = ""
 
     def run(self) -> int:
         """Create and fill the file; returns how many xattrs were skipped (not supported here)."""
@@ -275,7 +285,7 @@ class _NewFile:
                     os.setxattr(fd, name, value)
                 except OSError as exc:
                     if exc.errno not in _IGNORABLE_XATTR_ERRNOS:
-                        raise
+                        raise xattr_error(self.entry or self.base, name, value, exc) from None
                     skipped += 1
             os.utime(fd, ns=(self.atime_ns, self.mtime_ns))
         finally:
@@ -457,6 +467,7 @@ class TarApplier:
                 self._xattrs(info),
                 self._atime_ns(info),
                 self._mtime_ns(info),
+                info.name,
             )
             self._submit(job, info.size)
             self.stats.files += 1
@@ -486,7 +497,7 @@ class TarApplier:
             if not simple:  # after fchown, which clears set-id bits
                 os.fchmod(fd, mode)
             for name, value in xattrs.items():
-                self._setxattr(fd, name, value)
+                self._setxattr(fd, name, value, entry=real)
             os.utime(fd, ns=(atime_ns, mtime_ns))
         finally:
             os.close(fd)
@@ -727,7 +738,7 @@ class TarApplier:
                     os.fchown(dfd, meta.uid, meta.gid)
                 os.fchmod(dfd, meta.mode)
                 for name, value in meta.xattrs.items():
-                    self._setxattr(dfd, name, value)
+                    self._setxattr(dfd, name, value, entry=real or ".")
                 os.utime(dfd, ns=(meta.atime_ns, meta.mtime_ns))
             finally:
                 if fd is not None:
@@ -743,7 +754,7 @@ class TarApplier:
         if xattrs:
             proc = f"/proc/self/fd/{pfd}/{base}"
             for name, value in xattrs.items():
-                self._setxattr(proc, name, value, follow_symlinks=False)
+                self._setxattr(proc, name, value, follow_symlinks=False, entry=info.name)
         os.utime(base, ns=(self._atime_ns(info), self._mtime_ns(info)), dir_fd=pfd, follow_symlinks=False)
 
     def _xattrs(self, info: tarfile.TarInfo) -> dict[str, bytes]:
@@ -759,12 +770,13 @@ class TarApplier:
                 out[name] = value.encode("utf-8", "surrogateescape")
         return out
 
-    def _setxattr(self, target: int | str, name: str, value: bytes, *, follow_symlinks: bool = True) -> None:
+    def _setxattr(self, target: int | str, name: str, value: bytes, *, follow_symlinks: bool = True,
+                  entry: str = "") -> None:
         try:
             os.setxattr(target, name, value, follow_symlinks=follow_symlinks)
         except OSError as exc:
             if exc.errno not in _IGNORABLE_XATTR_ERRNOS:
-                raise
+                raise xattr_error(entry, name, value, exc) from None
             self.stats.xattrs_skipped += 1
 
     @staticmethod

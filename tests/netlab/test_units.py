@@ -9,18 +9,19 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soci_lab.netlab.registry import _parse_range
+from soci_lab.netlab.registry import IGNORE, _parse_range
 from soci_lab.netlab.shaping import TokenBucket
 
 
-def reference_range(first: int | None, last: int | None, size: int) -> tuple[int, int] | None:
-    """RFC 9110 §14.1.2, written the slow, obvious way: the set of selected positions."""
+def reference_range(first: int | None, last: int | None, size: int) -> tuple[int, int] | object | None:
+    """RFC 9110 §14.1.2, written the slow, obvious way: the set of selected positions (None: unsatisfiable,
+    416); an invalid range-spec (first after last) is ignored (§14.2: 200 with everything)."""
     if first is None:  # suffix range: the last `last` bytes
         selected = list(range(max(0, size - (last or 0)), size)) if last else []
     else:
         end = size - 1 if last is None else min(last, size - 1)
         if last is not None and last < first:
-            return None
+            return IGNORE
         selected = list(range(first, end + 1))
     return (selected[0], len(selected)) if selected else None
 
@@ -38,8 +39,9 @@ def test_parse_range_matches_the_rfc(size, first, last):
 
 
 def test_parse_range_refuses_what_it_does_not_serve():
-    for header in ("bytes=0-1,3-4", "items=0-1", "bytes=-", "bytes=a-b", "0-1"):
-        assert _parse_range(header, 100) is None
+    assert _parse_range("bytes=0-1,3-4", 100) is None  # several ranges: 416
+    for header in ("items=0-1", "bytes=-", "bytes=a-b", "0-1", "bytes=5-2"):  # malformed: ignored (RFC 9110 §14.2)
+        assert _parse_range(header, 100) is IGNORE
 
 
 def test_token_bucket_rate_and_fairness():

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from storetools import PLATFORM, SPAN, Images
+from storetools import PLATFORM, SPAN, STORE_TOKEN, Images
 
 from soci_lab.netlab import EmbeddedRegistry
 from soci_lab.store import ArtifactStore, BuildSettings
@@ -27,5 +27,5 @@ def images(store_registry: EmbeddedRegistry, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ArtifactStore]:
     with ArtifactStore(db=tmp_path / "hermes.db", platform=PLATFORM,
-                       settings=BuildSettings(span_size=SPAN, min_layer_size=0)) as s:
+                       settings=BuildSettings(span_size=SPAN, min_layer_size=0), build_token=STORE_TOKEN) as s:
         yield s

@@ -19,6 +19,8 @@ from soci_lab.oci import Platform
 
 PLATFORM = str(Platform.host())
 SPAN = 16 << 10
+#: the build token of the ``store`` fixture (builds from ``oci:`` layouts need a trusted request)
+STORE_TOKEN = "store-tests-build-token-0123456789"
 
 
 @dataclass

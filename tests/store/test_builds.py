@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from storetools import PLATFORM, SPAN, Images, make_trees
+from storetools import PLATFORM, SPAN, STORE_TOKEN, Images, make_trees
 
 from soci_lab.errors import BuildQueueFull, StoreError
 from soci_lab.events import detail
@@ -176,7 +176,7 @@ def test_builds_from_each_registry(tmp_path, registry, store):
 def test_builds_from_an_oci_layout(tmp_path, store):
     trees = make_trees(tmp_path / "trees", seed=2000)
     res = build_image(trees, f"oci:{tmp_path / 'layout'}:v1")
-    state = request_build(store.url, f"oci:{tmp_path / 'layout'}:v1", wait=True, timeout=120)
+    state = request_build(store.url, f"oci:{tmp_path / 'layout'}:v1", wait=True, timeout=120, token=STORE_TOKEN)
     assert state["status"] == "Ready", state
     assert state["imageDigestRef"] == f"oci:{tmp_path / 'layout'}@{res.digest}"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from storetools import PLATFORM, SPAN
+from storetools import PLATFORM, SPAN, STORE_TOKEN
 
 from soci_lab.images import RuntimeConfig, build_image, build_sample_image
 from soci_lab.oci import ImageConfig, OCILayout
@@ -249,10 +249,11 @@ def test_trace_profile_priorities_follow_first_access(sample: Built):
 
 def test_store_serves_the_trace_profile_first(sample: Built, tmp_path: Path):
     (tmp_path / "trace.csv").write_text(TRACE)
-    with ArtifactStore(db=tmp_path / "h.db", platform=PLATFORM, settings=BuildSettings(span_size=SPAN)) as store:
-        startup = request_build(store.url, sample.ref, wait=True, timeout=120)
+    with ArtifactStore(db=tmp_path / "h.db", platform=PLATFORM, settings=BuildSettings(span_size=SPAN),
+                       build_token=STORE_TOKEN) as store:
+        startup = request_build(store.url, sample.ref, wait=True, timeout=120, token=STORE_TOKEN)
         traced = request_build(store.url, sample.ref, profile="trace-v1", trace=tmp_path / "trace.csv", wait=True,
-                               timeout=120)
+                               timeout=120, token=STORE_TOKEN)
         assert startup["status"] == traced["status"] == "Ready"
         assert startup["imageDigestRef"] == traced["imageDigestRef"]
         assert startup["indexDigest"] != traced["indexDigest"]

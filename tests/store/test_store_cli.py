@@ -73,3 +73,37 @@ def test_usage_errors_exit_2():
     assert _run("store", "serve").returncode == 2  # --db is required
     assert _run("store", "build").returncode == 2
     assert _run("store", "build", "example.com/a:b", "--profile", "fast").returncode == 2
+
+
+def test_serve_with_token_file_and_socket(tmp_path: Path):
+    """``--build-token-file`` creates a private token; ``store build`` with it, or through ``--build-socket``,
+    is trusted (may read an ``oci:`` layout); without either it is refused (403, one line)."""
+    from storetools import make_trees
+
+    from soci_lab.images import build_image
+
+    layout = tmp_path / "layout"
+    build_image(make_trees(tmp_path / "trees", seed=777), f"oci:{layout}:v1")
+    tok, sock = tmp_path / "token", tmp_path / "build.sock"
+    proc = subprocess.Popen([*SOCI_LAB, "store", "serve", "--db", str(tmp_path / "h.db"), "--port", "0",
+                             "--platform", PLATFORM, "--span-size", "16KiB", "--min-layer-size", "0",
+                             "--build-token-file", str(tok), "--build-socket", str(sock)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert tok.stat().st_mode & 0o777 == 0o600 and len(tok.read_text().strip()) >= 32
+        assert sock.stat().st_mode & 0o777 == 0o600
+        ref = f"oci:{layout}:v1"
+        anon = _run("store", "build", ref, "--store", url)
+        assert anon.returncode == 1 and len(anon.stderr.strip().splitlines()) == 1 and "(403)" in anon.stderr
+        with_token = _run("store", "build", ref, "--store", url, "--token-file", str(tok), "--wait")
+        assert with_token.returncode == 0, with_token.stderr
+        via_socket = _run("store", "build", ref, "--store", f"unix:{sock}", "--wait", "--profile", "none")
+        assert via_socket.returncode == 0, via_socket.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not sock.exists()
