@@ -42,7 +42,7 @@ def _deep(root: Path, depth: int, name: str = "d") -> Path:
 def test_state_dir_with_1200_nested_directories_is_removed(tmp_path):
     state = StateDir(tmp_path / "state").create()
     _deep(state.root / "layers", 1200)
-    (state.root / "record.json").write_text("{}")
+    (state.root / "mount.json").write_text("{}")
     state.remove()
     assert not state.root.exists()
     assert Path("/etc/passwd").exists()  # the symlinks were unlinked, not followed
@@ -59,7 +59,8 @@ def test_keeps_listed_names(tmp_path):
     _deep(state.root / "upper", 1100)
     (state.root / "keepme").write_text("k")
     state.remove(keep=("keepme",))
-    assert sorted(p.name for p in state.root.iterdir()) == ["keepme"]
+    # the marker stays with what is kept, so that a later cleanup still knows the directory is soci-lab's
+    assert sorted(p.name for p in state.root.iterdir()) == [".soci-lab-state", "keepme"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
