@@ -1,8 +1,10 @@
 """``soci-lab mount``, ``umount`` and ``run``: an image's rootfs on this host (docs/cli.md, "Host side").
 
 ``mount REF MOUNTPOINT --mode lazy|parallel|sequential`` returns when the rootfs is ready. Without
-``--background`` it then serves until SIGINT/SIGTERM and unmounts; with it, a serving process (this
-command re-run in a new session) keeps the mount and ``mount`` exits 0. Either way the state directory
+``--background`` it then serves until SIGINT/SIGTERM and unmounts; with it, a serving process keeps the
+mount and ``mount`` exits 0: a fork of the per-host service (:mod:`soci_lab.service`, started when absent;
+everything is imported there already, so the command itself imports little), or, where the service cannot
+be used, this command re-run in a new session. Either way the state directory
 holds the record ``umount`` needs (``soci_lab.snapshot.state``). ``--json`` prints ``mode, ready_s,
 bytes_fetched, requests, layers [{digest, how, bytes_fetched}], events`` (bytes and requests seen by the
 time the rootfs is ready; a FUSE server's own fetches are in ``umount``'s totals and the merged events).
@@ -123,9 +125,20 @@ def _parse_run(rest: list[str]) -> argparse.Namespace:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from ..lab import _config as lab_config
+    """``--config`` (a soci-snapshotter config.toml, else the defaults), with ``--artifact-store`` enabling the
+    external store at that URL — what :func:`soci_lab.lab.pull` does, without importing :mod:`soci_lab.lab`
+    (it brings matplotlib: ~1.5 s of every ``mount``)."""
+    import dataclasses
 
-    return lab_config(args.config, args.artifact_store)
+    from ..config import Config
+
+    cfg = Config.from_toml(args.config) if args.config is not None else Config()
+    if args.artifact_store:
+        cfg = dataclasses.replace(cfg)
+        cfg.external_artifact_store = dataclasses.replace(
+            cfg.external_artifact_store, enable=True, endpoint=args.artifact_store.rstrip("/")
+        )
+    return cfg
 
 
 def _filesystem(args: argparse.Namespace, state: Path, rec: Any, owns: bool) -> Any:
@@ -169,41 +182,61 @@ def _state_for(args: argparse.Namespace, mountpoint: Path) -> tuple[Path, bool]:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
+    target = args.mountpoint.resolve()
+    if args.background:
+        return _mount_background(args, target)
+    _check_target(target, fresh=args.serve_fd is None)
+    return _mount_and_serve(args, target)
+
+
+def _check_target(target: Path, *, fresh: bool) -> None:
+    """A mountpoint ``mount`` may use: a directory, not mounted, and (``fresh``) no earlier mount's state."""
     from ..snapshot import find_state_dir, is_mounted
 
-    target = args.mountpoint.resolve()
     if not target.is_dir():
         raise MountError(f"mountpoint {target} is not a directory")
     if is_mounted(target):
         raise MountError(f"{target} is already a mount point")
-    if find_state_dir(target) is not None and args.serve_fd is None:
+    if fresh and find_state_dir(target) is not None:
         raise MountError(f"{target} has the state of an earlier mount: run 'soci-lab umount {target}' first")
-    if args.background:
-        return _mount_background(args, target)
-    return _mount_and_serve(args, target)
 
 
 def _mount_background(args: argparse.Namespace, target: Path) -> int:
-    """Re-run this command as a serving process in a new session; wait for its ready report."""
-    from . import print_json
+    """Start a serving process (forked by the service, else this command re-run in a new session) and wait
+    for its ready report."""
+    from . import one_line, print_json
 
     argv = _rebuild_argv(args)
-    state, _owns = _state_for(args, target)
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    rfd, wfd = os.pipe()
-    log = open(state / "server.log", "ab")  # noqa: SIM115 - handed to the child
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CLI_CODE, *argv, "--serve-fd", str(wfd)],
-            pass_fds=(wfd,),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    finally:
-        os.close(wfd)
-        log.close()
+    proc: Any = None
+    from .. import service
+
+    if service.enabled():
+        rfd, wfd = os.pipe()
+        try:
+            proc = service.get().spawn_mount(argv, wfd)  # the serving process checks the mountpoint
+        except SociLabError as exc:
+            os.close(rfd)
+            print(f"soci-lab mount: {one_line(exc)}; serving without the soci-lab service", file=sys.stderr)
+        finally:
+            os.close(wfd)
+    if proc is None:
+        _check_target(target, fresh=True)
+        state, _owns = _state_for(args, target)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        rfd, wfd = os.pipe()
+        log = open(state / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CLI_CODE, *argv, "--serve-fd", str(wfd)],
+                pass_fds=(wfd,),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            os.close(wfd)
+            log.close()
     data = b""
     deadline = time.monotonic() + BACKGROUND_TIMEOUT
     try:
@@ -227,6 +260,9 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
+        if msg and msg.get("checked") is False:
+            raise MountError(msg.get("error") or "the mountpoint was refused")  # nothing of ours to undo
+        state, _owns = _state_for(args, target)
         error = msg.get("error") if msg else _tail(state / "server.log") or "the serving process did not report"
         with contextlib.suppress(SociLabError):
             from ..snapshot import unmount_recorded
@@ -246,6 +282,42 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def serve_background(argv: list[str], ready_fd: int) -> int:
+    """The serving process of ``mount --background``, forked by the service: check the mountpoint, make the
+    state directory, send output to its ``server.log``, mount and serve (reporting on ``ready_fd``).
+
+    ``argv`` is the ``mount`` command line without ``--background``. A mountpoint refused before anything was
+    made is reported with ``"checked": false``, so the waiting command undoes nothing (it is someone else's).
+    """
+    from . import build_parser, one_line
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        _report(ready_fd, {"ok": False, "error": f"bad mount command line: {argv}", "checked": False})
+        return 2
+    args.serve_fd = ready_fd
+    target = args.mountpoint.resolve()
+    try:
+        _check_target(target, fresh=True)
+        state, _owns = _state_for(args, target)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = os.open(state / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except (SociLabError, OSError) as exc:
+        _report(ready_fd, {"ok": False, "error": one_line(exc), "checked": False})
+        return 1
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    try:
+        return int(cmd_mount(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (SociLabError, OSError) as exc:
+        print(f"soci-lab mount: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 def _rebuild_argv(args: argparse.Namespace) -> list[str]:
