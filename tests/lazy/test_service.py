@@ -296,3 +296,22 @@ def test_background_mounts_are_served_by_forks_of_the_service(
     assert not any(is_mounted(m) for m in mnts)
     assert all(_wait_gone(pid) for pid in servers)
     assert _alive(owner)  # the service stays for the next command
+
+
+def test_background_mount_without_a_usable_service_still_mounts(
+    svc_dir: Path, indexed_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOCI_LAB_STATE_ROOT", str(tmp_path / "root"))
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    try:
+        with _Impostor(service.socket_path(), "wrong-answer"):
+            out = _cli("mount", indexed_image, str(mnt), "--mode", "lazy", "--background", "--json", cwd=tmp_path)
+        assert "serving without the soci-lab service" in out.stderr and "refusing" in out.stderr
+        assert json.loads(out.stdout)["mode"] == "lazy"
+        assert len(_first_file(mnt).read_bytes()) > 100_000
+        assert _processes_naming("soci_lab.service --serve " + str(svc_dir)) == []
+    finally:
+        if is_mounted(mnt):
+            _cli("umount", str(mnt), cwd=tmp_path, check=False)
+    assert not is_mounted(mnt)
