@@ -243,6 +243,9 @@ def main() -> None:
         "goals": goals,
         "met": {k: v <= goals[k] for k, v in of_medians.items()},
         "unpigz": shutil.which("unpigz"),
+        "note": "cpu_s: this process and its waited-for children, so for soci_lab only the command itself (the "
+        "serving process is the service's fork) and for containerd the ctr client and the daemon; "
+        "machine_cpu_s (/proc/stat) counts everything",
     }
     if a.json:
         print(json.dumps(out, indent=2))
