@@ -57,6 +57,8 @@ from .errors import ServiceError, ServiceRefused
 PROTOCOL = "soci-lab-service/1"
 #: how long a client waits for a connected service's answer (a peer that never answers is refused)
 ANSWER_TIMEOUT_S = 10.0
+#: how long a client waits for the answer to a request (a fork is answered in milliseconds)
+REQUEST_TIMEOUT_S = 60.0
 #: how long a client waits for a service it started to listen
 START_TIMEOUT_S = 120.0
 DEFAULT_IDLE_S = 900.0
@@ -312,7 +314,7 @@ def _connect_verified(path: Path) -> ServiceClient | None:
     except BaseException:
         sock.close()
         raise
-    sock.settimeout(None)
+    sock.settimeout(REQUEST_TIMEOUT_S)
     return ServiceClient(sock, path, pid)
 
 
