@@ -354,6 +354,10 @@ def get(*, start: bool = True) -> ServiceClient:
             _client = None
         if _client is None:
             _client = connect(start=start)
+            if not _client_owner:
+                import atexit
+
+                atexit.register(forget)  # closed at exit, not left to the collector (ResourceWarning)
             _client_owner = os.getpid()
         return _client
 

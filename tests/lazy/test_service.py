@@ -53,6 +53,15 @@ def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
     return not _alive(pid)
 
 
+def _service_pid(*, start: bool = True) -> int:
+    """The pid of this code's service (started when absent with ``start``), over a connection of its own."""
+    client = service.connect(start=start)
+    try:
+        return client.pid
+    finally:
+        client.close()
+
+
 def _processes_naming(text: str) -> list[int]:
     out = []
     for name in os.listdir("/proc"):
@@ -75,7 +84,7 @@ def svc_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     service.forget()
     zygote._service_failed.clear()
     with contextlib.suppress(Exception):
-        service.connect(start=False).stop()
+        service.connect(start=False).stop()  # stop() closes its connection
     for pid in _processes_naming(str(d)):  # anything still running that we started (by its pid)
         os.kill(pid, signal.SIGKILL)
         _wait_gone(pid)
@@ -146,14 +155,14 @@ def test_stop_is_clean_and_forked_servers_keep_serving(svc_dir: Path, layer_file
         m.cleanup()
     assert not is_mounted(mnt)
     # SIGTERM stops it cleanly too
-    pid = service.connect().pid
+    pid = _service_pid()
     os.kill(pid, signal.SIGTERM)
     assert _wait_gone(pid)
     assert not service.socket_path().exists()
 
 
 def test_a_dead_services_socket_is_replaced(svc_dir: Path) -> None:
-    pid = service.connect().pid
+    pid = _service_pid()
     os.kill(pid, signal.SIGKILL)
     assert _wait_gone(pid)
     assert service.socket_path().exists()  # left behind by the killed service
@@ -281,7 +290,7 @@ def test_background_mounts_are_served_by_forks_of_the_service(
             record = json.loads((tmp_path / f"state{i}" / "mount.json").read_text())
             servers.append(record["server"]["pid"])
             assert len(_first_file(mnt).read_bytes()) > 100_000
-        owner = service.connect(start=False).pid
+        owner = _service_pid(start=False)
         assert all(_ppid(pid) == owner for pid in servers)  # both serving processes: forks of one service
         # a mountpoint that is already mounted is refused by the fork, and the mount there is left alone
         bad = _cli("mount", indexed_image, str(mnts[0]), "--mode", "lazy", "--background", cwd=tmp_path,
