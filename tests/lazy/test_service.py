@@ -324,3 +324,15 @@ def test_background_mount_without_a_usable_service_still_mounts(
         if is_mounted(mnt):
             _cli("umount", str(mnt), cwd=tmp_path, check=False)
     assert not is_mounted(mnt)
+
+
+def test_service_commands_start_status_stop(svc_dir: Path, tmp_path: Path) -> None:
+    started = json.loads(_cli("service", "start", "--json", cwd=tmp_path).stdout)
+    assert started["key"] == service.code_key() and _alive(started["pid"])
+    assert json.loads(_cli("service", "status", "--json", cwd=tmp_path).stdout)["pid"] == started["pid"]
+    assert json.loads(_cli("service", "start", "--json", cwd=tmp_path).stdout)["pid"] == started["pid"]
+    assert json.loads(_cli("service", "stop", "--json", cwd=tmp_path).stdout) == {"stopped": started["pid"]}
+    assert _wait_gone(started["pid"]) and not service.socket_path().exists()
+    gone = _cli("service", "status", cwd=tmp_path, check=False)
+    assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1 and "no soci-lab service" in gone.stderr
+    assert _cli("service", "stop", cwd=tmp_path).returncode == 0  # nothing to stop is not an error
