@@ -254,6 +254,37 @@ class Containerd:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
+def skopeo_umoci(ref: str, dest: Path) -> None:
+    """``skopeo copy`` of ``ref`` (plain HTTP) into an OCI layout under ``dest``, then ``umoci raw unpack``."""
+    dest.mkdir(parents=True)
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+                    f"oci:{dest / 'oci'}:latest"], check=True)
+    subprocess.run(["umoci", "raw", "unpack", "--image", f"{dest / 'oci'}:latest", str(dest / "rootfs")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def decompress_all(blobs: list[Path], argv: list[str], at_once: int | None = None) -> None:
+    """``argv + [blob]`` (e.g. ``pigz -dc``) for every blob into /dev/null, ``at_once`` (default: cores) at a
+    time, largest first."""
+    def one(p: Path) -> None:
+        subprocess.run([*argv, str(p)], stdout=subprocess.DEVNULL, check=True)
+
+    with ThreadPoolExecutor(at_once or os.cpu_count() or 2) as pool:
+        list(pool.map(one, sorted(blobs, key=lambda p: -p.stat().st_size)))
+
+
+def extract_all(tars: list[Path], root: Path, at_once: int | None = None) -> None:
+    """GNU ``tar -xf`` of every tar into ``root/<its stem>``, ``at_once`` (default: cores) at a time, largest
+    first."""
+    def one(t: Path) -> None:
+        d = root / t.stem
+        d.mkdir(parents=True)
+        subprocess.run(["tar", "-xf", str(t), "-C", str(d)], check=True, stderr=subprocess.DEVNULL)
+
+    with ThreadPoolExecutor(at_once or os.cpu_count() or 2) as pool:
+        list(pool.map(one, sorted(tars, key=lambda p: -p.stat().st_size)))
+
+
 def soci_pull(host_port: str, repo_ref: str, mode: str, root: Path) -> None:
     """One soci_lab eager pull of ``repo_ref`` into ``root`` (``parallel`` or ``sequential``)."""
     ref = f"{host_port}/{repo_ref}"
@@ -336,12 +367,7 @@ def main() -> None:
                 soci_pull(reg.host_port, repo_ref, "sequential", fresh("sequential"))
 
             def c_skopeo() -> None:
-                d = fresh("skopeo")
-                d.mkdir()
-                subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
-                                f"oci:{d / 'oci'}:latest"], check=True)
-                subprocess.run(["umoci", "raw", "unpack", "--image", f"{d / 'oci'}:latest", str(d / "rootfs")],
-                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                skopeo_umoci(ref, fresh("skopeo"))
 
             def c_network() -> None:
                 procs = [subprocess.Popen(["curl", "-sf", "-o", os.devnull, u]) for u in blob_urls]
@@ -349,11 +375,7 @@ def main() -> None:
                     raise RuntimeError("curl failed")
 
             def c_decompress() -> None:
-                def one(p: Path) -> None:
-                    subprocess.run(["pigz", "-dc", str(p)], stdout=subprocess.DEVNULL, check=True)
-
-                with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-                    list(pool.map(one, sorted(blobs, key=lambda p: -p.stat().st_size)))
+                decompress_all(blobs, ["pigz", "-dc"])
 
             def c_decompress_isal() -> None:
                 def one(p: Path) -> None:
@@ -400,15 +422,9 @@ def main() -> None:
             def c_disk_tree() -> None:
                 root = fresh("tree")
 
-                def one(t: Path) -> None:
-                    d = root / t.stem
-                    d.mkdir(parents=True)
-                    subprocess.run(["tar", "-xf", str(t), "-C", str(d)], check=True, stderr=subprocess.DEVNULL)
-
                 t = time.perf_counter()
                 m = _machine_cpu_s()
-                with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-                    list(pool.map(one, sorted(tars.iterdir(), key=lambda p: -p.stat().st_size)))
+                extract_all(list(tars.iterdir()), root)
                 # the files alone (in the page cache, as a pull leaves them): recorded as the "files" part
                 c_disk_tree.files = (time.perf_counter() - t, _machine_cpu_s() - m)  # type: ignore[attr-defined]
                 subprocess.run(["sync", "-f", str(root)], check=True)  # as much as disk (fdatasync) pays

@@ -193,6 +193,14 @@ class MountError(SociLabError):
     """A FUSE or overlay mount could not be set up or torn down."""
 
 
+class ServiceError(SociLabError):
+    """The per-host soci-lab service (``soci_lab.service``) could not be reached, started or asked."""
+
+
+class ServiceRefused(ServiceError):
+    """What is at the service's socket path was not made by this user's soci-lab service: it is not used."""
+
+
 # --- unpack (parallel pull) -----------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..errors import InvalidInput
-from ..netlab.faults import FaultSpec
 from ..oci import Digest, Platform, Reference
 from ..units import parse_duration, parse_rate, parse_size
 
@@ -59,8 +58,18 @@ _duration_unit = _needs_unit("duration", "20ms, 1.5s, 10m", zero_ok=True)
 rate = usage(lambda text: parse_rate(_rate_unit(text)), "rate")
 #: A duration such as ``20ms`` or ``1.5s``, in seconds; a bare number other than 0 is refused.
 duration = usage(lambda text: parse_duration(_duration_unit(text)), "duration")
+
+
+def _parse_fault_spec(text: str) -> object:
+    """:meth:`FaultSpec.parse`, imported on use: ``soci_lab.netlab`` brings aiohttp and httpx (~0.2 s), which
+    a command that takes no ``--faults`` (``mount`` above all) should not pay at start."""
+    from ..netlab.faults import FaultSpec
+
+    return FaultSpec.parse(text)
+
+
 #: A ``--faults`` spec string of the shaping proxy.
-fault_spec = usage(FaultSpec.parse, "fault_spec")
+fault_spec = usage(_parse_fault_spec, "fault_spec")
 #: ``os/arch[/variant]``.
 platform = usage(Platform.parse, "platform")
 #: ``os/arch[/variant]``, normalised, as a string.

@@ -1,8 +1,10 @@
 """``soci-lab mount``, ``umount`` and ``run``: an image's rootfs on this host (docs/cli.md, "Host side").
 
 ``mount REF MOUNTPOINT --mode lazy|parallel|sequential`` returns when the rootfs is ready. Without
-``--background`` it then serves until SIGINT/SIGTERM and unmounts; with it, a serving process (this
-command re-run in a new session) keeps the mount and ``mount`` exits 0. Either way the state directory
+``--background`` it then serves until SIGINT/SIGTERM and unmounts; with it, a serving process keeps the
+mount and ``mount`` exits 0: a fork of the per-host service (:mod:`soci_lab.service`, started when absent;
+everything is imported there already, so the command itself imports little), or, where the service cannot
+be used, this command re-run in a new session. Either way the state directory
 holds the record ``umount`` needs (``soci_lab.snapshot.state``). ``--json`` prints ``mode, ready_s,
 bytes_fetched, requests, layers [{digest, how, bytes_fetched}], events`` (bytes and requests seen by the
 time the rootfs is ready; a FUSE server's own fetches are in ``umount``'s totals and the merged events).
@@ -132,9 +134,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from ..lab import _config as lab_config
+    """``--config`` (a soci-snapshotter config.toml, else the defaults), with ``--artifact-store`` enabling the
+    external store at that URL — what :func:`soci_lab.lab.pull` does, without importing :mod:`soci_lab.lab`
+    (it brings matplotlib: ~1.5 s of every ``mount``)."""
+    import dataclasses
 
-    return lab_config(args.config, args.artifact_store)
+    from ..config import Config
+
+    cfg = Config.from_toml(args.config) if args.config is not None else Config()
+    if args.artifact_store:
+        cfg = dataclasses.replace(cfg)
+        cfg.external_artifact_store = dataclasses.replace(
+            cfg.external_artifact_store, enable=True, endpoint=args.artifact_store.rstrip("/")
+        )
+    return cfg
 
 
 def _filesystem(args: argparse.Namespace, state: Path, rec: Any, owns: bool) -> Any:
@@ -179,26 +192,36 @@ def _state_for(args: argparse.Namespace, mountpoint: Path) -> tuple[Path, bool]:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from ..snapshot import find_state_dir, is_mounted
     from ..snapshot.state import StateDir
 
     if args.creds_fd is not None:  # the serving process of --background: credentials come on a pipe
         args.creds = _read_secret_fd(args.creds_fd)
     target = args.mountpoint.resolve()
+    if args.background:
+        return _mount_background(args, target)
+    _check_target(args, target, fresh=args.serve_fd is None)
+    state, _owns = _state_for(args, target)
+    StateDir(state).create()  # made here, or an empty one taken; anything else is refused before any write
+    return _mount_and_serve(args, target)
+
+
+def _check_target(args: argparse.Namespace, target: Path, *, fresh: bool) -> None:
+    """A mountpoint ``mount`` may use: a directory, not mounted, and (``fresh``: not yet checked by the
+    command that started this serving process) empty unless ``--allow-nonempty``, with no earlier mount's
+    state."""
+    from ..snapshot import find_state_dir, is_mounted
+
     if not target.is_dir():
         raise MountError(f"mountpoint {target} is not a directory")
     if is_mounted(target):
         raise MountError(f"{target} is already a mount point")
-    if not args.allow_nonempty and args.serve_fd is None and any(target.iterdir()):
+    if not fresh:
+        return
+    if not args.allow_nonempty and any(target.iterdir()):
         raise MountError(f"mountpoint {target} is not empty: its files would be hidden while the image is mounted "
                          "(pass --allow-nonempty to mount over them)")
-    if find_state_dir(target) is not None and args.serve_fd is None:
+    if find_state_dir(target) is not None:
         raise MountError(f"{target} has the state of an earlier mount: run 'soci-lab umount {target}' first")
-    state, _owns = _state_for(args, target)
-    StateDir(state).create()  # made here, or an empty one taken; anything else is refused before any write
-    if args.background:
-        return _mount_background(args, target)
-    return _mount_and_serve(args, target)
 
 
 def _read_secret_fd(fd: int) -> str | None:
@@ -221,16 +244,35 @@ def _clean_state(state: Path) -> None:
         StateDir(state).remove()
 
 
-def _mount_background(args: argparse.Namespace, target: Path) -> int:
-    """Re-run this command as a serving process in a new session; wait for its ready report.
+def _spawn_by_service(argv: list[str]) -> tuple[Any, int] | None:
+    """The serving process forked by the per-host service and the read end of its report pipe, or None when
+    the service cannot be used (then this command re-runs itself)."""
+    from .. import service
+    from . import one_line
+
+    if not service.enabled():
+        return None
+    rfd, wfd = os.pipe()
+    try:
+        return service.get().spawn_mount(argv, wfd), rfd  # the serving process checks the mountpoint
+    except SociLabError as exc:
+        os.close(rfd)
+        print(f"soci-lab mount: {one_line(exc)}; serving without the soci-lab service", file=sys.stderr)
+        return None
+    finally:
+        os.close(wfd)
+
+
+def _spawn_rerun(args: argparse.Namespace, target: Path, argv: list[str]) -> tuple[Any, int]:
+    """This command re-run as the serving process in a new session, and the read end of its report pipe.
 
     The serving process gets the credentials on a pipe it inherits (``--creds-fd``), never on its command
     line: ``/proc/PID/cmdline`` is readable by every user of the host."""
-    from ..snapshot.state import SERVER_LOG
-    from . import print_json
+    from ..snapshot.state import SERVER_LOG, StateDir
 
-    argv = _rebuild_argv(args)
+    _check_target(args, target, fresh=True)
     state, _owns = _state_for(args, target)
+    StateDir(state).create()  # made here, or an empty one taken; anything else is refused before any write
     secret = args.creds.encode() if args.creds is not None else None
     if secret is not None and len(secret) > 60000:  # a pipe holds 64 KiB: written before the child runs
         raise MountError("--creds is too long")
@@ -242,7 +284,7 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
         os.write(creds_w, secret)
         os.close(creds_w)
         pass_fds.append(creds_r)
-        argv += ["--creds-fd", str(creds_r)]
+        argv = [*argv, "--creds-fd", str(creds_r)]
     log_fd = os.open(state / SERVER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         proc = subprocess.Popen(
@@ -258,6 +300,19 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
         os.close(log_fd)
         if creds_r is not None:
             os.close(creds_r)
+    return proc, rfd
+
+
+def _mount_background(args: argparse.Namespace, target: Path) -> int:
+    """Start a serving process — forked by the per-host service, or (with ``--creds``, whose private pipe
+    the service cannot carry, or without the service) this command re-run in a new session — and wait for
+    its ready report."""
+    from ..snapshot.state import SERVER_LOG
+    from . import print_json
+
+    argv = _rebuild_argv(args)
+    spawned = _spawn_by_service(argv) if args.creds is None else None
+    proc, rfd = spawned if spawned is not None else _spawn_rerun(args, target, argv)
     data = b""
     deadline = time.monotonic() + BACKGROUND_TIMEOUT
     msg: dict[str, Any] | None = None
@@ -285,6 +340,9 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
+        if msg and msg.get("checked") is False:
+            raise MountError(msg.get("error") or "the mountpoint was refused")  # nothing of ours to undo
+        state, _owns = _state_for(args, target)
         error = msg.get("error") if msg else _tail(state / SERVER_LOG) or "the serving process did not report"
         with contextlib.suppress(SociLabError):
             from ..snapshot import unmount_recorded
@@ -334,6 +392,43 @@ def _report_layers(fd: int, rec: Any) -> Any:
 
     rec.subscribe(send)
     return stop
+
+
+def serve_background(argv: list[str], ready_fd: int) -> int:
+    """The serving process of ``mount --background``, forked by the service: check the mountpoint, make the
+    state directory, send output to its ``server.log``, mount and serve (reporting on ``ready_fd``).
+
+    ``argv`` is the ``mount`` command line without ``--background``. A mountpoint refused before anything was
+    made is reported with ``"checked": false``, so the waiting command undoes nothing (it is someone else's).
+    """
+    from ..snapshot.state import SERVER_LOG, StateDir
+    from . import build_parser, one_line
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        _report(ready_fd, {"ok": False, "error": f"bad mount command line: {argv}", "checked": False})
+        return 2
+    args.serve_fd = ready_fd
+    target = args.mountpoint.resolve()
+    try:
+        _check_target(args, target, fresh=True)
+        state, _owns = _state_for(args, target)
+        StateDir(state).create()
+        log = os.open(state / SERVER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    except (SociLabError, OSError) as exc:
+        _report(ready_fd, {"ok": False, "error": one_line(exc), "checked": False})
+        return 1
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    try:
+        return int(cmd_mount(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (SociLabError, OSError) as exc:
+        print(f"soci-lab mount: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 def _rebuild_argv(args: argparse.Namespace) -> list[str]:

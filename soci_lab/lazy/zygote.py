@@ -1,95 +1,49 @@
-"""A pre-warmed process that forks FUSE layer servers, so mounting a layer does not pay Python's start-up.
+"""Where lazy layer servers come from: forks of an already-imported process, so mounting a layer does not pay
+Python's start-up.
 
 Starting ``python -m soci_lab.lazy.mount`` costs a fresh interpreter plus importing trio, pyfuse3, httpx and
-soci_lab (≈0.5 s of CPU per layer, several seconds for five layers on two busy cores). The zygote pays that
-once: it is started on first use (``python -m soci_lab.lazy.zygote``), imports everything, and then, for
-each request on its Unix socket, ``fork()``s a child that runs the layer server. It has no threads and no
-event loop when it forks, so the child starts clean.
+soci_lab (≈0.5 s of CPU per layer, several seconds for five layers on two busy cores). :func:`spawn_server`
+asks the per-host service (:mod:`soci_lab.service`, started on first use and kept) to fork the server; where
+the service is switched off (``SOCI_LAB_SERVICE=0``) or cannot be used (its socket refused, its start failed)
+it falls back to a *private zygote*: a process of this one's own (``python -m soci_lab.lazy.zygote``) that
+imports everything, then ``fork()``s one child per request on a socketpair, and exits when this process does.
+Either forker has no threads and no event loop when it forks, so the child starts clean.
 
-Protocol: the parent sends one pickled ``(spec_path, log_path)`` message with the readiness pipe's write
-end attached (``SCM_RIGHTS``); the zygote answers the child's pid. The zygote reaps its children itself,
-so the parent follows a server with a pidfd (:class:`ServerProcess`, a ``Popen``-like handle: ``pid``,
-``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``). When the parent process exits, the zygote
-sees its socket close and exits too; servers it forked keep running until they are unmounted.
+The private zygote's protocol: the parent sends one pickled ``(spec_path, log_path)`` message with the
+readiness pipe's write end attached (``SCM_RIGHTS``); the zygote answers the child's pid. The forker reaps
+its children itself, so the parent follows a server with a pidfd (:class:`ServerProcess`, a ``Popen``-like
+handle: ``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``). Servers keep running until
+they are unmounted, whoever forked them.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import pickle
-import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
+
+from ..errors import ServiceError
+from ..service import ServerProcess
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _zygote: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 
 
-class ServerProcess:
-    """A ``subprocess.Popen``-like handle on a server forked by the zygote (not our child: a pidfd)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-        try:
-            self._pidfd: int | None = os.pidfd_open(pid)
-        except OSError:
-            self._pidfd = None
-
-    def poll(self) -> int | None:
-        if self.returncode is not None:
-            return self.returncode
-        if self._pidfd is not None:
-            ready, _, _ = select.select([self._pidfd], [], [], 0)
-            if ready:
-                self._exited()
-        else:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                self._exited()
-        return self.returncode
-
-    def _exited(self) -> None:
-        self.returncode = 0
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(f"layer server {self.pid}", timeout or 0)
-            if self._pidfd is not None:
-                select.select([self._pidfd], [], [], min(left, 1.0) if left is not None else 1.0)
-            else:
-                time.sleep(0.05)
-        assert self.returncode is not None
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-
 def _start() -> tuple[subprocess.Popen[bytes], socket.socket]:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # no threads in a process that forks: OpenBLAS's pool, and pyarrow's jemalloc background thread
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["JE_ARROW_MALLOC_CONF"] = "background_thread:false"
     proc = subprocess.Popen(
         [sys.executable, "-m", "soci_lab.lazy.zygote", str(child.fileno())],
         pass_fds=(child.fileno(),),
@@ -118,17 +72,53 @@ def _stop() -> None:
             proc.kill()
 
 
-def warm() -> None:
-    """Start the zygote now (e.g. when a Filesystem is created) so the first mount is fast too."""
+def _warm_private() -> None:
     global _zygote
     with _lock:
         if _zygote is None or _zygote[0].poll() is not None:
             _zygote = _start()
 
 
+def warm() -> None:
+    """Make sure a forker is up now (e.g. when a Filesystem is created) so the first mount is fast too."""
+    if _use_service():
+        return
+    _warm_private()
+
+
+_service_failed: list[str] = []
+
+
+def _use_service() -> bool:
+    """The per-host service, unless switched off or already found unusable by this process."""
+    from .. import service
+
+    if not service.enabled() or _service_failed:
+        return False
+    try:
+        service.get()
+    except ServiceError as exc:
+        _service_failed.append(str(exc))
+        log.warning("soci-lab service not used (%s): layer servers come from a private zygote", exc)
+        return False
+    return True
+
+
 def spawn_server(spec_path: str, log_path: str, ready_fd: int) -> ServerProcess:
-    """Fork a layer server from the zygote; ``ready_fd`` is the write end of the readiness pipe."""
-    warm()
+    """Fork a layer server (from the service, else a private zygote); ``ready_fd``: the readiness pipe's write
+    end."""
+    from .. import service
+
+    if _use_service():
+        for attempt in range(2):
+            try:
+                return service.get().spawn_layer(spec_path, log_path, ready_fd)
+            except ServiceError as exc:  # the service went away: connect (start it) once more
+                service.forget()
+                if attempt:
+                    _service_failed.append(str(exc))
+                    log.warning("soci-lab service failed (%s): layer servers come from a private zygote", exc)
+    _warm_private()
     with _lock:
         assert _zygote is not None
         sock = _zygote[1]
@@ -137,13 +127,25 @@ def spawn_server(spec_path: str, log_path: str, ready_fd: int) -> ServerProcess:
     return ServerProcess(pid)
 
 
+def run_layer_server(spec_path: str, log_path: str, ready_fd: int) -> None:
+    """Body of a forked layer server: output to ``log_path``, serve the pickled spec until stopped."""
+    from . import mount as mount_mod
+
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    with open(spec_path, "rb") as f:
+        spec, mountpoint, options = pickle.load(f)
+    mount_mod._child(spec, mountpoint, options, mount_mod._Conn(ready_fd))
+
+
 def _serve(fd: int) -> None:
     """Zygote main loop: import everything, then fork one layer server per request."""
     import pyfuse3  # noqa: F401 - the point is to import before forking
     import trio  # noqa: F401
 
-    from . import background, fusefs, prefetch, reader  # noqa: F401
-    from . import mount as mount_mod
+    from . import background, fusefs, mount, prefetch, reader  # noqa: F401
 
     with contextlib.suppress(ImportError):
         from ..remote import client  # noqa: F401
@@ -170,12 +172,7 @@ def _serve(fd: int) -> None:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 sock.close()
                 os.setsid()
-                log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                os.dup2(log, 1)
-                os.dup2(log, 2)
-                with open(spec_path, "rb") as f:
-                    spec, mountpoint, options = pickle.load(f)
-                mount_mod._child(spec, mountpoint, options, mount_mod._Conn(ready_fd))
+                run_layer_server(spec_path, log_path, ready_fd)
                 code = 0
             finally:
                 os._exit(code)
