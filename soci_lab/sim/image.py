@@ -366,11 +366,27 @@ def merge_layers(
     the target does not change the link's data."""
     merged: dict[str, FileModel] = {}
     targets: dict[FileModel, FileModel] = {}
+    kids: dict[str, set[str]] = {}  # a path → its children in ``merged``
+
+    def put(f: FileModel) -> None:
+        if f.path not in merged:
+            kids.setdefault(f.path.rpartition("/")[0], set()).add(f.path)
+        merged[f.path] = f
+
+    def drop(p: str) -> None:
+        del merged[p]
+        kids.get(p.rpartition("/")[0], set()).discard(p)
 
     def hide_below(top: str, layer: int, *, itself: bool) -> None:
-        prefix = top.rstrip("/") + "/"
-        for p in [p for p, f in merged.items() if f.layer < layer and (p.startswith(prefix) or (itself and p == top))]:
-            del merged[p]
+        """Take out what layers below ``layer`` have under ``top`` (and ``top`` itself with ``itself``)."""
+        stack = list(kids.get(top, ()))
+        while stack:
+            p = stack.pop()
+            stack.extend(kids.get(p, ()))
+            if merged[p].layer < layer:
+                drop(p)
+        if itself and top in merged and merged[top].layer < layer:
+            drop(top)
 
     by_layer: dict[int, list[FileModel]] = {}
     for f in files:
@@ -392,7 +408,7 @@ def merge_layers(
                 if below is None or (below.layer < li and below.type != "dir"):
                     if below is not None:
                         hide_below(d, li, itself=True)
-                    merged[d] = FileModel(d, li, f.offset, 0, "dir")
+                    put(FileModel(d, li, f.offset, 0, "dir"))
             if f.type in ("whiteout", "opaque"):
                 continue
             prev = merged.get(f.path)
@@ -404,7 +420,7 @@ def merge_layers(
                     target = targets.get(target)
                 if target is not None and target.type == "reg":
                     targets[f] = target
-            merged[f.path] = f
+            put(f)
             own[f.path] = f
     dirs: set[str] = set()
     for p in merged:
