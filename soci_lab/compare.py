@@ -105,6 +105,8 @@ def compare(
         _say(progress, "simulating the same pulls (calibrated from the real runs)")
         result.calibration, sim_runs = _simulate(ref, [r.strategy for r in real], real, trace, config, insecure)
         result.runs.extend(sim_runs)
+        # every parameter the real runs could not identify (the simulation used the fallback instead)
+        result.notes += [f"calibration: {k}: {w}" for k, w in getattr(result.calibration, "warnings", {}).items()]
     if out is not None:
         from .analysis import write_report
 

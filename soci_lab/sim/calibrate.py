@@ -71,6 +71,16 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   so this fits the apply side only where it is the slower stage (true of most real layers: many small
   files).
 
+What the data cannot tell is said, not guessed: each fitted parameter has a standard error in
+``uncertainty`` (least squares for the isolated requests' latency and bandwidth, a bootstrap of
+:data:`BOOTSTRAP` resamples for the FUSE read costs and the medians, the standard error of the mean for the
+means; a parameter found another way has none), and a parameter with fewer samples than
+:data:`MIN_SAMPLES` asks, outside its physical :data:`BOUNDS`, or not one standard error from 0 (a
+non-negative fit that hit 0, a cost per byte lost in the noise) is left unfitted (None) with the reason in
+``warnings``. The fallback is documented there and is always the same: :meth:`Calibration.params` keeps the
+base parameters' value (the host profile's, else the :class:`HostParams` default). Before, three cache-hit
+reads of a small image gave a FUSE read rate of 1.38 MB/s and a per-request cost of 0, silently.
+
 A :class:`Calibration` is saved as JSON (e.g. ``datasets/calibration/<host>-<network>.json``) and turned
 into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events recovers the
 parameters it ran with (a test holds it to that), so what a fit of real events says is the real system's.
@@ -103,6 +113,8 @@ NETWORK_NOTES = (
     "fast_burst_latency_s",
     "fast_new_conn_s",
 )
+#: the network's parameters (:meth:`Calibration.with_network_of`)
+NETWORK_KEYS = ("bandwidth", "first_byte_s", "fast_first_byte_s", "conn_cap", "burst")
 #: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name
 HOST_KEYS = (
     "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
@@ -145,6 +157,10 @@ class Calibration:
     apply_worker_exit_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: standard error of a fitted parameter, in its own unit (bootstrap or least squares; module docstring)
+    uncertainty: dict[str, float] = field(default_factory=dict)
+    #: per parameter the data could not identify: why, and what is used instead (the parameter is None)
+    warnings: dict[str, str] = field(default_factory=dict)
 
     def params(self, base: SimParams | None = None, *, rtt: float | None = None) -> SimParams:
         """``base`` with the fitted values in; ``rtt`` (if known, e.g. from the shaping) splits
@@ -189,10 +205,15 @@ class Calibration:
         notes.update({k: v for k, v in other.notes.items() if k in NETWORK_NOTES})
         samples = {k: v for k, v in self.samples.items() if not k.startswith("http")}
         samples.update({k: v for k, v in other.samples.items() if k.startswith("http")})
+        se = {k: v for k, v in self.uncertainty.items() if k not in NETWORK_KEYS}
+        se.update({k: v for k, v in other.uncertainty.items() if k in NETWORK_KEYS})
+        warnings = {k: v for k, v in self.warnings.items() if k not in NETWORK_KEYS}
+        warnings.update({k: v for k, v in other.warnings.items() if k in NETWORK_KEYS})
         return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s,
                        fast_first_byte_s=other.fast_first_byte_s, conn_cap=other.conn_cap, burst=other.burst,
                        notes=notes, samples=samples, decompress_rate=dict(self.decompress_rate),
-                       layer_decompress_rate=dict(self.layer_decompress_rate))  # fmt: skip
+                       layer_decompress_rate=dict(self.layer_decompress_rate), uncertainty=se,
+                       warnings=warnings)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -237,6 +258,7 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
     _fit_pull_finish(cal, ok)
     _fit_fs(cal, ok)
     _fit_start(cal, frame)
+    _vet(cal)
     return cal
 
 
@@ -246,8 +268,7 @@ def _fit_start(cal: Calibration, frame: pd.DataFrame) -> None:
     if http.empty:
         return
     firsts = http.groupby("_run")["t_start"].min()
-    cal.start_s = float(firsts.median())
-    cal.samples["start"] = len(firsts)
+    _median(cal, "start_s", "start", firsts.tolist())
 
 
 def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -261,12 +282,10 @@ def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
     if inner.any() and outer.any():
         _fit_servers(cal, frame, frame[outer], frame[inner])
     elif outer.any():
-        cal.mount_s = float(dur[outer].median())
-        cal.samples["mount"] = int(outer.sum())
+        _median(cal, "mount_s", "mount", dur[outer].tolist())
     overlays = dur[mount & (what == "overlay")]
     if len(overlays):
-        cal.overlay_mount_s = float(overlays.median())
-        cal.samples["overlay_mount"] = len(overlays)
+        _median(cal, "overlay_mount_s", "overlay_mount", overlays.tolist())
     ops = frame["kind"] == "file_op"
     op_names = _attr(frame, "op")
     ops &= op_names.isin(["open", "stat", "readdir", "readlink"])
@@ -274,11 +293,9 @@ def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
     # means, not medians: a workload's time is the sum of its ops, and their durations are skewed (a
     # lookup the kernel has not cached costs several times one it has)
     if (ops & lazy).any():
-        cal.fuse_meta_s = float(dur[ops & lazy].mean())
-        cal.samples["fuse_meta"] = int((ops & lazy).sum())
+        _mean(cal, "fuse_meta_s", "fuse_meta", dur[ops & lazy].to_numpy(dtype=float))
     if (ops & ~lazy).any():
-        cal.syscall_s = float(dur[ops & ~lazy].mean())
-        cal.samples["syscall"] = int((ops & ~lazy).sum())
+        _mean(cal, "syscall_s", "syscall", dur[ops & ~lazy].to_numpy(dtype=float))
     _fit_fuse_reads(cal, frame[lazy])
     _fit_span_cache(cal, frame[lazy])
 
@@ -313,13 +330,10 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
         if len(z) and n_run > 0:
             parse.append(max(0.0, float(out_run["t_start"].min() - z["t_end"].max())) / n_run)
     if spawn:
-        cal.mount_s = float(np.median(spawn))
-        cal.samples["mount"] = len(spawn)
-        cal.mount_first_s = float(np.median(first_spawn))
-        cal.samples["mount_first"] = len(first_spawn)
+        _median(cal, "mount_s", "mount", spawn)
+        _median(cal, "mount_first_s", "mount_first", first_spawn)
     elif first_spawn:  # one server per run: no warm fork to tell apart
-        cal.mount_s = float(np.median(first_spawn))
-        cal.samples["mount"] = len(first_spawn)
+        _median(cal, "mount_s", "mount", first_spawn)
     if cpu:
         y = np.array(cpu)
         a2 = np.vstack([np.ones_like(y), np.array(entries)]).T
@@ -404,15 +418,29 @@ def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
                 if n == 0 or ((f_start < t1) & (f_end > t0)).any():
                     continue  # served by the page cache, or waited for a span
                 rows.append((float(n), float(nbytes), float(first), float(t1 - t0)))
-    if len(rows) < 3:
+    if not rows:
+        return
+    cal.samples["fuse_read"] = len(rows)
+    names = ("fuse_op_s", "fuse_read_rate", "header_verify_s")
+    if len(rows) < MIN_SAMPLES["fuse_read"]:
+        for name in names:
+            _unidentified(cal, name, f"{len(rows)} cache-hit FUSE reads, fewer than {MIN_SAMPLES['fuse_read']}")
         return
     m = np.array(rows)
     coef = _nnls(m[:, :3], m[:, 3])
+    se = _bootstrap_se(m, lambda r: _nnls(r[:, :3], r[:, 3]))
     cal.fuse_op_s = float(coef[0])
+    cal.uncertainty["fuse_op_s"] = float(se[0])
     if coef[1] > 0:
         cal.fuse_read_rate = float(1 / coef[1])
-    cal.header_verify_s = float(coef[2])
-    cal.samples["fuse_read"] = len(rows)
+        cal.uncertainty["fuse_read_rate"] = float(se[1] / coef[1] ** 2)
+    else:
+        _unidentified(cal, "fuse_read_rate", "the reads' sizes gave no cost per byte")
+    if m[:, 2].any():
+        cal.header_verify_s = float(coef[2])
+        cal.uncertainty["header_verify_s"] = float(se[2])
+    else:
+        _unidentified(cal, "header_verify_s", "no first read of a file among the cache-hit reads")
 
 
 #: isolated requests a path (httpx, lean) needs for a first-byte time of its own
@@ -466,14 +494,20 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
                 x, y, t_idle, lean, pooled = x[keep], y[keep], t_idle[keep], lean[keep], pooled[keep]
         a = np.vstack([~lean, lean, x]).T.astype(float) if split else np.vstack([np.ones_like(x), x]).T
         coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        ls_values: dict[str, float | None] = {}
         cal.notes["http_fit"] = "isolated requests"
         if not _slope_is_fixed(a, y, coef, x):
             coef = _paths_given_rate(cal, runs, x, y, lean, split=split)
         elif coef[-1] > 0:
             cal.bandwidth = float(1 / coef[-1])
-        cal.first_byte_s = float(max(0.0, coef[0]))
+            se = _ls_se(a, y, coef)
+            names = ("first_byte_s", "fast_first_byte_s") if split else ("first_byte_s",)
+            cal.uncertainty.update({n: float(v) for n, v in zip(names, se, strict=False)})
+            cal.uncertainty["bandwidth"] = float(se[-1] / coef[-1] ** 2)
+            ls_values["bandwidth"] = cal.bandwidth
+        cal.first_byte_s = ls_values["first_byte_s"] = float(max(0.0, coef[0]))
         if split:
-            cal.fast_first_byte_s = float(max(0.0, coef[1]))
+            cal.fast_first_byte_s = ls_values["fast_first_byte_s"] = float(max(0.0, coef[1]))
             cal.samples["http_isolated_fast"] = int(lean.sum())
             cal.notes["http_fit"] = _TWO_PATHS + cal.notes["http_fit"].removeprefix("isolated requests")
             _new_connections(cal, y - a @ coef, lean, pooled)
@@ -489,6 +523,9 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
                     break
                 cal.bandwidth = cal.notes["bandwidth_sustained"] = rate
                 _burst(cal, x, y, t_idle, paths)
+        for name in NETWORK_KEYS:  # an uncertainty is the least squares' only where its value still is
+            if name in cal.uncertainty and getattr(cal, name) != ls_values.get(name):
+                del cal.uncertainty[name]
         return
     if not all_x:
         return
@@ -911,6 +948,80 @@ def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
     if gaps["parallel"]:
         cal.apply_worker_exit_s = max(0.0, float(np.median(gaps["parallel"])) - (seq or 0.0))
         cal.samples["apply_worker_exit"] = len(gaps["parallel"])
+
+
+# --- what the data can tell ---------------------------------------------------------------------------
+
+#: the fewest samples a fit takes (fewer: the parameters are left unfitted, with a warning)
+MIN_SAMPLES = {"fuse_read": 8}
+#: physical bounds per parameter (seconds, bytes/s); a fit outside them is a sign of data that cannot tell
+#: the parameter (1.38 MB/s for a copy through FUSE from 3 reads), never a value to simulate with
+BOUNDS: dict[str, tuple[float, float]] = {
+    "bandwidth": (1e5, 1e11), "conn_cap": (1e5, 1e11), "first_byte_s": (0.0, 10.0), "fast_first_byte_s": (0.0, 10.0),
+    "fuse_op_s": (0.0, 0.05), "fuse_read_rate": (10e6, 1e11), "header_verify_s": (0.0, 0.05),
+    "fuse_meta_s": (0.0, 0.5), "syscall_s": (0.0, 0.5), "span_cache_rate": (1e6, 1e11), "mount_s": (0.0, 60.0),
+    "mount_first_s": (0.0, 60.0), "overlay_mount_s": (0.0, 10.0), "start_s": (0.0, 60.0),
+}  # fmt: skip
+#: a fitted zero is a value only where the bootstrap agrees to within this (seconds): else the fit hit its bound
+ZERO_SE = 1e-9
+#: bootstrap resamples behind an uncertainty
+BOOTSTRAP = 200
+
+
+def _unidentified(cal: Calibration, name: str, why: str) -> None:
+    """Leave ``name`` unfitted and say why and what stands in for it (:meth:`Calibration.params` keeps the
+    base parameters' value: the host profile's, or :class:`HostParams`/``NetworkParams``' default)."""
+    setattr(cal, name, None)
+    cal.uncertainty.pop(name, None)
+    cal.warnings[name] = f"{why}: not fitted, the base parameters' {name} is used"
+
+
+def _vet(cal: Calibration) -> None:
+    """Every fitted parameter against its bounds and its uncertainty: a value outside :data:`BOUNDS`, or not
+    one standard error away from 0 (a zero the bootstrap does not agree on, a rate whose cost per byte is
+    lost in the noise), is a parameter the data cannot identify (:func:`_unidentified`)."""
+    for name, (lo, hi) in BOUNDS.items():
+        value = getattr(cal, name)
+        if value is None:
+            continue
+        se = cal.uncertainty.get(name)
+        if not lo <= value <= hi:
+            _unidentified(cal, name, f"{value:.4g} is outside [{lo:.4g}, {hi:.4g}]")
+        elif se is not None and se == se and (se > ZERO_SE if value == 0 else se >= abs(value)):
+            _unidentified(cal, name, f"{value:.4g} ± {se:.2g} is not one standard error from 0")
+
+
+def _bootstrap_se(rows: np.ndarray, estimate: Any, n: int = BOOTSTRAP) -> np.ndarray:
+    """The standard error of ``estimate(rows)`` (an array) over ``n`` resamples of the rows (seeded: the same
+    data give the same uncertainty)."""
+    rng = np.random.default_rng(0)
+    draws = np.array([estimate(rows[rng.integers(0, len(rows), len(rows))]) for _ in range(n)], dtype=float)
+    return draws.std(axis=0, ddof=1)
+
+
+def _median(cal: Calibration, name: str, key: str, values: list[float]) -> None:
+    """``name`` the median of ``values``, its bootstrap standard error (NaN from one sample)."""
+    v = np.asarray(values, dtype=float)
+    setattr(cal, name, float(np.median(v)))
+    cal.samples[key] = len(v)
+    cal.uncertainty[name] = float(_bootstrap_se(v[:, None], lambda r: np.median(r))) if len(v) > 1 else np.nan
+
+
+def _mean(cal: Calibration, name: str, key: str, values: np.ndarray) -> None:
+    """``name`` the mean of ``values``, its standard error (NaN from one sample)."""
+    setattr(cal, name, float(values.mean()))
+    cal.samples[key] = len(values)
+    cal.uncertainty[name] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+def _ls_se(a: np.ndarray, y: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """The least-squares coefficients' standard errors (NaN where the rows do not exceed the columns)."""
+    n, k = a.shape
+    if n <= k:
+        return np.full(k, np.nan)
+    resid = y - a @ coef
+    cov = np.linalg.pinv(a.T @ a) * float(resid @ resid) / (n - k)
+    return np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
 
 def _nnls2(a: np.ndarray, y: np.ndarray) -> tuple[float, float]:
