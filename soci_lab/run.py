@@ -180,6 +180,8 @@ class Run:
             image_bytes=image_bytes,
         )
         for key, value in reported.items():
+            if value is None:  # the simulator has no such number either (no workload: no start-up to share)
+                continue
             if key in run.summary and isinstance(run.summary[key], float) and math.isnan(run.summary[key]):
                 run.summary[key] = value
         return run

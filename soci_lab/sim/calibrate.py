@@ -337,12 +337,17 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
     if cpu:
         y = np.array(cpu)
         a2 = np.vstack([np.ones_like(y), np.array(entries)]).T
-        fixed, per_entry = _nnls2(a2, y) if len(set(entries)) >= 2 else (float(np.mean(y)), 0.0)
-        cal.mount_cpu_s, cal.mount_cpu_per_entry = float(fixed), float(per_entry)
         cal.samples["mount_cpu"] = len(cpu)
+        if len(set(entries)) >= 2:
+            rows = np.column_stack([a2, y])
+            cal.mount_cpu_s, cal.mount_cpu_per_entry = _nnls2(a2, y)
+            se = _bootstrap_se(rows, lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
+            cal.uncertainty.update(mount_cpu_s=float(se[0]), mount_cpu_per_entry=float(se[1]))
+        else:
+            _mean(cal, "mount_cpu_s", "mount_cpu", y)
+            _unidentified(cal, "mount_cpu_per_entry", "every server's zTOC had as many entries (one CPU cost for all)")
     if parse:
-        cal.ztoc_parse_per_entry = float(np.median(parse))
-        cal.samples["ztoc_parse"] = len(parse)
+        _median(cal, "ztoc_parse_per_entry", "ztoc_parse", parse)
 
 
 def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -361,7 +366,7 @@ def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
         reads = reads[missed & (n_attr == 1)]
     else:
         reads = reads[reads["layer"].notna()]
-    nbytes, gaps, count = 0.0, 0.0, 0
+    items: list[tuple[float, float]] = []  # per read that waited for one span: its bytes, the cache put
     for run, run_reads in reads.groupby("_run"):
         d = dec[dec["_run"] == run]
         if d.empty:
@@ -376,12 +381,15 @@ def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
             if simulated:
                 gap -= (cal.fuse_op_s or 0.0) + size / (cal.fuse_read_rate or np.inf)
                 gap -= (cal.header_verify_s or 0.0) if a.get("first_read") else 0.0
-            nbytes += float(d_bytes[inside][0])
-            gaps += gap
-            count += 1
+            items.append((float(d_bytes[inside][0]), gap))
+    m = np.array(items).reshape(-1, 2)
+    nbytes, gaps = float(m[:, 0].sum()), float(m[:, 1].sum())
     if nbytes > 0 and gaps > 0:
         cal.span_cache_rate = nbytes / gaps
-        cal.samples["span_cache"] = count
+        cal.samples["span_cache"] = len(m)
+        if len(m) > 1:
+            ratio = lambda r: r[:, 0].sum() / r[:, 1].sum() if r[:, 1].sum() > 0 else np.nan  # noqa: E731
+            cal.uncertainty["span_cache_rate"] = float(_bootstrap_se(m, ratio))
 
 
 def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -831,6 +839,7 @@ def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
     for name, rates in rate.groupby(algo):
         cal.decompress_rate[str(name)] = float(rates.median())
         cal.samples[f"decompress_{name}"] = len(rates)
+        cal.uncertainty[f"decompress_rate.{name}"] = _median_se(rates.to_numpy(dtype=float))
 
 
 def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -846,10 +855,12 @@ def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
         own = _apply_cost(ap)
         cal.samples["apply"] = len(ap)
     if own is not None:
-        cal.apply_per_file_s, cal.apply_per_byte_s = own
+        (cal.apply_per_file_s, cal.apply_per_byte_s), se = own
+        cal.uncertainty.update(apply_per_file_s=se[0], apply_per_byte_s=se[1])
     worker = _apply_cost(ap[in_worker])
     if worker is not None:
-        cal.worker_apply_per_file_s, cal.worker_apply_per_byte_s = worker
+        (cal.worker_apply_per_file_s, cal.worker_apply_per_byte_s), se = worker
+        cal.uncertainty.update(worker_apply_per_file_s=se[0], worker_apply_per_byte_s=se[1])
         cal.samples["worker_apply"] = int(in_worker.sum())
 
 
@@ -870,8 +881,9 @@ def _alone(ap: pd.DataFrame) -> np.ndarray:
     return mask
 
 
-def _apply_cost(ap: pd.DataFrame) -> tuple[float, float] | None:
-    """Per entry and per content byte, from ``apply`` events (None below two usable events)."""
+def _apply_cost(ap: pd.DataFrame) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Per entry and per content byte, from ``apply`` events, and their bootstrap standard errors (None
+    below two usable events)."""
     files = _attr(ap, "entries")
     if files.isna().all():
         files = _attr(ap, "files")
@@ -880,7 +892,8 @@ def _apply_cost(ap: pd.DataFrame) -> tuple[float, float] | None:
         return None
     a = np.vstack([files.to_numpy(dtype=float), ap["bytes"].to_numpy(dtype=float)]).T
     y = (ap["t_end"] - ap["t_start"]).to_numpy()
-    return _nnls2(a, y)
+    se = _bootstrap_se(np.column_stack([a, y]), lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
+    return _nnls2(a, y), (float(se[0]), float(se[1]))
 
 
 def _fit_layer_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -905,6 +918,7 @@ def _fit_layer_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
     for name, rs in rates.items():
         cal.layer_decompress_rate[name] = float(np.median(rs))
         cal.samples[f"layer_decompress_{name}"] = len(rs)
+        cal.uncertainty[f"layer_decompress_rate.{name}"] = _median_se(np.array(rs))
     cal.notes["layer_decompress_verify_rate"] = verify_rate
 
 
@@ -924,8 +938,7 @@ def _fit_apply_worker(cal: Calibration, frame: pd.DataFrame) -> None:
             continue  # its download was the wait, not the worker
         waits.append(float(first["t_start"] - dl["t_start"].min()))
     if waits:
-        cal.apply_worker_s = float(np.median(waits))
-        cal.samples["apply_worker"] = len(waits)
+        _median(cal, "apply_worker_s", "apply_worker", waits)
 
 
 def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -943,11 +956,12 @@ def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
             gaps[str(run["strategy"].iloc[0])].append(gap)
     seq = float(np.median(gaps["sequential"])) if gaps["sequential"] else None
     if seq is not None:
-        cal.pull_finish_s = seq
-        cal.samples["pull_finish"] = len(gaps["sequential"])
+        _median(cal, "pull_finish_s", "pull_finish", gaps["sequential"])
     if gaps["parallel"]:
         cal.apply_worker_exit_s = max(0.0, float(np.median(gaps["parallel"])) - (seq or 0.0))
         cal.samples["apply_worker_exit"] = len(gaps["parallel"])
+        se = [_median_se(np.array(g)) for g in (gaps["parallel"], gaps["sequential"]) if g]
+        cal.uncertainty["apply_worker_exit_s"] = float(np.sqrt(sum(v * v for v in se)))
 
 
 # --- what the data can tell ---------------------------------------------------------------------------
@@ -1004,7 +1018,12 @@ def _median(cal: Calibration, name: str, key: str, values: list[float]) -> None:
     v = np.asarray(values, dtype=float)
     setattr(cal, name, float(np.median(v)))
     cal.samples[key] = len(v)
-    cal.uncertainty[name] = float(_bootstrap_se(v[:, None], lambda r: np.median(r))) if len(v) > 1 else np.nan
+    cal.uncertainty[name] = _median_se(v)
+
+
+def _median_se(values: np.ndarray) -> float:
+    """The bootstrap standard error of the median of ``values`` (NaN from one value)."""
+    return float(_bootstrap_se(values[:, None], lambda r: np.median(r))) if len(values) > 1 else np.nan
 
 
 def _mean(cal: Calibration, name: str, key: str, values: np.ndarray) -> None:

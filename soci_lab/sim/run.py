@@ -48,6 +48,8 @@ SUMMARY_KEYS = (
     "requests",
     "bytes_written",
     "fraction_read",
+    "image_bytes",
+    "pull_share",
 )
 
 
@@ -131,7 +133,7 @@ def simulate(
         "fraction_read": bytes_read(world.reads) / image_bytes if image_bytes else 0.0,
         "image_bytes": image_bytes,
         # the pull's share of start-up (ready to workload done; none without a workload), as analysis.summary
-        "pull_share": ready / done if world.workload_done_at is not None and done > 0 else float("nan"),
+        "pull_share": ready / done if world.workload_done_at is not None and done > 0 else None,
     }
     layers = [
         {

@@ -108,3 +108,25 @@ def test_well_posed_draws_recover_the_truth_within_the_reported_uncertainty(n, o
     assert abs(cal.header_verify_s - header) <= 4 * cal.uncertainty["header_verify_s"] + tol
     assert abs(cal.fuse_read_rate - rate) <= 4 * cal.uncertainty["fuse_read_rate"] + rate * 1e-9
     assert cal.params().host.fuse_read_rate == pytest.approx(cal.fuse_read_rate)
+
+
+def test_every_parameter_fitted_from_a_run_set_carries_its_uncertainty():
+    """A lazy, a parallel and a sequential simulated pull of one image: each parameter fitted from them
+    (except the bandwidth found from transfers in flight, the shaper's bucket and the per-connection cap,
+    which no resampling of one run's requests measures) has a standard error, finite where it came from
+    more than one sample, and a zero only where the fit is exact."""
+    from soci_lab.sim import SyntheticSpec, generate, simulate, synthetic_trace
+    from soci_lab.sim.calibrate import HOST_KEYS
+
+    image = generate(SyntheticSpec(seed=6, compressed_size=30 * (1 << 20), layers=4, min_layer_size=1 << 20))
+    trace = synthetic_trace(image, 0.3, seed=6)
+    cal = fit([simulate(image, m, workload=trace).events for m in ("lazy", "parallel", "sequential")])
+    scalars = [*HOST_KEYS, "first_byte_s", "apply_per_file_s", "apply_per_byte_s", "worker_apply_per_file_s",
+               "worker_apply_per_byte_s"]  # fmt: skip
+    fitted = [k for k in scalars if getattr(cal, k) is not None]
+    assert {"mount_s", "fuse_op_s", "fuse_read_rate", "apply_per_file_s", "start_s"} <= set(fitted)
+    missing = [k for k in fitted if k not in cal.uncertainty]
+    assert not missing, missing
+    for algo in cal.decompress_rate:
+        assert f"decompress_rate.{algo}" in cal.uncertainty
+    assert not cal.warnings or all("not fitted" in w for w in cal.warnings.values())
