@@ -157,8 +157,9 @@ class Calibration:
     apply_worker_exit_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
-    #: standard error of a fitted parameter, in its own unit (bootstrap or least squares; module docstring)
-    uncertainty: dict[str, float] = field(default_factory=dict)
+    #: standard error of a fitted parameter, in its own unit (bootstrap or least squares; module docstring;
+    #: NaN, or null in the JSON, where one sample gave it)
+    uncertainty: dict[str, float | None] = field(default_factory=dict)
     #: per parameter the data could not identify: why, and what is used instead (the parameter is None)
     warnings: dict[str, str] = field(default_factory=dict)
 
@@ -216,7 +217,10 @@ class Calibration:
                        warnings=warnings)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        """A JSON-ready dict (an unknown uncertainty, NaN here, is null there)."""
+        data = asdict(self)
+        data["uncertainty"] = {k: (None if v is None or v != v else v) for k, v in self.uncertainty.items()}
+        return {"format": FORMAT, **data}
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON (parent folders created)."""
@@ -1003,6 +1007,10 @@ def _vet(cal: Calibration) -> None:
             _unidentified(cal, name, f"{value:.4g} is outside [{lo:.4g}, {hi:.4g}]")
         elif se is not None and se == se and (se > ZERO_SE if value == 0 else se >= abs(value)):
             _unidentified(cal, name, f"{value:.4g} ± {se:.2g} is not one standard error from 0")
+    # fitted from one sample: a value, but no spread to tell its uncertainty (NaN in ``uncertainty``)
+    single = sorted(k for k, v in cal.uncertainty.items() if v is None or v != v)
+    if single:
+        cal.notes["uncertainty_unknown"] = single
 
 
 def _bootstrap_se(rows: np.ndarray, estimate: Any, n: int = BOOTSTRAP) -> np.ndarray:

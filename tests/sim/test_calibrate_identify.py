@@ -10,6 +10,8 @@ The reads here are the simulator's kind (``attrs.fuse_requests``, ``attrs.first_
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,3 +132,5 @@ def test_every_parameter_fitted_from_a_run_set_carries_its_uncertainty():
     for algo in cal.decompress_rate:
         assert f"decompress_rate.{algo}" in cal.uncertainty
     assert not cal.warnings or all("not fitted" in w for w in cal.warnings.values())
+    text = json.dumps(cal.to_dict(), allow_nan=False)  # strict JSON: an unknown uncertainty is null
+    assert json.loads(text)["uncertainty"].keys() == cal.uncertainty.keys()
