@@ -153,6 +153,8 @@ def compare(
                 kept = f"; the real runs' report is in {out}"
             raise SimulationError(f"simulation failed while {exc}{kept}") from exc.__cause__
         result.runs.extend(sim_runs)
+        # every parameter the real runs could not identify (the simulation used the fallback instead)
+        result.notes += [f"calibration: {k}: {w}" for k, w in getattr(result.calibration, "warnings", {}).items()]
     if out is not None and result.runs:
         _write(result, out, title, progress)
     return result

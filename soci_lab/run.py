@@ -168,6 +168,8 @@ class Run:
             config["sim_params"] = dataclasses.asdict(params)
         provenance = {**collect_provenance(), **dict(getattr(sim_run, "provenance", {}) or {})}
         provenance["reported_summary"] = reported
+        if image_bytes is None and reported.get("image_bytes"):  # the simulator knows its image's size
+            image_bytes = int(reported["image_bytes"])
         if getattr(sim_run, "layers", None):
             provenance["layers"] = sim_run.layers
         run = cls.from_events(
@@ -180,6 +182,8 @@ class Run:
             image_bytes=image_bytes,
         )
         for key, value in reported.items():
+            if value is None:  # the simulator has no such number either (no workload: no start-up to share)
+                continue
             if key in run.summary and isinstance(run.summary[key], float) and math.isnan(run.summary[key]):
                 run.summary[key] = value
         return run
@@ -277,7 +281,7 @@ class Run:
                 text = f"{value:.3f} s"
             elif key.startswith("bytes") or key == "image_bytes":
                 text = "–" if value is None else f"{int(value)} B ({format_size(int(value))})"
-            elif key == "fraction_read":
+            elif key in ("fraction_read", "pull_share"):
                 text = f"{value:.4f} ({value:.1%})"
             else:
                 text = str(value)

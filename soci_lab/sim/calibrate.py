@@ -39,11 +39,14 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   its start to mounted, ``cpu_s`` = the CPU the process used), inside the snapshotter's
   (``how == "lazy"``, from asking for the server). Servers are forked one at a time, so a server's
   spawn latency is its start minus the later of its request and the previous server's start: the median
-  is ``mount_s``; ``cpu_s`` against the zTOC's entries (``entries``, else the layer's ``apply``
-  entries in an eager run of the same image) by non-negative least squares gives ``mount_cpu_s`` and
-  ``mount_cpu_per_entry``; the time from the last ``ztoc_fetch`` to the first snapshotter mount, over the
-  indexed layers' entries, is ``ztoc_parse_per_entry``. Without the servers' events (or their ``cpu_s``),
-  ``mount_s`` is the median snapshotter mount and no CPU is fitted. The rootfs mount
+  of the first server's of each run is ``mount_first_s`` (it waits for the pre-warmed process: a cold
+  start), of the later ones' ``mount_s`` (one median of both, on a loaded host 1.8 s and 15 ms, spread
+  two servers forked 15 ms apart 0.9 s apart, and the simulated background fetcher began 0.9 s early);
+  ``cpu_s`` against the zTOC's entries (``entries``, else the layer's ``apply`` entries in an eager
+  run of the same image) by non-negative least squares gives ``mount_cpu_s`` and ``mount_cpu_per_entry``;
+  the time from the last ``ztoc_fetch`` to the first snapshotter mount, over the indexed layers' entries, is
+  ``ztoc_parse_per_entry``. Without the servers' events (or their ``cpu_s``), ``mount_s`` is the median
+  snapshotter mount and no CPU is fitted. The rootfs mount
   (``what == "overlay"``): the median is ``overlay_mount_s``;
 - ``file_read`` events of lazy runs, the workload's (no ``layer``) matched to the FUSE requests they caused
   (the same file's reads by its layer's server during them): reads during which no on-demand span fetch ran
@@ -67,6 +70,16 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   shared, as the simulator models), unless fewer than two did. Apply runs in a pipeline with decompression,
   so this fits the apply side only where it is the slower stage (true of most real layers: many small
   files).
+
+What the data cannot tell is said, not guessed: each fitted parameter has a standard error in
+``uncertainty`` (least squares for the isolated requests' latency and bandwidth, a bootstrap of
+:data:`BOOTSTRAP` resamples for the FUSE read costs and the medians, the standard error of the mean for the
+means; a parameter found another way has none), and a parameter with fewer samples than
+:data:`MIN_SAMPLES` asks, outside its physical :data:`BOUNDS`, or not one standard error from 0 (a
+non-negative fit that hit 0, a cost per byte lost in the noise) is left unfitted (None) with the reason in
+``warnings``. The fallback is documented there and is always the same: :meth:`Calibration.params` keeps the
+base parameters' value (the host profile's, else the :class:`HostParams` default). Before, three cache-hit
+reads of a small image gave a FUSE read rate of 1.38 MB/s and a per-request cost of 0, silently.
 
 A :class:`Calibration` is saved as JSON (e.g. ``datasets/calibration/<host>-<network>.json``) and turned
 into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events recovers the
@@ -101,11 +114,13 @@ NETWORK_NOTES = (
     "fast_burst_latency_s",
     "fast_new_conn_s",
 )
+#: the network's parameters (:meth:`Calibration.with_network_of`)
+NETWORK_KEYS = ("bandwidth", "first_byte_s", "fast_first_byte_s", "conn_cap", "burst")
 #: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name
 HOST_KEYS = (
     "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
-    "fuse_read_rate", "fuse_meta_s", "header_verify_s", "span_cache_rate", "apply_worker_s", "syscall_s",
-    "pull_finish_s", "apply_worker_exit_s",
+    "mount_first_s", "fuse_read_rate", "fuse_meta_s", "header_verify_s", "span_cache_rate", "apply_worker_s",
+    "syscall_s", "pull_finish_s", "apply_worker_exit_s",
 )  # fmt: skip
 
 
@@ -123,6 +138,7 @@ class Calibration:
     apply_per_file_s: float | None = None
     apply_per_byte_s: float | None = None
     mount_s: float | None = None
+    mount_first_s: float | None = None
     mount_cpu_s: float | None = None
     mount_cpu_per_entry: float | None = None
     ztoc_parse_per_entry: float | None = None
@@ -142,6 +158,11 @@ class Calibration:
     apply_worker_exit_s: float | None = None
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: standard error of a fitted parameter, in its own unit (bootstrap or least squares; module docstring;
+    #: NaN, or null in the JSON, where one sample gave it)
+    uncertainty: dict[str, float | None] = field(default_factory=dict)
+    #: per parameter the data could not identify: why, and what is used instead (the parameter is None)
+    warnings: dict[str, str] = field(default_factory=dict)
 
     def params(self, base: SimParams | None = None, *, rtt: float | None = None) -> SimParams:
         """``base`` with the fitted values in; ``rtt`` (if known, e.g. from the shaping) splits
@@ -186,13 +207,21 @@ class Calibration:
         notes.update({k: v for k, v in other.notes.items() if k in NETWORK_NOTES})
         samples = {k: v for k, v in self.samples.items() if not k.startswith("http")}
         samples.update({k: v for k, v in other.samples.items() if k.startswith("http")})
+        se = {k: v for k, v in self.uncertainty.items() if k not in NETWORK_KEYS}
+        se.update({k: v for k, v in other.uncertainty.items() if k in NETWORK_KEYS})
+        warnings = {k: v for k, v in self.warnings.items() if k not in NETWORK_KEYS}
+        warnings.update({k: v for k, v in other.warnings.items() if k in NETWORK_KEYS})
         return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s,
                        fast_first_byte_s=other.fast_first_byte_s, conn_cap=other.conn_cap, burst=other.burst,
                        notes=notes, samples=samples, decompress_rate=dict(self.decompress_rate),
-                       layer_decompress_rate=dict(self.layer_decompress_rate))  # fmt: skip
+                       layer_decompress_rate=dict(self.layer_decompress_rate), uncertainty=se,
+                       warnings=warnings)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        """A JSON-ready dict (an unknown uncertainty, NaN here, is null there)."""
+        data = asdict(self)
+        data["uncertainty"] = {k: (None if v is None or v != v else v) for k, v in self.uncertainty.items()}
+        return {"format": FORMAT, **data}
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON (parent folders created)."""
@@ -234,6 +263,7 @@ def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
     _fit_pull_finish(cal, ok)
     _fit_fs(cal, ok)
     _fit_start(cal, frame)
+    _vet(cal)
     return cal
 
 
@@ -243,8 +273,7 @@ def _fit_start(cal: Calibration, frame: pd.DataFrame) -> None:
     if http.empty:
         return
     firsts = http.groupby("_run")["t_start"].min()
-    cal.start_s = float(firsts.median())
-    cal.samples["start"] = len(firsts)
+    _median(cal, "start_s", "start", firsts.tolist())
 
 
 def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -258,12 +287,10 @@ def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
     if inner.any() and outer.any():
         _fit_servers(cal, frame, frame[outer], frame[inner])
     elif outer.any():
-        cal.mount_s = float(dur[outer].median())
-        cal.samples["mount"] = int(outer.sum())
+        _median(cal, "mount_s", "mount", dur[outer].tolist())
     overlays = dur[mount & (what == "overlay")]
     if len(overlays):
-        cal.overlay_mount_s = float(overlays.median())
-        cal.samples["overlay_mount"] = len(overlays)
+        _median(cal, "overlay_mount_s", "overlay_mount", overlays.tolist())
     ops = frame["kind"] == "file_op"
     op_names = _attr(frame, "op")
     ops &= op_names.isin(["open", "stat", "readdir", "readlink"])
@@ -271,11 +298,9 @@ def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
     # means, not medians: a workload's time is the sum of its ops, and their durations are skewed (a
     # lookup the kernel has not cached costs several times one it has)
     if (ops & lazy).any():
-        cal.fuse_meta_s = float(dur[ops & lazy].mean())
-        cal.samples["fuse_meta"] = int((ops & lazy).sum())
+        _mean(cal, "fuse_meta_s", "fuse_meta", dur[ops & lazy].to_numpy(dtype=float))
     if (ops & ~lazy).any():
-        cal.syscall_s = float(dur[ops & ~lazy].mean())
-        cal.samples["syscall"] = int((ops & ~lazy).sum())
+        _mean(cal, "syscall_s", "syscall", dur[ops & ~lazy].to_numpy(dtype=float))
     _fit_fuse_reads(cal, frame[lazy])
     _fit_span_cache(cal, frame[lazy])
 
@@ -283,7 +308,8 @@ def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
 def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inner: pd.DataFrame) -> None:
     """``mount_s`` (spawn latency, servers forked one at a time), the servers' CPU against their zTOC
     entries, and the snapshotter's pass over the zTOCs before its first mount."""
-    spawn: list[float] = []
+    spawn: list[float] = []  # every server's after the first of its run (a warm fork)
+    first_spawn: list[float] = []  # the first server's of each run (waits for the pre-warmed process)
     cpu: list[float] = []
     entries: list[float] = []
     parse: list[float] = []
@@ -297,7 +323,7 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
         n_run = 0.0
         rows = zip(inn["layer"], inn["t_start"], _attr(inn, "entries"), _attr(inn, "cpu_s"), strict=True)
         for layer, t0, n_entries, cpu_s in rows:
-            spawn.append(float(t0 - max(asked[layer], prev)))
+            (spawn if prev > -np.inf else first_spawn).append(float(t0 - max(asked[layer], prev)))
             prev = t0
             n = known.get(layer) if n_entries is None else n_entries
             if n is not None and n == n:  # not NaN
@@ -309,17 +335,24 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
         if len(z) and n_run > 0:
             parse.append(max(0.0, float(out_run["t_start"].min() - z["t_end"].max())) / n_run)
     if spawn:
-        cal.mount_s = float(np.median(spawn))
-        cal.samples["mount"] = len(spawn)
+        _median(cal, "mount_s", "mount", spawn)
+        _median(cal, "mount_first_s", "mount_first", first_spawn)
+    elif first_spawn:  # one server per run: no warm fork to tell apart
+        _median(cal, "mount_s", "mount", first_spawn)
     if cpu:
         y = np.array(cpu)
         a2 = np.vstack([np.ones_like(y), np.array(entries)]).T
-        fixed, per_entry = _nnls2(a2, y) if len(set(entries)) >= 2 else (float(np.mean(y)), 0.0)
-        cal.mount_cpu_s, cal.mount_cpu_per_entry = float(fixed), float(per_entry)
         cal.samples["mount_cpu"] = len(cpu)
+        if len(set(entries)) >= 2:
+            rows = np.column_stack([a2, y])
+            cal.mount_cpu_s, cal.mount_cpu_per_entry = _nnls2(a2, y)
+            se = _bootstrap_se(rows, lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
+            cal.uncertainty.update(mount_cpu_s=float(se[0]), mount_cpu_per_entry=float(se[1]))
+        else:
+            _mean(cal, "mount_cpu_s", "mount_cpu", y)
+            _unidentified(cal, "mount_cpu_per_entry", "every server's zTOC had as many entries (one CPU cost for all)")
     if parse:
-        cal.ztoc_parse_per_entry = float(np.median(parse))
-        cal.samples["ztoc_parse"] = len(parse)
+        _median(cal, "ztoc_parse_per_entry", "ztoc_parse", parse)
 
 
 def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -338,7 +371,7 @@ def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
         reads = reads[missed & (n_attr == 1)]
     else:
         reads = reads[reads["layer"].notna()]
-    nbytes, gaps, count = 0.0, 0.0, 0
+    items: list[tuple[float, float]] = []  # per read that waited for one span: its bytes, the cache put
     for run, run_reads in reads.groupby("_run"):
         d = dec[dec["_run"] == run]
         if d.empty:
@@ -355,12 +388,15 @@ def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
             if simulated:
                 gap -= (cal.fuse_op_s or 0.0) + size / (cal.fuse_read_rate or np.inf)
                 gap -= (cal.header_verify_s or 0.0) if first else 0.0
-            nbytes += float(d_bytes[inside][0])
-            gaps += gap
-            count += 1
+            items.append((float(d_bytes[inside][0]), gap))
+    m = np.array(items).reshape(-1, 2)
+    nbytes, gaps = float(m[:, 0].sum()), float(m[:, 1].sum())
     if nbytes > 0 and gaps > 0:
         cal.span_cache_rate = nbytes / gaps
-        cal.samples["span_cache"] = count
+        cal.samples["span_cache"] = len(m)
+        if len(m) > 1:
+            ratio = lambda r: r[:, 0].sum() / r[:, 1].sum() if r[:, 1].sum() > 0 else np.nan  # noqa: E731
+            cal.uncertainty["span_cache_rate"] = float(_bootstrap_se(m, ratio))
 
 
 def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -397,15 +433,29 @@ def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
                 if n == 0 or ((f_start < t1) & (f_end > t0)).any():
                     continue  # served by the page cache, or waited for a span
                 rows.append((float(n), float(nbytes), float(first), float(t1 - t0)))
-    if len(rows) < 3:
+    if not rows:
+        return
+    cal.samples["fuse_read"] = len(rows)
+    names = ("fuse_op_s", "fuse_read_rate", "header_verify_s")
+    if len(rows) < MIN_SAMPLES["fuse_read"]:
+        for name in names:
+            _unidentified(cal, name, f"{len(rows)} cache-hit FUSE reads, fewer than {MIN_SAMPLES['fuse_read']}")
         return
     m = np.array(rows)
     coef = _nnls(m[:, :3], m[:, 3])
+    se = _bootstrap_se(m, lambda r: _nnls(r[:, :3], r[:, 3]))
     cal.fuse_op_s = float(coef[0])
+    cal.uncertainty["fuse_op_s"] = float(se[0])
     if coef[1] > 0:
         cal.fuse_read_rate = float(1 / coef[1])
-    cal.header_verify_s = float(coef[2])
-    cal.samples["fuse_read"] = len(rows)
+        cal.uncertainty["fuse_read_rate"] = float(se[1] / coef[1] ** 2)
+    else:
+        _unidentified(cal, "fuse_read_rate", "the reads' sizes gave no cost per byte")
+    if m[:, 2].any():
+        cal.header_verify_s = float(coef[2])
+        cal.uncertainty["header_verify_s"] = float(se[2])
+    else:
+        _unidentified(cal, "header_verify_s", "no first read of a file among the cache-hit reads")
 
 
 #: isolated requests a path (httpx, lean) needs for a first-byte time of its own
@@ -459,14 +509,20 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
                 x, y, t_idle, lean, pooled = x[keep], y[keep], t_idle[keep], lean[keep], pooled[keep]
         a = np.vstack([~lean, lean, x]).T.astype(float) if split else np.vstack([np.ones_like(x), x]).T
         coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        ls_values: dict[str, float | None] = {}
         cal.notes["http_fit"] = "isolated requests"
         if not _slope_is_fixed(a, y, coef, x):
             coef = _paths_given_rate(cal, runs, x, y, lean, split=split)
         elif coef[-1] > 0:
             cal.bandwidth = float(1 / coef[-1])
-        cal.first_byte_s = float(max(0.0, coef[0]))
+            se = _ls_se(a, y, coef)
+            names = ("first_byte_s", "fast_first_byte_s") if split else ("first_byte_s",)
+            cal.uncertainty.update({n: float(v) for n, v in zip(names, se, strict=False)})
+            cal.uncertainty["bandwidth"] = float(se[-1] / coef[-1] ** 2)
+            ls_values["bandwidth"] = cal.bandwidth
+        cal.first_byte_s = ls_values["first_byte_s"] = float(max(0.0, coef[0]))
         if split:
-            cal.fast_first_byte_s = float(max(0.0, coef[1]))
+            cal.fast_first_byte_s = ls_values["fast_first_byte_s"] = float(max(0.0, coef[1]))
             cal.samples["http_isolated_fast"] = int(lean.sum())
             cal.notes["http_fit"] = _TWO_PATHS + cal.notes["http_fit"].removeprefix("isolated requests")
             _new_connections(cal, y - a @ coef, lean, pooled)
@@ -482,6 +538,9 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
                     break
                 cal.bandwidth = cal.notes["bandwidth_sustained"] = rate
                 _burst(cal, x, y, t_idle, paths)
+        for name in NETWORK_KEYS:  # an uncertainty is the least squares' only where its value still is
+            if name in cal.uncertainty and getattr(cal, name) != ls_values.get(name):
+                del cal.uncertainty[name]
         return
     if not all_x:
         return
@@ -789,6 +848,7 @@ def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
     for name, rates in rate.groupby(algo):
         cal.decompress_rate[str(name)] = float(rates.median())
         cal.samples[f"decompress_{name}"] = len(rates)
+        cal.uncertainty[f"decompress_rate.{name}"] = _median_se(rates.to_numpy(dtype=float))
 
 
 def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -804,10 +864,12 @@ def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
         own = _apply_cost(ap)
         cal.samples["apply"] = len(ap)
     if own is not None:
-        cal.apply_per_file_s, cal.apply_per_byte_s = own
+        (cal.apply_per_file_s, cal.apply_per_byte_s), se = own
+        cal.uncertainty.update(apply_per_file_s=se[0], apply_per_byte_s=se[1])
     worker = _apply_cost(ap[in_worker])
     if worker is not None:
-        cal.worker_apply_per_file_s, cal.worker_apply_per_byte_s = worker
+        (cal.worker_apply_per_file_s, cal.worker_apply_per_byte_s), se = worker
+        cal.uncertainty.update(worker_apply_per_file_s=se[0], worker_apply_per_byte_s=se[1])
         cal.samples["worker_apply"] = int(in_worker.sum())
 
 
@@ -828,8 +890,9 @@ def _alone(ap: pd.DataFrame) -> np.ndarray:
     return mask
 
 
-def _apply_cost(ap: pd.DataFrame) -> tuple[float, float] | None:
-    """Per entry and per content byte, from ``apply`` events (None below two usable events)."""
+def _apply_cost(ap: pd.DataFrame) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Per entry and per content byte, from ``apply`` events, and their bootstrap standard errors (None
+    below two usable events)."""
     files = _attr(ap, "entries")
     if files.isna().all():
         files = _attr(ap, "files")
@@ -838,7 +901,8 @@ def _apply_cost(ap: pd.DataFrame) -> tuple[float, float] | None:
         return None
     a = np.vstack([files.to_numpy(dtype=float), ap["bytes"].to_numpy(dtype=float)]).T
     y = (ap["t_end"] - ap["t_start"]).to_numpy()
-    return _nnls2(a, y)
+    se = _bootstrap_se(np.column_stack([a, y]), lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
+    return _nnls2(a, y), (float(se[0]), float(se[1]))
 
 
 def _fit_layer_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -863,6 +927,7 @@ def _fit_layer_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
     for name, rs in rates.items():
         cal.layer_decompress_rate[name] = float(np.median(rs))
         cal.samples[f"layer_decompress_{name}"] = len(rs)
+        cal.uncertainty[f"layer_decompress_rate.{name}"] = _median_se(np.array(rs))
     cal.notes["layer_decompress_verify_rate"] = verify_rate
 
 
@@ -882,8 +947,7 @@ def _fit_apply_worker(cal: Calibration, frame: pd.DataFrame) -> None:
             continue  # its download was the wait, not the worker
         waits.append(float(first["t_start"] - dl["t_start"].min()))
     if waits:
-        cal.apply_worker_s = float(np.median(waits))
-        cal.samples["apply_worker"] = len(waits)
+        _median(cal, "apply_worker_s", "apply_worker", waits)
 
 
 def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -901,11 +965,95 @@ def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
             gaps[str(run["strategy"].iloc[0])].append(gap)
     seq = float(np.median(gaps["sequential"])) if gaps["sequential"] else None
     if seq is not None:
-        cal.pull_finish_s = seq
-        cal.samples["pull_finish"] = len(gaps["sequential"])
+        _median(cal, "pull_finish_s", "pull_finish", gaps["sequential"])
     if gaps["parallel"]:
         cal.apply_worker_exit_s = max(0.0, float(np.median(gaps["parallel"])) - (seq or 0.0))
         cal.samples["apply_worker_exit"] = len(gaps["parallel"])
+        se = [_median_se(np.array(g)) for g in (gaps["parallel"], gaps["sequential"]) if g]
+        cal.uncertainty["apply_worker_exit_s"] = float(np.sqrt(sum(v * v for v in se)))
+
+
+# --- what the data can tell ---------------------------------------------------------------------------
+
+#: the fewest samples a fit takes (fewer: the parameters are left unfitted, with a warning)
+MIN_SAMPLES = {"fuse_read": 8}
+#: physical bounds per parameter (seconds, bytes/s); a fit outside them is a sign of data that cannot tell
+#: the parameter (1.38 MB/s for a copy through FUSE from 3 reads), never a value to simulate with
+BOUNDS: dict[str, tuple[float, float]] = {
+    "bandwidth": (1e5, 1e11), "conn_cap": (1e5, 1e11), "first_byte_s": (0.0, 10.0), "fast_first_byte_s": (0.0, 10.0),
+    "fuse_op_s": (0.0, 0.05), "fuse_read_rate": (10e6, 1e11), "header_verify_s": (0.0, 0.05),
+    "fuse_meta_s": (0.0, 0.5), "syscall_s": (0.0, 0.5), "span_cache_rate": (1e6, 1e11), "mount_s": (0.0, 60.0),
+    "mount_first_s": (0.0, 60.0), "overlay_mount_s": (0.0, 10.0), "start_s": (0.0, 60.0),
+}  # fmt: skip
+#: a fitted zero is a value only where the bootstrap agrees to within this (seconds): else the fit hit its bound
+ZERO_SE = 1e-9
+#: bootstrap resamples behind an uncertainty
+BOOTSTRAP = 200
+
+
+def _unidentified(cal: Calibration, name: str, why: str) -> None:
+    """Leave ``name`` unfitted and say why and what stands in for it (:meth:`Calibration.params` keeps the
+    base parameters' value: the host profile's, or :class:`HostParams`/``NetworkParams``' default)."""
+    setattr(cal, name, None)
+    cal.uncertainty.pop(name, None)
+    cal.warnings[name] = f"{why}: not fitted, the base parameters' {name} is used"
+
+
+def _vet(cal: Calibration) -> None:
+    """Every fitted parameter against its bounds and its uncertainty: a value outside :data:`BOUNDS`, or not
+    one standard error away from 0 (a zero the bootstrap does not agree on, a rate whose cost per byte is
+    lost in the noise), is a parameter the data cannot identify (:func:`_unidentified`)."""
+    for name, (lo, hi) in BOUNDS.items():
+        value = getattr(cal, name)
+        if value is None:
+            continue
+        se = cal.uncertainty.get(name)
+        if not lo <= value <= hi:
+            _unidentified(cal, name, f"{value:.4g} is outside [{lo:.4g}, {hi:.4g}]")
+        elif se is not None and se == se and (se > ZERO_SE if value == 0 else se >= abs(value)):
+            _unidentified(cal, name, f"{value:.4g} ± {se:.2g} is not one standard error from 0")
+    # fitted from one sample: a value, but no spread to tell its uncertainty (NaN in ``uncertainty``)
+    single = sorted(k for k, v in cal.uncertainty.items() if v is None or v != v)
+    if single:
+        cal.notes["uncertainty_unknown"] = single
+
+
+def _bootstrap_se(rows: np.ndarray, estimate: Any, n: int = BOOTSTRAP) -> np.ndarray:
+    """The standard error of ``estimate(rows)`` (an array) over ``n`` resamples of the rows (seeded: the same
+    data give the same uncertainty)."""
+    rng = np.random.default_rng(0)
+    draws = np.array([estimate(rows[rng.integers(0, len(rows), len(rows))]) for _ in range(n)], dtype=float)
+    return draws.std(axis=0, ddof=1)
+
+
+def _median(cal: Calibration, name: str, key: str, values: list[float]) -> None:
+    """``name`` the median of ``values``, its bootstrap standard error (NaN from one sample)."""
+    v = np.asarray(values, dtype=float)
+    setattr(cal, name, float(np.median(v)))
+    cal.samples[key] = len(v)
+    cal.uncertainty[name] = _median_se(v)
+
+
+def _median_se(values: np.ndarray) -> float:
+    """The bootstrap standard error of the median of ``values`` (NaN from one value)."""
+    return float(_bootstrap_se(values[:, None], lambda r: np.median(r))) if len(values) > 1 else np.nan
+
+
+def _mean(cal: Calibration, name: str, key: str, values: np.ndarray) -> None:
+    """``name`` the mean of ``values``, its standard error (NaN from one sample)."""
+    setattr(cal, name, float(values.mean()))
+    cal.samples[key] = len(values)
+    cal.uncertainty[name] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+def _ls_se(a: np.ndarray, y: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """The least-squares coefficients' standard errors (NaN where the rows do not exceed the columns)."""
+    n, k = a.shape
+    if n <= k:
+        return np.full(k, np.nan)
+    resid = y - a @ coef
+    cov = np.linalg.pinv(a.T @ a) * float(resid @ resid) / (n - k)
+    return np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
 
 def _nnls2(a: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -48,9 +48,11 @@ class SpanModel:
 @dataclass(frozen=True, slots=True)
 class FileModel:
     """One TOC entry: path (absolute in the rootfs), layer index, offset of its data in the layer's tar
-    stream, size of its data, type (``reg``, ``dir``, ``symlink``, ``hardlink``, ``whiteout``) and
+    stream, size of its data, type (``reg``, ``dir``, ``symlink``, ``hardlink``, ``whiteout`` — the path
+    it hides —, ``opaque`` — a directory whose lower layers' contents it hides —, or another tar type),
     ``header``: bytes of its tar header just before ``offset`` (the first read of a file verifies them;
-    0 when unknown)."""
+    0 when unknown) and ``link``: a symlink's target as written, a hardlink's target path (absolute in the
+    rootfs; "" when unknown: the link then reads as missing)."""
 
     path: str
     layer: int
@@ -58,6 +60,7 @@ class FileModel:
     size: int
     type: str = "reg"
     header: int = 0
+    link: str = ""
 
 
 @dataclass
@@ -110,6 +113,9 @@ class ImageModel:
     #: size of the image index REF resolves to first (a SOCI v2 "SOCI-enabled" index); 0: REF names the manifest
     image_index_size: int = 0
     _view: dict[str, FileModel] | None = field(default=None, repr=False, compare=False)
+    _targets: dict[FileModel, FileModel] | None = field(default=None, repr=False, compare=False)
+    _dirs: set[str] | None = field(default=None, repr=False, compare=False)
+    _resolved: dict[tuple[str, bool], FileModel | None] | None = field(default=None, repr=False, compare=False)
     _stats: list[tuple[int, int, int]] | None = field(default=None, repr=False, compare=False)
 
     # --- derived ------------------------------------------------------------------------------------
@@ -123,20 +129,66 @@ class ImageModel:
         return sum(layer.uncompressed_size for layer in self.layers)
 
     def view(self) -> dict[str, FileModel]:
-        """The merged rootfs: path → the entry of the top-most layer holding it (whiteouts hide)."""
+        """The merged rootfs as overlayfs shows it: path → the visible entry (:func:`merge_layers`)."""
         if self._view is None:
-            merged: dict[str, FileModel] = {}
-            for f in self.files:  # files are in layer order, so later layers overwrite earlier ones
-                if f.type == "whiteout":
-                    merged.pop(f.path, None)
-                else:
-                    merged[f.path] = f
-            self._view = merged
+            self._view, self._targets, self._dirs = merge_layers(self.files)
         return self._view
 
     def lookup(self, path: str) -> FileModel | None:
-        """The visible entry at ``path`` in the merged rootfs, or None."""
+        """The visible entry at exactly ``path`` in the merged rootfs (no link followed), or None."""
         return self.view().get(path)
+
+    def resolve(self, path: str, *, follow_last: bool = True) -> FileModel | None:
+        """What an open of ``path`` inside the merged rootfs reaches, or None where it fails (missing,
+        a non-directory on the way, a symlink loop): symlinks followed inside the rootfs as
+        ``soci_lab.workload.resolve.resolve_in_root`` follows them on a real mount (``..`` at the top stays
+        there, absolute targets restart at the root, at most :data:`MAX_LINKS`; with ``follow_last=False``
+        a final symlink is the answer, as for ``readlink``), a hardlink answered with the regular file it
+        links to (its data), a directory that only its contents imply with a ``dir`` entry of its own."""
+        key = (path, follow_last)
+        cache = self._resolved
+        if cache is None:
+            cache = self._resolved = {}
+        if key not in cache:
+            cache[key] = self._resolve(path, follow_last)
+        return cache[key]
+
+    def _resolve(self, path: str, follow_last: bool) -> FileModel | None:
+        view = self.view()
+        dirs = self._dirs or set()
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        links = 0
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            cur = "/" + "/".join([*done, name])
+            last = not parts
+            f = view.get(cur)
+            if f is None:
+                if cur not in dirs:
+                    return None
+            elif f.type == "symlink" and (follow_last or not last):
+                links += 1
+                if links > MAX_LINKS:
+                    return None
+                if f.link.startswith("/"):
+                    done = []
+                parts = [p for p in f.link.split("/") if p not in ("", ".")] + parts
+                continue
+            elif not last and f.type != "dir":
+                return None
+            done.append(name)
+        final = "/" + "/".join(done)
+        f = view.get(final)
+        if f is None:
+            return FileModel(final, 0, 0, 0, "dir")  # the root, or a directory its contents imply
+        if f.type == "hardlink":
+            return (self._targets or {}).get(f)
+        return f
 
     def layer_stats(self, li: int) -> tuple[int, int, int]:
         """Of layer ``li``'s TOC: entries (what tar apply creates), regular files, and their content bytes."""
@@ -206,9 +258,7 @@ class ImageModel:
                 }
                 for layer in self.layers
             ],
-            "files": [
-                [f.path, f.layer, f.offset, f.size, f.type, *([f.header] if f.header else [])] for f in self.files
-            ],
+            "files": [_file_row(f) for f in self.files],
         }
 
     @classmethod
@@ -230,7 +280,7 @@ class ImageModel:
                 for d in data["layers"]
             ]
             files = [
-                FileModel(p, int(li), int(off), int(size), t, *map(int, rest))
+                FileModel(p, int(li), int(off), int(size), t, *[int(rest[0])] if rest else [], *map(str, rest[1:2]))
                 for p, li, off, size, t, *rest in data.get("files", [])
             ]
             prefetch = {int(k): [(int(a), int(b)) for a, b in v] for k, v in data.get("prefetch_spans", {}).items()}
@@ -281,6 +331,104 @@ class ImageModel:
         for f in self.files:
             if not 0 <= f.layer < n or f.offset + f.size > self.layers[f.layer].uncompressed_size:
                 raise SimulationError(f"file {f.path} lies outside layer {f.layer}")
+
+
+def _parents(path: str) -> list[str]:
+    """``/a/b/c`` → ``["/a", "/a/b"]`` (the root left out)."""
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _file_row(f: FileModel) -> list[Any]:
+    """A file's compact JSON row: the header and the link only where they are set (older files lack them)."""
+    rest: list[Any] = [f.header, f.link] if f.link else [f.header] if f.header else []
+    return [f.path, f.layer, f.offset, f.size, f.type, *rest]
+
+
+#: how many symlinks one resolution follows before it fails, as the kernel's MAXSYMLINKS
+MAX_LINKS = 40
+
+
+def merge_layers(
+    files: list[FileModel],
+) -> tuple[dict[str, FileModel], dict[FileModel, FileModel], set[str]]:
+    """The merged view of layers' entries (``files`` in layer order, each layer's in tar order), as
+    overlayfs merges the layer directories the eager applier writes: returns the visible entry per path,
+    each visible hardlink's regular file, and the directories only their contents imply.
+
+    Layer by layer, bottom first: a whiteout hides the path and everything under it in the layers below,
+    an opaque directory everything under it below; then each entry replaces the one below at its path — a
+    non-directory over a directory hides the directory's lower contents, a directory over a directory
+    merges with it, and an entry under a lower non-directory makes that path a directory of this layer
+    (the applier creates the parents it needs). A hardlink reads its target's data as the link was made:
+    the target is the regular file at ``link`` in the same layer, earlier in the tar (where the applier
+    links it; a target it cannot link leaves the link unreadable), and a later layer that hides or replaces
+    the target does not change the link's data."""
+    merged: dict[str, FileModel] = {}
+    targets: dict[FileModel, FileModel] = {}
+    kids: dict[str, set[str]] = {}  # a path → its children in ``merged``
+
+    def put(f: FileModel) -> None:
+        if f.path not in merged:
+            kids.setdefault(f.path.rpartition("/")[0], set()).add(f.path)
+        merged[f.path] = f
+
+    def drop(p: str) -> None:
+        del merged[p]
+        kids.get(p.rpartition("/")[0], set()).discard(p)
+
+    def hide_below(top: str, layer: int, *, itself: bool) -> None:
+        """Take out what layers below ``layer`` have under ``top`` (and ``top`` itself with ``itself``)."""
+        stack = list(kids.get(top, ()))
+        while stack:
+            p = stack.pop()
+            stack.extend(kids.get(p, ()))
+            if merged[p].layer < layer:
+                drop(p)
+        if itself and top in merged and merged[top].layer < layer:
+            drop(top)
+
+    by_layer: dict[int, list[FileModel]] = {}
+    for f in files:
+        by_layer.setdefault(f.layer, []).append(f)
+    for li in sorted(by_layer):
+        entries = by_layer[li]
+        for f in entries:
+            if f.type == "whiteout":
+                hide_below(f.path, li, itself=True)
+            elif f.type == "opaque":
+                hide_below(f.path, li, itself=False)
+        own: dict[str, FileModel] = {}
+        for f in entries:
+            # the directories the applier makes for an entry (and an opaque marker's own): where a lower
+            # layer has a non-directory (or nothing), this layer's directory is what shows
+            need = _parents(f.path) + ([f.path] if f.type == "opaque" else [])
+            for d in need:
+                below = merged.get(d)
+                if below is None or (below.layer < li and below.type != "dir"):
+                    if below is not None:
+                        hide_below(d, li, itself=True)
+                    put(FileModel(d, li, f.offset, 0, "dir"))
+            if f.type in ("whiteout", "opaque"):
+                continue
+            prev = merged.get(f.path)
+            if prev is not None and prev.layer < li and prev.type == "dir" and f.type != "dir":
+                hide_below(f.path, li, itself=False)
+            if f.type == "hardlink":
+                target = own.get(f.link)
+                if target is not None and target.type == "hardlink":
+                    target = targets.get(target)
+                if target is not None and target.type == "reg":
+                    targets[f] = target
+            put(f)
+            own[f.path] = f
+    dirs: set[str] = set()
+    for p in merged:
+        parent = p.rpartition("/")[0]
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+    return merged, targets, dirs
 
 
 def _respan_layer(layer: LayerModel, span_size: int) -> LayerModel:

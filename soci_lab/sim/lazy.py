@@ -5,7 +5,8 @@ Mirrors soci-formats.md §4.4–4.8:
 - mount: manifest and config (and the image index before them for a SOCI v2 image), the manifest again
   (the snapshotter's own look-up), the SOCI index, then every zTOC (and prefetch artifact) concurrently;
   containerd then prepares layers in order (or all at once, ``LazyParams.concurrent_mounts``) — an indexed
-  layer gets a FUSE server of its own, as ``soci_lab.lazy`` does: forked one at a time (``mount_s``), it
+  layer gets a FUSE server of its own, as ``soci_lab.lazy`` does: forked one at a time (``mount_s``; the
+  pull's first, which waits for the pre-warmed process, ``mount_first_s``), it
   builds its file system on a core (``HostParams.mount_cpu``), resolves the blob URL (one
   ``Range: bytes=0-1`` GET, as after PR #2029), reads the bytes before span 0 (the gzip header, checked
   once), runs its prefetch spans and mounts; a layer without a zTOC (smaller than ``min_layer_size``, or
@@ -21,8 +22,8 @@ Mirrors soci-formats.md §4.4–4.8:
   readahead of the next spans (``LazyParams.readahead_spans``);
 - :class:`BackgroundFetcher`: silent until ``silence_period`` after the latest FUSE mount (each mount
   pauses it, as upstream's ``Pause``; ``soci_lab.lazy`` pauses each layer's fetcher at its own mount), then
-  at most one span fetch per ``fetch_period`` across all layers, round-robin, each layer from span 0 up,
-  skipping spans already requested.
+  at most one span fetch per ``fetch_period`` across the layers mounted so far (a layer joins at its
+  mount), round-robin, each layer from span 0 up, skipping spans already requested.
 """
 
 from __future__ import annotations
@@ -167,18 +168,20 @@ class SpanManager:
 
 
 class BackgroundFetcher:
-    """The rate-limited fetcher of every span, round-robin over layers (soci-formats.md §4.8)."""
+    """The rate-limited fetcher of every span, round-robin over layers (soci-formats.md §4.8). A layer joins
+    the round robin when it is mounted (upstream adds a layer's resolver on its mount): a layer not yet
+    mounted has no server to fetch for it."""
 
     def __init__(self, world: World, managers: list[SpanManager]) -> None:
         self.world = world
         cfg = world.config.background_fetch
         self.period = cfg.fetch_period_msec / 1000
         self.silence = cfg.silence_period_msec / 1000
-        limit = cfg.max_queue_size if cfg.max_queue_size > 0 else len(managers)
-        if cfg.drop_policy == "oldest":
-            self.queue = deque(managers[-limit:])
-        else:
-            self.queue = deque(managers[:limit])
+        self.limit = cfg.max_queue_size if cfg.max_queue_size > 0 else len(managers)
+        self.drop_oldest = cfg.drop_policy == "oldest"
+        self.queue: deque[SpanManager] = deque()
+        self.unmounted = len(managers)
+        self._added: simpy.Event | None = None
         self.started: list[float] = []  # start time of every background fetch (for the property tests)
         self.quiet_until = 0.0
 
@@ -186,13 +189,35 @@ class BackgroundFetcher:
         """A layer was mounted: stay silent for ``silence_period`` from now (upstream's ``Pause``)."""
         self.quiet_until = self.world.env.now + self.silence
 
+    def add(self, sm: SpanManager) -> None:
+        """``sm``'s layer was mounted: into the round robin (a full queue drops the newest or the oldest)."""
+        self.unmounted -= 1
+        if len(self.queue) >= self.limit:
+            if not self.drop_oldest:
+                self._wake()
+                return
+            self.queue.popleft()
+        self.queue.append(sm)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._added is not None and not self._added.triggered:
+            self._added.succeed()
+
     def run(self, first_mount: simpy.Event) -> Generator[Any, Any, None]:
         env = self.world.env
         yield first_mount
         queue = self.queue
-        while queue:
+        while queue or self.unmounted > 0:
+            if not queue:  # every mounted layer is done: wait for the next mount
+                self._added = env.event()
+                yield self._added
+                self._added = None
+                continue
             while env.now < self.quiet_until:  # a mount since the last wait restarts the silence
                 yield env.timeout(self.quiet_until - env.now)
+            if not queue:
+                continue
             sm = queue.popleft()
             i = sm.next_unrequested()
             if i is None:
@@ -223,6 +248,7 @@ class LazyPull:
         self._pending: tuple[FileModel, int, int, list[tuple[list[int], list[int]]]] | None = None
         self.readaheads: list[simpy.Process] = []
         self._first = False
+        self._spawned = False  # a layer server was forked (the next ones are warm forks: ``mount_s``)
         self._attrs: dict[str, Any] = {}
 
     @property
@@ -267,7 +293,8 @@ class LazyPull:
             mounts — as ``soci_lab.lazy.mount``'s serving process does."""
             layer = image.layers[li]
             token = yield from spawner.acquire()
-            yield env.timeout(hp.mount_s)
+            first, self._spawned = not self._spawned, True
+            yield env.timeout(hp.mount_s if not first or hp.mount_first_s is None else hp.mount_first_s)
             spawner.release(token)
             t1 = env.now
             entries = image.layer_stats(li)[0]
@@ -288,6 +315,7 @@ class LazyPull:
                 world.emit("mount", t1, layer=layer.digest, what="fuse", how="lazy")
                 if self.bg is not None:
                     self.bg.pause()
+                    self.bg.add(self.managers[li])
                 if not self.first_mount.triggered:
                     self.first_mount.succeed()
                 world.layer_how[li] = "lazy"

@@ -48,6 +48,8 @@ SUMMARY_KEYS = (
     "requests",
     "bytes_written",
     "fraction_read",
+    "image_bytes",
+    "pull_share",
 )
 
 
@@ -129,6 +131,9 @@ def simulate(
         "requests": world.net.requests,
         "bytes_written": world.bytes_applied,
         "fraction_read": bytes_read(world.reads) / image_bytes if image_bytes else 0.0,
+        "image_bytes": image_bytes,
+        # the pull's share of start-up (ready to workload done; none without a workload), as analysis.summary
+        "pull_share": ready / done if world.workload_done_at is not None and done > 0 else None,
     }
     layers = [
         {

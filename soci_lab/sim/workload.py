@@ -155,12 +155,11 @@ def prefetch_spans_from_trace(
 ) -> dict[int, list[tuple[int, int]]]:
     """The prefetch artifact a trace gives (``index create --prefetch-trace``): per indexed layer, the
     inclusive span ranges its reads touch, merged — what a ``lazy+prefetch`` run resolves before ready."""
-    view = image.view()
     touched: dict[int, set[int]] = {}
     for a in accesses:
         if a.op != "read":
             continue
-        f = view.get(a.path)
+        f = image.resolve(a.path)
         if f is None or f.type != "reg":
             continue
         layer = image.layers[f.layer]

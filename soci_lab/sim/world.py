@@ -291,7 +291,7 @@ class World:
         """
         env = self.env
         start = env.now
-        view = self.image.view()
+        resolve = self.image.resolve
         reads = self.reads
         emit = self.rec.emit
         fine = self.params.fine_events
@@ -303,10 +303,11 @@ class World:
             if due > now:
                 lag += due - now
                 now = due
-            f = view.get(a.path)
+            # the path as a process in the rootfs reaches it (links followed, overlay merged: ImageModel.resolve)
+            f = resolve(a.path, follow_last=a.op != "readlink")
             if a.op == "read":
                 if f is None or f.type != "reg":
-                    emit("file_read", now, now, path=a.path, ok=False, error="ENOENT")
+                    emit("file_read", now, now, path=a.path, ok=False, error="ENOENT" if f is None else "EISDIR")
                     continue
                 off = min(a.offset, f.size)
                 size = min(a.size, f.size - off)
@@ -330,20 +331,24 @@ class World:
             else:
                 cost = backend.meta_cost(a.op, f)
                 lag += cost
-                if fine or f is None:
-                    emit(
-                        "file_op",
-                        now,
-                        now + cost,
-                        path=a.path,
-                        ok=f is not None,
-                        op=a.op,
-                        error=None if f is not None else "ENOENT",
-                    )
+                error = _meta_error(a.op, f)
+                if fine or error:
+                    emit("file_op", now, now + cost, path=a.path, ok=error is None, op=a.op, error=error)
         if lag > 0:
             yield env.timeout(lag)
         self.workload_done_at = env.now
         emit("workload", start, env.now, accesses=len(accesses))
+
+
+def _meta_error(op: str, f: FileModel | None) -> str | None:
+    """What a metadata op on the entry ``f`` reaches fails with, as on a real mount (None: it succeeds)."""
+    if f is None:
+        return "ENOENT"
+    if op == "readdir" and f.type != "dir":
+        return "ENOTDIR"
+    if op == "readlink" and f.type != "symlink":
+        return "EINVAL"
+    return None
 
 
 class ReadBackend(Protocol):

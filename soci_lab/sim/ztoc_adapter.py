@@ -108,7 +108,10 @@ def from_ztocs(
             path = "/" + posixpath.normpath("/" + e.name).lstrip("/")
             base = posixpath.basename(path)
             if base.startswith(".wh."):
-                if base == ".wh..wh..opq":
+                if base == ".wh..wh..opq":  # the directory's lower contents are hidden
+                    files.append(FileModel(posixpath.dirname(path), li, e.uncompressed_offset, 0, "opaque"))
+                    continue
+                if base.startswith(".wh..wh."):  # other overlay metadata: nothing to see
                     continue
                 target = posixpath.join(posixpath.dirname(path), base[4:])
                 files.append(FileModel(target, li, e.uncompressed_offset, 0, "whiteout"))
@@ -116,7 +119,10 @@ def from_ztocs(
             kind = _TYPES.get(e.type, e.type)
             size = e.uncompressed_size if kind == "reg" else 0
             header = max(0, e.uncompressed_offset - getattr(e, "tar_header_offset", e.uncompressed_offset))
-            files.append(FileModel(path, li, e.uncompressed_offset, size, kind, header))
+            link = str(getattr(e, "linkname", "") or "")
+            if kind == "hardlink" and link:  # a path in the rootfs, as the entry's own name
+                link = "/" + posixpath.normpath("/" + link).lstrip("/")
+            files.append(FileModel(path, li, e.uncompressed_offset, size, kind, header, link))
     model = ImageModel(
         name=name,
         layers=out_layers,

@@ -427,7 +427,13 @@ def test_one_http_population_fits_as_before(bw, fb, seed, noise):
     cal = fit(events)
     assert cal.fast_first_byte_s is None
     if slope > 0 and slope >= 2 * se:
-        assert cal.first_byte_s == pytest.approx(max(0.0, intercept), rel=1e-9, abs=1e-15)
+        # the intercept's standard error: a latency not one of them from 0 is one the data cannot tell (issue 17)
+        se_b = np.sqrt(np.sum(resid**2) / (len(x) - 2) * (1 / len(x) + x.mean() ** 2 / np.sum((x - x.mean()) ** 2)))
+        if intercept > se_b:
+            assert cal.first_byte_s == pytest.approx(max(0.0, intercept), rel=1e-9, abs=1e-15)
+            assert cal.uncertainty["first_byte_s"] == pytest.approx(se_b, rel=1e-6)
+        else:
+            assert cal.first_byte_s is None and "first_byte_s" in cal.warnings
         assert cal.bandwidth == pytest.approx(1 / slope, rel=1e-9)
         assert cal.notes["http_fit"] == "isolated requests"
     else:
@@ -518,17 +524,25 @@ def test_a_calibration_without_the_lean_paths_latency_behaves_as_before(path, tm
 
 @settings(max_examples=60, deadline=None)
 @given(bw=st.floats(50e6, 1.5e9), fb=st.floats(0.5e-3, 0.02), seed=st.integers(0, 2**16))
+# the fastest link with the slowest latency: the blobs take 72 ms, the latency 19.5 ms of it; 1.26 % off
+@example(bw=1397486127.0, fb=0.01953125, seed=19211)
 def test_an_eager_pulls_calibration_takes_no_rate_from_its_manifest_and_config(bw, fb, seed):
     """An eager pull's only isolated requests are the manifest and the config (a few KiB: their transfer
     hides in the latency's jitter); its blobs download at once. Their sizes cannot tell a rate: the
     bandwidth comes from the blobs in flight, the latency from those small requests, and no per-connection
     cap is made up (one fitted from them, at a few MB/s, simulated a 4 s pull of the eager benchmark image
-    in 1,500 s)."""
+    in 1,500 s).
+
+    The rate is the blobs' bytes over the time they moved, from their first byte: the latency found from the
+    small requests is as sharp as their jitter (up to 5 %, all one way here), and what it is off by moves
+    the start of that time. So the bandwidth holds within 1 % plus 5 % of the latency over the blobs' time
+    (1 % alone failed where the latency is a quarter of it: 1.4 GB/s, 19.5 ms, the example above)."""
     rng = np.random.default_rng(seed)
     sizes = [1_200, 2_400, 6_000, 9_000]
     jitter = np.sort(1 + 0.05 * rng.uniform(0, 1, len(sizes)))  # the worst case: longer with size
     events = _two_path_events(bw, fb, fb, 0.0, np.inf, sizes, [], [0.01] * len(sizes), jitter=jitter)
     cal = fit(events)
     assert cal.conn_cap is None
-    assert cal.bandwidth == pytest.approx(bw, rel=0.01)
+    blobs_s = 3 * 32 * MIB / bw  # the three blobs of _two_path_events, sharing the link
+    assert cal.bandwidth == pytest.approx(bw, rel=0.01 + 0.05 * fb / blobs_s)
     assert cal.first_byte_s == pytest.approx(fb, rel=0.06)

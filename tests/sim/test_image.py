@@ -164,3 +164,24 @@ def test_from_ztocs_with_built_ztocs():
     fetched = run.events[run.events.kind == "span_fetch"]
     want = range(model.layers[0].span_id(f.offset), model.layers[0].span_id(f.offset + f.size) + 1)
     assert sorted(fetched.span) == list(want)
+
+
+def test_links_and_opaque_directories_round_trip_through_json(tmp_path):
+    """A link's target is kept (``FileModel.link``) and an opaque directory is an entry of its own, so a
+    saved model resolves paths as the one it was saved from; rows written before links had them still load."""
+    layer = LayerModel("sha256:a", "none", 4096, 4096)
+    files = [
+        FileModel("/d", 0, 0, 0, "dir"),
+        FileModel("/d/f", 0, 512, 100, "reg", 512),
+        FileModel("/d/h", 0, 1024, 0, "hardlink", 0, "/d/f"),
+        FileModel("/s", 0, 1536, 0, "symlink", 0, "d/h"),
+        FileModel("/d", 1, 2048, 0, "opaque"),
+    ]
+    model = ImageModel("links", [layer, LayerModel("sha256:b", "none", 4096, 4096)], files=files)
+    back = ImageModel.load(model.save(tmp_path / "m.json"))
+    assert back.files == files
+    assert back.resolve("/s") is None  # the opaque /d of layer 1 hides layer 0's /d/h
+    assert model.resolve("/s", follow_last=False) == files[3]
+    old = model.to_dict()
+    old["files"] = [row[:5] for row in old["files"]]
+    assert ImageModel.from_dict(old).files[2].link == ""
