@@ -112,3 +112,28 @@ def embedded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
 def registry(request: pytest.FixtureRequest) -> RegistryUnderTest:
     """Each registry-facing test runs once against each registry."""
     return request.getfixturevalue(f"{request.param}_registry")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_soci_lab_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The per-host soci-lab service of this test session: its socket in a directory of the session's own (a
+    developer's running service is never used, nor one from an earlier run), stopped when the session ends
+    so that nothing the tests started outlives them. Tests of the service itself set their own directory."""
+    import contextlib
+
+    d = tmp_path_factory.mktemp("soci-lab-service")
+    d.chmod(0o700)
+    old = os.environ.get("SOCI_LAB_SERVICE_DIR")
+    os.environ["SOCI_LAB_SERVICE_DIR"] = str(d / "svc")
+    try:
+        yield d / "svc"
+    finally:
+        from soci_lab import service
+
+        service.forget()
+        with contextlib.suppress(Exception):
+            service.connect(start=False).stop()
+        if old is None:
+            os.environ.pop("SOCI_LAB_SERVICE_DIR", None)
+        else:
+            os.environ["SOCI_LAB_SERVICE_DIR"] = old
