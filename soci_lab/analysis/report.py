@@ -37,6 +37,7 @@ from .cdf import plot_read_cdf
 from .compare import plot_real_vs_sim, plot_summary, real_vs_sim_table
 from .heatmap import plot_heatmap
 from .report_findings import display_summary, findings, fmt_bytes, fmt_pct, fmt_s
+from .run import as_run
 from .style import figure_png, png_data_uri, run_label
 from .summary import summary_frame
 from .throughput import plot_bytes_over_time
@@ -153,8 +154,6 @@ def write_report(
     (tqdm.auto) while figures render — None shows it only on a terminal or in a notebook. ``notes``:
     lines shown under the findings (what was skipped and why, conditions of the runs).
     """
-    from ..run import as_run
-
     items = runs if isinstance(runs, (list, tuple)) else [runs]
     run_list = [as_run(r) for r in items]
     if not run_list:

@@ -42,6 +42,7 @@ from ..events import EventRecorder
 from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, Platform, Reference, mediatypes
 from ..oci.manifest import MAX_MANIFEST_SIZE, parse_manifest_or_index
 from .auth import Credentials, load_credentials
+from .links import next_link
 from .ranges import check_range, fetch_into, get_content_with_range, parse_content_range
 from .retry import redact_url
 from .sinks import BlobSink, FileSink, ThreadedFeeder
@@ -546,7 +547,7 @@ class RegistryClient:
             except ValueError:
                 raise RegistryError(f"tag list of {repo} is not JSON") from None
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
-            url = _next_link(ex.headers.get("Link"), ex.url)
+            url = next_link(ex.headers.get("Link"), ex.url)
             params = None
         return tags
 
@@ -677,18 +678,6 @@ def _digest_size(digest: str | Descriptor, size: int | None) -> tuple[Digest, in
             raise InvalidInput(f"size {size} disagrees with the descriptor's {digest.size}")
         return digest.digest, digest.size
     return Digest(digest), size
-
-
-def _next_link(link: str | None, current: str) -> str | None:
-    """The target of ``Link: <url>; rel="next"``, resolved against the current URL."""
-    if not link:
-        return None
-    for part in link.split(","):
-        if 'rel="next"' in part or "rel=next" in part:
-            start, end = part.find("<"), part.find(">")
-            if 0 <= start < end:
-                return str(httpx.URL(current).join(part[start + 1 : end]))
-    return None
 
 
 def _parse_target(ref_or_host: str | Reference, insecure: bool) -> tuple[Reference, str]:
