@@ -95,7 +95,7 @@ def report_figures(runs: list[Any], sweeps: Mapping[str, Mapping[str, Any]] | No
             ReportFigure(
                 name,
                 f"Timeline of {run_label(strategy, source)}, run {run_id}.",
-                lambda events=events: plot_timeline(events),
+                lambda events=events: plot_timeline(events),  # type: ignore[misc]
             )
         )
     for key, spec in (sweeps or {}).items():
@@ -106,7 +106,7 @@ def report_figures(runs: list[Any], sweeps: Mapping[str, Mapping[str, Any]] | No
         caption = spec.pop("caption", f"Sweep {key}: mean {spec.get('value')} per ({spec.get('x')}, {spec.get('y')}).")
         figures.append(
             ReportFigure(
-                f"heatmap_{_slug(key)}.png", caption, lambda frame=frame, spec=spec: plot_heatmap(frame, **spec)
+                f"heatmap_{_slug(key)}.png", caption, lambda frame=frame, spec=spec: plot_heatmap(frame, **spec)  # type: ignore[misc]
             )
         )
     return figures

@@ -168,7 +168,7 @@ class Run:
         strategy = getattr(recorder, "strategy", None) or reported.get("mode")
         config = _config_dict(getattr(sim_run, "config", None))
         params = getattr(sim_run, "params", None)
-        if params is not None and dataclasses.is_dataclass(params):
+        if params is not None and dataclasses.is_dataclass(params) and not isinstance(params, type):
             config["sim_params"] = dataclasses.asdict(params)
         provenance = {**collect_provenance(), **dict(getattr(sim_run, "provenance", {}) or {})}
         provenance["reported_summary"] = reported

@@ -203,7 +203,7 @@ async def fetch_hermes_artifacts_by_descriptor(
             client = await stack.enter_async_context(_client(cfg))
         step = (events.step("index_fetch", digest=str(index_desc.digest), via="hermes")
                 if events is not None else contextlib.nullcontext({}))
-        with step as info:
+        with step as info:  # type: ignore[attr-defined]
             status, _h, data = await _get(client, cfg, f"/v1/blobs/{index_desc.digest}", "blob fetch", events=events)
             if status != 200:
                 raise HermesError(f"Hermes blob fetch returned {status}: {_body_text(data)}")

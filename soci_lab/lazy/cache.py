@@ -289,5 +289,5 @@ def make_cache(kind: str, max_bytes: int = 0, root: str | Path | None = None) ->
     if kind in ("", "directory", "dir"):
         return DirectoryCache(root, max_bytes)
     if kind == "tiered":
-        return TieredCache(DirectoryCache(root, max_bytes))
+        return TieredCache(DirectoryCache(root, max_bytes))  # type: ignore[return-value]
     raise InvalidInput(f"unknown span cache type {kind!r}: expected 'memory' or 'directory'")

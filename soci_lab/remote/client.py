@@ -507,7 +507,8 @@ class RegistryClient:
 
     async def get_content_with_range(self, url: str, lower: int, upper: int, *, cache_redirect: bool = True) -> bytes:
         """Bytes ``lower..upper`` (inclusive) of ``url`` (soci's ``GetContentWithRange``)."""
-        scopes = _pull(self._repo_of_url(url)) if self._repo_of_url(url) else ()
+        repo = self._repo_of_url(url)
+        scopes = _pull(repo) if repo else ()
         return await get_content_with_range(self.transport, url, lower, upper, scopes=scopes,
                                             cache_redirect=cache_redirect)
 

@@ -77,7 +77,7 @@ class SyntheticSpec:
                 raise SimulationError(f"unknown synthetic image key {key!r}; known: {', '.join(keys)}")
             name, conv = keys[key]
             try:
-                spec = replace(spec, **{name: conv(value)})
+                spec = replace(spec, **{name: conv(value)})  # type: ignore[operator]
             except ValueError as exc:
                 raise SimulationError(f"synthetic image key {key}: {exc}") from None
         return spec

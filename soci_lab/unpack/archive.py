@@ -258,7 +258,7 @@ def _emit(
         impl=impl,
         compressed_bytes=result.compressed_bytes,
         streamed=streamed,
-        **_cpu(result, "decompress_cpu_s"),
+        **_cpu(result, "decompress_cpu_s"),  # type: ignore[arg-type]
     )
     s = result.stats
     recorder.emit(
@@ -276,7 +276,7 @@ def _emit(
         hardlinks=s.hardlinks,
         whiteouts=s.whiteouts,
         opaques=s.opaques,
-        **_cpu(result, "apply_cpu_s"),
+        **_cpu(result, "apply_cpu_s"),  # type: ignore[arg-type]
     )
 
 

@@ -340,7 +340,7 @@ class UnpackJobs:
             error=_one_line(err) if err is not None else None,
             image=job.image,
             job=job.id,
-            **{"from": old.name if old is not None else None, "to": new.name},
+            **{"from": old.name if old is not None else None, "to": new.name},  # type: ignore[arg-type]
         )
 
     # --- garbage collection -----------------------------------------------------------------------

@@ -251,7 +251,7 @@ def prefetch_artifacts(
     """
     index: list[tuple[str, Ztoc, dict[str, Any]]] = []
     for digest, z in ztocs:
-        names = {}
+        names: dict[str, Any] = {}
         for e in z.toc:
             names.setdefault(_clean(e.name), e)
         index.append((digest, z, names))
@@ -260,7 +260,7 @@ def prefetch_artifacts(
         path, off, length = (acc, 0, None) if isinstance(acc, str) else acc
         key = _clean(path)
         for digest, z, names in reversed(index):
-            e = names.get(key)
+            e = names.get(key)  # type: ignore[assignment]
             if e is None:
                 continue
             size = e.uncompressed_size if length is None else max(0, min(length, e.uncompressed_size - off))
