@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def report_figures(runs: list[Any], sweeps: Mapping[str, Mapping[str, Any]] | No
             ReportFigure(
                 name,
                 f"Timeline of {run_label(strategy, source)}, run {run_id}.",
-                lambda events=events: plot_timeline(events),  # type: ignore[misc]
+                partial(plot_timeline, events),
             )
         )
     for key, spec in (sweeps or {}).items():
@@ -106,7 +107,7 @@ def report_figures(runs: list[Any], sweeps: Mapping[str, Mapping[str, Any]] | No
         caption = spec.pop("caption", f"Sweep {key}: mean {spec.get('value')} per ({spec.get('x')}, {spec.get('y')}).")
         figures.append(
             ReportFigure(
-                f"heatmap_{_slug(key)}.png", caption, lambda frame=frame, spec=spec: plot_heatmap(frame, **spec)  # type: ignore[misc]
+                f"heatmap_{_slug(key)}.png", caption, partial(plot_heatmap, frame, **spec)
             )
         )
     return figures

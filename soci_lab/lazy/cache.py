@@ -31,7 +31,8 @@ from ..errors import InvalidInput
 class SpanCache(Protocol):
     """A bounded byte store; ``max_bytes <= 0`` means unbounded."""
 
-    max_bytes: int
+    @property
+    def max_bytes(self) -> int: ...
 
     def get(self, key: str) -> bytes | None: ...
 
@@ -289,5 +290,5 @@ def make_cache(kind: str, max_bytes: int = 0, root: str | Path | None = None) ->
     if kind in ("", "directory", "dir"):
         return DirectoryCache(root, max_bytes)
     if kind == "tiered":
-        return TieredCache(DirectoryCache(root, max_bytes))  # type: ignore[return-value]
+        return TieredCache(DirectoryCache(root, max_bytes))
     raise InvalidInput(f"unknown span cache type {kind!r}: expected 'memory' or 'directory'")

@@ -258,7 +258,7 @@ def _emit(
         impl=impl,
         compressed_bytes=result.compressed_bytes,
         streamed=streamed,
-        **_cpu(result, "decompress_cpu_s"),  # type: ignore[arg-type]
+        **_cpu(result, "decompress_cpu_s"),
     )
     s = result.stats
     recorder.emit(
@@ -276,11 +276,11 @@ def _emit(
         hardlinks=s.hardlinks,
         whiteouts=s.whiteouts,
         opaques=s.opaques,
-        **_cpu(result, "apply_cpu_s"),  # type: ignore[arg-type]
+        **_cpu(result, "apply_cpu_s"),
     )
 
 
-def _cpu(result: LayerApplyResult, key: str) -> dict[str, float]:
+def _cpu(result: LayerApplyResult, key: str) -> dict[str, Any]:
     """``cpu_s``: the CPU time (user + system) of the thread that did the event's work, where measured.
 
     Why: a layer's apply event spans the whole pipeline, and on a decompress-bound layer its thread mostly

@@ -260,11 +260,11 @@ def prefetch_artifacts(
         path, off, length = (acc, 0, None) if isinstance(acc, str) else acc
         key = _clean(path)
         for digest, z, names in reversed(index):
-            e = names.get(key)  # type: ignore[assignment]
-            if e is None:
+            entry = names.get(key)
+            if entry is None:
                 continue
-            size = e.uncompressed_size if length is None else max(0, min(length, e.uncompressed_size - off))
-            start = e.uncompressed_offset + min(max(off, 0), e.uncompressed_size)
+            size = entry.uncompressed_size if length is None else max(0, min(length, entry.uncompressed_size - off))
+            start = entry.uncompressed_offset + min(max(off, 0), entry.uncompressed_size)
             per_layer.setdefault(digest, []).append((z.span_of(start), z.span_of(start + size)))
             break
     return {d: PrefetchArtifact(_merge(r)) for d, r in per_layer.items()}
