@@ -11,7 +11,12 @@ and handing them to :mod:`soci_lab.sim.ztoc_adapter`. ``soci-lab simulate --imag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .oci import Descriptor, OCILayout
+    from .sim import ImageModel
+    from .sim.ztoc_adapter import LayerSource
 
 __all__ = ["image_from_layout", "image_from_registry", "is_registry_ref", "load_image"]
 
@@ -39,7 +44,7 @@ def load_image(
     min_layer_size: int = 10 << 20,
     insecure: bool = False,
     creds: str | None = None,
-) -> Any:
+) -> ImageModel:
     """An image model from a JSON file, a ``synthetic:`` spec, an OCI layout ``oci:PATH[:TAG]`` or a
     registry reference ``HOST[:PORT]/REPO[:TAG|@DIGEST]``.
 
@@ -68,7 +73,7 @@ def load_image(
 def image_from_registry(
     ref: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20, insecure: bool = False,
     creds: str | None = None,
-) -> Any:
+) -> ImageModel:
     """The image model of a registry image, read from the registry.
 
     Manifests, the config and the SOCI index with its zTOCs are fetched (small documents); a layer blob
@@ -82,7 +87,7 @@ def image_from_registry(
 
 
 async def _image_from_registry(ref: str, span_size: int, min_layer_size: int, insecure: bool,
-                               creds: str | None) -> Any:
+                               creds: str | None) -> ImageModel:
     import tempfile
 
     from .artifacts.create import resolve_ref
@@ -133,7 +138,7 @@ async def _image_from_registry(ref: str, span_size: int, min_layer_size: int, in
     return model
 
 
-def _layer_built_here(layout: Any, d: Any, span_size: int, min_layer_size: int) -> Any:
+def _layer_built_here(layout: OCILayout, d: Descriptor, span_size: int, min_layer_size: int) -> LayerSource:
     """A layer of an image without a SOCI index: its zTOC built at ``span_size`` as ``index create``
     would; under ``min_layer_size`` it keeps its file table but no spans (SOCI skips small layers)."""
     from .errors import UnsupportedCompression
@@ -152,7 +157,7 @@ def _layer_built_here(layout: Any, d: Any, span_size: int, min_layer_size: int) 
     return src
 
 
-def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:
+def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> ImageModel:
     """The image model of ``PATH[:TAG]`` (an OCI image layout; TAG defaults to the only/first one).
 
     A SOCI v2 image (the tag names an image index whose manifest carries ``com.amazon.soci.index-digest``)
@@ -206,7 +211,7 @@ def image_from_layout(spec: str, *, span_size: int = 4 << 20, min_layer_size: in
     return model
 
 
-def _unindexed_layer(layout: Any, d: Any) -> Any:
+def _unindexed_layer(layout: OCILayout, d: Descriptor) -> LayerSource:
     """A layer without spans: sizes and file table from decompressing the blob once."""
     import gzip
 

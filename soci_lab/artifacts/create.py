@@ -139,7 +139,7 @@ async def _build_while_fetching(
                   .values())
     if isinstance(src, LayoutSource):
         files = {str(d.digest): src.blob_path(d) for d in wanted}
-        return await anyio.to_thread.run_sync(build, lambda d: files[str(d.digest)])  # type: ignore[arg-type]
+        return await anyio.to_thread.run_sync(build, lambda d: files[str(d.digest)])
     assert isinstance(src, RegistrySource)
     arrived = {str(d.digest): threading.Event() for d in wanted}
     paths: dict[str, Path] = {}
@@ -172,7 +172,7 @@ async def _build_while_fetching(
     async with anyio.create_task_group() as tg:
         tg.start_soon(fetch_all)
         try:
-            outcome.append(await anyio.to_thread.run_sync(build, open_layer))  # type: ignore[arg-type]
+            outcome.append(await anyio.to_thread.run_sync(build, open_layer))
         except Exception as exc:
             failures.append(exc)
             tg.cancel_scope.cancel()

@@ -19,12 +19,19 @@ import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmptyIndex, FormatError, InvalidInput, InvalidManifest, UnknownIndexVersion, UnsupportedCompression
 from ..oci import Descriptor, Digest, Manifest, Platform, mediatypes
 from ..oci.gojson import go_json
-from .ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER, DEFAULT_MIN_LAYER_SIZE, DEFAULT_SPAN_SIZE, Ztoc, build_ztoc
+from .ztoc import (
+    DEFAULT_BUILD_TOOL_IDENTIFIER,
+    DEFAULT_MIN_LAYER_SIZE,
+    DEFAULT_SPAN_SIZE,
+    LayerSource,
+    Ztoc,
+    build_ztoc,
+)
 
 if TYPE_CHECKING:
     from ..events import EventRecorder
@@ -297,7 +304,8 @@ class BuiltIndex:
         return self.index.to_bytes()
 
 
-LayerOpener = Callable[[Descriptor], "BinaryIO | bytes | str"]
+#: the blob of a layer: a path, bytes or a binary stream (what :func:`build_ztoc` reads)
+LayerOpener = Callable[[Descriptor], LayerSource]
 
 
 def build_soci_index(
