@@ -255,7 +255,7 @@ def _simulate(
 
 def image_model(ref: str, *, insecure: bool = False, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:
     """The simulator's model of ``ref``: copied into a scratch OCI layout, SOCI index and zTOCs included."""
-    from .cli.sim import load_image
+    from .imagemodel import load_image
     from .images import copy_image
 
     if ref.startswith("oci:"):

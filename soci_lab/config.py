@@ -267,7 +267,7 @@ def _build(cls: type, data: Any, where: str, unknown: dict[str, Any] | None = No
                 unknown[dotted] = value
             continue
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, dotted, unknown)
         else:
             kwargs[key] = _coerce(value, hint, dotted)

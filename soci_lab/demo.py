@@ -205,18 +205,18 @@ def regime_sentence(verdicts: dict[str, Any], links: Sequence[Link]) -> str | No
     from .analysis.report_findings import fmt_s
 
     pairs = [(link, verdicts.get(link.name)) for link in links]
-    pairs = [(link, v) for link, v in pairs if v is not None and v.lazy_won is not None and not math.isnan(v.saved_s)]
-    if len(pairs) < 2:
+    decided = [(link, v) for link, v in pairs if v is not None and v.lazy_won is not None and not math.isnan(v.saved_s)]
+    if len(decided) < 2:
         return None
     parts = []
-    for link, v in pairs:
+    for link, v in decided:
         outcome = f"won by {fmt_s(v.margin_s)}" if v.lazy_won else f"lost by {fmt_s(-v.margin_s)}"
         fixed = f"its fixed costs of {fmt_s(v.fixed_s)}" if v.fixed_s > 0 else "fixed costs hidden behind its transfers"
         parts.append(
             f"over {link.name} lazy {outcome} — a MB cost the eager pull {fmt_s(v.pace_s_per_mb)} to move and "
             f"unpack, so the bytes lazy did not move were worth {fmt_s(v.saved_s)}, against {fixed}"
         )
-    wins = {v.lazy_won for _, v in pairs}
+    wins = {v.lazy_won for _, v in decided}
     if wins == {True, False}:
         tail = (
             " Lazy loading pays where bytes are dear (a slow or distant registry) and the workload reads a "

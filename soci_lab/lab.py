@@ -84,7 +84,7 @@ def can_mount() -> tuple[bool, str]:
 
 
 def _config(config: Config | str | os.PathLike[str] | None, artifact_store: str | None = None) -> Config:
-    cfg = config if isinstance(config, Config) else Config.from_toml(config) if config is not None else Config()
+    cfg = config if isinstance(config, Config) else Config.from_toml(Path(config)) if config is not None else Config()
     if artifact_store:
         import dataclasses
 
@@ -365,14 +365,13 @@ async def alazy_read(
         async with fs.open_image(reference) as image:
             store = OCILayout(Path(tmp) / "content")
             src: Any = image.client if image.client is not None else LayoutSource(image.layout)  # type: ignore[arg-type]
+            why: str | None = None
             try:
                 arts = await fetch_soci_artifacts(
                     src, image.ref, image.manifest_descriptor, config=cfg, local_store=store, events=rec
                 )
             except SociLabError as exc:
                 arts, why = None, f"{type(exc).__name__}: {exc}"
-            else:
-                why = None
             verify = lazy_policy(cfg, arts.index.annotations if arts else None).verify_files
             layers = []
             blob_source = fs._blob_source(image)

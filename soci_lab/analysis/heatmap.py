@@ -153,7 +153,7 @@ def plot_heatmap(
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             v = data[i, j]
-            color = "black" if math.isnan(v) else text_color_for(norm_cmap(image.norm(v)))
+            color = "black" if math.isnan(v) else text_color_for(tuple(norm_cmap(image.norm(v))))
             ax.text(j, i, _fmt_value(v, fmt), ha="center", va="center", fontsize=8, color=color)
     ax.set_xlabel(labels["x"])
     ax.set_ylabel(labels["y"])

@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from .cdf import plot_read_cdf
 from .compare import plot_real_vs_sim, plot_summary, real_vs_sim_table
 from .heatmap import plot_heatmap
 from .report_findings import display_summary, findings, fmt_bytes, fmt_pct, fmt_s
+from .run import as_run
 from .style import figure_png, png_data_uri, run_label
 from .summary import summary_frame
 from .throughput import plot_bytes_over_time
@@ -94,7 +96,7 @@ def report_figures(runs: list[Any], sweeps: Mapping[str, Mapping[str, Any]] | No
             ReportFigure(
                 name,
                 f"Timeline of {run_label(strategy, source)}, run {run_id}.",
-                lambda events=events: plot_timeline(events),
+                partial(plot_timeline, events),
             )
         )
     for key, spec in (sweeps or {}).items():
@@ -105,7 +107,7 @@ def report_figures(runs: list[Any], sweeps: Mapping[str, Mapping[str, Any]] | No
         caption = spec.pop("caption", f"Sweep {key}: mean {spec.get('value')} per ({spec.get('x')}, {spec.get('y')}).")
         figures.append(
             ReportFigure(
-                f"heatmap_{_slug(key)}.png", caption, lambda frame=frame, spec=spec: plot_heatmap(frame, **spec)
+                f"heatmap_{_slug(key)}.png", caption, partial(plot_heatmap, frame, **spec)
             )
         )
     return figures
@@ -153,8 +155,6 @@ def write_report(
     (tqdm.auto) while figures render — None shows it only on a terminal or in a notebook. ``notes``:
     lines shown under the findings (what was skipped and why, conditions of the runs).
     """
-    from ..run import as_run
-
     items = runs if isinstance(runs, (list, tuple)) else [runs]
     run_list = [as_run(r) for r in items]
     if not run_list:

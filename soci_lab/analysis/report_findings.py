@@ -281,7 +281,7 @@ def _why_sentence(v: Verdict) -> str:
     saved_mb = (v.eager_bytes - v.lazy_bytes) / 1e6
     head = (
         f"Why: {v.eager} spent {fmt_s(v.pace_s_per_mb)} per MB it moved (download and unpack, "
-        f"{fmt_bytes(v.eager_bytes)} in {fmt_s(v.times[v.eager])}); at that pace the {saved_mb:.1f} MB lazy did not "
+        f"{fmt_bytes(v.eager_bytes)} in {fmt_s(v.times[v.eager])}); at that pace the {saved_mb:.1f} MB lazy did not "  # type: ignore[index]
         f"move were worth {fmt_s(v.saved_s)}, against {fixed_cost_text(v)}"
     )
     if v.lazy_won:

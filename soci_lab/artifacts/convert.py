@@ -35,7 +35,8 @@ def platform_of(config: ImageConfig) -> Platform:
     doc = config.doc
     os_name = (config.os or "linux").lower()
     os_name = "darwin" if os_name == "macos" else os_name
-    variant = doc.get("variant") if isinstance(doc.get("variant"), str) else ""
+    declared = doc.get("variant")
+    variant = declared if isinstance(declared, str) else ""
     arch, variant = _normalize_arch(config.architecture or "amd64", variant)
     os_version = doc.get("os.version") if isinstance(doc.get("os.version"), str) else None
     features = doc.get("os.features")

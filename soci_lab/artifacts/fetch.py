@@ -235,7 +235,8 @@ async def fetch_registry_artifacts(
     max_concurrency: int,
 ) -> SociArtifacts:
     """Discovery (:func:`find_soci_index_desc`) and the fetch, from the image's own registry or layout."""
-    step = events.step("index_fetch") if events is not None else contextlib.nullcontext({})
+    step: contextlib.AbstractContextManager[dict[str, Any]] = (
+        events.step("index_fetch") if events is not None else contextlib.nullcontext({}))
     with step as info:
         loc = await find_soci_index_desc(source, image_manifest_desc, config=config,
                                          explicit_index_digest=explicit_index_digest, local_store=local_store,

@@ -201,8 +201,9 @@ async def fetch_hermes_artifacts_by_descriptor(
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(_client(cfg))
-        step = (events.step("index_fetch", digest=str(index_desc.digest), via="hermes")
-                if events is not None else contextlib.nullcontext({}))
+        step: contextlib.AbstractContextManager[dict[str, Any]] = (
+            events.step("index_fetch", digest=str(index_desc.digest), via="hermes")
+            if events is not None else contextlib.nullcontext({}))
         with step as info:
             status, _h, data = await _get(client, cfg, f"/v1/blobs/{index_desc.digest}", "blob fetch", events=events)
             if status != 200:

@@ -31,7 +31,8 @@ from ..errors import InvalidInput
 class SpanCache(Protocol):
     """A bounded byte store; ``max_bytes <= 0`` means unbounded."""
 
-    max_bytes: int
+    @property
+    def max_bytes(self) -> int: ...
 
     def get(self, key: str) -> bytes | None: ...
 

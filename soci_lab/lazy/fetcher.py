@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -73,6 +73,13 @@ class FileRangeFetcher:
         return data
 
 
+class RangeClient(Protocol):
+    """What :class:`RegistryRangeFetcher` needs of a registry client (:class:`soci_lab.remote.RegistryClient`
+    has it): bytes ``lower..upper`` (inclusive) of ``url``, raising :class:`RegistryError` with ``status``."""
+
+    async def get_content_with_range(self, url: str, lower: int, upper: int) -> bytes: ...
+
+
 class RegistryRangeFetcher:
     """Ranged GETs of one blob through a :mod:`soci_lab.remote` registry client.
 
@@ -86,7 +93,7 @@ class RegistryRangeFetcher:
 
     def __init__(
         self,
-        client: Any,
+        client: RangeClient,
         url: str,
         *,
         resolve_redirect: bool = True,

@@ -86,7 +86,7 @@ class _Stream:
             import zstandard
 
             self.d = zstandard.ZstdDecompressor().stream_writer(
-                _Sink(emit), write_size=_OUT, write_return_read=True, closefd=False
+                _Sink(emit), write_size=_OUT, write_return_read=True, closefd=False  # type: ignore[arg-type]
             )  # (frames and skippable frames one after another, as eager's stream reader)
 
     def feed(self, data: bytes) -> None:

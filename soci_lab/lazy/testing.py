@@ -38,9 +38,9 @@ class FixedGeometry:
             chunks.append(raw)
         self._cstarts: list[int] = []
         pos = 0
-        for c in chunks:
+        for chunk in chunks:
             self._cstarts.append(pos)
-            pos += len(c)
+            pos += len(chunk)
         self._cends = [*self._cstarts[1:], pos]
         self.compressed = b"".join(chunks)
         self._digests = ["sha256:" + hashlib.sha256(c).hexdigest() for c in chunks]

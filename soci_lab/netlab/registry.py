@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -320,7 +320,7 @@ class RegistryApp:
                         f"range {header!r} cannot be satisfied by {size} bytes (one range only)",
                         headers={"Content-Range": f"bytes */{size}"},
                     )
-                offset, count = rng
+                offset, count = cast(tuple[int, int], rng)
                 status = 206
                 headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{size}"
             resp = web.StreamResponse(status=status, headers=headers)

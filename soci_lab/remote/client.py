@@ -42,6 +42,7 @@ from ..events import EventRecorder
 from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, Platform, Reference, jsondoc, mediatypes
 from ..oci.manifest import MAX_MANIFEST_SIZE, parse_manifest_or_index
 from .auth import Credentials, load_credentials
+from .links import next_link
 from .ranges import check_range, fetch_into, get_content_with_range, parse_content_range
 from .retry import redact_url
 from .sinks import BlobSink, FileSink, ThreadedFeeder
@@ -535,7 +536,8 @@ class RegistryClient:
 
     async def get_content_with_range(self, url: str, lower: int, upper: int, *, cache_redirect: bool = True) -> bytes:
         """Bytes ``lower..upper`` (inclusive) of ``url`` (soci's ``GetContentWithRange``)."""
-        scopes = _pull(self._repo_of_url(url)) if self._repo_of_url(url) else ()
+        repo = self._repo_of_url(url)
+        scopes = _pull(repo) if repo else ()
         return await get_content_with_range(self.transport, url, lower, upper, scopes=scopes,
                                             cache_redirect=cache_redirect)
 
@@ -573,7 +575,7 @@ class RegistryClient:
             doc = jsondoc.loads_object(ex.content, f"tag list of {repo}", error=RegistryError)
             found = doc.get("tags") or []
             tags.extend(t for t in (found if isinstance(found, list) else []) if isinstance(t, str))
-            url = _next_link(ex.headers.get("Link"), ex.url)
+            url = next_link(ex.headers.get("Link"), ex.url)
             params = None
         return tags
 
@@ -704,18 +706,6 @@ def _digest_size(digest: str | Descriptor, size: int | None) -> tuple[Digest, in
             raise InvalidInput(f"size {size} disagrees with the descriptor's {digest.size}")
         return digest.digest, digest.size
     return Digest(digest), size
-
-
-def _next_link(link: str | None, current: str) -> str | None:
-    """The target of ``Link: <url>; rel="next"``, resolved against the current URL."""
-    if not link:
-        return None
-    for part in link.split(","):
-        if 'rel="next"' in part or "rel=next" in part:
-            start, end = part.find("<"), part.find(">")
-            if 0 <= start < end:
-                return str(httpx.URL(current).join(part[start + 1 : end]))
-    return None
 
 
 def _parse_target(ref_or_host: str | Reference, insecure: bool) -> tuple[Reference, str]:

@@ -118,7 +118,7 @@ class RawExchange:
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives; a break, a stall or an early end raises :class:`TruncatedBody`."""
         source = self._plain() if self.conn is None else self._decoded()
-        async with aclosing(source) as chunks:
+        async with aclosing(source) as chunks:  # type: ignore[type-var]
             async for chunk in chunks:
                 self.nbytes += len(chunk)
                 yield chunk
@@ -161,7 +161,7 @@ class RawExchange:
         assert self.can_pump and self.length is not None
         prefix, self.prefix = self.prefix, b""
         result = await self.stream.run_blocking(lambda: pump_body(
-            self.stream.sock, prefix, sink, body_left=self.length, skip=skip, limit=limit,
+            self.stream.sock, prefix, sink, body_left=self.length, skip=skip, limit=limit,  # type: ignore[arg-type]
             read_timeout=self.read_timeout, deadline=self.deadline))
         self.nbytes += result.received
         if result.error is not None:
@@ -299,7 +299,7 @@ def _ask_blocking(sock: socket.socket, data: bytes, send_timeout: float, head_ti
 
 def _parse_head(head: bytes, target: bytes, host: bytes) -> tuple[h11.Response, h11.Connection]:
     conn = h11.Connection(h11.CLIENT)
-    conn.send(h11.Request(method="GET", target=target, headers=[("Host", host)]))
+    conn.send(h11.Request(method="GET", target=target, headers=[("Host", host)]))  # type: ignore[arg-type]
     conn.send(h11.EndOfMessage())
     conn.receive_data(head)
     while True:

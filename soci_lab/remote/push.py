@@ -133,8 +133,8 @@ async def push_blob(
     if isinstance(data_or_path, bytes | bytearray | memoryview):
         data: bytes | None = bytes(data_or_path)
         path = None
-        actual = Digest.from_bytes(data, Digest(digest).algorithm if digest else "sha256")
-        total = len(data)
+        actual = Digest.from_bytes(bytes(data_or_path), Digest(digest).algorithm if digest else "sha256")
+        total = len(data_or_path)
     else:
         data, path = None, Path(data_or_path)
         if not path.is_file():

@@ -133,7 +133,7 @@ async def fetch_into(
                     pos += delivered
                     sink.pumped(delivered)
             else:
-                async with aclosing(exchange.aiter_raw()) as body:
+                async with aclosing(exchange.aiter_raw()) as body:  # type: ignore[type-var]
                     async for chunk in body:
                         if skip:
                             if len(chunk) <= skip:

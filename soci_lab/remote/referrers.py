@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..errors import InvalidManifest, NoReferrers, NotFound
 from ..oci import Descriptor, Digest, Index, mediatypes
+from .links import next_link
 
 if TYPE_CHECKING:
     from .client import RegistryClient
@@ -82,15 +83,9 @@ async def _from_api(
         page = list(Index.from_bytes(ex.content).manifests)
         applied = {f.strip() for f in ex.headers.get("OCI-Filters-Applied", "").split(",")}
         found += page if "artifactType" in applied else _filter(page, artifact_type)
-        url = _next(ex.headers.get("Link"), ex.url)
+        url = next_link(ex.headers.get("Link"), ex.url)
         params = None
     return found
-
-
-def _next(link: str | None, current: str) -> str | None:
-    from .client import _next_link
-
-    return _next_link(link, current)
 
 
 async def add_to_referrers_tag(client: RegistryClient, repo: str, subject: Descriptor, entry: Descriptor) -> None:

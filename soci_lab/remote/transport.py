@@ -418,7 +418,7 @@ class Transport:
             if cache_redirect and not tried_cache and url in self.redirects:
                 target = self.redirects[url]
                 req_headers["Referer"] = url
-            request = self.http.build_request(method, target, headers=req_headers, params=params,
+            request = self.http.build_request(method, target, headers=req_headers, params=params,  # type: ignore[arg-type]
                                               content=_body(content))
             authz = None
             if scopes is not None and self.same_origin(request.url):

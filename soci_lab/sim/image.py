@@ -280,7 +280,8 @@ class ImageModel:
                 for d in data["layers"]
             ]
             files = [
-                FileModel(p, int(li), int(off), int(size), t, *[int(rest[0])] if rest else [], *map(str, rest[1:2]))
+                FileModel(p, int(li), int(off), int(size), t,
+                          int(rest[0]) if rest else 0, str(rest[1]) if rest[1:] else "")
                 for p, li, off, size, t, *rest in data.get("files", [])
             ]
             prefetch = {int(k): [(int(a), int(b)) for a, b in v] for k, v in data.get("prefetch_spans", {}).items()}

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +63,7 @@ class SyntheticSpec:
         if not m:
             raise SimulationError(f"not a synthetic image spec: {text!r} (example: synthetic:7,size=2GiB,layers=25)")
         spec = cls(seed=int(m.group(1)))
-        keys = {
+        keys: dict[str, tuple[str, Callable[[str], Any]]] = {
             "size": ("compressed_size", parse_size),
             "layers": ("layers", int),
             "span": ("span_size", parse_size),

@@ -285,7 +285,7 @@ class Filesystem:
         self.state.create()
         self.state.layers.mkdir(exist_ok=True)
         mounted = MountedImage(
-            self, reference, concrete, target, self.state, rec, owns_state_dir=self.owns_state_dir, writable=writable
+            reference, concrete, target, self.state, rec, owns_state_dir=self.owns_state_dir, writable=writable
         )
         try:
             async with self.open_image(reference) as image:

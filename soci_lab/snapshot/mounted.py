@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..lazy.mount import LayerMount
-    from .filesystem import Filesystem
 
 
 @dataclass
@@ -54,7 +53,6 @@ class LayerState:
 class MountedImage:
     """An image mounted at ``mountpoint``; :meth:`unmount` (or ``with``) takes it down."""
 
-    fs: Filesystem
     ref: Reference
     mode: str
     mountpoint: Path

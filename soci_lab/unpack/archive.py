@@ -280,7 +280,7 @@ def _emit(
     )
 
 
-def _cpu(result: LayerApplyResult, key: str) -> dict[str, float]:
+def _cpu(result: LayerApplyResult, key: str) -> dict[str, Any]:
     """``cpu_s``: the CPU time (user + system) of the thread that did the event's work, where measured.
 
     Why: a layer's apply event spans the whole pipeline, and on a decompress-bound layer its thread mostly

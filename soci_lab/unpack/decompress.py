@@ -51,7 +51,7 @@ try:  # optional, faster inflate
 
     INFLATE_IMPL = "isal"
 except ImportError:  # pragma: no cover - depends on the environment
-    _inflate_mod = zlib  # type: ignore[assignment]
+    _inflate_mod = zlib  # type: ignore[assignment,misc]
     INFLATE_IMPL = "zlib"
 
 #: compressed bytes read per step.
@@ -179,7 +179,7 @@ def zstd_chunks(
     """Decompress a (possibly multi-frame) zstd file in bounded chunks."""
     with open(path, "rb", buffering=0) as f:
         src = IngestReader(f, stop, on_input, follow)
-        reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=READ_SIZE, read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[arg-type]
         try:
             while True:
                 out = reader.read(MAX_CHUNK)

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -331,6 +332,7 @@ class UnpackJobs:
     def _status_changed(self, job: LayerUnpackJob, old: LayerUnpackJobStatus | None, new: LayerUnpackJobStatus) -> None:
         err = job.error if new in (LayerUnpackJobStatus.FAILED, LayerUnpackJobStatus.CANCELLED) else None
         t = self.recorder.now()
+        moved: dict[str, Any] = {"from": old.name if old is not None else None, "to": new.name}
         self.recorder.emit(
             "job_status",
             t,
@@ -340,7 +342,7 @@ class UnpackJobs:
             error=_one_line(err) if err is not None else None,
             image=job.image,
             job=job.id,
-            **{"from": old.name if old is not None else None, "to": new.name},
+            **moved,
         )
 
     # --- garbage collection -----------------------------------------------------------------------

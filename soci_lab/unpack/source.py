@@ -19,11 +19,14 @@ import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
 from ..errors import ContentNotFound, InvalidManifest
+
+if TYPE_CHECKING:
+    from ..remote.client import RegistryClient
 
 Sink = Callable[[bytes], Awaitable[None]]
 
@@ -82,7 +85,7 @@ class ContentStore(Protocol):
 class RegistryBlobSource:
     """:class:`BlobSource` over :class:`soci_lab.remote.RegistryClient` for one repository."""
 
-    def __init__(self, client: Any, repo: str, *, cache_redirect: bool = True) -> None:
+    def __init__(self, client: RegistryClient, repo: str, *, cache_redirect: bool = True) -> None:
         self.client = client
         self.repo = repo
         self.cache_redirect = cache_redirect

@@ -348,9 +348,9 @@ class TarApplier:
                     continue
             try:
                 info = read_header(shim)  # tarfile.TarInfo.fromtarfile(shim), faster (see .tarheader)
-            except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
+            except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):  # type: ignore[attr-defined]
                 break
-            except tarfile.TruncatedHeaderError:
+            except tarfile.TruncatedHeaderError:  # type: ignore[attr-defined]
                 raise ArchiveError(f"archive truncated inside a tar header at offset {stream.tell()}") from None
             except tarfile.HeaderError as exc:
                 raise ArchiveError(f"invalid tar header at offset {stream.tell()}: {exc}") from None

@@ -153,7 +153,7 @@ class RunningWorkload:
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._line_ready = threading.Event()
         self._reader: threading.Thread | None = None
-        self._mount_cm = None
+        self._mount_cm: contextlib.AbstractContextManager[list[str]] | None = None
         self._ev_t0 = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -173,12 +173,13 @@ class RunningWorkload:
         return [*self.wrapper, *chroot, self.rootfs, *inner]
 
     def __enter__(self) -> RunningWorkload:
-        self._mount_cm = chroot_mounts(self.rootfs, self.mounts)
-        self._mount_cm.__enter__()
+        cm = chroot_mounts(self.rootfs, self.mounts)
+        self._mount_cm = cm
+        cm.__enter__()
         try:
             self.start()
         except BaseException as exc:
-            self._mount_cm.__exit__(type(exc), exc, exc.__traceback__)
+            cm.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 

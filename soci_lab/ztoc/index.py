@@ -19,12 +19,19 @@ import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmptyIndex, FormatError, InvalidInput, InvalidManifest, UnknownIndexVersion, UnsupportedCompression
 from ..oci import Descriptor, Digest, Manifest, Platform, mediatypes
 from ..oci.gojson import go_json
-from .ztoc import DEFAULT_BUILD_TOOL_IDENTIFIER, DEFAULT_MIN_LAYER_SIZE, DEFAULT_SPAN_SIZE, Ztoc, build_ztoc
+from .ztoc import (
+    DEFAULT_BUILD_TOOL_IDENTIFIER,
+    DEFAULT_MIN_LAYER_SIZE,
+    DEFAULT_SPAN_SIZE,
+    LayerSource,
+    Ztoc,
+    build_ztoc,
+)
 
 if TYPE_CHECKING:
     from ..events import EventRecorder
@@ -251,7 +258,7 @@ def prefetch_artifacts(
     """
     index: list[tuple[str, Ztoc, dict[str, Any]]] = []
     for digest, z in ztocs:
-        names = {}
+        names: dict[str, Any] = {}
         for e in z.toc:
             names.setdefault(_clean(e.name), e)
         index.append((digest, z, names))
@@ -260,11 +267,11 @@ def prefetch_artifacts(
         path, off, length = (acc, 0, None) if isinstance(acc, str) else acc
         key = _clean(path)
         for digest, z, names in reversed(index):
-            e = names.get(key)
-            if e is None:
+            entry = names.get(key)
+            if entry is None:
                 continue
-            size = e.uncompressed_size if length is None else max(0, min(length, e.uncompressed_size - off))
-            start = e.uncompressed_offset + min(max(off, 0), e.uncompressed_size)
+            size = entry.uncompressed_size if length is None else max(0, min(length, entry.uncompressed_size - off))
+            start = entry.uncompressed_offset + min(max(off, 0), entry.uncompressed_size)
             per_layer.setdefault(digest, []).append((z.span_of(start), z.span_of(start + size)))
             break
     return {d: PrefetchArtifact(_merge(r)) for d, r in per_layer.items()}
@@ -297,7 +304,8 @@ class BuiltIndex:
         return self.index.to_bytes()
 
 
-LayerOpener = Callable[[Descriptor], "BinaryIO | bytes | str"]
+#: the blob of a layer: a path, bytes or a binary stream (what :func:`build_ztoc` reads)
+LayerOpener = Callable[[Descriptor], LayerSource]
 
 
 def build_soci_index(

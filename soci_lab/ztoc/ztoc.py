@@ -650,7 +650,7 @@ def _build_stream(src: BinaryIO, compression: str | None, span_size: int, tool: 
     uas = tar.finish()
     if algo in ("gzip", "zstd"):
         # the last span ends at the tar end as upstream reads it (EndUncompressedOffset of the last span)
-        zinfo.uncompressed_size = uas  # type: ignore[attr-defined]
+        zinfo.uncompressed_size = uas  # type: ignore[attr-defined,misc]
     return Ztoc(
         toc=tar.entries,
         compressed_archive_size=csize,

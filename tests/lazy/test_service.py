@@ -319,7 +319,7 @@ def test_background_mount_without_a_usable_service_still_mounts(
         assert "serving without the soci-lab service" in out.stderr and "refusing" in out.stderr
         assert json.loads(out.stdout)["mode"] == "lazy"
         assert len(_first_file(mnt).read_bytes()) > 100_000
-        assert _processes_naming("soci_lab.service --serve " + str(svc_dir)) == []
+        assert _processes_naming("soci_lab.servicedaemon --serve " + str(svc_dir)) == []
     finally:
         if is_mounted(mnt):
             _cli("umount", str(mnt), cwd=tmp_path, check=False)
