@@ -22,7 +22,9 @@ cannot start mid-byte. A checkpoint that starts mid-byte is reached through a sy
 (:func:`aligned_prefix`: fixed-Huffman blocks that re-emit the window's tail, sized so the checkpoint's
 leftover bits complete the last byte). Where no such prefix exists (odd ``bits`` and no window byte >= 144,
 so no 9-bit literal to fix the parity) the span falls back to libz. :attr:`SpanOutput.engine` says which
-engine produced a span.
+engine produced a span. The lazy reader's default (``engine=None``) is ``auto`` unless the environment variable
+``SOCI_LAB_SPAN_ENGINE`` names another engine (``zlib``: the libz-only engine the lazy path used before; for
+side-by-side benchmarks and bisecting — it reaches FUSE server processes, which inherit the environment).
 
 Both engines give the same bytes and raise :class:`~soci_lab.errors.FormatError` on corrupt or short data.
 """
@@ -30,6 +32,7 @@ Both engines give the same bytes and raise :class:`~soci_lab.errors.FormatError`
 from __future__ import annotations
 
 import ctypes
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import Literal
@@ -47,6 +50,8 @@ HAVE_ISAL = _isal is not None
 
 Engine = Literal["auto", "isal", "zlib"]
 ENGINES: tuple[str, ...] = ("auto", "isal", "zlib")
+#: the environment variable that sets the lazy reader's engine (:func:`inflate_from` with ``engine=None``)
+ENGINE_ENV = "SOCI_LAB_SPAN_ENGINE"
 
 _OUT_STEP = 1 << 20  # output buffer growth for the length-free last span (libz)
 _ISAL_STEP = 8 << 20  # output per ISA-L call for the length-free last span
@@ -164,12 +169,21 @@ def inflate_span(
 
 
 def inflate_from(
-    data: bytes | memoryview, bits: int, window: bytes | memoryview, skip: int, length: int, *, engine: str = "auto"
+    data: bytes | memoryview,
+    bits: int,
+    window: bytes | memoryview,
+    skip: int,
+    length: int,
+    *,
+    engine: str | None = None,
 ) -> bytes:
     """``length`` uncompressed bytes after ``skip`` from a checkpoint (:func:`inflate_checkpoint` with
-    ``exact=False``): what a lazy read of a byte range needs. Short data → FormatError."""
+    ``exact=False``): what a lazy read of a byte range needs. Short data → FormatError. ``engine=None``:
+    ``$SOCI_LAB_SPAN_ENGINE``, else ``auto``."""
     if length == 0:
         return b""
+    if engine is None:
+        engine = os.environ.get(ENGINE_ENV) or "auto"
     out = inflate_checkpoint(data, bits, window, length, skip=skip, exact=False, engine=engine)
     return out.data[0] if len(out.data) == 1 else b"".join(out.data)  # type: ignore[return-value]
 
@@ -532,6 +546,7 @@ class _Flat:
 
 __all__ = [
     "ENGINES",
+    "ENGINE_ENV",
     "HAVE_ISAL",
     "SpanOutput",
     "aligned_prefix",
