@@ -21,7 +21,8 @@ preset dictionary and raw deflate (``wbits=-15``) but has no ``inflatePrime`` an
 cannot start mid-byte. A checkpoint that starts mid-byte is reached through a synthetic byte-aligned prefix
 (:func:`aligned_prefix`: fixed-Huffman blocks that re-emit the window's tail, sized so the checkpoint's
 leftover bits complete the last byte). Where no such prefix exists (odd ``bits`` and no window byte >= 144,
-so no 9-bit literal to fix the parity) the span falls back to libz. :attr:`SpanOutput.engine` says which
+so no 9-bit literal to fix the parity), or it would re-emit more than 4 KiB of the window, the span falls
+back to libz. :attr:`SpanOutput.engine` says which
 engine produced a span. The lazy reader's default (``engine=None``) is ``auto`` unless the environment variable
 ``SOCI_LAB_SPAN_ENGINE`` names another engine (``zlib``: the libz-only engine the lazy path used before; for
 side-by-side benchmarks and bisecting — it reaches FUSE server processes, which inherit the environment).
@@ -56,6 +57,9 @@ ENGINE_ENV = "SOCI_LAB_SPAN_ENGINE"
 _OUT_STEP = 1 << 20  # output buffer growth for the length-free last span (libz)
 _ISAL_STEP = 8 << 20  # output per ISA-L call for the length-free last span
 _DISCARD = 1 << 16  # libz scratch buffer for skipped output (prefix mode)
+#: longest window tail :func:`aligned_prefix` may re-emit for ISA-L; beyond it libz inflates the span (the
+#: prefix is built bit by bit in Python: ~1 ms for 1 KiB, ~130 ms for the whole 32 KiB window)
+_MAX_REEMIT = 4096
 
 
 # --- gzip member headers --------------------------------------------------------------------------------
@@ -422,7 +426,7 @@ def aligned_prefix(bits: int, first: int, window: bytes) -> tuple[bytes, bytes, 
 
 def inflate_span_isal(src: bytes, bits: int, window: bytes | memoryview, length: int | None) -> SpanOutput | None:
     """:func:`inflate_span` with ISA-L only (same checks, same result), or None when ISA-L cannot start there
-    (no aligned prefix, or the ``isal`` package is missing)."""
+    (no aligned prefix or one re-emitting more than 4 KiB, or the ``isal`` package is missing)."""
     if _isal is None:
         return None
     return _inflate_isal(src, bits, window, length, 0, True)
@@ -439,8 +443,8 @@ def _inflate_isal(
             raise FormatError("span data is empty")
     win = bytes(window)
     pre = aligned_prefix(bits, src[0] if src else 0, win)
-    if pre is None:
-        return None
+    if pre is None or pre[2] > _MAX_REEMIT:
+        return None  # no prefix, or one so long that building it in Python costs more than libz saves
     prefix, zdict, drop = pre
     drop += skip  # output to discard: the prefix's re-emitted window tail, then the caller's skip
     data: bytes = prefix + (src[1:] if bits else src)
