@@ -2,6 +2,7 @@
 ratarmount.
 
     .venv/bin/python benchmarks/lazy_bench.py [--layers 5] [--layer-mb 110] [--span-mb 4] [--out DIR] [--json]
+        [--span-engine auto|isal|zlib]
 
 What it does, all on loopback, in one run:
 
@@ -87,7 +88,13 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--cache-dir", action="store_true", help="directory span caches (as the Filesystem's default)")
+    ap.add_argument("--span-engine", choices=("auto", "isal", "zlib"), default=None,
+                    help="the FUSE servers' span inflater (SOCI_LAB_SPAN_ENGINE; zlib: the libz-only one of before)")
     args = ap.parse_args()
+    if args.span_engine:
+        from soci_lab.ztoc.span_inflate import ENGINE_ENV
+
+        os.environ[ENGINE_ENV] = args.span_engine  # inherited by the FUSE server processes
     import anyio
 
     from soci_lab.netlab import EmbeddedRegistry
@@ -102,6 +109,7 @@ def main() -> None:
         "layer_mb": args.layer_mb,
         "span_bytes": span,
         "caches": "directory+hot tier" if args.cache_dir else "memory",
+        "span_engine": args.span_engine or "auto",
     }
     t = time.monotonic()
     paths, smalls, specs = [], [], []
@@ -207,6 +215,7 @@ def main() -> None:
         dec = allev[allev.kind == "span_decompress"]
         res["span_fetch_ms_median"] = round(1000 * float((fetch.t_end - fetch.t_start).median()), 2)
         res["span_decompress_ms_median"] = round(1000 * float((dec.t_end - dec.t_start).median()), 2)
+        res["span_decompress_mb_s_median"] = round(float((dec.bytes / (dec.t_end - dec.t_start)).median()) / 1e6, 1)
         one_span = res["span_fetch_ms_median"] + res["span_decompress_ms_median"]  # type: ignore[operator]
         res["cold_small_read_vs_one_span"] = round(res["cold_small_read_ms_median"] / one_span, 2)  # type: ignore[operator]
         res["bytes_fetched_total"] = int(fetch.bytes.sum())

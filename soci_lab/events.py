@@ -79,6 +79,56 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
+#: What a detail's type may be: ``int`` (not bool), ``float`` (any number but bool), ``bool``, ``str``,
+#: ``list`` (a list or tuple; JSON text in files), ``dict``. ``None`` is always allowed (no such detail).
+DETAIL_TYPES: tuple[type, ...] = (int, float, bool, str, list, dict)
+
+#: The detail keys (``attrs``) each ``kind`` may carry, with their types — next to :data:`KINDS`, so a room
+#: adding a detail declares it here, and readers (``sim/calibrate.py``, notebooks) read declared names only.
+#: ``tests/core/test_core_event_details.py`` runs real pulls and simulations and holds every emitted
+#: event to this table (:func:`undeclared_details`, :func:`frame_detail_problems`).
+DETAILS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "http_request": {
+        "method": str, "status": int, "range": (str, list), "retry": int, "host": str, "via": str,
+        "redirected": bool, "fast": bool, "reused": bool, "what": str, "again": bool,
+    },
+    "blob_download": {"chunks": int, "host": str, "image": str},
+    "chunk_download": {"chunk": int, "lower": int, "upper": int, "queue_wait": float},
+    "verify": {"what": str, "expected": str, "got": str, "entries": int, "spans": int},
+    "decompress": {"compression": str, "compressed_bytes": int, "impl": str, "streamed": bool, "cpu_s": float},
+    "apply": {
+        "entries": int, "files": int, "dirs": int, "symlinks": int, "hardlinks": int, "whiteouts": int,
+        "opaques": int, "cpu_s": float,
+    },
+    "index_fetch": {"digest": str, "via": str, "local": bool, "version": str, "blobs": int},
+    "ztoc_fetch": {"digest": str, "local": bool, "media_type": str},
+    "ztoc_build": {},
+    "span_fetch": {"attempt": int, "range": str, "reason": str, "background": bool, "why": str},
+    "span_verify": {"attempt": int},
+    "span_decompress": {"compression": str, "from_cache": bool},
+    "cache_hit": {"cache": str, "waited": bool, "where": str},
+    "bg_fetch": {"more": bool},
+    "prefetch": {"spans": int},
+    "file_read": {
+        "offset": int, "size": int, "trace_t_s": float, "recorded": bool, "via": str, "fuse_requests": int,
+        "first_read": bool, "missed": bool,
+    },
+    "file_op": {"op": str, "result": int, "trace_t_s": float, "recorded": bool, "via": str},
+    "mount": {
+        "how": str, "what": str, "via": str, "entries": int, "cpu_s": float, "layers": int, "writable": bool,
+        "reason": str,
+    },
+    "unmount": {},
+    "ready": {"mode": str, "via": str, "hows": dict, "reason": str, "cmd_s": float, "readiness": str},
+    "workload": {
+        "mode": str, "rows": int, "failed": int, "accesses": int, "speed": float, "cmd": list, "cmd_s": float,
+        "exit_code": int,
+    },
+    "job_status": {"job": str, "image": str, "from": str, "to": str},
+    "push": {"digest": str},
+    "error": {"op": str, "fallback": str},
+}  # fmt: skip
+
 @dataclass(slots=True)
 class Event:
     """One step of a run: what happened, when (seconds since the run started), to what, and how it went."""
@@ -442,6 +492,74 @@ def read_events(path: str | Path) -> pd.DataFrame:
             values = frame[col].astype(object).where(frame[col].notna(), None)
             frame[col] = values.map(_decode_json) if values.map(lambda v: isinstance(v, str)).any() else values
     return _normalise(frame)
+
+
+def _type_ok(value: Any, want: type | tuple[type, ...]) -> bool:
+    """``value`` fits a declared detail type (numpy scalars as their Python kinds; None always fits)."""
+    import numbers
+
+    if value is None:
+        return True
+    wants = want if isinstance(want, tuple) else (want,)
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    is_bool = isinstance(value, bool) or numpy_bool
+    for w in wants:
+        if w is bool and is_bool:
+            return True
+        if w is int and not is_bool and isinstance(value, numbers.Integral):
+            return True
+        if w is float and not is_bool and isinstance(value, numbers.Real):
+            return True
+        if w is str and isinstance(value, str):
+            return True
+        if w is list and isinstance(value, (list, tuple)):
+            return True
+        if w is dict and isinstance(value, dict):
+            return True
+    return False
+
+
+def _type_name(want: type | tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+
+
+def undeclared_details(kind: str, attrs: dict[str, Any]) -> list[str]:
+    """What in ``attrs`` (one event's details) :data:`DETAILS` does not declare for ``kind``, one line each
+    (empty: all declared, with the declared types)."""
+    declared = DETAILS.get(kind)
+    if declared is None:
+        return [f"{kind}: not a declared kind"]
+    problems = []
+    for key, value in attrs.items():
+        if key not in declared:
+            problems.append(f"{kind}: detail {key!r} is not declared (value {value!r})")
+        elif not _type_ok(value, declared[key]):
+            problems.append(
+                f"{kind}: detail {key!r} is {type(value).__name__} {value!r}, declared {_type_name(declared[key])}"
+            )
+    return problems
+
+
+def frame_detail_problems(frame: pd.DataFrame) -> list[str]:
+    """:func:`undeclared_details` over an events frame: per kind, every detail column with a value must be a
+    declared key of that kind (by :func:`detail_column`) and every value of the declared type."""
+    problems: list[str] = []
+    for kind, rows in frame.groupby("kind"):
+        declared = DETAILS.get(str(kind), {})
+        by_column = {detail_column(k): k for k in declared}
+        for column in detail_columns(rows):
+            values = rows[column].dropna()
+            if values.empty:
+                continue
+            key = by_column.get(column)
+            if key is None:
+                problems.append(f"{kind}: detail column {column!r} is not declared (e.g. {values.iloc[0]!r})")
+                continue
+            bad = [v for v in values if not _type_ok(v, declared[key])]
+            if bad:
+                want = _type_name(declared[key])
+                problems.append(f"{kind}: detail {key!r} has {type(bad[0]).__name__} {bad[0]!r}, declared {want}")
+    return problems
 
 
 EVENT_FIELDS = tuple(f.name for f in fields(Event))

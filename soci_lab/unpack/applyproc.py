@@ -3,9 +3,8 @@
 Why: applying a layer is a loop of short Python steps (a tar header parsed) and syscalls (a file created,
 written, timed, closed). In one process the apply threads of two layers, their inflaters and the download
 loop share one GIL, and a thread coming back from a syscall waits for the GIL while another thread runs
-Python (up to the 5 ms switch interval each time): the convoy effect. Measured on this 2-core VM with two
-layers of the eager benchmark image (21,573 and 8,010 files) applied at once: 4.8 s on two threads of one
-process, 2.0 s in two processes (each alone: 1.4 s and 0.7 s).
+Python (up to the 5 ms switch interval each time): the convoy effect. Two layers applied at once on two
+threads of one process took more than twice as long as in two processes (figures: ``benchmarks/README.md``).
 
 :class:`ApplyWorkers` keeps a few worker processes (``python -c`` … :func:`worker_main`). A request is
 ``apply_layer(ingest, dest, **kwargs)`` pickled over the worker's stdin; the answer (the

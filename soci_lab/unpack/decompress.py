@@ -10,13 +10,11 @@ media type does not (containerd's ``DecompressStream`` sniffs too). ``decompress
 (``{"gzip": DecompressStream(path="/usr/bin/unpigz", args=["-d", "-c"])}``) replaces the in-process
 decompressor by an external program run without a shell, fed by a thread that reads (and hashes) the
 ingest file. Unlike containerd, ``unpigz`` on ``PATH`` is *not* picked up implicitly: a run is only
-reproducible if its config says what decompressed it, and it is slower here. Measured (2026-11-27, 2 shared
-vCPUs; chunks consumed with the compressed digest and the diffID computed, as :mod:`.archive` does):
-the 255 MB gzip layer of the eager benchmark image inflates in 0.87-0.91 s wall / 0.87-0.95 CPU-s in
-process with ISA-L, and in 1.59-1.67 s wall / 2.26-2.45 CPU-s through ``unpigz -d -c`` (pigz inflates on one
-thread and adds the pipe copies and its own CRC thread); a 69 MB layer 0.27-0.29 s against 0.46-0.50 s.
-ISA-L (``isal``) is a dependency of the project, so the in-process path is always the fast one; where many
-cores are idle, the zTOC span-parallel inflate (:mod:`.spanpar`) is the way to use them.
+reproducible if its config says what decompressed it, and it is slower here: pigz inflates on one thread
+and adds the pipe copies and its own CRC thread, so in-process ISA-L takes about half its wall time and
+less than half its CPU (figures: ``benchmarks/README.md``). ISA-L (``isal``) is a dependency of the
+project, so the in-process path is always the fast one; where many cores are idle, the zTOC span-parallel
+inflate (:mod:`.spanpar`) is the way to use them.
 
 In-process gzip uses ``isal.isal_zlib`` (ISA-L, 2–3× faster inflate) when the ``isal`` package is
 installed, else :mod:`zlib`. Multi-member gzip streams are handled.

@@ -19,19 +19,15 @@ Beyond upstream: on a machine with more than one core each layer is applied in a
 (:mod:`.applyproc`, ``apply_in_process``), so layers unpacked at once do not share one GIL. The premount
 tasks start **largest layer first** (by compressed size; upstream starts them in layer order): the
 download slots are granted in the order asked for, so the largest layer, the longest job, is downloaded
-first instead of arriving last and unpacking alone at the end (longest-processing-time-first). Measured on
-the eager benchmark image (9 layers, the largest 255 MB of 525 MB; distribution on loopback, pairs
-interleaved, 2026-11-28): largest first 4.69 / 6.28 / 12.22 s against layer order 6.35 / 7.07 / 14.37 s.
+first instead of arriving last and unpacking alone at the end (longest-processing-time-first).
 
 And the unpack slots are not handed out in the order downloads finish but by an :class:`~.schedule.UnpackQueue`:
 the largest finished download first, and — when there are two or more slots — the largest layer still
 downloading may take one slot and be **applied while it downloads** (:class:`~.fetch.IngestProgress`,
 ``apply_layer(follow=…)``): its digests are still checked over every byte, and a failed download stops its
-apply, so nothing unverified is ever renamed into place. On the eager benchmark image through the shaping
-proxy at 1 Gbit (network 4.3 s; two unpack slots; 2026-11-28, three pairs): 4.73 / 4.82 / 4.85 s against
-5.21 / 5.29 / 5.37 s, the largest layer's apply ending 0.1-0.2 s after its last byte instead of 1.0 s. On
-unshaped loopback the two cores are already busy during the downloads (the registry serving 1.3 GB/s uses
-one): 3.20 / 3.26 s against 3.35 / 3.25 s, no change.
+apply, so nothing unverified is ever renamed into place. It pays where the network is the slower part (the
+largest layer's apply then ends soon after its last byte); on unshaped loopback the cores are already busy
+during the downloads and it changes nothing (figures for both: ``benchmarks/README.md``).
 
 Use it as an async context manager: it owns a task group (the premount tasks and the 10 s cleaner).
 Everything runs under asyncio or trio.

@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 from ..errors import ExceedMaxSpan, FormatError, NonMonotonicCheckpoints
 from . import _zlib as z
+from .span_inflate import gzip_header_size, inflate_from
 
 WINSIZE = 32768
 PACKED_CHECKPOINT_SIZE = 8 + 8 + 1 + WINSIZE
@@ -220,109 +221,12 @@ class GzipZinfo:
         skip = offset - cp.out
         if skip < 0 or length < 0:
             raise FormatError(f"offset {offset} is before span {span_id} (starts at {cp.out})")
-        return inflate_from(data, cp.bits, cp.window, skip, length)
+        return inflate_from(data, cp.bits, cp.window, skip, length)  # the shared span engine (ISA-L where it can)
 
     def decompress_span(self, span_id: int, data: bytes | memoryview) -> bytes:
         """The whole uncompressed content of span ``span_id`` from exactly its compressed bytes."""
         start = self.start_uncompressed_offset(span_id)
         return self.extract(span_id, data, start, self.end_uncompressed_offset(span_id) - start)
-
-
-_DISCARD = 1 << 16
-
-
-def inflate_from(data: bytes | memoryview, bits: int, window: bytes | memoryview, skip: int, length: int) -> bytes:
-    """Raw-inflate ``data`` from a checkpoint: prime ``bits`` bits of ``data[0]``, set the window as dictionary,
-    discard ``skip`` bytes and return the next ``length`` bytes. At the end of a gzip member the 8-byte trailer
-    is skipped and the next member (with its header) is inflated on. Short data → FormatError.
-
-    ``bytes`` input is inflated in place (no copy); skipped output goes to a small reused buffer, so only the
-    ``length`` requested bytes are allocated."""
-    if length == 0:
-        return b""
-    src = data if isinstance(data, bytes) else bytes(data)
-    n = len(src)
-    if bits and not n:
-        raise FormatError("span data is empty")
-    inaddr = ctypes.cast(ctypes.c_char_p(src), ctypes.c_void_p).value or 0  # points into `src`, kept alive here
-    out = ctypes.create_string_buffer(length)
-    outaddr = ctypes.addressof(out)
-    discard = ctypes.create_string_buffer(min(skip, _DISCARD)) if skip else None
-    daddr = ctypes.addressof(discard) if discard is not None else 0
-    inflate = z.libz.inflate
-    produced = 0
-    with z.Inflater(z.WBITS_RAW) as inf:
-        s = inf.strm
-        ref = inf.ref
-        pos = inf.resume_at(bits, src[0] if bits else 0, bytes(window))
-        raw = True
-        s.next_in = inaddr + pos
-        s.avail_in = n - pos
-        while True:
-            if skip:
-                room = min(skip, _DISCARD)
-                s.next_out = daddr
-            else:
-                room = length - produced
-                s.next_out = outaddr + produced
-            s.avail_out = room
-            ret = inflate(ref, z.Z_NO_FLUSH)
-            got = room - s.avail_out
-            if skip:
-                skip -= got
-            else:
-                produced += got
-                if produced == length:
-                    break
-            if ret == z.Z_OK:
-                continue
-            if ret == z.Z_STREAM_END:
-                left = s.avail_in
-                if raw:
-                    if left < 8:
-                        break
-                    s.next_in = s.next_in + 8
-                    s.avail_in = left - 8
-                    left -= 8
-                if left == 0:
-                    break
-                inf.reset(z.WBITS_AUTO)
-                raw = False
-                continue
-            if ret == z.Z_BUF_ERROR:
-                break
-            raise FormatError(f"cannot inflate span data: {inf.message()}")
-    if produced < length:
-        raise FormatError(f"span data ended after {produced} of {length} requested bytes")
-    return out.raw
-
-
-def gzip_header_size(data: bytes | memoryview) -> int:
-    """Length of the gzip member header at the start of ``data`` (RFC 1952: FEXTRA, FNAME, FCOMMENT, FHCRC).
-
-    Raises FormatError when ``data`` does not start with a complete gzip header."""
-    b = bytes(data[:10])
-    if len(b) < 10 or b[:2] != b"\x1f\x8b" or b[2] != 8:
-        raise FormatError("layer does not start with a gzip header")
-    flg = b[3]
-    if flg & 0xE0:
-        raise FormatError("gzip header has reserved flag bits set")
-    pos = 10
-    if flg & 0x04:  # FEXTRA
-        if len(data) < pos + 2:
-            raise FormatError("truncated gzip header (FEXTRA)")
-        pos += 2 + int.from_bytes(bytes(data[pos : pos + 2]), "little")
-    for bit in (0x08, 0x10):  # FNAME, FCOMMENT: NUL-terminated
-        if flg & bit:
-            end = bytes(data).find(b"\0", pos)
-            if end < 0:
-                raise FormatError("truncated gzip header (file name or comment)")
-            pos = end + 1
-    if flg & 0x02:  # FHCRC
-        pos += 2
-    if pos > len(data):
-        raise FormatError("truncated gzip header")
-    return pos
 
 
 # --- building -------------------------------------------------------------------------------------
