@@ -65,7 +65,8 @@ class Snapshotter:
         (self.root / "snapshots").mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.store = MetaStore(self.root / METADATA_DB)
-        self.events = events if events is not None else EventRecorder(strategy="snapshotter")  # an empty recorder is falsy
+        # "is not None": an empty recorder is falsy (it has __len__)
+        self.events = events if events is not None else EventRecorder(strategy="snapshotter")
 
     def close(self) -> None:
         self.store.close()
