@@ -26,6 +26,11 @@ GO_ROOT = "usr/share/gocode/src/github.com/containerd/containerd"
 PROTOS = {
     "api/types/mount.proto": "mount",
     "api/services/snapshots/v1/snapshots.proto": "snapshots",
+    # the client side of ``soci-lab image rpull``: content store, images, leases
+    "api/types/descriptor.proto": "descriptor",
+    "api/services/content/v1/content.proto": "content",
+    "api/services/images/v1/images.proto": "images",
+    "api/services/leases/v1/leases.proto": "leases",
 }
 OUT = Path(__file__).resolve().parent.parent / "soci_lab" / "snapshotter" / "_api"
 API_PATH = "soci_lab/snapshotter/_api"

@@ -17,15 +17,19 @@ for Commit, ``unmount`` for Remove/Cleanup, ``file_op`` for the rest, ``attrs.op
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import SociLabError
 from ..events import EventRecorder
+from ..snapshot.overlay import umount_tree
 from .filters import matcher
-from .metastore import MetaStore, SnapshotInfo, SnapshotNotFound, SnapshotPrecondition
+from .metastore import MetaStore, SnapshotExists, SnapshotInfo, SnapshotNotFound, SnapshotPrecondition
+from .remote import LABEL_HOW, RemoteLayers, RemoteRequest
 
 METADATA_DB = "metadata.db"
 
@@ -60,21 +64,57 @@ def disk_usage(path: Path) -> tuple[int, int]:
 class Snapshotter:
     """containerd's ``snapshots.Snapshotter`` on an overlayfs layout; the gRPC face is :mod:`.service`."""
 
-    def __init__(self, root: str | Path, *, events: EventRecorder | None = None) -> None:
+    def __init__(self, root: str | Path, *, events: EventRecorder | None = None, remote: RemoteLayers | None = None,
+                 restore: bool = True) -> None:
+        """``remote`` mounts layers whose Prepare carries the remote-snapshotter labels (None: every
+        Prepare is a plain one). ``restore`` re-mounts the lazy layers a previous daemon served."""
         self.root = Path(root)
         (self.root / "snapshots").mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self.store = MetaStore(self.root / METADATA_DB)
         # "is not None": an empty recorder is falsy (it has __len__)
         self.events = events if events is not None else EventRecorder(strategy="snapshotter")
+        self.remote = remote
+        if remote is not None and restore:
+            self.restore()
 
     def close(self) -> None:
+        """Stop serving: lazy layers are unmounted (their servers live in this daemon), metadata closed."""
+        if self.remote is not None:
+            self.remote.close()
         self.store.close()
+
+    def restore(self) -> list[str]:
+        """Re-mount every lazy snapshot of a previous daemon (its FUSE servers died with it), as upstream
+        does on restart. A layer that cannot come back is reported (``error`` event) and left unmounted;
+        returns the keys that failed."""
+        assert self.remote is not None
+        failed = []
+        for info in self.store.all():
+            if info.kind != "committed" or info.labels.get(LABEL_HOW) != "lazy":
+                continue
+            req = RemoteRequest.from_labels(info.labels)
+            t0 = self.events.now()
+            dest = self.fs_dir(info.id)
+            try:
+                self.remote.unmount(dest)  # a dead FUSE mount (ENOTCONN) of the previous daemon
+                if req is None:
+                    raise SociLabError("its labels no longer name the image and layer")
+                self.remote.mount(req, dest, self.serve_dir(info.id))
+            except Exception as exc:
+                failed.append(info.key)
+                self.events.emit("error", t0, ok=False, error=f"restore {info.key}: {exc}", path=info.key,
+                                 op="restore")
+        return failed
 
     # -- paths and mounts ---------------------------------------------------------------------------------
 
     def fs_dir(self, snap_id: int) -> Path:
         return self.root / "snapshots" / str(snap_id) / "fs"
+
+    def serve_dir(self, snap_id: int) -> Path:
+        """A remote layer's FUSE server files (spec, log, events, cache)."""
+        return self.root / "snapshots" / str(snap_id) / "serve"
 
     def work_dir(self, snap_id: int) -> Path:
         return self.root / "snapshots" / str(snap_id) / "work"
@@ -114,8 +154,45 @@ class Snapshotter:
         return mounts
 
     def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
-        """A new active (writable) snapshot ``key`` on committed ``parent``; its mounts."""
-        return self._create("active", key, parent, labels or {})
+        """A new active (writable) snapshot ``key`` on committed ``parent``; its mounts.
+
+        With the remote-snapshotter labels (:mod:`.remote`) the layer is mounted here and committed as
+        the target, and SnapshotExists tells containerd so; if that fails the Prepare is a plain one
+        (containerd then downloads and unpacks the layer itself), as upstream falls back."""
+        labels = dict(labels or {})
+        req = RemoteRequest.from_labels(labels) if self.remote is not None else None
+        if req is not None:
+            with contextlib.suppress(SnapshotNotFound):
+                if self.store.get(req.target).kind == "committed":
+                    raise SnapshotExists(f"target snapshot {req.target!r} already exists")
+            mounts = self._create("active", key, parent, labels)
+            self._prepare_remote(key, labels, req)  # raises SnapshotExists when the layer is mounted
+            return mounts
+        return self._create("active", key, parent, labels)
+
+    def _prepare_remote(self, key: str, labels: dict[str, str], req: RemoteRequest) -> None:
+        assert self.remote is not None
+        info = self.store.get(key)
+        dest, t0 = self.fs_dir(info.id), self.events.now()
+        try:
+            how = self.remote.mount(req, dest, self.serve_dir(info.id))
+        except Exception as exc:
+            self.events.emit("error", t0, ok=False, error=f"{type(exc).__name__}: {exc}", layer=req.layer,
+                             path=key, op="remote", fallback="containerd")
+            with contextlib.suppress(Exception):
+                self.remote.unmount(dest)
+            shutil.rmtree(dest, ignore_errors=True)  # nothing partial left looking like the layer
+            shutil.rmtree(self.serve_dir(info.id), ignore_errors=True)
+            dest.mkdir(mode=0o755)
+            return
+        size, inodes = (0, 0) if how == "lazy" else disk_usage(dest)
+        try:
+            self.store.commit(req.target, key, {**labels, LABEL_HOW: how}, size=size, inodes=inodes)
+        except BaseException:
+            self.remote.unmount(dest)
+            raise
+        self.events.emit("apply", t0, layer=req.layer, path=req.target, nbytes=size, op="Commit", how=how)
+        raise SnapshotExists(f"target snapshot {req.target!r} already exists (mounted {how})")
 
     def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
         """A new read-only view ``key`` of committed ``parent``; its mounts."""
@@ -141,6 +218,8 @@ class Snapshotter:
         """Forget ``key`` and delete its directory (not if it has children)."""
         t0 = self.events.now()
         info = self.store.remove(key)
+        if self.remote is not None and info.labels.get(LABEL_HOW) == "lazy":
+            self.remote.unmount(self.fs_dir(info.id))
         self._remove_dir(info.id)
         self.events.emit("unmount", t0, path=key, op="Remove")
 
@@ -177,6 +256,7 @@ class Snapshotter:
         gone = []
         for d in sorted((self.root / "snapshots").iterdir()):
             if d.name not in known:
+                umount_tree(d)  # a lazy layer of a snapshot whose record is gone
                 shutil.rmtree(d, ignore_errors=True)
                 gone.append(d.name)
         self.events.emit("unmount", t0, op="Cleanup", removed=len(gone))
