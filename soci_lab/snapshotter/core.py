@@ -61,6 +61,19 @@ def disk_usage(path: Path) -> tuple[int, int]:
     return size, len(seen)
 
 
+def layer_answers(path: Path) -> bool:
+    """Whether a lazy layer at ``path`` is mounted and its server answers (a dead one: ENOTCONN)."""
+    from ..lazy.mount import is_mounted
+
+    if not is_mounted(path):
+        return False
+    try:
+        os.listdir(path)
+    except OSError:
+        return False
+    return True
+
+
 class Snapshotter:
     """containerd's ``snapshots.Snapshotter`` on an overlayfs layout; the gRPC face is :mod:`.service`."""
 
@@ -79,15 +92,15 @@ class Snapshotter:
             self.restore()
 
     def close(self) -> None:
-        """Stop serving: lazy layers are unmounted (their servers live in this daemon), metadata closed."""
-        if self.remote is not None:
-            self.remote.close()
+        """Stop serving. Lazy layers stay mounted: each has a server process of its own, so containers on
+        them keep running while the daemon restarts; ``Remove`` or ``soci-lab snapshotter cleanup`` ends them."""
         self.store.close()
 
     def restore(self) -> list[str]:
-        """Re-mount every lazy snapshot of a previous daemon (its FUSE servers died with it), as upstream
-        does on restart. A layer that cannot come back is reported (``error`` event) and left unmounted;
-        returns the keys that failed."""
+        """Re-attach the lazy snapshots of a previous daemon: a layer whose server still answers is kept as
+        it is (its server outlives the daemon); one whose mount is dead (ENOTCONN) or gone is mounted again,
+        as upstream remounts on restart. A layer that cannot come back is reported (``error`` event) and
+        left unmounted; returns the keys that failed."""
         assert self.remote is not None
         failed = []
         for info in self.store.all():
@@ -96,11 +109,15 @@ class Snapshotter:
             req = RemoteRequest.from_labels(info.labels)
             t0 = self.events.now()
             dest = self.fs_dir(info.id)
+            if layer_answers(dest):
+                self.events.emit("mount", t0, path=info.key, op="restore", how="attached")
+                continue
             try:
                 self.remote.unmount(dest)  # a dead FUSE mount (ENOTCONN) of the previous daemon
                 if req is None:
                     raise SociLabError("its labels no longer name the image and layer")
                 self.remote.mount(req, dest, self.serve_dir(info.id))
+                self.events.emit("mount", t0, path=info.key, op="restore", how="remounted")
             except Exception as exc:
                 failed.append(info.key)
                 self.events.emit("error", t0, ok=False, error=f"restore {info.key}: {exc}", path=info.key,
