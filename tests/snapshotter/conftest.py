@@ -174,3 +174,30 @@ def cat_image(embedded_registry, tmp_path_factory: pytest.TempPathFactory) -> Ca
     ref = embedded_registry.ref("ctd/cat", "v1")
     build_image([l1, l2], ref, insecure=True)
     return CatImage(ref, data)
+
+
+@pytest.fixture(scope="session")
+def lazy_image(embedded_registry, cat_image: CatImage) -> CatImage:  # type: ignore[no-untyped-def]
+    """``cat_image`` copied to another repository and given a v2 SOCI index covering both layers (1 MiB spans)."""
+    from soci_lab.artifacts import create_soci_index
+    from soci_lab.images import copy_image
+
+    ref = embedded_registry.ref("ctd/cat-lazy", "v1")
+    copy_image(cat_image.ref, ref, insecure=True)
+    create_soci_index(ref, span_size=1 << 20, min_layer_size=0)
+    return CatImage(ref, cat_image.data)
+
+
+def soci_lab(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """``soci-lab ARGS`` from this worktree; fails the test with its stderr when it exits non-zero."""
+    res = subprocess.run([sys.executable, "-c", CLI_CODE, *args], capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, f"soci-lab {' '.join(args)} exited {res.returncode}: {res.stderr}"
+    return res
+
+
+def fuse_mounts_under(path: Path) -> list[str]:
+    target = str(path.resolve())
+    with open("/proc/self/mounts") as f:
+        rows = [line.split() for line in f]
+    return [r[1] for r in rows if r[2].startswith("fuse") and r[1].startswith(target)]
