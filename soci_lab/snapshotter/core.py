@@ -235,7 +235,8 @@ class Snapshotter:
         """Forget ``key`` and delete its directory (not if it has children)."""
         t0 = self.events.now()
         info = self.store.remove(key)
-        if self.remote is not None and info.labels.get(LABEL_HOW) == "lazy":
+        if self.remote is not None:
+            # a lazy layer, or an active snapshot whose remote mount a crash interrupted (not yet labelled)
             self.remote.unmount(self.fs_dir(info.id))
         self._remove_dir(info.id)
         self.events.emit("unmount", t0, path=key, op="Remove")
@@ -244,6 +245,7 @@ class Snapshotter:
         d = self.root / "snapshots" / str(snap_id)
         if not d.exists():
             return
+        umount_tree(d)
         # renamed first so a crash halfway leaves no half-deleted snapshot that looks whole (Cleanup ends it)
         trash = self.root / "snapshots" / f"rm-{snap_id}"
         os.replace(d, trash)

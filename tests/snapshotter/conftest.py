@@ -118,6 +118,9 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
+        from soci_lab.snapshotter import remove_root
+
+        remove_root(d.root)  # layer servers outlive the daemon by design: stop them too
 
 
 @pytest.fixture
@@ -201,3 +204,11 @@ def fuse_mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mounts") as f:
         rows = [line.split() for line in f]
     return [r[1] for r in rows if r[2].startswith("fuse") and r[1].startswith(target)]
+
+
+
+def layer_servers(root: Path) -> list[int]:
+    """PIDs of the lazy layer servers a daemon started under ``root``."""
+    from soci_lab.snapshotter import layer_server_pids
+
+    return layer_server_pids(root)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import signal
-import time
 
 from conftest import CatImage, Containerd, Daemon, needs_containerd
+from test_rpull import wait_usable
 
 from soci_lab.events import read_events
 
@@ -36,12 +36,8 @@ def test_restarted_daemon_serves_the_same_snapshots(containerd: Containerd, daem
     before = containerd.ctr("snapshots", "--snapshotter", "soci-lab", "ls").stdout
     daemon.stop(signal.SIGKILL)  # no goodbye: the state on disk is all a restart has
     daemon.start()
-    # containerd's gRPC channel to the proxy reconnects with back-off: calls are Unavailable until then
-    deadline = time.monotonic() + 30
-    while (res := containerd.ctr("snapshots", "--snapshotter", "soci-lab", "ls", check=False)).returncode != 0:
-        assert b"unavailable" in res.stderr and time.monotonic() < deadline, res.stderr
-        time.sleep(0.2)
-    assert res.stdout == before
+    wait_usable(containerd)
+    assert containerd.ctr("snapshots", "--snapshotter", "soci-lab", "ls").stdout == before
     out = containerd.ctr("run", "--rm", "--snapshotter", "soci-lab", cat_image.ref, "c2", "/bin/cat",
                          "/data/hello.txt").stdout
     assert out == cat_image.data

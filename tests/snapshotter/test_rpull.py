@@ -58,11 +58,13 @@ def test_rpull_of_an_image_without_index_unpacks_locally(containerd: Containerd,
 
 
 def wait_usable(ctd: Containerd, timeout: float = 30.0) -> None:
-    """containerd's channel to the proxy reconnects with back-off after a daemon restart."""
+    """containerd's channel to the proxy reconnects with back-off after a daemon restart: wait until a
+    call that must reach the snapshotter (Prepare of a probe snapshot, then Remove) gets through."""
     deadline = time.monotonic() + timeout
-    while (res := ctd.ctr("snapshots", "--snapshotter", "soci-lab", "ls", check=False)).returncode != 0:
+    while (res := ctd.ctr("snapshots", "--snapshotter", "soci-lab", "prepare", "probe", check=False)).returncode:
         assert b"unavailable" in res.stderr and time.monotonic() < deadline, res.stderr
         time.sleep(0.2)
+    ctd.ctr("snapshots", "--snapshotter", "soci-lab", "rm", "probe")
 
 
 def test_killed_daemon_restarts_onto_its_lazy_layers(containerd: Containerd, daemon: Daemon, lazy_image: CatImage):
