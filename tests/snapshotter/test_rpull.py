@@ -4,6 +4,7 @@ protocol), a runc container on the lazily loaded rootfs, and a daemon restart un
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -77,3 +78,36 @@ def test_killed_daemon_restarts_onto_its_lazy_layers(containerd: Containerd, dae
     wait_usable(containerd)
     assert [a["how"] for a in remote_ops(daemon) if a["op"] == "restore"] == ["attached", "attached"]
     assert run_cat(containerd, lazy_image.ref, "lazy2") == lazy_image.data
+
+
+def test_two_containers_at_once_share_the_layer_servers(containerd: Containerd, daemon: Daemon,
+                                                        lazy_image: CatImage):
+    import subprocess
+
+    rpull(containerd, lazy_image.ref)
+    runs = [
+        subprocess.Popen(["ctr", "--address", str(containerd.socket), "--namespace", "soci-lab-test", "run", "--rm",
+                          "--snapshotter", "soci-lab", lazy_image.ref, f"twin{i}", "/bin/cat", "/data/hello.txt"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], [e for _, e in outs]
+    assert [o for o, _ in outs] == [lazy_image.data, lazy_image.data]
+    # one server per layer for both containers, and no span of it came over the network twice
+    from conftest import layer_servers
+
+    servers = layer_servers(daemon.root)
+    assert len(servers) == 2
+    for pid in servers:  # a layer server writes its events when it stops
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") for pid in servers):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    fetched = []
+    for path in daemon.root.glob("snapshots/*/serve/events.jsonl"):
+        frame = read_events(path)
+        ok = frame[(frame["kind"] == "span_fetch") & frame["ok"]]
+        fetched += list(zip(ok["layer"], ok["span"], strict=True))
+    assert fetched and len(fetched) == len(set(fetched))
