@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +81,16 @@ class Daemon:
 
 @dataclass
 class Containerd:
+    """A containerd of a test. Its namespace is unique, so runc's state (``/run/containerd/runc/NS``, shared
+    by every containerd on the host) never mixes with another test session's containers."""
+
     base: Path
     socket: Path
     proc: subprocess.Popen
+    namespace: str = ""
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        res = subprocess.run(["ctr", "--address", str(self.socket), "--namespace", "soci-lab-test", *args],
+        res = subprocess.run(["ctr", "--address", str(self.socket), "--namespace", self.namespace, *args],
                              capture_output=True, timeout=timeout)
         if check and res.returncode != 0:
             log = (self.base / "containerd.log").read_text(errors="replace")[-3000:]
@@ -128,15 +133,16 @@ def containerd(tmp_path: Path, daemon: Daemon) -> Iterator[Containerd]:
     """containerd 1.6 with its own root/state/socket, soci-lab (``daemon``) as proxy snapshotter ``soci-lab``."""
     base = tmp_path / "ctd"
     base.mkdir()
+    namespace = f"soci-lab-test-{uuid.uuid4().hex[:8]}"
     config = base / "config.toml"
     config.write_text(CONFIG.format(base=base, snapshotter=daemon.socket))
     with (base / "containerd.log").open("wb") as log:
         proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(base / "containerd.sock", proc, "containerd")
-        yield Containerd(base, base / "containerd.sock", proc)
+        yield Containerd(base, base / "containerd.sock", proc, namespace)
     finally:
-        c = Containerd(base, base / "containerd.sock", proc)
+        c = Containerd(base, base / "containerd.sock", proc, namespace)
         if proc.poll() is None:
             for line in c.ctr("tasks", "ls", "-q", check=False).stdout.decode().split():
                 c.ctr("tasks", "kill", "-s", "SIGKILL", line, check=False)

@@ -59,7 +59,7 @@ def test_daemon_killed_mid_rpull_leaves_containerd_consistent(containerd: Contai
                                                               lazy_image: CatImage):
     pull = subprocess.Popen(
         [sys.executable, "-c", CLI_CODE, "image", "rpull", "--address", str(containerd.socket), "--namespace",
-         "soci-lab-test", lazy_image.ref, "--json"],
+         containerd.namespace, lazy_image.ref, "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -83,8 +83,8 @@ def test_daemon_killed_mid_rpull_leaves_containerd_consistent(containerd: Contai
     for key in keys:
         containerd.ctr("snapshots", "--snapshotter", "soci-lab", "info", key)
     # pulling again completes the image, and a container runs on it
-    res = json.loads(soci_lab("image", "rpull", "--address", str(containerd.socket), "--namespace", "soci-lab-test",
-                              lazy_image.ref, "--json").stdout)
+    res = json.loads(soci_lab("image", "rpull", "--address", str(containerd.socket), "--namespace",
+                              containerd.namespace, lazy_image.ref, "--json").stdout)
     assert res["layers_mounted"] + res["layers_present"] == 2
     assert run_cat(containerd, lazy_image.ref, "after") == lazy_image.data
     # and removing the image leaves nothing mounted or stored: containerd's GC removes what the crash orphaned

@@ -74,7 +74,7 @@ def test_hostile_layer_writes_nothing_outside(containerd: Containerd, daemon: Da
         except Exception as exc:  # the index builder refusing the layer is an acceptable outcome too
             pytest.skip(f"index builder refused the hostile layer: {exc}")
     res = subprocess.run([sys.executable, "-c", CLI_CODE, "image", "rpull", "--address", str(containerd.socket),
-                          "--namespace", "soci-lab-test", ref, "--json"], capture_output=True, text=True,
+                          "--namespace", containerd.namespace, ref, "--json"], capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, timeout=300)
     if res.returncode != 0:
         assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("soci-lab image:"), res.stderr

@@ -17,7 +17,7 @@ pytestmark = [needs_containerd, pytest.mark.root, pytest.mark.slow]
 
 
 def rpull(ctd: Containerd, ref: str) -> dict:
-    out = soci_lab("image", "rpull", "--address", str(ctd.socket), "--namespace", "soci-lab-test", ref, "--json")
+    out = soci_lab("image", "rpull", "--address", str(ctd.socket), "--namespace", ctd.namespace, ref, "--json")
     return json.loads(out.stdout)
 
 
@@ -86,8 +86,9 @@ def test_two_containers_at_once_share_the_layer_servers(containerd: Containerd, 
 
     rpull(containerd, lazy_image.ref)
     runs = [
-        subprocess.Popen(["ctr", "--address", str(containerd.socket), "--namespace", "soci-lab-test", "run", "--rm",
-                          "--snapshotter", "soci-lab", lazy_image.ref, f"twin{i}", "/bin/cat", "/data/hello.txt"],
+        subprocess.Popen(["ctr", "--address", str(containerd.socket), "--namespace", containerd.namespace, "run",
+                          "--rm", "--snapshotter", "soci-lab", lazy_image.ref, f"twin{i}", "/bin/cat",
+                          "/data/hello.txt"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for i in range(2)
     ]
