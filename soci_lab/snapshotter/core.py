@@ -206,7 +206,10 @@ class Snapshotter:
         try:
             self.store.commit(req.target, key, {**labels, LABEL_HOW: how}, size=size, inodes=inodes)
         except BaseException:
+            # e.g. another Prepare of the same layer committed the target first: this copy goes entirely
             self.remote.unmount(dest)
+            with contextlib.suppress(SnapshotNotFound):
+                self.remove(key)
             raise
         self.events.emit("apply", t0, layer=req.layer, path=req.target, nbytes=size, op="Commit", how=how)
         raise SnapshotExists(f"target snapshot {req.target!r} already exists (mounted {how})")
