@@ -165,7 +165,3 @@ class RemoteLayers:
                 m.unmount()
         if is_mounted(dest):
             force_unmount(dest)
-
-    def close(self) -> None:
-        for dest in list(self.mounts):
-            self.unmount(Path(dest))

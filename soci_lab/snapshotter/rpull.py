@@ -180,6 +180,8 @@ def rpull(
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise RpullError(f"create image {ref}: {exc.details()}") from None
             images.Update(images_pb2.UpdateImageRequest(image=img), metadata=lmd)
+    except grpc.RpcError as exc:  # any other refusal: one line naming it
+        raise RpullError(f"containerd at {address}: {exc.details() or exc.code().name}") from None
     finally:
         try:
             leases.Delete(leases_pb2.DeleteRequest(id=lease.lease.id), metadata=md)

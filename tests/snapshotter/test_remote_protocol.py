@@ -42,9 +42,6 @@ class StandIn:
     def unmount(self, dest: Path) -> None:
         self.unmounted.append(dest)
 
-    def close(self) -> None:
-        pass
-
 
 @pytest.fixture
 def sn(tmp_path: Path) -> Snapshotter:

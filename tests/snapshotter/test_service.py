@@ -79,3 +79,22 @@ def test_cleanup_removes_directories_no_snapshot_owns(tmp_path: Path):
     assert sn.cleanup() == ["99"]
     assert sorted(p.name for p in (tmp_path / "root" / "snapshots").iterdir()) == ["1"]
     sn.close()
+
+
+def test_rpull_without_containerd_fails_with_one_line(embedded_registry, tmp_path: Path):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CLI_CODE, REPO
+
+    from soci_lab.images import build_image
+
+    (tmp_path / "l" / "d").mkdir(parents=True)
+    (tmp_path / "l" / "d" / "f").write_text("x")
+    ref = embedded_registry.ref("svc/tiny", "v1")
+    build_image([tmp_path / "l"], ref, insecure=True)
+    res = subprocess.run([sys.executable, "-c", CLI_CODE, "image", "rpull", "--address", str(tmp_path / "no.sock"),
+                          ref], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("soci-lab image: containerd at "), res.stderr
