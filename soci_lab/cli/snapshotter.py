@@ -103,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     remote = None
     if not args.no_remote:
         remote = RemoteLayers(args.root / "fs-state", config=config, insecure=args.insecure, events=recorder)
+        remote.warm()
     sn = Snapshotter(args.root, events=recorder, remote=remote)
     server = SnapshotterServer(sn, args.address).start()
 

@@ -83,25 +83,50 @@ class RemoteLayers:
         self._lock = threading.Lock()
         #: LayerMount per snapshot directory
         self.mounts: dict[str, Any] = {}
+        self._plans: dict[tuple[str, str], Any] = {}
 
-    def _filesystem(self, index: str) -> Any:
+    def warm(self) -> None:
+        """Start the lazy layer servers' pre-warmed process now (in the background), so the first lazy
+        Prepare does not pay an interpreter's start-up: the daemon is long-lived, its mounts should not be."""
+        from ..lazy import mount, zygote
+
+        if mount.USE_ZYGOTE:
+            threading.Thread(target=zygote.warm, name="zygote-warm", daemon=True).start()
+
+    def _filesystem(self, req: RemoteRequest) -> Any:
         from ..snapshot import Filesystem
 
         return Filesystem(self.state_dir, config=self.config, insecure=self.insecure, events=self.events,
-                          explicit_index_digest=index or None, owns_state_dir=False)
+                          explicit_index_digest=req.index or None, owns_state_dir=False)
+
+    async def _plan(self, fs: Any, image: Any, req: RemoteRequest) -> Any:
+        """The image's plan (pull mode, per-layer how, SOCI artifacts), made once per manifest and index:
+        containerd prepares an image's layers one by one, discovery need not run for each."""
+        key = (str(image.manifest_descriptor.digest), req.index)
+        with self._lock:
+            plan = self._plans.get(key)
+        if plan is None:
+            plan = await fs.prepare(image)  # the [pull_modes] of the config decide, as for ``soci-lab mount``
+            if plan.artifacts is None:  # no index found (or discovery failed): ask again next layer
+                return plan
+            with self._lock:
+                self._plans[key] = plan
+                while len(self._plans) > 16:  # images pulled long ago need not stay planned
+                    self._plans.pop(next(iter(self._plans)))
+        return plan
 
     def mount(self, req: RemoteRequest, dest: Path, serve_dir: Path) -> str:
         """Mount layer ``req.layer`` at ``dest`` (an empty directory): returns ``lazy`` or ``local``."""
         return anyio.run(self._mount, req, dest, serve_dir)
 
     async def _mount(self, req: RemoteRequest, dest: Path, serve_dir: Path) -> str:
-        fs = self._filesystem(req.index)
+        fs = self._filesystem(req)
         t0 = self.events.now()
         async with fs.open_image(req.pinned_ref) as image:
             spec = next((s for s in image.layers if s.digest == req.layer), None)
             if spec is None:
                 raise SociLabError(f"layer {req.layer} is not in image {req.pinned_ref}")
-            plan = await fs.prepare(image)  # the [pull_modes] of the config decide, as for ``soci-lab mount``
+            plan = await self._plan(fs, image, req)
             how = next((p.how for p in plan.layers if p.digest == req.layer), "local")
             if how == "lazy":
                 await self._mount_lazy(fs, image, plan.artifacts, spec, dest, serve_dir)
