@@ -83,10 +83,27 @@ class Stack:
                                     str(base / "sn.sock"), "--root", str(base / "snroot")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         wait_for(base / "sn.sock", self.sn)
+        self._wait_warm()
         self.ctd = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(base / "containerd.sock", self.ctd)
         self.ns = f"bench-{uuid.uuid4().hex[:8]}"
+
+    def _wait_warm(self, timeout: float = 60.0) -> None:
+        """A snapshotter daemon is long-lived (started with the host): wait until its layer-server zygote
+        is up, so its start-up is not counted in a pull."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == \
+                            self.sn.pid and b"soci_lab.lazy.zygote" in (proc / "cmdline").read_bytes():
+                        time.sleep(0.5)  # its imports done
+                        return
+                except (OSError, ValueError, IndexError):
+                    continue
+            time.sleep(0.05)
+        raise RuntimeError("the snapshotter's zygote did not start")
 
     def ctr(self, *args: str) -> list[str]:
         return ["ctr", "--address", str(self.base / "containerd.sock"), "--namespace", self.ns, *args]
