@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import CatImage, Containerd, Daemon, needs_containerd
+from ctdtools import CatImage, Containerd, Daemon, needs_containerd
 from test_rpull import wait_usable
 
 from soci_lab.events import read_events

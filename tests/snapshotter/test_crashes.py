@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import (
+from ctdtools import (
     CLI_CODE,
     REPO,
     CatImage,

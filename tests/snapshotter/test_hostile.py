@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import CLI_CODE, REPO, Containerd, Daemon, needs_containerd
+from ctdtools import CLI_CODE, REPO, Containerd, Daemon, needs_containerd
 
 from soci_lab.oci.layout import OCILayout
 from soci_lab.oci.manifest import Manifest

@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from conftest import CatImage, Containerd, Daemon, fuse_mounts_under, needs_containerd, soci_lab
+from ctdtools import CatImage, Containerd, Daemon, fuse_mounts_under, needs_containerd, soci_lab
 
 from soci_lab.events import read_events
 
@@ -96,7 +96,7 @@ def test_two_containers_at_once_share_the_layer_servers(containerd: Containerd, 
     assert [p.returncode for p in runs] == [0, 0], [e for _, e in outs]
     assert [o for o, _ in outs] == [lazy_image.data, lazy_image.data]
     # one server per layer for both containers, and no span of it came over the network twice
-    from conftest import layer_servers
+    from ctdtools import layer_servers
 
     servers = layer_servers(daemon.root)
     assert len(servers) == 2

@@ -86,7 +86,7 @@ def test_rpull_without_containerd_fails_with_one_line(embedded_registry, tmp_pat
     import subprocess
     import sys
 
-    from conftest import CLI_CODE, REPO
+    from ctdtools import CLI_CODE, REPO
 
     from soci_lab.images import build_image
 
