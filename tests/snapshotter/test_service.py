@@ -98,3 +98,17 @@ def test_rpull_without_containerd_fails_with_one_line(embedded_registry, tmp_pat
                           ref], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 1
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("soci-lab image: containerd at "), res.stderr
+
+
+def test_serve_refuses_an_events_file_it_cannot_append_to(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    from ctdtools import CLI_CODE, REPO
+
+    res = subprocess.run([sys.executable, "-c", CLI_CODE, "snapshotter", "serve", "--address", str(tmp_path / "s.sock"),
+                          "--root", str(tmp_path / "root"), "--events", str(tmp_path / "ev.csv"), "--no-remote"],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and ".jsonl" in res.stderr, res.stderr
+    assert not (tmp_path / "s.sock").exists() and not (tmp_path / "root").exists()
