@@ -9,6 +9,8 @@ APT_PACKAGES=(python3 python3-venv python3-dev gcc libfuse3-dev fuse3 pkg-config
               attr curl gzip pigz zstd e2fsprogs chromium flatbuffers-compiler golang-go)
 # tests/ztoc/go_ztoc_oracle (cgo): zlib headers and Debian's C++ FlatBuffers builder (no Go runtime is packaged)
 APT_PACKAGES+=(g++ zlib1g-dev libflatbuffers-dev)
+# containerd 1.6 + runc: tests/snapshotter runs real containers on the soci-lab snapshotter
+APT_PACKAGES+=(containerd runc)
 EXTRAS="${SOCI_LAB_EXTRAS:-fuse,test}"
 
 missing=()

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ..events import EventRecorder
 
 #: command-group modules, each with ``register(subparsers)``
-GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset", "service")
+GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset", "service",
+          "snapshotter")
 
 
 def build_parser() -> argparse.ArgumentParser:
