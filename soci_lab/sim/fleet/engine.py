@@ -1,0 +1,292 @@
+"""The fleet's event loop: host groups running their request programs over flow-level shared links.
+
+Links are the registry's egress (shared by all) and each group's NICs (a group of ``m`` hosts has ``m``
+NICs; its flows are flows of multiplicity ``m``). Flow rates are max-min fair (:mod:`.flows`) and are
+recomputed only when a flow starts or ends — once per instant, however many flows start or end in it.
+Between those instants rates are constant and each flow's completion time is known, so the loop jumps from
+event to event.
+
+A group splits when its members stop being identical: when the registry's token bucket has tokens for
+only some of them (those served go on; the rest get a 429 and wait), and then by jitter strata
+(:attr:`FleetSpec.jitter_strata`). A split copies the group's progress, its flows in flight and its
+pending events, so every member keeps exactly the history it had.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from typing import Any
+
+from ...errors import SimulationError
+from .flows import max_min_rates
+from .model import FleetSpec
+from .program import HostProgram
+
+
+class Group:
+    """``m`` identical hosts at the same point of the same program."""
+
+    __slots__ = (
+        "arrival", "attempts", "bytes", "conn_cap", "deps", "done", "events", "failed", "flows", "gid", "hosts",
+        "m", "milestones", "n429", "nic", "pending", "pool", "prog", "requests", "sampled",
+    )  # fmt: skip
+
+    def __init__(self, gid: int, pool: int, prog: HostProgram, deps: list[list[int]], hosts: list[int],
+                 nic: float, arrival: float, sampled: bool, conn_cap: float | None) -> None:  # fmt: skip
+        self.gid, self.pool, self.prog, self.deps = gid, pool, prog, deps
+        self.hosts, self.m, self.nic, self.arrival = hosts, len(hosts), nic, arrival
+        self.done: dict[int, float] = {}
+        self.attempts: dict[int, int] = {}
+        self.milestones: dict[str, float] = {}
+        self.bytes = 0
+        self.requests = 0
+        self.n429 = 0
+        self.failed: str | None = None
+        self.flows: list[Flow] = []
+        self.pending: list[Ev] = []
+        self.events: list[tuple[Any, ...]] | None = [] if sampled else None
+        self.sampled = sampled
+        self.conn_cap = conn_cap
+
+
+class Flow:
+    __slots__ = ("group", "k", "rate", "remaining", "t_first")
+
+    def __init__(self, group: Group, k: int, nbytes: float, t_first: float) -> None:
+        self.group, self.k, self.remaining, self.t_first, self.rate = group, k, float(nbytes), t_first, 0.0
+
+
+class Ev:
+    __slots__ = ("alive", "attempt", "group", "k", "kind", "t", "t_sent")
+
+    def __init__(self, t: float, group: Group, kind: str, k: int, attempt: int = 0, t_sent: float = 0.0) -> None:
+        self.t, self.group, self.kind, self.k = t, group, kind, k
+        self.attempt, self.t_sent, self.alive = attempt, t_sent, True
+
+
+class Engine:
+    """Runs groups to completion; :meth:`run` returns the final groups."""
+
+    def __init__(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        self.reg = spec.registry
+        self.policy = spec.retry
+        self.rng = random.Random(spec.seed)
+        self.heap: list[tuple[float, int, Ev]] = []
+        self.seq = 0
+        self.now = 0.0
+        self.flows: list[Flow] = []
+        self.groups: list[Group] = []
+        self.t_flow = math.inf
+        self.dirty = False
+        self.tokens = max(1.0, self.reg.burst)
+        self.t_tokens = 0.0
+        self.recomputes = 0
+        self.max_flows = 0
+        self.max_egress_load = 0.0
+        self._sample = frozenset(spec.sample_hosts)
+
+    # --- scheduling ---------------------------------------------------------------------------------
+
+    def push(self, ev: Ev) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (ev.t, self.seq, ev))
+        ev.group.pending.append(ev)
+
+    def add_group(self, g: Group) -> None:
+        self.groups.append(g)
+        self.push(Ev(g.arrival, g, "arrive", -1))
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> list[Group]:
+        heap = self.heap
+        while heap or self.flows:
+            t_ev = heap[0][0] if heap else math.inf
+            t = min(t_ev, self.t_flow)
+            if t == math.inf:
+                raise SimulationError("fleet: flows in flight but none can progress")
+            self._advance(t)
+            if self.t_flow <= t:
+                self._finish_flows()
+            while heap and heap[0][0] <= t:
+                ev = heapq.heappop(heap)[2]
+                if ev.alive:
+                    ev.group.pending.remove(ev)
+                    self._handle(ev)
+            if self.dirty:
+                self._recompute()
+        return self.groups
+
+    def _advance(self, t: float) -> None:
+        dt = t - self.now
+        if dt > 0:
+            for f in self.flows:
+                f.remaining -= f.rate * dt
+        self.now = t
+
+    def _finish_flows(self) -> None:
+        keep = []
+        for f in self.flows:
+            if f.remaining <= 1e-3 + f.rate * 1e-9:
+                g = f.group
+                g.flows.remove(f)
+                self._complete(g, f.k, f.t_first)
+            else:
+                keep.append(f)
+        self.flows = keep
+        self.dirty = True
+
+    def _recompute(self) -> None:
+        self.dirty = False
+        self.recomputes += 1
+        flows = self.flows
+        self.max_flows = max(self.max_flows, len(flows))
+        if not flows:
+            self.t_flow = math.inf
+            return
+        nic_link: dict[int, int] = {}
+        capacity = [self.reg.egress]
+        routes, mult, caps = [], [], []
+        for f in flows:
+            g = f.group
+            li = nic_link.get(g.gid)
+            if li is None:
+                li = nic_link[g.gid] = len(capacity)
+                capacity.append(g.m * g.nic)
+            routes.append((0, li))
+            mult.append(g.m)
+            caps.append(g.conn_cap or math.inf)
+        rates = max_min_rates(routes, capacity, mult=mult, caps=caps)
+        t_next = math.inf
+        total = 0.0
+        for f, r in zip(flows, rates, strict=True):
+            f.rate = r
+            total += r * f.group.m
+            if r > 0:
+                t_next = min(t_next, f.remaining / r)
+        self.max_egress_load = max(self.max_egress_load, total / self.reg.egress)
+        self.t_flow = self.now + t_next
+
+    # --- a group's program --------------------------------------------------------------------------
+
+    def _handle(self, ev: Ev) -> None:
+        g = ev.group
+        if g.failed:
+            return
+        if ev.kind == "arrive":
+            self._release(g, -1, ev.t)
+        elif ev.kind == "send":
+            self._send(g, ev.k, ev.attempt)
+        elif ev.kind == "body":
+            self._body(g, ev.k, ev.t_sent)
+
+    def _release(self, g: Group, k: int, t: float) -> None:
+        """Request ``k`` of ``g`` (-1: the pull's start) is over at ``t``: start what waited for it."""
+        for name, (pred, gap) in g.prog.milestones.items():
+            if pred == k:
+                g.milestones[name] = t + gap - g.arrival
+        reqs = g.prog.requests
+        for d in g.deps[k]:
+            self.push(Ev(t + reqs[d].gap, g, "send", d))
+
+    def _send(self, g: Group, k: int, attempt: int) -> None:
+        r = g.prog.requests[k]
+        t = self.now
+        g.requests += 1
+        served = g.m
+        if self.reg.rate_limit is not None:
+            dt = t - self.t_tokens
+            self.tokens = min(max(1.0, self.reg.burst), self.tokens + dt * self.reg.rate_limit)
+            self.t_tokens = t
+            served = min(g.m, int(self.tokens + 1e-9))
+            self.tokens -= served
+        rejected = None
+        if served < g.m:
+            rejected = self._split(g, [served, g.m - served])[1] if served > 0 else g
+        if served > 0:
+            if g.events is not None:
+                g.events.append(("send", k, t, attempt, 200))
+            service = self.reg.draw_service(self.rng)
+            self.push(Ev(t + r.latency + service, g, "body", k, attempt, t_sent=t))
+        if rejected is not None:
+            self._reject(rejected, k, attempt, t, r.latency)
+
+    def _reject(self, g: Group, k: int, attempt: int, t: float, latency: float) -> None:
+        """``g``'s request ``k`` was answered 429 (after ``latency``): wait as the client's policy says, or give up."""
+        g.n429 += 1
+        if g.events is not None:
+            g.events.append(("send", k, t, attempt, 429))
+        if attempt >= self.policy.max_retries:
+            g.failed = f"request {k} ({g.prog.requests[k].what}): gave up after {attempt + 1} attempts (429)"
+            for ev in g.pending:
+                ev.alive = False
+            g.pending.clear()
+            for f in g.flows:
+                self.flows.remove(f)
+            g.flows.clear()
+            self.dirty = True
+            return
+        n = min(g.m, self.spec.jitter_strata) if self.spec.group else 1
+        sizes = [g.m // n + (1 if i < g.m % n else 0) for i in range(n)]
+        parts = self._split(g, sizes) if n > 1 else [g]
+        for i, part in enumerate(parts):
+            u = (i + 0.5) / n if self.spec.group else self.rng.random()
+            wait = self.policy.delay_at(attempt, self.reg.retry_after, u)
+            self.push(Ev(t + latency + wait, part, "send", k, attempt + 1))
+
+    def _body(self, g: Group, k: int, t_sent: float) -> None:
+        nbytes = g.prog.requests[k].nbytes
+        if nbytes <= 0:
+            self._complete(g, k, self.now)
+            return
+        f = Flow(g, k, nbytes, self.now)
+        g.flows.append(f)
+        self.flows.append(f)
+        self.dirty = True
+
+    def _complete(self, g: Group, k: int, t_first: float) -> None:
+        r = g.prog.requests[k]
+        g.done[k] = self.now
+        g.bytes += r.nbytes
+        if g.events is not None:
+            g.events.append(("done", k, t_first, self.now, r.nbytes))
+        self._release(g, k, self.now)
+
+    def _split(self, g: Group, sizes: list[int]) -> list[Group]:
+        """Cut ``g`` into groups of ``sizes`` members (``g`` keeps the first), each with its whole history."""
+        if sum(sizes) != g.m or any(s <= 0 for s in sizes):
+            raise SimulationError(f"fleet: cannot split a group of {g.m} into {sizes}")
+        out = [g]
+        hosts = g.hosts
+        lo = sizes[0]
+        for size in sizes[1:]:
+            part = hosts[lo : lo + size]
+            lo += size
+            sampled = bool(self.spec.sample_hosts) and any(h in self._sample for h in part)
+            h = Group(len(self.groups), g.pool, g.prog, g.deps, part, g.nic, g.arrival, sampled, g.conn_cap)
+            h.done, h.attempts, h.milestones = dict(g.done), dict(g.attempts), dict(g.milestones)
+            h.bytes, h.requests, h.n429 = g.bytes, g.requests, g.n429
+            if h.events is not None and g.events is not None:
+                h.events = list(g.events)
+            self.groups.append(h)
+            for f in g.flows:
+                c = Flow(h, f.k, f.remaining, f.t_first)
+                c.rate = f.rate
+                h.flows.append(c)
+                self.flows.append(c)
+            for ev in list(g.pending):
+                self.push(Ev(ev.t, h, ev.kind, ev.k, ev.attempt, ev.t_sent))
+            out.append(h)
+        g.hosts = hosts[: sizes[0]]
+        g.m = sizes[0]
+        g.sampled = any(x in self._sample for x in g.hosts)
+        if not g.sampled:
+            g.events = None
+        self.dirty = True
+        return out
+
+
+__all__ = ["Engine", "Group"]
