@@ -15,6 +15,7 @@ gives identical flows identical rates, so the grouped solution is exactly the un
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 #: relative slack under which a link counts as full
@@ -72,7 +73,7 @@ def max_min_rates(
                 if rem[link] <= _EPS * max(1.0, capacity[link]):
                     rem[link] = 0.0
                     frozen.extend(f for f in users[link] if f in active)
-        frozen.extend(f for f in active if cap[f] - level <= _EPS * max(1.0, cap[f]))
+        frozen.extend(f for f in active if cap[f] < math.inf and cap[f] - level <= _EPS * max(1.0, cap[f]))
         if not frozen:  # cannot happen: the smallest step fills a link or reaches a cap
             raise AssertionError("progressive filling made no progress")
         for f in frozen:
