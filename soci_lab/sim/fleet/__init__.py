@@ -17,8 +17,10 @@ from .flows import max_min_rates
 from .model import Arrivals, FleetSpec, HostPool, Registry
 from .program import HostProgram, Request, host_program, program_of, without_layers
 from .run import FleetRun, simulate_fleet
+from .sweep import GRID_KEYS, spec_for, sweep_fleet
 
 __all__ = [
+    "GRID_KEYS",
     "Arrivals",
     "FleetRun",
     "FleetSpec",
@@ -30,5 +32,7 @@ __all__ = [
     "max_min_rates",
     "program_of",
     "simulate_fleet",
+    "spec_for",
+    "sweep_fleet",
     "without_layers",
 ]

@@ -49,7 +49,16 @@ class FleetRun:
 
     def summary(self) -> dict[str, Any]:
         """Percentiles over hosts (weighted by group size) of each milestone, and totals."""
-        g = self.groups
+        return self._aggregate(self.groups)
+
+    def by_pool(self) -> pd.DataFrame:
+        """:meth:`summary` per host pool: one tidy row per pool (``pool`` column first)."""
+        import pandas as pd
+
+        rows = [{"pool": int(pool), **self._aggregate(g)} for pool, g in self.groups.groupby("pool", sort=True)]
+        return pd.DataFrame(rows)
+
+    def _aggregate(self, g: pd.DataFrame) -> dict[str, Any]:
         ok = g[g.failed.isna()]
         out: dict[str, Any] = {"mode": self.mode, "hosts": int(g.members.sum()), "groups": len(g),
                                "failed_hosts": int(g.members[g.failed.notna()].sum())}  # fmt: skip
