@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..events import EventRecorder
 
 #: command-group modules, each with ``register(subparsers)``
-GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset")
+GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset", "fleet")
 
 
 def build_parser() -> argparse.ArgumentParser:
