@@ -19,8 +19,10 @@ import math
 import random
 from typing import Any
 
+import numpy as np
+
 from ...errors import SimulationError
-from .flows import max_min_rates
+from .flows import star_level
 from .model import FleetSpec
 from .program import HostProgram
 
@@ -52,10 +54,47 @@ class Group:
 
 
 class Flow:
-    __slots__ = ("group", "k", "rate", "remaining", "t_first")
+    """One request's body in flight (for each host of its group); its bytes left and rate live in the
+    :class:`FlowTable` at ``slot``."""
 
-    def __init__(self, group: Group, k: int, nbytes: float, t_first: float) -> None:
-        self.group, self.k, self.remaining, self.t_first, self.rate = group, k, float(nbytes), t_first, 0.0
+    __slots__ = ("group", "k", "slot", "t_first")
+
+    def __init__(self, group: Group, k: int, t_first: float) -> None:
+        self.group, self.k, self.t_first, self.slot = group, k, t_first, -1
+
+
+class FlowTable:
+    """The flows in flight as arrays (bytes left, rate, group), kept dense: a flow that ends is replaced by
+    the last one, so advancing, solving and finding the next completion are array operations."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.rem = np.zeros(64)
+        self.rate = np.zeros(64)
+        self.gid = np.zeros(64, dtype=np.int64)
+        self.owner: list[Flow] = []
+
+    def add(self, flow: Flow, nbytes: float, rate: float = 0.0) -> None:
+        if self.n == len(self.rem):
+            self.rem = np.concatenate([self.rem, np.zeros(self.n)])
+            self.rate = np.concatenate([self.rate, np.zeros(self.n)])
+            self.gid = np.concatenate([self.gid, np.zeros(self.n, dtype=np.int64)])
+        i = self.n
+        self.rem[i], self.rate[i], self.gid[i] = nbytes, rate, flow.group.gid
+        flow.slot = i
+        self.owner.append(flow)
+        self.n += 1
+
+    def remove(self, flow: Flow) -> None:
+        i, last = flow.slot, self.n - 1
+        if i != last:
+            moved = self.owner[last]
+            self.rem[i], self.rate[i], self.gid[i] = self.rem[last], self.rate[last], self.gid[last]
+            self.owner[i] = moved
+            moved.slot = i
+        self.owner.pop()
+        self.n -= 1
+        flow.slot = -1
 
 
 class Ev:
@@ -69,16 +108,19 @@ class Ev:
 class Engine:
     """Runs groups to completion; :meth:`run` returns the final groups."""
 
-    def __init__(self, spec: FleetSpec) -> None:
+    def __init__(self, spec: FleetSpec, *, conn_cap: float | None = None) -> None:
         self.spec = spec
+        self.conn_cap = conn_cap  # a per-connection cap (bytes/s) on every flow, from NetworkParams
         self.reg = spec.registry
         self.policy = spec.retry
         self.rng = random.Random(spec.seed)
         self.heap: list[tuple[float, int, Ev]] = []
         self.seq = 0
         self.now = 0.0
-        self.flows: list[Flow] = []
+        self.table = FlowTable()
         self.groups: list[Group] = []
+        self.g_m = np.zeros(64)
+        self.g_nic = np.zeros(64)
         self.t_flow = math.inf
         self.dirty = False
         self.tokens = max(1.0, self.reg.burst)
@@ -96,14 +138,24 @@ class Engine:
         ev.group.pending.append(ev)
 
     def add_group(self, g: Group) -> None:
-        self.groups.append(g)
+        self._register(g)
         self.push(Ev(g.arrival, g, "arrive", -1))
+
+    def _register(self, g: Group) -> None:
+        """Give ``g`` the next group id and its row in the group arrays."""
+        g.gid = len(self.groups)
+        self.groups.append(g)
+        if g.gid >= len(self.g_m):
+            self.g_m = np.concatenate([self.g_m, np.zeros(len(self.g_m))])
+            self.g_nic = np.concatenate([self.g_nic, np.zeros(len(self.g_nic))])
+        self.g_m[g.gid], self.g_nic[g.gid] = g.m, g.nic
 
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self) -> list[Group]:
         heap = self.heap
-        while heap or self.flows:
+        table = self.table
+        while heap or table.n:
             t_ev = heap[0][0] if heap else math.inf
             t = min(t_ev, self.t_flow)
             if t == math.inf:
@@ -122,53 +174,46 @@ class Engine:
 
     def _advance(self, t: float) -> None:
         dt = t - self.now
-        if dt > 0:
-            for f in self.flows:
-                f.remaining -= f.rate * dt
+        n = self.table.n
+        if dt > 0 and n:
+            self.table.rem[:n] -= self.table.rate[:n] * dt
         self.now = t
 
     def _finish_flows(self) -> None:
-        keep = []
-        for f in self.flows:
-            if f.remaining <= 1e-3 + f.rate * 1e-9:
-                g = f.group
-                g.flows.remove(f)
-                self._complete(g, f.k, f.t_first)
-            else:
-                keep.append(f)
-        self.flows = keep
+        table = self.table
+        n = table.n
+        done = np.flatnonzero(table.rem[:n] <= 1e-3 + table.rate[:n] * 1e-9)
+        finished = [table.owner[i] for i in done]
+        for f in sorted(finished, key=_slot_desc):  # from the end, so the dense table's moves stay valid
+            table.remove(f)
+        for f in finished:
+            f.group.flows.remove(f)
+            self._complete(f.group, f.k, f.t_first)
         self.dirty = True
 
     def _recompute(self) -> None:
+        """Max-min rates of the flows in flight. Every flow crosses the registry's egress and its own host's
+        NIC, and a group's ``m`` hosts each have the group's ``n`` flows on a NIC of their own: each flow may
+        go at most ``min(nic / n, conn_cap)``, and the egress is shared by water-filling (:func:`star_level`)."""
         self.dirty = False
         self.recomputes += 1
-        flows = self.flows
-        self.max_flows = max(self.max_flows, len(flows))
-        if not flows:
+        table = self.table
+        n = table.n
+        self.max_flows = max(self.max_flows, n)
+        if not n:
             self.t_flow = math.inf
             return
-        nic_link: dict[int, int] = {}
-        capacity = [self.reg.egress]
-        routes, mult, caps = [], [], []
-        for f in flows:
-            g = f.group
-            li = nic_link.get(g.gid)
-            if li is None:
-                li = nic_link[g.gid] = len(capacity)
-                capacity.append(g.m * g.nic)
-            routes.append((0, li))
-            mult.append(g.m)
-            caps.append(g.conn_cap or math.inf)
-        rates = max_min_rates(routes, capacity, mult=mult, caps=caps)
-        t_next = math.inf
-        total = 0.0
-        for f, r in zip(flows, rates, strict=True):
-            f.rate = r
-            total += r * f.group.m
-            if r > 0:
-                t_next = min(t_next, f.remaining / r)
+        groups, inv, counts = np.unique(table.gid[:n], return_inverse=True, return_counts=True)
+        bound = self.g_nic[groups] / counts
+        if self.conn_cap:
+            bound = np.minimum(bound, self.conn_cap)
+        weight = self.g_m[groups] * counts
+        level = star_level(self.reg.egress, bound, weight)
+        rate_g = np.minimum(bound, level)
+        rate = table.rate[:n] = rate_g[inv]
+        total = float((weight * rate_g).sum())
         self.max_egress_load = max(self.max_egress_load, total / self.reg.egress)
-        self.t_flow = self.now + t_next
+        self.t_flow = self.now + float(np.min(table.rem[:n] / rate))
 
     # --- a group's program --------------------------------------------------------------------------
 
@@ -225,7 +270,7 @@ class Engine:
                 ev.alive = False
             g.pending.clear()
             for f in g.flows:
-                self.flows.remove(f)
+                self.table.remove(f)
             g.flows.clear()
             self.dirty = True
             return
@@ -242,9 +287,9 @@ class Engine:
         if nbytes <= 0:
             self._complete(g, k, self.now)
             return
-        f = Flow(g, k, nbytes, self.now)
+        f = Flow(g, k, self.now)
         g.flows.append(f)
-        self.flows.append(f)
+        self.table.add(f, nbytes)
         self.dirty = True
 
     def _complete(self, g: Group, k: int, t_first: float) -> None:
@@ -266,27 +311,31 @@ class Engine:
             part = hosts[lo : lo + size]
             lo += size
             sampled = bool(self.spec.sample_hosts) and any(h in self._sample for h in part)
-            h = Group(len(self.groups), g.pool, g.prog, g.deps, part, g.nic, g.arrival, sampled, g.conn_cap)
+            h = Group(-1, g.pool, g.prog, g.deps, part, g.nic, g.arrival, sampled, g.conn_cap)
+            self._register(h)
             h.done, h.attempts, h.milestones = dict(g.done), dict(g.attempts), dict(g.milestones)
             h.bytes, h.requests, h.n429 = g.bytes, g.requests, g.n429
             if h.events is not None and g.events is not None:
                 h.events = list(g.events)
-            self.groups.append(h)
             for f in g.flows:
-                c = Flow(h, f.k, f.remaining, f.t_first)
-                c.rate = f.rate
+                c = Flow(h, f.k, f.t_first)
                 h.flows.append(c)
-                self.flows.append(c)
+                self.table.add(c, self.table.rem[f.slot], self.table.rate[f.slot])
             for ev in list(g.pending):
                 self.push(Ev(ev.t, h, ev.kind, ev.k, ev.attempt, ev.t_sent))
             out.append(h)
         g.hosts = hosts[: sizes[0]]
         g.m = sizes[0]
+        self.g_m[g.gid] = g.m
         g.sampled = any(x in self._sample for x in g.hosts)
         if not g.sampled:
             g.events = None
         self.dirty = True
         return out
+
+
+def _slot_desc(f: Flow) -> int:
+    return -f.slot
 
 
 __all__ = ["Engine", "Group"]

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 #: relative slack under which a link counts as full
 _EPS = 1e-12
 
@@ -87,4 +89,28 @@ def max_min_rates(
     return rate
 
 
-__all__ = ["max_min_rates"]
+def star_level(egress: float, bound: np.ndarray, weight: np.ndarray) -> float:
+    """The fair level of one shared link (the registry's egress) whose flow classes are each bounded elsewhere.
+
+    Class ``j`` stands for ``weight[j]`` unit flows (a group's flows times its hosts) that may each go no
+    faster than ``bound[j]`` (a group of ``m`` hosts with ``n`` flows each on NICs of rate ``c``: ``c / n``,
+    or a per-connection cap if lower). Every flow crosses the egress and its own class's bound, so the
+    max-min rates are ``min(level, bound[j])`` with ``level`` from water-filling in ascending ``bound``
+    order — the same allocation :func:`max_min_rates` gives this topology (a test holds them together), in
+    ``O(k log k)`` for ``k`` classes instead of one pass over every link per bottleneck. ``inf``: the egress
+    is not a bottleneck.
+    """
+    if len(bound) == 0:
+        return math.inf
+    order = np.argsort(bound, kind="stable")
+    b = bound[order]
+    w = weight[order]
+    wb = w * b
+    before = np.cumsum(wb) - wb  # capacity taken by the classes bounded below class j
+    after = np.cumsum(w[::-1])[::-1]  # flows from class j up
+    level = (egress - before) / after
+    ok = np.flatnonzero(level <= b)
+    return float(level[ok[0]]) if len(ok) else math.inf
+
+
+__all__ = ["max_min_rates", "star_level"]

@@ -106,7 +106,7 @@ def simulate_fleet(
     programs: dict[tuple[float, tuple[int, ...]], HostProgram] = {}
     rng = random.Random(spec.seed)
     arrivals = spec.arrivals.times(spec.hosts, rng)
-    engine = Engine(spec)
+    engine = Engine(spec, conn_cap=params.network.conn_cap)
     sample = frozenset(spec.sample_hosts)
     host = 0
     pool_programs = []

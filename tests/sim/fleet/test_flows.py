@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soci_lab.sim.fleet import max_min_rates
+from soci_lab.sim.fleet.flows import max_min_rates, star_level
 
 
 @st.composite
@@ -93,3 +94,30 @@ def test_a_known_allocation() -> None:
     """Two links of 10 and 4: a flow on both gets 2 (the 4-link shared with another), the flow on the 10-link
     alone gets the 8 left."""
     assert max_min_rates([[0, 1], [1], [0]], [10.0, 4.0]) == [2.0, 2.0, 8.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(1.0, 1e10),
+    st.lists(st.tuples(st.integers(1, 50), st.integers(1, 6), st.floats(1e3, 1e9)), min_size=1, max_size=10),
+    st.one_of(st.none(), st.floats(1e3, 1e9)),
+)
+def test_the_star_water_filling_is_the_general_solver_on_egress_plus_nics(egress, groups, conn_cap) -> None:
+    """The engine's fast path (egress shared, each group's hosts on their own NICs) gives the rates of the
+    general progressive filling on the same links."""
+    routes, capacity, mult, caps, owner = [], [egress], [], [], []
+    for gi, (m, n, nic) in enumerate(groups):
+        capacity.append(m * nic)
+        for _ in range(n):
+            routes.append([0, len(capacity) - 1])
+            mult.append(float(m))
+            caps.append(conn_cap or math.inf)
+            owner.append(gi)
+    general = max_min_rates(routes, capacity, mult=mult, caps=caps)
+    bound = np.array([nic / n for m, n, nic in groups])
+    if conn_cap:
+        bound = np.minimum(bound, conn_cap)
+    weight = np.array([float(m * n) for m, n, _ in groups])
+    level = star_level(egress, bound, weight)
+    for r, gi in zip(general, owner, strict=True):
+        assert math.isclose(r, min(level, bound[gi]), rel_tol=1e-9)
