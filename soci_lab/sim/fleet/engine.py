@@ -121,6 +121,7 @@ class Engine:
         self.groups: list[Group] = []
         self.g_m = np.zeros(64)
         self.g_nic = np.zeros(64)
+        self.g_flows = np.zeros(64)  # flows in flight per group (per host of it)
         self.t_flow = math.inf
         self.dirty = False
         self.tokens = max(1.0, self.reg.burst)
@@ -148,6 +149,7 @@ class Engine:
         if g.gid >= len(self.g_m):
             self.g_m = np.concatenate([self.g_m, np.zeros(len(self.g_m))])
             self.g_nic = np.concatenate([self.g_nic, np.zeros(len(self.g_nic))])
+            self.g_flows = np.concatenate([self.g_flows, np.zeros(len(self.g_flows))])
         self.g_m[g.gid], self.g_nic[g.gid] = g.m, g.nic
 
     # --- the loop -----------------------------------------------------------------------------------
@@ -186,6 +188,7 @@ class Engine:
         finished = [table.owner[i] for i in done]
         for f in sorted(finished, key=_slot_desc):  # from the end, so the dense table's moves stay valid
             table.remove(f)
+            self.g_flows[f.group.gid] -= 1
         for f in finished:
             f.group.flows.remove(f)
             self._complete(f.group, f.k, f.t_first)
@@ -203,15 +206,14 @@ class Engine:
         if not n:
             self.t_flow = math.inf
             return
-        groups, inv, counts = np.unique(table.gid[:n], return_inverse=True, return_counts=True)
-        bound = self.g_nic[groups] / counts
+        gid = table.gid[:n]
+        bound = self.g_nic[gid] / self.g_flows[gid]  # each class is one flow (of its group's m hosts)
         if self.conn_cap:
             bound = np.minimum(bound, self.conn_cap)
-        weight = self.g_m[groups] * counts
+        weight = self.g_m[gid]
         level = star_level(self.reg.egress, bound, weight)
-        rate_g = np.minimum(bound, level)
-        rate = table.rate[:n] = rate_g[inv]
-        total = float((weight * rate_g).sum())
+        rate = table.rate[:n] = np.minimum(bound, level)
+        total = float(weight @ rate)
         self.max_egress_load = max(self.max_egress_load, total / self.reg.egress)
         self.t_flow = self.now + float(np.min(table.rem[:n] / rate))
 
@@ -272,6 +274,7 @@ class Engine:
             for f in g.flows:
                 self.table.remove(f)
             g.flows.clear()
+            self.g_flows[g.gid] = 0
             self.dirty = True
             return
         n = min(g.m, self.spec.jitter_strata) if self.spec.group else 1
@@ -290,6 +293,7 @@ class Engine:
         f = Flow(g, k, self.now)
         g.flows.append(f)
         self.table.add(f, nbytes)
+        self.g_flows[g.gid] += 1
         self.dirty = True
 
     def _complete(self, g: Group, k: int, t_first: float) -> None:
@@ -321,6 +325,7 @@ class Engine:
                 c = Flow(h, f.k, f.t_first)
                 h.flows.append(c)
                 self.table.add(c, self.table.rem[f.slot], self.table.rate[f.slot])
+            self.g_flows[h.gid] = len(h.flows)
             for ev in list(g.pending):
                 self.push(Ev(ev.t, h, ev.kind, ev.k, ev.attempt, ev.t_sent))
             out.append(h)
