@@ -43,6 +43,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rtt", default=None, help="round-trip time to the registry, e.g. 20ms")
     p.add_argument("--calibration", default=None, help="host and network parameters (soci_lab.sim.Calibration JSON)")
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals, service times, jitter and trace")
+    p.add_argument("--p2p-seeds", type=int, default=0,
+                   help="peer-to-peer layer data with this many registry seeds per item (default 0: no P2P)")
+    p.add_argument("--p2p-uplink", default=None, help="P2P: each peer's upload rate (default: its NIC)")
     p.add_argument("--no-group", action="store_true", help="simulate every host on its own (slower; same result)")
     p.add_argument("--sample", type=int, default=1, help="keep every request of the first N hosts (default 1)")
     p.add_argument("--groups-out", default=None, help="write the per-group results as CSV")
@@ -56,7 +59,7 @@ def _fleet(args: argparse.Namespace) -> int:
 
     from ..errors import InvalidInput
     from ..sim import SimParams, read_trace, synthetic_trace
-    from ..sim.fleet import Arrivals, FleetSpec, HostPool, Registry, simulate_fleet
+    from ..sim.fleet import P2P, Arrivals, FleetSpec, HostPool, Registry, simulate_fleet
     from ..units import parse_duration, parse_rate
     from . import print_json
     from .sim import load_image
@@ -91,7 +94,9 @@ def _fleet(args: argparse.Namespace) -> int:
     arrivals = Arrivals(args.arrivals, rate=args.arrival_rate, size=args.wave_size,
                         interval=parse_duration(args.wave_interval))  # fmt: skip
     spec = FleetSpec(pools=pools, registry=registry, arrivals=arrivals, group=not args.no_group,
-                     sample_hosts=tuple(range(min(args.sample, args.hosts))), seed=args.seed)  # fmt: skip
+                     sample_hosts=tuple(range(min(args.sample, args.hosts))), seed=args.seed,
+                     p2p=P2P(args.p2p_seeds, parse_rate(args.p2p_uplink) if args.p2p_uplink else None)
+                     if args.p2p_seeds else None)  # fmt: skip
     workload = None
     if args.trace:
         workload = read_trace(args.trace)
@@ -112,7 +117,8 @@ def _fleet(args: argparse.Namespace) -> int:
     w(f"simulated fleet of {s['hosts']} hosts ({s['groups']} groups), {s['mode']} pull of {image.name}\n")
     for name, label in (("ready", "ready after"), ("workload_done", "workload done at")):
         w(f"  {label:<18} p50 {_s(s[f'{name}_p50_s'])}  p90 {_s(s[f'{name}_p90_s'])}  p99 {_s(s[f'{name}_p99_s'])}\n")
-    w(f"  fetched            {s['bytes_fetched']} bytes in {s['requests']} requests ({s['responses_429']} 429)\n")
+    w(f"  fetched            {s['bytes_fetched']} bytes in {s['requests']} requests ({s['responses_429']} 429), "
+      f"{s['registry_bytes']} from the registry\n")
     if s["failed_hosts"]:
         w(f"  failed hosts       {s['failed_hosts']}\n")
     return 0

@@ -14,13 +14,14 @@ client is the leaf :mod:`soci_lab.retrypolicy`.
 """
 
 from .flows import max_min_rates
-from .model import Arrivals, FleetSpec, HostPool, Registry
+from .model import P2P, Arrivals, FleetSpec, HostPool, Registry
 from .program import HostProgram, Request, host_program, program_of, without_layers
 from .run import FleetRun, simulate_fleet
 from .sweep import GRID_KEYS, spec_for, sweep_fleet
 
 __all__ = [
     "GRID_KEYS",
+    "P2P",
     "Arrivals",
     "FleetRun",
     "FleetSpec",

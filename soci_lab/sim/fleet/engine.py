@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import SimulationError
-from .flows import star_level
+from .flows import max_min_rates, star_level
 from .model import FleetSpec
 from .program import HostProgram
 
@@ -31,8 +31,9 @@ class Group:
     """``m`` identical hosts at the same point of the same program."""
 
     __slots__ = (
-        "arrival", "attempts", "bytes", "conn_cap", "deps", "done", "events", "failed", "flows", "gid", "hosts",
-        "m", "milestones", "n429", "nic", "pending", "pool", "prog", "requests", "sampled",
+        "arrival", "attempts", "bytes", "conn_cap", "deps", "done", "events", "failed", "flows", "gid", "holds_any",
+        "hosts", "items", "m", "milestones", "n429", "nic", "peer_bytes", "pending", "pool", "prog", "requests",
+        "sampled", "seeding", "waits",
     )  # fmt: skip
 
     def __init__(self, gid: int, pool: int, prog: HostProgram, deps: list[list[int]], hosts: list[int],
@@ -51,16 +52,22 @@ class Group:
         self.events: list[tuple[Any, ...]] | None = [] if sampled else None
         self.sampled = sampled
         self.conn_cap = conn_cap
+        self.items: list[Any] = []  # the program's P2P items (HostProgram.items), set by the engine
+        self.peer_bytes = 0  # of ``bytes``, those received from peers
+        self.holds_any = False  # holds some P2P item (so its uplink serves the swarm)
+        self.seeding: set[Any] = set()  # P2P items it is fetching from the registry for the swarm
+        self.waits: list[tuple[Any, int]] = []  # (item, request) waiting for a first copy in the swarm
 
 
 class Flow:
     """One request's body in flight (for each host of its group); its bytes left and rate live in the
     :class:`FlowTable` at ``slot``."""
 
-    __slots__ = ("group", "k", "slot", "t_first")
+    __slots__ = ("group", "item", "k", "peer", "slot", "t_first")
 
-    def __init__(self, group: Group, k: int, t_first: float) -> None:
+    def __init__(self, group: Group, k: int, t_first: float, item: Any = None, peer: bool = False) -> None:
         self.group, self.k, self.t_first, self.slot = group, k, t_first, -1
+        self.item, self.peer = item, peer  # a P2P item (None: none); from peers (else from the registry)
 
 
 class FlowTable:
@@ -130,6 +137,13 @@ class Engine:
         self.max_flows = 0
         self.max_egress_load = 0.0
         self._sample = frozenset(spec.sample_hosts)
+        self.p2p = spec.p2p
+        self.holders: dict[Any, float] = {}  # P2P item → upload capacity of the hosts holding it
+        self.seeders: dict[Any, int] = {}  # P2P item → hosts fetching it from the registry now
+        self.waiting: dict[Any, list[tuple[Group, int]]] = {}
+        self.swarm_up = 0.0  # upload capacity of every host holding some item
+        self.peer_flows = 0
+        self._items: dict[int, list[Any]] = {}
 
     # --- scheduling ---------------------------------------------------------------------------------
 
@@ -139,6 +153,11 @@ class Engine:
         ev.group.pending.append(ev)
 
     def add_group(self, g: Group) -> None:
+        if self.p2p is not None:
+            key = id(g.prog)
+            if key not in self._items:
+                self._items[key] = g.prog.items()
+            g.items = self._items[key]
         self._register(g)
         self.push(Ev(g.arrival, g, "arrive", -1))
 
@@ -191,6 +210,8 @@ class Engine:
             self.g_flows[f.group.gid] -= 1
         for f in finished:
             f.group.flows.remove(f)
+            if f.item is not None:
+                self._received(f)
             self._complete(f.group, f.k, f.t_first)
         self.dirty = True
 
@@ -206,6 +227,9 @@ class Engine:
         if not n:
             self.t_flow = math.inf
             return
+        if self.peer_flows:
+            self._recompute_general()
+            return
         gid = table.gid[:n]
         bound = self.g_nic[gid] / self.g_flows[gid]  # each class is one flow (of its group's m hosts)
         if self.conn_cap:
@@ -216,6 +240,49 @@ class Engine:
         total = float(weight @ rate)
         self.max_egress_load = max(self.max_egress_load, total / self.reg.egress)
         self.t_flow = self.now + float(np.min(table.rem[:n] / rate))
+
+    def _recompute_general(self) -> None:
+        """With peer transfers in flight: registry flows cross the egress and their NIC, peer flows the item's
+        holders' uplinks, the swarm's uplinks and their NIC (:func:`max_min_rates`)."""
+        table = self.table
+        n = table.n
+        p2p = self.p2p
+        # the uplinks of the hosts downloading each item from peers, and of those holding nothing yet
+        down: dict[Any, float] = {}
+        fresh: dict[int, float] = {}
+        seen: set[tuple[int, Any]] = set()
+        for f in table.owner:
+            if f.peer and (f.group.gid, f.item) not in seen:
+                seen.add((f.group.gid, f.item))
+                up = f.group.m * (p2p.uplink or f.group.nic)
+                down[f.item] = down.get(f.item, 0.0) + up
+                if not f.group.holds_any:
+                    fresh[f.group.gid] = up
+        capacity = [self.reg.egress, self.swarm_up + sum(fresh.values())]
+        item_link: dict[Any, int] = {}
+        nic_link: dict[int, int] = {}
+        routes, mult = [], []
+        for f in table.owner:
+            g = f.group
+            li = nic_link.get(g.gid)
+            if li is None:
+                li = nic_link[g.gid] = len(capacity)
+                capacity.append(g.m * g.nic)
+            if f.peer:
+                il = item_link.get(f.item)
+                if il is None:
+                    il = item_link[f.item] = len(capacity)
+                    capacity.append(self.holders[f.item] + p2p.efficiency * down[f.item])
+                routes.append((1, il, li))
+            else:
+                routes.append((0, li))
+            mult.append(g.m)
+        caps = [self.conn_cap or math.inf] * n
+        rates = np.array(max_min_rates(routes, capacity, mult=mult, caps=caps))
+        table.rate[:n] = rates
+        egress = sum(r * m for r, m, route in zip(rates, mult, routes, strict=True) if route[0] == 0)
+        self.max_egress_load = max(self.max_egress_load, egress / self.reg.egress)
+        self.t_flow = self.now + float(np.min(table.rem[:n] / rates))
 
     # --- a group's program --------------------------------------------------------------------------
 
@@ -229,6 +296,8 @@ class Engine:
             self._send(g, ev.k, ev.attempt)
         elif ev.kind == "body":
             self._body(g, ev.k, ev.t_sent)
+        elif ev.kind == "peer":
+            self._body(g, ev.k, ev.t_sent, peer=True)
 
     def _release(self, g: Group, k: int, t: float) -> None:
         """Request ``k`` of ``g`` (-1: the pull's start) is over at ``t``: start what waited for it."""
@@ -242,6 +311,20 @@ class Engine:
     def _send(self, g: Group, k: int, attempt: int) -> None:
         r = g.prog.requests[k]
         t = self.now
+        item = g.items[k] if g.items and attempt == 0 else None
+        if item is not None:  # P2P: from the holders, or as one of the item's seeds, or wait for a first copy
+            if self.holders.get(item, 0.0) > 0:
+                g.requests += 1
+                self.push(Ev(t + r.latency, g, "peer", k, t_sent=t))
+                return
+            free = self.p2p.seeds - self.seeders.get(item, 0)
+            if free <= 0:
+                self._wait(g, item, k)
+                return
+            if free < g.m:
+                self._wait(self._split(g, [free, g.m - free])[1], item, k)
+            self.seeders[item] = self.seeders.get(item, 0) + g.m
+            g.seeding.add(item)
         g.requests += 1
         served = g.m
         if self.reg.rate_limit is not None:
@@ -261,6 +344,17 @@ class Engine:
         if rejected is not None:
             self._reject(rejected, k, attempt, t, r.latency)
 
+    def _wait(self, g: Group, item: Any, k: int) -> None:
+        self.waiting.setdefault(item, []).append((g, k))
+        g.waits.append((item, k))
+
+    def _wake(self, item: Any) -> None:
+        """The item has a first copy in the swarm (or lost its seeds): its waiters ask again."""
+        for g, k in self.waiting.pop(item, []):
+            g.waits.remove((item, k))
+            if not g.failed:
+                self.push(Ev(self.now, g, "send", k))
+
     def _reject(self, g: Group, k: int, attempt: int, t: float, latency: float) -> None:
         """``g``'s request ``k`` was answered 429 (after ``latency``): wait as the client's policy says, or give up."""
         g.n429 += 1
@@ -273,8 +367,14 @@ class Engine:
             g.pending.clear()
             for f in g.flows:
                 self.table.remove(f)
+            self.peer_flows -= sum(1 for f in g.flows if f.peer)
             g.flows.clear()
             self.g_flows[g.gid] = 0
+            for item in g.seeding:  # its seeding is over: the waiters try to seed themselves
+                self.seeders[item] -= g.m
+                if self.seeders[item] <= 0:
+                    self._wake(item)
+            g.seeding.clear()
             self.dirty = True
             return
         n = min(g.m, self.spec.jitter_strata) if self.spec.group else 1
@@ -285,16 +385,34 @@ class Engine:
             wait = self.policy.delay_at(attempt, self.reg.retry_after, u)
             self.push(Ev(t + latency + wait, part, "send", k, attempt + 1))
 
-    def _body(self, g: Group, k: int, t_sent: float) -> None:
+    def _body(self, g: Group, k: int, t_sent: float, *, peer: bool = False) -> None:
         nbytes = g.prog.requests[k].nbytes
         if nbytes <= 0:
             self._complete(g, k, self.now)
             return
-        f = Flow(g, k, self.now)
+        item = g.items[k] if g.items else None
+        f = Flow(g, k, self.now, item if (peer or item in g.seeding) else None, peer)
+        self.peer_flows += peer
         g.flows.append(f)
         self.table.add(f, nbytes)
         self.g_flows[g.gid] += 1
         self.dirty = True
+
+    def _received(self, f: Flow) -> None:
+        """A P2P item arrived at ``f``'s group: its hosts now serve it (and the swarm) with their uplinks."""
+        g, item = f.group, f.item
+        up = g.m * (self.p2p.uplink or g.nic)
+        self.holders[item] = self.holders.get(item, 0.0) + up
+        if not g.holds_any:
+            g.holds_any = True
+            self.swarm_up += up
+        if f.peer:
+            self.peer_flows -= 1
+            g.peer_bytes += g.prog.requests[f.k].nbytes
+        elif item in g.seeding:
+            g.seeding.discard(item)
+            self.seeders[item] -= g.m
+        self._wake(item)
 
     def _complete(self, g: Group, k: int, t_first: float) -> None:
         r = g.prog.requests[k]
@@ -321,8 +439,13 @@ class Engine:
             h.bytes, h.requests, h.n429 = g.bytes, g.requests, g.n429
             if h.events is not None and g.events is not None:
                 h.events = list(g.events)
+            h.items, h.peer_bytes, h.holds_any = g.items, g.peer_bytes, g.holds_any
+            h.seeding, h.waits = set(g.seeding), list(g.waits)
+            for item, k in h.waits:
+                self.waiting[item].append((h, k))
             for f in g.flows:
-                c = Flow(h, f.k, f.t_first)
+                c = Flow(h, f.k, f.t_first, f.item, f.peer)
+                self.peer_flows += f.peer
                 h.flows.append(c)
                 self.table.add(c, self.table.rem[f.slot], self.table.rate[f.slot])
             self.g_flows[h.gid] = len(h.flows)

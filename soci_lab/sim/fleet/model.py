@@ -109,6 +109,35 @@ class Arrivals:
 
 
 @dataclass(frozen=True)
+class P2P:
+    """Peer-to-peer distribution of layer data (blobs, chunks, spans), as Dragonfly, Kraken and DADI do.
+
+    Assumptions (the fluid swarm of Qiu & Srikant, SIGCOMM 2004): an item (one request's bytes of a layer)
+    is fetched from the registry by at most ``seeds`` hosts at a time while no host holds it; other hosts
+    asking for it wait for that first copy (store-and-forward at the seed), then fetch it from the swarm.
+    Each host uploads at ``uplink`` bytes/s (None: its NIC rate). The hosts downloading an item from peers
+    exchange its pieces among themselves, so the item's transfers share the uplinks of its holders plus
+    ``efficiency`` times those of its downloaders (piece exchange; 1: every downloader's uplink is useful, as
+    for many pieces and rarest-first); every peer transfer also crosses the whole swarm's uplinks (each host
+    holding or downloading anything counted once) and the downloader's NIC. Manifests, configs and indexes
+    come from the registry, through its rate limit; peer requests do not. No tree depth, peer selection or
+    piece scheduling is modelled beyond that sharing.
+    """
+
+    seeds: int = 1
+    uplink: float | None = None
+    efficiency: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise SimulationError(f"P2P needs at least one seed, not {self.seeds}")
+        if self.uplink is not None and self.uplink <= 0:
+            raise SimulationError(f"a peer uplink must be positive, not {self.uplink}")
+        if not 0.0 <= self.efficiency <= 1.0:
+            raise SimulationError(f"P2P efficiency must be within [0, 1], not {self.efficiency}")
+
+
+@dataclass(frozen=True)
 class FleetSpec:
     """A fleet: its host pools (in host-id order), the registry, arrivals, the retry policy of its clients,
     and how the engine may group hosts.
@@ -117,7 +146,8 @@ class FleetSpec:
     ``jitter_strata``: hosts of a group answered 429 together split into at most this many subgroups, each
     waiting the policy's delay at the middle of its share of the jitter range (exact in distribution as the
     strata grow; with ``group=False`` each host draws its own jitter); ``sample_hosts``: host ids whose
-    every request is kept as an event; ``seed``: arrivals, service times and jitter.
+    every request is kept as an event; ``seed``: arrivals, service times and jitter; ``p2p``: peer-to-peer
+    distribution of layer data (:class:`P2P`; None: every byte from the registry).
     """
 
     pools: tuple[HostPool, ...] = (HostPool(1),)
@@ -128,10 +158,11 @@ class FleetSpec:
     jitter_strata: int = 8
     sample_hosts: tuple[int, ...] = (0,)
     seed: int = 0
+    p2p: P2P | None = None
 
     @property
     def hosts(self) -> int:
         return sum(p.count for p in self.pools)
 
 
-__all__ = ["ARRIVALS", "SERVICE", "Arrivals", "FleetSpec", "HostPool", "Registry"]
+__all__ = ["ARRIVALS", "P2P", "SERVICE", "Arrivals", "FleetSpec", "HostPool", "Registry"]

@@ -59,6 +59,22 @@ class HostProgram:
     def bytes(self) -> int:
         return sum(r.nbytes for r in self.requests)
 
+    def items(self) -> list[tuple[str, str, int, int] | None]:
+        """What each request fetches, as content peers could share: ``(layer, what, bytes, n)`` for the
+        ``n``-th request of that layer, kind and size (None: no layer — manifests, configs, indexes, which
+        peer-to-peer systems leave to the registry). Hosts of different kinds (a warm pool) share an item when
+        their programs agree on it, as they do for the layers both fetch."""
+        seen: dict[tuple[str, str, int], int] = {}
+        out: list[tuple[str, str, int, int] | None] = []
+        for r in self.requests:
+            if r.layer is None or r.nbytes <= 0:
+                out.append(None)
+                continue
+            key = (r.layer, r.what, r.nbytes)
+            seen[key] = n = seen.get(key, -1) + 1
+            out.append((*key, n))
+        return out
+
     def dependents(self) -> list[list[int]]:
         """For each request, the requests that wait for it; index ``-1`` of the result: the roots."""
         out: list[list[int]] = [[] for _ in range(len(self.requests) + 1)]

@@ -6,7 +6,9 @@ identical hosts, so 10,000 hosts need not make 10,000 rows, let alone one per ev
 aggregated into percentiles weighted by group size, and as full request events for the sampled hosts.
 
 Times are seconds from a host's own arrival (``ready_s``, ``workload_done_s``, ``total_s``, as in the
-single-host summary); ``bytes_fetched`` and ``requests`` are per host (requests count 429 answers too).
+single-host summary); ``bytes_fetched`` and ``requests`` are per host (requests count 429 answers and
+requests to peers too; ``peer_bytes`` of the bytes came from peers). Hosts that gave up (429s past the retry
+budget) have no times and are left out of the percentiles (``failed_hosts`` counts them).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class FleetRun:
             for p in PERCENTILES:
                 out[f"{name[:-2]}_p{p}_s"] = _weighted_percentile(ok[name].tolist(), ok.members.tolist(), p)
         out["bytes_fetched"] = int((g.bytes_fetched * g.members).sum())
+        out["registry_bytes"] = out["bytes_fetched"] - int((g.peer_bytes * g.members).sum())
         out["requests"] = int((g.requests * g.members).sum())
         out["responses_429"] = int((g.responses_429 * g.members).sum())
         return out
@@ -145,6 +148,7 @@ def _group_row(g: Group) -> dict[str, Any]:
     for name in MILESTONES:
         row[name] = g.milestones.get(name) if not g.failed else None
     row["bytes_fetched"] = g.bytes
+    row["peer_bytes"] = g.peer_bytes
     row["requests"] = g.requests
     row["responses_429"] = g.n429
     row["failed"] = g.failed

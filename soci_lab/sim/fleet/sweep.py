@@ -16,7 +16,7 @@ Grid keys (:data:`GRID_KEYS`): ``mode``; ``hosts``; ``nic``, ``egress`` (bytes/s
 ``burst``, ``retry_after`` (s), ``service_s``, ``service`` (the registry); ``arrivals`` (``all``, ``poisson``,
 ``waves``) with ``arrival_rate``, ``wave``, ``interval``; ``warm_fraction`` of hosts holding layers ``held``
 (default: layer 0, the base layer); ``read_fraction`` of a synthetic start-up trace (None: no workload);
-``seed``.
+``seed``; ``p2p_seeds`` (0: no peer-to-peer; N: :class:`P2P` with N seeds).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..image import ImageModel
 from ..synthetic import SyntheticSpec, generate
 from ..workload import synthetic_trace
 from ..world import SimParams
-from .model import Arrivals, FleetSpec, HostPool
+from .model import P2P, Arrivals, FleetSpec, HostPool
 from .run import simulate_fleet
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 GRID_KEYS = (
     "mode", "hosts", "nic", "egress", "rate_limit", "burst", "retry_after", "service_s", "service", "arrivals",
-    "arrival_rate", "wave", "interval", "warm_fraction", "held", "read_fraction", "seed",
+    "arrival_rate", "wave", "interval", "warm_fraction", "held", "read_fraction", "seed", "p2p_seeds",
 )  # fmt: skip
 
 ImageArg = ImageModel | SyntheticSpec | str
@@ -78,7 +78,10 @@ def spec_for(point: Mapping[str, Any], base: FleetSpec | None = None) -> FleetSp
         warm = round(float(point.get("warm_fraction", 0.0)) * n)
         held = tuple(point.get("held", (0,)))
         pools = tuple(p for p in (HostPool(n - warm, nic), HostPool(warm, nic, held)) if p.count)
-    return replace(base, pools=pools, registry=reg, arrivals=arr, seed=int(point.get("seed", base.seed)))
+    p2p = base.p2p
+    if "p2p_seeds" in point:
+        p2p = P2P(int(point["p2p_seeds"])) if point["p2p_seeds"] else None
+    return replace(base, pools=pools, registry=reg, arrivals=arr, seed=int(point.get("seed", base.seed)), p2p=p2p)
 
 
 def run_point(image: ImageArg, point: dict[str, Any], base: FleetSpec | None, params: SimParams | None,

@@ -10,7 +10,7 @@ import pytest
 
 from soci_lab.retrypolicy import RetryPolicy
 from soci_lab.sim import SimParams, SyntheticSpec, generate, simulate, synthetic_trace
-from soci_lab.sim.fleet import Arrivals, FleetSpec, HostPool, Registry, simulate_fleet
+from soci_lab.sim.fleet import P2P, Arrivals, FleetSpec, HostPool, Registry, simulate_fleet
 
 MODES = ("sequential", "parallel", "lazy")
 
@@ -131,3 +131,32 @@ def test_the_fleet_imports_no_real_data_path_room() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_p2p_takes_layer_data_from_the_registry_once_per_seed(image, trace, mode) -> None:
+    """With P2P and two seeds, the registry sends each layer item twice and the small documents to every host;
+    every host still receives all its bytes, and an egress-limited fleet gets ready sooner."""
+    pools = (HostPool(40, nic=125e6),)
+    plain = simulate_fleet(image, mode, FleetSpec(pools=pools, registry=Registry(egress=250e6)), workload=trace)
+    spec = FleetSpec(pools=pools, registry=Registry(egress=250e6), p2p=P2P(seeds=2))
+    p2p = simulate_fleet(image, mode, spec, workload=trace)
+    prog = p2p.programs[0]
+    items = prog.items()
+    layer_bytes = sum(r.nbytes for r, it in zip(prog.requests, items, strict=True) if it is not None)
+    docs = prog.bytes - layer_bytes
+    s, s0 = p2p.summary(), plain.summary()
+    assert s["bytes_fetched"] == s0["bytes_fetched"] == 40 * prog.bytes
+    assert s["registry_bytes"] == 2 * layer_bytes + 40 * docs
+    assert s["ready_p50_s"] < s0["ready_p50_s"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grouping_is_exact_with_p2p(image, trace, mode) -> None:
+    pools = (HostPool(6, nic=100e6), HostPool(3, nic=100e6, held=(0,)))
+    spec = FleetSpec(pools=pools, registry=Registry(egress=150e6), p2p=P2P(seeds=2),
+                     arrivals=Arrivals("waves", size=4, interval=0.1))  # fmt: skip
+    grouped = simulate_fleet(image, mode, spec, workload=trace)
+    flat = simulate_fleet(image, mode, FleetSpec(**{**spec.__dict__, "group": False}), workload=trace)
+    assert len(grouped.groups) < len(flat.groups)
+    _compare(grouped, flat)
