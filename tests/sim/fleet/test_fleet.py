@@ -160,3 +160,16 @@ def test_grouping_is_exact_with_p2p(image, trace, mode) -> None:
     flat = simulate_fleet(image, mode, FleetSpec(**{**spec.__dict__, "group": False}), workload=trace)
     assert len(grouped.groups) < len(flat.groups)
     _compare(grouped, flat)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_registry_service_time_delays_every_request(image, mode) -> None:
+    """A constant service time delays a lone host by at least one service time per request on its critical
+    path (the manifest and config come one after the other); an exponential one of the same mean also slows it."""
+    def ready(**kw) -> float:
+        spec = FleetSpec(registry=Registry(egress=10e9, **kw))
+        return simulate_fleet(image, mode, spec).summary()["ready_p50_s"]
+
+    base = ready()
+    assert ready(service_s=0.01) >= base + 2 * 0.01 - 1e-9
+    assert ready(service_s=0.01, service="exp") > base
