@@ -30,13 +30,13 @@ def point(hosts: int, args: argparse.Namespace) -> dict:
     trace = synthetic_trace(image, 0.2, seed=1, max_accesses=args.accesses)
     t1 = time.perf_counter()
     arrivals = {"all": Arrivals("all"), "waves": Arrivals("waves", size=args.wave, interval=args.interval),
-                "poisson": Arrivals("poisson", rate=args.rate)}[args.arrivals]  # fmt: skip
+                "poisson": Arrivals("poisson", rate=args.rate, quantum=args.quantum)}[args.arrivals]  # fmt: skip
     spec = FleetSpec(pools=(HostPool(hosts, nic=125e6),), registry=Registry(egress=args.egress), arrivals=arrivals)
     run = simulate_fleet(image, args.mode, spec, workload=trace)
     t2 = time.perf_counter()
     s = run.summary()
     return {
-        "hosts": hosts, "mode": args.mode, "arrivals": args.arrivals, "accesses": len(trace),
+        "hosts": hosts, "mode": args.mode, "arrivals": args.arrivals, "quantum": args.quantum, "accesses": len(trace),
         "image_bytes": image.compressed_size, "setup_s": round(t1 - t0, 2), "wall_s": round(t2 - t1, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "groups": s["groups"], "recomputes": run.checks["recomputes"], "max_flows": run.checks["max_flows"],
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--wave", type=int, default=1000)
     ap.add_argument("--interval", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--quantum", type=float, default=0.0, help="poisson: round arrivals to this (s)")
     ap.add_argument("--size", type=float, default=1e9)
     ap.add_argument("--accesses", type=int, default=5000)
     ap.add_argument("--egress", type=float, default=1.25e9)

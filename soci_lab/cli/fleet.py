@@ -35,6 +35,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--arrival-rate", type=float, default=100.0, help="poisson: hosts per second (default 100)")
     p.add_argument("--wave-size", type=int, default=100, help="waves: hosts per wave (default 100)")
     p.add_argument("--wave-interval", default="10s", help="waves: time between waves (default 10s)")
+    p.add_argument("--arrival-quantum", default="0",
+                   help="round arrivals down to multiples of this (e.g. 100ms) so hosts group: an approximation")
     p.add_argument("--warm-fraction", type=float, default=0.0, help="fraction of hosts already holding --warm-layers")
     p.add_argument("--warm-layers", default="0", help="layer indices warm hosts hold, comma-separated (default 0)")
     work = p.add_mutually_exclusive_group()
@@ -92,7 +94,8 @@ def _fleet(args: argparse.Namespace) -> int:
         service_s=parse_duration(args.service_time), service=args.service_dist,
     )  # fmt: skip
     arrivals = Arrivals(args.arrivals, rate=args.arrival_rate, size=args.wave_size,
-                        interval=parse_duration(args.wave_interval))  # fmt: skip
+                        interval=parse_duration(args.wave_interval),
+                        quantum=parse_duration(args.arrival_quantum))  # fmt: skip
     spec = FleetSpec(pools=pools, registry=registry, arrivals=arrivals, group=not args.no_group,
                      sample_hosts=tuple(range(min(args.sample, args.hosts))), seed=args.seed,
                      p2p=P2P(args.p2p_seeds, parse_rate(args.p2p_uplink) if args.p2p_uplink else None)

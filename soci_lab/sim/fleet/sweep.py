@@ -14,8 +14,8 @@ with their point. On a cluster::
 
 Grid keys (:data:`GRID_KEYS`): ``mode``; ``hosts``; ``nic``, ``egress`` (bytes/s); ``rate_limit`` (requests/s),
 ``burst``, ``retry_after`` (s), ``service_s``, ``service`` (the registry); ``arrivals`` (``all``, ``poisson``,
-``waves``) with ``arrival_rate``, ``wave``, ``interval``; ``warm_fraction`` of hosts holding layers ``held``
-(default: layer 0, the base layer); ``read_fraction`` of a synthetic start-up trace (None: no workload);
+``waves``) with ``arrival_rate``, ``wave``, ``interval``, ``quantum``; ``warm_fraction`` of hosts holding
+layers ``held`` (default: layer 0, the base layer); ``read_fraction`` of a synthetic start-up trace (None: no workload);
 ``seed``; ``p2p_seeds`` (0: no peer-to-peer; N: :class:`P2P` with N seeds).
 """
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 GRID_KEYS = (
     "mode", "hosts", "nic", "egress", "rate_limit", "burst", "retry_after", "service_s", "service", "arrivals",
-    "arrival_rate", "wave", "interval", "warm_fraction", "held", "read_fraction", "seed", "p2p_seeds",
+    "arrival_rate", "wave", "interval", "quantum", "warm_fraction", "held", "read_fraction", "seed", "p2p_seeds",
 )  # fmt: skip
 
 ImageArg = ImageModel | SyntheticSpec | str
@@ -68,9 +68,10 @@ def spec_for(point: Mapping[str, Any], base: FleetSpec | None = None) -> FleetSp
                 "service_s": "service_s", "service": "service"}  # fmt: skip
     reg = replace(reg, **{field: point[key] for key, field in reg_keys.items() if key in point})
     arr = base.arrivals
-    if "arrivals" in point or {"arrival_rate", "wave", "interval"} & set(point):
+    if "arrivals" in point or {"arrival_rate", "wave", "interval", "quantum"} & set(point):
         arr = Arrivals(point.get("arrivals", arr.kind), rate=point.get("arrival_rate", arr.rate),
-                       size=point.get("wave", arr.size), interval=point.get("interval", arr.interval))  # fmt: skip
+                       size=point.get("wave", arr.size), interval=point.get("interval", arr.interval),
+                       quantum=point.get("quantum", arr.quantum))  # fmt: skip
     pools = base.pools
     if {"hosts", "nic", "warm_fraction", "held"} & set(point):
         n = int(point.get("hosts", sum(p.count for p in pools)))

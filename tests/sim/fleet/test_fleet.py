@@ -173,3 +173,12 @@ def test_registry_service_time_delays_every_request(image, mode) -> None:
     base = ready()
     assert ready(service_s=0.01) >= base + 2 * 0.01 - 1e-9
     assert ready(service_s=0.01, service="exp") > base
+
+
+def test_an_arrival_quantum_groups_poisson_hosts_and_rounds_their_arrivals_down(image) -> None:
+    exact = FleetSpec(pools=(HostPool(30),), arrivals=Arrivals("poisson", rate=20.0), registry=Registry(egress=1e9))
+    coarse = FleetSpec(**{**exact.__dict__, "arrivals": Arrivals("poisson", rate=20.0, quantum=0.5)})
+    a, b = simulate_fleet(image, "lazy", exact).hosts(), simulate_fleet(image, "lazy", coarse).hosts()
+    assert (b.arrival_s <= a.arrival_s).all() and (a.arrival_s - b.arrival_s < 0.5).all()
+    assert (b.arrival_s * 2).round(9).apply(float.is_integer).all()
+    assert simulate_fleet(image, "lazy", coarse).groups.shape[0] < 30
