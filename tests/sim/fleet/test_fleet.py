@@ -110,7 +110,9 @@ def test_egress_limits_the_fleet_and_warm_nodes_fetch_less(image) -> None:
     nic = 125e6
     alone = simulate_fleet(image, "parallel", FleetSpec(pools=(HostPool(1, nic=nic),), registry=Registry(egress=nic)))
     spec = FleetSpec(pools=(HostPool(100, nic=nic),), registry=Registry(egress=10 * nic))
-    crowd = simulate_fleet(image, "parallel", spec).summary()
+    crowd_run = simulate_fleet(image, "parallel", spec)
+    assert 1 - 1e-9 <= crowd_run.checks["max_egress_load"] <= 1 + 1e-9  # the egress is the bottleneck, never over
+    crowd = crowd_run.summary()
     assert crowd["ready_p99_s"] >= crowd["bytes_fetched"] / (10 * nic)
     assert crowd["ready_p50_s"] > 3 * alone.summary()["ready_p50_s"]
     warm = simulate_fleet(image, "parallel", FleetSpec(pools=(HostPool(1, nic=nic, held=(0,)),)))
@@ -148,6 +150,7 @@ def test_p2p_takes_layer_data_from_the_registry_once_per_seed(image, trace, mode
     s, s0 = p2p.summary(), plain.summary()
     assert s["bytes_fetched"] == s0["bytes_fetched"] == 40 * prog.bytes
     assert s["registry_bytes"] == 2 * layer_bytes + 40 * docs
+    assert p2p.checks["max_egress_load"] <= 1 + 1e-9 and plain.checks["max_egress_load"] <= 1 + 1e-9
     assert s["ready_p50_s"] < s0["ready_p50_s"]
 
 
