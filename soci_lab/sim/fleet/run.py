@@ -44,6 +44,10 @@ class FleetRun:
     programs: list[HostProgram]
     checks: dict[str, Any] = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in self.summary().items())
+        return f"<table><caption>simulated fleet, {self.mode}</caption>{rows}</table>"
+
     def hosts(self) -> pd.DataFrame:
         """One row per host (expands the groups; fine up to a few hundred thousand hosts)."""
         g = self.groups.explode("host_ids").rename(columns={"host_ids": "host"})
