@@ -31,7 +31,7 @@ class Group:
     """``m`` identical hosts at the same point of the same program."""
 
     __slots__ = (
-        "arrival", "attempts", "bytes", "conn_cap", "deps", "done", "events", "failed", "flows", "gid", "holds_any",
+        "arrival", "bytes", "conn_cap", "deps", "done", "events", "failed", "flows", "gid", "holds_any",
         "hosts", "items", "m", "milestones", "n429", "nic", "peer_bytes", "pending", "pool", "prog", "requests",
         "sampled", "seeding", "waits",
     )  # fmt: skip
@@ -41,7 +41,6 @@ class Group:
         self.gid, self.pool, self.prog, self.deps = gid, pool, prog, deps
         self.hosts, self.m, self.nic, self.arrival = hosts, len(hosts), nic, arrival
         self.done: dict[int, float] = {}
-        self.attempts: dict[int, int] = {}
         self.milestones: dict[str, float] = {}
         self.bytes = 0
         self.requests = 0
@@ -435,7 +434,7 @@ class Engine:
             sampled = bool(self.spec.sample_hosts) and any(h in self._sample for h in part)
             h = Group(-1, g.pool, g.prog, g.deps, part, g.nic, g.arrival, sampled, g.conn_cap)
             self._register(h)
-            h.done, h.attempts, h.milestones = dict(g.done), dict(g.attempts), dict(g.milestones)
+            h.done, h.milestones = dict(g.done), dict(g.milestones)
             h.bytes, h.requests, h.n429 = g.bytes, g.requests, g.n429
             if h.events is not None and g.events is not None:
                 h.events = list(g.events)
