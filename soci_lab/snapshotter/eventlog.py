@@ -1,8 +1,9 @@
 """The daemon's events, appended to a ``.jsonl`` file as they happen so a notebook can read it any time.
 
 Each line is one row of the event schema (:mod:`soci_lab.events`) in the format ``write_events`` uses for
-``.jsonl`` (``attrs`` as a JSON string), so :func:`soci_lab.events.read_events` reads the file back; a
-daemon killed mid-run leaves every event it finished.
+``.jsonl`` (the schema's columns, then each detail under its column name, nested values as JSON text), so
+:func:`soci_lab.events.read_events` reads the file back; a daemon killed mid-run leaves every event it
+finished.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..events import Event, EventRecorder
+from ..events import Event, EventRecorder, detail_column
 
 
 class EventLog:
@@ -30,7 +31,9 @@ class EventLog:
 
     def _write(self, event: Event) -> None:
         row = dataclasses.asdict(event)
-        row["attrs"] = json.dumps(row["attrs"], sort_keys=True, default=str)
+        for key, value in (row.pop("attrs") or {}).items():
+            nested = isinstance(value, (dict, list, tuple))
+            row[detail_column(key)] = json.dumps(value, sort_keys=True, default=str) if nested else value
         with self._lock:
             if not self._file.closed:
                 self._file.write(json.dumps(row, default=str) + "\n")

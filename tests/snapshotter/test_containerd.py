@@ -7,7 +7,7 @@ import signal
 from ctdtools import CatImage, Containerd, Daemon, needs_containerd
 from test_rpull import wait_usable
 
-from soci_lab.events import read_events
+from soci_lab.events import detail, read_events
 
 pytestmark = [needs_containerd, __import__("pytest").mark.root, __import__("pytest").mark.slow]
 
@@ -26,7 +26,7 @@ def test_container_cats_a_file_on_soci_lab_snapshots(containerd: Containerd, dae
     committed = [line.split() for line in ls if line.split()[-1] == "Committed"]
     assert len(committed) == 2 and {len(c) for c in committed} == {2, 3}
     frame = read_events(daemon.events)
-    ops = frame["attrs"].map(lambda a: a.get("op"))
+    ops = detail(frame, "op")
     assert {"Prepare", "Commit", "Remove"} <= set(ops)
     assert set(frame["source"]) == {"real"} and set(frame["strategy"]) == {"snapshotter"}
 

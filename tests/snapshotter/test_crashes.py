@@ -32,7 +32,7 @@ def ops_so_far(daemon: Daemon) -> list[str]:
     ops = []
     for line in daemon.events.read_text().splitlines():
         try:
-            ops.append(json.loads(json.loads(line)["attrs"]).get("op"))
+            ops.append(json.loads(line).get("op"))
         except ValueError:
             continue
     return ops

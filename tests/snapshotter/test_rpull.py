@@ -11,7 +11,7 @@ import time
 import pytest
 from ctdtools import CatImage, Containerd, Daemon, fuse_mounts_under, needs_containerd, soci_lab
 
-from soci_lab.events import read_events
+from soci_lab.events import detail, read_events
 
 pytestmark = [needs_containerd, pytest.mark.root, pytest.mark.slow]
 
@@ -26,8 +26,10 @@ def run_cat(ctd: Containerd, ref: str, name: str, path: str = "/data/hello.txt")
 
 
 def remote_ops(daemon: Daemon) -> list[dict]:
+    """The daemon's remote-layer decisions (``op`` remote/restore) with their ``how``, from its events file."""
     frame = read_events(daemon.events)
-    return [a for a in frame["attrs"] if a.get("op") in ("remote", "restore")]
+    ops, hows = detail(frame, "op"), detail(frame, "how")
+    return [{"op": o, "how": h} for o, h in zip(ops, hows, strict=True) if o in ("remote", "restore")]
 
 
 def test_rpull_runs_a_container_on_lazily_mounted_layers(containerd: Containerd, daemon: Daemon,
