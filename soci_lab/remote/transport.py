@@ -330,8 +330,9 @@ class Transport:
             verify=ssl_context if ssl_context is not None else True,
             event_hooks={"request": [self._refuse_cleartext]},
         )
-        #: plain HTTP to non-loopback hosts allowed (set by the client from its ``insecure``; cleartext.py)
-        self.insecure = False
+        #: plain HTTP to non-loopback hosts allowed, and credentials to a cleartext token realm (cleartext.py,
+        #: auth.py): the user's ``--insecure``
+        self.insecure = insecure
         host = self.base.netloc.decode()
         self.auth = Authenticator(host, creds, self._fetch_token, creds_note, insecure=insecure)
         #: original URL → final URL of redirected GETs (soci's CacheRedirects, used by parallel pull)

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from conftest import PASSWORD, USER
 
-from soci_lab.errors import AuthenticationError
+from soci_lab.errors import AuthenticationError, RegistryError
 from soci_lab.oci.reference import is_loopback_host
 from soci_lab.remote import RegistryClient
 from soci_lab.remote.auth import secret_may_go_to
@@ -92,10 +92,18 @@ async def test_insecure_allows_it_and_anonymous_token_requests_carry_no_secret(m
     (seen,) = _token_requests(misbehaving)
     assert seen.get("Authorization") == BASIC  # the user said --insecure: the realm gets them
     misbehaving.seen.clear()
-    async with RegistryClient(misbehaving.url, http_transport=NameToLoopback()) as rc:  # no credentials
+    async with RegistryClient(misbehaving.url, insecure=True, http_transport=NameToLoopback()) as rc:  # no creds
         await rc.ping()
     (seen,) = _token_requests(misbehaving)
     assert "Authorization" not in seen
+    misbehaving.seen.clear()
+    # without --insecure even an anonymous token request does not go in clear text to a non-loopback realm:
+    # the token it would bring back travels in the open (remote/cleartext.py refuses it in one line)
+    async with RegistryClient(misbehaving.url, http_transport=NameToLoopback()) as rc:
+        with pytest.raises(RegistryError) as refused:
+            await rc.ping()
+    assert "\n" not in str(refused.value) and FAKE_NAME in str(refused.value) and "--insecure" in str(refused.value)
+    assert _token_requests(misbehaving) == []
 
 
 async def test_a_loopback_realm_gets_the_credentials(misbehaving) -> None:  # type: ignore[no-untyped-def]
