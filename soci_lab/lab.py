@@ -31,7 +31,7 @@ import shutil
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -44,6 +44,9 @@ from .run import Run, collect_provenance
 from .snapshot import Filesystem, MountedImage
 from .snapshot.modes import MODES
 from .snapshot.state import StateDir, state_root
+
+if TYPE_CHECKING:
+    from .lazy.spec import ServeOptions
 
 T = TypeVar("T")
 
@@ -305,29 +308,18 @@ class _UnionView:
 
 
 async def _reader_layer(
-    spec_digest: str, ztoc: Any, fetcher: Any, cfg: Config, rec: EventRecorder, verify: bool, *, remote: bool
+    spec_digest: str, ztoc: Any, fetcher: Any, options: ServeOptions, rec: EventRecorder, *, remote: bool
 ) -> tuple[Any, Any]:
-    """(tree, reader) of one layer; a ``remote`` layer's span work is recorded, a local copy's is not (its
-    bytes came over the network once, as a ``blob_download``, like upstream's local snapshot)."""
+    """(tree, reader) of one layer, built as a FUSE server builds it (:func:`soci_lab.lazy.layer.build_layer`:
+    the same fetch timeout, caches, readahead and gzip header check); a ``remote`` layer's span work is
+    recorded, a local copy's is not (its bytes came over the network once, as a ``blob_download``, like
+    upstream's local snapshot)."""
     from .events import NullRecorder
-    from .lazy.cache import MemoryCache
-    from .lazy.reader import LayerReader, LayerTree
-    from .lazy.span_manager import SpanManager
+    from .lazy.layer import build_layer
 
-    spans = SpanManager(
-        ztoc,
-        fetcher,
-        compressed_cache=MemoryCache(),
-        uncompressed_cache=MemoryCache(),
-        max_span_verification_retries=cfg.blob.max_span_verification_retries,
-        events=rec if remote else NullRecorder(),
-        layer=spec_digest,
-    )
-    h1 = ztoc.compressed_range(0)[0]
-    if h1 > 0:  # the gzip header check a FUSE server makes before it mounts
-        ztoc.zinfo.verify_header(await fetcher.fetch(0, h1 - 1))
-    tree = LayerTree(list(ztoc.toc))
-    return tree, LayerReader(tree, spans, verify=verify, events=rec, layer=spec_digest)
+    layer = build_layer(spec_digest, ztoc, fetcher, options, rec, span_events=None if remote else NullRecorder())
+    await layer.check_header()  # as a FUSE server does before it mounts
+    return layer.tree, layer.reader
 
 
 async def alazy_read(
@@ -346,6 +338,7 @@ async def alazy_read(
     from .artifacts import LayoutSource, fetch_soci_artifacts
     from .lazy.fetcher import FileRangeFetcher, RegistryRangeFetcher
     from .lazy.prefetch import lazy_policy
+    from .lazy.spec import ServeOptions
     from .oci import OCILayout
     from .unpack.fetch import download_layer
     from .workload import Trace, TraceRow, load_trace
@@ -372,7 +365,13 @@ async def alazy_read(
                 )
             except SociLabError as exc:
                 arts, why = None, f"{type(exc).__name__}: {exc}"
-            verify = lazy_policy(cfg, arts.index.annotations if arts else None).verify_files
+            # served as the snapshot Filesystem serves a FUSE layer: the policy of the index, the config's
+            # caches (directories unless filesystem_cache_type is "memory"), fetch timeout and retries
+            options = ServeOptions(
+                config=cfg,
+                policy=lazy_policy(cfg, arts.index.annotations if arts else None),
+                cache_dir=None if cfg.filesystem_cache_type == "memory" else str(Path(tmp) / "cache"),
+            )
             layers = []
             blob_source = fs._blob_source(image)
             image_bytes = 0
@@ -398,7 +397,7 @@ async def alazy_read(
                     )
                     fetcher = FileRangeFetcher(str(blob))
                 image_bytes += z.uncompressed_archive_size
-                tree, reader = await _reader_layer(spec.digest, z, fetcher, cfg, rec, verify, remote=how == "lazy")
+                tree, reader = await _reader_layer(spec.digest, z, fetcher, options, rec, remote=how == "lazy")
                 layers.append((spec.digest, tree, reader))
                 rec.emit("mount", lt, layer=spec.digest, how=how, via="reader")
             rec.emit("ready", t0, mode="lazy", via="reader")

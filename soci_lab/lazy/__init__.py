@@ -14,7 +14,11 @@ Modules (each says what and why in its docstring):
 * :mod:`.reader` — the layer's inode tree from its TOC and verified, span-mapped file reads (readahead);
 * :mod:`.layercheck` — the whole layer checked against its zTOC (layer digest, checkpoints, every TOC entry);
 * :mod:`.fusefs` — the read-only pyfuse3 operations;
-* :mod:`.mount` — one layer served by its own process (forked from :mod:`.zygote`), ``mount_layer``;
+* :mod:`.spec` — what a layer is served from and how (``LazyLayerSpec``, ``ServeOptions``);
+* :mod:`.layer` — the one builder of a lazy layer (``build_layer``/``open_layer`` → ``LazyLayer``), used by
+  the serving process and by ``lab``'s in-process reader alike;
+* :mod:`.mount` — one layer served by its own process (forked from :mod:`.zygote`), ``mount_layer``: the
+  parent's side; :mod:`.server` — what runs in that process (build, prefetch, mount, serve);
 * :mod:`.testing` — pure-Python geometries for tests; :mod:`.ztoc_geometry` — zinfo adapter + indexer.
 
 Mounting a lazy layer (what the snapshot Filesystem does per indexed layer)::

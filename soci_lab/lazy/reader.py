@@ -27,9 +27,9 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -47,6 +47,14 @@ from ..pathrules import (
 from ..ztoc.toc import FileMetadata
 from .span import SpanState
 from .span_manager import SpanManager
+
+
+class TaskSpawner(Protocol):
+    """Where readahead runs in the background: an anyio task group (``lab``'s reader) or a trio nursery (the
+    FUSE server's)."""
+
+    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any, name: Any = None) -> None: ...
+
 
 OPAQUE_WHITEOUT = WHITEOUT_OPAQUE
 ROOT_INODE = 1
@@ -372,7 +380,7 @@ class LayerReader:
         self.events = events if events is not None else NullRecorder()
         self.layer = layer
         #: set by the FUSE server (or any caller with a task group) to run readahead in the background
-        self.task_group: anyio.abc.TaskGroup | None = None
+        self.task_group: TaskSpawner | None = None
         self._verify_locks: dict[int, anyio.Lock] = {}  # by id() of the TOC entry
         self.readaheads = 0
         #: why the layer failed its check against the zTOC (then nothing more is served), or None

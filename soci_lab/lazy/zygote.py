@@ -1,7 +1,7 @@
 """Where lazy layer servers come from: forks of an already-imported process, so mounting a layer does not pay
 Python's start-up.
 
-Starting ``python -m soci_lab.lazy.mount`` costs a fresh interpreter plus importing trio, pyfuse3, httpx and
+Starting ``python -m soci_lab.lazy.server`` costs a fresh interpreter plus importing trio, pyfuse3, httpx and
 soci_lab (≈0.5 s of CPU per layer, several seconds for five layers on two busy cores). :func:`spawn_server`
 asks the per-host service (:mod:`soci_lab.service`, started on first use and kept) to fork the server; where
 the service is switched off (``SOCI_LAB_SERVICE=0``) or cannot be used (its socket refused, its start failed)
@@ -129,15 +129,13 @@ def spawn_server(spec_path: str, log_path: str, ready_fd: int) -> ServerProcess:
 
 def run_layer_server(spec_path: str, log_path: str, ready_fd: int) -> None:
     """Body of a forked layer server: output to ``log_path``, serve the pickled spec until stopped."""
-    from . import mount as mount_mod
+    from .server import run_from_spec_file
 
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    with open(spec_path, "rb") as f:
-        spec, mountpoint, options = pickle.load(f)
-    mount_mod._child(spec, mountpoint, options, mount_mod._Conn(ready_fd))
+    run_from_spec_file(spec_path, ready_fd)
 
 
 def _serve(fd: int) -> None:
@@ -145,7 +143,7 @@ def _serve(fd: int) -> None:
     import pyfuse3  # noqa: F401 - the point is to import before forking
     import trio  # noqa: F401
 
-    from . import background, fusefs, mount, prefetch, reader  # noqa: F401
+    from . import background, fusefs, layer, prefetch, reader, server  # noqa: F401
 
     with contextlib.suppress(ImportError):
         from ..remote import client  # noqa: F401
