@@ -40,7 +40,7 @@ def _preimport() -> None:
     from . import artifacts, config, events, unpack  # noqa: F401
     from .analysis import summary  # noqa: F401 - the mount's totals (soci_lab.analysis brings matplotlib)
     from .cli import build_parser, host  # noqa: F401
-    from .lazy import background, fetcher, fusefs, mount, prefetch, reader, span_manager  # noqa: F401
+    from .lazy import background, fetcher, fusefs, layer, mount, prefetch, reader, server, span_manager, spec  # noqa: F401
     from .remote import client  # noqa: F401
     from .snapshot import filesystem, teardown  # noqa: F401
     from .ztoc import toc  # noqa: F401
