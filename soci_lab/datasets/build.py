@@ -42,8 +42,9 @@ from .recipes import Recipe, Step, get_recipe
 log = logging.getLogger(__name__)
 
 FORMAT = "soci_lab.dataset/1"
-#: bumped whenever the build logic changes what a layer holds, so old cache entries are not reused
-BUILDER_VERSION = 3
+#: bumped whenever the build logic changes what a layer holds or how the image's documents are written
+#: (4: manifests and configs in Go's json.Marshal field order, as upstream), so old cache entries are not reused
+BUILDER_VERSION = 4
 
 
 def cache_root() -> Path:
