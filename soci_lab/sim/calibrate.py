@@ -397,8 +397,8 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
         inn = inner[(inner["_run"] == run) & inner["layer"].isin(asked)].sort_values("t_start")
         prev = -np.inf
         n_run = 0.0
-        rows = zip(inn["layer"], inn["t_start"], _attr(inn, "entries"), _attr(inn, "cpu_s"), strict=True)
-        for layer, t0, n_entries, cpu_s in rows:
+        servers = zip(inn["layer"], inn["t_start"], _attr(inn, "entries"), _attr(inn, "cpu_s"), strict=True)
+        for layer, t0, n_entries, cpu_s in servers:
             (spawn if prev > -np.inf else first_spawn).append(float(t0 - max(asked[layer], prev)))
             prev = t0
             n = known.get(layer) if n_entries is None else n_entries
@@ -607,10 +607,11 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
             paths = lean if split else np.zeros(len(x), dtype=bool)
             _burst(cal, x, y, t_idle, paths)
             for _ in range(4):  # the bucket moved the latencies: the sustained rate with them, then the bucket
-                if not cal.network.burst or cal.network.bandwidth != cal.notes["bandwidth_sustained"]:
+                bw = cal.network.bandwidth
+                if not cal.network.burst or bw is None or bw != cal.notes["bandwidth_sustained"]:
                     break
                 rate, _ = _sustained_rate(cal, runs)
-                if rate is None or abs(rate - cal.network.bandwidth) <= 1e-9 * cal.network.bandwidth:
+                if rate is None or abs(rate - bw) <= 1e-9 * bw:
                     break
                 cal.network.bandwidth = cal.notes["bandwidth_sustained"] = rate
                 _burst(cal, x, y, t_idle, paths)
