@@ -81,9 +81,14 @@ non-negative fit that hit 0, a cost per byte lost in the noise) is left unfitted
 base parameters' value (the host profile's, else the :class:`HostParams` default). Before, three cache-hit
 reads of a small image gave a FUSE read rate of 1.38 MB/s and a per-request cost of 0, silently.
 
-A :class:`Calibration` is saved as JSON (e.g. ``datasets/calibration/<host>-<network>.json``) and turned
-into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events recovers the
-parameters it ran with (a test holds it to that), so what a fit of real events says is the real system's.
+A :class:`Calibration` holds the fit in two parts, as :class:`SimParams` holds the parameters: ``network``
+(:class:`NetworkFit`, the HTTP fit: into ``NetworkParams``) and ``host`` (:class:`HostFit`, everything
+else: into ``HostParams``), each turning itself into its parameters; the sample counts, notes, standard
+errors and warnings sit beside them. It is saved as JSON in that nested form (:data:`FORMAT`; files of the
+flat form before it, :data:`FLAT_FORMAT`, such as the committed ``datasets/calibration/*.json``, still
+load) and turned into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events
+recovers the parameters it ran with (a test holds it to that), so what a fit of real events says is the real
+system's.
 """
 
 from __future__ import annotations
