@@ -107,4 +107,4 @@ def test_every_event_detail_the_fit_reads_is_declared():
     declared = {k for keys in EVENT_DETAILS.values() for k in keys}
     assert read and read == declared
     with pytest.raises(KeyError, match="EVENT_DETAILS"):
-        calibrate._attr(pd.DataFrame({"kind": ["apply"], "attrs": [{}]}), "undeclared")
+        calibrate._attr(pd.DataFrame({"kind": ["apply"], "entries": [3]}), "undeclared")
