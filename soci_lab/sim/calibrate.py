@@ -81,15 +81,20 @@ non-negative fit that hit 0, a cost per byte lost in the noise) is left unfitted
 base parameters' value (the host profile's, else the :class:`HostParams` default). Before, three cache-hit
 reads of a small image gave a FUSE read rate of 1.38 MB/s and a per-request cost of 0, silently.
 
-A :class:`Calibration` is saved as JSON (e.g. ``datasets/calibration/<host>-<network>.json``) and turned
-into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events recovers the
-parameters it ran with (a test holds it to that), so what a fit of real events says is the real system's.
+A :class:`Calibration` holds the fit in two parts, as :class:`SimParams` holds the parameters: ``network``
+(:class:`NetworkFit`, the HTTP fit: into ``NetworkParams``) and ``host`` (:class:`HostFit`, everything
+else: into ``HostParams``), each turning itself into its parameters; the sample counts, notes, standard
+errors and warnings sit beside them. It is saved as JSON in that nested form (:data:`FORMAT`; files of the
+flat form before it, :data:`FLAT_FORMAT`, such as the committed ``datasets/calibration/*.json``, still
+load) and turned into :class:`SimParams` with :meth:`Calibration.params`. Fitting the simulator's own events
+recovers the parameters it ran with (a test holds it to that), so what a fit of real events says is the real
+system's.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,12 +103,29 @@ import numpy as np
 from ..errors import SimulationError
 from ..events import detail, upgrade_frame
 from .host import HostParams
+from .network import NetworkParams
 from .world import SimParams
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FORMAT = "soci_lab.sim.calibration/1"
+#: what :meth:`Calibration.save` writes: the network's and the host's fits apart (``network``, ``host``)
+FORMAT = "soci_lab.sim.calibration/2"
+#: what files written before the split hold: every fitted value at the top level (still read)
+FLAT_FORMAT = "soci_lab.sim.calibration/1"
+#: the event details (``attrs`` keys) the fit reads, by kind, in one place (the events' schema is
+#: :mod:`soci_lab.events`; these are the keys that a real room's events must carry for the fit to hold)
+EVENT_DETAILS: dict[str, tuple[str, ...]] = {
+    "http_request": ("fast", "reused"),
+    "span_decompress": ("compression",),
+    "decompress": ("compression", "compressed_bytes"),
+    "apply": ("entries", "files"),
+    "mount": ("how", "what", "entries", "cpu_s"),
+    "file_op": ("op",),
+    "file_read": ("fuse_requests", "first_read", "missed"),
+    "span_fetch": ("background",),
+}
+_DETAIL_KEYS = frozenset(k for keys in EVENT_DETAILS.values() for k in keys)
 #: the notes of the HTTP fit (the network's, see :meth:`Calibration.with_network_of`)
 NETWORK_NOTES = (
     "http_fit",
@@ -114,19 +136,12 @@ NETWORK_NOTES = (
     "fast_burst_latency_s",
     "fast_new_conn_s",
 )
-#: the network's parameters (:meth:`Calibration.with_network_of`)
-NETWORK_KEYS = ("bandwidth", "first_byte_s", "fast_first_byte_s", "conn_cap", "burst")
-#: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name
-HOST_KEYS = (
-    "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
-    "mount_first_s", "fuse_read_rate", "fuse_meta_s", "header_verify_s", "span_cache_rate", "apply_worker_s",
-    "syscall_s", "pull_finish_s", "apply_worker_exit_s",
-)  # fmt: skip
 
 
 @dataclass
-class Calibration:
-    """Fitted parameters (None where the events did not allow a fit) and the sample counts behind them."""
+class NetworkFit:
+    """What the HTTP fit found of the network (:class:`~soci_lab.sim.network.NetworkParams`); None: not
+    fitted, the base parameters' value stands."""
 
     bandwidth: float | None = None
     first_byte_s: float | None = None
@@ -134,9 +149,36 @@ class Calibration:
     fast_first_byte_s: float | None = None
     conn_cap: float | None = None
     burst: float | None = None
+
+    def apply(self, net: NetworkParams, *, rtt: float | None = None) -> NetworkParams:
+        """``net`` with the fitted values in (:meth:`Calibration.params` says how ``rtt`` splits the first
+        byte)."""
+        if self.bandwidth:
+            net = replace(net, bandwidth=self.bandwidth)
+        if self.conn_cap:
+            net = replace(net, conn_cap=self.conn_cap)
+        if self.burst:
+            net = replace(net, burst=self.burst)
+        if self.first_byte_s is not None:
+            fb, fast = self.first_byte_s, self.fast_first_byte_s
+            if rtt is None:
+                rtt = fb if fast is None else min(fb, fast)
+            net = replace(net, rtt=rtt, request_overhead=max(0.0, fb - rtt),
+                          fast_request_overhead=None if fast is None else max(0.0, fast - rtt))  # fmt: skip
+        return net
+
+
+@dataclass
+class HostFit:
+    """What the fit found of the host (:class:`~soci_lab.sim.host.HostParams`, under the same names); None
+    or empty: not fitted, the base parameters' value stands."""
+
     decompress_rate: dict[str, float] = field(default_factory=dict)
+    layer_decompress_rate: dict[str, float] = field(default_factory=dict)
     apply_per_file_s: float | None = None
     apply_per_byte_s: float | None = None
+    worker_apply_per_file_s: float | None = None
+    worker_apply_per_byte_s: float | None = None
     mount_s: float | None = None
     mount_first_s: float | None = None
     mount_cpu_s: float | None = None
@@ -151,11 +193,45 @@ class Calibration:
     span_cache_rate: float | None = None
     apply_worker_s: float | None = None
     syscall_s: float | None = None
-    layer_decompress_rate: dict[str, float] = field(default_factory=dict)
-    worker_apply_per_file_s: float | None = None
-    worker_apply_per_byte_s: float | None = None
     pull_finish_s: float | None = None
     apply_worker_exit_s: float | None = None
+
+    def apply(self, host: HostParams) -> HostParams:
+        """``host`` with the fitted values in (an apply cost only where both its terms were fitted; the rates
+        per algorithm merged into the base's)."""
+        if self.decompress_rate:
+            host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
+        if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
+            host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s)
+        if self.worker_apply_per_file_s is not None and self.worker_apply_per_byte_s is not None:
+            host = replace(host, worker_apply_per_file_s=self.worker_apply_per_file_s,
+                           worker_apply_per_byte_s=self.worker_apply_per_byte_s)  # fmt: skip
+        if self.layer_decompress_rate:
+            host = replace(host, layer_decompress_rate={**host.layer_decompress_rate, **self.layer_decompress_rate})
+        for key in HOST_KEYS:
+            if getattr(self, key) is not None:
+                host = replace(host, **{key: getattr(self, key)})
+        return host
+
+
+#: the network's parameters (:meth:`Calibration.with_network_of`)
+NETWORK_KEYS = tuple(f.name for f in fields(NetworkFit))
+#: fitted values that go into :class:`~soci_lab.sim.HostParams` under the same name, one for one
+HOST_KEYS = (
+    "mount_s", "mount_cpu_s", "mount_cpu_per_entry", "ztoc_parse_per_entry", "overlay_mount_s", "start_s", "fuse_op_s",
+    "mount_first_s", "fuse_read_rate", "fuse_meta_s", "header_verify_s", "span_cache_rate", "apply_worker_s",
+    "syscall_s", "pull_finish_s", "apply_worker_exit_s",
+)  # fmt: skip
+_HOST_FIELDS = tuple(f.name for f in fields(HostFit))
+
+
+@dataclass
+class Calibration:
+    """Fitted parameters, the network's and the host's apart as the simulator's (:class:`SimParams`), and
+    what stands behind them: sample counts, notes, standard errors, and why a parameter was not fitted."""
+
+    network: NetworkFit = field(default_factory=NetworkFit)
+    host: HostFit = field(default_factory=HostFit)
     samples: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     #: standard error of a fitted parameter, in its own unit (bootstrap or least squares; module docstring;
@@ -171,32 +247,7 @@ class Calibration:
         RTT is the cheaper path's first byte, the dearer one's difference its overhead); without it both
         paths pay ``first_byte_s``."""
         base = base or SimParams()
-        net, host = base.network, base.host
-        if self.bandwidth:
-            net = replace(net, bandwidth=self.bandwidth)
-        if self.conn_cap:
-            net = replace(net, conn_cap=self.conn_cap)
-        if self.burst:
-            net = replace(net, burst=self.burst)
-        if self.first_byte_s is not None:
-            fb, fast = self.first_byte_s, self.fast_first_byte_s
-            if rtt is None:
-                rtt = fb if fast is None else min(fb, fast)
-            net = replace(net, rtt=rtt, request_overhead=max(0.0, fb - rtt),
-                          fast_request_overhead=None if fast is None else max(0.0, fast - rtt))  # fmt: skip
-        if self.decompress_rate:
-            host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
-        if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
-            host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s)
-        if self.worker_apply_per_file_s is not None and self.worker_apply_per_byte_s is not None:
-            host = replace(host, worker_apply_per_file_s=self.worker_apply_per_file_s,
-                           worker_apply_per_byte_s=self.worker_apply_per_byte_s)  # fmt: skip
-        if self.layer_decompress_rate:
-            host = replace(host, layer_decompress_rate={**host.layer_decompress_rate, **self.layer_decompress_rate})
-        for key in HOST_KEYS:
-            if getattr(self, key) is not None:
-                host = replace(host, **{key: getattr(self, key)})
-        return replace(base, network=net, host=host)
+        return replace(base, network=self.network.apply(base.network, rtt=rtt), host=self.host.apply(base.host))
 
     def with_network_of(self, other: Calibration) -> Calibration:
         """This calibration's host with ``other``'s network (``bandwidth``, ``first_byte_s``,
@@ -211,11 +262,10 @@ class Calibration:
         se.update({k: v for k, v in other.uncertainty.items() if k in NETWORK_KEYS})
         warnings = {k: v for k, v in self.warnings.items() if k not in NETWORK_KEYS}
         warnings.update({k: v for k, v in other.warnings.items() if k in NETWORK_KEYS})
-        return replace(self, bandwidth=other.bandwidth, first_byte_s=other.first_byte_s,
-                       fast_first_byte_s=other.fast_first_byte_s, conn_cap=other.conn_cap, burst=other.burst,
-                       notes=notes, samples=samples, decompress_rate=dict(self.decompress_rate),
-                       layer_decompress_rate=dict(self.layer_decompress_rate), uncertainty=se,
-                       warnings=warnings)  # fmt: skip
+        host = replace(self.host, decompress_rate=dict(self.host.decompress_rate),
+                       layer_decompress_rate=dict(self.host.layer_decompress_rate))  # fmt: skip
+        return replace(self, network=replace(other.network), host=host, notes=notes, samples=samples,
+                       uncertainty=se, warnings=warnings)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (an unknown uncertainty, NaN here, is null there)."""
@@ -232,17 +282,48 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        """Read a calibration written by :meth:`save` (a :class:`SimulationError` for anything else)."""
+        """Read a calibration written by :meth:`save`, or by the flat writer before it (``FLAT_FORMAT``: every
+        fitted value at the top level); a :class:`SimulationError` for anything else."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise SimulationError(f"{path}: cannot read a calibration: {exc}") from None
-        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+        fmt = data.pop("format", None) if isinstance(data, dict) else None
+        if fmt not in (FORMAT, FLAT_FORMAT):
             raise SimulationError(f"{path}: not a soci_lab calibration ({FORMAT})")
         try:
-            return cls(**data)
+            if fmt == FLAT_FORMAT:
+                return cls.from_flat(data)
+            network, host = data.pop("network", {}), data.pop("host", {})
+            if not isinstance(network, dict) or not isinstance(host, dict):
+                raise TypeError("'network' and 'host' must be objects")
+            return cls(network=NetworkFit(**network), host=HostFit(**host), **data)
         except TypeError as exc:
             raise SimulationError(f"{path}: malformed calibration: {exc}") from None
+
+    @classmethod
+    def from_flat(cls, data: dict[str, Any]) -> Calibration:
+        """A calibration from the flat form files written before the split hold (``FLAT_FORMAT``, without its
+        ``format`` key): each fitted value to the part it belongs to (a TypeError for a key of neither)."""
+        network = {k: v for k, v in data.items() if k in NETWORK_KEYS}
+        host = {k: v for k, v in data.items() if k in _HOST_FIELDS}
+        rest = {k: v for k, v in data.items() if k not in network and k not in host}
+        return cls(network=NetworkFit(**network), host=HostFit(**host), **rest)
+
+
+def _forward(part: str, name: str) -> property:
+    """A read-only property of :class:`Calibration` that reads ``name`` of its ``part``."""
+    return property(lambda self: getattr(getattr(self, part), name),
+                    doc=f"``{part}.{name}`` (compatibility: read-only; the value lives in ``{part}``)")  # fmt: skip
+
+
+# Compatibility: the flat attributes (``cal.bandwidth``, ``cal.mount_s``, …) of the calibration before the
+# split, read-only, for the notebooks, benchmarks and tests that read them. New code reads the parts.
+for _name in NETWORK_KEYS:
+    setattr(Calibration, _name, _forward("network", _name))
+for _name in _HOST_FIELDS:
+    setattr(Calibration, _name, _forward("host", _name))
+del _name
 
 
 def fit(events: pd.DataFrame | list[pd.DataFrame]) -> Calibration:
@@ -321,8 +402,8 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
         inn = inner[(inner["_run"] == run) & inner["layer"].isin(asked)].sort_values("t_start")
         prev = -np.inf
         n_run = 0.0
-        rows = zip(inn["layer"], inn["t_start"], _attr(inn, "entries"), _attr(inn, "cpu_s"), strict=True)
-        for layer, t0, n_entries, cpu_s in rows:
+        servers = zip(inn["layer"], inn["t_start"], _attr(inn, "entries"), _attr(inn, "cpu_s"), strict=True)
+        for layer, t0, n_entries, cpu_s in servers:
             (spawn if prev > -np.inf else first_spawn).append(float(t0 - max(asked[layer], prev)))
             prev = t0
             n = known.get(layer) if n_entries is None else n_entries
@@ -345,7 +426,7 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
         cal.samples["mount_cpu"] = len(cpu)
         if len(set(entries)) >= 2:
             rows = np.column_stack([a2, y])
-            cal.mount_cpu_s, cal.mount_cpu_per_entry = _nnls2(a2, y)
+            cal.host.mount_cpu_s, cal.host.mount_cpu_per_entry = _nnls2(a2, y)
             se = _bootstrap_se(rows, lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
             cal.uncertainty.update(mount_cpu_s=float(se[0]), mount_cpu_per_entry=float(se[1]))
         else:
@@ -386,13 +467,13 @@ def _fit_span_cache(cal: Calibration, frame: pd.DataFrame) -> None:
                 continue
             gap = t1 - float(d_end[inside][0])
             if simulated:
-                gap -= (cal.fuse_op_s or 0.0) + size / (cal.fuse_read_rate or np.inf)
-                gap -= (cal.header_verify_s or 0.0) if first else 0.0
+                gap -= (cal.host.fuse_op_s or 0.0) + size / (cal.host.fuse_read_rate or np.inf)
+                gap -= (cal.host.header_verify_s or 0.0) if first else 0.0
             items.append((float(d_bytes[inside][0]), gap))
     m = np.array(items).reshape(-1, 2)
     nbytes, gaps = float(m[:, 0].sum()), float(m[:, 1].sum())
     if nbytes > 0 and gaps > 0:
-        cal.span_cache_rate = nbytes / gaps
+        cal.host.span_cache_rate = nbytes / gaps
         cal.samples["span_cache"] = len(m)
         if len(m) > 1:
             ratio = lambda r: r[:, 0].sum() / r[:, 1].sum() if r[:, 1].sum() > 0 else np.nan  # noqa: E731
@@ -444,15 +525,15 @@ def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
     m = np.array(rows)
     coef = _nnls(m[:, :3], m[:, 3])
     se = _bootstrap_se(m, lambda r: _nnls(r[:, :3], r[:, 3]))
-    cal.fuse_op_s = float(coef[0])
+    cal.host.fuse_op_s = float(coef[0])
     cal.uncertainty["fuse_op_s"] = float(se[0])
     if coef[1] > 0:
-        cal.fuse_read_rate = float(1 / coef[1])
+        cal.host.fuse_read_rate = float(1 / coef[1])
         cal.uncertainty["fuse_read_rate"] = float(se[1] / coef[1] ** 2)
     else:
         _unidentified(cal, "fuse_read_rate", "the reads' sizes gave no cost per byte")
     if m[:, 2].any():
-        cal.header_verify_s = float(coef[2])
+        cal.host.header_verify_s = float(coef[2])
         cal.uncertainty["header_verify_s"] = float(se[2])
     else:
         _unidentified(cal, "header_verify_s", "no first read of a file among the cache-hit reads")
@@ -514,15 +595,15 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
         if not _slope_is_fixed(a, y, coef, x):
             coef = _paths_given_rate(cal, runs, x, y, lean, split=split)
         elif coef[-1] > 0:
-            cal.bandwidth = float(1 / coef[-1])
+            cal.network.bandwidth = float(1 / coef[-1])
             se = _ls_se(a, y, coef)
             names = ("first_byte_s", "fast_first_byte_s") if split else ("first_byte_s",)
             cal.uncertainty.update({n: float(v) for n, v in zip(names, se, strict=False)})
             cal.uncertainty["bandwidth"] = float(se[-1] / coef[-1] ** 2)
-            ls_values["bandwidth"] = cal.bandwidth
-        cal.first_byte_s = ls_values["first_byte_s"] = float(max(0.0, coef[0]))
+            ls_values["bandwidth"] = cal.network.bandwidth
+        cal.network.first_byte_s = ls_values["first_byte_s"] = float(max(0.0, coef[0]))
         if split:
-            cal.fast_first_byte_s = ls_values["fast_first_byte_s"] = float(max(0.0, coef[1]))
+            cal.network.fast_first_byte_s = ls_values["fast_first_byte_s"] = float(max(0.0, coef[1]))
             cal.samples["http_isolated_fast"] = int(lean.sum())
             cal.notes["http_fit"] = _TWO_PATHS + cal.notes["http_fit"].removeprefix("isolated requests")
             _new_connections(cal, y - a @ coef, lean, pooled)
@@ -531,15 +612,16 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
             paths = lean if split else np.zeros(len(x), dtype=bool)
             _burst(cal, x, y, t_idle, paths)
             for _ in range(4):  # the bucket moved the latencies: the sustained rate with them, then the bucket
-                if not cal.burst or cal.bandwidth != cal.notes["bandwidth_sustained"]:
+                bw = cal.network.bandwidth
+                if not cal.network.burst or bw is None or bw != cal.notes["bandwidth_sustained"]:
                     break
                 rate, _ = _sustained_rate(cal, runs)
-                if rate is None or abs(rate - cal.bandwidth) <= 1e-9 * cal.bandwidth:
+                if rate is None or abs(rate - bw) <= 1e-9 * bw:
                     break
-                cal.bandwidth = cal.notes["bandwidth_sustained"] = rate
+                cal.network.bandwidth = cal.notes["bandwidth_sustained"] = rate
                 _burst(cal, x, y, t_idle, paths)
         for name in NETWORK_KEYS:  # an uncertainty is the least squares' only where its value still is
-            if name in cal.uncertainty and getattr(cal, name) != ls_values.get(name):
+            if name in cal.uncertainty and getattr(cal.network, name) != ls_values.get(name):
                 del cal.uncertainty[name]
         return
     if not all_x:
@@ -548,10 +630,10 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
     # the bytes moved while any transfer was in flight (a lower bound on the link's rate)
     x, y = np.array(all_x), np.array(all_y)
     small = y[x == 0] if (x == 0).any() else y[x <= np.percentile(x, 10)]
-    cal.first_byte_s = float(np.median(small))
-    moving = busy - cal.first_byte_s
+    cal.network.first_byte_s = float(np.median(small))
+    moving = busy - cal.network.first_byte_s
     if x.sum() > 0 and moving > 0:
-        cal.bandwidth = float(x.sum() / moving)
+        cal.network.bandwidth = float(x.sum() / moving)
     cal.notes["http_fit"] = "aggregate (no isolated requests)"
 
 
@@ -607,7 +689,7 @@ def _paths_given_rate(
             break
         per_byte = 1 / rate
         lats = [float(np.median((y - x * per_byte)[g])) for g in groups]
-        cal.bandwidth = rate
+        cal.network.bandwidth = rate
         cal.samples["http_in_flight"] = n
     if per_byte:
         cal.notes["http_fit"] = (f"isolated requests; transfers of > {BURST_SMALL_BYTES >> 10} KiB in flight "
@@ -644,8 +726,8 @@ def _rate_in_flight(
 def _sustained_rate(cal: Calibration, runs: list[_Transfers]) -> tuple[float | None, int]:
     """:func:`_rate_in_flight` of transfers of :data:`SUSTAINED_MIN_BYTES` and more, each after its path's
     fitted first byte (the lean path's is httpx's where it has none of its own)."""
-    fb = cal.first_byte_s or 0.0
-    fb_fast = fb if cal.fast_first_byte_s is None else cal.fast_first_byte_s
+    fb = cal.network.first_byte_s or 0.0
+    fb_fast = fb if cal.network.fast_first_byte_s is None else cal.network.fast_first_byte_s
     return _rate_in_flight(runs, fb, fb_fast, SUSTAINED_MIN_BYTES)
 
 
@@ -692,24 +774,24 @@ def _sustained(cal: Calibration, runs: list[_Transfers], *, two_paths: bool = Fa
     below the isolated requests' (it became ``bandwidth``), or, with a latency per path (a bucket then
     lowers the lean path's latency more than the slope, :func:`_burst`), no more than
     :data:`SHAPED_MARGIN` × above it (one shared link, not one connection, limited both)."""
-    if cal.first_byte_s is None:
+    if cal.network.first_byte_s is None:
         return False
     rate, n_large = _sustained_rate(cal, runs)
     if rate is None:
         return False
-    cal.notes["bandwidth_isolated"] = cal.bandwidth
+    cal.notes["bandwidth_isolated"] = cal.network.bandwidth
     cal.notes["bandwidth_sustained"] = rate
     cal.samples["http_sustained"] = n_large
     big_mib = SUSTAINED_MIN_BYTES >> 20
-    if cal.bandwidth is None or rate < cal.bandwidth:
-        cal.bandwidth = rate
+    if cal.network.bandwidth is None or rate < cal.network.bandwidth:
+        cal.network.bandwidth = rate
         cal.notes["http_fit"] += f"; transfers of >= {big_mib} MiB (bandwidth)"
         return True
-    if rate > CONN_CAP_MARGIN * cal.bandwidth:
-        cal.conn_cap, cal.bandwidth = cal.bandwidth, rate
+    if rate > CONN_CAP_MARGIN * cal.network.bandwidth:
+        cal.network.conn_cap, cal.network.bandwidth = cal.network.bandwidth, rate
         cal.notes["http_fit"] += f" (rate of one connection); transfers of >= {big_mib} MiB (bandwidth)"
         return False
-    return two_paths and rate <= SHAPED_MARGIN * cal.bandwidth
+    return two_paths and rate <= SHAPED_MARGIN * cal.network.bandwidth
 
 
 #: isolated requests this small measure the first-byte latency alone; this large, the burst they got
@@ -745,9 +827,9 @@ def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndar
     every request alike, where the paths differ by the client's cost of a request (1.2 ms on loopback)."""
     small = nbytes <= BURST_SMALL_BYTES
     large = nbytes >= BURST_LARGE_BYTES
-    if int(small.sum()) < 3 or int(large.sum()) < 3 or not cal.bandwidth:
+    if int(small.sum()) < 3 or int(large.sum()) < 3 or not cal.network.bandwidth:
         return
-    bw = cal.bandwidth
+    bw = cal.network.bandwidth
     groups = [g for g in (~lean, lean) if g.any()]
     # a request cannot save more than the bucket held (it refills at the link's rate) nor than its own size
     limit = np.minimum(bw * np.maximum(0.0, idle), nbytes)
@@ -790,12 +872,12 @@ def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndar
         as_close = abs(lats[1] - lats[0]) >= abs(none_lats[1] - none_lats[0]) - GAP_TOLERANCE_S
         if as_close and none_err <= err * (1 + BURST_TIE):  # no bucket fits as well, the paths as close
             return
-    cal.burst = best
+    cal.network.burst = best
     cal.samples["http_burst"] = int(large.sum())
-    cal.first_byte_s = max(0.0, lats[0])  # httpx's (or the one path's)
+    cal.network.first_byte_s = max(0.0, lats[0])  # httpx's (or the one path's)
     cal.notes["burst_latency_s"] = lats[0]
     if len(lats) == 2:
-        cal.fast_first_byte_s = max(0.0, lats[1])
+        cal.network.fast_first_byte_s = max(0.0, lats[1])
         cal.notes["fast_burst_latency_s"] = lats[1]
 
 
@@ -828,7 +910,10 @@ def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
 
 
 def _attr(frame: pd.DataFrame, key: str) -> pd.Series:
-    """The detail ``key`` of each event (None/NA where an event has none), as object values."""
+    """The detail ``key`` of each event (None/NA where an event has none), as object values; ``key`` must be
+    one :data:`EVENT_DETAILS` declares."""
+    if key not in _DETAIL_KEYS:
+        raise KeyError(f"{key}: an event detail the fit reads must be declared in EVENT_DETAILS")
     values = detail(frame, key).astype(object)
     return values.where(values.notna(), None)
 
@@ -846,7 +931,7 @@ def _fit_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
     algo = _attr(dec, "compression").fillna("gzip")
     rate = dec["bytes"] / (dec["t_end"] - dec["t_start"])
     for name, rates in rate.groupby(algo):
-        cal.decompress_rate[str(name)] = float(rates.median())
+        cal.host.decompress_rate[str(name)] = float(rates.median())
         cal.samples[f"decompress_{name}"] = len(rates)
         cal.uncertainty[f"decompress_rate.{name}"] = _median_se(rates.to_numpy(dtype=float))
 
@@ -864,11 +949,11 @@ def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
         own = _apply_cost(ap)
         cal.samples["apply"] = len(ap)
     if own is not None:
-        (cal.apply_per_file_s, cal.apply_per_byte_s), se = own
+        (cal.host.apply_per_file_s, cal.host.apply_per_byte_s), se = own
         cal.uncertainty.update(apply_per_file_s=se[0], apply_per_byte_s=se[1])
     worker = _apply_cost(ap[in_worker])
     if worker is not None:
-        (cal.worker_apply_per_file_s, cal.worker_apply_per_byte_s), se = worker
+        (cal.host.worker_apply_per_file_s, cal.host.worker_apply_per_byte_s), se = worker
         cal.uncertainty.update(worker_apply_per_file_s=se[0], worker_apply_per_byte_s=se[1])
         cal.samples["worker_apply"] = int(in_worker.sum())
 
@@ -925,7 +1010,7 @@ def _fit_layer_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
         if cost > 0:
             rates.setdefault(str(name), []).append(float(u) / cost)
     for name, rs in rates.items():
-        cal.layer_decompress_rate[name] = float(np.median(rs))
+        cal.host.layer_decompress_rate[name] = float(np.median(rs))
         cal.samples[f"layer_decompress_{name}"] = len(rs)
         cal.uncertainty[f"layer_decompress_rate.{name}"] = _median_se(np.array(rs))
     cal.notes["layer_decompress_verify_rate"] = verify_rate
@@ -967,7 +1052,7 @@ def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
     if seq is not None:
         _median(cal, "pull_finish_s", "pull_finish", gaps["sequential"])
     if gaps["parallel"]:
-        cal.apply_worker_exit_s = max(0.0, float(np.median(gaps["parallel"])) - (seq or 0.0))
+        cal.host.apply_worker_exit_s = max(0.0, float(np.median(gaps["parallel"])) - (seq or 0.0))
         cal.samples["apply_worker_exit"] = len(gaps["parallel"])
         se = [_median_se(np.array(g)) for g in (gaps["parallel"], gaps["sequential"]) if g]
         cal.uncertainty["apply_worker_exit_s"] = float(np.sqrt(sum(v * v for v in se)))
@@ -991,10 +1076,19 @@ ZERO_SE = 1e-9
 BOOTSTRAP = 200
 
 
+def _part(cal: Calibration, name: str) -> NetworkFit | HostFit:
+    """The part of ``cal`` a fitted parameter called ``name`` belongs to."""
+    if name in NETWORK_KEYS:
+        return cal.network
+    if name in _HOST_FIELDS:
+        return cal.host
+    raise KeyError(f"{name}: not a fitted parameter")
+
+
 def _unidentified(cal: Calibration, name: str, why: str) -> None:
     """Leave ``name`` unfitted and say why and what stands in for it (:meth:`Calibration.params` keeps the
     base parameters' value: the host profile's, or :class:`HostParams`/``NetworkParams``' default)."""
-    setattr(cal, name, None)
+    setattr(_part(cal, name), name, None)
     cal.uncertainty.pop(name, None)
     cal.warnings[name] = f"{why}: not fitted, the base parameters' {name} is used"
 
@@ -1004,7 +1098,7 @@ def _vet(cal: Calibration) -> None:
     one standard error away from 0 (a zero the bootstrap does not agree on, a rate whose cost per byte is
     lost in the noise), is a parameter the data cannot identify (:func:`_unidentified`)."""
     for name, (lo, hi) in BOUNDS.items():
-        value = getattr(cal, name)
+        value = getattr(_part(cal, name), name)
         if value is None:
             continue
         se = cal.uncertainty.get(name)
@@ -1029,7 +1123,7 @@ def _bootstrap_se(rows: np.ndarray, estimate: Any, n: int = BOOTSTRAP) -> np.nda
 def _median(cal: Calibration, name: str, key: str, values: list[float]) -> None:
     """``name`` the median of ``values``, its bootstrap standard error (NaN from one sample)."""
     v = np.asarray(values, dtype=float)
-    setattr(cal, name, float(np.median(v)))
+    setattr(_part(cal, name), name, float(np.median(v)))
     cal.samples[key] = len(v)
     cal.uncertainty[name] = _median_se(v)
 
@@ -1041,7 +1135,7 @@ def _median_se(values: np.ndarray) -> float:
 
 def _mean(cal: Calibration, name: str, key: str, values: np.ndarray) -> None:
     """``name`` the mean of ``values``, its standard error (NaN from one sample)."""
-    setattr(cal, name, float(values.mean()))
+    setattr(_part(cal, name), name, float(values.mean()))
     cal.samples[key] = len(values)
     cal.uncertainty[name] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from soci_lab.config import Config
+from soci_lab.events import detail
 from soci_lab.sim import Access, LazyParams, SimParams, SyntheticSpec, fit, generate, simulate
 
 MIB = 1024 * 1024
@@ -38,9 +39,9 @@ def test_no_background_fetch_of_a_layer_before_its_mount(image, first, warm, con
     cfg.background_fetch.fetch_period_msec = 5
     trace = [Access(3.0, "stat", "/")]
     ev = simulate(image, "lazy", workload=trace, config=cfg, params=_params(first, warm, concurrent=concurrent)).events
-    mounted = ev[(ev.kind == "mount") & (ev["attrs"].map(lambda a: a.get("how") == "lazy"))]
+    mounted = ev[(ev.kind == "mount") & (detail(ev, "how") == "lazy")]
     at = dict(zip(mounted.layer, mounted.t_end, strict=True))
-    bg = ev[(ev.kind == "span_fetch") & ev["attrs"].map(lambda a: bool(a.get("background")))]
+    bg = ev[(ev.kind == "span_fetch") & detail(ev, "background").fillna(False).astype(bool)]
     assert len(bg) > 0
     for layer, t0 in zip(bg.layer, bg.t_start, strict=True):
         assert t0 >= at[layer], (layer, t0, at[layer])

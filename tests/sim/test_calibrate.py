@@ -513,7 +513,7 @@ def test_a_calibration_without_the_lean_paths_latency_behaves_as_before(path, tm
     lean_none = replace(params, network=replace(params.network, fast_min_bytes=1 << 62))
     one, other = (simulate(image, "lazy", workload=trace, params=p).summary for p in (lean_all, lean_none))
     assert (one["ready_s"], one["workload_done_s"]) == (other["ready_s"], other["workload_done_s"])
-    both = replace(cal, fast_first_byte_s=cal.first_byte_s / 2)
+    both = replace(cal, network=replace(cal.network, fast_first_byte_s=cal.first_byte_s / 2))
     again = Calibration.load(both.save(tmp_path / "two.json"))
     assert again.fast_first_byte_s == both.fast_first_byte_s
     net = again.params().network

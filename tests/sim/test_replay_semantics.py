@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from soci_lab.analysis.summary import read_ranges, summarize
-from soci_lab.events import EventRecorder
+from soci_lab.events import EventRecorder, detail
 from soci_lab.sim import Access, SimParams, simulate, write_trace
 from soci_lab.sim.ztoc_adapter import LayerSource, from_ztocs
 from soci_lab.ztoc.toc import toc_from_tar_chunks
@@ -152,8 +152,8 @@ def _rows(frame) -> list[tuple]:
     """Per row of the replay, in order: what it was, on which path, whether it succeeded, bytes read."""
     rows = frame[frame.kind.isin(["file_read", "file_op"])].sort_values("t_start", kind="stable")
     out = []
-    for kind, path, ok, nbytes, attrs in zip(rows.kind, rows.path, rows.ok, rows.bytes, rows["attrs"], strict=True):
-        op = "read" if kind == "file_read" else (attrs or {}).get("op")
+    for kind, path, ok, nbytes, name in zip(rows.kind, rows.path, rows.ok, rows.bytes, detail(rows, "op"), strict=True):
+        op = "read" if kind == "file_read" else name
         out.append((op, path, bool(ok), int(nbytes or 0) if kind == "file_read" and ok else 0))
     return out
 
