@@ -3,12 +3,11 @@ it has a shell and a workload) in the embedded registry with a v2 SOCI index."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from privateroots import private_roots
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,20 +16,8 @@ def cli_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     base = tmp_path_factory.mktemp("cliroot")
     roots = {"state": base / "state", "tmp": base / "tmp"}
     roots["tmp"].mkdir()
-    old_env = {k: os.environ.get(k) for k in ("SOCI_LAB_STATE_ROOT", "TMPDIR")}
-    old_tempdir = tempfile.tempdir
-    os.environ["SOCI_LAB_STATE_ROOT"] = str(roots["state"])
-    os.environ["TMPDIR"] = str(roots["tmp"])
-    tempfile.tempdir = str(roots["tmp"])
-    try:
+    with private_roots(roots["state"], roots["tmp"]):
         yield roots
-    finally:
-        tempfile.tempdir = old_tempdir
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

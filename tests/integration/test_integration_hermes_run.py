@@ -21,13 +21,13 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from privateroots import private_roots
 
 from soci_lab.events import detail, of_kind, read_events
 
@@ -93,21 +93,11 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     r = {"state": base / "state", "tmp": base / "tmp", "work": base / "work"}
     for p in r.values():
         p.mkdir()
-    old_env = {k: os.environ.get(k) for k in ("SOCI_LAB_STATE_ROOT", "TMPDIR")}
-    old_tempdir = tempfile.tempdir
     kids_before = _children()
-    os.environ["SOCI_LAB_STATE_ROOT"] = str(r["state"])
-    os.environ["TMPDIR"] = str(r["tmp"])
-    tempfile.tempdir = str(r["tmp"])
     try:
-        yield r
+        with private_roots(r["state"], r["tmp"]):
+            yield r
     finally:
-        tempfile.tempdir = old_tempdir
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         prefix = str(base) + "/"
         problems = []
         if mounts := [m for m in _mounts() if m.startswith(prefix)]:

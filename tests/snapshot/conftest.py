@@ -9,14 +9,13 @@ running on the same machine. It checks at the end of the session, whether the te
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from privateroots import private_roots
 from snaptools import build_realistic_trees, build_small_trees, our_mounts, our_processes
 
 from soci_lab.images import build_image
@@ -30,20 +29,10 @@ def snapshot_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     roots = {"state": base / "state", "tmp": base / "tmp", "mnt": base / "mnt"}
     roots["tmp"].mkdir()
     roots["mnt"].mkdir()
-    old_env = {k: os.environ.get(k) for k in ("SOCI_LAB_STATE_ROOT", "TMPDIR")}
-    old_tempdir = tempfile.tempdir
-    os.environ["SOCI_LAB_STATE_ROOT"] = str(roots["state"])
-    os.environ["TMPDIR"] = str(roots["tmp"])
-    tempfile.tempdir = str(roots["tmp"])
     try:
-        yield roots
+        with private_roots(roots["state"], roots["tmp"]):
+            yield roots
     finally:
-        tempfile.tempdir = old_tempdir
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         mounts = our_mounts([base])
         leftover_mnt = sorted(p.name for p in roots["mnt"].iterdir()) if roots["mnt"].exists() else []
         procs = our_processes([base])
