@@ -30,8 +30,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--burst", type=float, default=0.0, help="requests the rate limiter lets through at once")
     p.add_argument("--retry-after", default=None, help="Retry-After of the 429 answers, e.g. 1s (default: none)")
     p.add_argument("--service-time", default="0", help="mean registry service time per request, e.g. 5ms")
-    p.add_argument("--service-dist", default="const", choices=("const", "exp", "lognormal"))
-    p.add_argument("--arrivals", default="all", choices=("all", "poisson", "waves"))
+    p.add_argument("--service-dist", default="const", choices=("const", "exp", "lognormal"),
+                   help="the distribution of the registry's per-request service time (default const)")
+    p.add_argument("--arrivals", default="all", choices=("all", "poisson", "waves"),
+                   help="when hosts start pulling: all at once, a Poisson stream, or scale-out waves (default all)")
     p.add_argument("--arrival-rate", type=float, default=100.0, help="poisson: hosts per second (default 100)")
     p.add_argument("--wave-size", type=int, default=100, help="waves: hosts per wave (default 100)")
     p.add_argument("--wave-interval", default="10s", help="waves: time between waves (default 10s)")

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     if image_group is not None:  # ``soci-lab image rpull`` (as upstream's ``soci image rpull``)
         _add_rpull(image_group)
     c = sub.add_parser("cleanup", help="remove everything the snapshotter made under --root (daemon stopped)")
-    c.add_argument("--root", type=Path, required=True, metavar="DIR")
+    c.add_argument("--root", type=Path, required=True, metavar="DIR",
+                   help="the root the snapshotter served from: everything it made there is removed")
     c.set_defaults(handler=cmd_cleanup)
 
 
