@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 from ctdtools import CatImage, Containerd, Daemon, needs_containerd
 from test_rpull import wait_usable
@@ -25,9 +26,16 @@ def test_container_cats_a_file_on_soci_lab_snapshots(containerd: Containerd, dae
     ls = containerd.ctr("snapshots", "--snapshotter", "soci-lab", "ls").stdout.decode().splitlines()[1:]
     committed = [line.split() for line in ls if line.split()[-1] == "Committed"]
     assert len(committed) == 2 and {len(c) for c in committed} == {2, 3}
-    frame = read_events(daemon.events)
-    ops = detail(frame, "op")
-    assert {"Prepare", "Commit", "Remove"} <= set(ops)
+    # containerd removes the container's snapshot in its garbage collection, after `ctr run --rm` returns:
+    # the daemon's Remove comes a moment later
+    deadline = time.monotonic() + 30
+    while True:
+        frame = read_events(daemon.events)
+        ops = set(detail(frame, "op"))
+        if "Remove" in ops or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert {"Prepare", "Commit", "Remove"} <= ops
     assert set(frame["source"]) == {"real"} and set(frame["strategy"]) == {"snapshotter"}
 
 
