@@ -25,24 +25,10 @@ import time
 import uuid
 from pathlib import Path
 
+from soci_lab.snapshotter.containerd_config import containerd_config
+
 REPO = Path(__file__).resolve().parents[1]
 CLI_CODE = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
-CONFIG = """version = 2
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-root = "{base}/root"
-state = "{base}/state"
-[grpc]
-  address = "{base}/containerd.sock"
-[ttrpc]
-  address = "{base}/containerd.sock.ttrpc"
-[debug]
-  address = "{base}/debug.sock"
-[metrics]
-  address = ""
-[proxy_plugins.soci-lab]
-  type = "snapshot"
-  address = "{base}/sn.sock"
-"""
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -77,7 +63,7 @@ class Stack:
     def __init__(self, base: Path) -> None:
         self.base = base
         base.mkdir(parents=True)
-        (base / "config.toml").write_text(CONFIG.format(base=base))
+        (base / "config.toml").write_text(containerd_config(base, base / "sn.sock"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.sn = subprocess.Popen([sys.executable, "-c", CLI_CODE, "snapshotter", "serve", "--address",
                                     str(base / "sn.sock"), "--root", str(base / "snroot")],

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ctdtools import CONFIG, CatImage, Containerd, Daemon, stop, wait_for
+from ctdtools import CatImage, Containerd, Daemon, stop, wait_for
 
 from soci_lab.snapshot import umount_tree
+from soci_lab.snapshotter.containerd_config import containerd_config
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def containerd(tmp_path: Path, daemon: Daemon) -> Iterator[Containerd]:
     base.mkdir()
     namespace = f"soci-lab-test-{uuid.uuid4().hex[:8]}"
     config = base / "config.toml"
-    config.write_text(CONFIG.format(base=base, snapshotter=daemon.socket))
+    config.write_text(containerd_config(base, daemon.socket))
     with (base / "containerd.log").open("wb") as log:
         proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -89,22 +89,6 @@ class Containerd:
         return res
 
 
-CONFIG = """version = 2
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-root = "{base}/root"
-state = "{base}/state"
-[grpc]
-  address = "{base}/containerd.sock"
-[ttrpc]
-  address = "{base}/containerd.sock.ttrpc"
-[debug]
-  address = "{base}/debug.sock"
-[metrics]
-  address = ""
-[proxy_plugins.soci-lab]
-  type = "snapshot"
-  address = "{snapshotter}"
-"""
 
 
 @dataclass(frozen=True)
