@@ -73,6 +73,9 @@ def register(subparsers: Any) -> None:
                    help="also listen on this unix socket (mode 0600); builds asked through it are trusted")
     s.add_argument("--no-anonymous-builds", action="store_true",
                    help="refuse builds without the token or socket (default: they build anonymously)")
+    s.add_argument("--anonymous-registry", action="append", default=None, metavar="HOST[:PORT]",
+                   help="a registry anonymous builds may read (repeatable); without it, a store not listening "
+                        "only on loopback refuses anonymous builds of loopback, private and link-local addresses")
     s.set_defaults(handler=cmd_serve)
 
     b = sub.add_parser(
@@ -123,7 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = ArtifactStore(args.db, host=args.host, port=args.port, platform=args.platform, settings=settings,
                           max_concurrency=args.max_concurrency, queue_size=args.queue_size,
                           build_timeout=args.build_timeout, build_token=token,
-                          allow_anonymous_builds=not args.no_anonymous_builds, build_socket=args.build_socket)
+                          allow_anonymous_builds=not args.no_anonymous_builds, build_socket=args.build_socket,
+                          anonymous_registries=args.anonymous_registry)
     return serve_until_signalled(store)
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,7 @@ from ..errors import BuildQueueFull, InvalidInput, StoreError
 from ..netlab.background import BackgroundServer
 from ..oci import Platform, Reference, jsondoc
 from . import profiles as pf
-from .auth import REALM, TRUSTED, BuildAuth, BuildRefused
+from .auth import REALM, TRUSTED, BuildAuth, BuildRefused, is_loopback_host
 from .builder import BuildRequest, BuildSettings
 from .db import LIST_LIMIT, StoreDB, artifact_json
 from .queue import BuildQueue
@@ -174,9 +174,13 @@ class StoreApp:
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str) or not doc["image"]:
             return error(400, "missing image")
         try:
-            if Reference.parse(doc["image"]).is_layout and not trusted:
+            ref = Reference.parse(doc["image"])
+            if ref.is_layout and not trusted:
                 return error(403, "an anonymous build cannot read OCI layouts on the store's host "
                                   "(send the build token, or use the local socket)")
+            why = None if trusted else await self.auth.anonymous_target_refusal(ref.registry, ref.api_host)
+            if why is not None:
+                return error(403, why)
             platform = str(Platform.parse(doc.get("platform") or self.platform))
             sync_until = doc.get("syncUntil")
             if sync_until is not None and (isinstance(sync_until, bool) or not isinstance(sync_until, int | float)):
@@ -224,7 +228,9 @@ class ArtifactStore(BackgroundServer):
     used when a request names none; ``max_concurrency`` builds run at once and ``queue_size`` more may wait;
     ``events`` records what builds do (:class:`BuildQueue`). Who may build with the store's registry access
     (:mod:`.auth`): requests with ``build_token`` or through ``build_socket`` (a unix socket, mode 0600);
-    others build anonymously, or are refused with ``allow_anonymous_builds=False``.
+    others build anonymously, or are refused with ``allow_anonymous_builds=False``; an anonymous build may
+    name only ``anonymous_registries`` when given, else (on a store not listening only on loopback) only
+    registries with public addresses.
     """
 
     kind = "artifact-store"
@@ -244,9 +250,11 @@ class ArtifactStore(BackgroundServer):
         build_token: str | None = None,
         allow_anonymous_builds: bool = True,
         build_socket: str | Path | None = None,
+        anonymous_registries: Iterable[str] | None = None,
     ) -> None:
         super().__init__(host, port)
-        self.auth = BuildAuth(build_token, allow_anonymous_builds)
+        allowed = frozenset(anonymous_registries) if anonymous_registries is not None else None
+        self.auth = BuildAuth(build_token, allow_anonymous_builds, allowed, is_loopback_host(host))
         self.build_socket = Path(build_socket) if build_socket is not None else None
         self.events = events
         self.db_path = Path(db)

@@ -240,3 +240,51 @@ def test_a_tarpit_registry_holds_the_build_slot_for_resolve_timeout_at_most(tmp_
         assert bogus["status"] == "Failed" and "took longer than 2s" in bogus["error"]
         good = request_build(s.url, public_ref, wait=True, timeout=120)
         assert good["status"] == "Ready", good["error"]
+
+
+# --- the build endpoint is no way to reach addresses only the store can reach (SSRF) ---------------------
+
+
+def test_an_exposed_store_will_not_probe_loopback_private_or_link_local_addresses(tmp_path, embedded_registry,
+                                                                                public_ref):
+    """A store listening beyond loopback (here 0.0.0.0) takes anonymous builds from other hosts: a build of
+    ``127.0.0.1:PORT/…`` would make it connect to a service only its own host can reach. Refused with 403 and
+    one line before any connection (the trap port never sees one); named in ``--anonymous-registry``, the
+    same loopback registry builds. Before: 202 and a connection to every one of them."""
+    import socket
+
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(8)
+        trap.setblocking(False)
+        port = trap.getsockname()[1]
+        probes = [f"127.0.0.1:{port}/probe:v1", f"localhost:{port}/probe:v1", f"[::1]:{port}/probe:v1",
+                  f"[::ffff:127.0.0.1]:{port}/probe:v1", f"0.0.0.0:{port}/probe:v1", "169.254.169.254/meta:v1",
+                  "10.1.2.3:5000/internal:v1", "192.168.0.1/router:v1", "100.64.0.1/cgnat:v1"]
+        with ArtifactStore(db=tmp_path / "a.db", host="0.0.0.0", platform=PLATFORM) as s:
+            url = f"http://127.0.0.1:{s.port}"
+            for ref in probes:
+                msg = _one_line_error(httpx.post(f"{url}/v1/builds", json={"image": ref}, timeout=30), 403)
+                assert "not a public address" in msg and "--anonymous-registry" in msg, (ref, msg)
+            # nothing was queued
+            assert httpx.get(f"{url}/v1/builds", timeout=30).json() == []
+            time.sleep(0.2)
+            with pytest.raises(BlockingIOError):
+                trap.accept()
+        with ArtifactStore(db=tmp_path / "b.db", host="0.0.0.0", platform=PLATFORM,
+                           settings=BuildSettings(span_size=16 << 10, min_layer_size=0),
+                           anonymous_registries=[embedded_registry.host]) as s:
+            url = f"http://127.0.0.1:{s.port}"
+            msg = _one_line_error(httpx.post(f"{url}/v1/builds", json={"image": probes[0]}, timeout=30), 403)
+            assert "configured for" in msg and embedded_registry.host in msg, msg
+            assert request_build(url, public_ref, wait=True, timeout=60)["status"] == "Ready"
+            with pytest.raises(BlockingIOError):
+                trap.accept()
+
+
+def test_a_loopback_store_builds_loopback_registries_anonymously(tmp_path, public_ref):
+    """The default store listens on loopback only: whoever reaches it reaches those addresses already, so the
+    address rule is not applied (the store, cli and integration rooms build from loopback registries)."""
+    with ArtifactStore(db=tmp_path / "h.db", platform=PLATFORM,
+                       settings=BuildSettings(span_size=16 << 10, min_layer_size=0)) as s:
+        assert request_build(s.url, public_ref, wait=True, timeout=60)["status"] == "Ready"
