@@ -94,6 +94,7 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     for p in r.values():
         p.mkdir()
     kids_before = _children()
+    served_before = _service_children()
     try:
         with private_roots(r["state"], r["tmp"]):
             yield r
@@ -108,6 +109,9 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
         # the lazy room's zygote lives as long as this process by design; the servers it forked may not
         zygotes = {p for p in _children() if "soci_lab.lazy.zygote" in _cmdline(p)}
         forked = {c for z in zygotes for c in _children(z)}
+        # with the per-host service (tests/conftest.py starts one per session) the layer servers and background
+        # serving processes are the service's children, not ours nor a zygote's
+        forked |= _service_children() - served_before
         if forked:
             problems.append(f"layer servers left: {[(k, _cmdline(k)) for k in sorted(forked)]}")
         if kids := sorted(_children() - kids_before - zygotes - {p for p in _children() if _is_server(p)}):
@@ -117,6 +121,22 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
         if states := sorted(p.name for p in r["state"].iterdir()):
             problems.append(f"state directories left: {states}")
         assert not problems, "; ".join(problems)
+
+
+def _service_children() -> set[int]:
+    """The live children of this session's soci-lab service (its layer servers and background serving
+    processes): the service's pid from its status, its children from /proc; none when no service runs."""
+    from soci_lab import service
+
+    try:
+        client = service.connect(start=False)
+    except Exception:  # no service (yet): nothing it forked can be alive
+        return set()
+    try:
+        pid = int(client.status()["pid"])
+    finally:
+        client.close()
+    return _children(pid)
 
 
 def _cmdline(pid: int) -> str:
@@ -134,6 +154,31 @@ def _is_server(pid: int) -> bool:
             return b"docker-registry" in f.read()
     except OSError:
         return False
+
+
+def test_the_leak_guard_sees_the_services_layer_servers(tmp_path: Path) -> None:
+    """The guard above must see a layer server the session's service forked (it is neither our child nor a
+    zygote's): while a layer is mounted its server is among the service's children, after unmount it is not."""
+    import gzip
+    import io
+    import tarfile
+
+    from soci_lab.lazy.mount import LazyLayerSpec, ServeOptions, mount_layer
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("hello")
+        ti.size = 6
+        tf.addfile(ti, io.BytesIO(b"hello\n"))
+    layer = tmp_path / "layer.tar.gz"
+    layer.write_bytes(gzip.compress(buf.getvalue()))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    before = _service_children()
+    with mount_layer(LazyLayerSpec.from_layer_file(layer), mnt, ServeOptions(background=False)) as m:
+        assert (mnt / "hello").read_bytes() == b"hello\n"
+        assert m.process is not None and m.process.pid in _service_children() - before
+    assert m.process.pid not in _service_children()
 
 
 # --- the image, the store -------------------------------------------------------------------------------------
