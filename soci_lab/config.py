@@ -185,8 +185,8 @@ class Config:
     overlay_opaque_type: str = "trusted"
     filesystem_cache_type: str = ""
     #: soci_lab only — when a lazily served layer is checked against its zTOC (docs/formats.md §5): ``auto``
-    #: (before serving a zTOC from a v1 referrer, in the background for one found through the pinned image or
-    #: the configured artifact store), ``before_serving`` (always), ``background`` (serve at once, as upstream)
+    #: (in the background for a zTOC the mounted manifest names, before serving a v1 referrer's or the
+    #: artifact store's), ``before_serving`` (always), ``background`` (serve at once, as upstream)
     lazy_layer_check: str = "auto"
     unknown: dict[str, Any] = field(default_factory=dict, compare=False)
 

@@ -1,10 +1,10 @@
 """Check a lazily served layer against its own bytes: the layer digest, every checkpoint, every TOC entry.
 
-A zTOC is a claim about a layer made by whoever built the SOCI index. Span digests only say which
-compressed bytes to expect; the checkpoint windows, the span boundaries and the TOC (names, types, modes,
-sizes, offsets, links, devices, xattrs) are taken on trust by upstream. A zTOC from an unpinned source
-(a v1 referrer anyone with push access can add, an artifact store) can therefore make a lazy mount show
-files the image does not have, or other bytes than it has.
+A zTOC is a claim about a layer made by whoever built the SOCI index. Span digests only say which compressed
+bytes to expect; the checkpoint windows, the span boundaries and the TOC (names, types, modes, sizes, offsets,
+links, devices, xattrs) are taken on trust by upstream. A zTOC from an unpinned source (a v1 referrer anyone
+with push access can add, an artifact store) can therefore make a lazy mount show files the image does not have,
+or other bytes than it has.
 
 :func:`check_layer` binds the whole zTOC to the layer, in one pass from the start of the blob:
 
@@ -26,10 +26,10 @@ files the image does not have, or other bytes than it has.
 
 Why nothing cheaper is sound: a tar entry is only located by walking every header before it (a header
 found anywhere else may be a tar file *inside* a file), and a gzip stream's state at a checkpoint only
-by inflating everything before it. So before the whole layer is checked a zTOC must either come from
-somewhere the user trusts as much as the image (the image pinned by its digest, the artifact store they
-configured) or not be served at all; see ``docs/formats.md`` ("What a lazy mount verifies"). Costs one
-extra inflate of the layer and a sha256 over it, in worker threads.
+by inflating everything before it. So before the whole layer is checked a zTOC must either be named by
+the manifest being mounted (:func:`ztoc_origin`) or not be served at all; see
+``docs/formats.md`` ("What a lazy mount verifies"). Costs one extra inflate of the layer and a sha256 over
+it, in worker threads.
 """
 
 from __future__ import annotations
@@ -340,17 +340,35 @@ def _one_line(exc: BaseException) -> str:
     return (str(exc) or type(exc).__name__).splitlines()[0]
 
 
+def ztoc_origin(found_via: str) -> str:
+    """The :attr:`~soci_lab.lazy.spec.LazyLayerSpec.ztoc_origin` of a zTOC found by the SOCI index discovery
+    step ``found_via`` (``explicit``, ``v2``, ``v1``, ``hermes``).
+
+    ``"pinned"`` where the manifest being mounted names the zTOC: its v2 annotation (manifest → index digest
+    → zTOC digest, each checked on fetch) or an index digest the user gave. Whoever could put another zTOC
+    there must serve another manifest, and could then as well change the layers an eager mount shows: the
+    image's own index is the publisher's as much as its layers are, whether the user named the manifest by
+    digest or by tag. A v1 referrer is added by anyone who can push to the repository, and stays in front of a
+    digest-pinned image; the artifact store answers with a zTOC the image does not name: both come from
+    someone who cannot change the layers, so ``"unpinned"`` / ``"store"``, checked before serving."""
+    if found_via in ("explicit", "v2"):
+        return "pinned"
+    if found_via == "hermes":
+        return "store"
+    return "unpinned"
+
+
 def layer_check_mode(spec: Any, options: Any) -> str:
     """``"before_serving"``, ``"background"`` or ``"none"`` for a :class:`~soci_lab.lazy.mount.LazyLayerSpec`
     served with :class:`~soci_lab.lazy.mount.ServeOptions`: ``options.layer_check``, else the config's
-    ``lazy_layer_check``; ``auto`` goes by ``spec.ztoc_origin`` (unpinned: before serving, pinned or store:
-    in the background, local: none)."""
+    ``lazy_layer_check``; ``auto`` goes by ``spec.ztoc_origin`` (pinned: in the background, local: none,
+    anything else — unpinned, store, unknown — before serving)."""
     mode = options.layer_check or options.config.lazy_layer_check
     if mode not in ("auto", "before_serving", "background"):
         raise MountError(f"lazy_layer_check must be auto, before_serving or background, not {mode!r}")
     if mode != "auto":
         return str(mode)
-    return {"local": "none", "pinned": "background", "store": "background"}.get(spec.ztoc_origin, "before_serving")
+    return {"local": "none", "pinned": "background"}.get(spec.ztoc_origin, "before_serving")
 
 
 async def check_when_complete(
@@ -380,4 +398,4 @@ async def check_when_complete(
     return result
 
 
-__all__ = ["LOOKAHEAD", "LayerCheck", "check_layer", "check_when_complete", "layer_check_mode"]
+__all__ = ["LOOKAHEAD", "LayerCheck", "check_layer", "check_when_complete", "layer_check_mode", "ztoc_origin"]

@@ -24,12 +24,12 @@ class LazyLayerSpec:
     ``repository`` (an OCI registry host or URL; the blob is fetched by ``digest`` with ranged GETs).
 
     ``ztoc_origin`` says how far the zTOC can be trusted before it is checked against the layer
-    (:mod:`soci_lab.lazy.layercheck`): ``"unpinned"`` (the default: a v1 referrer anyone who can push to the
-    repository can add, or unknown) — the whole layer is checked before anything is served; ``"pinned"``
-    (found through the image the user pinned by digest: a v2 annotation, an explicit index digest) or
-    ``"store"`` (the artifact store the user configured) — served at once, each entry's header checked
-    before it is shown, the whole layer checked once every span has been fetched, and EIO from then on if
-    that fails; ``"local"`` (built here from the very file served) — nothing to check.
+    (:mod:`soci_lab.lazy.layercheck`, :func:`~soci_lab.lazy.layercheck.ztoc_origin`): ``"unpinned"`` (the
+    default: a v1 referrer anyone who can push to the repository can add, or unknown) and ``"store"`` (the
+    configured artifact store's answer) — the whole layer is checked before anything is served; ``"pinned"``
+    (named by the manifest being mounted: its v2 annotation, or an index digest the user gave) — served at once,
+    each entry's header checked before it is shown, the whole layer checked once every span has been fetched,
+    and EIO from then on if that fails; ``"local"`` (built here from the very file served) — nothing to check.
     """
 
     digest: str

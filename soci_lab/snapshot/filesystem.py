@@ -498,9 +498,12 @@ class Filesystem:
         digest = lay.plan.digest
         ztoc_desc = arts.ztoc_descriptor_for(digest)
         ztoc = OCILayout(self.state.content).read_blob(str(ztoc_desc.digest))
-        # a zTOC found through the pinned image (v2 annotation, explicit index digest) or the configured store is
-        # served at once and checked in the background; one from a v1 referrer is checked before it serves
-        origin = {"v2": "pinned", "explicit": "pinned", "hermes": "store"}.get(arts.found_via, "unpinned")
+        # a zTOC the mounted manifest names (v2 annotation, explicit index digest) is served at once and checked
+        # in the background; a v1 referrer's or the artifact store's is checked before it serves
+        # (lazy/layercheck.py: ztoc_origin, layer_check_mode)
+        from ..lazy.layercheck import ztoc_origin
+
+        origin = ztoc_origin(arts.found_via)
         spec = LazyLayerSpec(digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size, ztoc_origin=origin)
         for handler in self.resolve_handlers.values():
             answer = handler(image.ref, digest)

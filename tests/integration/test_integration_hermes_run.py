@@ -311,6 +311,10 @@ def test_store_up_lazy_run_sends_no_discovery_request_to_the_registry(
     assert all("/manifests/" in p or "/blobs/" in p for p in paths), paths
     layer_reads = [r for r in detail(reg, "range") if r]
     assert layer_reads, "no ranged layer read: the run was not lazy"
+    # the store's zTOCs are not named by the image: each layer is checked against its zTOC before it is served
+    checks = frame[(frame["kind"] == "verify") & (detail(frame, "what") == "layer")]
+    assert len(checks) == len(run.doc["layers"]) and checks["ok"].all(), checks.to_dict("records")
+    assert checks["t_end"].max() <= frame[frame["kind"] == "ready"]["t_end"].min()
 
 
 def test_store_down_with_fallback_goes_lazy_via_registry_discovery(
@@ -415,6 +419,7 @@ def test_recorded_trace_profile_fetches_fewer_bytes_before_workload_done(
         c = Config()
         c.background_fetch.silence_period_msec = 0
         c.background_fetch.fetch_period_msec = 50
+        c.lazy_layer_check = "background"  # upstream's timing (the store's zTOCs served at once): what is compared
         return c
 
     plain = _pull(minbase_image, store, cfg(), speed=0.04)
@@ -446,6 +451,7 @@ def test_recorded_trace_profile_fetches_before_ready_not_during_the_workload(
     def cfg() -> Config:
         c = Config()
         c.background_fetch.disable = True
+        c.lazy_layer_check = "background"  # upstream's timing (the store's zTOCs served at once): what is compared
         return c
 
     plain = _pull(minbase_image, store, cfg())

@@ -109,7 +109,7 @@ def test_mode_by_origin_options_and_config() -> None:
     assert spec.ztoc_origin == "unpinned"
     assert layer_check_mode(spec, ServeOptions()) == "before_serving"
     assert layer_check_mode(dataclasses.replace(spec, ztoc_origin="pinned"), ServeOptions()) == "background"
-    assert layer_check_mode(dataclasses.replace(spec, ztoc_origin="store"), ServeOptions()) == "background"
+    assert layer_check_mode(dataclasses.replace(spec, ztoc_origin="store"), ServeOptions()) == "before_serving"
     assert layer_check_mode(dataclasses.replace(spec, ztoc_origin="local"), ServeOptions()) == "none"
     cfg = Config.from_dict({"lazy_layer_check": "background"})
     assert layer_check_mode(spec, ServeOptions(config=cfg)) == "background"
