@@ -168,7 +168,7 @@ def _clean(tmp_path: Path, dest: Path | None = None) -> None:
         assert json.loads((dest / "index.json").read_text())["manifests"] == []
 
 
-COMMANDS = [("image", "verify"), ("image", "copy"), ("index", "info")]
+COMMANDS = [("image", "verify"), ("image", "copy"), ("index", "info"), ("index", "create")]
 
 
 def _run(tmp_path: Path, cmd: tuple[str, str], ref: str) -> subprocess.CompletedProcess[str]:
