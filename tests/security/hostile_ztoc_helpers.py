@@ -151,9 +151,12 @@ async def lazy_view_async(layer: Layer, ztoc_bytes: bytes, *, check: bool = True
     z = Ztoc.from_bytes(ztoc_bytes)
     spans = SpanManager(z, BytesRangeFetcher(layer.blob))
     if check:
-        from soci_lab.lazy.layercheck import check_layer
-
-        await check_layer(spans, z, digest=layer.digest, blob_size=len(layer.blob))
+        try:
+            from soci_lab.lazy.layercheck import check_layer
+        except ModuleNotFoundError:  # the code before the check: served unchecked, so these tests fail there
+            check_layer = None  # type: ignore[assignment]  # on the view, not on the import
+        if check_layer is not None:
+            await check_layer(spans, z, digest=layer.digest, blob_size=len(layer.blob))
     tree = LayerTree(list(z.toc))
     reader = LayerReader(tree, spans)
     view: View = {}
