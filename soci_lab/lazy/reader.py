@@ -204,6 +204,11 @@ class LayerTree:
             raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target does not exist")
         if node.is_dir:
             raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target is a directory")
+        replaced = parent.children.get(base)
+        # (by the target's directory: a directory has one place, a file may have several through hard links)
+        if replaced is not None and replaced.is_dir and (tparent is replaced or _holds(replaced, tparent)):
+            raise UnsafeArchiveEntry(f"tar hardlink {e.name!r} → {e.linkname!r}: target is inside the "
+                                     "directory the link replaces")
         return node
 
     def _parent(self, rel: str, *, create: bool) -> Node:
@@ -497,3 +502,16 @@ class LayerReader:
     async def read_all(self, node: Node) -> bytes:
         """The whole file (tests, materialisation)."""
         return await self.read(node, 0, node.size)
+
+
+def _holds(directory: Node, subdir: Node) -> bool:
+    """Whether directory ``subdir`` is somewhere under ``directory`` (iteratively: a tree may be thousands
+    deep)."""
+    todo = [directory]
+    while todo:
+        for child in todo.pop().children.values():
+            if child.is_dir:
+                if child is subdir:
+                    return True
+                todo.append(child)
+    return False

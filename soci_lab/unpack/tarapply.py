@@ -543,6 +543,9 @@ class TarApplier:
             raise UnsafeArchiveEntry(f"tar hardlink {info.name!r} → {info.linkname!r}: target does not exist") from None
         if stat.S_ISDIR(tst.st_mode):
             raise UnsafeArchiveEntry(f"tar hardlink {info.name!r} → {info.linkname!r}: target is a directory")
+        if treal.startswith(real + "/"):  # the directory the link replaces holds its target: removed first
+            raise UnsafeArchiveEntry(f"tar hardlink {info.name!r} → {info.linkname!r}: target is inside the "
+                                     "directory the link replaces")
 
         def link() -> None:
             os.link(tbase, base, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)

@@ -94,6 +94,9 @@ def test_lazy_tree_is_the_eager_tree_or_both_refuse(entries: list[tuple[str, str
         ([("b", "reg", "", None), ("h", "hardlink", "../b", None)], "points outside the destination"),
         ([("f", "reg", "", None), ("f/x", "reg", "", None)], "is not a directory"),
         ([("h", "hardlink", "missing", None)], "target does not exist"),
+        # found by the property: the link replaces the directory that holds its target (before: eager died with
+        # "[Errno 9] Bad file descriptor", lazy showed the removed file)
+        ([("l/f", "reg", "", None), ("l", "hardlink", "l/f", None)], "inside the directory the link replaces"),
     ],
 )
 def test_layers_eager_refuses_are_refused_lazily_with_the_same_words(
