@@ -469,7 +469,8 @@ class LazyPull:
             for i in ahead:
                 if state[i] not in (UNCOMPRESSED, REQUESTED):
                     self.readaheads.append(env.process(sm.ensure(i, why="readahead")))
-        yield env.timeout(self._fuse_cost(steps, size, missed=True))
+        # the FUSE requests' own work (kernel round trips, the server's dispatch, the copy) holds a core
+        yield from world.host.cpu(self._fuse_cost(steps, size, missed=True))
 
     def settle(self) -> Generator[Any, Any, None]:
         """After the workload: let the readahead fetches it started finish, as they do while a real pull
