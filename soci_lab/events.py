@@ -116,7 +116,7 @@ DETAILS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "file_op": {"op": str, "result": int, "trace_t_s": float, "recorded": bool, "via": str},
     "mount": {
         "how": str, "what": str, "via": str, "entries": int, "cpu_s": float, "layers": int, "writable": bool,
-        "reason": str,
+        "reason": str, "spawn": str,
     },
     "unmount": {},
     "ready": {"mode": str, "via": str, "hows": dict, "reason": str, "cmd_s": float, "readiness": str},
