@@ -52,8 +52,9 @@ def _median(values: list[float], seed: int = 0) -> Estimate:
     return Estimate(float(np.median(v)), len(v), float(np.std(boots, ddof=1)))
 
 
-def startup_samples(frame: pd.DataFrame) -> dict[str, list[float]]:
-    """Per kind of spawn, the start-up of every lazy layer server of ``frame`` (see the module docstring)."""
+def startup_samples(frame: pd.DataFrame, *, run_col: str = "run_id") -> dict[str, list[float]]:
+    """Per kind of spawn, the start-up of every lazy layer server of ``frame`` (see the module docstring);
+    ``run_col`` names the column that tells runs apart (calibrate keys runs of several frames apart)."""
     out: dict[str, list[float]] = {}
     if frame.empty:
         return out
@@ -65,10 +66,10 @@ def startup_samples(frame: pd.DataFrame) -> dict[str, list[float]]:
     inner_mask = how.isna() & mount["layer"].notna() & (what != "overlay").fillna(True).astype(bool)
     inner = mount[inner_mask.astype(bool)]
     spawn_of = spawn[outer.index]
-    for run, out_run in outer.groupby("run_id"):
+    for run, out_run in outer.groupby(run_col):
         asked = dict(zip(out_run["layer"], out_run["t_start"], strict=True))
         kinds = dict(zip(out_run["layer"], spawn_of[out_run.index], strict=True))
-        inn = inner[(inner["run_id"] == run) & inner["layer"].isin(list(asked))].sort_values("t_start")
+        inn = inner[(inner[run_col] == run) & inner["layer"].isin(list(asked))].sort_values("t_start")
         prev = -math.inf
         for layer, t0 in zip(inn["layer"], inn["t_start"], strict=True):
             kind = kinds.get(layer)
@@ -79,11 +80,11 @@ def startup_samples(frame: pd.DataFrame) -> dict[str, list[float]]:
     return out
 
 
-def fit_startup(frame: pd.DataFrame) -> dict[str, Estimate]:
+def fit_startup(frame: pd.DataFrame, *, run_col: str = "run_id") -> dict[str, Estimate]:
     """``mount_first_s`` (cold starts), ``mount_s`` (warm forks) and ``service_running`` (share of runs whose
     first server was warm; its se the binomial one) where ``frame``'s mount events say how servers started.
     A parameter without samples is left out."""
-    samples = startup_samples(frame)
+    samples = startup_samples(frame, run_col=run_col)
     cold = [x for k, v in samples.items() if k in COLD_SPAWNS for x in v]
     warm = [x for k, v in samples.items() if k in WARM_SPAWNS for x in v]
     out: dict[str, Estimate] = {}
@@ -91,7 +92,7 @@ def fit_startup(frame: pd.DataFrame) -> dict[str, Estimate]:
         out["mount_first_s"] = _median(cold)
     if warm:
         out["mount_s"] = _median(warm)
-    firsts = _first_spawns(frame)
+    firsts = _first_spawns(frame, run_col)
     if firsts:
         p = sum(k in WARM_SPAWNS for k in firsts) / len(firsts)
         se = math.sqrt(p * (1 - p) / len(firsts)) if len(firsts) > 1 else math.nan
@@ -99,7 +100,7 @@ def fit_startup(frame: pd.DataFrame) -> dict[str, Estimate]:
     return out
 
 
-def _first_spawns(frame: pd.DataFrame) -> list[str]:
+def _first_spawns(frame: pd.DataFrame, run_col: str = "run_id") -> list[str]:
     """The spawn kind of each run's first lazy layer server."""
     mount = frame[frame["kind"] == "mount"]
     if mount.empty:
@@ -108,7 +109,7 @@ def _first_spawns(frame: pd.DataFrame) -> list[str]:
     how = detail(mount, "how").astype(object)
     lazy = mount[(how == "lazy").fillna(False).astype(bool) & spawn.notna()]
     out = []
-    for _run, rows in lazy.groupby("run_id"):
+    for _run, rows in lazy.groupby(run_col):
         first = rows.sort_values("t_start").index[0]
         out.append(str(spawn[first]))
     return out

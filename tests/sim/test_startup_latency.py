@@ -122,3 +122,17 @@ def test_a_real_lazy_pull_says_how_each_server_started(tmp_path) -> None:
     assert kinds <= COLD_SPAWNS | WARM_SPAWNS and kinds
     # at most one cold start in a pull (its first server's; the others are warm forks)
     assert sum(k in COLD_SPAWNS for k in detail(lazy, "spawn")) <= 1
+
+
+def test_calibrate_fits_start_up_by_how_servers_started() -> None:
+    """``sim.fit`` uses the spawn detail: runs whose first server was a warm fork of the running service do
+    not make a cold start (before, each run's first server was taken as one)."""
+    from soci_lab.sim import fit
+
+    times = {"service-cold": 1.2, "service-warm": 0.015}
+    warm_only = fit(_events([["service-warm"] * 3, ["service-warm"] * 2], times))
+    assert warm_only.host.mount_first_s is None and "mount_first_s" in warm_only.warnings
+    assert warm_only.host.mount_s == pytest.approx(0.015)
+    mixed = fit(_events([["service-cold", "service-warm", "service-warm"], ["service-warm"] * 3], times))
+    assert mixed.host.mount_first_s == pytest.approx(1.2) and mixed.samples["mount_first"] == 1
+    assert mixed.host.mount_s == pytest.approx(0.015) and mixed.samples["mount"] == 5
