@@ -400,7 +400,7 @@ class World:
         yield from settle()
         self.workload_done_at = env.now
         emit("workload", start, env.now, accesses=len(accesses), timing="gaps" if gaps else "absolute",
-             own_s=own_total, cpu_fraction=frac)
+             own_s=float(own_total), cpu_fraction=float(frac))
 
 
 def _meta_error(op: str, f: FileModel | None) -> str | None:
