@@ -65,3 +65,13 @@ def test_a_recorded_trace_keeps_its_calls_durations(mini_rootfs: Path, tmp_path:
     assert any(r.dur_s > 0 for r in trace)
     # one process, one call at a time: the calls' time fits in the command's (rounding to the microsecond)
     assert sum(r.dur_s for r in trace) <= trace.duration + max(r.dur_s for r in trace) + 1e-3
+
+
+def test_a_timed_trace_feeds_the_prefetch_builder_too() -> None:
+    """``index create --prefetch-trace`` takes what ``run --trace-out`` writes, durations and all."""
+    from soci_lab.artifacts.prefetch import trace_accesses
+
+    text = format_trace([TraceRow(0.0, "open", "/a"), TraceRow(0.1, "read", "/a", 5, 10, 0.002)])
+    assert trace_accesses(text) == [("/a", 5, 10)]
+    with pytest.raises(TraceFormatError, match="line 2: expected 6 fields"):
+        trace_accesses("t_s,op,path,offset,size,dur_s\n0,read,/a,0,1\n")
