@@ -8,7 +8,7 @@ frame (real runs' events, details as columns) to values, each with its sample co
   ``zygote-warm``/``zygote-cold`` (the private forker), ``exec`` (a fresh interpreter). A server's start-up
   is the time from its layer's mount being asked (or the previous server starting: they are forked one at
   a time) to the server's own ``mount`` event starting (calibrate's rule). Cold ones give ``mount_first_s``,
-  warm ones ``mount_s``; ``service_running`` is the share of runs whose first server was warm.
+  warm ones ``mount_s``; ``service_running`` is the share of runs without a cold start.
 - :func:`fit_latency`: the request latency as a distribution: from ``http_request`` events with small
   bodies (under ``small_bytes``: their duration is latency, not transfer), the quantiles of
   ``duration - bytes / bandwidth`` and a lognormal (median, log-space sigma) — ``NetworkParams.rtt`` with
@@ -101,7 +101,9 @@ def fit_startup(frame: pd.DataFrame, *, run_col: str = "run_id") -> dict[str, Es
 
 
 def _first_spawns(frame: pd.DataFrame, run_col: str = "run_id") -> list[str]:
-    """The spawn kind of each run's first lazy layer server."""
+    """Per run, how its first lazy layer server started: the run's cold start if it had one (layers are
+    prepared at once, so the order of their mount events does not tell which server was forked first; a
+    cold start can only be the first), else a warm kind."""
     mount = frame[frame["kind"] == "mount"]
     if mount.empty:
         return []
@@ -110,8 +112,9 @@ def _first_spawns(frame: pd.DataFrame, run_col: str = "run_id") -> list[str]:
     lazy = mount[(how == "lazy").fillna(False).astype(bool) & spawn.notna()]
     out = []
     for _run, rows in lazy.groupby(run_col):
-        first = rows.sort_values("t_start").index[0]
-        out.append(str(spawn[first]))
+        kinds = [str(k) for k in spawn[rows.index]]
+        cold = [k for k in kinds if k in COLD_SPAWNS]
+        out.append(cold[0] if cold else kinds[0])
     return out
 
 

@@ -136,3 +136,12 @@ def test_calibrate_fits_start_up_by_how_servers_started() -> None:
     mixed = fit(_events([["service-cold", "service-warm", "service-warm"], ["service-warm"] * 3], times))
     assert mixed.host.mount_first_s == pytest.approx(1.2) and mixed.samples["mount_first"] == 1
     assert mixed.host.mount_s == pytest.approx(0.015) and mixed.samples["mount"] == 5
+
+
+def test_a_run_with_a_cold_start_is_not_one_with_the_service_running_whatever_the_event_order() -> None:
+    """Layers are prepared at once: their mount events may list a warm fork before the run's cold start."""
+    times = {"service-cold": 1.2, "service-warm": 0.015}
+    frame = _events([["service-cold", "service-warm"]], times)
+    frame.loc[(frame.kind == "mount") & frame.path.isna(), "t_start"] = 0.0  # every layer asked at once
+    flipped = frame.iloc[::-1].reset_index(drop=True)
+    assert fit_startup(flipped)["service_running"].value == 0.0
