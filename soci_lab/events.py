@@ -116,13 +116,13 @@ DETAILS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "file_op": {"op": str, "result": int, "trace_t_s": float, "recorded": bool, "via": str},
     "mount": {
         "how": str, "what": str, "via": str, "entries": int, "cpu_s": float, "layers": int, "writable": bool,
-        "reason": str,
+        "reason": str, "spawn": str,
     },
     "unmount": {},
     "ready": {"mode": str, "via": str, "hows": dict, "reason": str, "cmd_s": float, "readiness": str},
     "workload": {
         "mode": str, "rows": int, "failed": int, "accesses": int, "speed": float, "cmd": list, "cmd_s": float,
-        "exit_code": int,
+        "exit_code": int, "timing": str, "own_s": float, "cpu_fraction": float,
     },
     "job_status": {"job": str, "image": str, "from": str, "to": str},
     "push": {"digest": str},

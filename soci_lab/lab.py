@@ -280,31 +280,27 @@ class _UnionView:
                 return None
         return None
 
-    def resolve(self, path: str, follow: bool = True, depth: int = 0) -> tuple[Any, Any] | None:
-        """Like a path walk inside the rootfs: symlinks in directories (and the last one if ``follow``)."""
-        if depth > 40:
-            return None
-        parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
-        cur: list[str] = []
-        for i, name in enumerate(parts):
-            if name == "..":
-                if cur:
-                    cur.pop()
-                continue
-            cur.append(name)
-            found = self._find("/".join(cur))
+    def resolve(self, path: str, follow: bool = True) -> tuple[Any, Any] | None:
+        """(reader, node) that an open of ``path`` inside the rootfs reaches (the final symlink too if
+        ``follow``), by the walk the FUSE replay and the simulator use (:func:`soci_lab.rootwalk.walk`);
+        None where it fails, or for the root."""
+        from .rootwalk import walk
+
+        def kind_of(p: str) -> str | None:
+            found = self._find(p)
             if found is None:
                 return None
-            _reader, node = found
-            last = i == len(parts) - 1
-            if stat.S_ISLNK(node.mode) and (follow or not last):
-                target = node.linkname
-                base = [] if target.startswith("/") else cur[:-1]
-                rest = parts[i + 1 :]
-                return self.resolve("/".join([*base, target.strip("/"), *rest]), follow, depth + 1)
-        if not cur:
+            mode = found[1].mode
+            return "dir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "other"
+
+        def link_of(p: str) -> str:
+            found = self._find(p)
+            return str(found[1].linkname) if found is not None else ""
+
+        walked = walk(path, kind_of, link_of, follow_last=follow)
+        if walked.error is not None or walked.path == "/":
             return None
-        return self._find("/".join(cur))
+        return self._find(walked.path)
 
 
 async def _reader_layer(

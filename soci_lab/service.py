@@ -131,8 +131,12 @@ class ServerProcess:
     a process that is not our child cannot be read: ``returncode`` is 0 once it is gone.
     """
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, spawn: str = "") -> None:
         self.pid = pid
+        #: how it was started (a ``mount`` event's ``spawn``): ``service-warm`` (forked by a service that was
+        #: running), ``service-cold`` (the first fork of a service this process had to start),
+        #: ``zygote-warm``/``zygote-cold`` (the private pre-warmed forker, running or started for it)
+        self.spawn = spawn
         self.returncode: int | None = None
         try:
             self._pidfd: int | None = os.pidfd_open(pid)
@@ -206,6 +210,10 @@ class ServiceClient:
         self.path = path
         self.pid = pid
         self._lock = threading.Lock()
+        #: this process started the service to get this connection (its first fork is a cold start)
+        self.started = False
+        self._spawned = 0
+        self._count_lock = threading.Lock()
 
     def request(self, msg: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> dict[str, Any]:
         """Send one request (with ``fds`` attached), return the answer; an error answer raises."""
@@ -229,8 +237,11 @@ class ServiceClient:
     def spawn_layer(self, spec_path: str, log_path: str, ready_fd: int) -> ServerProcess:
         """Fork a FUSE layer server (:func:`soci_lab.lazy.zygote.run_layer_server`); ``ready_fd``: the write end
         of its readiness pipe."""
+        with self._count_lock:  # one cold start per service started, whatever the threads asking
+            cold = self.started and self._spawned == 0
+            self._spawned += 1
         answer = self.request({"op": "layer", "spec": spec_path, "log": log_path, **_requester()}, [ready_fd])
-        return ServerProcess(int(answer["pid"]))
+        return ServerProcess(int(answer["pid"]), "service-cold" if cold else "service-warm")
 
     def spawn_mount(self, argv: list[str], ready_fd: int) -> ServerProcess:
         """Fork the serving process of ``soci-lab mount --background`` (``argv``: the ``mount`` command line
@@ -337,6 +348,8 @@ def connect(*, start: bool = True, timeout: float = START_TIMEOUT_S) -> ServiceC
         if client is None:
             _start(path, timeout)
             client = _connect_verified(path)
+            if client is not None:
+                client.started = True
         if client is None:
             raise ServiceError(f"the soci-lab service did not listen at {path}")
         return client

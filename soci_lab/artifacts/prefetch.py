@@ -18,6 +18,8 @@ from pathlib import Path
 from ..errors import TraceFormatError
 
 TRACE_HEADER = ("t_s", "op", "path", "offset", "size")
+#: a trace that keeps each call's duration (``soci_lab.workload.trace.HEADER_TIMED``): read, its column ignored
+TRACE_HEADER_TIMED = (*TRACE_HEADER, "dur_s")
 TRACE_OPS = frozenset({"open", "read", "stat", "readdir", "readlink"})
 
 Access = str | tuple[str, int, int]
@@ -32,17 +34,20 @@ def trace_accesses(text: str, name: str = "<trace>") -> list[tuple[str, int, int
         raise TraceFormatError(f"{name}: empty trace, expected the header {','.join(TRACE_HEADER)}") from None
     except csv.Error as exc:
         raise TraceFormatError(f"{name} line 1: {exc}") from None
-    if tuple(h.strip() for h in header) != TRACE_HEADER:
-        raise TraceFormatError(f"{name} line 1: header must be {','.join(TRACE_HEADER)}, not {','.join(header)}")
+    columns = tuple(h.strip() for h in header)
+    if columns not in (TRACE_HEADER, TRACE_HEADER_TIMED):
+        raise TraceFormatError(
+            f"{name} line 1: header must be {','.join(TRACE_HEADER)} (optionally ,dur_s), not {','.join(header)}"
+        )
     out: list[tuple[str, int, int]] = []
     try:
         for row in reader:
             if not row:
                 continue
             where = f"{name} line {reader.line_num}"
-            if len(row) != len(TRACE_HEADER):
-                raise TraceFormatError(f"{where}: expected {len(TRACE_HEADER)} fields, got {len(row)}")
-            _t, op, path, off_text, size_text = row
+            if len(row) != len(columns):
+                raise TraceFormatError(f"{where}: expected {len(columns)} fields, got {len(row)}")
+            _t, op, path, off_text, size_text = row[:5]
             if op not in TRACE_OPS:
                 raise TraceFormatError(f"{where}: op must be one of {', '.join(sorted(TRACE_OPS))}, not {op!r}")
             if not path.startswith("/"):

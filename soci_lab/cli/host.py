@@ -645,7 +645,7 @@ def run_recorded(rootfs: Path, cmd: list[str], rec: Any, *, timeout: float, read
         try:
             with open(log_path, encoding="utf-8", errors="surrogateescape") as f:
                 conv = parse_strace(f, root)
-            out["trace"] = Trace(conv.rows)
+            out["trace"] = Trace(conv.timed_rows())  # each call's duration kept (the dur_s column)
         except FileNotFoundError:
             out["trace"] = Trace([])
     return out

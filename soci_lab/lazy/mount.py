@@ -99,6 +99,7 @@ class LayerMount:
         #: the serving process: a ``subprocess.Popen`` or a zygote-forked ``ServerProcess`` (same methods)
         self.process: Any = None
         self.ready_s: float | None = None
+        self.spawn: str | None = None
 
     def start(self, timeout: float = 60.0) -> LayerMount:
         """Start the serving process and wait until the layer is mounted (or raise :class:`MountError`)."""
@@ -171,6 +172,8 @@ class LayerMount:
                 detail = f"serving process exited ({self.server_log()[-300:]})"
             raise MountError(f"mounting layer {self.spec.digest} at {self.mountpoint} failed: {detail}")
         self.ready_s = time.monotonic() - t0
+        #: how its serving process was started (``ServerProcess.spawn``; ``exec``: a fresh interpreter)
+        self.spawn = getattr(self.process, "spawn", "") or "exec"
         return self
 
     @staticmethod

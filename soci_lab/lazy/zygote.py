@@ -72,11 +72,14 @@ def _stop() -> None:
             proc.kill()
 
 
-def _warm_private() -> None:
+def _warm_private() -> bool:
+    """Start the private forker unless it runs; whether it had to be started."""
     global _zygote
     with _lock:
         if _zygote is None or _zygote[0].poll() is not None:
             _zygote = _start()
+            return True
+    return False
 
 
 def warm() -> None:
@@ -118,13 +121,13 @@ def spawn_server(spec_path: str, log_path: str, ready_fd: int) -> ServerProcess:
                 if attempt:
                     _service_failed.append(str(exc))
                     log.warning("soci-lab service failed (%s): layer servers come from a private zygote", exc)
-    _warm_private()
+    cold = _warm_private()
     with _lock:
         assert _zygote is not None
         sock = _zygote[1]
         socket.send_fds(sock, [pickle.dumps((spec_path, log_path))], [ready_fd])
         pid = int(sock.recv(64).decode())
-    return ServerProcess(pid)
+    return ServerProcess(pid, "zygote-cold" if cold else "zygote-warm")
 
 
 def run_layer_server(spec_path: str, log_path: str, ready_fd: int) -> None:

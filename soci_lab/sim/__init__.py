@@ -26,7 +26,7 @@ from .network import Link, NetworkParams
 from .run import MODES, SUMMARY_KEYS, SimRun, simulate
 from .synthetic import SyntheticSpec, generate
 from .workload import Access, read_everything, read_trace, synthetic_trace, write_trace
-from .world import LazyParams, SimParams
+from .world import LazyParams, SimParams, WorkloadParams
 from .ztoc_adapter import LayerSource, from_ztocs
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "SimRun",
     "SpanModel",
     "SyntheticSpec",
+    "WorkloadParams",
     "fit",
     "from_ztocs",
     "generate",

@@ -367,6 +367,7 @@ def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
     inner = mount & how.isna() & frame["layer"].notna() & (what != "overlay")
     if inner.any() and outer.any():
         _fit_servers(cal, frame, frame[outer], frame[inner])
+        _fit_startup_by_spawn(cal, frame)
     elif outer.any():
         _median(cal, "mount_s", "mount", dur[outer].tolist())
     overlays = dur[mount & (what == "overlay")]
@@ -384,6 +385,25 @@ def _fit_fs(cal: Calibration, frame: pd.DataFrame) -> None:
         _mean(cal, "syscall_s", "syscall", dur[ops & ~lazy].to_numpy(dtype=float))
     _fit_fuse_reads(cal, frame[lazy])
     _fit_span_cache(cal, frame[lazy])
+
+
+def _fit_startup_by_spawn(cal: Calibration, frame: pd.DataFrame) -> None:
+    """Where the layers' mount events say how each server started (``spawn``), cold and warm start-up come
+    from those (:func:`soci_lab.sim.fit_costs.fit_startup`) instead of the first server of each run and the
+    rest: with the per-host service running, a run's first server is a warm fork too."""
+    from .fit_costs import fit_startup
+
+    found = fit_startup(frame, run_col="_run")
+    for name, key in (("mount_s", "mount"), ("mount_first_s", "mount_first")):
+        est = found.get(name)
+        if est is not None:
+            setattr(cal.host, name, est.value)
+            cal.samples[key] = est.n
+            cal.uncertainty[name] = est.se
+        elif "service_running" in found and name == "mount_first_s":  # every server was a warm fork
+            cal.host.mount_first_s = None
+            cal.uncertainty.pop(name, None)
+            cal.warnings[name] = "no cold start in the runs (every layer server was a warm fork): not fitted"
 
 
 def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inner: pd.DataFrame) -> None:

@@ -36,6 +36,9 @@ class HostParams:
     latency of starting it (the fork from the pre-warmed process), one at a time across layers;
     ``mount_first_s`` (None: ``mount_s``) the first server's of a pull, which waits for the pre-warmed
     process to be ready (a cold start: 1.8 s against 15 ms for the next fork on a loaded 2-core host);
+    ``service_running``: the per-host service (``soci_lab.service``) was already running when the pull
+    began, so even its first server is a warm fork (``mount_s``; a real ``mount`` event's ``spawn`` says
+    ``service-warm``, where a cold one says ``service-cold``, ``zygote-cold`` or ``exec``);
     ``mount_cpu_s + mount_cpu_per_entry × zTOC entries`` is the CPU that process then spends building its
     file system from the zTOC, holding one core — so layers mounted at once queue for the host's cores.
     ``ztoc_parse_per_entry``: the snapshotter's own pass over the fetched zTOCs before it mounts (one core).
@@ -72,6 +75,7 @@ class HostParams:
     verify_rate: float = 1.5e9
     mount_s: float = 0.005
     mount_first_s: float | None = None
+    service_running: bool = False
     mount_cpu_s: float = 0.0
     mount_cpu_per_entry: float = 0.0
     ztoc_parse_per_entry: float = 0.0

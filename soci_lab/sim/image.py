@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SimulationError
+from ..rootwalk import MAX_LINKS as MAX_LINKS
+from ..rootwalk import walk
 
 FORMAT = "soci_lab.sim.image/1"
 COMPRESSIONS = ("gzip", "zstd", "none")
@@ -140,10 +142,11 @@ class ImageModel:
 
     def resolve(self, path: str, *, follow_last: bool = True) -> FileModel | None:
         """What an open of ``path`` inside the merged rootfs reaches, or None where it fails (missing,
-        a non-directory on the way, a symlink loop): symlinks followed inside the rootfs as
-        ``soci_lab.workload.resolve.resolve_in_root`` follows them on a real mount (``..`` at the top stays
-        there, absolute targets restart at the root, at most :data:`MAX_LINKS`; with ``follow_last=False``
-        a final symlink is the answer, as for ``readlink``), a hardlink answered with the regular file it
+        a non-directory on the way, a symlink loop): symlinks followed inside the rootfs by
+        the one walk the real replay uses on a mount (:func:`soci_lab.rootwalk.walk`: ``..`` at the top
+        stays there, absolute targets restart at the root, at most :data:`MAX_LINKS`, a name followed by a
+        slash must be a directory; with ``follow_last=False`` a final symlink is the answer, as for
+        ``readlink``), a hardlink answered with the regular file it
         links to (its data), a directory that only its contents imply with a ``dir`` entry of its own."""
         key = (path, follow_last)
         cache = self._resolved
@@ -156,36 +159,19 @@ class ImageModel:
     def _resolve(self, path: str, follow_last: bool) -> FileModel | None:
         view = self.view()
         dirs = self._dirs or set()
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        done: list[str] = []
-        links = 0
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                if done:
-                    done.pop()
-                continue
-            cur = "/" + "/".join([*done, name])
-            last = not parts
-            f = view.get(cur)
+
+        def kind_of(p: str) -> str | None:
+            f = view.get(p)
             if f is None:
-                if cur not in dirs:
-                    return None
-            elif f.type == "symlink" and (follow_last or not last):
-                links += 1
-                if links > MAX_LINKS:
-                    return None
-                if f.link.startswith("/"):
-                    done = []
-                parts = [p for p in f.link.split("/") if p not in ("", ".")] + parts
-                continue
-            elif not last and f.type != "dir":
-                return None
-            done.append(name)
-        final = "/" + "/".join(done)
-        f = view.get(final)
+                return "dir" if p in dirs else None
+            return f.type if f.type in ("dir", "symlink") else "other"
+
+        walked = walk(path, kind_of, lambda p: view[p].link, follow_last=follow_last)
+        if walked.error is not None:
+            return None
+        f = view.get(walked.path)
         if f is None:
-            return FileModel(final, 0, 0, 0, "dir")  # the root, or a directory its contents imply
+            return FileModel(walked.path, 0, 0, 0, "dir")  # the root, or a directory its contents imply
         if f.type == "hardlink":
             return (self._targets or {}).get(f)
         return f
@@ -344,10 +330,6 @@ def _file_row(f: FileModel) -> list[Any]:
     """A file's compact JSON row: the header and the link only where they are set (older files lack them)."""
     rest: list[Any] = [f.header, f.link] if f.link else [f.header] if f.header else []
     return [f.path, f.layer, f.offset, f.size, f.type, *rest]
-
-
-#: how many symlinks one resolution follows before it fails, as the kernel's MAXSYMLINKS
-MAX_LINKS = 40
 
 
 def merge_layers(

@@ -294,7 +294,9 @@ class LazyPull:
             layer = image.layers[li]
             token = yield from spawner.acquire()
             first, self._spawned = not self._spawned, True
-            yield env.timeout(hp.mount_s if not first or hp.mount_first_s is None else hp.mount_first_s)
+            # the pull's first server is a cold start unless the per-host service was running (a warm fork)
+            cold = first and not hp.service_running and hp.mount_first_s is not None
+            yield env.timeout(hp.mount_first_s if cold and hp.mount_first_s is not None else hp.mount_s)
             spawner.release(token)
             t1 = env.now
             entries = image.layer_stats(li)[0]
@@ -469,7 +471,8 @@ class LazyPull:
             for i in ahead:
                 if state[i] not in (UNCOMPRESSED, REQUESTED):
                     self.readaheads.append(env.process(sm.ensure(i, why="readahead")))
-        yield env.timeout(self._fuse_cost(steps, size, missed=True))
+        # the FUSE requests' own work (kernel round trips, the server's dispatch, the copy) holds a core
+        yield from world.host.cpu(self._fuse_cost(steps, size, missed=True))
 
     def settle(self) -> Generator[Any, Any, None]:
         """After the workload: let the readahead fetches it started finish, as they do while a real pull

@@ -24,6 +24,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import simpy
 
 from ..errors import SimulationError
@@ -342,6 +343,21 @@ class NetworkParams:
     fast_request_overhead: float | None = None
     #: body bytes from which a GET takes the lean path (None: the real client's ``FAST_MIN_BYTES``)
     fast_min_bytes: int | None = None
+    #: the round trip as a distribution instead of the constant ``rtt``: a lognormal with median ``rtt`` and
+    #: this log-space standard deviation (0: constant) ...
+    rtt_sigma: float = 0.0
+    #: ... or empirical quantiles of the round trip (seconds, ascending, evenly spaced in probability from
+    #: 0 to 1: ``sim.fit_costs.fit_latency`` gives them), sampled by inverse transform; () : not used
+    rtt_quantiles: tuple[float, ...] = ()
+    #: the seed of the round-trip draws (one stream per simulation, so a run is reproducible)
+    rtt_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rtt_sigma < 0:
+            raise SimulationError(f"rtt_sigma must not be negative, not {self.rtt_sigma}")
+        q = self.rtt_quantiles
+        if q and (len(q) < 2 or list(q) != sorted(q) or q[0] < 0):
+            raise SimulationError("rtt_quantiles must be at least two ascending non-negative seconds")
 
 
 def lean_min_bytes() -> int:
@@ -362,6 +378,23 @@ class Network:
         self.requests = 0
         self.bytes = 0
         self.by_layer: dict[str, int] = {}
+        self._rng = (
+            np.random.default_rng(params.rtt_seed) if params.rtt_sigma > 0 or params.rtt_quantiles else None
+        )
+
+    def round_trip(self) -> float:
+        """One request's round trip: ``rtt``, or a draw from the configured distribution."""
+        p = self.params
+        rng = self._rng
+        if rng is None:
+            return p.rtt
+        u = float(rng.random())
+        if p.rtt_quantiles:
+            q = p.rtt_quantiles
+            x = u * (len(q) - 1)
+            i = min(int(x), len(q) - 2)
+            return q[i] + (q[i + 1] - q[i]) * (x - i)
+        return p.rtt * float(np.exp(p.rtt_sigma * _probit(u)))
 
     def get(
         self, nbytes: int, *, redirect: bool = False, layer: str | None = None, progress: Progress | None = None
@@ -377,7 +410,8 @@ class Network:
         overhead = p.request_overhead
         if p.fast_request_overhead is not None and self.is_fast(nbytes):
             overhead = p.fast_request_overhead
-        wait = p.rtt + overhead + (p.rtt if redirect and p.redirect else 0.0)
+        rtt = self.round_trip()
+        wait = rtt + overhead + (self.round_trip() if redirect and p.redirect else 0.0)
         if wait > 0:
             yield env.timeout(wait)
         t_first = env.now
@@ -398,3 +432,10 @@ class Network:
         """Whether the real client would send a GET of ``nbytes`` body bytes over its lean path (the rule of
         ``soci_lab.remote.ranges.fetch_into``: a known length of at least the threshold)."""
         return nbytes > 0 and nbytes >= self.fast_min_bytes
+
+
+def _probit(u: float) -> float:
+    """The standard normal quantile of ``u`` (clipped into (0, 1))."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(min(max(u, 1e-12), 1 - 1e-12))

@@ -1,9 +1,13 @@
 """Workloads that drive a simulated pull: an access trace, "read everything", or a synthetic trace.
 
 A trace is the CSV of cli.md (``t_s,op,path,offset,size``; ops ``open, read, stat, readdir, readlink``).
-Replay semantics: one thread issues the accesses in order; access ``i`` starts at
-``max(workload start + t_s, end of access i-1)`` — so a trace recorded with real waits in it replays
-its think time but never overlaps accesses.
+Replay semantics (``soci_lab.sim.world.World.replay``, :class:`~soci_lab.sim.world.WorkloadParams`): one
+thread issues the accesses in order. A trace that keeps each call's duration (the optional ``dur_s``
+column, strace ``-T``) replays its gaps: before access ``i`` the workload spends its own time — ``t_s(i)``
+minus the end of the calls recorded before it, the time it was not waiting for the file system — on a
+core of the host (or thinking, ``WorkloadParams.cpu_fraction``), then access ``i`` pays what this
+simulation's file system makes it pay. A trace without durations cannot tell its own time from its recorded
+waits: access ``i`` then starts at ``max(workload start + t_s, end of access i-1)``, as it always did.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Access:
     path: str
     offset: int = 0
     size: int = 0
+    dur: float = 0.0  #: how long the recorded call took (0: not known)
 
 
 def read_trace(path: str | Path) -> list[Access]:
@@ -44,8 +49,12 @@ def read_trace(path: str | Path) -> list[Access]:
             if op not in OPS:
                 raise SimulationError(f"{path}:{n}: unknown op {op!r} (known: {', '.join(OPS)})")
             try:
+                dur = float(row.get("dur_s") or 0.0)
+                if not dur >= 0 or dur == float("inf"):
+                    raise ValueError(f"dur_s must be a finite number >= 0, not {row.get('dur_s')!r}")
                 out.append(
-                    Access(float(row["t_s"]), op, row["path"], int(row.get("offset") or 0), int(row.get("size") or 0))
+                    Access(float(row["t_s"]), op, row["path"], int(row.get("offset") or 0), int(row.get("size") or 0),
+                           dur)
                 )
             except ValueError as exc:
                 raise SimulationError(f"{path}:{n}: {exc}") from None
@@ -53,13 +62,14 @@ def read_trace(path: str | Path) -> list[Access]:
 
 
 def write_trace(accesses: list[Access], path: str | Path) -> Path:
-    """Write accesses as a trace CSV."""
+    """Write accesses as a trace CSV (with the ``dur_s`` column when any access has a duration)."""
     path = Path(path)
+    timed = any(a.dur > 0 for a in accesses)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["t_s", "op", "path", "offset", "size"])
+        w.writerow(["t_s", "op", "path", "offset", "size", *(["dur_s"] if timed else [])])
         for a in accesses:
-            w.writerow([f"{a.t:.6f}", a.op, a.path, a.offset, a.size])
+            w.writerow([f"{a.t:.6f}", a.op, a.path, a.offset, a.size, *([f"{a.dur:.6f}"] if timed else [])])
     return path
 
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import simpy
 
 from ..config import Config
+from ..errors import SimulationError
 from ..events import EventRecorder
 from .host import Host, HostParams
 from .image import FileModel, ImageModel
@@ -70,6 +71,37 @@ class LazyParams:
 
 
 @dataclass(frozen=True)
+class WorkloadParams:
+    """How the workload's own time is replayed (``World.replay``).
+
+    ``timing``: ``gaps`` — before each access the workload spends its own time, the recorded gap between
+    the end of the calls before it and its start (``Access.t``, ``Access.dur``), then the access pays
+    what this simulation makes it pay, so a slower file system delays everything after it, as it would
+    delay the real program; ``absolute`` — access ``i`` starts at ``max(start + t, end of access i-1)``
+    (a trace whose recorded times include the waits of the run that recorded it); ``auto``: ``gaps`` when
+    the trace carries durations, else ``absolute``.
+    ``cpu_fraction``: the part of the workload's own time it computes, holding one of the host's cores
+    (the rest it waits without one: think time, sleeps); strace cannot tell the two apart, so it is a
+    parameter (1.0: a start-up that computes between its calls).
+    Every access's own cost (a syscall, a copy from the page cache, a FUSE request) holds a core as well,
+    so the workload, the span decompression, FUSE and apply share the host's cores (``HostParams.cores``).
+    ``cpu_quantum_s``: the workload's CPU is handed to the core scheduler in pieces of at least this much
+    (and before any access that has to wait for a span), which keeps a 10,000-access trace to a few
+    thousand simpy events.
+    """
+
+    timing: str = "auto"
+    cpu_fraction: float = 1.0
+    cpu_quantum_s: float = 0.002
+
+    def __post_init__(self) -> None:
+        if self.timing not in ("auto", "gaps", "absolute"):
+            raise SimulationError(f"workload timing must be auto, gaps or absolute, not {self.timing!r}")
+        if not 0.0 <= self.cpu_fraction <= 1.0:
+            raise SimulationError(f"workload cpu_fraction must be in [0, 1], not {self.cpu_fraction}")
+
+
+@dataclass(frozen=True)
 class SimParams:
     """Everything about a simulation that soci's ``config.toml`` does not say.
 
@@ -93,6 +125,7 @@ class SimParams:
     stream_piece_bytes: int = 1 << 20
     record: bool = False
     fine_events: bool = True
+    workload: WorkloadParams = field(default_factory=WorkloadParams)
 
 
 class Limit:
@@ -281,28 +314,58 @@ class World:
         yield env.all_of([env.process(produce()), env.process(consume())])
 
     def replay(self, accesses: list[Access], backend: ReadBackend) -> Generator[Any, Any, None]:
-        """Run the workload: accesses in order, each no earlier than its ``t_s`` after the start.
+        """Run the workload: accesses in order, timed by :class:`WorkloadParams`.
 
-        Accesses whose cost is pure latency (metadata ops, cache hits, local reads) do not touch shared
-        resources, so their time is accumulated as a lag and handed to simpy only before the next access
-        that does (a span miss) or at the end. That is exact — span states only move towards
-        ``uncompressed``, so a hit seen early is still a hit at its true time — and it keeps a 10,000-access
-        trace to a few simpy events.
+        Accesses whose cost needs no shared resource but a core (metadata ops, cache hits, local reads)
+        are accumulated — their cost and the workload's own time before them as CPU owed (``cpu``), its
+        think time as a lag — and handed to simpy in pieces of ``cpu_quantum_s``, and always before the next
+        access that has to wait for a span (a miss) and at the end. That keeps span states exact — they only
+        move towards ``uncompressed``, so a hit seen early is still a hit at its true time — and a
+        10,000-access trace to a few thousand simpy events.
         """
         env = self.env
+        host = self.host
         start = env.now
         resolve = self.image.resolve
         reads = self.reads
         emit = self.rec.emit
         fine = self.params.fine_events
         layers = self.image.layers
-        lag = 0.0
+        wp = self.params.workload
+        gaps = wp.timing == "gaps" or (wp.timing == "auto" and any(a.dur > 0 for a in accesses))
+        frac = wp.cpu_fraction
+        quantum = wp.cpu_quantum_s
+        lag = 0.0  # time the workload waits without a core, owed to simpy
+        cpu = 0.0  # core time the workload owes
+        recorded_end = 0.0  # end of the calls recorded so far (gaps timing)
+        own_total = 0.0
+
+        def settle() -> Generator[Any, Any, None]:
+            nonlocal lag, cpu
+            if cpu > 0:
+                owed, cpu = cpu, 0.0
+                yield from host.cpu(owed)
+            if lag > 0:
+                owed, lag = lag, 0.0
+                yield env.timeout(owed)
+
         for a in accesses:
-            now = env.now + lag
-            due = start + a.t
-            if due > now:
-                lag += due - now
-                now = due
+            if gaps:
+                own = a.t - recorded_end if a.t > recorded_end else 0.0
+                if a.t + a.dur > recorded_end:
+                    recorded_end = a.t + a.dur
+                own_total += own
+                cpu += own * frac
+                lag += own - own * frac
+                if cpu >= quantum:
+                    yield from settle()
+                now = env.now + lag + cpu
+            else:
+                now = env.now + lag + cpu
+                due = start + a.t
+                if due > now:
+                    lag += due - now
+                    now = due
             # the path as a process in the rootfs reaches it (links followed, overlay merged: ImageModel.resolve)
             f = resolve(a.path, follow_last=a.op != "readlink")
             if a.op == "read":
@@ -313,15 +376,13 @@ class World:
                 size = min(a.size, f.size - off)
                 cost = backend.read_cost(f, off, size, now)
                 if cost is None:
-                    if lag > 0:
-                        yield env.timeout(lag)
-                        lag = 0.0
+                    yield from settle()
                     t0 = env.now
                     yield from backend.read(f, off, size)
                     t1 = env.now
                 else:
                     t0, t1 = now, now + cost
-                    lag += cost
+                    cpu += cost
                 reads.append((a.path, off, off + size))
                 if fine:
                     emit(
@@ -330,14 +391,16 @@ class World:
                     )  # fmt: skip
             else:
                 cost = backend.meta_cost(a.op, f)
-                lag += cost
+                cpu += cost
                 error = _meta_error(a.op, f)
                 if fine or error:
                     emit("file_op", now, now + cost, path=a.path, ok=error is None, op=a.op, error=error)
-        if lag > 0:
-            yield env.timeout(lag)
+            if cpu >= quantum:
+                yield from settle()
+        yield from settle()
         self.workload_done_at = env.now
-        emit("workload", start, env.now, accesses=len(accesses))
+        emit("workload", start, env.now, accesses=len(accesses), timing="gaps" if gaps else "absolute",
+             own_s=float(own_total), cpu_fraction=float(frac))
 
 
 def _meta_error(op: str, f: FileModel | None) -> str | None:

@@ -437,7 +437,8 @@ class Filesystem:
                 if lay.plan.how == "local":
                     await self._mount_local(image, lay)
                 self.events.emit(
-                    "mount", t0, layer=lay.plan.digest, path=str(lay.path), how=lay.plan.how, reason=lay.plan.reason
+                    "mount", t0, layer=lay.plan.digest, path=str(lay.path), how=lay.plan.how, reason=lay.plan.reason,
+                    spawn=getattr(lay.mount, "spawn", None),
                 )
                 if on_layer is not None:
                     on_layer(mounted)

@@ -2,10 +2,11 @@
 system, a replay, a recording) gives a ``--trace-out`` file through :func:`trace_from_events`.
 
 ``file_read`` events become ``read`` rows (the ``offset`` detail, ``bytes``); ``file_op`` events whose
-``op`` detail is one of the trace ops become those rows (the ``result`` detail as size). A frame carries
-the details as columns (:mod:`soci_lab.events`), an :class:`Event` in its ``attrs``. ``t_s`` is the event's
+``op`` detail is one of the trace ops become those rows (the ``result`` detail as size). A frame carries the
+details as columns (:mod:`soci_lab.events`), an :class:`Event` in its ``attrs``. ``t_s`` is the event's
 ``t_start`` minus ``t0`` — by default the start of the earliest ``workload`` event, else of the first
-access. Failed events are left out unless ``keep_failed``: a failed access read nothing.
+access, and ``dur_s`` its ``t_end - t_start`` (how long the call took). Failed events are left out unless
+``keep_failed``: a failed access read nothing.
 
 A lazy run holds accesses at two levels: the workload's own (a replayed trace or a command recorded with
 strace: no ``layer``) and its FUSE servers' (``layer`` set, paths relative to the layer's root, sizes
@@ -37,11 +38,11 @@ def _records(events: pd.DataFrame | Iterable[Event]) -> list[dict[str, Any]]:
         for key in ("offset", "op", "result"):
             values = detail(frame, key).astype(object)
             cols[key] = values.where(values.notna(), None).tolist()
-        recs = frame[["kind", "t_start", "path", "bytes", "ok", "layer"]].to_dict("records")
+        recs = frame[["kind", "t_start", "t_end", "path", "bytes", "ok", "layer"]].to_dict("records")
         for i, r in enumerate(recs):
             r["attrs"] = {k: v[i] for k, v in cols.items() if v[i] is not None}
         return recs
-    return [{"kind": e.kind, "t_start": e.t_start, "path": e.path, "bytes": e.bytes, "ok": e.ok,
+    return [{"kind": e.kind, "t_start": e.t_start, "t_end": e.t_end, "path": e.path, "bytes": e.bytes, "ok": e.ok,
              "attrs": e.attrs, "layer": e.layer} for e in events]  # type: ignore[union-attr]
 
 
@@ -61,12 +62,21 @@ def trace_from_events(events: pd.DataFrame | Iterable[Event], t0: float | None =
             continue
         attrs = r.get("attrs") or {}
         t = max(0.0, float(r["t_start"]) - t0)
+        dur = _duration(r)
         path = "/" + str(r["path"]).lstrip("/")
         if r["kind"] == "file_read":
-            rows.append(TraceRow(t, "read", path, int(attrs.get("offset", 0) or 0), int(r["bytes"] or 0)))
+            rows.append(TraceRow(t, "read", path, int(attrs.get("offset", 0) or 0), int(r["bytes"] or 0), dur))
         elif attrs.get("op") in OPS:
-            rows.append(TraceRow(t, str(attrs["op"]), path, 0, int(attrs.get("result", 0) or 0)))
+            rows.append(TraceRow(t, str(attrs["op"]), path, 0, int(attrs.get("result", 0) or 0), dur))
     return Trace(rows)
+
+
+def _duration(r: dict[str, Any]) -> float:
+    """The access's duration (``t_end - t_start``, to the microsecond; 0 when unknown)."""
+    end = r.get("t_end")
+    if end is None or end != end:  # None or NaN
+        return 0.0
+    return max(0.0, round(float(end) - float(r["t_start"]), 6))
 
 
 def _no_layer(layer: Any) -> bool:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ReadinessTimeout, WorkloadError
@@ -139,7 +139,7 @@ def record_trace(
     ready_s = w.ready_s if w.ready_s is not None else w.elapsed()
     durations = conv.durations if len(conv.durations) == len(conv.rows) else [0.0] * len(conv.rows)
     kept = [(r, d) for r, d in zip(conv.rows, durations, strict=True) if r.t_s <= ready_s]
-    rows = [r for r, _ in kept]
+    rows = [replace(r, dur_s=round(d, 6)) if d > 0 else r for r, d in kept]  # the trace keeps each call's time
     n_syscall_rows = len(rows)
     syscall_bytes = Trace(rows).bytes_read()
     mapped_bytes = 0

@@ -4,6 +4,9 @@ A rootfs holds absolute symlinks (``/usr/bin/python3 -> python3.11``, ``/etc/alt
 point inside the image, not at the host. Joining ``root + path`` and letting the kernel follow links would
 escape to the host's files, so replay walks the path itself, one component at a time, following links
 relative to ``root`` and never climbing above it (``..`` at the top stays at the top, like ``/..``).
+
+The walk is :func:`soci_lab.rootwalk.walk`, the rule the simulator resolves a trace's paths by too
+(:meth:`soci_lab.sim.image.ImageModel.resolve`); here it asks ``lstat``/``readlink`` on the tree.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ import errno
 import os
 import stat
 
-#: how many symlinks one resolution follows before giving up, as the kernel's MAXSYMLINKS
-MAX_LINKS = 40
+from ..rootwalk import MAX_LINKS, walk
+
+__all__ = ["MAX_LINKS", "resolve_in_root"]
+
+_ERRORS: dict[str, type[OSError]] = {"ENOENT": FileNotFoundError, "ENOTDIR": NotADirectoryError}
 
 
 def resolve_in_root(root: str | os.PathLike[str], path: str, *, follow_last: bool = True) -> str:
@@ -23,33 +29,21 @@ def resolve_in_root(root: str | os.PathLike[str], path: str, *, follow_last: boo
     Raises ``FileNotFoundError``/``NotADirectoryError``/``OSError(ELOOP)`` as the kernel would.
     """
     base = os.path.abspath(os.fspath(root))
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        host = os.path.join(base, *done, name)
-        last = not parts
+
+    def host(inside: str) -> str:
+        return base + inside if inside != "/" else base
+
+    def kind_of(inside: str) -> str | None:
         try:
-            st = os.lstat(host)
+            mode = os.lstat(host(inside)).st_mode
         except FileNotFoundError:
-            if last:
-                return host  # the caller's open/stat reports ENOENT itself
-            raise
-        if stat.S_ISLNK(st.st_mode) and (follow_last or not last):
-            links += 1
-            if links > MAX_LINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-            target = os.readlink(host)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        if not last and not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-        done.append(name)
-    return os.path.join(base, *done) if done else base
+            return None
+        except NotADirectoryError:  # cannot happen after the walk's own checks; answered as the kernel would
+            return None
+        return "dir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "other"
+
+    walked = walk(path, kind_of, lambda inside: os.readlink(host(inside)), follow_last=follow_last)
+    if walked.error is not None:
+        code = getattr(errno, walked.error)
+        raise _ERRORS.get(walked.error, OSError)(code, os.strerror(code), path)
+    return host(walked.path)

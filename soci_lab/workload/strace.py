@@ -30,7 +30,7 @@ import posixpath
 import re
 import shutil
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .trace import TraceRow
 
@@ -181,6 +181,13 @@ class StraceConversion:
     first_seen: dict[str, float] = field(default_factory=dict)  #: inside path → t_s
     t0: float | None = None  #: epoch seconds of the first call (the workload's start)
     calls: int = 0
+
+    def timed_rows(self) -> list[TraceRow]:
+        """The rows with each call's duration in ``dur_s`` (to the microsecond; rows as they are when the log
+        had no ``-T`` times), so a trace saved from them keeps its timing."""
+        if len(self.durations) != len(self.rows):
+            return list(self.rows)
+        return [replace(r, dur_s=round(d, 6)) if d > 0 else r for r, d in zip(self.rows, self.durations, strict=True)]
 
 
 class _Converter:

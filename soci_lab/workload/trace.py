@@ -4,8 +4,12 @@ A trace is what a workload did to its root file system, in order: ``t_s`` second
 started, ``op`` one of ``open, read, stat, readdir, readlink``, ``path`` absolute inside the rootfs, and for
 ``read`` the byte range ``[offset, offset + size)``. For the other ops ``offset`` is 0 and ``size`` says how
 much the call returned (directory-entry bytes for ``readdir``, target length for ``readlink``, 0 for
-``open``/``stat``). The same file feeds ``--trace-out``, ``--trace``, replay and the prefetch profiles, so
-it is checked strictly on load: a bad row raises one :class:`TraceFormatError` naming the file and line.
+``open``/``stat``). A sixth column, ``dur_s``, is optional: how long the call took (strace ``-T``: its time
+in the kernel, a FUSE read's span fetch included), written when any row has one, so a replay or the
+simulator can tell the workload's own time between calls (``t_s`` of a call minus the end of the one before)
+from the time it waited for the file system. The same file feeds ``--trace-out``, ``--trace``, replay and
+the prefetch profiles, so it is checked strictly on load: a bad row raises one :class:`TraceFormatError`
+naming the file and line.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from ..errors import TraceFormatError
 
 #: the header of every trace file, in order
 HEADER: tuple[str, ...] = ("t_s", "op", "path", "offset", "size")
+#: the header of a trace that keeps each call's duration
+HEADER_TIMED: tuple[str, ...] = (*HEADER, "dur_s")
 #: the closed vocabulary of ``op``
 OPS: frozenset[str] = frozenset({"open", "read", "stat", "readdir", "readlink"})
 
@@ -35,6 +41,7 @@ class TraceRow:
     path: str
     offset: int = 0
     size: int = 0
+    dur_s: float = 0.0  #: how long the call took (0: not known)
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first field that breaks the format."""
@@ -46,6 +53,8 @@ class TraceRow:
             raise ValueError(f"path must be absolute, one line, without NUL: {self.path!r}")
         if self.offset < 0 or self.size < 0:
             raise ValueError(f"offset and size must be >= 0, not {self.offset}, {self.size}")
+        if not isinstance(self.dur_s, float | int) or not math.isfinite(self.dur_s) or self.dur_s < 0:
+            raise ValueError(f"dur_s must be a finite number >= 0, not {self.dur_s!r}")
 
 
 class Trace(Sequence[TraceRow]):
@@ -76,6 +85,11 @@ class Trace(Sequence[TraceRow]):
         """``t_s`` of the last row (0 for an empty trace)."""
         return self._rows[-1].t_s if self._rows else 0.0
 
+    @property
+    def timed(self) -> bool:
+        """Whether the rows carry their calls' durations (any ``dur_s`` > 0)."""
+        return any(r.dur_s > 0 for r in self._rows)
+
     def paths(self) -> set[str]:
         """Every path the trace touches."""
         return {r.path for r in self._rows}
@@ -105,10 +119,16 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _parse_row(fields: list[str], where: str) -> TraceRow:
-    if len(fields) != len(HEADER):
-        raise TraceFormatError(f"{where}: expected {len(HEADER)} fields ({','.join(HEADER)}), got {len(fields)}")
-    t_text, op, path, off_text, size_text = fields
+def _parse_row(fields: list[str], where: str, header: tuple[str, ...] = HEADER) -> TraceRow:
+    if len(fields) != len(header):
+        raise TraceFormatError(f"{where}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
+    t_text, op, path, off_text, size_text = fields[:5]
+    dur_s = 0.0
+    if len(fields) > 5:
+        try:
+            dur_s = float(fields[5])
+        except ValueError:
+            raise TraceFormatError(f"{where}: dur_s {fields[5]!r} is not a number") from None
     try:
         t_s = float(t_text)
     except ValueError:
@@ -117,7 +137,7 @@ def _parse_row(fields: list[str], where: str) -> TraceRow:
         offset, size = int(off_text), int(size_text)
     except ValueError:
         raise TraceFormatError(f"{where}: offset {off_text!r} and size {size_text!r} must be integers") from None
-    row = TraceRow(t_s, op, path, offset, size)
+    row = TraceRow(t_s, op, path, offset, size, dur_s)
     try:
         row.check()
     except ValueError as exc:
@@ -134,14 +154,17 @@ def parse_trace(text: str, name: str = "<trace>") -> Trace:
         raise TraceFormatError(f"{name}: empty file, expected the header {','.join(HEADER)}") from None
     except csv.Error as exc:
         raise TraceFormatError(f"{name} line 1: {exc}") from None
-    if tuple(h.strip() for h in header) != HEADER:
-        raise TraceFormatError(f"{name} line 1: header must be {','.join(HEADER)}, not {','.join(header)}")
+    columns = tuple(h.strip() for h in header)
+    if columns not in (HEADER, HEADER_TIMED):
+        raise TraceFormatError(
+            f"{name} line 1: header must be {','.join(HEADER)} (optionally ,dur_s), not {','.join(header)}"
+        )
     rows: list[TraceRow] = []
     try:
         for fields in reader:
             if not fields:
                 continue
-            rows.append(_parse_row(fields, f"{name} line {reader.line_num}"))
+            rows.append(_parse_row(fields, f"{name} line {reader.line_num}", columns))
     except csv.Error as exc:
         raise TraceFormatError(f"{name} line {reader.line_num}: {exc}") from None
     return Trace(rows)
@@ -158,13 +181,17 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
 
 
 def format_trace(rows: Iterable[TraceRow]) -> str:
-    """The CSV text of ``rows`` (validated), header first; ``t_s`` keeps microseconds."""
+    """The CSV text of ``rows`` (validated), header first; ``t_s`` keeps microseconds; the ``dur_s`` column
+    only when some row has a duration (a trace without them reads as it always did)."""
+    rows = list(rows)
+    timed = any(r.dur_s > 0 for r in rows)
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HEADER)
+    w.writerow(HEADER_TIMED if timed else HEADER)
     for r in rows:
         r.check()
-        w.writerow((repr(float(r.t_s)), r.op, r.path, r.offset, r.size))
+        fields: tuple[object, ...] = (repr(float(r.t_s)), r.op, r.path, r.offset, r.size)
+        w.writerow((*fields, repr(float(r.dur_s))) if timed else fields)
     return buf.getvalue()
 
 

@@ -132,7 +132,8 @@ def test_run_json_trace_and_cleanup(sample_layout: Path, tmp_path: Path, snapsho
     assert 0 < doc["cmd_s"] <= doc["total_s"]
     assert "lazy" in {lay["how"] for lay in doc["layers"]}
     lines = trace.read_text().splitlines()
-    assert lines[0] == "t_s,op,path,offset,size" and any(",read,/app/run.sh," in ln for ln in lines)
+    # the recorded trace keeps each call's duration (strace -T): the optional sixth column of cli.md
+    assert lines[0] == "t_s,op,path,offset,size,dur_s" and any(",read,/app/run.sh," in ln for ln in lines)
     state = snapshot_roots["state"]
     assert not state.exists() or not any(state.iterdir())
 
