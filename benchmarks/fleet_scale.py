@@ -5,10 +5,12 @@ core, ≤ 4 GB. Each point runs in a fresh process (its peak RSS is its own). Th
 (``--size``), the trace a synthetic start-up trace of ``--accesses`` accesses, the registry's egress
 ``--egress`` (bytes/s), hosts on 1 Gbit NICs, ``--p2p-seeds`` for peer-to-peer; ``--arrivals all`` makes
 one group, ``waves`` one group per wave of ``--wave`` hosts, ``poisson`` one group per host (the engine's
-worst case; ``--quantum`` groups hosts arriving within it, an approximation). The load average is reported
-with the numbers: the machine may be shared.
+worst case, exact; ``--quantum`` groups hosts arriving within it, an approximation). ``--arrivals`` takes a
+comma-separated list (one curve each). The load average is reported with the numbers: the machine may be
+shared.
 
-    flock /tmp/soci-lab-bench.lock python -m benchmarks.fleet_scale --hosts 1,10,100,1000,10000
+    flock /tmp/soci-lab-bench.lock python -m benchmarks.fleet_scale --hosts 1,10,100,1000,10000 \
+        --arrivals all,waves,poisson
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", default="1,10,100,1000,10000")
     ap.add_argument("--mode", default="lazy")
-    ap.add_argument("--arrivals", default="all", choices=("all", "waves", "poisson"))
+    ap.add_argument("--arrivals", default="all", help="all, waves, poisson, or a comma-separated list")
     ap.add_argument("--wave", type=int, default=1000)
     ap.add_argument("--interval", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=100.0)
@@ -68,12 +70,16 @@ def main() -> None:
     if args.point is not None:
         print(json.dumps(point(args.point, args)))
         return
-    rest = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("hosts", "point")]
+    kinds = args.arrivals.split(",")
+    if any(k not in ("all", "waves", "poisson") for k in kinds):
+        ap.error(f"--arrivals: all, waves or poisson, not {args.arrivals!r}")
+    rest = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("hosts", "point", "arrivals")]
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
-    for n in (int(x) for x in args.hosts.split(",")):
-        cmd = [sys.executable, "-m", "benchmarks.fleet_scale", *rest, "--point", str(n)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout
-        print(out.strip(), flush=True)
+    for kind in kinds:
+        for n in (int(x) for x in args.hosts.split(",")):
+            cmd = [sys.executable, "-m", "benchmarks.fleet_scale", *rest, f"--arrivals={kind}", "--point", str(n)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout
+            print(out.strip(), flush=True)
 
 
 if __name__ == "__main__":
