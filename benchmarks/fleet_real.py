@@ -193,7 +193,7 @@ def main() -> None:
             for h in hosts:
                 h.answer()
         for rnd, role in enumerate(rounds(a.cal_rounds, a.repeat)):
-            order = modes[rnd % len(modes):] + modes[: rnd % len(modes)]
+            order = modes[rnd % len(modes) :] + modes[: rnd % len(modes)]
             for mode in order:
                 if role == "cal":  # one host alone through the proxy: fitted
                     ev = str(tmp / f"cal-{rnd}-{mode}.pkl")
@@ -259,8 +259,10 @@ def main() -> None:
     if a.json:
         print(json.dumps(out))
         return
-    print(f"egress {a.egress} (one host measured {rate / 1e6:.2f} MB/s through it); image "
-          f"{out['image_compressed_mb']:.1f} MB compressed; trace {len(trace)} accesses; {a.repeat} rounds per cell")
+    print(
+        f"egress {a.egress} (one host measured {rate / 1e6:.2f} MB/s through it); image "
+        f"{out['image_compressed_mb']:.1f} MB compressed; trace {len(trace)} accesses; {a.repeat} rounds per cell"
+    )
     print(f"calibration: {out['fitted_on']}")
     print(f"before: {load_before}\nafter:  {out['uptime_after']}\nwall: {out['wall_s']:.0f} s")
     print(table(cells))
@@ -274,8 +276,11 @@ def table(cells: list[dict[str, Any]]) -> str:
         for name in ("ready", "workload_done"):
             m, p = c[f"{name}_p50"], c[f"{name}_p90"]
             mark = lambda x: f"{x['ratio']:.2f}" + ("" if x["within"] else " ✗")  # noqa: E731
-            exact = "exact" if c["exact"] else (f"real {c['bytes_real']}/{c['requests_real']} "
-                                                f"sim {c['bytes_sim']}/{c['requests_sim']}")
+            exact = (
+                "exact"
+                if c["exact"]
+                else (f"real {c['bytes_real']}/{c['requests_real']} sim {c['bytes_sim']}/{c['requests_sim']}")
+            )
             rows.append(f"| {c['hosts']} | {c['mode']} | {name} | {m['real']:.2f} s | {m['sim']:.2f} s | {mark(m)} | "
                         f"{p['real']:.2f} s | {p['sim']:.2f} s | {mark(p)} | {exact} |")  # fmt: skip
     return "\n".join(rows)

@@ -6,8 +6,8 @@ core, ≤ 4 GB. Each point runs in a fresh process (its peak RSS is its own). Th
 ``--egress`` (bytes/s), hosts on 1 Gbit NICs, ``--p2p-seeds`` for peer-to-peer; ``--arrivals all`` makes
 one group, ``waves`` one group per wave of ``--wave`` hosts, ``poisson`` one group per host (the engine's
 worst case, exact; ``--quantum`` groups hosts arriving within it, an approximation). ``--arrivals`` takes a
-comma-separated list (one curve each). The load average is reported with the numbers: the machine may be
-shared.
+comma-separated list (one curve each). The load average is reported with the numbers, and the process's CPU time
+(``cpu_s``) beside its wall time: the machine may be shared, and the simulation uses one core.
 
     flock /tmp/soci-lab-bench.lock python -m benchmarks.fleet_scale --hosts 1,10,100,1000,10000 \
         --arrivals all,waves,poisson
@@ -32,17 +32,20 @@ def point(hosts: int, args: argparse.Namespace) -> dict:
     image = generate(SyntheticSpec(seed=1, compressed_size=int(args.size)))
     trace = synthetic_trace(image, 0.2, seed=1, max_accesses=args.accesses)
     t1 = time.perf_counter()
+    c1 = time.process_time()
     arrivals = {"all": Arrivals("all"), "waves": Arrivals("waves", size=args.wave, interval=args.interval),
                 "poisson": Arrivals("poisson", rate=args.rate, quantum=args.quantum)}[args.arrivals]  # fmt: skip
     spec = FleetSpec(pools=(HostPool(hosts, nic=125e6),), registry=Registry(egress=args.egress), arrivals=arrivals,
                      p2p=P2P(args.p2p_seeds) if args.p2p_seeds else None)  # fmt: skip
     run = simulate_fleet(image, args.mode, spec, workload=trace)
     t2 = time.perf_counter()
+    c2 = time.process_time()
     s = run.summary()
     return {
         "hosts": hosts, "mode": args.mode, "arrivals": args.arrivals, "quantum": args.quantum,
         "p2p_seeds": args.p2p_seeds, "accesses": len(trace),
         "image_bytes": image.compressed_size, "setup_s": round(t1 - t0, 2), "wall_s": round(t2 - t1, 2),
+        "cpu_s": round(c2 - c1, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "groups": s["groups"], "recomputes": run.checks["recomputes"], "max_flows": run.checks["max_flows"],
         "requests_per_host": int(run.groups.requests.iloc[0]),

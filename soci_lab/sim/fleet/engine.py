@@ -195,6 +195,8 @@ class Engine:
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self) -> list[Group]:
+        if self.fold:
+            return self._run_folded()
         heap = self.heap
         table = self.star if self.star is not None else self.table
         track = not self.fold
@@ -214,6 +216,82 @@ class Engine:
                     self._handle(ev)
             if self.dirty:
                 self._recompute()
+        return self.groups
+
+    def _run_folded(self) -> list[Group]:
+        """:meth:`run` when nothing can refuse or delay a request (no rate limit, no P2P; see ``fold``): the same
+        steps in one loop over plain tuples — no group splits or gives up, so no event needs cancelling and no
+        group its list of flows."""
+        star = self.star
+        assert star is not None
+        heap: list[tuple[float, int, Group, int, int, float]] = [(t, q, ev.group, -1, -1, t) for t, q, ev in self.heap]
+        heapq.heapify(heap)
+        self.heap = []
+        push, pop = heapq.heappush, heapq.heappop
+        reg, rng = self.reg, self.rng
+        const = reg.service_s if reg.service_s <= 0 or reg.service == "const" else None
+        marks_of = self._marks
+        seq = self.seq
+        t_flow = math.inf
+
+        def release(g: Group, k: int, t: float) -> None:
+            nonlocal seq
+            marks = marks_of[id(g.prog)].get(k)
+            if marks:
+                for name, gap in marks:
+                    g.milestones[name] = t + gap - g.arrival
+            reqs = g.prog.requests
+            for d in g.deps[k]:
+                r = reqs[d]
+                ts = t + r.gap
+                g.requests += 1
+                if g.events is not None:
+                    g.events.append(("send", d, ts, 0, 200))
+                service = const if const is not None else reg.draw_service(rng)
+                seq += 1
+                push(heap, (ts + r.latency + service, seq, g, d, 0, ts))
+
+        def complete(g: Group, k: int, t_first: float, t: float) -> None:
+            nbytes = g.prog.requests[k].nbytes
+            g.bytes += nbytes
+            if g.events is not None:
+                g.events.append(("done", k, t_first, t, nbytes))
+            release(g, k, t)
+
+        while heap or star.n:
+            t = heap[0][0] if heap else math.inf
+            if t_flow < t:
+                t = t_flow
+            if t == math.inf:
+                raise SimulationError("fleet: flows in flight but none can progress")
+            star.advance(t)
+            self.now = t
+            dirty = False
+            if t_flow <= t:
+                finished = star.finished()
+                finished.sort(key=_group_request)
+                for f in finished:
+                    complete(f.group, f.k, f.t_first, t)
+                dirty = True
+            while heap and heap[0][0] <= t:
+                _, _, g, k, _, _ = pop(heap)
+                if k < 0:
+                    release(g, -1, t)
+                    continue
+                nbytes = g.prog.requests[k].nbytes
+                if nbytes <= 0:
+                    complete(g, k, t, t)
+                    continue
+                star.add(g.gid, Flow(g, k, t), nbytes)
+                dirty = True
+            if dirty:
+                self.recomputes += 1
+                if star.n > self.max_flows:
+                    self.max_flows = star.n
+                t_flow, load = star.recompute()
+                if load > self.max_egress_load:
+                    self.max_egress_load = load
+        self.seq = seq
         return self.groups
 
     def _advance(self, t: float) -> None:

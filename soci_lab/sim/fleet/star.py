@@ -225,22 +225,63 @@ class StarFlows:
     def recompute(self) -> tuple[float, float]:
         """Settle the changed groups at their rates; return (next completion time, egress load 0..1)."""
         st = self.st
-        touched: dict[int, None] = {}
-        for gid in self.changed:
-            s = st[gid]
-            self._leave(s)
-            touched[gid] = None
-            if s.n > 0 and s.m > 0:
-                s.b = min(s.nic / s.n, self.cap)
-                self._join(gid, s, NIC if s.b < self.level else EGRESS)
+        now, v, cap, level = self.now, self.v, self.cap, self.level
+        push = heapq.heappush
+        touched = list(self.changed)
         self.changed.clear()
+        demand = False
+        for gid in touched:  # each leaves its side (clock settled at now), then joins the side its bound says
+            s = st[gid]
+            mode = s.mode
+            if mode == EGRESS:
+                s.p0 += v - s.v0
+                self.w_e -= s.w
+            elif mode == NIC:
+                s.p0 += s.b * (now - s.t0)
+                rate, count = s.key
+                left = self.demand[rate] - count
+                if left:
+                    self.demand[rate] = left
+                else:
+                    del self.demand[rate]
+                demand = True
+            s.t0, s.v0, s.mode = now, v, NONE
+            s.ver += 1
+            n = s.n
+            if n > 0 and s.m > 0:
+                b = s.nic / n
+                if b > cap:
+                    b = cap
+                s.b = b
+                self.seq += 1
+                if b < level:
+                    s.mode = NIC
+                    s.key = key = (s.nic, s.m) if s.nic <= n * cap else (cap, s.m * n)
+                    self.demand[key[0]] = self.demand.get(key[0], 0) + key[1]
+                    demand = True
+                    push(self.nside, (-b, self.seq, gid, s.ver))
+                else:
+                    s.mode = EGRESS
+                    s.w = w = s.m * n
+                    self.w_e += w
+                    push(self.eside, (b, self.seq, gid, s.ver))
+        if demand:
+            self._sum_demand()
         moves = 0
+        eside, nside = self.eside, self.nside
         while True:
             level = self._level()
-            eside, nside = self.eside, self.nside
-            while eside and (st[eside[0][2]].ver != eside[0][3] or st[eside[0][2]].mode != EGRESS):
+            while eside:
+                e = eside[0]
+                g = st[e[2]]
+                if g.ver == e[3] and g.mode == EGRESS:
+                    break
                 heapq.heappop(eside)
-            while nside and (st[nside[0][2]].ver != nside[0][3] or st[nside[0][2]].mode != NIC):
+            while nside:
+                e = nside[0]
+                g = st[e[2]]
+                if g.ver == e[3] and g.mode == NIC:
+                    break
                 heapq.heappop(nside)
             if eside and eside[0][0] < level * (1 - LEVEL_EPS):
                 gid, to = eside[0][2], NIC
@@ -249,17 +290,22 @@ class StarFlows:
             else:
                 break
             moves += 1
+            extra = dict.fromkeys(touched)
             if moves > MAX_MOVES:
-                self._rebuild(touched)
+                self._rebuild(extra)
+                touched = list(extra)
                 level = self._level()
                 break
             s = st[gid]
             self._leave(s)
             self._join(gid, s, to)
-            touched[gid] = None
+            if gid not in extra:
+                touched.append(gid)
+            eside, nside = self.eside, self.nside
         self.moves += moves
         self.touched += len(touched)
         self.level = level
+        c_e, c_n = self.c_e, self.c_n
         for gid in touched:
             s = st[gid]
             if s.mode == NONE or not s.targets:
@@ -267,10 +313,10 @@ class StarFlows:
             self.seq += 1
             ahead = s.targets[0][0] - s.p0
             if s.mode == EGRESS:
-                heapq.heappush(self.c_e, (self.v + ahead, self.seq, gid, s.ver))
+                push(c_e, (v + ahead, self.seq, gid, s.ver))
             else:
-                heapq.heappush(self.c_n, (self.now + ahead / s.b, self.seq, gid, s.ver))
-        if len(self.c_e) > 64 + 4 * len(st) or len(self.c_n) > 64 + 4 * len(st):
+                push(c_n, (now + ahead / s.b, self.seq, gid, s.ver))
+        if len(c_e) > 64 + 4 * len(st) or len(c_n) > 64 + 4 * len(st):
             self._compact()
         load = (self.s_n + (self.w_e * level if self.w_e else 0.0)) / self.egress
         return self.next_time(), load
