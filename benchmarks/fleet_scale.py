@@ -22,6 +22,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def point(hosts: int, args: argparse.Namespace) -> dict:
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--p2p-seeds", type=int, default=0, help="peer-to-peer with this many seeds (0: none)")
     ap.add_argument("--accesses", type=int, default=5000)
     ap.add_argument("--egress", type=float, default=1.25e9)
+    ap.add_argument("--json", action="store_true", help="one JSON object (every point) on stdout")
     ap.add_argument("--point", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.point is not None:
@@ -76,13 +78,20 @@ def main() -> None:
     kinds = args.arrivals.split(",")
     if any(k not in ("all", "waves", "poisson") for k in kinds):
         ap.error(f"--arrivals: all, waves or poisson, not {args.arrivals!r}")
-    rest = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("hosts", "point", "arrivals")]
-    print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
+    skip = ("hosts", "point", "arrivals", "json")
+    rest = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in skip]
+    load = os.getloadavg()
+    print(f"load average at start: {load}", file=sys.stderr)
+    points = []
     for kind in kinds:
         for n in (int(x) for x in args.hosts.split(",")):
-            cmd = [sys.executable, "-m", "benchmarks.fleet_scale", *rest, f"--arrivals={kind}", "--point", str(n)]
+            cmd = [sys.executable, str(Path(__file__).resolve()), *rest, f"--arrivals={kind}", "--point", str(n)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout
-            print(out.strip(), flush=True)
+            points.append(json.loads(out))
+            if not args.json:
+                print(out.strip(), flush=True)
+    if args.json:
+        print(json.dumps({"load_avg_start": load, "load_avg_end": os.getloadavg(), "points": points}))
 
 
 if __name__ == "__main__":
