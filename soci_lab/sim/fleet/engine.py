@@ -461,7 +461,7 @@ class Engine:
             g.seeding.add(item)
         g.requests += 1
         served = g.m
-        if self.reg.rate_limit is not None:
+        if self.reg.rate_limit is not None and (not self.reg.limited or r.what in self.reg.limited):
             dt = t - self.t_tokens
             self.tokens = min(max(1.0, self.reg.burst), self.tokens + dt * self.reg.rate_limit)
             self.t_tokens = t

@@ -185,3 +185,20 @@ def test_an_arrival_quantum_groups_poisson_hosts_and_rounds_their_arrivals_down(
     assert (b.arrival_s <= a.arrival_s).all() and (a.arrival_s - b.arrival_s < 0.5).all()
     assert (b.arrival_s * 2).round(9).apply(float.is_integer).all()
     assert simulate_fleet(image, "lazy", coarse).groups.shape[0] < 30
+
+
+def test_a_rate_limit_on_manifests_only_answers_429_to_manifests(image) -> None:
+    """Docker Hub counts manifest GETs only: a bucket of two tokens that (nearly) never refills lets two of four
+    hosts have the manifest; the other two are answered 429 on it until they give up, and no other request of
+    any host is ever refused (a limit on every request would refuse the first two hosts' configs too)."""
+    reg = Registry(egress=10e9, rate_limit=1e-4, burst=2.0, limited=("manifest",))
+    spec = FleetSpec(pools=(HostPool(4),), registry=reg, retry=RetryPolicy(max_retries=2, min_wait=0.01),
+                     sample_hosts=(0, 1, 2, 3))  # fmt: skip
+    run = simulate_fleet(image, "sequential", spec)
+    hosts = run.hosts()
+    assert hosts.failed.notna().tolist() == [False, False, True, True]
+    assert hosts.responses_429.tolist() == [0, 0, 3, 3]
+    refused = run.events[run.events.kind == "http_429"]
+    assert set(refused.what) == {"manifest"} and set(refused.host) == {2, 3}
+    alone = simulate_fleet(image, "sequential", FleetSpec(registry=Registry(egress=10e9))).groups.iloc[0]
+    assert (hosts.bytes_fetched[:2] == alone.bytes_fetched).all()
