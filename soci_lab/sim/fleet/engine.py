@@ -35,7 +35,7 @@ class Group:
 
     __slots__ = (
         "arrival", "bytes", "conn_cap", "deps", "events", "failed", "flows", "gid", "holds_any",
-        "hosts", "items", "m", "milestones", "n429", "nic", "peer_bytes", "pending", "pool", "prog", "requests",
+        "hosts", "items", "left", "m", "milestones", "n429", "nic", "peer_bytes", "pending", "pool", "prog", "requests",
         "sampled", "seeding", "waits",
     )  # fmt: skip
 
@@ -44,6 +44,7 @@ class Group:
         self.gid, self.pool, self.prog, self.deps = gid, pool, prog, deps
         self.hosts, self.m, self.nic, self.arrival = hosts, len(hosts), nic, arrival
         self.milestones: dict[str, float] = {}
+        self.left: dict[str, int] = {}  # requests a joined milestone still waits for (HostProgram.joins)
         self.bytes = 0
         self.requests = 0
         self.n429 = 0
@@ -157,6 +158,7 @@ class Engine:
         # need no tracking
         self.fold = self.star is not None and self.reg.rate_limit is None
         self._marks: dict[int, dict[int, list[tuple[str, float]]]] = {}
+        self._joined: dict[int, dict[int, list[tuple[str, float]]]] = {}
 
     # --- scheduling ---------------------------------------------------------------------------------
 
@@ -174,9 +176,15 @@ class Engine:
             g.items = self._items[key]
         if id(g.prog) not in self._marks:
             marks: dict[int, list[tuple[str, float]]] = {}
+            joined: dict[int, list[tuple[str, float]]] = {}
             for name, (pred, gap) in g.prog.milestones.items():
-                marks.setdefault(pred, []).append((name, gap))
+                for k in g.prog.joins.get(name, ()):
+                    joined.setdefault(k, []).append((name, gap))
+                if name not in g.prog.joins:
+                    marks.setdefault(pred, []).append((name, gap))
             self._marks[id(g.prog)] = marks
+            self._joined[id(g.prog)] = joined
+        g.left = {name: len(ks) for name, ks in g.prog.joins.items()}
         self._register(g)
         self.push(Ev(g.arrival, g, "arrive", -1))
 
@@ -251,11 +259,16 @@ class Engine:
                 seq += 1
                 push(heap, (ts + r.latency + service, seq, g, d, 0, ts))
 
+        joined_of = self._joined
+
         def complete(g: Group, k: int, t_first: float, t: float) -> None:
             nbytes = g.prog.requests[k].nbytes
             g.bytes += nbytes
             if g.events is not None:
                 g.events.append(("done", k, t_first, t, nbytes))
+            joined = joined_of[id(g.prog)].get(k)
+            if joined:
+                _join(g, joined, t)
             release(g, k, t)
 
         while heap or star.n:
@@ -559,6 +572,9 @@ class Engine:
         g.bytes += r.nbytes
         if g.events is not None:
             g.events.append(("done", k, t_first, self.now, r.nbytes))
+        joined = self._joined[id(g.prog)].get(k)
+        if joined:
+            _join(g, joined, self.now)
         self._release(g, k, self.now)
 
     def _split(self, g: Group, sizes: list[int]) -> list[Group]:
@@ -574,7 +590,7 @@ class Engine:
             sampled = bool(self.spec.sample_hosts) and any(h in self._sample for h in part)
             h = Group(-1, g.pool, g.prog, g.deps, part, g.nic, g.arrival, sampled, g.conn_cap)
             self._register(h)
-            h.milestones = dict(g.milestones)
+            h.milestones, h.left = dict(g.milestones), dict(g.left)
             h.bytes, h.requests, h.n429 = g.bytes, g.requests, g.n429
             if h.events is not None and g.events is not None:
                 h.events = list(g.events)
@@ -605,6 +621,15 @@ class Engine:
             g.events = None
         self.dirty = True
         return out
+
+
+def _join(g: Group, joined: list[tuple[str, float]], t: float) -> None:
+    """One of the requests the milestones ``joined`` wait for ended at ``t``: a milestone whose last it was is
+    reached its gap later (requests end in time order, so the last to end is the latest)."""
+    for name, gap in joined:
+        g.left[name] -= 1
+        if g.left[name] == 0:
+            g.milestones[name] = t + gap - g.arrival
 
 
 def _slot_desc(f: Flow) -> int:
