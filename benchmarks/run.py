@@ -45,17 +45,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         reps=1, ztoc_src=["/usr/lib/python3.11/email", "/usr/lib/python3.11/json"], rr_reads=30, blob="8MiB",
         lazy_layers=5, lazy_mb=4, lazy_reps=1, eager="tiny", eager_reps=1, lve_images="sample", lve_scale=0.05,
         lve_networks="loopback", sim_mb=24, sim_networks="loopback",
+        fleet_hosts="1,10,100", fleet_real_hosts="2",
     ),
     "quick": dict(
         reps=3, ztoc_src=["/usr/lib/python3.11", "/usr/lib/python3/dist-packages"], rr_reads=200, blob="64MiB",
         lazy_layers=5, lazy_mb=16, lazy_reps=2, eager="quick", eager_reps=3, lve_images="sample", lve_scale=0.3,
         lve_networks="loopback,100Mbit+20ms", sim_mb=32, sim_networks="loopback,100Mbit+20ms",
+        fleet_hosts="1,100,1000", fleet_real_hosts="2,4",
     ),
     "full": dict(
         reps=5, ztoc_src=None, rr_reads=300, blob="256MiB", lazy_layers=5, lazy_mb=110, lazy_reps=3, eager="full",
         eager_reps=3, lve_images="sample,minbase,python-pandas,nodejs,postgresql", lve_scale=1.0,
         lve_networks="loopback,100Mbit+20ms", sim_mb=64, sim_networks="loopback,1Gbit,100Mbit+20ms",
-        sim_image="python-pandas",
+        sim_image="python-pandas", fleet_hosts="1,10,100,1000,10000", fleet_real_hosts="2,4,8",
     ),
 }
 
@@ -335,6 +337,55 @@ def b_sim(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
     return rows, raw
 
 
+def b_fleet_scale(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """The fleet simulator's scaling curve (issue 19): hosts → CPU and wall time and peak memory for a 1 GB
+    image, a 5,000-access trace, lazy pulls, per arrival kind; goal: 10,000 hosts in ≤ 60 s on one core and
+    ≤ 4 GB (the simulation is one thread: its CPU time is its time on one core; wall time on a shared
+    machine is in the note)."""
+    raw = run_script("fleet_scale.py", ["--json", "--hosts", p["fleet_hosts"], "--arrivals", "all,waves,poisson"])
+    return fleet_scale_rows(raw), raw
+
+
+def fleet_scale_rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for pt in raw["points"]:
+        big = pt["hosts"] >= 10000
+        rss = pt["peak_rss_mb"]
+        hosts = f"{pt['hosts']:,} host" + ("s" if pt["hosts"] != 1 else "")
+        rows.append(row(f"fleet sim, {hosts}, {pt['arrivals']} arrivals (CPU time)", "s", pt["cpu_s"],
+                        goal="≤ 60 s on one core, ≤ 4 GB" if big else "none set",
+                        check=(lambda r, o, rss=rss: o <= 60 and rss <= 4096) if big else None,
+                        note=f"wall {pt['wall_s']} s, peak RSS {rss:.0f} MB, {pt['groups']:,} groups, "
+                        f"{pt['recomputes']:,} rate updates, {pt['requests_per_host']} requests per host, exact"))
+        rows[-1]["network"] = "none (simulated: 10 Gbit/s egress, 1 Gbit/s NICs)"
+    return rows
+
+
+def b_fleet_real(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """The fleet model against N real concurrent pulls through one shaping proxy (issue 19, point 4): median
+    within 15 %, p90 within 25 %, bytes and requests exact per host; calibrated on lone pulls only."""
+    raw = run_script("fleet_real.py", ["--json", "--hosts", p["fleet_real_hosts"], "--repeat",
+                                        str(min(p["reps"], 2)), "--cal-rounds", "2"])
+    return fleet_real_rows(raw), raw
+
+
+def fleet_real_rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for c in raw["cells"]:
+        exact = ("bytes and requests per host exact" if c["exact"] else
+                 f"bytes real {c['bytes_real']} sim {c['bytes_sim']}, requests real {c['requests_real']} "
+                 f"sim {c['requests_sim']}")
+        for name in ("ready", "workload_done"):
+            for pct, tol in ((50, 0.15), (90, 0.25)):
+                x = c[f"{name}_p{pct}"]
+                rows.append(row(f"fleet vs real, {c['hosts']} hosts at once, {c['mode']}, {name} p{pct}", "s",
+                                x["sim"], x["real"], peer_name=f"real hosts' p{pct} ({c['real_hosts']} pulls)",
+                                goal=f"within ±{tol:.0%} (ratio {1 - tol:.2f}–{1 + tol:.2f})",
+                                check=lambda r, o, tol=tol: abs(r - 1) <= tol, note=exact))
+                rows[-1]["network"] = f"{raw['egress']} through one shaping proxy (the registry's egress)"
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[dict[str, Any]], tuple[list[dict[str, Any]], Any]]] = {
     "ztoc_build": b_ztoc_build,
     "ztoc_random_read": b_ztoc_random_read,
@@ -344,6 +395,8 @@ BENCHMARKS: dict[str, Callable[[dict[str, Any]], tuple[list[dict[str, Any]], Any
     "eager": b_eager,
     "lazy_vs_eager": b_lazy_vs_eager,
     "sim_vs_real": b_sim,
+    "fleet_scale": b_fleet_scale,
+    "fleet_real": b_fleet_real,
 }
 
 
@@ -494,12 +547,73 @@ def markdown(doc: dict[str, Any]) -> str:
                 notes.append(f"- {name} / {r['metric']}: {r['note']}")
         notes.append(f"- {name}: {b['seconds']:.0f} s of suite time, run {b.get('date', doc['date'])}, load "
                      f"{b.get('loadavg_before', doc['loadavg'])[0]:.1f} before")
+    out += fleet_section(doc)
     removed = doc.get("removed") or {}
     if removed:
         out += ["", "## Removed", ""]
         out += [f"- **{name}** ({why['date']}): {why['reason']}" for name, why in removed.items()]
     out += ["", "## Notes", "", *notes, ""]
     return "\n".join(out)
+
+
+def fleet_section(doc: dict[str, Any]) -> list[str]:
+    """The fleet benchmarks' two tables (issue 19): the simulator's scaling curve and the model's agreement with
+    real concurrent pulls, with their commands. Their lines do not start with a pipe (GitHub renders them as
+    tables all the same): the suite's table is the only one whose lines do, as ``tests/benchmarks`` reads it."""
+    scale = (doc["benchmarks"].get("fleet_scale") or {}).get("raw")
+    real = (doc["benchmarks"].get("fleet_real") or {}).get("raw")
+    if not scale and not real:
+        return []
+    out = ["", "## Fleet (issue 19)", ""]
+    if scale:
+        pts = scale["points"]
+        first = pts[0]
+        out += [
+            "The fleet simulator's scaling curve: a synthetic image of "
+            f"{first['image_bytes'] / 1e9:g} GB, a start-up trace of {first['accesses']:,} accesses, lazy pulls, "
+            "a 10 Gbit/s registry egress, 1 Gbit/s NICs; every point in a fresh process (peak RSS is its own). "
+            "*CPU* is the simulation's CPU time (one thread: its time on one core), *wall* its elapsed time on the "
+            f"shared machine (load {scale['load_avg_start'][0]:.1f} at the start, "
+            f"{scale['load_avg_end'][0]:.1f} at the end, 2 CPUs). Poisson arrivals (100 hosts/s) make one group "
+            "per host and are exact; `all` is one group, `waves` one per wave of 1,000 hosts every 5 s.",
+            "",
+            "    flock /tmp/soci-lab-bench.lock .venv/bin/python benchmarks/run.py --full --only fleet_scale",
+            "    # or: .venv/bin/python benchmarks/fleet_scale.py --hosts 1,10,100,1000,10000 "
+            "--arrivals all,waves,poisson",
+            "",
+            "arrivals | hosts | CPU | wall | peak RSS | groups | rate updates | flows in flight (max) | ready p50 | "
+            "done p50 | done p99",
+            "---|---|---|---|---|---|---|---|---|---|---",
+        ]
+        for pt in pts:
+            out.append(f"{pt['arrivals']} | {pt['hosts']:,} | {pt['cpu_s']:.2f} s | {pt['wall_s']:.2f} s | "
+                       f"{pt['peak_rss_mb']:.0f} MB | {pt['groups']:,} | {pt['recomputes']:,} | {pt['max_flows']:,} | "
+                       f"{pt['ready_p50_s']:.1f} s | {pt['done_p50_s']:.1f} s | {pt['done_p99_s']:.1f} s")
+    if real:
+        out += [
+            "",
+            f"The fleet model against real concurrent pulls: N worker processes (own state directories) pull one "
+            f"image ({real['image_compressed_mb']:.1f} MB compressed, a trace of {real['accesses']} accesses) at "
+            f"once through one shaping proxy at {real['egress']} (the registry's egress), {real['repeat']} rounds "
+            f"per cell, hosts pooled. The model's host calibration was fitted on {real['fitted_on']}; the "
+            "egress is the proxy's setting. Ratios are sim / real; the goal: median within 15 %, p90 within 25 %, "
+            f"bytes and requests exact per host. Before: `{real['uptime_before']}`; after: "
+            f"`{real['uptime_after']}`.",
+            "",
+            "    flock /tmp/soci-lab-bench.lock .venv/bin/python benchmarks/run.py --full --only fleet_real",
+            "    # or: .venv/bin/python benchmarks/fleet_real.py --hosts 2,4,8 --repeat 2 --cal-rounds 2",
+            "",
+            "N | mode | time to | real p50 | sim p50 | ratio | real p90 | sim p90 | ratio | bytes, requests per host",
+            "---|---|---|---|---|---|---|---|---|---",
+        ]
+        for c in real["cells"]:
+            for name in ("ready", "workload_done"):
+                m, q = c[f"{name}_p50"], c[f"{name}_p90"]
+                out.append(f"{c['hosts']} | {c['mode']} | {name.replace('_', ' ')} | {m['real']:.2f} s | "
+                           f"{m['sim']:.2f} s | {m['ratio']:.2f}{'' if m['within'] else ' ✗'} | {q['real']:.2f} s | "
+                           f"{q['sim']:.2f} s | {q['ratio']:.2f}{'' if q['within'] else ' ✗'} | "
+                           f"{'exact' if c['exact'] else 'differ'}")
+    return out
 
 
 def git_commit() -> str:

@@ -5,6 +5,8 @@
   host model: its gaps are the single-host model's CPU, disk and FUSE costs under its calibration);
 - ``model``: :class:`FleetSpec` — host pools (NIC, warm layers), the :class:`Registry` (egress, request-rate
   limit answered 429 + Retry-After, service time), :class:`Arrivals` (all, Poisson, waves);
+- ``star``: the flows of the egress + NIC topology (no P2P) kept per group on virtual clocks, so an instant
+  costs the groups it changed, not every flow in flight (the dense water-filling is the reference);
 - ``engine``: the event loop over groups of identical hosts (exact by symmetry, split when they diverge);
 - ``run``: :func:`simulate_fleet` → :class:`FleetRun` (per-group frame, percentiles, sampled hosts' events);
 - ``sweep``: grids of fleets on Dask distributed (or any Executor).

@@ -4,7 +4,9 @@ Links are the registry's egress (shared by all) and each group's NICs (a group o
 NICs; its flows are flows of multiplicity ``m``). Flow rates are max-min fair (:mod:`.flows`) and are
 recomputed only when a flow starts or ends — once per instant, however many flows start or end in it.
 Between those instants rates are constant and each flow's completion time is known, so the loop jumps from
-event to event.
+event to event. Without peer-to-peer the flows live in :class:`.star.StarFlows` (per-group virtual clocks:
+an instant costs the groups it changed, not every flow in flight); with it, in a dense :class:`FlowTable`
+solved over every link at each instant.
 
 A group splits when its members stop being identical: when the registry's token bucket has tokens for
 only some of them (those served go on; the rest get a 429 and wait), and then by jitter strata
@@ -25,14 +27,15 @@ from ...errors import SimulationError
 from .flows import max_min_rates, star_level
 from .model import FleetSpec
 from .program import HostProgram
+from .star import StarFlows
 
 
 class Group:
     """``m`` identical hosts at the same point of the same program."""
 
     __slots__ = (
-        "arrival", "bytes", "conn_cap", "deps", "done", "events", "failed", "flows", "gid", "holds_any",
-        "hosts", "items", "m", "milestones", "n429", "nic", "peer_bytes", "pending", "pool", "prog", "requests",
+        "arrival", "bytes", "conn_cap", "deps", "events", "failed", "flows", "gid", "holds_any",
+        "hosts", "items", "left", "m", "milestones", "n429", "nic", "peer_bytes", "pending", "pool", "prog", "requests",
         "sampled", "seeding", "waits",
     )  # fmt: skip
 
@@ -40,8 +43,8 @@ class Group:
                  nic: float, arrival: float, sampled: bool, conn_cap: float | None) -> None:  # fmt: skip
         self.gid, self.pool, self.prog, self.deps = gid, pool, prog, deps
         self.hosts, self.m, self.nic, self.arrival = hosts, len(hosts), nic, arrival
-        self.done: dict[int, float] = {}
         self.milestones: dict[str, float] = {}
+        self.left: dict[str, int] = {}  # requests a joined milestone still waits for (HostProgram.joins)
         self.bytes = 0
         self.requests = 0
         self.n429 = 0
@@ -114,7 +117,11 @@ class Ev:
 class Engine:
     """Runs groups to completion; :meth:`run` returns the final groups."""
 
-    def __init__(self, spec: FleetSpec, *, conn_cap: float | None = None) -> None:
+    def __init__(self, spec: FleetSpec, *, conn_cap: float | None = None, flows: str = "auto") -> None:
+        """``flows``: ``auto`` (per-group clocks without P2P, else the dense table) or ``dense`` (the dense table
+        always: every flow solved at every instant, the reference the other is checked against)."""
+        if flows not in ("auto", "dense"):
+            raise SimulationError(f"fleet flows must be auto or dense, not {flows!r}")
         self.spec = spec
         self.conn_cap = conn_cap  # a per-connection cap (bytes/s) on every flow, from NetworkParams
         self.reg = spec.registry
@@ -143,13 +150,23 @@ class Engine:
         self.swarm_up = 0.0  # upload capacity of every host holding some item
         self.peer_flows = 0
         self._items: dict[int, list[Any]] = {}
+        # without P2P every flow crosses the egress and its NIC only: kept per group (see .star)
+        self.star = StarFlows(self.reg.egress, conn_cap) if spec.p2p is None and flows == "auto" else None
+        self.work = 0  # flows the dense table's rate updates touched (per-group clocks: StarFlows.touched)
+        # without a rate limit or P2P a request is sent when it is released (no 429, no wait for a seed) and no
+        # group ever splits or gives up: the send and its event are folded into the release, pending events
+        # need no tracking
+        self.fold = self.star is not None and self.reg.rate_limit is None
+        self._marks: dict[int, dict[int, list[tuple[str, float]]]] = {}
+        self._joined: dict[int, dict[int, list[tuple[str, float]]]] = {}
 
     # --- scheduling ---------------------------------------------------------------------------------
 
     def push(self, ev: Ev) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (ev.t, self.seq, ev))
-        ev.group.pending.append(ev)
+        if not self.fold:
+            ev.group.pending.append(ev)
 
     def add_group(self, g: Group) -> None:
         if self.p2p is not None:
@@ -157,6 +174,17 @@ class Engine:
             if key not in self._items:
                 self._items[key] = g.prog.items()
             g.items = self._items[key]
+        if id(g.prog) not in self._marks:
+            marks: dict[int, list[tuple[str, float]]] = {}
+            joined: dict[int, list[tuple[str, float]]] = {}
+            for name, (pred, gap) in g.prog.milestones.items():
+                for k in g.prog.joins.get(name, ()):
+                    joined.setdefault(k, []).append((name, gap))
+                if name not in g.prog.joins:
+                    marks.setdefault(pred, []).append((name, gap))
+            self._marks[id(g.prog)] = marks
+            self._joined[id(g.prog)] = joined
+        g.left = {name: len(ks) for name, ks in g.prog.joins.items()}
         self._register(g)
         self.push(Ev(g.arrival, g, "arrive", -1))
 
@@ -169,12 +197,17 @@ class Engine:
             self.g_nic = np.concatenate([self.g_nic, np.zeros(len(self.g_nic))])
             self.g_flows = np.concatenate([self.g_flows, np.zeros(len(self.g_flows))])
         self.g_m[g.gid], self.g_nic[g.gid] = g.m, g.nic
+        if self.star is not None:
+            self.star.register(g.gid, g.m, g.nic)
 
     # --- the loop -----------------------------------------------------------------------------------
 
     def run(self) -> list[Group]:
+        if self.fold:
+            return self._run_folded()
         heap = self.heap
-        table = self.table
+        table = self.star if self.star is not None else self.table
+        track = not self.fold
         while heap or table.n:
             t_ev = heap[0][0] if heap else math.inf
             t = min(t_ev, self.t_flow)
@@ -186,13 +219,99 @@ class Engine:
             while heap and heap[0][0] <= t:
                 ev = heapq.heappop(heap)[2]
                 if ev.alive:
-                    ev.group.pending.remove(ev)
+                    if track:
+                        ev.group.pending.remove(ev)
                     self._handle(ev)
             if self.dirty:
                 self._recompute()
         return self.groups
 
+    def _run_folded(self) -> list[Group]:
+        """:meth:`run` when nothing can refuse or delay a request (no rate limit, no P2P; see ``fold``): the same
+        steps in one loop over plain tuples — no group splits or gives up, so no event needs cancelling and no
+        group its list of flows."""
+        star = self.star
+        assert star is not None
+        heap: list[tuple[float, int, Group, int, int, float]] = [(t, q, ev.group, -1, -1, t) for t, q, ev in self.heap]
+        heapq.heapify(heap)
+        self.heap = []
+        push, pop = heapq.heappush, heapq.heappop
+        reg, rng = self.reg, self.rng
+        const = reg.service_s if reg.service_s <= 0 or reg.service == "const" else None
+        marks_of = self._marks
+        seq = self.seq
+        t_flow = math.inf
+
+        def release(g: Group, k: int, t: float) -> None:
+            nonlocal seq
+            marks = marks_of[id(g.prog)].get(k)
+            if marks:
+                for name, gap in marks:
+                    g.milestones[name] = t + gap - g.arrival
+            reqs = g.prog.requests
+            for d in g.deps[k]:
+                r = reqs[d]
+                ts = t + r.gap
+                g.requests += 1
+                if g.events is not None:
+                    g.events.append(("send", d, ts, 0, 200))
+                service = const if const is not None else reg.draw_service(rng)
+                seq += 1
+                push(heap, (ts + r.latency + service, seq, g, d, 0, ts))
+
+        joined_of = self._joined
+
+        def complete(g: Group, k: int, t_first: float, t: float) -> None:
+            nbytes = g.prog.requests[k].nbytes
+            g.bytes += nbytes
+            if g.events is not None:
+                g.events.append(("done", k, t_first, t, nbytes))
+            joined = joined_of[id(g.prog)].get(k)
+            if joined:
+                _join(g, joined, t)
+            release(g, k, t)
+
+        while heap or star.n:
+            t = heap[0][0] if heap else math.inf
+            if t_flow < t:
+                t = t_flow
+            if t == math.inf:
+                raise SimulationError("fleet: flows in flight but none can progress")
+            star.advance(t)
+            self.now = t
+            dirty = False
+            if t_flow <= t:
+                finished = star.finished()
+                finished.sort(key=_group_request)
+                for f in finished:
+                    complete(f.group, f.k, f.t_first, t)
+                dirty = True
+            while heap and heap[0][0] <= t:
+                _, _, g, k, _, _ = pop(heap)
+                if k < 0:
+                    release(g, -1, t)
+                    continue
+                nbytes = g.prog.requests[k].nbytes
+                if nbytes <= 0:
+                    complete(g, k, t, t)
+                    continue
+                star.add(g.gid, Flow(g, k, t), nbytes)
+                dirty = True
+            if dirty:
+                self.recomputes += 1
+                if star.n > self.max_flows:
+                    self.max_flows = star.n
+                t_flow, load = star.recompute()
+                if load > self.max_egress_load:
+                    self.max_egress_load = load
+        self.seq = seq
+        return self.groups
+
     def _advance(self, t: float) -> None:
+        if self.star is not None:
+            self.star.advance(t)
+            self.now = t
+            return
         dt = t - self.now
         n = self.table.n
         if dt > 0 and n:
@@ -200,6 +319,14 @@ class Engine:
         self.now = t
 
     def _finish_flows(self) -> None:
+        if self.star is not None:
+            finished = self.star.finished()
+            finished.sort(key=_group_request)  # the dense table's order too: ties are broken the same way
+            for f in finished:
+                f.group.flows.remove(f)
+                self._complete(f.group, f.k, f.t_first)
+            self.dirty = True
+            return
         table = self.table
         n = table.n
         done = np.flatnonzero(table.rem[:n] <= 1e-3 + table.rate[:n] * 1e-9)
@@ -207,6 +334,7 @@ class Engine:
         for f in sorted(finished, key=_slot_desc):  # from the end, so the dense table's moves stay valid
             table.remove(f)
             self.g_flows[f.group.gid] -= 1
+        finished.sort(key=_group_request)
         for f in finished:
             f.group.flows.remove(f)
             if f.item is not None:
@@ -220,9 +348,15 @@ class Engine:
         go at most ``min(nic / n, conn_cap)``, and the egress is shared by water-filling (:func:`star_level`)."""
         self.dirty = False
         self.recomputes += 1
+        if self.star is not None:
+            self.max_flows = max(self.max_flows, self.star.n)
+            self.t_flow, load = self.star.recompute()
+            self.max_egress_load = max(self.max_egress_load, load)
+            return
         table = self.table
         n = table.n
         self.max_flows = max(self.max_flows, n)
+        self.work += n
         if not n:
             self.t_flow = math.inf
             return
@@ -302,12 +436,23 @@ class Engine:
 
     def _release(self, g: Group, k: int, t: float) -> None:
         """Request ``k`` of ``g`` (-1: the pull's start) is over at ``t``: start what waited for it."""
-        for name, (pred, gap) in g.prog.milestones.items():
-            if pred == k:
+        marks = self._marks[id(g.prog)].get(k)
+        if marks:
+            for name, gap in marks:
                 g.milestones[name] = t + gap - g.arrival
         reqs = g.prog.requests
-        for d in g.deps[k]:
-            self.push(Ev(t + reqs[d].gap, g, "send", d))
+        if not self.fold:
+            for d in g.deps[k]:
+                self.push(Ev(t + reqs[d].gap, g, "send", d))
+            return
+        for d in g.deps[k]:  # the send at t + gap, folded (see __init__): its body after latency + service
+            r = reqs[d]
+            ts = t + r.gap
+            g.requests += 1
+            if g.events is not None:
+                g.events.append(("send", d, ts, 0, 200))
+            service = self.reg.draw_service(self.rng)
+            self.push(Ev(ts + r.latency + service, g, "body", d, 0, t_sent=ts))
 
     def _send(self, g: Group, k: int, attempt: int) -> None:
         r = g.prog.requests[k]
@@ -329,7 +474,7 @@ class Engine:
             g.seeding.add(item)
         g.requests += 1
         served = g.m
-        if self.reg.rate_limit is not None:
+        if self.reg.rate_limit is not None and (not self.reg.limited or r.what in self.reg.limited):
             dt = t - self.t_tokens
             self.tokens = min(max(1.0, self.reg.burst), self.tokens + dt * self.reg.rate_limit)
             self.t_tokens = t
@@ -367,7 +512,9 @@ class Engine:
             for ev in g.pending:
                 ev.alive = False
             g.pending.clear()
-            for f in g.flows:
+            if self.star is not None:
+                self.star.drop(g.gid)
+            for f in g.flows if self.star is None else ():
                 self.table.remove(f)
             self.peer_flows -= sum(1 for f in g.flows if f.peer)
             g.flows.clear()
@@ -396,7 +543,10 @@ class Engine:
         f = Flow(g, k, self.now, item if (peer or item in g.seeding) else None, peer)
         self.peer_flows += peer
         g.flows.append(f)
-        self.table.add(f, nbytes)
+        if self.star is not None:
+            self.star.add(g.gid, f, nbytes)
+        else:
+            self.table.add(f, nbytes)
         self.g_flows[g.gid] += 1
         self.dirty = True
 
@@ -419,10 +569,12 @@ class Engine:
 
     def _complete(self, g: Group, k: int, t_first: float) -> None:
         r = g.prog.requests[k]
-        g.done[k] = self.now
         g.bytes += r.nbytes
         if g.events is not None:
             g.events.append(("done", k, t_first, self.now, r.nbytes))
+        joined = self._joined[id(g.prog)].get(k)
+        if joined:
+            _join(g, joined, self.now)
         self._release(g, k, self.now)
 
     def _split(self, g: Group, sizes: list[int]) -> list[Group]:
@@ -438,7 +590,7 @@ class Engine:
             sampled = bool(self.spec.sample_hosts) and any(h in self._sample for h in part)
             h = Group(-1, g.pool, g.prog, g.deps, part, g.nic, g.arrival, sampled, g.conn_cap)
             self._register(h)
-            h.done, h.milestones = dict(g.done), dict(g.milestones)
+            h.milestones, h.left = dict(g.milestones), dict(g.left)
             h.bytes, h.requests, h.n429 = g.bytes, g.requests, g.n429
             if h.events is not None and g.events is not None:
                 h.events = list(g.events)
@@ -446,11 +598,15 @@ class Engine:
             h.seeding, h.waits = set(g.seeding), list(g.waits)
             for item, k in h.waits:
                 self.waiting[item].append((h, k))
+            copies = {}
             for f in g.flows:
-                c = Flow(h, f.k, f.t_first, f.item, f.peer)
+                c = copies[f] = Flow(h, f.k, f.t_first, f.item, f.peer)
                 self.peer_flows += f.peer
                 h.flows.append(c)
-                self.table.add(c, self.table.rem[f.slot], self.table.rate[f.slot])
+                if self.star is None:
+                    self.table.add(c, self.table.rem[f.slot], self.table.rate[f.slot])
+            if self.star is not None:
+                self.star.clone(g.gid, h.gid, copies)
             self.g_flows[h.gid] = len(h.flows)
             for ev in list(g.pending):
                 self.push(Ev(ev.t, h, ev.kind, ev.k, ev.attempt, ev.t_sent))
@@ -458,6 +614,8 @@ class Engine:
         g.hosts = hosts[: sizes[0]]
         g.m = sizes[0]
         self.g_m[g.gid] = g.m
+        if self.star is not None:
+            self.star.resize(g.gid, g.m)
         g.sampled = any(x in self._sample for x in g.hosts)
         if not g.sampled:
             g.events = None
@@ -465,8 +623,22 @@ class Engine:
         return out
 
 
+def _join(g: Group, joined: list[tuple[str, float]], t: float) -> None:
+    """One of the requests the milestones ``joined`` wait for ended at ``t``: a milestone whose last it was is
+    reached its gap later (requests end in time order, so the last to end is the latest)."""
+    for name, gap in joined:
+        g.left[name] -= 1
+        if g.left[name] == 0:
+            g.milestones[name] = t + gap - g.arrival
+
+
 def _slot_desc(f: Flow) -> int:
     return -f.slot
+
+
+def _group_request(f: Flow) -> tuple[int, int]:
+    """Flows ending at one instant are handled in group, then request order (whatever engine kept them)."""
+    return f.group.gid, f.k
 
 
 __all__ = ["Engine", "Group"]

@@ -30,7 +30,9 @@ class Registry:
     (None: no limit) with room for ``burst`` requests; ``retry_after``: the seconds its 429 answers carry in
     ``Retry-After`` (None: no header, so clients back off exponentially); ``service_s``: mean extra seconds
     a request spends in the registry before its first byte, distributed as ``service`` (``lognormal`` with
-    ``service_sigma``). The host-side per-request overhead and RTT come from the host's calibration.
+    ``service_sigma``); ``limited``: the request kinds the rate limit counts (``Request.what``: ``manifest``,
+    ``config``, ``blob``, …; empty: every request) — Docker Hub's pull limit counts manifest GETs only. The
+    host-side per-request overhead and RTT come from the host's calibration.
     """
 
     egress: float = 1.25e9
@@ -40,6 +42,7 @@ class Registry:
     service_s: float = 0.0
     service: str = "const"
     service_sigma: float = 1.0
+    limited: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.egress <= 0:

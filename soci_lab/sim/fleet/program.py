@@ -6,9 +6,13 @@ its NIC as the network, the layers it already holds — and reads the run's ``ht
 program: each request waits for the request whose end came last before it started (its *predecessor*, or
 the pull's start) plus the host-side time between the two (the *gap*: decompression, apply, FUSE, the
 workload's think time, all priced by the single-host model's formulas and calibration), then pays its
-first-byte latency and moves its body. ``ready``, ``workload_done`` and ``total`` follow their last
-request the same way. In the fleet the network parts stretch (shared egress, rate limits, service times);
-the host-side gaps are kept.
+first-byte latency and moves its body. ``workload_done`` and ``total`` follow their last request the same
+way; ``ready`` is a join: the mount is ready when every layer is prepared, so it waits for *every* request
+that ended before it in the single-host run (the index, the zTOCs, the small layers fetched whole, their
+header reads), then the gap after the last of them. (With one predecessor only, a small request of one
+layer that happened to end last let ``ready`` pass before another layer's download slowed by the egress.)
+In the fleet the network parts stretch (shared egress, rate limits, service times); the host-side gaps are
+kept.
 
 Assumptions, stated: a gap does not shrink or grow with the network (work that overlapped a download in the
 single-host run, such as a layer applied while it streams, is charged after the download it followed);
@@ -49,11 +53,13 @@ class Request:
 @dataclass(frozen=True)
 class HostProgram:
     """A host's requests in start order, its milestones as ``name → (pred, gap)``, and the single-host run's
-    summary (the host alone on its NIC)."""
+    summary (the host alone on its NIC); ``joins``: milestones that wait for several requests (``name →`` the
+    requests; ``gap`` then counts from the last of them to end)."""
 
     requests: tuple[Request, ...]
     milestones: dict[str, tuple[int, float]]
     single: dict[str, Any] = field(default_factory=dict)
+    joins: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -158,7 +164,9 @@ def program_of(events: list[Any], summary: dict[str, Any], params: SimParams) ->
         pred, gap = pred_of(e.t_start, k)
         out.append(Request(int(e.bytes), pred, gap, latency, str(e.attrs.get("what", "")), e.layer))
     milestones = {name: pred_of(float(summary[name]), None) for name in MILESTONES}
-    return HostProgram(tuple(out), milestones, dict(summary))
+    ready = float(summary["ready_s"])
+    joins = {"ready_s": tuple(k for k, e in enumerate(reqs) if e.t_end <= ready + eps)}
+    return HostProgram(tuple(out), milestones, dict(summary), {k: v for k, v in joins.items() if v})
 
 
 __all__ = ["MILESTONES", "HostProgram", "Request", "host_program", "program_of", "without_layers"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from soci_lab.retrypolicy import RetryPolicy
-from soci_lab.sim import SimParams, SyntheticSpec, generate, simulate, synthetic_trace
+from soci_lab.sim import LazyParams, SimParams, SyntheticSpec, generate, simulate, synthetic_trace
 from soci_lab.sim.fleet import P2P, Arrivals, FleetSpec, HostPool, Registry, simulate_fleet
 
 MODES = ("sequential", "parallel", "lazy")
@@ -185,3 +186,42 @@ def test_an_arrival_quantum_groups_poisson_hosts_and_rounds_their_arrivals_down(
     assert (b.arrival_s <= a.arrival_s).all() and (a.arrival_s - b.arrival_s < 0.5).all()
     assert (b.arrival_s * 2).round(9).apply(float.is_integer).all()
     assert simulate_fleet(image, "lazy", coarse).groups.shape[0] < 30
+
+
+def test_a_rate_limit_on_manifests_only_answers_429_to_manifests(image) -> None:
+    """Docker Hub counts manifest GETs only: a bucket of two tokens that (nearly) never refills lets two of four
+    hosts have the manifest; the other two are answered 429 on it until they give up, and no other request of
+    any host is ever refused (a limit on every request would refuse the first two hosts' configs too)."""
+    reg = Registry(egress=10e9, rate_limit=1e-4, burst=2.0, limited=("manifest",))
+    spec = FleetSpec(pools=(HostPool(4),), registry=reg, retry=RetryPolicy(max_retries=2, min_wait=0.01),
+                     sample_hosts=(0, 1, 2, 3))  # fmt: skip
+    run = simulate_fleet(image, "sequential", spec)
+    hosts = run.hosts()
+    assert hosts.failed.notna().tolist() == [False, False, True, True]
+    assert hosts.responses_429.tolist() == [0, 0, 3, 3]
+    refused = run.events[run.events.kind == "http_429"]
+    assert set(refused.what) == {"manifest"} and set(refused.host) == {2, 3}
+    alone = simulate_fleet(image, "sequential", FleetSpec(registry=Registry(egress=10e9))).groups.iloc[0]
+    assert (hosts.bytes_fetched[:2] == alone.bytes_fetched).all()
+
+
+def test_ready_waits_for_every_request_that_came_before_it_alone() -> None:
+    """A mount is ready when every layer is prepared: with layers mounted concurrently (small layers fetched
+    whole beside the indexed layers' header reads), no host of a fleet whose egress stretches the downloads is
+    ready before the last of the requests that ended before ``ready`` in the single-host run has ended —
+    whichever ends last under sharing (with a single predecessor, ``ready`` passed slowed downloads by 1.3 s)."""
+    image = generate(SyntheticSpec(seed=5, compressed_size=24 << 20, layers=6, min_layer_size=4 << 20))
+    trace = synthetic_trace(image, 0.05, seed=1)
+    params = SimParams(lazy=LazyParams(concurrent_mounts=True))
+    spec = FleetSpec(pools=(HostPool(6, nic=1.25e9),), registry=Registry(egress=20e6), sample_hosts=tuple(range(6)))
+    run = simulate_fleet(image, "lazy", spec, workload=trace, params=params)
+    alone = simulate(image, "lazy", workload=trace,
+                     params=replace(params, network=replace(params.network, bandwidth=1.25e9, burst=0.0)))  # fmt: skip
+    reqs = sorted((e for e in alone.recorder.events if e.kind == "http_request"), key=lambda e: (e.t_start, e.t_end))
+    before = {k for k, e in enumerate(reqs) if e.t_end <= alone.summary["ready_s"] + 1e-12}
+    assert {reqs[k].attrs.get("what") for k in before} >= {"blob", "header"}
+    hosts = run.hosts().set_index("host")
+    ev = run.events[run.events.kind == "http_request"]
+    for h, rows in ev.groupby("host"):
+        last = rows[rows.request.isin(before)].t_end.max()
+        assert hosts.ready_s[h] >= last - 1e-9, (h, hosts.ready_s[h], last)
