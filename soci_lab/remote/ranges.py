@@ -22,6 +22,8 @@ from .pump import Pumpable
 from .retry import redact_url
 from .transport import Exchange, RetryBudget, Transport
 
+#: Where streamed blob bytes go: ``await sink(chunk)``, in order; an exception stops the download. The one sink
+#: type of blob reads (:mod:`.blobs` re-exports it for the lazy and eager rooms).
 Sink = Callable[[bytes], Awaitable[None]]
 
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
