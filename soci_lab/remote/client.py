@@ -126,8 +126,8 @@ class RegistryClient:
     only for loopback hosts or with ``insecure=True``. ``creds`` is ``(user, password)`` or ``"user:pass"``;
     without it the docker/podman auth files are consulted. ``http_transport`` replaces httpx's network
     transport (tests of behaviour a real registry cannot be made to show; it turns the fast path off).
-    ``fast_path`` (default on) reads bodies of ``FAST_MIN_BYTES`` (512 KiB, :mod:`soci_lab.leanpath`) and more
-    straight from the socket over pooled keep-alive connections (``fastget.py``, ``leanpool.py``).
+    ``fast_path`` (default on) reads bodies of ``FAST_MIN_BYTES`` (512 KiB, :mod:`soci_lab.fastpath`) and more
+    with urllib3 over pooled keep-alive connections on worker threads (``fastpath.py``, ``fastpool.py``).
     ``ssl_context`` trusts a private CA (certificates are always verified; ``insecure`` only allows plain
     HTTP, it never turns verification off). ``anonymous`` never sends credentials, not even those of the
     docker/podman auth files (the artifact store's unauthenticated builds).

@@ -100,9 +100,9 @@ def test_pull_through_faults_finishes_or_fails_cleanly(served, tmp_path: Path, s
 @pytest.mark.parametrize("seed", [4, 5])
 def test_downloads_pumped_from_the_socket_survive_faults(served, tmp_path: Path, monkeypatch, seed: int,
                                                           chunk: str) -> None:  # type: ignore[no-untyped-def]
-    """Every body on the client's lean path (forced here for small layers) goes socket → pwrite on the pump's
+    """Every body on the client's fast path (forced here for small layers) goes connection → pwrite on the pump's
     threads, through resets, truncations and corrupted bytes: the pull ends complete or fails cleanly."""
-    import soci_lab.remote.fastget as fastget
+    import soci_lab.remote.fastpath as fastget
     import soci_lab.remote.ranges as ranges
 
     pumped: list[int] = []
