@@ -137,12 +137,34 @@ async def run_cancellable(fn: Callable[[], T], on_cancel: Callable[[], None] | N
     raise value
 
 
+def _fill(response: urllib3.BaseHTTPResponse, n: int, failed: list[BaseException]) -> bytes:
+    """Up to ``n`` body bytes, as many as arrive before the end, a failure or ``n`` (worker thread). Bytes read
+    before a failure are returned and the failure put in ``failed`` for the next call, so none is lost."""
+    if failed:
+        raise failed.pop()
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < n:
+            piece = response.read1(n - got, decode_content=False)
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+    except (Urllib3Error, OSError) as exc:
+        if not parts:
+            raise
+        failed.append(exc)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _reader(response: urllib3.BaseHTTPResponse) -> Callable[[int], bytes]:
-    """``read(n)`` of the body for the pump: a stall raises the built-in ``TimeoutError``."""
+    """``read(n)`` of the body for the pump (pieces filled up to ``n``): a stall raises ``TimeoutError``."""
+    failed: list[BaseException] = []
 
     def read(n: int) -> bytes:
         try:
-            return response.read1(n, decode_content=False)
+            return _fill(response, n, failed)
         except ReadTimeoutError as exc:
             raise TimeoutError(str(exc)) from exc
 
@@ -183,40 +205,19 @@ class FastExchange:
         self.reused = reused
         self.nbytes = 0
         self._ended = False  # the body was read to its end
-        self._failed: BaseException | None = None  # a read failed after delivering bytes: raised next time
+        self._failed: list[BaseException] = []  # a read failed after delivering bytes: raised next time
         self._closed = False
 
     @property
     def url(self) -> str:
         return str(self.request.url)
 
-    def _fill(self, n: int) -> bytes:
-        """Up to ``n`` body bytes, as many as arrive before the end, a failure or ``n`` (worker thread). Bytes
-        read before a failure are returned, and the failure kept for the next call, so none is read twice."""
-        parts: list[bytes] = []
-        got = 0
-        try:
-            while got < n:
-                piece = self.response.read1(n - got, decode_content=False)
-                if not piece:
-                    break
-                parts.append(piece)
-                got += len(piece)
-        except (Urllib3Error, OSError) as exc:
-            if not parts:
-                raise
-            self._failed = exc
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
     async def _read(self, n: int) -> bytes:
         """Up to ``n`` body bytes (``b""`` at the end); :class:`TruncatedBody` on stalls, breaks, early ends."""
         if time.monotonic() > self.deadline:
             await self._broke("the whole-request timeout passed while the body was streaming")
         try:
-            if self._failed is not None:
-                failed, self._failed = self._failed, None
-                raise failed
-            data = await run_cancellable(lambda: self._fill(n), on_cancel=self._shutdown)
+            data = await run_cancellable(lambda: _fill(self.response, n, self._failed), on_cancel=self._shutdown)
         except ReadTimeoutError:
             await self._broke(f"ReadTimeout: no data for {self.transport.read_timeout:g} s")
         except (Urllib3Error, OSError) as exc:

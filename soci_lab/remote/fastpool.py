@@ -80,11 +80,10 @@ class FastPool:
             if self._closed:
                 raise RuntimeError("the transport is closed")
             if self._manager is None:
-                kw: dict[str, Any] = {}
-                if self.ssl_context is not None:
-                    kw["ssl_context"] = self.ssl_context
+                # the caller's TLS context, else the system's trust store with certificates and names verified
+                ctx = self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
                 pm = urllib3.PoolManager(num_pools=16, maxsize=MAX_IDLE, block=False, retries=False,
-                                         timeout=self.timeout, **kw)
+                                         timeout=self.timeout, ssl_context=ctx)
                 pm.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
                 self._manager = pm
             return self._manager
