@@ -59,29 +59,40 @@ T = TypeVar("T")
 #: Body bytes taken per thread hop when the body goes to an async sink.
 READ = 1 << 20
 MAX_REDIRECTS = 10
-async def _open(pool: FastPool, url: str, headers: dict[str, str]) -> tuple[urllib3.BaseHTTPResponse, bool]:
-    """:func:`_open_blocking` on a worker thread; a cancelled caller leaves the thread behind (nothing is written
-    by it) and whatever answer it gets is closed."""
-    lock = threading.Lock()
-    state: dict[str, Any] = {"abandoned": False, "response": None}
+#: What a request's worker thread brings back: the response, whether it went over a pooled connection, the
+#: first body bytes (``prefetch``) and a read failure met after some of them.
+_Opened = tuple[urllib3.BaseHTTPResponse, bool, bytes, list[BaseException]]
 
-    def run() -> tuple[urllib3.BaseHTTPResponse, bool]:
-        result = open_blocking(pool, url, headers)
+
+async def _open(pool: FastPool, url: str, headers: dict[str, str], prefetch: int) -> _Opened:
+    """:func:`~.fastpool.open_blocking` on a worker thread and, for a 200/206, up to ``prefetch`` body bytes in
+    the same hop (a body bound for memory then costs one hop per MiB, not one more for its start). A cancelled
+    caller leaves the thread behind (nothing is written by it) and whatever answer it gets is closed."""
+    lock = threading.Lock()
+    state = {"abandoned": False}
+
+    def run() -> _Opened:
+        response, reused = open_blocking(pool, url, headers)
+        first = b""
+        failed: list[BaseException] = []
+        if prefetch and response.status in (200, 206):
+            length = response.headers.get("Content-Length", "")
+            want = min(prefetch, int(length)) if length.isdigit() else prefetch
+            try:
+                first = _fill(response, want, failed)
+            except (Urllib3Error, OSError) as exc:  # met again, and reported, by the exchange's first read
+                failed.append(exc)
         with lock:
-            state["response"] = result[0]
             abandoned = state["abandoned"]
         if abandoned:
-            _discard(result[0])
-        return result
+            _discard(response)
+        return response, reused, first, failed
 
     try:
         return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
         with lock:
             state["abandoned"] = True
-            response = state["response"]
-        if response is not None:
-            _discard(response)
         raise
 
 
@@ -186,6 +197,8 @@ class FastExchange:
         deadline: float,
         redirected: bool,
         reused: bool,
+        first: bytes = b"",
+        failed: list[BaseException] | None = None,
     ) -> None:
         self.transport = transport
         self.response = response
@@ -205,7 +218,10 @@ class FastExchange:
         self.reused = reused
         self.nbytes = 0
         self._ended = False  # the body was read to its end
-        self._failed: list[BaseException] = []  # a read failed after delivering bytes: raised next time
+        #: a read failed after delivering bytes: raised by the next read
+        self._failed: list[BaseException] = failed if failed is not None else []
+        #: body bytes read with the head (see ``_open``), delivered first
+        self._first = first
         self._closed = False
 
     @property
@@ -233,6 +249,10 @@ class FastExchange:
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives (up to a MiB per piece); a break, a stall or an early end raises
         :class:`TruncatedBody`."""
+        if self._first:
+            chunk, self._first = self._first, b""
+            self.nbytes += len(chunk)
+            yield chunk
         while True:
             want = READ if self.length is None else min(READ, self.length - self.nbytes)
             if want <= 0:
@@ -250,7 +270,7 @@ class FastExchange:
     @property
     def can_pump(self) -> bool:
         """True for a ``Content-Length`` body not yet read: :meth:`pump_into` can take it."""
-        return self.length is not None and self.nbytes == 0
+        return self.length is not None and self.nbytes == 0 and not self._first and not self._failed
 
     async def pump_into(self, sink: SplitSink, *, skip: int, limit: int) -> int:
         """Deliver body bytes ``skip .. skip+limit-1`` to ``sink`` on worker threads; the count delivered.
@@ -329,8 +349,11 @@ async def send_fast(
     scopes: tuple[str, ...] | None,
     budget: RetryBudget,
     cache_redirect: bool,
+    prefetch: int = 0,
 ) -> FastExchange | Exchange:
-    """GET ``url``; a :class:`FastExchange` for a 200/206 answer, else whatever ``Transport.send`` gives."""
+    """GET ``url``; a :class:`FastExchange` for a 200/206 answer, else whatever ``Transport.send`` gives.
+
+    ``prefetch``: body bytes to read with the head (for a body bound for memory, not for a pump)."""
     range_ = headers.get("Range")
     while True:
         target = httpx.URL(url)
@@ -356,7 +379,8 @@ async def send_fast(
             while True:  # at most twice: a pooled connection found dead in use, then a new one
                 t0 = transport.now()
                 try:
-                    response, reused = await _open(transport.fast_pool, str(target), req_headers)
+                    response, reused, first, failed = await _open(transport.fast_pool, str(target), req_headers,
+                                                                  prefetch)
                 except Stale as exc:
                     transport.record(request, t0, None, 0, attempt, range_, f"stale pooled connection ({exc})",
                                      fast=True, reused=True)
@@ -399,7 +423,7 @@ async def send_fast(
                 if cache_redirect and redirected:
                     transport.redirects[url] = str(target)
                 return FastExchange(transport, response, request, rh, t0, attempt, range_, deadline, redirected,
-                                    reused)
+                                    reused, first, failed)
             await anyio.to_thread.run_sync(_settle, response)
             error = None if status < 400 else f"HTTP {status}"
             transport.record(request, t0, status, 0, attempt, range_, error, fast=True, reused=reused)

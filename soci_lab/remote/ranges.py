@@ -19,6 +19,7 @@ from contextlib import aclosing
 
 from ..errors import InvalidInput, RegistryError, SizeMismatch, TruncatedBody
 from .fastpath import FAST_MIN_BYTES, FastExchange, send_fast
+from .fastpath import READ as PREFETCH
 from .pump import Pumpable
 from .retry import redact_url
 from .transport import Exchange, RetryBudget, Transport
@@ -89,7 +90,8 @@ async def fetch_into(
         wanted = None if upper is None else upper - pos + 1
         if transport.fast_path and wanted is not None and wanted >= FAST_MIN_BYTES:
             exchange = await send_fast(transport, url, headers=headers, scopes=scopes, budget=budget,
-                                       cache_redirect=cache_redirect)
+                                       cache_redirect=cache_redirect,
+                                       prefetch=0 if isinstance(sink, Pumpable) else PREFETCH)
         else:
             exchange = await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
                                             follow_redirects=True, cache_redirect=cache_redirect, budget=budget)

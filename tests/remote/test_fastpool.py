@@ -11,6 +11,7 @@ its ``Content-Length``, garbage after the body, a body cut short while the conne
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import socket
 import ssl
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from remote_helpers import random_bytes, unique_repo
 
+import soci_lab.remote.fastpath as fastpath
 import soci_lab.remote.ranges as ranges
 from soci_lab.config import HTTPConfig
 from soci_lab.events import EventRecorder
@@ -467,6 +469,19 @@ async def test_after_one_dead_pooled_connection_its_idle_siblings_are_not_tried(
     async with blob_behind_relay(registry) as (repo, digest, relay):
         rec = EventRecorder()
         monkeypatch.setattr(urllib3.connectionpool, "is_connection_dropped", lambda conn: False)
+        # the three reads below hold their connections until all three have answers, so that three connections
+        # (not one reused) end up idle in the pool, as three concurrent reads of a busy client would
+        together = threading.Barrier(3, timeout=10)
+        real_open = fastpath.open_blocking
+        calls = itertools.count()
+
+        def open_together(*args, **kw):  # type: ignore[no-untyped-def]
+            opened = real_open(*args, **kw)
+            if next(calls) < 3:
+                together.wait()
+            return opened
+
+        monkeypatch.setattr(fastpath, "open_blocking", open_together)
         async with RegistryClient(relay.url, events=rec, config=HTTPConfig(max_retries=0)) as rc:
             url = rc.blob_url(repo, digest)
             async with anyio.create_task_group() as tg:
