@@ -170,12 +170,12 @@ def _fill(response: urllib3.BaseHTTPResponse, n: int, failed: list[BaseException
 
 
 def _reader(response: urllib3.BaseHTTPResponse) -> Callable[[int], bytes]:
-    """``read(n)`` of the body for the pump (pieces filled up to ``n``): a stall raises ``TimeoutError``."""
-    failed: list[BaseException] = []
+    """``read(n)`` of the body for the pump: what one receive brings, up to ``n`` bytes (no copy to gather
+    more: the pump's threads take pieces as they come); a stall raises the built-in ``TimeoutError``."""
 
     def read(n: int) -> bytes:
         try:
-            return _fill(response, n, failed)
+            return response.read1(n, decode_content=False)
         except ReadTimeoutError as exc:
             raise TimeoutError(str(exc)) from exc
 
