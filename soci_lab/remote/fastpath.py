@@ -252,6 +252,7 @@ class FastExchange:
         if self._first:
             chunk, self._first = self._first, b""
             self.nbytes += len(chunk)
+            self._ended = self.nbytes == self.length  # (a caller may stop at the last byte it wants)
             yield chunk
         while True:
             want = READ if self.length is None else min(READ, self.length - self.nbytes)
@@ -265,6 +266,7 @@ class FastExchange:
                                       "announced end")
                 return
             self.nbytes += len(chunk)
+            self._ended = self.nbytes == self.length
             yield chunk
 
     @property
