@@ -1,4 +1,4 @@
-"""Ranged GETs of one blob in chunks: httpx vs the lean path without and with its keep-alive pool.
+"""Ranged GETs of one blob in chunks: httpx vs the fast path (urllib3's keep-alive pool on worker threads).
 
 Usage (from the repository root; time it under the shared lock, the machine has two cores)::
 
@@ -10,14 +10,15 @@ One registry is started as a child process (so the client's GIL is its own) and 
 each chunk size the blob is read in ``size / chunk`` ranged GETs, in two workloads:
 
 - ``file``: the parallel puller's way: 4 tasks take chunks in turn and write them at their offsets in one
-  file (``os.pwrite``; the lean path pumps them from the socket on worker threads);
+  file (``os.pwrite``; the fast path pumps them from the connection on worker threads);
 - ``mem``: lazy loading's way: one task, each range read into memory (``get_content_with_range``).
 
-Each workload runs in three modes, alternating within every run: ``httpx`` (every GET through httpx and the
-event loop), ``lean-new`` (every GET on the lean path, a new connection per request, as before the pool) and
-``lean-pool`` (the lean path reusing its keep-alive connections). Reported per cell: the median wall time,
-the client's CPU time (``time.process_time``, all its threads) and the registry process's CPU time (from
-``/proc``), and the ratios of each lean mode to httpx. The 1-minute load average is printed with them.
+Each workload runs in two modes, alternating within every run: ``httpx`` (every GET through httpx and the
+event loop) and ``lean-pool`` (every GET on the fast path, reusing its keep-alive connections; the mode keeps
+the name of the hand-written lean path it replaced, so older results compare). Reported per cell: the median
+wall time, the client's CPU time (``time.process_time``, all its threads) and the registry process's CPU time
+(from ``/proc``), and the ratio of the fast path to httpx. The 1-minute load average is printed with them.
+benchmarks/bulk_http.py compares both with bare urllib3 and curl.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import soci_lab.remote.ranges as ranges
 from soci_lab.remote import RegistryClient
 from soci_lab.units import parse_size
 
-MODES = ("httpx", "lean-new", "lean-pool")
+MODES = ("httpx", "lean-pool")
 WORKERS = 4
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -54,7 +55,7 @@ def proc_cpu(pid: int) -> float:
 
 
 class FileChunk:
-    """Writes one chunk at its offset of a file; a pumpable sink (the lean path writes from its own thread)."""
+    """Writes one chunk at its offset of a file; a pumpable sink (the fast path writes from its own thread)."""
 
     def __init__(self, fd: int, offset: int) -> None:
         self.fd = fd
@@ -123,8 +124,6 @@ async def one(
     threshold = 1 << 62 if mode == "httpx" else 0
     with mock.patch.object(ranges, "FAST_MIN_BYTES", threshold):
         async with RegistryClient(url) as rc:
-            if mode == "lean-new":
-                rc.transport.lean_pool.max_idle = 0  # every connection closed after its request
             s0, c0, w0 = proc_cpu(server_pid), time.process_time(), time.perf_counter()
             await WORKLOADS[workload](rc, repo, digest, size, chunk, out)
             w1, c1, s1 = time.perf_counter(), time.process_time(), proc_cpu(server_pid)
@@ -165,14 +164,12 @@ def _size(n: int) -> str:
 
 
 def _line(r: dict) -> str:
-    h, n, p = r["httpx"], r["lean-new"], r["lean-pool"]
+    h, p = r["httpx"], r["lean-pool"]
     return (
         f"{r['workload']:4s} {_size(r['chunk']):>7s} x{r['requests']:<5d} "
-        f"wall s httpx {h['wall']:.3f} new {n['wall']:.3f} pool {p['wall']:.3f} "
-        f"(pool/httpx {r['lean-pool/httpx']['wall']:.2f}, new/httpx {r['lean-new/httpx']['wall']:.2f}) | "
-        f"client CPU s httpx {h['cpu']:.3f} new {n['cpu']:.3f} pool {p['cpu']:.3f} "
-        f"(pool/httpx {r['lean-pool/httpx']['cpu']:.2f}) | "
-        f"server CPU s httpx {h['server_cpu']:.2f} new {n['server_cpu']:.2f} pool {p['server_cpu']:.2f} "
+        f"wall s httpx {h['wall']:.3f} fast {p['wall']:.3f} (fast/httpx {r['lean-pool/httpx']['wall']:.2f}) | "
+        f"client CPU s httpx {h['cpu']:.3f} fast {p['cpu']:.3f} (fast/httpx {r['lean-pool/httpx']['cpu']:.2f}) | "
+        f"server CPU s httpx {h['server_cpu']:.2f} fast {p['server_cpu']:.2f} "
         f"| load {r['load1']}"
     )
 

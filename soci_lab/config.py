@@ -46,6 +46,7 @@ class BlobConfig:
     min_wait_msec: int = 30
     max_wait_msec: int = 300_000
     max_span_verification_retries: int = 0
+    #: accepted for upstream's config files; changes nothing: every ranged GET here already asks for one range
     force_single_range_mode: bool = False
 
 

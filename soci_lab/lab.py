@@ -381,9 +381,7 @@ async def alazy_read(
                     else:
                         assert image.client is not None
                         url = image.client.blob_url(image.ref.repository, spec.digest)
-                        fetcher = RegistryRangeFetcher(
-                            image.client, url, force_single_range_mode=cfg.blob.force_single_range_mode
-                        )
+                        fetcher = RegistryRangeFetcher(image.client, url)
                 else:  # upstream's MountLocal: the whole blob, then read from the local copy
                     how = "local"
                     blob = Path(tmp) / spec.digest.replace(":", "_")

@@ -2,11 +2,13 @@
 
 * :class:`BytesRangeFetcher` — a blob in memory (tests, notebooks);
 * :class:`FileRangeFetcher` — a blob in a local file (read in a worker thread);
-* :class:`RegistryRangeFetcher` — a blob in an OCI registry, through :mod:`soci_lab.remote`'s
-  ``get_content_with_range``: redirect resolution (``GET Range: bytes=0-1`` learns the real URL, e.g. a
-  pre-signed CDN URL, as upstream's ``redirect``), one refresh of the real URL and retry on 401/403,
-  single-range mode after a 400, and a 200 answer (whole blob) sliced to the asked range. Connection
-  errors and 5xx are retried lower down, by the registry client (``[http]`` / ``[blob]`` retries).
+* :class:`RegistryRangeFetcher` — a blob in an OCI registry, through the registry's blob seam
+  (:class:`soci_lab.remote.blobs.RangeReader`: a ``BlobReader`` or the ``RegistryClient`` itself): redirect
+  resolution (``GET Range: bytes=0-1`` learns the real URL, e.g. a pre-signed CDN URL, as upstream's
+  ``redirect``), one refresh of the real URL and retry on 401/403, one retry after a 400 (every request
+  already asks for a single range, which is what upstream's single-range mode falls back to), and a 200
+  answer (whole blob) sliced to the asked range. Connection errors and 5xx are retried lower down, by the
+  registry client (``[http]`` / ``[blob]`` retries).
 
 All fetchers count requests and bytes so tests and benchmarks can assert "only these spans were fetched".
 """
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 
 from ..errors import InvalidInput, RangeNotSatisfiable, RegistryError, TruncatedBody
+
+if TYPE_CHECKING:
+    from ..remote.blobs import RangeReader
 
 
 def _check_range(lower: int, upper: int) -> None:
@@ -73,37 +78,21 @@ class FileRangeFetcher:
         return data
 
 
-class RangeClient(Protocol):
-    """What :class:`RegistryRangeFetcher` needs of a registry client (:class:`soci_lab.remote.RegistryClient`
-    has it): bytes ``lower..upper`` (inclusive) of ``url``, raising :class:`RegistryError` with ``status``."""
-
-    async def get_content_with_range(self, url: str, lower: int, upper: int) -> bytes: ...
-
-
 class RegistryRangeFetcher:
-    """Ranged GETs of one blob through a :mod:`soci_lab.remote` registry client.
+    """Ranged GETs of one blob through the registry's blob seam (:class:`~soci_lab.remote.blobs.RangeReader`).
 
-    ``client`` needs ``async get_content_with_range(url, lower, upper) -> bytes`` (raising
-    :class:`RegistryError` with ``status`` on an unexpected answer) and, for redirect resolution, the
-    same call with ``(url, 0, 1)``; ``url`` is ``<registry>/v2/<repo>/blobs/<digest>``. With
-    ``resolve_redirect=True`` the first fetch (and every 401/403) sends ``GET Range: bytes=0-1`` to the blob
-    URL and keeps the URL it was redirected to (read from the client's redirect cache), so span reads go
-    straight to e.g. a pre-signed CDN URL; a 401/403 from that URL forgets it and resolves again, once.
+    ``client`` reads bytes ``lower..upper`` (inclusive) of ``url`` (raising :class:`RegistryError` with
+    ``status`` on an unexpected answer) and resolves redirects; ``url`` is
+    ``<registry>/v2/<repo>/blobs/<digest>``. With ``resolve_redirect=True`` the first fetch (and every
+    401/403) asks the client for the URL the blob URL redirects to (``GET Range: bytes=0-1``), so span reads
+    go straight to e.g. a pre-signed CDN URL; a 401/403 from that URL forgets it and resolves again, once.
     """
 
-    def __init__(
-        self,
-        client: RangeClient,
-        url: str,
-        *,
-        resolve_redirect: bool = True,
-        force_single_range_mode: bool = False,
-    ) -> None:
+    def __init__(self, client: RangeReader, url: str, *, resolve_redirect: bool = True) -> None:
         self.client = client
         self.url = url
         self.real_url: str | None = None
         self.resolve_redirect = resolve_redirect
-        self.single_range_mode = force_single_range_mode
         self.requests = 0
         self.bytes = 0
         self.refreshes = 0
@@ -113,14 +102,8 @@ class RegistryRangeFetcher:
         """Upstream's ``redirect``: ``GET Range: bytes=0-1`` and keep the URL the answer came from."""
         if not self.resolve_redirect:
             return self.url
-        redirects = getattr(getattr(self.client, "transport", None), "redirects", None)
-        if isinstance(redirects, dict):
-            redirects.pop(self.url, None)
         self.requests += 1
-        await self.client.get_content_with_range(self.url, 0, 1)
-        if isinstance(redirects, dict):
-            return str(redirects.get(self.url, self.url))
-        return self.url
+        return await self.client.resolve_redirect(self.url)
 
     async def _real_url(self, *, refresh: bool = False) -> str:
         async with self._lock:
@@ -146,7 +129,6 @@ class RegistryRangeFetcher:
                     continue
                 if status == 400 and not switched:
                     switched = True
-                    self.single_range_mode = True
                     continue
                 raise
             want = upper_inclusive + 1 - lower

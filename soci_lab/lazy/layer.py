@@ -153,7 +153,7 @@ def open_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder
 
         client = RegistryClient(spec.registry, creds=spec.creds, insecure=spec.insecure, config=cfg.http, events=events)
         url = client.blob_url(spec.repository, spec.digest)
-        fetcher = RegistryRangeFetcher(client, url, force_single_range_mode=cfg.blob.force_single_range_mode)
+        fetcher = RegistryRangeFetcher(client, url)
     else:
         raise MountError(f"layer {spec.digest}: no blob source (need blob_path or registry + repository)")
     return build_layer(spec.digest, ztoc, fetcher, options, events, blob_size=spec.blob_size, client=client)

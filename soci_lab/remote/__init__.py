@@ -23,6 +23,7 @@ insecure=…, config=HTTPConfig(…), events=EventRecorder(…), ssl_context=…
     await rc.push_manifest(repo, doc_bytes, media_type, tag_or_digest=None) -> Descriptor
     await rc.list_tags(repo);   await rc.referrers(repo, subject, artifact_type=None)
     rc.repository(repo) -> Repository (the same methods without ``repo``; a ReferrersCaller)
+    BlobReader(rc, repo)   the one seam other rooms read blobs through (remote/blobs.py)
 
 The seed's names: ``GetContentWithRange`` → :func:`get_content_with_range` / ``RegistryClient.
 get_content_with_range``; ``OCIArtifactClient`` (``all_referrers``, ``select_referrer``),
@@ -32,6 +33,7 @@ registries and layouts lives in :mod:`soci_lab.images` (``copy_image``), built o
 """
 
 from .auth import Challenge, Credentials, load_credentials, parse_www_authenticate
+from .blobs import BlobReader, RangeReader
 from .client import BlobInfo, FetchedManifest, RegistryClient, Repository, ResolvedImage
 from .ranges import check_range, get_content_with_range, parse_content_range
 from .referrers import (
@@ -50,11 +52,13 @@ from .transport import RetryBudget, Transport
 
 __all__ = [
     "BlobInfo",
+    "BlobReader",
     "Challenge",
     "Credentials",
     "FetchedManifest",
     "IndexSelectionPolicy",
     "OCIArtifactClient",
+    "RangeReader",
     "ReferrersCaller",
     "ReferrersClient",
     "ReferrersResult",

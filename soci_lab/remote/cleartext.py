@@ -3,7 +3,7 @@
 A client built for ``https://registry`` (or for a loopback registry) can still be sent elsewhere by the
 registry: a redirect to ``http://storage.example/...`` would carry the request — its path, the signed query
 of a storage URL, and the blob — in clear text over the network. :func:`check_cleartext` is applied to every
-request the transport sends (redirects included, on both the httpx path and the socket fast path) and
+request the transport sends (redirects included, on both the httpx path and the fast path) and
 refuses that with one line, as the first request to such a host already is.
 """
 

@@ -43,7 +43,7 @@ from ..oci import Descriptor, Digest, ImageConfig, Index, Manifest, OCILayout, P
 from ..oci.manifest import MAX_MANIFEST_SIZE, parse_manifest_or_index
 from .auth import Credentials, load_credentials
 from .links import next_link
-from .ranges import check_range, fetch_into, get_content_with_range, parse_content_range
+from .ranges import Sink, check_range, fetch_into, get_content_with_range, parse_content_range
 from .retry import redact_url
 from .sinks import BlobSink, FileSink, ThreadedFeeder
 from .transport import Exchange, RetryBudget, Transport
@@ -126,8 +126,8 @@ class RegistryClient:
     only for loopback hosts or with ``insecure=True``. ``creds`` is ``(user, password)`` or ``"user:pass"``;
     without it the docker/podman auth files are consulted. ``http_transport`` replaces httpx's network
     transport (tests of behaviour a real registry cannot be made to show; it turns the fast path off).
-    ``fast_path`` (default on) reads bodies of ``FAST_MIN_BYTES`` (512 KiB, :mod:`soci_lab.leanpath`) and more
-    straight from the socket over pooled keep-alive connections (``fastget.py``, ``leanpool.py``).
+    ``fast_path`` (default on) reads bodies of ``FAST_MIN_BYTES`` (512 KiB, :mod:`soci_lab.fastpath`) and more
+    with urllib3 over pooled keep-alive connections on worker threads (``fastpath.py``, ``fastpool.py``).
     ``ssl_context`` trusts a private CA (certificates are always verified; ``insecure`` only allows plain
     HTTP, it never turns verification off). ``anonymous`` never sends credentials, not even those of the
     docker/podman auth files (the artifact store's unauthenticated builds).
@@ -473,12 +473,18 @@ class RegistryClient:
         verifier.check(f"blob {d}")
         return b"".join(parts)
 
-    async def _fetch(self, repo: str | Reference | None, d: Digest, size: int | None, sink) -> int:
+    async def _fetch(self, repo: str | Reference | None, d: Digest, size: int | None, sink: Sink) -> int:
+        return await self.fetch_whole_into(repo, d, size, sink)
+
+    async def fetch_whole_into(
+        self, repo: str | Reference | None, digest: str, size: int | None, sink: Sink, *,
+        cache_redirect: bool = False,
+    ) -> int:
         """The whole blob into ``sink``: no Range on the first GET, resumed with one after a break."""
         repo = self._repo(repo)
         upper = size - 1 if size else None  # an empty (or unknown-length) blob: read to the end
-        return await fetch_into(self.transport, self.blob_url(repo, d), sink, lower=0, upper=upper, ranged=False,
-                                scopes=_pull(repo), expect_total=size)
+        return await fetch_into(self.transport, self.blob_url(repo, digest), sink, lower=0, upper=upper,
+                                ranged=False, scopes=_pull(repo), cache_redirect=cache_redirect, expect_total=size)
 
     async def fetch_blob(
         self,
@@ -541,13 +547,20 @@ class RegistryClient:
         return await get_content_with_range(self.transport, url, lower, upper, scopes=scopes,
                                             cache_redirect=cache_redirect)
 
+    async def resolve_redirect(self, url: str) -> str:
+        """Upstream's ``redirect``: ``GET Range: bytes=0-1`` of ``url`` afresh (a cached redirect forgotten
+        first) and the URL that answered it (``url`` itself when not redirected)."""
+        self.transport.redirects.pop(url, None)
+        await self.get_content_with_range(url, 0, 1)
+        return self.transport.redirects.get(url, url)
+
     async def read_blob_range(self, repo: str | Reference | None, digest: str, lower: int, upper: int) -> bytes:
         """Bytes ``lower..upper`` (inclusive) of a blob in ``repo``."""
         check_range(lower, upper)
         return await self.get_content_with_range(self.blob_url(repo, digest), lower, upper)
 
     async def fetch_range_into(
-        self, repo: str | Reference | None, digest: str, lower: int, upper: int, sink, *,
+        self, repo: str | Reference | None, digest: str, lower: int, upper: int, sink: Sink, *,
         cache_redirect: bool = True, budget: RetryBudget | None = None,
     ) -> int:
         """Stream bytes ``lower..upper`` of a blob into ``async sink(chunk)``; resumes after breaks."""

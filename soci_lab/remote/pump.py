@@ -1,27 +1,32 @@
-"""A response body pumped from a blocking socket into a verified blob sink, on three threads.
+"""A response body pumped into a verified blob sink on three threads: read, hash, store.
 
-The reading thread fills pooled buffers with ``recv_into`` (no allocation per chunk); one thread hashes
-each filled buffer while another writes it to the file, and the buffer returns to the pool when both are
-done. ``hashlib`` and file writes release the GIL, so on two cores reading, hashing and writing overlap
-the way ``curl | tee | sha256sum`` would, without the pipes. The sink sees the bytes in order and only
-whole buffers; when the body breaks, every byte already handed out is hashed and written before the
-pump returns, so the caller can resume from the first byte not delivered.
+The reading thread takes the body in pieces of up to :data:`HANDOFF` bytes from a blocking reader (the fast
+path's urllib3 response, :mod:`.fastpath`); one thread hashes each piece while another writes it to the
+file. ``hashlib`` and file writes release the GIL, so on two cores reading, hashing and writing overlap the
+way ``curl | tee | sha256sum`` would, without the pipes. The sink sees the bytes in order; when the body
+breaks, every byte already handed out is hashed and written before the pump returns, so the caller can
+resume from the first byte not delivered.
 """
 
 from __future__ import annotations
 
 import queue
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-#: Buffers in flight (back-pressure: the reader waits when the hasher or writer is this far behind).
+#: Pieces in flight (back-pressure: the reader waits when the hasher or writer is this far behind).
 POOL = 8
+#: The largest piece read at once (and the unit of the hypothesis test's sizes).
 BUFFER = 1 << 20
-#: A buffer is handed on once it holds this much, so hashing starts before a whole MiB has arrived.
+#: A piece is handed on once it holds this much, so hashing starts before a whole MiB has arrived.
 HANDOFF = 256 << 10
+
+#: Reads up to ``n`` body bytes, blocking; ``b""`` at the end of the stream. A stall raises ``TimeoutError``,
+#: any other failure an exception whose text says what broke.
+Reader = Callable[[int], bytes]
 
 
 class SplitSink(Protocol):
@@ -34,9 +39,9 @@ class SplitSink(Protocol):
 
 @runtime_checkable
 class Pumpable(Protocol):
-    """An async sink (``await sink(chunk)``) that can also take a body straight from the socket.
+    """An async sink (``await sink(chunk)``) that can also take a body straight from the fast path's reader.
 
-    ``fetch_into`` pumps a lean-path body into :meth:`split_sink` instead of calling the sink per chunk:
+    ``fetch_into`` pumps a fast-path body into :meth:`split_sink` instead of calling the sink per chunk:
     first :meth:`drain` (whatever earlier attempts fed is written), then the pump, then :meth:`pumped`
     with the count delivered, so the sink's own bookkeeping stays right.
     """
@@ -61,29 +66,25 @@ class PumpResult:
 
 
 class _Stage(threading.Thread):
-    """Applies one step (hash or store) to each buffer in order; after a failure it only releases buffers."""
+    """Applies one step (hash or store) to each piece in order; after a failure it only drains its queue."""
 
-    def __init__(self, name: str, step, release) -> None:
+    def __init__(self, name: str, step: Callable[[memoryview], None]) -> None:
         super().__init__(name=f"soci-lab-pump-{name}", daemon=True)
         self.step = step
-        self.release = release
-        self.items: queue.SimpleQueue = queue.SimpleQueue()
+        self.items: queue.Queue[bytes | None] = queue.Queue(POOL)
         self.error: BaseException | None = None
 
     def run(self) -> None:
         while (item := self.items.get()) is not None:
-            buf, n = item
             if self.error is None:
                 try:
-                    self.step(memoryview(buf)[:n])
+                    self.step(memoryview(item))
                 except BaseException as exc:  # reported by pump_body
                     self.error = exc
-            self.release(buf)
 
 
 def pump_body(
-    sock: socket.socket,
-    prefix: bytes,
+    read: Reader,
     sink: SplitSink,
     *,
     body_left: int,
@@ -94,70 +95,44 @@ def pump_body(
 ) -> PumpResult:
     """Read up to ``body_left`` body bytes; drop the first ``skip``; deliver the next ``limit`` to ``sink``.
 
-    ``prefix`` holds body bytes already read with the response head. ``deadline`` is a
-    ``time.monotonic()`` instant for the whole request. Blocking: call it from a worker thread. A break
-    (EOF before the end, a stall longer than ``read_timeout``, a reset) is reported in ``broke``; an
-    error of the sink (a size overflow, a full disk) in ``error``.
+    ``deadline`` is a ``time.monotonic()`` instant for the whole request (checked between reads; each read is
+    bounded by the reader's own timeout, ``read_timeout``). Blocking: call it from a worker thread. A break
+    (the end before the announced length, a stall, a reset) is reported in ``broke``; an error of the sink
+    (a size overflow, a full disk) in ``error``.
     """
-    pool: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    for _ in range(POOL):
-        pool.put(bytearray(BUFFER))
-    refs: dict[int, int] = {}
-    lock = threading.Lock()
-
-    def release(buf: bytearray) -> None:
-        with lock:
-            refs[id(buf)] -= 1
-            last = refs[id(buf)] == 0
-        if last:
-            pool.put(buf)
-
-    stages = [_Stage("hash", sink.hash_part, release), _Stage("store", sink.store_part, release)]
+    stages = [_Stage("hash", sink.hash_part), _Stage("store", sink.store_part)]
     for s in stages:
         s.start()
     res = PumpResult()
-    pending = memoryview(prefix)
     try:
-        while res.delivered < limit and res.broke is None and not any(s.error for s in stages):
-            buf = pool.get()
-            view = memoryview(buf)
-            n = 0
-            want_total = min(BUFFER, limit - res.delivered)
-            while n < want_total and res.broke is None:
-                if res.received >= body_left:
-                    break  # the body is shorter than asked: the caller sees it from ``delivered``
-                room = min(want_total - n + skip, BUFFER - n, body_left - res.received)
-                if pending:
-                    k = min(room, len(pending))
-                    view[n:n + k] = pending[:k]
-                    pending = pending[k:]
-                else:
-                    k = _recv_into(sock, view[n:n + room], read_timeout, deadline, res)
-                    if k == 0:
-                        if res.broke == "EOF":
-                            res.broke = (f"connection closed {body_left - res.received} bytes before the "
-                                         "announced end")
-                        break
-                res.received += k
-                if skip:
-                    drop = min(skip, k)
-                    skip -= drop
-                    if drop < k:
-                        view[n:n + k - drop] = bytes(view[n + drop:n + k])
-                    k -= drop
-                n += k
-                if n >= HANDOFF:
-                    break
-            if n == 0:
-                pool.put(buf)
-                if res.received >= body_left:
-                    break
+        while res.delivered < limit and res.received < body_left and not any(s.error for s in stages):
+            if time.monotonic() > deadline:
+                res.broke = "the whole-request timeout passed while the body was streaming"
+                break
+            want = min(HANDOFF + skip, body_left - res.received)
+            try:
+                piece = read(want)
+            except TimeoutError:
+                res.broke = f"ReadTimeout: no data for {read_timeout:g} s"
+                break
+            except Exception as exc:  # a reset, a protocol error: the caller resumes from ``delivered``
+                text = str(exc).splitlines()[0] if str(exc) else ""
+                res.broke = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+                break
+            if not piece:
+                res.broke = f"connection closed {body_left - res.received} bytes before the announced end"
+                break
+            res.received += len(piece)
+            if skip:
+                drop = min(skip, len(piece))
+                skip -= drop
+                piece = piece[drop:]
+            piece = piece[: limit - res.delivered]
+            if not piece:
                 continue
-            with lock:
-                refs[id(buf)] = len(stages)
             for s in stages:
-                s.items.put((buf, n))
-            res.delivered += n
+                s.items.put(piece)
+            res.delivered += len(piece)
     finally:
         for s in stages:
             s.items.put(None)
@@ -165,24 +140,3 @@ def pump_body(
             s.join()
     res.error = next((s.error for s in stages if s.error is not None), None)
     return res
-
-
-def _recv_into(sock: socket.socket, view: memoryview, read_timeout: float, deadline: float, res: PumpResult) -> int:
-    """One ``recv_into``; on EOF, a stall or an error sets ``res.broke`` and returns 0."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        res.broke = "the whole-request timeout passed while the body was streaming"
-        return 0
-    sock.settimeout(min(read_timeout, left))
-    try:
-        k = sock.recv_into(view)
-    except TimeoutError:
-        res.broke = (f"ReadTimeout: no data for {read_timeout:g} s" if read_timeout < left
-                     else "the whole-request timeout passed while the body was streaming")
-        return 0
-    except OSError as exc:
-        res.broke = f"{type(exc).__name__}: {exc}"
-        return 0
-    if k == 0:
-        res.broke = "EOF"
-    return k

@@ -7,7 +7,8 @@ asked and ends there or at the blob's end) and ``200`` (skipping to the wanted o
 asks again from the first byte not yet delivered, spending the same :class:`RetryBudget` as status retries.
 Redirects to storage URLs are followed, and with ``cache_redirect`` the final URL is remembered and used
 directly next time (soci's parallel pull ``CacheRedirects``). Transfers of at least ``FAST_MIN_BYTES`` take
-the lean path of :mod:`.fastget` (``Transport.fast_path``, on by default).
+the fast path of :mod:`.fastpath` (urllib3 on worker threads; ``Transport.fast_path``, on by default), the
+rest httpx; both give an exchange with the same face (``status``, ``headers``, ``aiter_raw``, ``aclose``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 from ..errors import InvalidInput, RegistryError, SizeMismatch, TruncatedBody
-from .fastget import FAST_MIN_BYTES, RawExchange, send_fast
+from .fastpath import FAST_MIN_BYTES, FastExchange, send_fast
+from .fastpath import READ as PREFETCH
 from .pump import Pumpable
 from .retry import redact_url
 from .transport import Exchange, RetryBudget, Transport
 
+#: Where streamed blob bytes go: ``await sink(chunk)``, in order; an exception stops the download. The one sink
+#: type of blob reads (:mod:`.blobs` re-exports it for the lazy and eager rooms).
 Sink = Callable[[bytes], Awaitable[None]]
 
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -67,8 +71,8 @@ async def fetch_into(
     delivered, which is ``upper - lower + 1`` unless the blob ends sooner.
 
     A :class:`~.pump.Pumpable` sink (the blob feeder of ``fetch_blob``, the eager puller's ingest file) lets
-    a lean-path body skip the event loop: it is pumped from the socket into the sink on worker threads
-    (:meth:`.RawExchange.pump_into`).
+    a fast-path body skip the event loop: it is pumped from the connection into the sink on worker threads
+    (:meth:`.FastExchange.pump_into`).
     """
     if upper is not None:
         check_range(lower, upper)
@@ -82,11 +86,12 @@ async def fetch_into(
         if ranged or not first or pos > 0:
             headers["Range"] = f"bytes={pos}-{'' if upper is None else upper}"
         first = False
-        exchange: Exchange | RawExchange
+        exchange: Exchange | FastExchange
         wanted = None if upper is None else upper - pos + 1
         if transport.fast_path and wanted is not None and wanted >= FAST_MIN_BYTES:
             exchange = await send_fast(transport, url, headers=headers, scopes=scopes, budget=budget,
-                                       cache_redirect=cache_redirect)
+                                       cache_redirect=cache_redirect,
+                                       prefetch=0 if isinstance(sink, Pumpable) else PREFETCH)
         else:
             exchange = await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
                                             follow_redirects=True, cache_redirect=cache_redirect, budget=budget)
@@ -120,7 +125,7 @@ async def fetch_into(
                         raise RegistryError(f"GET {redact_url(url)}: offset {pos} is past the end of a "
                                             f"{int(length)}-byte blob", status=200)
                     upper = last if upper is None else min(upper, last)
-            if isinstance(exchange, RawExchange) and isinstance(sink, Pumpable) and exchange.can_pump \
+            if isinstance(exchange, FastExchange) and isinstance(sink, Pumpable) and exchange.can_pump \
                     and upper is not None:
                 await sink.drain()  # whatever an earlier attempt queued is written first
                 delivered = 0

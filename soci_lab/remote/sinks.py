@@ -1,8 +1,8 @@
 """Where downloaded blob bytes go: a verified file, or an OCI layout writer, fed from worker threads.
 
 The network loop hands batches of chunks to a worker thread that hashes and writes them while the next
-batch arrives (hashlib and file writes release the GIL); a large body on the lean path skips the loop and
-is pumped from the socket by :mod:`.pump`, hashing and writing on two threads. Nothing becomes visible
+batch arrives (hashlib and file writes release the GIL); a large body on the fast path skips the loop and
+is pumped from its connection by :mod:`.pump`, hashing and writing on two threads. Nothing becomes visible
 under its final name until every byte matched the digest and size.
 """
 

@@ -11,9 +11,10 @@ catch and turn into a further attempt from the same :class:`RetryBudget`.
 
 Timeouts come from ``[http]``: ``dial_timeout_msec`` (connect), ``response_header_timeout_msec`` (each
 read, so a stalled body is noticed too) and ``request_timeout_msec`` (each attempt as a whole). A TLS
-certificate that fails verification is reported at once, not retried. Large body GETs may take the lean
-path of :mod:`.fastget`, which shares this class's auth state, redirect cache, budget and events, and keeps
-its own idle connections in :attr:`Transport.lean_pool`.
+certificate that fails verification is reported at once, not retried. Large body GETs take the fast path
+(:mod:`.fastpath`, urllib3 on worker threads), which shares this class's auth state, redirect cache, budget,
+timeouts and events through its public attributes, and keeps its own idle connections in
+:attr:`Transport.fast_pool`; :mod:`.ranges` chooses between the two by body size.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ..errors import (
 from ..events import EventRecorder
 from .auth import Authenticator, Credentials
 from .cleartext import CleartextRefused, check_cleartext
-from .leanpool import LeanPool
+from .fastpool import FastPool
 from .retry import RetryPolicy, is_retryable_status, parse_retry_after, redact_url
 
 USER_AGENT = "soci-lab/0.1 (soci-snapshotter re-creation)"
@@ -337,13 +338,16 @@ class Transport:
         self.auth = Authenticator(host, creds, self._fetch_token, creds_note, insecure=insecure)
         #: original URL → final URL of redirected GETs (soci's CacheRedirects, used by parallel pull)
         self.redirects: dict[str, str] = {}
-        #: large body GETs read the socket directly (see fastget.py); False sends everything through httpx
+        #: ``[http] response_header_timeout_msec``: the longest wait for any read, head or body (seconds)
+        self.read_timeout = max(cfg.response_header_timeout_msec, 1) / 1000
+        #: large body GETs take the fast path (see fastpath.py); False sends everything through httpx
         self.fast_path = fast_path
-        #: idle keep-alive connections of those lean GETs, per origin (see leanpool.py)
-        self.lean_pool = LeanPool()
+        #: the fast path's keep-alive connections (urllib3 pools, made on first use)
+        self.fast_pool = FastPool(ssl_context, cfg.dial_timeout_msec / 1000,
+                                  min(self.read_timeout, self.request_timeout))
 
     async def aclose(self) -> None:
-        self.lean_pool.close()
+        self.fast_pool.close()
         await self.http.aclose()
 
     async def _refuse_cleartext(self, request: httpx.Request) -> None:
@@ -385,7 +389,8 @@ class Transport:
             **attrs,
         )
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The clock events are stamped with."""
         return self.events.now() if self.events is not None else time.monotonic()
 
     async def send(
@@ -428,7 +433,7 @@ class Transport:
                     request.headers["Authorization"] = authz
             range_ = req_headers.get("Range")
             attempt = budget.used
-            t0 = self._now()
+            t0 = self.now()
             deadline = anyio.current_time() + self.request_timeout
             try:
                 with anyio.fail_after(self.request_timeout):

@@ -3,11 +3,11 @@
 What is fitted, and from which events (the shape the real rooms' events must have for this to hold):
 
 - ``http_request`` (``t_start`` = request sent, ``t_end`` = last body byte, ``bytes`` = body bytes,
-  ``fast``: sent over the real client's lean path, ``reused``: over a pooled connection):
+  ``fast``: sent over the real client's fast path, ``reused``: over a pooled connection):
   requests that overlap no other request are fitted by least squares to
   ``duration = first_byte + bytes / bandwidth`` — the per-request latency (RTT + registry overhead)
   and the effective bandwidth of one transfer — with a first byte per path and one bandwidth for both:
-  ``first_byte_s`` for httpx's requests, ``fast_first_byte_s`` for the lean path's (the client sends GETs
+  ``first_byte_s`` for httpx's requests, ``fast_first_byte_s`` for the fast path's (the client sends GETs
   of at least ``FAST_MIN_BYTES`` that way, and its first byte costs less: one intercept for both made the
   path a size effect, which bent the slope — no bandwidth at all in 1 CI run of notebook 04 in 3, a
   phantom 0.8-1.2 MB token bucket on unshaped loopback). A path with fewer than :data:`MIN_PATH_SAMPLES`
@@ -15,7 +15,7 @@ What is fitted, and from which events (the shape the real rooms' events must hav
   sizes within a path tells the slope; where it does not fix it (:func:`_slope_is_fixed`: httpx's isolated
   requests are manifests of a few KiB, a small image's spans all one size), the bandwidth is the bytes moved
   over the time bodies of more than 64 KiB were in flight and each path's latency the median of its
-  durations less their transfer. ``notes["fast_new_conn_s"]`` is what a new lean connection added to a
+  durations less their transfer. ``notes["fast_new_conn_s"]`` is what a new fast-path connection added to a
   pooled one's first byte (a note: not modelled; python-pandas, 512 KiB threshold: +4.6 ms on loopback,
   +2.1 ms at 1 Gbit, +1.5 ms at 100 Mbit from 9 new against 102 pooled, no steady cost). Where transfers
   of 8 MiB or more ran (eager pulls), the bytes they moved over the time any of them was moving is the
@@ -145,7 +145,7 @@ class NetworkFit:
 
     bandwidth: float | None = None
     first_byte_s: float | None = None
-    #: the lean path's first-byte time (None: ``first_byte_s`` for both paths, as files without it say)
+    #: the fast path's first-byte time (None: ``first_byte_s`` for both paths, as files without it say)
     fast_first_byte_s: float | None = None
     conn_cap: float | None = None
     burst: float | None = None
@@ -243,7 +243,7 @@ class Calibration:
     def params(self, base: SimParams | None = None, *, rtt: float | None = None) -> SimParams:
         """``base`` with the fitted values in; ``rtt`` (if known, e.g. from the shaping) splits
         ``first_byte_s`` into RTT and registry overhead, else it is all RTT. With ``fast_first_byte_s`` the
-        lean path's first byte is its own (``NetworkParams.fast_request_overhead``; without ``rtt`` the
+        fast path's first byte is its own (``NetworkParams.fast_request_overhead``; without ``rtt`` the
         RTT is the cheaper path's first byte, the dearer one's difference its overhead); without it both
         paths pay ``first_byte_s``."""
         base = base or SimParams()
@@ -559,7 +559,7 @@ def _fit_fuse_reads(cal: Calibration, frame: pd.DataFrame) -> None:
         _unidentified(cal, "header_verify_s", "no first read of a file among the cache-hit reads")
 
 
-#: isolated requests a path (httpx, lean) needs for a first-byte time of its own
+#: isolated requests a path (httpx, fast) needs for a first-byte time of its own
 MIN_PATH_SAMPLES = 3
 
 
@@ -569,8 +569,8 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
     xs: list[float] = []
     ys: list[float] = []
     idle: list[float] = []  # before each isolated request: the time since the last transfer ended
-    fast: list[bool] = []  # each isolated request: sent over the lean path
-    reused: list[bool] = []  # … over a pooled lean connection
+    fast: list[bool] = []  # each isolated request: sent over the fast path
+    reused: list[bool] = []  # … over a pooled fast-path connection
     all_x: list[float] = []
     all_y: list[float] = []
     busy = 0.0
@@ -657,7 +657,7 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
     cal.notes["http_fit"] = "aggregate (no isolated requests)"
 
 
-#: one run's requests, by start: starts, ends, body bytes, sent over the lean path
+#: one run's requests, by start: starts, ends, body bytes, sent over the fast path
 _Transfers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 _TWO_PATHS = "isolated requests (a latency per path: httpx, lean)"
 #: the per-path fit's slope must be this many standard errors above 0 to give the bandwidth
@@ -669,7 +669,7 @@ def _slope_is_fixed(a: np.ndarray, y: np.ndarray, coef: np.ndarray, sizes: np.nd
     :data:`BURST_SMALL_BYTES` (below that the transfer hides in the latency's noise) and the slope is
     positive and :data:`SLOPE_MIN_T` standard errors from 0. With a first byte per path (``a`` has three
     columns) each path's intercept is free, so only the spread of sizes inside a path tells the rate, and a
-    real run's may have little: httpx's isolated requests are manifests, the lean path's spans of one size;
+    real run's may have little: httpx's isolated requests are manifests, the fast path's spans of one size;
     each path's scatter is its own (httpx's tiny requests scatter by milliseconds on a busy host and say
     nothing of the rate). An eager pull's isolated requests are only the manifest and the config (its blobs
     download at once): fitted alone they gave 166 KB/s, which then became a per-connection cap and simulated
@@ -698,7 +698,7 @@ def _paths_given_rate(
     first byte), and each path's first byte (with ``split``; else the one latency) the median of its
     isolated requests' durations less their transfer at that rate (the two found in turn, each from the
     other, a few rounds from the medians of the durations). Returns the fit's coefficients (httpx's latency,
-    the lean path's if ``split``, seconds per byte); with no such transfer, the medians and no slope (the
+    the fast path's if ``split``, seconds per byte); with no such transfer, the medians and no slope (the
     bandwidth is then left unfitted)."""
     groups = (~lean, lean) if split else (np.ones(len(x), dtype=bool),)
     lats = [float(np.median(y[g])) for g in groups]
@@ -745,7 +745,7 @@ def _rate_in_flight(
 
 def _sustained_rate(cal: Calibration, runs: list[_Transfers]) -> tuple[float | None, int]:
     """:func:`_rate_in_flight` of transfers of :data:`SUSTAINED_MIN_BYTES` and more, each after its path's
-    fitted first byte (the lean path's is httpx's where it has none of its own)."""
+    fitted first byte (the fast path's is httpx's where it has none of its own)."""
     fb = cal.network.first_byte_s or 0.0
     fb_fast = fb if cal.network.fast_first_byte_s is None else cal.network.fast_first_byte_s
     return _rate_in_flight(runs, fb, fb_fast, SUSTAINED_MIN_BYTES)
@@ -761,7 +761,7 @@ def _two_paths(x: np.ndarray, lean: np.ndarray) -> bool:
 
 
 def _new_connections(cal: Calibration, residual: np.ndarray, lean: np.ndarray, pooled: np.ndarray) -> None:
-    """``notes["fast_new_conn_s"]``: how much later a lean request's first byte came on a new connection
+    """``notes["fast_new_conn_s"]``: how much later a fast-path request's first byte came on a new connection
     than on a pooled one (the medians of their residuals; each side needs :data:`MIN_PATH_SAMPLES`)."""
     new, old = lean & ~pooled, lean & pooled
     if min(int(new.sum()), int(old.sum())) < MIN_PATH_SAMPLES:
@@ -792,7 +792,7 @@ def _sustained(cal: Calibration, runs: list[_Transfers], *, two_paths: bool = Fa
 
     True where a shaper's bucket may show in the isolated requests (:func:`_burst`): the sustained rate was
     below the isolated requests' (it became ``bandwidth``), or, with a latency per path (a bucket then
-    lowers the lean path's latency more than the slope, :func:`_burst`), no more than
+    lowers the fast path's latency more than the slope, :func:`_burst`), no more than
     :data:`SHAPED_MARGIN` × above it (one shared link, not one connection, limited both)."""
     if cal.network.first_byte_s is None:
         return False
@@ -831,7 +831,7 @@ def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndar
     ``n / bandwidth`` — at 1 Gbit a 4 MiB span arrives ~2.5x sooner than the link's rate says. The bucket
     refills at the link's rate, so what a request saves is ``min(burst, bandwidth * idle, n)`` (``idle``: the
     silence before it). With ``bandwidth`` fixed, ``burst`` and a first-byte time per path (``lean`` marks
-    the lean path's requests; all False: one path) are fitted jointly to every isolated request by least
+    the fast path's requests; all False: one path) are fitted jointly to every isolated request by least
     absolute error: for each candidate bucket, each path's latency is the median of its requests' durations
     less their transfer; the latencies found with the bucket chosen replace the least-squares ones. None
     when fewer than three requests are of at most :data:`BURST_SMALL_BYTES` or of at least
@@ -840,8 +840,8 @@ def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndar
     A bucket is told apart from a path's latency only where that path's sizes (or refills) straddle it: a
     request larger than the bucket after a full refill takes ``latency + (n - burst) / bandwidth``, as one
     with a latency ``burst / bandwidth`` lower and no bucket does. Real runs have exactly that: httpx's
-    isolated requests are manifests of a few KiB, the lean path's spans of 0.8-2 MiB; at 100 Mbit + 20 ms
-    (a 250 KB bucket) every bucket from 0 to 250 KB fits within 0.05 % (the lean path's latency 4 to 24 ms),
+    isolated requests are manifests of a few KiB, the fast path's spans of 0.8-2 MiB; at 100 Mbit + 20 ms
+    (a 250 KB bucket) every bucket from 0 to 250 KB fits within 0.05 % (the fast path's latency 4 to 24 ms),
     beyond it the fit worsens. Where two paths leave the choice open (errors within :data:`BURST_TIE` of the
     least), the bucket taken is the one that leaves the paths' latencies closest: a shaper's bucket spares
     every request alike, where the paths differ by the client's cost of a request (1.2 ms on loopback)."""

@@ -13,8 +13,8 @@ overhead, plus one RTT per redirect hop), then its body flows through the link, 
 per-connection cap and a slow-start ramp (congestion window doubling every RTT from ``init_cwnd``).
 
 The per-request overhead depends on the path the real client would take. Its GETs of at least
-``FAST_MIN_BYTES`` (:mod:`soci_lab.leanpath`) go over pooled raw sockets, the rest through httpx,
-and the two differ in first-byte cost (the lean path is cheaper); ``fast_request_overhead`` is the lean
+``FAST_MIN_BYTES`` (:mod:`soci_lab.fastpath`) go over urllib3's pooled connections, the rest through httpx,
+and the two differ in first-byte cost (the fast path is cheaper); ``fast_request_overhead`` is the fast
 path's, charged by the same threshold rule (``fast_min_bytes``, the real client's threshold unless set).
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import simpy
 
 from ..errors import SimulationError
-from ..leanpath import FAST_MIN_BYTES
+from ..fastpath import FAST_MIN_BYTES
 
 #: a flow with fewer bytes than this left is complete (fluid arithmetic is in floats)
 EPS_BYTES = 1e-3
@@ -324,7 +324,7 @@ class NetworkParams:
     ``conn_cap`` bytes/s per connection (None: none); ``slow_start``: each request's body ramps from
     ``init_cwnd`` bytes doubling every RTT (a cold TCP connection; None of it on a warm one); ``burst``
     bytes of a shaper's token bucket (:class:`Link`); ``fast_request_overhead``: the per-request overhead
-    of GETs of at least ``fast_min_bytes`` body bytes, which the real client sends over its lean path
+    of GETs of at least ``fast_min_bytes`` body bytes, which the real client sends over its fast path
     (None: ``request_overhead``, one cost for both paths); ``fast_min_bytes`` None: the real client's
     threshold (:func:`lean_min_bytes`).
     """
@@ -339,9 +339,9 @@ class NetworkParams:
     #: a shaper's token bucket (bytes): saved while the link is under-used, sent at once when a transfer
     #: starts (the netlab proxy's: 20 ms of its rate); 0 = none
     burst: float = 0.0
-    #: the lean path's per-request overhead (seconds; None: ``request_overhead``)
+    #: the fast path's per-request overhead (seconds; None: ``request_overhead``)
     fast_request_overhead: float | None = None
-    #: body bytes from which a GET takes the lean path (None: the real client's ``FAST_MIN_BYTES``)
+    #: body bytes from which a GET takes the fast path (None: the real client's ``FAST_MIN_BYTES``)
     fast_min_bytes: int | None = None
     #: the round trip as a distribution instead of the constant ``rtt``: a lognormal with median ``rtt`` and
     #: this log-space standard deviation (0: constant) ...
@@ -361,7 +361,7 @@ class NetworkParams:
 
 
 def lean_min_bytes() -> int:
-    """The real client's lean-path threshold, :data:`soci_lab.leanpath.FAST_MIN_BYTES` (read, not copied, so
+    """The real client's fast-path threshold, :data:`soci_lab.fastpath.FAST_MIN_BYTES` (read, not copied, so
     the simulator follows it when it changes)."""
     return FAST_MIN_BYTES
 
@@ -373,7 +373,7 @@ class Network:
         self.env = env
         self.params = params
         self.link = Link(env, params.bandwidth, name="network", record=record, burst=params.burst)
-        #: GETs of at least this many body bytes take the lean path
+        #: GETs of at least this many body bytes take the fast path
         self.fast_min_bytes = params.fast_min_bytes if params.fast_min_bytes is not None else lean_min_bytes()
         self.requests = 0
         self.bytes = 0
@@ -402,7 +402,7 @@ class Network:
         """One GET of ``nbytes`` body bytes; use with ``yield from``. Returns the time of its first byte.
 
         ``redirect`` adds one RTT (the hop to the storage URL) when the registry redirects blob GETs;
-        ``progress`` follows the body's bytes as they arrive. A GET the real client would send over its lean
+        ``progress`` follows the body's bytes as they arrive. A GET the real client would send over its fast
         path (:meth:`is_fast`) pays ``fast_request_overhead`` instead of ``request_overhead``.
         """
         p = self.params
@@ -429,7 +429,7 @@ class Network:
         return t_first
 
     def is_fast(self, nbytes: int) -> bool:
-        """Whether the real client would send a GET of ``nbytes`` body bytes over its lean path (the rule of
+        """Whether the real client would send a GET of ``nbytes`` body bytes over its fast path (the rule of
         ``soci_lab.remote.ranges.fetch_into``: a known length of at least the threshold)."""
         return nbytes > 0 and nbytes >= self.fast_min_bytes
 

@@ -209,7 +209,7 @@ class World:
     ) -> Generator[Any, Any, float]:
         """One GET; pays the redirect hop on the first request to each blob. Returns its start time.
         ``progress`` follows the body as it arrives (a layer applied while it downloads). A GET the real
-        client would send over its lean path is marked ``fast`` as the real one's event is."""
+        client would send over its fast path is marked ``fast`` as the real one's event is."""
         t0 = self.env.now
         redirect = blob is not None and blob not in self._resolved_blobs
         if blob is not None:

@@ -2,8 +2,8 @@
 
 The ingest file must not exist; it is created and preallocated to the blob's size (``posix_fallocate``),
 then every request writes its bytes at their own offset with ``os.pwrite`` (batched to 1 MiB and done in a
-worker thread, or — for bodies on the registry client's lean path — straight from the socket's buffers
-on the pump's writer thread, :mod:`soci_lab.remote.pump`), so chunks may arrive in any order. Chunk ``i``
+worker thread, or — for bodies on the registry client's fast path — straight from the connection on the
+pump's writer thread, :mod:`soci_lab.remote.pump`), so chunks may arrive in any order. Chunk ``i``
 covers ``[i·chunk, min((i+1)·chunk, size)−1]``.
 More than one chunk is used only when the first fetch of the image learned that the server serves ranges
 (upstream's ``doInitialFetch``); each request holds one download lease (per-image, then global) while it
@@ -100,7 +100,7 @@ class _PositionalSink:
         await anyio.to_thread.run_sync(_pwrite_all, self.fd, data, self.pos)
         self.pos += len(data)
 
-    # --- the pump's face (soci_lab.remote.pump.Pumpable): the body goes from the socket to pwrite ---
+    # --- the pump's face (soci_lab.remote.pump.Pumpable): the body goes from the connection to pwrite ---
 
     async def drain(self) -> None:
         await self.flush()

@@ -4,8 +4,8 @@
 work (upstream's ``doInitialFetch``), stream a whole blob, stream a byte range. Bytes are delivered to an
 async ``sink(chunk)`` so the HTTP client can resume a broken body without the caller noticing.
 
-* :class:`RegistryBlobSource` adapts :class:`soci_lab.remote.RegistryClient` (redirect caching on, as
-  upstream enables ``CacheRedirects`` for parallel pull).
+* :class:`RegistryBlobSource` adapts :class:`soci_lab.remote.blobs.BlobReader`, the registry's one seam for
+  reading blobs (redirect caching on, as upstream enables ``CacheRedirects`` for parallel pull).
 * :class:`LocalFileSource` serves blobs from files, optionally refusing ranges or throttling; the tests and
   the kill-half-way test use it.
 
@@ -16,7 +16,7 @@ async ``sink(chunk)`` so the HTTP client can resume a broken body without the ca
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -26,9 +26,8 @@ import anyio
 from ..errors import ContentNotFound, InvalidManifest
 
 if TYPE_CHECKING:
+    from ..remote.blobs import Sink
     from ..remote.client import RegistryClient
-
-Sink = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -86,35 +85,19 @@ class RegistryBlobSource:
     """:class:`BlobSource` over :class:`soci_lab.remote.RegistryClient` for one repository."""
 
     def __init__(self, client: RegistryClient, repo: str, *, cache_redirect: bool = True) -> None:
-        self.client = client
-        self.repo = repo
-        self.cache_redirect = cache_redirect
+        from ..remote.blobs import BlobReader
+
+        self.reader = BlobReader(client, repo, cache_redirect=cache_redirect)
 
     async def probe(self, layer: LayerSpec) -> BlobProbe:
-        info = await self.client.head_blob(self.repo, layer.digest)
-        return BlobProbe(int(info.size), bool(info.accept_ranges))
+        info = await self.reader.probe(layer.digest)
+        return BlobProbe(info.size, info.accept_ranges)
 
     async def fetch(self, layer: LayerSpec, sink: Sink) -> int:
-        from ..remote.ranges import fetch_into
-
-        client = self.client
-        size = layer.size or None
-        return await fetch_into(
-            client.transport,
-            client.blob_url(self.repo, layer.digest),
-            sink,
-            lower=0,
-            upper=None if size is None else size - 1,
-            ranged=False,
-            scopes=(f"repository:{self.repo}:pull",),
-            cache_redirect=self.cache_redirect,
-            expect_total=size,
-        )
+        return await self.reader.fetch(layer.digest, layer.size, sink)
 
     async def fetch_range(self, layer: LayerSpec, lower: int, upper: int, sink: Sink) -> int:
-        return await self.client.fetch_range_into(
-            self.repo, layer.digest, lower, upper, sink, cache_redirect=self.cache_redirect
-        )
+        return await self.reader.fetch_range(layer.digest, lower, upper, sink)
 
 
 @dataclass
@@ -191,6 +174,5 @@ __all__ = [
     "LayerSpec",
     "LocalFileSource",
     "RegistryBlobSource",
-    "Sink",
     "image_layer_specs",
 ]

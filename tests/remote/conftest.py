@@ -171,7 +171,7 @@ def basic_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 @pytest.fixture(params=["httpx", "fast"])
 def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a download test through httpx and through the lean socket path (``fastget``), whatever the size."""
+    """Run a download test through httpx and through the fast path (urllib3, ``fastpath``), whatever the size."""
     import soci_lab.remote.ranges as ranges
 
     monkeypatch.setattr(ranges, "FAST_MIN_BYTES", 0 if request.param == "fast" else 1 << 62)

@@ -1,7 +1,8 @@
-"""The socket-to-sink body pump: order, skip and limit, breaks, sink errors, cancellation.
+"""The body pump (reader → hash and store threads): order, skip and limit, breaks, sink errors, cancellation.
 
-The pump is fed by a real kernel socket (a ``socketpair`` whose far end a thread writes in random pieces),
-and end to end by the real registries through the shaping proxy.
+The pump is fed by a real kernel socket (a ``socketpair`` whose far end a thread writes in random pieces,
+read as the fast path's urllib3 response is: ``read(n)`` blocking, ``TimeoutError`` on a stall), and end to
+end by the real registries through the shaping proxy.
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ class ListSink:
         if self.fail_after is not None and len(self.stored) + len(data) > self.fail_after:
             raise OSError(28, "No space left on device")
         self.stored += data
+
+
+def _reader(sock: socket.socket, prefix: bytes, timeout: float):  # type: ignore[no-untyped-def]
+    """``read(n)`` over ``sock``: ``prefix`` first, then up to ``n`` bytes per call (``b""`` at EOF)."""
+    pending = [prefix]
+    sock.settimeout(timeout)
+
+    def read(n: int) -> bytes:
+        if pending[0]:
+            out, pending[0] = pending[0][:n], pending[0][n:]
+            return out
+        return sock.recv(n)
+
+    return read
 
 
 def _serve(sock: socket.socket, data: bytes, pieces: list[int], pause: float = 0.0) -> threading.Thread:
@@ -81,7 +96,7 @@ def test_pump_delivers_exactly_the_asked_bytes_in_order(size, head_part, skip_fr
     _serve(b, body[len(prefix):sent], pieces)
     sink = ListSink()
     try:
-        res = pump_body(a, prefix, sink, body_left=size, skip=skip, limit=limit, read_timeout=5,
+        res = pump_body(_reader(a, prefix, 5), sink, body_left=size, skip=skip, limit=limit, read_timeout=5,
                         deadline=time.monotonic() + 30)
     finally:
         a.close()
@@ -104,7 +119,7 @@ def test_a_stall_breaks_the_body_after_the_read_timeout():
     sink = ListSink()
     t0 = time.monotonic()
     try:
-        res = pump_body(a, b"", sink, body_left=len(body), skip=0, limit=len(body), read_timeout=0.3,
+        res = pump_body(_reader(a, b"", 0.3), sink, body_left=len(body), skip=0, limit=len(body), read_timeout=0.3,
                         deadline=time.monotonic() + 30)
     finally:
         a.close()
@@ -120,7 +135,7 @@ def test_a_sink_error_stops_the_pump_and_is_reported():
     _serve(b, body, [])
     sink = ListSink(fail_after=BUFFER)
     try:
-        res = pump_body(a, b"", sink, body_left=len(body), skip=0, limit=len(body), read_timeout=5,
+        res = pump_body(_reader(a, b"", 5), sink, body_left=len(body), skip=0, limit=len(body), read_timeout=5,
                         deadline=time.monotonic() + 30)
     finally:
         a.close()
@@ -130,7 +145,7 @@ def test_a_sink_error_stops_the_pump_and_is_reported():
 
 @pytest.mark.anyio
 async def test_cancelling_a_pumped_download_is_prompt_and_leaves_nothing(registry, tmp_path, body_path):
-    """A stalled body on the lean path: cancelling the caller wakes the reading thread at once."""
+    """A stalled body on the fast path: cancelling the caller wakes the reading thread at once."""
     from soci_lab.netlab import ShapingProxy
 
     async with RegistryClient(registry.url) as direct:

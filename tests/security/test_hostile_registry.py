@@ -346,7 +346,7 @@ def test_error_body_nested_json_is_one_line(hostile):
 def test_cancelled_socket_work_that_never_started_does_not_hang():
     """Found by the redirect cases: when one download of a task group failed, a sibling cancelled before a
     worker thread took up its socket call waited forever for that call to end (``image copy`` hung)."""
-    from soci_lab.remote.sockconn import _cancellable
+    from soci_lab.remote.fastpath import run_cancellable as _cancellable
 
     ran: list[int] = []
 

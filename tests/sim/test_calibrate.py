@@ -443,7 +443,7 @@ def test_one_http_population_fits_as_before(bw, fb, seed, noise):
 
 def test_the_simulator_charges_the_lean_paths_first_byte_by_the_real_clients_threshold():
     """The simulated client sends a GET over the lean path by the real client's rule (a body of at least
-    ``FAST_MIN_BYTES``, the one constant in :mod:`soci_lab.leanpath` that the client's range fetches use),
+    ``FAST_MIN_BYTES``, the one constant in :mod:`soci_lab.fastpath` that the client's range fetches use),
     pays that path's overhead and marks the event ``fast`` as the real one is."""
     import simpy
 

@@ -16,7 +16,7 @@ print(" ".join(real))
 def test_the_simulator_imports_no_real_data_path_room() -> None:
     """Importing ``soci_lab.sim`` (models, network, calibration) loads nothing of ``remote/``, ``lazy/``,
     ``unpack/`` or ``snapshot/``: constants and policies it shares with them live in leaf modules
-    (``soci_lab.leanpath``, ``soci_lab.slotqueue``). A fresh interpreter, so other tests' imports do not count."""
+    (``soci_lab.fastpath``, ``soci_lab.slotqueue``). A fresh interpreter, so other tests' imports do not count."""
     code = "ROOMS = ('remote', 'lazy', 'unpack', 'snapshot')\n" + _CHECK
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == []

@@ -100,13 +100,13 @@ def test_pull_through_faults_finishes_or_fails_cleanly(served, tmp_path: Path, s
 @pytest.mark.parametrize("seed", [4, 5])
 def test_downloads_pumped_from_the_socket_survive_faults(served, tmp_path: Path, monkeypatch, seed: int,
                                                           chunk: str) -> None:  # type: ignore[no-untyped-def]
-    """Every body on the client's lean path (forced here for small layers) goes socket → pwrite on the pump's
+    """Every body on the client's fast path (forced here for small layers) goes connection → pwrite on the pump's
     threads, through resets, truncations and corrupted bytes: the pull ends complete or fails cleanly."""
-    import soci_lab.remote.fastget as fastget
+    import soci_lab.remote.fastpath as fastpath
     import soci_lab.remote.ranges as ranges
 
     pumped: list[int] = []
-    real_pump = fastget.pump_body
+    real_pump = fastpath.pump_body
 
     def counting(*args, **kw):  # type: ignore[no-untyped-def]
         res = real_pump(*args, **kw)
@@ -114,7 +114,7 @@ def test_downloads_pumped_from_the_socket_survive_faults(served, tmp_path: Path,
         return res
 
     monkeypatch.setattr(ranges, "FAST_MIN_BYTES", 0)
-    monkeypatch.setattr(fastget, "pump_body", counting)
+    monkeypatch.setattr(fastpath, "pump_body", counting)
     error, mounts = _pull_through_faults(served, tmp_path, seed, "parallel", chunk=chunk, retries=8)
     assert pumped and sum(pumped) > 0, f"no body took the pump ({error})"
     _complete_or_clean(served, error, mounts)

@@ -1,4 +1,5 @@
-"""Keep-alive connections of the lean GET path: reuse, stale connections, cut bodies, cancellation, bad servers.
+"""Keep-alive connections of the fast GET path (urllib3's pools): reuse, stale connections, cut bodies,
+cancellation, bad servers.
 
 Two kinds of real servers: the embedded registry and Debian's distribution (``registry`` fixture), reached
 through :class:`CountingRelay`, a TCP relay that counts the connections the client opens and can close them
@@ -10,6 +11,7 @@ its ``Content-Length``, garbage after the body, a body cut short while the conne
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import socket
 import ssl
@@ -22,17 +24,18 @@ from unittest import mock
 
 import anyio
 import pytest
+import urllib3.connectionpool
 from conftest import FAST
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from remote_helpers import random_bytes, unique_repo
 
+import soci_lab.remote.fastpath as fastpath
 import soci_lab.remote.ranges as ranges
 from soci_lab.config import HTTPConfig
 from soci_lab.events import EventRecorder
 from soci_lab.remote import RegistryClient
 from soci_lab.remote.ranges import get_content_with_range
-from soci_lab.remote.sockconn import SocketConn
 from soci_lab.remote.transport import RetryBudget, Transport
 
 # --- servers -------------------------------------------------------------------------------------------------
@@ -186,7 +189,7 @@ def scripted(script: Script) -> Iterator[ScriptedServer]:
 
 @pytest.fixture
 def lean_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every ranged read takes the lean path, whatever its size."""
+    """Every ranged read takes the fast path, whatever its size."""
     monkeypatch.setattr(ranges, "FAST_MIN_BYTES", 0)
 
 
@@ -231,8 +234,6 @@ async def test_sequential_ranged_gets_share_one_connection(registry, lean_everyt
             assert relay.connections == 1
             assert [e.attrs["reused"] for e in events] == [False] + [True] * (len(got) - 1)
             assert all(e.attrs.get("fast") and e.ok for e in events)
-            assert rc.transport.lean_pool.idle_count() == 1
-        assert rc.transport.lean_pool.idle_count() == 0  # closed with the client
 
 
 @pytest.mark.anyio
@@ -246,7 +247,6 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(registry, l
             await anyio.sleep(0.05)  # the FIN reaches the client's idle socket
             assert await rc.get_content_with_range(url, 1_000_000, 1_999_999) == BLOB[1_000_000:2_000_000]
             assert relay.connections == 2
-            assert rc.transport.lean_pool.stale == 1
             assert [e.error for e in http_events(rec)] == [None, None]  # found dead before use: no failed exchange
 
 
@@ -257,7 +257,8 @@ async def test_a_pooled_connection_that_dies_in_use_is_retried_without_spending_
     """The server closes the connection just after the pool's check: the request fails before any answer."""
     async with blob_behind_relay(registry) as (repo, digest, relay):
         rec = EventRecorder()
-        monkeypatch.setattr(SocketConn, "looks_idle", lambda self: self.usable)  # the check sees nothing yet
+        # the pool's check before reuse sees nothing yet
+        monkeypatch.setattr(urllib3.connectionpool, "is_connection_dropped", lambda conn: False)
         async with RegistryClient(relay.url, events=rec, config=HTTPConfig(max_retries=0)) as rc:
             url = rc.blob_url(repo, digest)
             await rc.get_content_with_range(url, 0, 99)
@@ -312,7 +313,6 @@ async def test_connection_close_answers_are_never_pooled(lean_everything):
         try:
             for lower in (0, 500_000, 1_000_000):
                 assert await read(t, server.url + "/b", lower, lower + 99_999) == BLOB[lower : lower + 100_000]
-            assert t.lean_pool.idle_count() == 0 and t.lean_pool.kept == 0
         finally:
             await t.aclose()
     assert server.connections == 3
@@ -430,9 +430,8 @@ async def test_a_200_read_only_in_part_is_not_reused(lean_everything):
         t = Transport(server.url, config=FAST)
         try:
             assert await read(t, server.url + "/b", 5, 1_000_004) == BLOB[5:1_000_005]
-            assert t.lean_pool.idle_count() == 0
             assert await read(t, server.url + "/b", 0, len(BLOB) - 1) == BLOB  # read to the end: kept
-            assert t.lean_pool.idle_count() == 1
+            assert await read(t, server.url + "/b", 0, 9) == BLOB[:10]
         finally:
             await t.aclose()
     assert server.connections == 2
@@ -457,7 +456,6 @@ async def test_cancelling_mid_body_drops_the_connection(lean_everything):
             with anyio.move_on_after(0.5) as scope:
                 await read(t, server.url + "/b", 0, len(BLOB) - 1)
             assert scope.cancelled_caught
-            assert t.lean_pool.idle_count() == 0
             assert await read(t, server.url + "/b", 0, 999) == BLOB[:1000]
         finally:
             released.set()
@@ -467,35 +465,29 @@ async def test_cancelling_mid_body_drops_the_connection(lean_everything):
 
 
 @pytest.mark.anyio
-async def test_the_pool_is_bounded_and_expires_idle_connections(lean_everything):
-    with scripted(keep_alive_script) as server:
-        t = Transport(server.url, config=FAST)
-        t.lean_pool.max_idle = 2
-        t.lean_pool.idle_timeout = 0.2
-        try:
-            async with anyio.create_task_group() as tg:
-                for i in range(4):  # four at once: four connections, two kept
-                    tg.start_soon(read, t, server.url + "/b", i * 1000, i * 1000 + 999)
-            assert server.connections == 4
-            assert t.lean_pool.idle_count() == 2
-            await anyio.sleep(0.3)
-            assert await read(t, server.url + "/b", 0, 9) == BLOB[:10]
-            assert server.connections == 5  # both idle ones had expired
-        finally:
-            await t.aclose()
-
-
-@pytest.mark.anyio
 async def test_after_one_dead_pooled_connection_its_idle_siblings_are_not_tried(registry, lean_everything, monkeypatch):
     async with blob_behind_relay(registry) as (repo, digest, relay):
         rec = EventRecorder()
-        monkeypatch.setattr(SocketConn, "looks_idle", lambda self: self.usable)
+        monkeypatch.setattr(urllib3.connectionpool, "is_connection_dropped", lambda conn: False)
+        # the three reads below hold their connections until all three have answers, so that three connections
+        # (not one reused) end up idle in the pool, as three concurrent reads of a busy client would
+        together = threading.Barrier(3, timeout=10)
+        real_open = fastpath.open_blocking
+        calls = itertools.count()
+
+        def open_together(*args, **kw):  # type: ignore[no-untyped-def]
+            opened = real_open(*args, **kw)
+            if next(calls) < 3:
+                together.wait()
+            return opened
+
+        monkeypatch.setattr(fastpath, "open_blocking", open_together)
         async with RegistryClient(relay.url, events=rec, config=HTTPConfig(max_retries=0)) as rc:
             url = rc.blob_url(repo, digest)
             async with anyio.create_task_group() as tg:
                 for i in range(3):
                     tg.start_soon(rc.get_content_with_range, url, i * 100, i * 100 + 99)
-            assert rc.transport.lean_pool.idle_count() == 3
+            assert relay.connections == 3
             relay.close_connections()
             await anyio.sleep(0.05)
             assert await rc.get_content_with_range(url, 0, 1_999_999) == BLOB[:2_000_000]
