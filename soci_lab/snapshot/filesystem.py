@@ -501,11 +501,18 @@ class Filesystem:
         # a zTOC found through the pinned image (v2 annotation, explicit index digest) or the configured store is
         # served at once and checked in the background; one from a v1 referrer is checked before it serves
         origin = {"v2": "pinned", "explicit": "pinned", "hermes": "store"}.get(arts.found_via, "unpinned")
-        spec = LazyLayerSpec(digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size, ztoc_origin=origin)
+        # the zTOC as discovery parsed and validated it goes along: the server does not parse it again
+        spec = LazyLayerSpec(
+            digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size, ztoc_origin=origin,
+            parsed_ztoc=arts.ztoc_for(digest),
+        )
         for handler in self.resolve_handlers.values():
             answer = handler(image.ref, digest)
             if answer:
-                return dataclasses.replace(spec, **dict(answer))
+                fields = dict(answer)
+                if "ztoc" in fields:  # another zTOC: the server parses that one
+                    fields.setdefault("parsed_ztoc", None)
+                return dataclasses.replace(spec, **fields)
         if image.layout is not None:
             spec.blob_path = str(image.layout.blob_path(digest))
         else:
