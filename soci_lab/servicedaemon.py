@@ -38,7 +38,6 @@ def _preimport() -> None:
     import trio  # noqa: F401
 
     from . import artifacts, config, events, unpack  # noqa: F401
-    from .analysis import summary  # noqa: F401 - the mount's totals (soci_lab.analysis brings matplotlib)
     from .cli import build_parser, host  # noqa: F401
     from .lazy import background, fetcher, fusefs, layer, mount, prefetch, reader, server, span_manager, spec  # noqa: F401
     from .remote import client  # noqa: F401

@@ -39,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'run' exits with its command's code. 'soci-lab COMMAND --help' documents each command.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs (anywhere on the line)")
-    parser.add_argument("--version", action="version", version=f"soci-lab {version()}",
-                        help="print the version and exit (anywhere on the line)")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         try:
@@ -51,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked for (importlib.metadata costs ~20 ms of every
+    command's start otherwise)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"soci-lab {version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 class UsageError(Exception):
