@@ -23,9 +23,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import MountError, SociLabError
+from ..events import event_rows, is_missing
 from .overlay import mounts_under, umount
 from .ownership import classify, refusal
 from .state import (
@@ -62,11 +63,6 @@ class Totals:
 _TRANSFERS = ("index_fetch", "ztoc_fetch", "span_fetch")
 
 
-def _missing(value: object) -> bool:
-    """None, NaN or pandas' NA (without importing pandas: a frame's cells, or an event's fields)."""
-    return value is None or type(value).__name__ == "NAType" or value != value  # NaN is not equal to itself
-
-
 def totals_of(events: pd.DataFrame | Iterable[Event], spans_total: int) -> Totals:
     """Network bytes and requests by the summary's rule (:func:`soci_lab.analysis.summary.network_events`: the
     ``http_request`` events, ok ones for bytes, when there are any; else the transfer events, whole-blob
@@ -75,29 +71,23 @@ def totals_of(events: pd.DataFrame | Iterable[Event], spans_total: int) -> Total
     Plain Python over the events or a frame's rows, so that neither a serving process's ready report nor
     ``umount`` imports :mod:`soci_lab.analysis` (which brings matplotlib: 1.5 s of a cold command).
     """
-    if hasattr(events, "columns"):  # a DataFrame
-        frame: Any = events
-        if frame.empty:
-            return Totals(spans_total=spans_total)
-        rows = list(zip(frame["kind"], frame["ok"], frame["bytes"], frame["layer"], frame["span"], strict=True))
-    else:
-        rows = [(e.kind, e.ok, e.bytes, e.layer, e.span) for e in events]
+    rows = event_rows(events, "kind", "ok", "bytes", "layer", "span")
 
     def size(value: object) -> int:
-        return 0 if _missing(value) else int(value)  # type: ignore[call-overload]
+        return 0 if is_missing(value) else int(value)  # type: ignore[call-overload]
 
     def yes(ok: object) -> bool:
-        return not _missing(ok) and bool(ok)
+        return not is_missing(ok) and bool(ok)
 
     spans = {
         (str(layer), int(span))  # type: ignore[call-overload]
         for kind, ok, _n, layer, span in rows
-        if kind == "span_fetch" and yes(ok) and not _missing(span)
+        if kind == "span_fetch" and yes(ok) and not is_missing(span)
     }
     http = [(ok, n) for kind, ok, n, _layer, _span in rows if kind == "http_request"]
     if http:
         return Totals(sum(size(n) for ok, n in http if yes(ok)), len(http), len(spans), spans_total)
-    chunked = {layer for kind, _ok, _n, layer, _span in rows if kind == "chunk_download" and not _missing(layer)}
+    chunked = {layer for kind, _ok, _n, layer, _span in rows if kind == "chunk_download" and not is_missing(layer)}
     chosen = [
         n for kind, _ok, n, layer, _span in rows
         if kind in _TRANSFERS or kind == "chunk_download" or (kind == "blob_download" and layer not in chunked)
