@@ -404,10 +404,10 @@ def serve_background(argv: list[str], ready_fd: int) -> int:
     made is reported with ``"checked": false``, so the waiting command undoes nothing (it is someone else's).
     """
     from ..snapshot.state import SERVER_LOG, StateDir
-    from . import build_parser, one_line
+    from . import one_line, parser_for
 
     try:
-        args = build_parser().parse_args(argv)
+        args = parser_for("mount").parse_args(argv)
     except SystemExit:
         _report(ready_fd, {"ok": False, "error": f"bad mount command line: {argv}", "checked": False})
         return 2
