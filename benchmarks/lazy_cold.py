@@ -166,7 +166,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     goals = {"small": 0.5, "big": 1.0}
     out: dict = {"images": info, "reps": a.reps, "bytecode": "compiled before the first timing",
-                  "cpus": os.cpu_count(), "loadavg_1min": [min(loads), max(loads)],
+                 "cpus": os.cpu_count(), "loadavg_1min": [min(loads), max(loads)],
                  "times_s": times, "ready_s": ready, "median_s": {}, "ratio_service_to_no_service": {},
                  "goal_s": goals, "met": {}}
     for name in images:
