@@ -38,8 +38,7 @@ def _preimport() -> None:
     import trio  # noqa: F401
 
     from . import artifacts, config, events, unpack  # noqa: F401
-    from .analysis import summary  # noqa: F401 - the mount's totals (soci_lab.analysis brings matplotlib)
-    from .cli import build_parser, host  # noqa: F401
+    from .cli import host, parser_for  # noqa: F401
     from .lazy import background, fetcher, fusefs, layer, mount, prefetch, reader, server, span_manager, spec  # noqa: F401
     from .remote import client  # noqa: F401
     from .snapshot import filesystem, teardown  # noqa: F401
@@ -48,7 +47,7 @@ def _preimport() -> None:
     with contextlib.suppress(ImportError):  # servers write their events with pandas on the way out
         import pandas  # noqa: F401
         import pyarrow.pandas_compat  # noqa: F401
-    build_parser()  # imports every command group
+    parser_for(None)  # imports every command group; the full parser, kept, reads every fork's command line
     # the resolver's modules (NSS) load on the first lookup: once here, not in every fork (~2.5 ms each)
     with contextlib.suppress(OSError):
         socket.getaddrinfo("127.0.0.1", 0, type=socket.SOCK_STREAM)

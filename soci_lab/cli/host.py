@@ -166,17 +166,18 @@ def _filesystem(args: argparse.Namespace, state: Path, rec: Any, owns: bool) -> 
     )
 
 
-def _mount_json(mounted: Any, frame: Any) -> dict[str, Any]:
+def _mount_json(mounted: Any, events: Any) -> dict[str, Any]:
+    """``mount --json``'s document from the mount's events (a list or a frame; no pandas needed)."""
     from ..snapshot.teardown import totals_of
 
-    t = totals_of(frame, 0)
+    t = totals_of(events, 0)
     return {
         "mode": mounted.mode,
         "ready_s": mounted.ready_s,
         "bytes_fetched": t.bytes_fetched,
         "requests": t.requests,
         "layers": mounted.layer_summary(),
-        "events": len(frame),
+        "events": len(events),
     }
 
 
@@ -192,13 +193,13 @@ def _state_for(args: argparse.Namespace, mountpoint: Path) -> tuple[Path, bool]:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from ..snapshot.state import StateDir
-
     if args.creds_fd is not None:  # the serving process of --background: credentials come on a pipe
         args.creds = _read_secret_fd(args.creds_fd)
     target = args.mountpoint.resolve()
-    if args.background:
+    if args.background:  # the serving process does the work: this command imports no more than it needs
         return _mount_background(args, target)
+    from ..snapshot.state import StateDir
+
     _check_target(args, target, fresh=args.serve_fd is None)
     state, _owns = _state_for(args, target)
     StateDir(state).create()  # made here, or an empty one taken; anything else is refused before any write
@@ -307,7 +308,6 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
     """Start a serving process — forked by the per-host service, or (with ``--creds``, whose private pipe
     the service cannot carry, or without the service) this command re-run in a new session — and wait for
     its ready report."""
-    from ..snapshot.state import SERVER_LOG
     from . import print_json
 
     argv = _rebuild_argv(args)
@@ -342,6 +342,8 @@ def _mount_background(args: argparse.Namespace, target: Path) -> int:
                 proc.wait(30)
         if msg and msg.get("checked") is False:
             raise MountError(msg.get("error") or "the mountpoint was refused")  # nothing of ours to undo
+        from ..snapshot.state import SERVER_LOG
+
         state, _owns = _state_for(args, target)
         error = msg.get("error") if msg else _tail(state / SERVER_LOG) or "the serving process did not report"
         with contextlib.suppress(SociLabError):
@@ -402,10 +404,10 @@ def serve_background(argv: list[str], ready_fd: int) -> int:
     made is reported with ``"checked": false``, so the waiting command undoes nothing (it is someone else's).
     """
     from ..snapshot.state import SERVER_LOG, StateDir
-    from . import build_parser, one_line
+    from . import one_line, parser_for
 
     try:
-        args = build_parser().parse_args(argv)
+        args = parser_for("mount").parse_args(argv)
     except SystemExit:
         _report(ready_fd, {"ok": False, "error": f"bad mount command line: {argv}", "checked": False})
         return 2
@@ -479,6 +481,20 @@ def _sigterm_interrupts() -> Any:
         signal.signal(signal.SIGTERM, old)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Any:
+    """SIGINT and SIGTERM only noted (the list yielded) while a mount that is ready reports and writes its
+    events: one that comes right after the report (a script that read it and stops the mount at once) ends
+    the serving loop, instead of killing this process with its mounts left behind."""
+    early: list[int] = []
+    old = {s: signal.signal(s, lambda n, _f: early.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield early
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def _report(fd: int | None, doc: dict[str, Any]) -> None:
     if fd is None:
         return
@@ -529,27 +545,31 @@ def _mount_and_serve(args: argparse.Namespace, target: Path) -> int:
             _clean_state(state_path)
         _report(fd, {"ok": False, "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
         raise
-    state = StateDir(state_path)
-    mounted.save_record(os.getpid())
-    frame = rec.to_frame()
-    rec.write(state.root / PARENT_EVENTS)
-    if args.events:
-        rec.write(args.events)
-    result = _mount_json(mounted, frame)
-    if fd is not None:
-        stop_reporting()
-        _report(fd, {"ok": True, "result": result})
-    elif args.json:
-        print_json(result)
-    else:
-        print(
-            f"mounted {args.ref} at {target} ({args.mode}, ready in {mounted.ready_s:.3f}s); "
-            "Ctrl-C or SIGTERM unmounts",
-            file=sys.stderr,
-            flush=True,
-        )
-    # serve: the FUSE servers are child processes; this one waits and takes everything down at the end
-    wait_for_signal(stop=lambda: not state.record_path.exists())
+    with _signals_held() as early:
+        state = StateDir(state_path)
+        mounted.save_record(os.getpid())
+        events = rec.events
+        if args.events:
+            rec.write(args.events)  # there when the command returns
+        result = _mount_json(mounted, events)
+        if fd is not None:
+            stop_reporting()
+            _report(fd, {"ok": True, "result": result})
+        elif args.json:
+            print_json(result)
+        else:
+            print(
+                f"mounted {args.ref} at {target} ({args.mode}, ready in {mounted.ready_s:.3f}s); "
+                "Ctrl-C or SIGTERM unmounts",
+                file=sys.stderr,
+                flush=True,
+            )
+        # after the report: only a teardown from the record (this process dead) reads it, and writing it takes
+        # pandas (~50 ms, more in a process that has not imported it) that the waiting command need not wait for
+        rec.write(state.root / PARENT_EVENTS)
+        # serve: the FUSE servers are child processes; this one waits and takes everything down at the end
+        if not early:
+            wait_for_signal(stop=lambda: not state.record_path.exists())
     requested = (state.root / UMOUNT_REQUEST).exists()
     try:
         merged = mounted.unmount(remove=False)

@@ -140,10 +140,11 @@ def build_layer(
 
 
 def open_layer(spec: LazyLayerSpec, options: ServeOptions, events: EventRecorder) -> LazyLayer:
-    """Build the layer of ``spec`` (what a serving process does): parse its zTOC and open its blob — the local
-    file, or the registry with ranged GETs through a client made here (closed by :meth:`LazyLayer.aclose`)."""
+    """Build the layer of ``spec`` (what a serving process does): its zTOC (the spec's parsed one, else parsed
+    here) and its blob — the local file, or the registry with ranged GETs through a client made here (closed
+    by :meth:`LazyLayer.aclose`)."""
     cfg = options.config
-    ztoc = Ztoc.from_bytes(spec.ztoc)
+    ztoc = spec.parsed_ztoc if spec.parsed_ztoc is not None else Ztoc.from_bytes(spec.ztoc)
     fetcher: RangeFetcher
     client = None
     if spec.blob_path:

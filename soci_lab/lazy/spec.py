@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from .prefetch import LazyPolicy
+
+if TYPE_CHECKING:
+    from ..ztoc import Ztoc
 
 
 @dataclass
@@ -43,6 +46,10 @@ class LazyLayerSpec:
     #: process inside the spec file, which :meth:`LayerMount.start` writes 0600 and deletes once it is read
     creds: Any = None
     ztoc_origin: str = "unpinned"
+    #: ``ztoc`` already parsed and validated by whoever made the spec (the mount's discovery has it): the
+    #: serving process then uses it as it is, instead of parsing the FlatBuffer a second time. It travels in
+    #: the same spec file as ``ztoc``, so it is trusted exactly as far
+    parsed_ztoc: Ztoc | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_layer_file(
@@ -63,7 +70,7 @@ class LazyLayerSpec:
         z = build_ztoc(path, media_type=media_type, span_size=span_size)
         return cls(
             digest=digest, ztoc=bytes(z.to_bytes()), blob_size=path.stat().st_size, blob_path=str(path),
-            ztoc_origin="local",
+            ztoc_origin="local", parsed_ztoc=z,
         )
 
 

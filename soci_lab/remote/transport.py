@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -281,6 +282,69 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_tls_lock = threading.Lock()
+_default_tls: ssl.SSLContext | None = None
+_no_ca: ssl.SSLContext | None = None
+
+
+def default_tls_context() -> ssl.SSLContext:
+    """The verifying TLS context of every client without an ``ssl_context`` of its own: httpx's default (the
+    CA bundle of ``certifi``, hostname checked), built on the first https request of the process and shared
+    from then on. Loading the CA bundle costs 15–90 ms of CPU; a client that only talks plain HTTP (a
+    registry on loopback) never pays it."""
+    global _default_tls
+    with _tls_lock:
+        if _default_tls is None:
+            import certifi
+
+            _default_tls = ssl.create_default_context(cafile=certifi.where())
+        return _default_tls
+
+
+def _no_ca_context() -> ssl.SSLContext:
+    """A context that verifies certificates against no CA at all: what the plain-HTTP pool holds, because
+    httpcore wants one. It never sends an https request (:class:`SchemeTransport` routes those elsewhere);
+    if one ever got there, its handshake would fail instead of going unverified."""
+    global _no_ca
+    with _tls_lock:
+        if _no_ca is None:
+            _no_ca = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname: refuses all
+        return _no_ca
+
+
+class SchemeTransport(httpx.AsyncBaseTransport):
+    """httpx's transport split by scheme, so a client builds a TLS context only when it speaks TLS.
+
+    ``http://`` requests go through a connection pool made at once (with :func:`_no_ca_context`);
+    ``https://`` ones through a pool made on the first https request, with ``ssl_context`` or else
+    :func:`default_tls_context`. Certificates are verified exactly as with httpx's own default transport.
+    """
+
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.limits = limits
+        self.ssl_context = ssl_context
+        self._plain = httpx.AsyncHTTPTransport(verify=_no_ca_context(), limits=limits, trust_env=False)
+        self._tls: httpx.AsyncHTTPTransport | None = None
+
+    @property
+    def tls_built(self) -> bool:
+        """Whether the https pool (and so its TLS context) has been made."""
+        return self._tls is not None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "https":
+            return await self._plain.handle_async_request(request)
+        if self._tls is None:
+            ctx = self.ssl_context if self.ssl_context is not None else default_tls_context()
+            self._tls = httpx.AsyncHTTPTransport(verify=ctx, limits=self.limits, trust_env=False)
+        return await self._tls.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._plain.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()
+
+
 @dataclass
 class _Counters:
     requests: int = 0
@@ -306,7 +370,8 @@ class Transport:
         insecure: bool = False,
     ) -> None:
         self.config = config or HTTPConfig()
-        #: TLS settings for https registries (None: the system's trust store, certificates verified)
+        #: TLS settings for https registries (None: :func:`default_tls_context`, built on the first https
+        #: request; certificates always verified)
         self.ssl_context = ssl_context
         self.policy = RetryPolicy.from_config(self.config)
         #: ``[http] request_timeout_msec``: the whole exchange, headers and body, per attempt
@@ -321,14 +386,13 @@ class Transport:
             write=cfg.request_timeout_msec / 1000,
             pool=cfg.request_timeout_msec / 1000,
         )
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.http = httpx.AsyncClient(
             timeout=timeout,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=http_transport,
+            transport=http_transport if http_transport is not None else SchemeTransport(limits, ssl_context),
             follow_redirects=False,
             trust_env=False,
-            verify=ssl_context if ssl_context is not None else True,
             event_hooks={"request": [self._refuse_cleartext]},
         )
         #: plain HTTP to non-loopback hosts allowed, and credentials to a cleartext token realm (cleartext.py,

@@ -505,11 +505,18 @@ class Filesystem:
         from ..lazy.layercheck import ztoc_origin
 
         origin = ztoc_origin(arts.found_via)
-        spec = LazyLayerSpec(digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size, ztoc_origin=origin)
+        # the zTOC as discovery parsed and validated it goes along: the server does not parse it again
+        spec = LazyLayerSpec(
+            digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size, ztoc_origin=origin,
+            parsed_ztoc=arts.ztoc_for(digest),
+        )
         for handler in self.resolve_handlers.values():
             answer = handler(image.ref, digest)
             if answer:
-                return dataclasses.replace(spec, **dict(answer))
+                fields = dict(answer)
+                if "ztoc" in fields:  # another zTOC: the server parses that one
+                    fields.setdefault("parsed_ztoc", None)
+                return dataclasses.replace(spec, **fields)
         if image.layout is not None:
             spec.blob_path = str(image.layout.blob_path(digest))
         else:

@@ -16,13 +16,13 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MountError, SociLabError, first_error
-from ..events import EventRecorder
+from ..events import EventRecorder, event_rows, is_missing
 from ..oci import Reference
 from .decide import ImagePlan, LayerPlan
 from .overlay import mount_at, mounts_under, umount
@@ -32,6 +32,7 @@ from .state import LayerRecord, MountRecord, ProcessRef, StateDir
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..events import Event
     from ..lazy.mount import LayerMount
 
 
@@ -121,9 +122,10 @@ class MountedImage:
         self.state.write_record(self.record(server_pid))
 
     def layer_summary(self) -> list[dict[str, Any]]:
-        """``[{"digest", "how", "bytes_fetched"}]`` in layer order (bytes from the events known so far)."""
-        frame = self.events()
-        per_layer = bytes_per_layer(frame, [lay.plan.digest for lay in self.layers])
+        """``[{"digest", "how", "bytes_fetched"}]`` in layer order (bytes from the events known so far; before
+        :meth:`unmount` merged the servers', the recorder's own, without building a frame)."""
+        known = self._merged if self._merged is not None else self.recorder.events
+        per_layer = bytes_per_layer(known, [lay.plan.digest for lay in self.layers])
         return [
             {
                 "digest": lay.plan.digest,
@@ -258,27 +260,40 @@ class MountedImage:
         self.unmount()
 
 
-def bytes_per_layer(frame: pd.DataFrame, digests: Sequence[str]) -> dict[str, int]:
+def bytes_per_layer(events: pd.DataFrame | Iterable[Event], digests: Sequence[str]) -> dict[str, int]:
     """Network bytes per layer: ok ``http_request`` events whose URL path names the layer's blob; for a
-    run without HTTP (an ``oci:`` layout) the layer's own transfer events (spans, chunks or the blob)."""
+    run without HTTP (an ``oci:`` layout) the layer's own transfer events (spans, chunks or the blob).
+    ``events``: a list of events or a frame (plain Python either way)."""
     out = {d: 0 for d in digests}
-    if frame.empty:
-        return out
-    http = frame[(frame["kind"] == "http_request") & frame["ok"]]
-    if len(http):
-        for path, nbytes in zip(http["path"], http["bytes"], strict=True):
+    rows = event_rows(events, "kind", "ok", "bytes", "layer", "path")
+
+    def yes(ok: object) -> bool:
+        return not is_missing(ok) and bool(ok)
+
+    def size(value: object) -> int:
+        return 0 if is_missing(value) else int(value)  # type: ignore[call-overload]
+
+    http = [(path, n) for kind, ok, n, _layer, path in rows if kind == "http_request" and yes(ok)]
+    if http:
+        for path, n in http:
             if not isinstance(path, str) or "/blobs/" not in path:
                 continue
             digest = path.rsplit("/", 1)[-1]
             if digest in out:
-                out[digest] += int(nbytes)
+                out[digest] += size(n)
         return out
-    ok = frame[frame["ok"] & frame["layer"].isin(list(out))]
-    for digest in out:
-        mine = ok[ok["layer"] == digest]
-        chunks = mine[mine["kind"] == "chunk_download"]
-        whole = chunks if len(chunks) else mine[mine["kind"] == "blob_download"]
-        out[digest] = int(whole["bytes"].sum() + mine[mine["kind"] == "span_fetch"]["bytes"].sum())
+    mine: dict[str, dict[str, int]] = {d: {} for d in out}
+    seen_chunks: set[str] = set()
+    for kind, ok, n, layer, _path in rows:
+        if not yes(ok) or not isinstance(layer, str) or layer not in mine:
+            continue
+        if kind == "chunk_download":
+            seen_chunks.add(layer)
+        if kind in ("chunk_download", "blob_download", "span_fetch"):
+            mine[layer][kind] = mine[layer].get(kind, 0) + size(n)
+    for digest, by_kind in mine.items():
+        whole = by_kind.get("chunk_download", 0) if digest in seen_chunks else by_kind.get("blob_download", 0)
+        out[digest] = whole + by_kind.get("span_fetch", 0)
     return out
 
 

@@ -20,11 +20,13 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MountError, SociLabError
+from ..events import event_rows, is_missing
 from .overlay import mounts_under, umount
 from .ownership import classify, refusal
 from .state import (
@@ -41,6 +43,8 @@ from .state import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..events import Event
+
 
 @dataclass
 class Totals:
@@ -55,17 +59,40 @@ class Totals:
         return asdict(self)
 
 
-def totals_of(frame: pd.DataFrame, spans_total: int) -> Totals:
-    """Network bytes and requests by the summary's rule; distinct spans fetched (ok ``span_fetch``)."""
-    from ..analysis.summary import network_events
+#: the transfer kinds the summary counts as requests when a run has no ``http_request`` events
+_TRANSFERS = ("index_fetch", "ztoc_fetch", "span_fetch")
 
-    if frame.empty:
-        return Totals(spans_total=spans_total)
-    net, rule = network_events(frame)
-    ok = net[net["ok"]] if rule == "http_request" else net
-    fetched = frame[(frame["kind"] == "span_fetch") & frame["ok"] & frame["span"].notna()]
-    spans = {(str(layer), int(span)) for layer, span in zip(fetched["layer"], fetched["span"], strict=True)}
-    return Totals(int(ok["bytes"].sum()), len(net), len(spans), spans_total)
+
+def totals_of(events: pd.DataFrame | Iterable[Event], spans_total: int) -> Totals:
+    """Network bytes and requests by the summary's rule (:func:`soci_lab.analysis.summary.network_events`: the
+    ``http_request`` events, ok ones for bytes, when there are any; else the transfer events, whole-blob
+    downloads of chunked layers left out); distinct spans fetched (ok ``span_fetch``).
+
+    Plain Python over the events or a frame's rows, so that neither a serving process's ready report nor
+    ``umount`` imports :mod:`soci_lab.analysis` (which brings matplotlib: 1.5 s of a cold command).
+    """
+    rows = event_rows(events, "kind", "ok", "bytes", "layer", "span")
+
+    def size(value: object) -> int:
+        return 0 if is_missing(value) else int(value)  # type: ignore[call-overload]
+
+    def yes(ok: object) -> bool:
+        return not is_missing(ok) and bool(ok)
+
+    spans = {
+        (str(layer), int(span))  # type: ignore[call-overload]
+        for kind, ok, _n, layer, span in rows
+        if kind == "span_fetch" and yes(ok) and not is_missing(span)
+    }
+    http = [(ok, n) for kind, ok, n, _layer, _span in rows if kind == "http_request"]
+    if http:
+        return Totals(sum(size(n) for ok, n in http if yes(ok)), len(http), len(spans), spans_total)
+    chunked = {layer for kind, _ok, _n, layer, _span in rows if kind == "chunk_download" and not is_missing(layer)}
+    chosen = [
+        n for kind, _ok, n, layer, _span in rows
+        if kind in _TRANSFERS or kind == "chunk_download" or (kind == "blob_download" and layer not in chunked)
+    ]
+    return Totals(sum(size(n) for n in chosen), len(chosen), len(spans), spans_total)
 
 
 def stop_process(proc: ProcessRef, timeout: float = 10.0) -> None:
