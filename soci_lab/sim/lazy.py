@@ -294,7 +294,8 @@ class LazyPull:
             layer = image.layers[li]
             token = yield from spawner.acquire()
             first, self._spawned = not self._spawned, True
-            yield env.timeout(hp.mount_s if not first or hp.mount_first_s is None else hp.mount_first_s)
+            cold = first and hp.mount_first_s is not None and not world.params.snapshotter  # no warm forker yet
+            yield env.timeout(hp.mount_first_s if cold and hp.mount_first_s is not None else hp.mount_s)
             spawner.release(token)
             t1 = env.now
             entries = image.layer_stats(li)[0]
