@@ -122,7 +122,7 @@ DETAILS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ready": {"mode": str, "via": str, "hows": dict, "reason": str, "cmd_s": float, "readiness": str},
     "workload": {
         "mode": str, "rows": int, "failed": int, "accesses": int, "speed": float, "cmd": list, "cmd_s": float,
-        "exit_code": int,
+        "exit_code": int, "first_output_s": float, "readiness": str,
     },
     "job_status": {"job": str, "image": str, "from": str, "to": str},
     "push": {"digest": str},
