@@ -8,7 +8,7 @@ import pytest
 from ctdtools import CatImage, needs_containerd
 
 from soci_lab import lab
-from soci_lab.events import detail
+from soci_lab.events import detail, frame_detail_problems
 from soci_lab.run import Run
 
 pytestmark = [needs_containerd, pytest.mark.root, pytest.mark.slow]
@@ -35,6 +35,8 @@ def test_lazy_container_run_is_a_run_with_the_daemons_events_on_its_clock(lazy_i
     assert (spans["t_start"] >= work["t_start"] - 0.05).all()
     assert spans["t_start"].min() <= work["t_end"]
     assert s["bytes_fetched"] > 0
+    # the daemon's, the layer servers' and the container's events all keep to the declared details
+    assert frame_detail_problems(ev) == []
 
 
 def test_containerd_mode_runs_on_containerds_own_snapshotter(cat_image: CatImage):
