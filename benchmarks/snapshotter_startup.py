@@ -56,15 +56,24 @@ class Workload:
     timeout_s: float = 300.0
 
 
+#: runtime directories a dataset's service needs under /run, which the container runtime mounts as a fresh
+#: tmpfs (the image's own /run/postgresql is hidden by it; the dataset's chroot recording had it)
+RUN_DIRS = {"postgresql": "/run/postgresql"}
+
+
 def dataset_workload(name: str) -> Workload:
     """The recipe's command and readiness line. ``ctr run`` has no ``--user``: a recipe's user is taken on
-    with util-linux's ``setpriv`` (in every dataset image), as the runtime would from the image's config."""
+    with util-linux's ``setpriv`` (in every dataset image), as the runtime would from the image's config,
+    after its :data:`RUN_DIRS` entry is made again on the runtime's /run tmpfs."""
     from soci_lab.datasets import get_recipe
 
     recipe = get_recipe(name)
     args = tuple(recipe.cmd)
     if recipe.user:
         args = ("/usr/bin/setpriv", f"--reuid={recipe.user}", f"--regid={recipe.user}", "--init-groups", *args)
+    if name in RUN_DIRS:
+        owner = recipe.user or "root"
+        args = ("/bin/sh", "-c", f"install -d -o {owner} -g {owner} {RUN_DIRS[name]} && exec " + " ".join(args))
     ready = recipe.readiness.removeprefix("line:") if recipe.readiness.startswith("line:") else None
     return Workload(args, ready=ready, timeout_s=max(120.0, 2 * recipe.timeout_s))
 
