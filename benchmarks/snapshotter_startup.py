@@ -273,8 +273,8 @@ def spread(rows: list[dict], image: str, net: str, mode: str, key: str) -> str:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     """The section of BENCHMARKS.md: one row per image, network and mode (8 columns, the suite's shape)."""
-    cond = (f"the shared root ext4 (/tmp); {{net}}; load {meta['load_before']:.1f}–{meta['load_after']:.1f} on "
-            f"{meta['cpus']} CPUs; {meta['date']} UTC, `{meta['commit']}`")
+    cond = (f"the shared root ext4 (/tmp); {{net}}; load {meta['load_before']:.1f} before, "
+            f"{meta['load_after']:.1f} after, on {meta['cpus']} CPUs; {meta['date']} UTC, `{meta['commit']}`")
     out = [
         "## snapshotter_startup: containers through containerd 1.6, from `ctr` pull to first output",
         "",
