@@ -117,13 +117,18 @@ class Stack:
         if config is not None:
             (base / "sn-config.toml").write_text(config)
             args += ["--config", str(base / "sn-config.toml")]
-        self.sn = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        wait_for(base / "sn.sock", self.sn, timeout=60)
-        self._wait_warm()
-        self.ctd = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(base / "containerd.sock", self.ctd)
         self.ns = f"bench-{uuid.uuid4().hex[:8]}"
+        self.ctd: subprocess.Popen | None = None
+        self.sn = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            wait_for(base / "sn.sock", self.sn, timeout=60)
+            self._wait_warm()
+            self.ctd = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(base / "containerd.sock", self.ctd)
+        except BaseException:
+            self.close()  # a daemon that came up must not outlive a failed start
+            raise
 
     def _wait_warm(self, timeout: float = 60.0) -> None:
         """A snapshotter daemon is long-lived (started with the host): wait until what forks its layer servers
@@ -152,6 +157,8 @@ class Stack:
 
     def close(self) -> None:
         for p in (self.ctd, self.sn):
+            if p is None or p.poll() is not None:
+                continue
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(30)
