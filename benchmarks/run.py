@@ -36,6 +36,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+#: sections of BENCHMARKS.md written by benchmarks run on their own, appended after the suite's table
+SECTIONS = HERE / "sections"
 PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 BENCH_DIR = Path(os.environ.get("SOCI_LAB_BENCH_DIR", "/tmp/soci_lab_bench"))
 
@@ -553,6 +555,9 @@ def markdown(doc: dict[str, Any]) -> str:
         out += ["", "## Removed", ""]
         out += [f"- **{name}** ({why['date']}): {why['reason']}" for name, why in removed.items()]
     out += ["", "## Notes", "", *notes, ""]
+    # benchmarks run outside the suite (root, containerd …) keep their section in benchmarks/sections/
+    for section in sorted(SECTIONS.glob("*.md")):
+        out += [section.read_text().rstrip(), ""]
     return "\n".join(out)
 
 

@@ -1,20 +1,30 @@
-"""Container start-up through containerd 1.6: soci-lab lazy (``soci-lab image rpull`` + ``ctr run
---snapshotter soci-lab``) side by side with containerd's own path (``ctr images pull`` + ``ctr run`` on its
-overlayfs snapshotter), on loopback and through the shaping proxy at 100 Mbit/s, 20 ms.
+"""Container start-up through containerd 1.6, three ways side by side in one run: soci-lab lazy (``soci-lab
+image rpull`` + ``ctr run --snapshotter soci-lab``), soci-lab parallel (the same, the daemon started with
+``[pull_modes.parallel_pull_unpack] enable``: every layer through its ParallelPuller) and containerd's own
+path (``ctr images pull`` + ``ctr run`` on its overlayfs snapshotter), on loopback and through the shaping
+proxy at 100 Mbit/s, 20 ms.
 
-The image is generated (not a dataset image): layer 1 holds the host's ``cat`` and its libc, layer 2
-``--mb`` MiB of incompressible files plus ``/data/first.txt``; the container cats that file. Each
-repetition starts a fresh containerd and snapshotter (own root, state and sockets), so nothing is cached.
-Times are from the start of the pull to the container's first output and to its exit. Needs root.
+Images: the dataset images (``soci-lab dataset build NAME``; python-pandas, nodejs, postgresql), each run
+with its recipe's command until its readiness line (``ready``, ``listening on …``, PostgreSQL's ``ready to
+accept connections``), then killed; or ``synthetic``: layer 1 the host's ``cat`` and its libc, layer 2
+``--mb`` MiB of incompressible files, the container cats a small file and exits. The lazy image carries a
+SOCI v2 index (upstream's 10 MiB minimum layer size). Each repetition starts a fresh containerd and
+snapshotter (own root, state and sockets), so nothing is cached; the snapshotter is long-lived, so its
+start-up is not counted. Times are from the start of the pull to the container's first output byte
+(stdout or stderr) and to its workload's end (readiness line, or exit). Needs root.
 
-    flock /tmp/soci-lab-bench.lock .venv/bin/python benchmarks/snapshotter_startup.py [--mb 64] [--reps 3]
+    flock /tmp/soci-lab-bench.lock .venv/bin/python benchmarks/snapshotter_startup.py \\
+        [--images python-pandas,nodejs,postgresql] [--reps 3] [--json FILE] [--md FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
+import re
+import selectors
 import shutil
 import signal
 import statistics
@@ -23,12 +33,49 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from soci_lab.snapshotter.containerd_config import containerd_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_CODE = "import sys; from soci_lab.cli import main; sys.exit(main(sys.argv[1:]))"
+MODES = ("containerd overlayfs", "soci-lab lazy", "soci-lab parallel")
+NETWORKS = {"loopback": None, "100Mbit/20ms": ("100Mbit", "20ms")}
+PARALLEL_CONFIG = "[pull_modes.parallel_pull_unpack]\nenable = true\n"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the container runs, and when its start-up is over: ``ready`` (a regex over its output lines)
+    matched, or (``ready`` None) the process exited printing ``expect``."""
+
+    args: tuple[str, ...]
+    ready: str | None = None
+    expect: bytes | None = None
+    timeout_s: float = 300.0
+
+
+#: runtime directories a dataset's service needs under /run, which the container runtime mounts as a fresh
+#: tmpfs (the image's own /run/postgresql is hidden by it; the dataset's chroot recording had it)
+RUN_DIRS = {"postgresql": "/run/postgresql"}
+
+
+def dataset_workload(name: str) -> Workload:
+    """The recipe's command and readiness line. ``ctr run`` has no ``--user``: a recipe's user is taken on
+    with util-linux's ``setpriv`` (in every dataset image), as the runtime would from the image's config,
+    after its :data:`RUN_DIRS` entry is made again on the runtime's /run tmpfs."""
+    from soci_lab.datasets import get_recipe
+
+    recipe = get_recipe(name)
+    args = tuple(recipe.cmd)
+    if recipe.user:
+        args = ("/usr/bin/setpriv", f"--reuid={recipe.user}", f"--regid={recipe.user}", "--init-groups", *args)
+    if name in RUN_DIRS:
+        owner = recipe.user or "root"
+        args = ("/bin/sh", "-c", f"install -d -o {owner} -g {owner} {RUN_DIRS[name]} && exec " + " ".join(args))
+    ready = recipe.readiness.removeprefix("line:") if recipe.readiness.startswith("line:") else None
+    return Workload(args, ready=ready, timeout_s=max(120.0, 2 * recipe.timeout_s))
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -58,26 +105,40 @@ def build_trees(base: Path, mb: int) -> tuple[Path, Path]:
 
 
 class Stack:
-    """A fresh containerd + soci-lab snapshotter for one repetition."""
+    """A fresh containerd + soci-lab snapshotter for one repetition (``config``: the snapshotter's config.toml)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: str | None = None) -> None:
         self.base = base
         base.mkdir(parents=True)
         (base / "config.toml").write_text(containerd_config(base, base / "sn.sock"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.sn = subprocess.Popen([sys.executable, "-c", CLI_CODE, "snapshotter", "serve", "--address",
-                                    str(base / "sn.sock"), "--root", str(base / "snroot")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        wait_for(base / "sn.sock", self.sn)
-        self._wait_warm()
-        self.ctd = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(base / "containerd.sock", self.ctd)
+        args = [sys.executable, "-c", CLI_CODE, "snapshotter", "serve", "--address", str(base / "sn.sock"),
+                "--root", str(base / "snroot"), "--events", str(base / "events.jsonl")]
+        if config is not None:
+            (base / "sn-config.toml").write_text(config)
+            args += ["--config", str(base / "sn-config.toml")]
         self.ns = f"bench-{uuid.uuid4().hex[:8]}"
+        self.ctd: subprocess.Popen | None = None
+        self.sn = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            wait_for(base / "sn.sock", self.sn, timeout=60)
+            self._wait_warm()
+            self.ctd = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(base / "containerd.sock", self.ctd)
+        except BaseException:
+            self.close()  # a daemon that came up must not outlive a failed start
+            raise
 
     def _wait_warm(self, timeout: float = 60.0) -> None:
-        """A snapshotter daemon is long-lived (started with the host): wait until its layer-server zygote
-        is up, so its start-up is not counted in a pull."""
+        """A snapshotter daemon is long-lived (started with the host): wait until what forks its layer servers
+        is up — the per-host soci-lab service, or without it the daemon's private zygote — so that start-up
+        is not counted in a pull."""
+        from soci_lab import service
+
+        if service.enabled():
+            service.get()  # started by the daemon's warm-up, or now: the same socket either way
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for proc in Path("/proc").iterdir():
@@ -96,8 +157,14 @@ class Stack:
 
     def close(self) -> None:
         for p in (self.ctd, self.sn):
+            if p is None or p.poll() is not None:
+                continue
             p.send_signal(signal.SIGTERM)
-            p.wait(30)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         from soci_lab.snapshot import umount_tree
         from soci_lab.snapshotter import remove_root
 
@@ -106,82 +173,204 @@ class Stack:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def run_once(stack: Stack, mode: str, ref: str) -> dict[str, float]:
+def watch(proc: subprocess.Popen, work: Workload, t0: float) -> tuple[float, float, bytes]:
+    """(first output, workload end) in seconds since ``t0``, and what the container printed."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    out, t_first, t_end = b"", None, None
+    pattern = re.compile(work.ready.encode()) if work.ready else None
+    deadline = time.monotonic() + work.timeout_s
+    while t_end is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no readiness in {work.timeout_s:.0f} s; printed {out[-500:]!r}")
+        if not sel.select(timeout=1.0):
+            continue
+        chunk = os.read(fd, 65536)
+        now = time.monotonic() - t0
+        if not chunk:  # exited
+            if pattern is not None:
+                raise RuntimeError(f"exited before its readiness line; printed {out[-500:]!r}")
+            t_end = now
+            break
+        if t_first is None:
+            t_first = now
+        out += chunk
+        if pattern is not None and any(pattern.search(line) for line in out.splitlines()):
+            t_end = now
+    sel.close()
+    assert t_first is not None
+    return t_first, t_end, out
+
+
+def run_once(stack: Stack, mode: str, ref: str, work: Workload) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cid = f"c{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
-    if mode == "soci-lab lazy":
+    if mode.startswith("soci-lab"):
         subprocess.run([sys.executable, "-c", CLI_CODE, "image", "rpull", "--address",
                         str(stack.base / "containerd.sock"), "--namespace", stack.ns, ref], check=True,
                        capture_output=True, env=env)
-        run = stack.ctr("run", "--rm", "--snapshotter", "soci-lab", ref, "c1", "/bin/cat", "/data/first.txt")
+        run = stack.ctr("run", "--rm", "--net-host", "--snapshotter", "soci-lab", ref, cid, *work.args)
     else:
         subprocess.run(stack.ctr("images", "pull", "--plain-http", ref), check=True, capture_output=True)
-        run = stack.ctr("run", "--rm", ref, "c1", "/bin/cat", "/data/first.txt")
+        run = stack.ctr("run", "--rm", "--net-host", ref, cid, *work.args)
     t_pull = time.monotonic() - t0
-    proc = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)  # unbuffered: read(1)
-    assert proc.stdout is not None
-    first = proc.stdout.read(1)
-    t_first = time.monotonic() - t0
-    rest, err = proc.communicate(timeout=300)
-    t_end = time.monotonic() - t0
-    if proc.returncode != 0 or first + rest != b"hello from the container\n":
-        raise RuntimeError(f"{mode}: container exited {proc.returncode}, printed {(first + rest)[:200]!r}: "
-                           f"{err.decode()[-500:]}")
+    proc = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+    try:
+        t_first, t_end, out = watch(proc, work, t0)
+    finally:
+        if proc.poll() is None:
+            subprocess.run(stack.ctr("tasks", "kill", "-s", "SIGKILL", cid), capture_output=True)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    if work.expect is not None and (proc.returncode != 0 or out != work.expect):
+        raise RuntimeError(f"{mode}: container exited {proc.returncode}, printed {out[:300]!r}")
     return {"pull_s": t_pull, "first_output_s": t_first, "end_s": t_end}
+
+
+def add_images(names: list[str], reg: object, work: Path, mb: int) -> dict[str, tuple[str, str, Workload]]:
+    """Each image twice in the registry: ``NAME:plain`` and ``NAME-lazy:v1`` with a SOCI v2 index."""
+    from soci_lab.artifacts import create_soci_index
+    from soci_lab.images import build_image, copy_image
+
+    host = reg.url.removeprefix("http://")  # type: ignore[attr-defined]
+    out = {}
+    for name in names:
+        plain, lazy = f"bench/{name}:plain", f"bench/{name}-lazy:v1"
+        if name == "synthetic":
+            l1, l2 = build_trees(work / "trees", mb)
+            for ref in (plain, lazy):
+                build_image([l1, l2], f"{host}/{ref}", insecure=True)
+            shutil.rmtree(work / "trees", ignore_errors=True)
+            wl = Workload(("/bin/cat", "/data/first.txt"), expect=b"hello from the container\n")
+            min_layer = 0
+        else:
+            from soci_lab.datasets import cached_build
+
+            built = cached_build(name)
+            if built is None:
+                raise SystemExit(f"{name}: no cached build; run `soci-lab dataset build {name}` first")
+            for ref in (plain, lazy):
+                copy_image(built.image, f"{host}/{ref}", insecure=True)
+            wl = dataset_workload(name)
+            min_layer = 10 << 20  # upstream's default minimum layer size
+        create_soci_index(f"{host}/{lazy}", min_layer_size=min_layer)
+        out[name] = (plain, lazy, wl)
+    return out
+
+
+def medians(rows: list[dict], image: str, net: str) -> dict[str, dict[str, float]]:
+    med = {}
+    for mode in MODES:
+        sel = [r for r in rows if r["image"] == image and r["network"] == net and r["mode"] == mode]
+        if sel:
+            med[mode] = {k: statistics.median(r[k] for r in sel) for k in ("pull_s", "first_output_s", "end_s")}
+    return med
+
+
+def spread(rows: list[dict], image: str, net: str, mode: str, key: str) -> str:
+    vals = [r[key] for r in rows if r["image"] == image and r["network"] == net and r["mode"] == mode]
+    return f"{statistics.median(vals):.2f} s ({min(vals):.2f}–{max(vals):.2f})"
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    """The section of BENCHMARKS.md: one row per image, network and mode (8 columns, the suite's shape)."""
+    cond = (f"the shared root ext4 (/tmp); {{net}}; load {meta['load_before']:.1f} before, "
+            f"{meta['load_after']:.1f} after, on {meta['cpus']} CPUs; {meta['date']} UTC, `{meta['commit']}`")
+    out = [
+        "## snapshotter_startup: containers through containerd 1.6, from `ctr` pull to first output",
+        "",
+        "Run outside the suite (needs root, containerd, runc and the built dataset images):",
+        "",
+        f"    {meta['command']}",
+        "",
+        f"Median of {meta['reps']} repetitions (min–max), seconds from the start of the pull (`soci-lab image "
+        "rpull` for soci-lab, `ctr images pull` for containerd) to the container's first output byte and to its "
+        "workload's end (the recipe's readiness line). A fresh containerd and snapshotter per repetition, "
+        "nothing cached; the ratios are to containerd's overlayfs path in the same run. Goal (issue 23): soci-lab "
+        "lazy's first output in ≤ 0.5× containerd's on the shaped link, for every dataset image.",
+        "",
+        "| benchmark | image, network | mode | first output | workload end | first ÷ containerd | end ÷ containerd "
+        "| conditions |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for image in dict.fromkeys(r["image"] for r in rows):
+        for net in NETWORKS:
+            med = medians(rows, image, net)
+            base = med.get("containerd overlayfs")
+            for mode, m in med.items():
+                r_first = f"{m['first_output_s'] / base['first_output_s']:.2f}×" if base else "—"
+                r_end = f"{m['end_s'] / base['end_s']:.2f}×" if base else "—"
+                if mode == "soci-lab lazy" and net != "loopback" and base:
+                    r_first += " (goal ≤ 0.5: " + ("met)" if m["first_output_s"] <= 0.5 * base["first_output_s"]
+                                                   else "**not met**)")
+                out.append(f"| snapshotter_startup | {image}, {net} | {mode} | "
+                           f"{spread(rows, image, net, mode, 'first_output_s')} | "
+                           f"{spread(rows, image, net, mode, 'end_s')} | {r_first} | {r_end} | "
+                           f"{cond.format(net=net)} |")
+    return "\n".join(out) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mb", type=int, default=64, help="MiB of incompressible data in layer 2 (default 64)")
+    ap.add_argument("--images", default="python-pandas,nodejs,postgresql",
+                    help="comma-separated dataset images, or synthetic (default: python-pandas,nodejs,postgresql)")
+    ap.add_argument("--mb", type=int, default=64, help="synthetic: MiB of incompressible data in layer 2")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--networks", default=",".join(NETWORKS), help=f"comma-separated, of {', '.join(NETWORKS)}")
     ap.add_argument("--json", type=Path, help="write every repetition here")
+    ap.add_argument("--md", type=Path, help="write the BENCHMARKS.md section here")
     args = ap.parse_args()
-    from soci_lab.artifacts import create_soci_index
-    from soci_lab.images import build_image
     from soci_lab.netlab import EmbeddedRegistry, ShapingProxy
 
+    meta = {"command": "flock /tmp/soci-lab-bench.lock .venv/bin/python benchmarks/snapshotter_startup.py "
+                       + " ".join(sys.argv[1:]),
+            "load_before": os.getloadavg()[0], "cpus": os.cpu_count(), "reps": args.reps,
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                     text=True).stdout.strip()}
     work = Path(tempfile.mkdtemp(prefix="soci-lab-snapbench-"))
     rows: list[dict] = []
     try:
-        l1, l2 = build_trees(work / "trees", args.mb)
         with EmbeddedRegistry(root=work / "registry") as reg:
-            host = reg.url.removeprefix("http://")
-            build_image([l1, l2], f"{host}/bench/plain:v1", insecure=True)
-            build_image([l1, l2], f"{host}/bench/lazy:v1", insecure=True)
-            create_soci_index(f"{host}/bench/lazy:v1", min_layer_size=0)
-            for net, shaping in (("loopback", None), ("100Mbit/20ms", ("100Mbit", "20ms"))):
+            images = add_images(args.images.split(","), reg, work, args.mb)
+            for net in args.networks.split(","):
+                shaping = NETWORKS[net]
                 proxy = ShapingProxy(reg.url, bandwidth=shaping[0], latency=shaping[1]) if shaping else None
                 if proxy is not None:
                     proxy.__enter__()
                 try:
-                    base = (proxy.url if proxy else reg.url).removeprefix("http://")
-                    for rep in range(args.reps):
-                        for mode, repo in (("containerd overlayfs", "plain"), ("soci-lab lazy", "lazy")):
-                            stack = Stack(work / f"stack-{net.replace('/', '_')}-{rep}-{repo}")
-                            try:
-                                r = run_once(stack, mode, f"{base}/bench/{repo}:v1")
-                            finally:
-                                stack.close()
-                            rows.append({"network": net, "mode": mode, "rep": rep, **r})
-                            print(json.dumps(rows[-1]), flush=True)
+                    host = (proxy.url if proxy else reg.url).removeprefix("http://")
+                    for image, (plain, lazy, wl) in images.items():
+                        for rep in range(args.reps):
+                            order = MODES[rep % 3:] + MODES[:rep % 3]  # no mode always first
+                            for mode in order:
+                                ref = f"{host}/{lazy if mode == 'soci-lab lazy' else plain}"
+                                config = PARALLEL_CONFIG if mode == "soci-lab parallel" else None
+                                stack = Stack(work / f"stack-{uuid.uuid4().hex[:8]}", config)
+                                try:
+                                    r = run_once(stack, mode, ref, wl)
+                                finally:
+                                    stack.close()
+                                rows.append({"image": image, "network": net, "mode": mode, "rep": rep, **r})
+                                print(json.dumps(rows[-1]), flush=True)
                 finally:
                     if proxy is not None:
                         proxy.__exit__(None, None, None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    meta["load_after"] = os.getloadavg()[0]
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    print(f"\nlayer 2: {args.mb} MiB incompressible; median of {args.reps}; seconds from pull start")
-    print(f"{'network':<14}{'mode':<22}{'pull':>8}{'first out':>11}{'end':>8}{'first/overlayfs':>17}")
-    for net in ("loopback", "100Mbit/20ms"):
-        med = {}
-        for mode in ("containerd overlayfs", "soci-lab lazy"):
-            sel = [r for r in rows if r["network"] == net and r["mode"] == mode]
-            med[mode] = {k: statistics.median(r[k] for r in sel) for k in ("pull_s", "first_output_s", "end_s")}
-        for mode, m in med.items():
-            ratio = m["first_output_s"] / med["containerd overlayfs"]["first_output_s"]
-            print(f"{net:<14}{mode:<22}{m['pull_s']:>8.2f}{m['first_output_s']:>11.2f}{m['end_s']:>8.2f}"
-                  f"{ratio:>16.2f}×")
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    section = markdown(rows, meta)
+    if args.md:
+        args.md.write_text(section)
+    print(section)
     return 0
 
 

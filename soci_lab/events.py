@@ -98,7 +98,7 @@ DETAILS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "decompress": {"compression": str, "compressed_bytes": int, "impl": str, "streamed": bool, "cpu_s": float},
     "apply": {
         "entries": int, "files": int, "dirs": int, "symlinks": int, "hardlinks": int, "whiteouts": int,
-        "opaques": int, "cpu_s": float,
+        "opaques": int, "cpu_s": float, "how": str, "op": str, "key": str,
     },
     "index_fetch": {"digest": str, "via": str, "local": bool, "version": str, "blobs": int},
     "ztoc_fetch": {"digest": str, "local": bool, "media_type": str},
@@ -116,13 +116,15 @@ DETAILS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "file_op": {"op": str, "result": int, "trace_t_s": float, "recorded": bool, "via": str},
     "mount": {
         "how": str, "what": str, "via": str, "entries": int, "cpu_s": float, "layers": int, "writable": bool,
-        "reason": str, "spawn": str,
+        "reason": str, "spawn": str, "op": str, "parent": str,
     },
-    "unmount": {},
-    "ready": {"mode": str, "via": str, "hows": dict, "reason": str, "cmd_s": float, "readiness": str},
+    "unmount": {"op": str, "removed": int},
+    "ready": {"mode": str, "via": str, "hows": dict, "reason": str, "cmd_s": float, "readiness": str, "op": str,
+              "layers": int},
     "workload": {
         "mode": str, "rows": int, "failed": int, "accesses": int, "speed": float, "cmd": list, "cmd_s": float,
-        "exit_code": int, "timing": str, "own_s": float, "cpu_fraction": float,
+        "exit_code": int, "timing": str, "own_s": float, "cpu_fraction": float, "first_output_s": float,
+        "readiness": str,
     },
     "job_status": {"job": str, "image": str, "from": str, "to": str},
     "push": {"digest": str},

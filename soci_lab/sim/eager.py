@@ -113,7 +113,7 @@ def parallel(world: World) -> Generator[Any, Any, None]:
         yield env.all_of([env.process(world.host.cpu(hp.apply_worker_s)) for _ in range(max(1, n))])
         workers_ready.succeed()
 
-    if hp.apply_worker_s > 0:
+    if hp.apply_worker_s > 0 and not world.params.snapshotter:  # a snapshotter daemon's workers are up already
         env.process(start_workers())
     else:
         workers_ready.succeed()

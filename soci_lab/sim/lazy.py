@@ -294,8 +294,9 @@ class LazyPull:
             layer = image.layers[li]
             token = yield from spawner.acquire()
             first, self._spawned = not self._spawned, True
-            # the pull's first server is a cold start unless the per-host service was running (a warm fork)
-            cold = first and not hp.service_running and hp.mount_first_s is not None
+            # the pull's first server is a cold start unless the per-host service was running (a warm fork) or
+            # the snapshotter daemon (one long-lived process) serves it
+            cold = first and not hp.service_running and not world.params.snapshotter and hp.mount_first_s is not None
             yield env.timeout(hp.mount_first_s if cold and hp.mount_first_s is not None else hp.mount_s)
             spawner.release(token)
             t1 = env.now

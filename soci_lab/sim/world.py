@@ -113,7 +113,11 @@ class SimParams:
     0: never); ``stream_piece_bytes``: a layer applied while it downloads is decompressed and applied in
     pieces of this many compressed bytes, each waiting for its bytes to arrive (the real reader takes 1 MiB
     at a time); ``record``: keep link histories for checks (slower); ``fine_events``: emit one
-    event per access and per cache hit (sweeps turn it off: the summary does not need them).
+    event per access and per cache hit (sweeps turn it off: the summary does not need them);
+    ``snapshotter``: the pull is served by a long-lived snapshotter daemon (``soci-lab snapshotter serve``
+    under containerd) whose layer-server forker and parallel puller (its apply workers) were up before the
+    pull, so no per-pull start-up is charged: the first lazy server forks as fast as the next
+    (``HostParams.mount_first_s`` unused) and no apply worker starts (``HostParams.apply_worker_s`` unused).
     """
 
     network: NetworkParams = field(default_factory=NetworkParams)
@@ -126,6 +130,7 @@ class SimParams:
     record: bool = False
     fine_events: bool = True
     workload: WorkloadParams = field(default_factory=WorkloadParams)
+    snapshotter: bool = False
 
 
 class Limit:

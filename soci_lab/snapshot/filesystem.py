@@ -491,12 +491,13 @@ class Filesystem:
         lay.path = fs
         lay.uncompressed_size = result.uncompressed_bytes
 
-    def _lazy_spec(self, image: ResolvedImage, lay: LayerState, arts: Any) -> Any:
-        """The FUSE server's :class:`~soci_lab.lazy.mount.LazyLayerSpec`: the zTOC bytes from the local
-        store, and the blob from a resolve handler, the layout, or REF's registry."""
+    def lazy_spec(self, image: ResolvedImage, layer: LayerSpec, arts: Any) -> Any:
+        """The FUSE server's :class:`~soci_lab.lazy.mount.LazyLayerSpec` of ``layer``: the zTOC bytes from the
+        local store, and the blob from a resolve handler, the layout, or REF's registry (also what the
+        containerd snapshotter serves a lazy layer from)."""
         from ..lazy.mount import LazyLayerSpec
 
-        digest = lay.plan.digest
+        digest = layer.digest
         ztoc_desc = arts.ztoc_descriptor_for(digest)
         ztoc = OCILayout(self.state.content).read_blob(str(ztoc_desc.digest))
         # a zTOC the mounted manifest names (v2 annotation, explicit index digest) is served at once and checked
@@ -507,8 +508,7 @@ class Filesystem:
         origin = ztoc_origin(arts.found_via)
         # the zTOC as discovery parsed and validated it goes along: the server does not parse it again
         spec = LazyLayerSpec(
-            digest=digest, ztoc=ztoc, blob_size=lay.plan.layer.size, ztoc_origin=origin,
-            parsed_ztoc=arts.ztoc_for(digest),
+            digest=digest, ztoc=ztoc, blob_size=layer.size, ztoc_origin=origin, parsed_ztoc=arts.ztoc_for(digest),
         )
         for handler in self.resolve_handlers.values():
             answer = handler(image.ref, digest)
@@ -527,9 +527,31 @@ class Filesystem:
             spec.creds = image.client.transport.auth.creds if image.client is not None else None
         return spec
 
-    async def _mount_fuse(self, image: ResolvedImage, mounted: MountedImage, lay: LayerState) -> None:
-        from ..lazy.mount import LayerMount, ServeOptions
+    def serve_options(self, plan: ImagePlan, digest: str, serve_dir: Path, events_path: Path) -> Any:
+        """The FUSE server's :class:`~soci_lab.lazy.mount.ServeOptions` for lazy layer ``digest`` of ``plan``
+        (its prefetch ranges and policy from the SOCI index, this Filesystem's config)."""
+        from ..lazy.mount import ServeOptions
         from ..lazy.prefetch import lazy_policy
+
+        arts = plan.artifacts
+        assert arts is not None
+        prefetch = arts.prefetch_for(digest)
+        pf_desc = arts.index.prefetch_descriptors().get(digest)
+        policy = lazy_policy(self.config, arts.index.annotations, pf_desc.annotations if pf_desc else None)
+        return ServeOptions(
+            config=self.config,
+            policy=policy,
+            prefetch_ranges=[(s.start_span, s.end_span, s.priority) for s in prefetch.spans] if prefetch else [],
+            cache_dir=None if self.config.filesystem_cache_type == "memory" else str(serve_dir / "cache"),
+            events_path=str(events_path),
+            run_id=self.events.run_id,
+            # upstream's background fetcher starts at most one span per period across all layers
+            layer_count=max(1, sum(1 for p in plan.layers if p.how == "lazy")),
+            allow_setuid_and_devices=self.allow_setuid_and_devices,
+        )
+
+    async def _mount_fuse(self, image: ResolvedImage, mounted: MountedImage, lay: LayerState) -> None:
+        from ..lazy.mount import LayerMount
 
         assert mounted.plan is not None and mounted.plan.artifacts is not None
         arts = mounted.plan.artifacts
@@ -540,21 +562,8 @@ class Filesystem:
         serve.mkdir(parents=True, exist_ok=True)
         if self.before_lazy_mount is not None:
             self.before_lazy_mount(lay.plan)
-        spec = await anyio.to_thread.run_sync(self._lazy_spec, image, lay, arts)
-        prefetch = arts.prefetch_for(digest)
-        pf_desc = arts.index.prefetch_descriptors().get(digest)
-        policy = lazy_policy(self.config, arts.index.annotations, pf_desc.annotations if pf_desc else None)
-        options = ServeOptions(
-            config=self.config,
-            policy=policy,
-            prefetch_ranges=[(s.start_span, s.end_span, s.priority) for s in prefetch.spans] if prefetch else [],
-            cache_dir=None if self.config.filesystem_cache_type == "memory" else str(serve / "cache"),
-            events_path=str(d / "events.jsonl"),
-            run_id=self.events.run_id,
-            # upstream's background fetcher starts at most one span per period across all layers
-            layer_count=max(1, sum(1 for p in mounted.plan.layers if p.how == "lazy")),
-            allow_setuid_and_devices=self.allow_setuid_and_devices,
-        )
+        spec = await anyio.to_thread.run_sync(self.lazy_spec, image, lay.plan.layer, arts)
+        options = self.serve_options(mounted.plan, digest, serve, d / "events.jsonl")
         m = LayerMount(spec, mnt, options, work_dir=serve)  # spec and log stay in the state directory
         lay.mount = m
         lay.path = mnt

@@ -93,7 +93,10 @@ class Snapshotter:
 
     def close(self) -> None:
         """Stop serving. Lazy layers stay mounted: each has a server process of its own, so containers on
-        them keep running while the daemon restarts; ``Remove`` or ``soci-lab snapshotter cleanup`` ends them."""
+        them keep running while the daemon restarts; ``Remove`` or ``soci-lab snapshotter cleanup`` ends them.
+        Layers being pulled in parallel are cancelled (containerd's Prepare of them fails)."""
+        if self.remote is not None:
+            self.remote.close()
         self.store.close()
 
     def restore(self) -> list[str]:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import grpc
 
+from .._sync import run_sync
 from ..errors import SociLabError
 from ..events import EventRecorder
 from ._api import (
@@ -116,7 +116,8 @@ def rpull(
     """Pull REF into the containerd at ``address`` with lazily mounted layers (see the module docstring)."""
     events = events if events is not None else EventRecorder(strategy="lazy")
     t0 = events.now()
-    image, manifest_bytes, config_bytes = anyio.run(_resolve, ref, insecure, events)
+    # run_sync: from a notebook cell (a loop already running in this thread) too
+    image, manifest_bytes, config_bytes = run_sync(_resolve, ref, insecure, events)
     mdesc = image.manifest_descriptor
     manifest_digest = str(mdesc.digest)
     layers = [str(d.digest) for d in image.layers]

@@ -40,7 +40,8 @@ def _table_rows(md: str) -> list[list[str]]:
     return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines]
 
 
-def test_every_row_names_its_file_system_network_load_and_commit() -> None:
+def test_every_row_names_its_file_system_network_load_and_commit(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(suite, "SECTIONS", tmp_path)  # the suite's own table only (no committed sections)
     md = suite.markdown(_doc())
     assert "| benchmark | metric | ours | peer | ratio | goal | met? | conditions |" in md
     rows = {r[0]: r for r in _table_rows(md)}
@@ -73,3 +74,14 @@ def test_the_committed_table_has_no_stale_lazy_vs_eager_rows_and_names_every_row
         assert not (cells[0] == "lazy_vs_eager" and "2026-11-27 19:37" in cells[-1]), cells
         assert len(cells) == 8, cells
         assert " ext4" in cells[-1] and "load " in cells[-1] and "UTC" in cells[-1], cells
+
+
+def test_a_section_of_a_benchmark_run_on_its_own_is_kept_after_the_table(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A benchmark outside the suite (snapshotter_startup: root, containerd) writes its section into
+    benchmarks/sections/; every render of the table appends it, so a re-run of the suite does not drop it."""
+    (tmp_path / "b.md").write_text("## b section\n\nsecond\n")
+    (tmp_path / "a.md").write_text("## a section\n\nfirst\n")
+    monkeypatch.setattr(suite, "SECTIONS", tmp_path)
+    text = suite.markdown(_doc())
+    assert text.index("## Notes") < text.index("## a section") < text.index("## b section")
+    assert text.endswith("second\n")

@@ -24,8 +24,9 @@ from soci_lab.snapshotter.containerd_config import containerd_config
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path).start()
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """The daemon; parametrize it indirectly with a config.toml text to start it with ``--config``."""
+    d = Daemon(tmp_path, getattr(request, "param", None)).start()
     try:
         yield d
     finally:

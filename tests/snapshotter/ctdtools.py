@@ -47,7 +47,12 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.
 class Daemon:
     """``soci-lab snapshotter serve`` as a child process; ``start()`` again after ``stop()`` restarts it."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, config: str | None = None) -> None:
+        """``config``: the text of a soci-snapshotter config.toml passed with ``--config`` (None: defaults)."""
+        self.config = None
+        if config is not None:
+            self.config = base / "snapshotter-config.toml"
+            self.config.write_text(config)
         self.socket = base / "sn.sock"
         self.root = base / "snroot"
         self.events = base / "events.jsonl"
@@ -59,7 +64,8 @@ class Daemon:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", CLI_CODE, "snapshotter", "serve", "--address", str(self.socket),
-                 "--root", str(self.root), "--events", str(self.events)],
+                 "--root", str(self.root), "--events", str(self.events),
+                 *(["--config", str(self.config)] if self.config is not None else [])],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )
         wait_for(self.socket, self.proc, "soci-lab snapshotter serve")

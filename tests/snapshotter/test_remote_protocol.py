@@ -42,6 +42,9 @@ class StandIn:
     def unmount(self, dest: Path) -> None:
         self.unmounted.append(dest)
 
+    def close(self) -> None:
+        """The real one ends its event loop (and the parallel puller); nothing to end here."""
+
 
 @pytest.fixture
 def sn(tmp_path: Path) -> Snapshotter:
