@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: command-group modules, each with ``register(subparsers)``
 GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset", "service",
-          "snapshotter", "fleet")
+          "snapshotter", "fleet", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:
