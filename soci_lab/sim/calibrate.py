@@ -620,9 +620,11 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
                     break
                 cal.network.bandwidth = cal.notes["bandwidth_sustained"] = rate
                 _burst(cal, x, y, t_idle, paths)
+        ls_bw_se = cal.uncertainty.get("bandwidth")
         for name in NETWORK_KEYS:  # an uncertainty is the least squares' only where its value still is
             if name in cal.uncertainty and getattr(cal.network, name) != ls_values.get(name):
                 del cal.uncertainty[name]
+        _network_se(cal, runs, x, y, lean, split=split, ls_bandwidth=(ls_values.get("bandwidth"), ls_bw_se))
         return
     if not all_x:
         return
@@ -635,6 +637,60 @@ def _fit_http(cal: Calibration, frames: list[pd.DataFrame]) -> None:
     if x.sum() > 0 and moving > 0:
         cal.network.bandwidth = float(x.sum() / moving)
     cal.notes["http_fit"] = "aggregate (no isolated requests)"
+
+
+def _network_se(cal: Calibration, runs: list[_Transfers], x: np.ndarray, y: np.ndarray, lean: np.ndarray, *,
+                split: bool, ls_bandwidth: tuple[float | None, float | None]) -> None:
+    """The standard errors of the network's parameters that the least squares did not give (their value came
+    another way): a bandwidth from transfers in flight or sustained ones, a jackknife over the runs (NaN
+    from one run: one run's transfers share its moment's load, no resampling of them says how another run
+    would go); a per-connection cap, the least squares' rate it was; a shaper's bucket, half the range of
+    the buckets that fit as well (:func:`_burst`'s rule, never under 0.5 % of it: its grid's step); a path's
+    first byte found as a median of durations less their transfer, that median's bootstrap error."""
+    net = cal.network
+    notes = cal.notes
+    if net.conn_cap is not None and net.conn_cap == ls_bandwidth[0] and ls_bandwidth[1] is not None:
+        cal.uncertainty["conn_cap"] = ls_bandwidth[1]
+    if net.bandwidth is not None and "bandwidth" not in cal.uncertainty:
+        fb = net.first_byte_s or 0.0
+        fb_fast = fb if net.fast_first_byte_s is None else net.fast_first_byte_s
+        if net.bandwidth == notes.get("bandwidth_sustained"):
+            min_bytes: float = SUSTAINED_MIN_BYTES
+        elif "in flight" in str(notes.get("http_fit", "")):
+            min_bytes = BURST_SMALL_BYTES + 1
+        else:
+            min_bytes = 0.0
+        if min_bytes:
+            cal.uncertainty["bandwidth"] = _jackknife(
+                runs, lambda sub: _rate_in_flight(sub, fb, fb_fast, min_bytes)[0], min_bytes)
+    if net.burst:
+        lo, hi = notes.get("burst_tied", (net.burst, net.burst))
+        cal.uncertainty["burst"] = max((hi - lo) / 2, 0.005 * net.burst)
+    if net.burst:  # each path's latency, the median _burst found with the bucket
+        lat_se = notes.get("burst_latency_se") or []
+        for name, se in zip(("first_byte_s", "fast_first_byte_s"), lat_se, strict=False):
+            if getattr(net, name) is not None and name not in cal.uncertainty:
+                cal.uncertainty[name] = float("nan") if se is None else se
+    if net.bandwidth and len(x) and not net.burst:
+        resid = y - x / net.bandwidth
+        for name, group in (("first_byte_s", ~lean if split else np.ones(len(x), dtype=bool)),
+                            ("fast_first_byte_s", lean if split else np.zeros(len(x), dtype=bool))):  # fmt: skip
+            if getattr(net, name) is not None and name not in cal.uncertainty and int(group.sum()) > 1:
+                cal.uncertainty[name] = _median_se(resid[group])
+
+
+def _jackknife(runs: list[_Transfers], estimate: Any, min_bytes: float) -> float:
+    """The leave-one-run-out standard error of ``estimate(runs)`` over the runs that have a transfer of at
+    least ``min_bytes`` (NaN with fewer than two such runs)."""
+    used = [r for r in runs if (r[2] >= min_bytes).any()]
+    if len(used) < 2:
+        return float("nan")
+    values = [estimate(used[:i] + used[i + 1 :]) for i in range(len(used))]
+    vals = np.array([v for v in values if v is not None], dtype=float)
+    if len(vals) < 2:
+        return float("nan")
+    n = len(vals)
+    return float(np.sqrt((n - 1) / n * np.sum((vals - vals.mean()) ** 2)))
 
 
 #: one run's requests, by start: starts, ends, body bytes, sent over the lean path
@@ -873,6 +929,18 @@ def _burst(cal: Calibration, nbytes: np.ndarray, secs: np.ndarray, idle: np.ndar
         if as_close and none_err <= err * (1 + BURST_TIE):  # no bucket fits as well, the paths as close
             return
     cal.network.burst = best
+    # the buckets that fit as well by the same rule (errors within BURST_TIE, paths as close): its spread
+    cands = np.unique(np.concatenate((grid[grid >= 0], [best])))
+    fits = [cost(float(c)) for c in cands]
+    errors = np.array([e for e, _ in fits])
+    tied = errors <= err * (1 + BURST_TIE) + 1e-12
+    if len(lats) == 2:
+        gap = abs(lats[1] - lats[0])
+        tied &= np.array([abs(f[1][1] - f[1][0]) <= gap + GAP_TOLERANCE_S for f in fits])
+    cal.notes["burst_tied"] = [float(cands[tied].min()), float(cands[tied].max())]
+    resid = secs - (nbytes - np.minimum(best, limit)) / bw  # each path's latency is the median of these
+    ses = [_median_se(resid[g]) for g in groups]
+    cal.notes["burst_latency_se"] = [None if v != v else v for v in ses]
     cal.samples["http_burst"] = int(large.sum())
     cal.network.first_byte_s = max(0.0, lats[0])  # httpx's (or the one path's)
     cal.notes["burst_latency_s"] = lats[0]
@@ -1069,6 +1137,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "fuse_op_s": (0.0, 0.05), "fuse_read_rate": (10e6, 1e11), "header_verify_s": (0.0, 0.05),
     "fuse_meta_s": (0.0, 0.5), "syscall_s": (0.0, 0.5), "span_cache_rate": (1e6, 1e11), "mount_s": (0.0, 60.0),
     "mount_first_s": (0.0, 60.0), "overlay_mount_s": (0.0, 10.0), "start_s": (0.0, 60.0),
+    # a shaper's bucket: at least a packet's worth, at most a GB (a bucket that large is no shaping at all)
+    "burst": (1500.0, 1e9),
 }  # fmt: skip
 #: a fitted zero is a value only where the bootstrap agrees to within this (seconds): else the fit hit its bound
 ZERO_SE = 1e-9

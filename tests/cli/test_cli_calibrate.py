@@ -12,21 +12,23 @@ from clitools import soci_lab
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "says"),
     [
-        ["calibrate", "--networks", "100"],  # a rate without its unit
-        ["calibrate", "--networks", "100Mbit+20"],  # a latency without its unit
-        ["calibrate", "--repeat", "0"],
-        ["compare", "127.0.0.1:1/x:y", "--out", "d", "--in-sample"],  # how to simulate, without --sim
-        ["compare", "127.0.0.1:1/x:y", "--out", "d", "--sim", "--in-sample", "--profile", __file__],
-        ["simulate", "--image", "synthetic:1,size=4MiB,layers=1", "--mode", "lazy", "--network", "1Gbit"],
+        (["calibrate", "--networks", "100"], "needs a unit (examples: 100Mbit"),
+        (["calibrate", "--networks", "100Mbit+20"], "needs a unit (examples: 20ms"),
+        (["calibrate", "--repeat", "0"], "--repeat"),
+        (["compare", "127.0.0.1:1/x:y", "--out", "d", "--in-sample"], "give --sim too"),
+        (["compare", "127.0.0.1:1/x:y", "--out", "d", "--sim", "--in-sample", "--profile", __file__],
+         "not allowed with argument"),
+        (["simulate", "--image", "synthetic:1,size=4MiB,layers=1", "--mode", "lazy", "--network", "1Gbit"],
+         "give --profile too"),
     ],
     ids=["rate-unit", "rtt-unit", "repeat-0", "in-sample-without-sim", "profile-and-in-sample", "network-no-profile"],
 )
-def test_usage_errors_exit_2(argv: list[str]) -> None:
+def test_usage_errors_exit_2(argv: list[str], says: str) -> None:
     proc = soci_lab(*argv)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stdout == ""
+    assert proc.stdout == "" and says in proc.stderr, proc.stderr
 
 
 def test_a_bad_profile_is_one_line_and_exit_1(tmp_path: Path) -> None:
