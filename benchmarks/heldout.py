@@ -25,7 +25,9 @@ its own process as a remote registry is) × mode (sequential, parallel, lazy), p
 every image × mode on loopback with a CPU hog (a busy process pinned to core 0) running throughout; the
 simulator is told the host has one core fewer (``HostParams.cores - 1``: the model has no finer CPU sharing).
 Each cell: ``--repeat`` real pulls (``soci_lab.lab.pull`` with the trace, mount to unmount; one discarded
-warm-up pull per mode first), the median compared with one simulation of the image model
+warm-up pull per mode first; each pull's state on a new ext4 of its own, ``freshfs.py``, as the calibration
+suite's pulls here — ``--no-fresh-fs``: on the root file system, kept until the end), the median
+compared with one simulation of the image model
 (``image_from_layout``: the image's own zTOCs and sizes) with the profile's parameters for the named network
 and the trace at ``t = 0`` (the real replay runs back to back).
 
@@ -58,9 +60,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from freshfs import available as freshfs_available  # noqa: E402
+from freshfs import fresh_ext4  # noqa: E402
 
 from soci_lab import lab  # noqa: E402
-from soci_lab.calsuite import calibrate, proxy_args, serve, suite_image_names  # noqa: E402
+from soci_lab.calsuite import Puller, calibrate, proxy_args, serve, suite_image_names  # noqa: E402
 from soci_lab.imagemodel import image_from_layout  # noqa: E402
 from soci_lab.sim import read_trace, simulate  # noqa: E402
 from soci_lab.sim.profile import HostProfile, NamedNetwork  # noqa: E402
@@ -195,9 +200,12 @@ def main() -> None:
     ap.add_argument("--networks", default=None)
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--no-loaded", dest="loaded", action="store_false", help="skip the loaded-host cells")
+    ap.add_argument("--no-fresh-fs", dest="fresh_fs", action="store_false",
+                    help="state directories on the root file system (kept until the end), not a new ext4 per pull")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    fresh = fresh_ext4 if a.fresh_fs and freshfs_available() else None
     plan = dict(QUICK if a.quick else FULL)
     images = a.images.split(",") if a.images else list(plan["images"])
     nets = [NamedNetwork.parse(n) for n in (a.networks.split(",") if a.networks else plan["networks"])]
@@ -211,8 +219,9 @@ def main() -> None:
         profile, profile_from = HostProfile.load(a.profile), a.profile
     else:
         print("calibrating this host (the calibration suite)", file=sys.stderr, flush=True)
-        profile, profile_from = calibrate(quick=a.quick), "made at the start of this run"
+        profile, profile_from = calibrate(quick=a.quick, fresh=fresh), "made at the start of this run"
     tmp = Path(tempfile.mkdtemp(prefix="heldout-"))
+    puller = Puller(tmp / "states", fresh)
     cells: list[dict[str, Any]] = []
     try:
         for name in images:
@@ -224,12 +233,14 @@ def main() -> None:
             assert_held_out(profile, name, manifest, layers)
             model = image_from_layout(f"{layout}:t")
             accesses = [replace(x, t=0.0) for x in read_trace(trace_path)]
-            cells += run_image(name, layout, trace_path, model, accesses, profile, nets, repeat,
+            cells += run_image(puller, name, layout, trace_path, model, accesses, profile, nets, repeat,
                                loaded=a.loaded and name in plan["loaded_images"])  # fmt: skip
             shutil.rmtree(work, ignore_errors=True)
     finally:
+        puller.drop()
         shutil.rmtree(tmp, ignore_errors=True)
     out = {
+        "state_fs": "a new ext4 per pull (loop device, no journal)" if fresh else "root file system, kept to the end",
         "profile": profile_from, "profile_images": profile.images, "profile_networks": profile.suite.get("networks"),
         "profile_warnings": profile.warnings, "quick": a.quick, "repeat": repeat, "cells": cells,
         "summary": summarize(cells), "uptime_before": started, "uptime_after": uptime(),
@@ -243,13 +254,14 @@ def main() -> None:
     print(json.dumps(out) if a.json else render(out))
 
 
-def run_image(name: str, layout: Path, trace: Path, model: Any, accesses: list[Any], profile: HostProfile,
-              nets: list[NamedNetwork], repeat: int, *, loaded: bool) -> list[dict[str, Any]]:  # fmt: skip
+def run_image(puller: Puller, name: str, layout: Path, trace: Path, model: Any, accesses: list[Any],
+              profile: HostProfile, nets: list[NamedNetwork], repeat: int, *,
+              loaded: bool) -> list[dict[str, Any]]:  # fmt: skip
     """Every cell of one image: real pulls on each network (and loaded), each against its simulation."""
     cells = []
     with serve(["registry", "serve", "--port", "0", "--layout", f"img={layout}"]) as reg_url:
         for mode in MODES:  # a process's first pulls pay its cold start
-            lab.pull(f"{reg_url.removeprefix('http://')}/img:t", mode, trace=str(trace))
+            puller.pull(f"{reg_url.removeprefix('http://')}/img:t", mode, trace)
         conditions = [(n, "idle") for n in nets] + ([(NamedNetwork("loopback"), "loaded")] if loaded else [])
         for net, cond in conditions:
             with contextlib.ExitStack() as stack:
@@ -261,7 +273,7 @@ def run_image(name: str, layout: Path, trace: Path, model: Any, accesses: list[A
                 for r in range(repeat):
                     for mode in MODES[r % 3:] + MODES[: r % 3]:
                         print(f"{name} {net.name} {cond} {mode} ({r + 1}/{repeat})", file=sys.stderr, flush=True)
-                        real[mode].append(lab.pull(ref, mode, trace=str(trace)).summary)
+                        real[mode].append(puller.pull(ref, mode, trace).summary)
             params = profile.params(net)
             if cond == "loaded":
                 params = replace(params, host=replace(params.host, cores=max(1, params.host.cores - 1)))

@@ -139,6 +139,33 @@ def proxy_args(upstream: str, net: NamedNetwork) -> list[str]:
     return args
 
 
+#: a per-pull file system for a timed pull's files: ``fresh(path)`` mounts one at ``path`` for the block
+FreshFS = Callable[[Path], contextlib.AbstractContextManager[Any]]
+
+
+class Puller:
+    """Real pulls whose state directories are kept until :meth:`drop` (after the last timing): deleting a
+    pull's tree at once slows the next pulls' file creation for minutes (ext4's allocator rescans freed
+    inodes; ``benchmarks/freshfs.py``), so a suite's per-entry apply cost would depend on its order. With
+    ``fresh`` (e.g. ``benchmarks/freshfs.py``'s ``fresh_ext4``) each pull gets a new file system of its own."""
+
+    def __init__(self, root: Path, fresh: FreshFS | None = None) -> None:
+        self.root, self.fresh, self.count = root, fresh, 0
+
+    def pull(self, ref: str, mode: str, trace: Path) -> Any:
+        from . import lab
+
+        self.count += 1
+        state = self.root / f"pull-{self.count}"
+        if self.fresh is None:
+            return lab.pull(ref, mode, trace=str(trace), state_dir=state, keep_state=True)
+        with self.fresh(state):
+            return lab.pull(ref, mode, trace=str(trace), state_dir=state / "state", keep_state=True)
+
+    def drop(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def calibrate(
     *,
     quick: bool = False,
@@ -146,9 +173,11 @@ def calibrate(
     networks: Sequence[str] | None = None,
     repeat: int | None = None,
     progress: Callable[[str], None] | None = None,
+    fresh: FreshFS | None = None,
 ) -> HostProfile:
     """Run the suite on this host and fit its :class:`~soci_lab.sim.profile.HostProfile` (needs root,
-    /dev/fuse and overlayfs: a :class:`SociLabError` line otherwise)."""
+    /dev/fuse and overlayfs: a :class:`SociLabError` line otherwise). ``fresh``: a new file system per pull
+    (:class:`Puller`)."""
     from . import lab
     from .imagemodel import image_from_layout
     from .sim import fit, synthetic_trace, write_trace
@@ -166,6 +195,7 @@ def calibrate(
     work = Path(tempfile.mkdtemp(prefix="soci-lab-calibrate-"))
     runs: dict[str, list[Any]] = {n.name: [] for n in nets}
     described: list[dict[str, Any]] = []
+    puller = Puller(work / "states", fresh)
     try:
         layout = work / "layout"
         traces: dict[str, Path] = {}
@@ -188,7 +218,7 @@ def calibrate(
             first = images[0].name
             for mode in MODES:  # a process's first pulls pay its cold start (imports, the zygote)
                 say(f"warm-up pull ({mode})")
-                lab.pull(f"{host}/suite:{first}", mode, trace=str(traces[first]))
+                puller.pull(f"{host}/suite:{first}", mode, traces[first])
             for net in nets:
                 with contextlib.ExitStack() as stack:
                     url = reg_url if net.rate is None else stack.enter_context(serve(proxy_args(reg_url, net)))
@@ -197,9 +227,10 @@ def calibrate(
                         for spec in images:
                             for mode in MODES[r % 3:] + MODES[: r % 3]:  # rotated from round to round
                                 say(f"{net.name}: {spec.name} {mode} ({r + 1}/{repeat})")
-                                runs[net.name].append(lab.pull(f"{base}/suite:{spec.name}", mode,
-                                                               trace=str(traces[spec.name])))  # fmt: skip
+                                runs[net.name].append(puller.pull(f"{base}/suite:{spec.name}", mode,
+                                                                  traces[spec.name]))  # fmt: skip
     finally:
+        puller.drop()
         shutil.rmtree(work, ignore_errors=True)
     say("fitting the host profile")
     every = [run.events for name in runs for run in runs[name]]
