@@ -449,7 +449,8 @@ def _fit_ztoc_parse(cal: Calibration, parse: list[tuple[float, float]]) -> None:
         fixed, per_entry = _nnls2(a, m[:, 1])
         cal.host.ztoc_parse_per_entry = per_entry
         cal.samples["ztoc_parse"] = len(m)
-        se = _bootstrap_se(np.column_stack([a, m[:, 1]]), lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
+        # least squares' error (a bootstrap of a few runs draws samples of one entry count: no slope at all)
+        se = _ls_se(a, m[:, 1], np.array([fixed, per_entry]))
         cal.uncertainty["ztoc_parse_per_entry"] = float(se[1])
         cal.notes["ztoc_parse_fixed_s"] = fixed
     else:
