@@ -393,7 +393,7 @@ def _fit_servers(cal: Calibration, frame: pd.DataFrame, outer: pd.DataFrame, inn
     first_spawn: list[float] = []  # the first server's of each run (waits for the pre-warmed process)
     cpu: list[float] = []
     entries: list[float] = []
-    parse: list[float] = []
+    parse: list[tuple[float, float]] = []  # per run: the indexed layers' entries, the gap
     ztocs = frame[frame["kind"] == "ztoc_fetch"]
     applied = frame[frame["kind"] == "apply"]
     known = dict(zip(applied["layer"], _attr(applied, "entries"), strict=True))
