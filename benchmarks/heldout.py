@@ -251,6 +251,8 @@ def main() -> None:
                                       f"heldout-{dt.date.today()}-{platform.node()}{'-quick' if a.quick else ''}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
+    if not a.profile:  # the profile this run made, beside its results
+        out["profile"] = str(profile.save(path.with_name(path.stem + "-profile.json")))
     print(json.dumps(out) if a.json else render(out))
 
 

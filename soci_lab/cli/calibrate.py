@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--quick", action="store_true",
-                   help="two images, loopback and one shaped network, one pull each (a few minutes)")
+                   help="three images, loopback and one shaped network, one pull each (a few minutes)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where to save the profile (default: $SOCI_LAB_HOST_PROFILE, else "
                    "$XDG_STATE_HOME/soci-lab/host-profile.json, else ~/.local/state/soci-lab/host-profile.json)")

@@ -54,7 +54,7 @@ def test_calibrate_quick_saves_a_profile(quick_profile: dict) -> None:
     made = quick_profile
     data = json.loads(Path(made["profile"]).read_text())
     assert data["format"] == made["format"] == "soci_lab.host-profile/1"
-    assert made["suite"]["networks"] == ["loopback", "200Mbit+10ms"] and made["suite"]["runs"] == 12
+    assert made["suite"]["networks"] == ["loopback", "200Mbit+10ms"] and made["suite"]["runs"] == 18
     assert all(i["name"].startswith("cal-") and i["digest"].startswith("sha256:") for i in made["suite"]["images"])
     assert {i["compression"] for i in made["suite"]["images"]} == {"gzip", "zstd"}
     params = made["parameters"]
