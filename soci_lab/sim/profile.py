@@ -57,6 +57,11 @@ HOST_PARAMETERS = ("apply_per_file_s", "apply_per_byte_s", "worker_apply_per_fil
                    *HOST_KEYS)  # fmt: skip
 
 
+#: the loopback fit's network parameters behind the link model's (their errors and warnings carry over)
+LOOPBACK_FITS = {"first_byte_s": "link.overhead_s", "fast_first_byte_s": "link.fast_overhead_s",
+                 "bandwidth": "link.loopback_bandwidth", "conn_cap": "link.loopback_conn_cap"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class NamedNetwork:
     """A network as a user names it: ``loopback``, or a rate with an optional round-trip time
@@ -122,7 +127,10 @@ def fit_link(loopback: Calibration, shaped: list[tuple[NamedNetwork, Calibration
     net = loopback.network
     link = LinkModel(loopback_bandwidth=net.bandwidth, loopback_conn_cap=net.conn_cap, overhead_s=net.first_byte_s,
                      fast_overhead_s=net.fast_first_byte_s)  # fmt: skip
-    if net.first_byte_s is None:
+    for src, dst in LOOPBACK_FITS.items():  # what the loopback fit refused, said under the link's name
+        if src in loopback.warnings:
+            warnings[dst] = f"loopback {src}: {loopback.warnings[src]}"
+    if net.first_byte_s is None and "link.overhead_s" not in warnings:
         warnings["link.overhead_s"] = "the loopback runs gave no first-byte time: the default request overhead is used"
     effs: list[float] = []
     bursts: list[float] = []
@@ -217,7 +225,12 @@ class HostProfile:
             ("link.burst_s", link.burst_s, n_shaped),
             ("link.extra_latency_s", link.extra_latency_s, n_shaped),
         ):
-            out[name] = {"value": value, "uncertainty": _spread(link, name), "samples": n,
+            se = _spread(link, name)
+            src = next((k for k, v in LOOPBACK_FITS.items() if v == name), None)
+            if src is not None:  # the loopback fit's own error (the profile's calibration carries its network)
+                raw = cal.uncertainty.get(src)
+                se = None if raw is None or raw != raw else float(raw)
+            out[name] = {"value": value, "uncertainty": se, "samples": n,
                          "warning": self.link_warnings.get(name)}  # fmt: skip
         return out
 

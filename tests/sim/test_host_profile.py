@@ -133,3 +133,19 @@ def test_a_link_the_shaped_runs_did_not_fit_is_a_warning() -> None:
     # and the named network is then taken as it is, with the simulator's default overhead
     net = link.network(NamedNetwork.parse("50Mbit+10ms"), replace(NetworkParams(), request_overhead=0.0005))
     assert net.bandwidth == 50e6 / 8 and net.rtt == 0.010 and net.request_overhead == 0.0005
+
+
+def test_what_the_loopback_fit_refused_is_a_warning_of_the_link() -> None:
+    """A lean-path latency the loopback runs could not tell from 0 leaves the link's ``fast_overhead_s``
+    unset: the profile says why under that name (a quick calibration listed it with no value and no reason)."""
+    from soci_lab.sim.calibrate import Calibration
+
+    loop = Calibration()
+    loop.network.first_byte_s = 0.002
+    loop.warnings["fast_first_byte_s"] = "0 ± 0.012 is not one standard error from 0: not fitted"
+    link, warnings = fit_link(loop, [])
+    profile = HostProfile(calibration=loop, link=link, link_warnings=warnings)
+    entry = profile.parameters()["link.fast_overhead_s"]
+    assert entry["value"] is None and "loopback fast_first_byte_s" in entry["warning"]
+    for name, entry in profile.parameters().items():  # never a value missing without its reason
+        assert entry["value"] is not None or entry["warning"] is not None or not entry["samples"], name
