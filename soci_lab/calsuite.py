@@ -155,15 +155,15 @@ class Puller:
     def __init__(self, root: Path, fresh: FreshFS | None = None) -> None:
         self.root, self.fresh, self.count = root, fresh, 0
 
-    def pull(self, ref: str, mode: str, trace: Path) -> Any:
+    def pull(self, ref: str, mode: str, trace: Path, *, config: Any = None) -> Any:
         from . import lab
 
         self.count += 1
         state = self.root / f"pull-{self.count}"
         if self.fresh is None:
-            return lab.pull(ref, mode, trace=str(trace), state_dir=state, keep_state=True)
+            return lab.pull(ref, mode, trace=str(trace), state_dir=state, keep_state=True, config=config)
         with self.fresh(state):
-            return lab.pull(ref, mode, trace=str(trace), state_dir=state / "state", keep_state=True)
+            return lab.pull(ref, mode, trace=str(trace), state_dir=state / "state", keep_state=True, config=config)
 
     def drop(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
