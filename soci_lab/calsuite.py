@@ -206,7 +206,10 @@ def calibrate(
             say(f"building the suite image {spec.name}")
             digest = build_suite_image(spec, work / "trees", layout)
             model = image_from_layout(f"{layout}:{spec.name}")
-            trace = synthetic_trace(model, TRACE_FRACTION, seed=spec.seed, read_size=128 << 10)
+            # reads of two sizes (32 KiB and 1 MiB: FUSE requests and bytes out of proportion, so the per-request
+            # and per-byte costs are told apart), the second half partly over files the first read (cache hits)
+            trace = synthetic_trace(model, TRACE_FRACTION / 2, seed=spec.seed, read_size=32 << 10)
+            trace += synthetic_trace(model, TRACE_FRACTION / 2, seed=spec.seed + 100, read_size=1 << 20)
             traces[spec.name] = write_trace(trace, work / f"{spec.name}.csv")
             described.append({
                 "name": spec.name, "digest": digest, "layer_digests": [layer.digest for layer in model.layers],

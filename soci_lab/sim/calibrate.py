@@ -1162,7 +1162,9 @@ MIN_SAMPLES = {"fuse_read": 8}
 #: the parameter (1.38 MB/s for a copy through FUSE from 3 reads), never a value to simulate with
 BOUNDS: dict[str, tuple[float, float]] = {
     "bandwidth": (1e5, 1e11), "conn_cap": (1e5, 1e11), "first_byte_s": (0.0, 10.0), "fast_first_byte_s": (0.0, 10.0),
-    "fuse_op_s": (0.0, 0.05), "fuse_read_rate": (10e6, 1e11), "header_verify_s": (0.0, 0.05),
+    # a FUSE copy slower than 50 MB/s is reads whose cost is not the copy: a quick suite on a loaded host gave
+    # 13 ± 11 MB/s from 54 reads of one size (requests and bytes in proportion), 1 s for 13 MB held out
+    "fuse_op_s": (0.0, 0.05), "fuse_read_rate": (50e6, 1e11), "header_verify_s": (0.0, 0.05),
     "fuse_meta_s": (0.0, 0.5), "syscall_s": (0.0, 0.5), "span_cache_rate": (1e6, 1e11), "mount_s": (0.0, 60.0),
     "mount_first_s": (0.0, 60.0), "overlay_mount_s": (0.0, 10.0), "start_s": (0.0, 60.0),
     # a shaper's bucket: at least a packet's worth, at most a GB (a bucket that large is no shaping at all)
