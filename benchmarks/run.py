@@ -47,19 +47,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         reps=1, ztoc_src=["/usr/lib/python3.11/email", "/usr/lib/python3.11/json"], rr_reads=30, blob="8MiB",
         lazy_layers=5, lazy_mb=4, lazy_reps=1, eager="tiny", eager_reps=1, lve_images="sample", lve_scale=0.05,
         lve_networks="loopback", sim_mb=24, sim_networks="loopback",
-        fleet_hosts="1,10,100", fleet_real_hosts="2",
+        fleet_hosts="1,10,100", heldout="tiny", fleet_real_hosts="2",
     ),
     "quick": dict(
         reps=3, ztoc_src=["/usr/lib/python3.11", "/usr/lib/python3/dist-packages"], rr_reads=200, blob="64MiB",
         lazy_layers=5, lazy_mb=16, lazy_reps=2, eager="quick", eager_reps=3, lve_images="sample", lve_scale=0.3,
         lve_networks="loopback,100Mbit+20ms", sim_mb=32, sim_networks="loopback,100Mbit+20ms",
-        fleet_hosts="1,100,1000", fleet_real_hosts="2,4",
+        fleet_hosts="1,100,1000", heldout="quick", fleet_real_hosts="2,4",
     ),
     "full": dict(
         reps=5, ztoc_src=None, rr_reads=300, blob="256MiB", lazy_layers=5, lazy_mb=110, lazy_reps=3, eager="full",
         eager_reps=3, lve_images="sample,minbase,python-pandas,nodejs,postgresql", lve_scale=1.0,
         lve_networks="loopback,100Mbit+20ms", sim_mb=64, sim_networks="loopback,1Gbit,100Mbit+20ms",
-        sim_image="python-pandas", fleet_hosts="1,10,100,1000,10000", fleet_real_hosts="2,4,8",
+        sim_image="python-pandas", fleet_hosts="1,10,100,1000,10000", heldout="full", fleet_real_hosts="2,4,8",
     ),
 }
 
@@ -388,6 +388,42 @@ def fleet_real_rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+#: ``heldout.py``'s arguments per profile (tiny: one synthetic image on loopback, numbers meaningless)
+HELDOUT_ARGS = {
+    "tiny": ["--quick", "--images", "ho-one-big-file", "--networks", "loopback", "--no-loaded"],
+    "quick": ["--quick"],
+    "full": [],
+}
+
+
+def b_heldout(p: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """Held-out validation (issue 17, point 5): the simulator predicts images, networks and a loaded host the
+    host profile was never fitted on; per mode × network × condition the |sim/real − 1| of time to workload
+    done (median of the cells; spread min..max), and the share of cells within 15 % (goal ≥ 90 %, none > 25 %)."""
+    profile = p.get("heldout", "quick")
+    raw = run_script("heldout.py", ["--json", "--out", str(BENCH_DIR / f"heldout-{profile}.json"),
+                                    *HELDOUT_ARGS.get(profile, ["--quick"])], timeout=4 * 3600)  # fmt: skip
+    rows = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in raw["cells"]:
+        groups.setdefault(f"{c['mode']}, {c['network']}, {c['condition']}", []).append(c)
+    for key, cells in sorted(groups.items()):
+        errs = [abs(c["ratio"] - 1) for c in cells]
+        exact = all(c["bytes_exact"] and c["requests_exact"] for c in cells)
+        rows.append(row(f"held-out |sim/real - 1|, {key}", "fraction", errs, goal="≤ 0.15 in each cell, none > 0.25",
+                        check=lambda r, o, errs=errs: max(errs) <= 0.15,
+                        note=f"{len(cells)} images; bytes and requests " + ("exact" if exact else "NOT all exact")))
+        rows[-1]["network"] = cells[0]["network"]
+    s = raw["summary"]
+    rows.append(row("held-out cells within 15 %", "share", s["share_within_15"], goal="≥ 0.9, none beyond 25 %",
+                    check=lambda r, o: o >= 0.9 and s["all"]["beyond_25"] == 0,
+                    note=f"{s['all']['cells']} cells, {s['all']['beyond_25']} beyond 25 %; median "
+                    f"{s['all']['median']:.3f}, p90 {s['all']['p90']:.3f}, max {s['all']['max']:.3f}; "
+                    f"profile images: {', '.join(raw['profile_images'])}"))  # fmt: skip
+    rows[-1]["network"] = "loopback, shaped"
+    return rows, raw
+
+
 BENCHMARKS: dict[str, Callable[[dict[str, Any]], tuple[list[dict[str, Any]], Any]]] = {
     "ztoc_build": b_ztoc_build,
     "ztoc_random_read": b_ztoc_random_read,
@@ -399,6 +435,7 @@ BENCHMARKS: dict[str, Callable[[dict[str, Any]], tuple[list[dict[str, Any]], Any
     "sim_vs_real": b_sim,
     "fleet_scale": b_fleet_scale,
     "fleet_real": b_fleet_real,
+    "heldout": b_heldout,
 }
 
 

@@ -11,8 +11,16 @@ next to parallel-eager and sequential pulls::
 Each mode is pulled for real (:func:`soci_lab.lab.pull`: mount, replay the trace or run the command,
 unmount). Where this machine cannot mount (no root, no ``/dev/fuse``, no overlayfs), the lazy mode reads
 through the library's reader instead (:func:`soci_lab.lab.lazy_read`) and the eager modes are skipped; the
-result says so. With ``sim=True`` the simulator is calibrated from the real runs' own events and the same
-pulls are simulated on the same image (its zTOCs) and the same accesses, so the report overlays the two.
+result says so. With ``sim=True`` the same pulls are simulated on the same image (its zTOCs) and the same
+accesses, so the report overlays the two. The simulator's parameters come from this host's **host
+profile** (``soci-lab calibrate``, :mod:`soci_lab.sim.profile`: fitted on the calibration suite's own
+images, never on ``ref``) and the network the pulls went through (``network``: ``loopback``, ``100Mbit+20ms``;
+by default loopback for a registry on this host, else the real runs' own HTTP fit, said so in the notes).
+Where no profile exists yet, a quick calibration (``soci-lab calibrate --quick``, a few minutes) runs first
+and is saved where ``soci-lab calibrate`` would put it: the user asked for a simulation, and a missing file
+should not cost them the real pulls they waited for; every later ``compare --sim`` reuses it. With
+``calibration="in-sample"`` the simulator is fitted on the real runs it is compared with (as before the
+host profile existed); the notes, the report and each simulated run's provenance say "in-sample".
 
 The real runs' ``summary.csv`` and ``events.csv`` are written before the simulation starts (and when a
 later mode's pull fails, for the modes that ran); a simulation that fails raises one
@@ -48,6 +56,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     report: Path | None = None
     calibration: Any = None
+    #: where the simulated runs' parameters came from: "host profile PATH", "in-sample", or None (no --sim)
+    calibration_source: str | None = None
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -105,8 +115,14 @@ def compare(
     insecure: bool = False,
     title: str | None = None,
     progress: Callable[[str], None] | None = None,
+    calibration: str | Path | None = None,
+    network: str | None = None,
 ) -> Comparison:
-    """Pull ``ref`` in each of ``modes`` (and simulate them with ``sim``); write the report into ``out``."""
+    """Pull ``ref`` in each of ``modes`` (and simulate them with ``sim``); write the report into ``out``.
+
+    ``calibration``: None, the host profile at its default place (made by a quick calibration first when
+    there is none); a path, that host profile; ``"in-sample"``, a fit of the real runs themselves.
+    ``network``: the network the pulls go through, as named (module docstring)."""
     from . import lab
 
     bad = [m for m in modes if m not in MODES]
@@ -115,6 +131,9 @@ def compare(
     if trace is not None and cmd is not None:
         raise InvalidInput("give a trace or a command, not both")
     result = Comparison(runs=[])
+    profile = None
+    if sim and calibration != IN_SAMPLE:
+        profile = _host_profile(calibration, result, progress)
     mountable, why = lab.can_mount()
     if not mountable:
         result.notes.append(f"this machine cannot mount ({why}): lazy reads go through the library's reader")
@@ -142,9 +161,11 @@ def compare(
     if out is not None and real:  # the real runs' data is on disk before the simulation can fail
         _write_data(result.runs, out)
     if sim and real:
-        _say(progress, "simulating the same pulls (calibrated from the real runs)")
+        how = "in-sample: calibrated from these real runs" if profile is None else "from the host profile"
+        _say(progress, f"simulating the same pulls ({how})")
         try:
-            result.calibration, sim_runs = _simulate(ref, [r.strategy for r in real], real, trace, config, insecure)
+            result.calibration, sim_runs = _simulate(ref, [r.strategy for r in real], real, trace, config, insecure,
+                                                     profile=profile, network=network, notes=result.notes)
         except _SimStepFailed as exc:
             result.notes.append(f"simulation failed while {exc}")
             kept = ""
@@ -153,8 +174,13 @@ def compare(
                 kept = f"; the real runs' report is in {out}"
             raise SimulationError(f"simulation failed while {exc}{kept}") from exc.__cause__
         result.runs.extend(sim_runs)
-        # every parameter the real runs could not identify (the simulation used the fallback instead)
-        result.notes += [f"calibration: {k}: {w}" for k, w in getattr(result.calibration, "warnings", {}).items()]
+        result.calibration_source = sim_runs[0].provenance["calibration"] if sim_runs else None
+        if profile is None:
+            result.notes.append("in-sample: the simulator was fitted on the real runs it is compared with, so "
+                                "their agreement says little about images it was not fitted on")  # fmt: skip
+        # every parameter the fit could not identify (the simulation used the fallback instead)
+        label = "in-sample calibration" if profile is None else "host profile"
+        result.notes += [f"{label}: {k}: {w}" for k, w in getattr(result.calibration, "warnings", {}).items()]
     if out is not None and result.runs:
         _write(result, out, title, progress)
     return result
@@ -210,6 +236,63 @@ def _strategy_mode(strategy: str) -> str:
     return strategy.split("+", 1)[0]
 
 
+#: ``compare(calibration=IN_SAMPLE)``: fit the simulator on the real runs it is compared with
+IN_SAMPLE = "in-sample"
+
+
+def _host_profile(calibration: str | Path | None, result: Comparison, progress: Callable[[str], None] | None) -> Any:
+    """The host profile ``compare`` simulates with (module docstring): the file named, else the default one,
+    else a quick calibration made now and saved there. None where none can be made (this machine cannot
+    mount): the simulation is then in-sample, and the notes say why."""
+    from .sim.profile import HostProfile, default_path
+
+    if calibration is not None:
+        result.notes.append(f"simulated from the host profile {calibration}")
+        return HostProfile.load(calibration)
+    path = default_path()
+    if path.exists():
+        result.notes.append(f"simulated from the host profile {path} (made {_made(path)})")
+        return HostProfile.load(path)
+    from .calsuite import calibrate
+
+    _say(progress, f"no host profile at {path}: running a quick calibration of this host first (soci-lab "
+                   "calibrate --quick, a few minutes; saved for every later compare --sim)")  # fmt: skip
+    try:
+        profile = calibrate(quick=True, progress=progress)
+    except SociLabError as exc:
+        result.notes.append(f"no host profile, and none can be made here ({exc}): the simulation is in-sample "
+                            "(fitted on the real runs it is compared with)")  # fmt: skip
+        return None
+    profile.save(path)
+    result.notes.append(f"no host profile was found: a quick calibration ({profile.suite.get('seconds')} s) made "
+                        f"{path}; `soci-lab calibrate` makes the full one")  # fmt: skip
+    return profile
+
+
+def _made(path: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(path.read_text()).get("machine", {}).get("created", "at an unknown time"))
+    except (OSError, ValueError, AttributeError):
+        return "at an unknown time"
+
+
+def _network_of(ref: str, network: str | None, real: list[Run], notes: list[str]) -> Any:
+    """The named network the pulls went through: ``network`` if given; loopback for a registry on this host
+    (or an ``oci:`` layout); else None (the real runs' own HTTP fit stands for the network, noted)."""
+    from .sim.profile import NamedNetwork
+
+    if network is not None:
+        return NamedNetwork.parse(network)
+    host = ref.split("/", 1)[0].rsplit(":", 1)[0]
+    if ref.startswith("oci:") or host in ("localhost", "[::1]") or host.startswith("127."):
+        return NamedNetwork("loopback")
+    notes.append(f"the network to {host} was not named (--network): its bandwidth and latency are fitted from "
+                 "these real runs' requests (the host's costs still come from the host profile)")  # fmt: skip
+    return None
+
+
 def _simulate(
     ref: str,
     strategies: list[str],
@@ -217,8 +300,13 @@ def _simulate(
     trace: str | Path | None,
     config: Config | str | Path | None,
     insecure: bool,
+    *,
+    profile: Any = None,
+    network: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[Any, list[Run]]:
-    """Simulate each real run's mode on the same image and accesses, calibrated from the real events.
+    """Simulate each real run's mode on the same image and accesses, with the host profile's parameters and
+    the named network (``profile`` None: calibrated in-sample from the real events).
 
     A failure is raised as :class:`_SimStepFailed` naming the step (modelling the image, taking the
     accesses, calibrating, simulating a mode)."""
@@ -237,10 +325,23 @@ def _simulate(
         else:  # the real runs replayed the trace back to back (lab.pull's speed=None): so does the model
             with _step(f"reading the trace {trace}"):
                 accesses = [replace(a, t=0.0) for a in read_trace(trace)]
-    with _step("calibrating the simulator from the real runs' events"):
-        calibration = fit([r.events for r in real])
-        # soci_lab.snapshot prepares every layer of an image at once (containerd would prepare them in order)
-        params = calibration.params(SimParams(lazy=LazyParams(concurrent_mounts=True)))
+    # soci_lab.snapshot prepares every layer of an image at once (containerd would prepare them in order)
+    base = SimParams(lazy=LazyParams(concurrent_mounts=True))
+    if profile is None:
+        with _step("calibrating the simulator from the real runs' events (in-sample)"):
+            calibration = fit([r.events for r in real])
+            params = calibration.params(base)
+        source = IN_SAMPLE
+    else:
+        with _step("taking the simulator's parameters from the host profile"):
+            named = _network_of(ref, network, real, notes if notes is not None else [])
+            if named is None:
+                params = replace(profile.params("loopback", base), network=fit([r.events for r in real]).params(
+                    SimParams()).network)  # fmt: skip
+            else:
+                params = profile.params(named, base)
+            calibration = profile
+        source = "host profile"
     # a lazy run without FUSE (lab.lazy_read) has no kernel page cache or readahead: simulate that path
     reader = any(r.provenance.get("lazy_path") == "reader" for r in real)
     runs = []
@@ -249,7 +350,9 @@ def _simulate(
         p = replace(params, lazy=replace(params.lazy, kernel_ra_pages=0)) if reader and mode == "lazy" else params
         with _step(f"simulating the {mode} pull"):
             s = simulate(image, mode, workload=accesses, config=cfg, params=replace(p), run_id=f"sim-{mode}")
-            runs.append(Run.from_sim(s, image_bytes=image.uncompressed_size))
+            run = Run.from_sim(s, image_bytes=image.uncompressed_size)
+            run.provenance["calibration"] = source
+            runs.append(run)
     return calibration, runs
 
 

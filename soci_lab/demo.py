@@ -185,10 +185,16 @@ def _compare_over(
     progress: Callable[[str], None] | None,
 ) -> Comparison:
     """One link's comparison, its report in ``out/<link.name>``; each run's summary names the link."""
+    from .sim.profile import default_path
+
+    # the host profile where this host has one; else in-sample (labelled so), not minutes of calibration
+    # inside the demo
     comparison = compare(
         ref,
         modes,
         sim=sim,
+        calibration=None if default_path().exists() else "in-sample",
+        network="loopback" if link.bandwidth is None else f"{link.bandwidth}+{link.latency or '0ms'}",
         trace=trace,
         out=out / link.name,
         title=f"soci_lab demo over {link.description}: lazy against parallel and sequential",

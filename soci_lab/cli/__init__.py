@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: command-group modules, each with ``register(subparsers)``
 GROUPS = ("registry", "netlab", "image", "index", "store", "host", "sim", "report", "dataset", "service",
-          "snapshotter", "fleet")
+          "snapshotter", "fleet", "calibrate")
 
 
 #: which group registers each command (``tests/cli`` holds it to what the groups register): a command line is

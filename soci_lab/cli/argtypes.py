@@ -214,3 +214,18 @@ def existing_dir(text: str) -> str:
     if not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"no such directory: {text}")
     return text
+
+
+def _network_text(text: str) -> str:
+    """``loopback``, ``RATE`` or ``RATE+RTT`` (each with its unit), returned as written."""
+    text = text.strip()
+    if text != "loopback":
+        rate_text, _, rtt_text = text.partition("+")
+        parse_rate(_rate_unit(rate_text))
+        if rtt_text:
+            parse_duration(_duration_unit(rtt_text))
+    return text
+
+
+#: A network as a user names it for the simulator: ``loopback``, ``1Gbit``, ``100Mbit+20ms``.
+network = usage(_network_text, "network")

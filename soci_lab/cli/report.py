@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare",
         help="pull REF in several modes (real, and simulated with --sim) and write a report",
-        description="Runs each mode for real (and simulated with --sim, calibrated from the real runs) and "
+        description="Runs each mode for real (and simulated with --sim, from this host's profile and the named "
+        "network; --in-sample fits the simulator on the real runs instead) and "
         "writes DIR/report.html, DIR/summary.csv, DIR/events.csv and the plots as PNG. The workload is a "
         "trace (--trace FILE) or a command after `--` run chrooted in the rootfs.",
     )
@@ -21,7 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="HOST[:PORT]/REPO[:TAG|@DIGEST] or oci:PATH[:TAG]")
     p.add_argument("--modes", type=argtypes.modes, default=argtypes.MODES, metavar="M[,M…]",
                    help="comma-separated from lazy, parallel, sequential (default: all three)")
-    p.add_argument("--sim", action="store_true", help="also simulate each mode")
+    p.add_argument("--sim", action="store_true",
+                   help="also simulate each mode, from this host's profile (soci-lab calibrate; a quick one is made "
+                   "first where there is none)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--profile", type=argtypes.existing_file, default=None, metavar="FILE",
+                     help="--sim: the host profile to simulate with (default: the one soci-lab calibrate saved)")
+    how.add_argument("--in-sample", action="store_true",
+                     help="--sim: fit the simulator on these real runs instead (labelled in-sample)")
+    p.add_argument("--network", type=argtypes.network, default=None, metavar="NET",
+                   help="--sim: the network the pulls go through: loopback, RATE or RATE+RTT (e.g. 100Mbit+20ms); "
+                   "default loopback for a registry on this host")
     p.add_argument("--trace", type=argtypes.existing_file, default=None, metavar="FILE",
                    help="access trace CSV (t_s,op,path,offset,size)")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")
@@ -60,6 +71,7 @@ def _emit(result, out: Path, as_json: bool) -> None:
                 "summary": summary.to_dict(orient="records"),
                 "skipped": result.skipped,
                 "notes": result.notes,
+                "calibration": getattr(result, "calibration_source", None),
             }
         )
         return
@@ -73,6 +85,8 @@ def _compare(args: argparse.Namespace) -> int:
     cmd = list(args.cmd)
     if cmd and args.trace:
         raise UsageError("give --trace or a command after --, not both")
+    if not args.sim and (args.profile or args.in_sample or args.network):
+        raise UsageError("--profile, --in-sample and --network say how to simulate: give --sim too")
     result = compare(
         args.ref,
         args.modes,
@@ -83,6 +97,8 @@ def _compare(args: argparse.Namespace) -> int:
         config=args.config,
         insecure=args.insecure,
         progress=_progress,
+        calibration="in-sample" if args.in_sample else args.profile,
+        network=args.network,
     )
     _emit(result, Path(args.out), args.json)
     return 0

@@ -70,6 +70,11 @@ def register(subparsers: Any) -> None:
         "datasets/calibration/sample-loopback.json); flags given too override it, and with --rtt the fitted "
         "first-byte time stays as registry overhead on top of that RTT",
     )
+    p.add_argument("--profile", type=argtypes.existing_file, default=None, metavar="FILE",
+                   help="this host's profile (soci-lab calibrate): the host's costs from it, the network from "
+                   "--network; flags given too override it")
+    p.add_argument("--network", type=argtypes.network, default=None, metavar="NET",
+                   help="with --profile: loopback (default), RATE or RATE+RTT, e.g. 100Mbit+20ms")
     p.add_argument("--save-image", default=None, metavar="FILE", help="also write the image model as JSON to this file")
     p.add_argument("--events", type=argtypes.events_file, default=None, metavar="FILE",
                    help="write the events (.csv, .jsonl or .parquet)")
@@ -97,6 +102,18 @@ def _simulate(args: argparse.Namespace) -> int:
         image.save(args.save_image)
     config = Config.from_toml(args.config) if args.config else Config()
     params = SimParams()
+    if args.profile and args.calibration:
+        from . import UsageError
+
+        raise UsageError("give --profile or --calibration, not both")
+    if args.network and not args.profile:
+        from . import UsageError
+
+        raise UsageError("--network names the network for --profile: give --profile too")
+    if args.profile:
+        from ..sim.profile import HostProfile
+
+        params = HostProfile.load(args.profile).params(args.network or "loopback")
     if args.calibration:
         from ..sim import Calibration
 

@@ -28,7 +28,7 @@ from synopsis import choices, expand, orders, parse, synopses, units
 from soci_lab.cli import parse_args
 
 COMMANDS = {"registry serve", "netlab proxy", "image build", "index create", "index info", "store serve",
-            "store build", "mount", "umount", "run", "simulate", "compare", "demo"}
+            "store build", "mount", "umount", "run", "simulate", "compare", "demo", "calibrate"}
 
 
 def _command(text: str) -> str:
@@ -77,6 +77,7 @@ class Values:
             ("--events", "FILE"): str(b / f"events-{command.replace(' ', '-')}.csv"),
             ("--trace-out", "FILE"): str(b / "trace-out.csv"),
             ("--out", "DIR"): str(b / f"out-{command.replace(' ', '-')}"),
+            ("--out", "FILE"): str(b / "host-profile.json"),
             ("--mode", "M"): "lazy",
             ("--image", "REF"): s.get("sample_ref", "127.0.0.1:5000/cli/sample:v1"),
             (None, "MOUNTPOINT"): str(b / "mnt"),
@@ -200,7 +201,7 @@ def _layer_trees(values: Values) -> None:
 
 @pytest.mark.slow
 @pytest.mark.root
-def test_every_synopsis_runs_as_written(sample_ref: str, tmp_path: Path) -> None:
+def test_every_synopsis_runs_as_written(sample_ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     by_command = {_command(s): s for s in synopses()}
     values = Values(tmp_path, sample_ref=sample_ref)
     _layer_trees(values)
@@ -236,6 +237,11 @@ def test_every_synopsis_runs_as_written(sample_ref: str, tmp_path: Path) -> None
     values.services["trace"] = str(tmp_path / "trace-out.csv")  # the trace `run` recorded
     sim = json.loads(_ok(argv("simulate")).stdout)
     assert sim["source"] == "sim" and sim["files_read"] > 0
+    # the host profile compare --sim predicts from (never the user's own: the default place is pointed here)
+    monkeypatch.setenv("SOCI_LAB_HOST_PROFILE", str(tmp_path / "default-profile.json"))
+    made = json.loads(_ok(argv("calibrate"), timeout=900).stdout)
+    assert made["profile"] == str(tmp_path / "host-profile.json") and made["suite"]["quick"]
+    monkeypatch.setenv("SOCI_LAB_HOST_PROFILE", made["profile"])
     for k in range(choices(parse(by_command["compare"]))):  # with --trace FILE, then with -- CMD [ARG…]
         line = argv("compare", k)
         if "--trace" not in line:
@@ -244,6 +250,8 @@ def test_every_synopsis_runs_as_written(sample_ref: str, tmp_path: Path) -> None
             line.remove("--sim")
         out = Path(line[line.index("--out") + 1])
         assert "report:" in _ok(line, timeout=600).stdout
+        if "--sim" in line:
+            assert f"simulated from the host profile {made['profile']}" in (out / "notes.txt").read_text()
         assert (out / "report.html").is_file() and (out / "summary.csv").is_file()
         shutil.rmtree(out)
     assert isinstance(parse_args(argv("demo")), argparse.Namespace)  # run by tests/report/test_demo.py

@@ -38,7 +38,7 @@ def test_command_accesses_are_recorded_alike_in_every_mode_and_simulated(sample_
     simulation then failed on the FUSE events' relative paths and wrote nothing."""
     out = tmp_path / "out"
     proc = subprocess.run(
-        [SOCI_LAB, "compare", "--sim", "--json", "--out", str(out), sample_ref, "--",
+        [SOCI_LAB, "compare", "--sim", "--in-sample", "--json", "--out", str(out), sample_ref, "--",
          "/bin/sh", "-c", "cat /app/config/app.json /app/docs/* > /dev/null; head -c 300000 /opt/data/model.bin"],
         capture_output=True, text=True, timeout=600,
     )
@@ -69,7 +69,8 @@ def test_a_failing_simulation_keeps_the_real_report_and_names_the_step(
     monkeypatch.setattr(sim, "fit", broken_fit)
     out = tmp_path / "out"
     with pytest.raises(SimulationError) as info:
-        compare(sample_ref, ("sequential",), sim=True, cmd=["/bin/cat", "/app/config/app.json"], out=out)
+        compare(sample_ref, ("sequential",), sim=True, cmd=["/bin/cat", "/app/config/app.json"], out=out,
+                calibration="in-sample")
     message = str(info.value)
     assert "\n" not in message
     assert "calibrating the simulator" in message and "ValueError: path must be absolute" in message

@@ -399,7 +399,10 @@ def test_the_fit_tells_the_two_http_paths_apart(p):
     sharp = 5e-4 * p["threshold"] / p["bw"]
     assert cal.bandwidth == pytest.approx(p["bw"], rel=0.02)
     assert cal.first_byte_s == pytest.approx(p["fb_slow"], rel=0.03, abs=sharp)
-    assert getattr(cal, "fast_first_byte_s", None) == pytest.approx(fb_fast, rel=0.03, abs=sharp)
+    if cal.fast_first_byte_s is None:  # its error (the bucket's latencies carry one now) says it cannot be told
+        assert "not one standard error from 0" in cal.warnings["fast_first_byte_s"]  # from 0: refused, said so
+    else:
+        assert cal.fast_first_byte_s == pytest.approx(fb_fast, rel=0.03, abs=sharp)
     if burst:
         assert cal.burst == pytest.approx(burst, rel=0.05)
     else:

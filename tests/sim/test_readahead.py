@@ -244,7 +244,7 @@ def test_compare_simulates_the_reader_path_when_it_cannot_mount(demo_image, monk
 
     ref, trace, _image = demo_image
     monkeypatch.setattr(lab, "can_mount", lambda: (False, "pretend"))
-    result = compare(ref, ("lazy",), sim=True, trace=trace, insecure=True)
+    result = compare(ref, ("lazy",), sim=True, trace=trace, insecure=True, calibration="in-sample")
     real, sim = result.runs
     assert real.provenance["lazy_path"] == "reader" and sim.source == "sim"
     for key in ("requests", "bytes_fetched"):
