@@ -36,7 +36,11 @@ COMMAND_GROUPS = {
     "registry": "registry", "netlab": "netlab", "image": "image", "index": "index", "store": "store",
     "mount": "host", "umount": "host", "run": "host", "simulate": "sim", "compare": "report", "demo": "report",
     "dataset": "dataset", "service": "service", "snapshotter": "snapshotter", "fleet": "fleet",
+    "calibrate": "calibrate",
 }  # fmt: skip
+#: groups that add subcommands to another group's command: ``snapshotter`` puts ``rpull`` under ``image``
+#: (as upstream's ``soci image rpull``), so a line of that command needs both groups
+COMMAND_EXTRA_GROUPS = {"image": ("snapshotter",)}
 
 
 def build_parser(groups: Sequence[str] = GROUPS) -> argparse.ArgumentParser:
@@ -124,7 +128,8 @@ def parser_for(command: str | None) -> argparse.ArgumentParser:
         return _parsers["*"]
     key = group if group is not None else "*"
     if key not in _parsers:
-        _parsers[key] = build_parser((group,) if group is not None else GROUPS)
+        groups = (group, *COMMAND_EXTRA_GROUPS.get(command or "", ())) if group is not None else GROUPS
+        _parsers[key] = build_parser(groups)
     return _parsers[key]
 
 

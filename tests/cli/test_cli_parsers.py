@@ -37,6 +37,7 @@ def test_every_command_is_mapped() -> None:
         ["run", "oci:/x:1", "--mode", "parallel", "--", "ls", "-l"],
         ["service", "status"],
         ["dataset", "list"],
+        ["image", "rpull", "127.0.0.1:5000/a/b:c", "--address", "/run/ctd.sock", "--json"],
     ],
 )
 def test_a_group_parser_reads_a_line_as_the_full_one_does(argv: list[str]) -> None:

@@ -9,7 +9,7 @@ digest: ``pinned``) is served at once; for it the property is what docs/formats.
 that changes what the mount shows fails the whole-layer check, which turns the mount to EIO from then on
 (``test_hostile_ztoc.py::test_fuse_pinned_tampered_ztoc_turns_to_eio_once_the_layer_is_fetched``).
 
-The policy is read where the mount reads it: the snapshot Filesystem's ``_lazy_spec`` (origin from how the
+The policy is read where the mount reads it: the snapshot Filesystem's ``lazy_spec`` (origin from how the
 index was found) and the serving process's ``layer_check_mode`` (when to check).
 """
 
@@ -49,11 +49,12 @@ def _mode(layer: Layer, ztoc: bytes, found_via: str, tmp: Path) -> str:
     fs = Filesystem(tmp / "state", config=Config())
     zdigest = OCILayout(fs.state.content).write_blob(ztoc)
     arts = SimpleNamespace(found_via=found_via,
-                           ztoc_descriptor_for=lambda d: Descriptor("application/octet-stream", zdigest, len(ztoc)))
-    lay = SimpleNamespace(plan=SimpleNamespace(digest=layer.digest, layer=SimpleNamespace(size=len(layer.blob))))
+                           ztoc_descriptor_for=lambda d: Descriptor("application/octet-stream", zdigest, len(ztoc)),
+                           ztoc_for=lambda d: None)  # the policy does not depend on a parsed zTOC handed over
+    spec_of_layer = SimpleNamespace(digest=layer.digest, size=len(layer.blob))
     image = SimpleNamespace(ref=Reference.parse("registry.example:5000/app@sha256:" + "1" * 64), layout=None,
                             client=None)
-    spec = fs._lazy_spec(image, lay, arts)  # type: ignore[arg-type]
+    spec = fs.lazy_spec(image, spec_of_layer, arts)  # type: ignore[arg-type]
     return layer_check_mode(spec, ServeOptions())
 
 
