@@ -4,8 +4,8 @@ Why: httpx passes every body byte through h11's receive buffer, several copies a
 loop per read, which costs about half the download rate on loopback. For bodies of ``FAST_MIN_BYTES`` and
 more (:mod:`soci_lab.fastpath`: whole layers, big ranges, the parallel puller's chunks, big span reads) the
 transport sends the GET with urllib3 (a well-kept blocking client with keep-alive pools) on a worker thread,
-and reads the body there: into memory a MiB per thread hop (:meth:`FastExchange.aiter_raw`), or pumped
-straight into a verified blob sink on three threads without passing through the event loop at all
+and reads the body there: into memory up to 8 MiB per thread hop (a range that size in the same hop as its
+head: :meth:`FastExchange.aiter_raw`), or pumped straight into a verified blob sink on three threads without passing through the event loop at all
 (:meth:`FastExchange.pump_into`, :mod:`.pump`). Worker threads work the same under asyncio and trio.
 
 It covers the success case: a 200/206, possibly after redirects (followed here one hop at a time, each hop
@@ -56,8 +56,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Body bytes taken per thread hop when the body goes to an async sink.
-READ = 1 << 20
+#: Body bytes taken per thread hop when the body goes to an async sink (a range of up to this size is read
+#: with its head, in one hop; fewer hops cost less than the memory a larger piece holds).
+READ = 8 << 20
 MAX_REDIRECTS = 10
 #: What a request's worker thread brings back: the response, whether it went over a pooled connection, the
 #: first body bytes (``prefetch``) and a read failure met after some of them.
@@ -149,24 +150,15 @@ async def run_cancellable(fn: Callable[[], T], on_cancel: Callable[[], None] | N
 
 
 def _fill(response: urllib3.BaseHTTPResponse, n: int, failed: list[BaseException]) -> bytes:
-    """Up to ``n`` body bytes, as many as arrive before the end, a failure or ``n`` (worker thread). Bytes read
-    before a failure are returned and the failure put in ``failed`` for the next call, so none is lost."""
+    """Up to ``n`` body bytes, as many as arrive before the end, a failure or ``n`` (worker thread).
+
+    One ``read``: http.client's buffered reader fills one ``bytes`` object of ``n`` straight from the socket
+    (one copy, no joining of pieces), returning fewer at the body's end. Bytes read before an end met early
+    are returned and the next call reports it; a failure met before ``n`` (a reset) raises, so those bytes
+    are asked for again. A failure put in ``failed`` (by ``_open``) is raised first."""
     if failed:
         raise failed.pop()
-    parts: list[bytes] = []
-    got = 0
-    try:
-        while got < n:
-            piece = response.read1(n - got, decode_content=False)
-            if not piece:
-                break
-            parts.append(piece)
-            got += len(piece)
-    except (Urllib3Error, OSError) as exc:
-        if not parts:
-            raise
-        failed.append(exc)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return response.read(n, decode_content=False)
 
 
 def _reader(response: urllib3.BaseHTTPResponse) -> Callable[[int], bytes]:
@@ -247,7 +239,7 @@ class FastExchange:
             self.response.shutdown()
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body as it arrives (up to a MiB per piece); a break, a stall or an early end raises
+        """The body as it arrives (up to ``READ`` bytes per piece); a break, a stall or an early end raises
         :class:`TruncatedBody`."""
         if self._first:
             chunk, self._first = self._first, b""
