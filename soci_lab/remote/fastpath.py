@@ -4,9 +4,10 @@ Why: httpx passes every body byte through h11's receive buffer, several copies a
 loop per read, which costs about half the download rate on loopback. For bodies of ``FAST_MIN_BYTES`` and
 more (:mod:`soci_lab.fastpath`: whole layers, big ranges, the parallel puller's chunks, big span reads) the
 transport sends the GET with urllib3 (a well-kept blocking client with keep-alive pools) on a worker thread,
-and reads the body there: into memory a MiB per thread hop (:meth:`FastExchange.aiter_raw`), or pumped
-straight into a verified blob sink on three threads without passing through the event loop at all
-(:meth:`FastExchange.pump_into`, :mod:`.pump`). Worker threads work the same under asyncio and trio.
+and reads the body there: into memory its first MiB with the head, then up to 8 MiB per thread hop
+(:meth:`FastExchange.aiter_raw`), or pumped straight into a verified blob sink on three threads without
+passing through the event loop at all (:meth:`FastExchange.pump_into`, :mod:`.pump`).
+Worker threads work the same under asyncio and trio.
 
 It covers the success case: a 200/206, possibly after redirects (followed here one hop at a time, each hop
 through :func:`~.cleartext.check_cleartext`, the registry's credentials sent only to its own origin, the
@@ -33,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -56,12 +57,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Body bytes taken per thread hop when the body goes to an async sink.
-READ = 1 << 20
+#: Body bytes read with the head when the body goes to an async sink: the sink sees its first bytes after
+#: one hop (a slow server's body reaches it as it comes), and the exchange exists — a cancellation is
+#: recorded in its event — once this much has arrived.
+FIRST = 1 << 20
+#: Body bytes taken per thread hop after that: a range of up to ``FIRST + READ`` costs two hops (each hop,
+#: a wake-up of the event loop, costs more than the memory a larger piece holds).
+READ = 8 << 20
 MAX_REDIRECTS = 10
 #: What a request's worker thread brings back: the response, whether it went over a pooled connection, the
 #: first body bytes (``prefetch``) and a read failure met after some of them.
-_Opened = tuple[urllib3.BaseHTTPResponse, bool, bytes, list[BaseException]]
+_Opened = tuple[urllib3.BaseHTTPResponse, bool, list[bytes], list[BaseException]]
+#: Body bytes never read ahead of with a buffered ``read``: http.client's reader may fill its buffer (8 KiB)
+#: past the ``n`` asked, and bytes past the body's end would vanish with it instead of marking the connection
+#: unusable (urllib3 drops a pooled connection whose socket holds unread bytes). The body's last ``MARGIN``
+#: bytes are read with ``read1``, which never reads more than asked.
+MARGIN = 64 << 10
 
 
 async def _open(pool: FastPool, url: str, headers: dict[str, str], prefetch: int) -> _Opened:
@@ -73,7 +84,7 @@ async def _open(pool: FastPool, url: str, headers: dict[str, str], prefetch: int
 
     def run() -> _Opened:
         response, reused = open_blocking(pool, url, headers)
-        first = b""
+        first: list[bytes] = []
         failed: list[BaseException] = []
         if prefetch and response.status in (200, 206):
             length = response.headers.get("Content-Length", "")
@@ -148,34 +159,51 @@ async def run_cancellable(fn: Callable[[], T], on_cancel: Callable[[], None] | N
     raise value
 
 
-def _fill(response: urllib3.BaseHTTPResponse, n: int, failed: list[BaseException]) -> bytes:
-    """Up to ``n`` body bytes, as many as arrive before the end, a failure or ``n`` (worker thread). Bytes read
-    before a failure are returned and the failure put in ``failed`` for the next call, so none is lost."""
+def _piece(response: urllib3.BaseHTTPResponse, n: int) -> bytes:
+    """One read of up to ``n`` body bytes for the pump (worker thread) that never takes a byte past the body's
+    end.
+
+    Within the body, one ``read``: http.client's buffered reader fills one ``bytes`` of ``n`` straight from the
+    socket (one copy, no joining of receives; a failure inside it loses its bytes, which the pump never
+    delivered, so the resumption asks for them again); for the last :data:`MARGIN` bytes (and bodies of
+    unknown length) one ``read1``, what one receive brings."""
+    left = getattr(response, "length_remaining", None)
+    if left is None or left <= MARGIN:
+        return response.read1(n, decode_content=False)
+    return response.read(min(n, left - MARGIN), decode_content=False)
+
+
+def _fill(response: urllib3.BaseHTTPResponse, n: int, failed: list[BaseException]) -> list[bytes]:
+    """Up to ``n`` body bytes as the pieces single receives bring (``read1``: never past the body's end, and
+    no copy to join them: the caller takes the pieces), as many as arrive before the end, a failure or ``n``
+    (worker thread). Pieces read before a failure are returned and the failure put in ``failed`` for the next
+    call, so none is lost. A failure already in ``failed`` (put there by ``_open``) is raised first."""
     if failed:
         raise failed.pop()
-    parts: list[bytes] = []
+    pieces: list[bytes] = []
     got = 0
     try:
         while got < n:
             piece = response.read1(n - got, decode_content=False)
             if not piece:
                 break
-            parts.append(piece)
+            pieces.append(piece)
             got += len(piece)
     except (Urllib3Error, OSError) as exc:
-        if not parts:
+        if not pieces:
             raise
         failed.append(exc)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return pieces
 
 
 def _reader(response: urllib3.BaseHTTPResponse) -> Callable[[int], bytes]:
-    """``read(n)`` of the body for the pump: what one receive brings, up to ``n`` bytes (no copy to gather
-    more: the pump's threads take pieces as they come); a stall raises the built-in ``TimeoutError``."""
+    """``read(n)`` of the body for the pump: ``n`` bytes (fewer only at the body's end), filled by http.client's
+    buffered reader straight from the socket into one ``bytes`` (one copy, as one receive's piece would be,
+    but a whole piece: a quarter of the queue hand-offs); a stall raises the built-in ``TimeoutError``."""
 
     def read(n: int) -> bytes:
         try:
-            return response.read1(n, decode_content=False)
+            return _piece(response, n)
         except ReadTimeoutError as exc:
             raise TimeoutError(str(exc)) from exc
 
@@ -190,14 +218,14 @@ class FastExchange:
         transport: Transport,
         response: urllib3.BaseHTTPResponse,
         request: httpx.Request,
-        headers: httpx.Headers,
+        headers: Mapping[str, str],
         t0: float,
         attempt: int,
         range_: str | None,
         deadline: float,
         redirected: bool,
         reused: bool,
-        first: bytes = b"",
+        first: list[bytes] | None = None,
         failed: list[BaseException] | None = None,
     ) -> None:
         self.transport = transport
@@ -221,15 +249,16 @@ class FastExchange:
         #: a read failed after delivering bytes: raised by the next read
         self._failed: list[BaseException] = failed if failed is not None else []
         #: body bytes read with the head (see ``_open``), delivered first
-        self._first = first
+        self._first = first or []
         self._closed = False
 
     @property
     def url(self) -> str:
         return str(self.request.url)
 
-    async def _read(self, n: int) -> bytes:
-        """Up to ``n`` body bytes (``b""`` at the end); :class:`TruncatedBody` on stalls, breaks, early ends."""
+    async def _read(self, n: int) -> list[bytes]:
+        """Up to ``n`` body bytes in pieces (none at the end); :class:`TruncatedBody` on stalls, breaks, early
+        ends."""
         if time.monotonic() > self.deadline:
             await self._broke("the whole-request timeout passed while the body was streaming")
         try:
@@ -247,10 +276,10 @@ class FastExchange:
             self.response.shutdown()
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body as it arrives (up to a MiB per piece); a break, a stall or an early end raises
+        """The body as it arrives (up to ``READ`` bytes per piece); a break, a stall or an early end raises
         :class:`TruncatedBody`."""
-        if self._first:
-            chunk, self._first = self._first, b""
+        first, self._first = self._first, []
+        for chunk in first:
             self.nbytes += len(chunk)
             self._ended = self.nbytes == self.length  # (a caller may stop at the last byte it wants)
             yield chunk
@@ -259,15 +288,16 @@ class FastExchange:
             if want <= 0:
                 self._ended = True
                 return
-            chunk = await self._read(want)
-            if not chunk:
+            chunks = await self._read(want)
+            if not chunks:
                 if self.length is not None and self.nbytes < self.length:
                     await self._broke(f"connection closed {self.length - self.nbytes} bytes before the "
                                       "announced end")
                 return
-            self.nbytes += len(chunk)
-            self._ended = self.nbytes == self.length
-            yield chunk
+            for chunk in chunks:
+                self.nbytes += len(chunk)
+                self._ended = self.nbytes == self.length
+                yield chunk
 
     @property
     def can_pump(self) -> bool:
@@ -410,7 +440,7 @@ async def send_fast(
             if response is None:
                 break  # start over from the original URL
             status = response.status
-            rh = httpx.Headers(list(response.headers.items()))
+            rh = response.headers  # (urllib3's parsed head, case-insensitive: not parsed again)
             location = rh.get("Location")
             if status in (301, 302, 303, 307, 308) and location:
                 await anyio.to_thread.run_sync(_settle, response)

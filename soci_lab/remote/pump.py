@@ -1,6 +1,6 @@
 """A response body pumped into a verified blob sink on three threads: read, hash, store.
 
-The reading thread takes the body in pieces of up to :data:`HANDOFF` bytes from a blocking reader (the fast
+The reading thread takes the body in pieces of :data:`HANDOFF` bytes from a blocking reader (the fast
 path's urllib3 response, :mod:`.fastpath`); one thread hashes each piece while another writes it to the
 file. ``hashlib`` and file writes release the GIL, so on two cores reading, hashing and writing overlap the
 way ``curl | tee | sha256sum`` would, without the pipes. The sink sees the bytes in order; when the body
@@ -19,10 +19,11 @@ from typing import Protocol, runtime_checkable
 
 #: Pieces in flight (back-pressure: the reader waits when the hasher or writer is this far behind).
 POOL = 8
-#: The largest piece read at once (and the unit of the hypothesis test's sizes).
+#: The unit of the hypothesis test's sizes.
 BUFFER = 1 << 20
-#: A piece is handed on once it holds this much, so hashing starts before a whole MiB has arrived.
-HANDOFF = 256 << 10
+#: The piece read at once and handed on: whole pieces this large (one ``read`` each, one copy) cost fewer
+#: hand-offs than what single receives bring (often 64 KiB on loopback), and still overlap the three threads.
+HANDOFF = 1 << 20
 
 #: Reads up to ``n`` body bytes, blocking; ``b""`` at the end of the stream. A stall raises ``TimeoutError``,
 #: any other failure an exception whose text says what broke.
@@ -66,13 +67,26 @@ class PumpResult:
 
 
 class _Stage(threading.Thread):
-    """Applies one step (hash or store) to each piece in order; after a failure it only drains its queue."""
+    """Applies one step (hash or store) to each piece in order; after a failure it only drains its queue.
+
+    Its queues are ``SimpleQueue``s (C, no ``Condition``): ``items`` brings pieces, ``slots`` holds one token per
+    piece it may still take (:data:`POOL` at first) — the reader takes a token before handing a piece on and
+    the stage gives it back once done, which is the back-pressure a bounded queue would give, for less."""
 
     def __init__(self, name: str, step: Callable[[memoryview], None]) -> None:
         super().__init__(name=f"soci-lab-pump-{name}", daemon=True)
         self.step = step
-        self.items: queue.Queue[bytes | None] = queue.Queue(POOL)
+        self.items: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(POOL):
+            self.slots.put(None)
         self.error: BaseException | None = None
+
+    def hand(self, piece: bytes | None) -> None:
+        """Queue ``piece`` (None: the end), waiting while :data:`POOL` pieces are still queued."""
+        if piece is not None:
+            self.slots.get()
+        self.items.put(piece)
 
     def run(self) -> None:
         while (item := self.items.get()) is not None:
@@ -81,6 +95,7 @@ class _Stage(threading.Thread):
                     self.step(memoryview(item))
                 except BaseException as exc:  # reported by pump_body
                     self.error = exc
+            self.slots.put(None)
 
 
 def pump_body(
@@ -109,7 +124,7 @@ def pump_body(
             if time.monotonic() > deadline:
                 res.broke = "the whole-request timeout passed while the body was streaming"
                 break
-            want = min(HANDOFF + skip, body_left - res.received)
+            want = min(HANDOFF, body_left - res.received)  # (a skip is read in pieces too: memory stays bounded)
             try:
                 piece = read(want)
             except TimeoutError:
@@ -131,11 +146,11 @@ def pump_body(
             if not piece:
                 continue
             for s in stages:
-                s.items.put(piece)
+                s.hand(piece)
             res.delivered += len(piece)
     finally:
         for s in stages:
-            s.items.put(None)
+            s.hand(None)
         for s in stages:
             s.join()
     res.error = next((s.error for s in stages if s.error is not None), None)

@@ -19,7 +19,7 @@ from contextlib import aclosing
 
 from ..errors import InvalidInput, RegistryError, SizeMismatch, TruncatedBody
 from .fastpath import FAST_MIN_BYTES, FastExchange, send_fast
-from .fastpath import READ as PREFETCH
+from .fastpath import FIRST as PREFETCH
 from .pump import Pumpable
 from .retry import redact_url
 from .transport import Exchange, RetryBudget, Transport
@@ -79,6 +79,8 @@ async def fetch_into(
     elif lower < 0:
         raise InvalidInput(f"illogical content range start {lower}")
     budget = budget or RetryBudget(transport.policy)
+    # (a runtime protocol check is slow: once per call, not per GET)
+    pumped = sink if isinstance(sink, Pumpable) else None
     pos = lower
     first = True
     while upper is None or pos <= upper:
@@ -91,7 +93,7 @@ async def fetch_into(
         if transport.fast_path and wanted is not None and wanted >= FAST_MIN_BYTES:
             exchange = await send_fast(transport, url, headers=headers, scopes=scopes, budget=budget,
                                        cache_redirect=cache_redirect,
-                                       prefetch=0 if isinstance(sink, Pumpable) else PREFETCH)
+                                       prefetch=0 if pumped is not None else PREFETCH)
         else:
             exchange = await transport.send("GET", url, headers=headers, ok=(200, 206), stream=True, scopes=scopes,
                                             follow_redirects=True, cache_redirect=cache_redirect, budget=budget)
@@ -125,18 +127,18 @@ async def fetch_into(
                         raise RegistryError(f"GET {redact_url(url)}: offset {pos} is past the end of a "
                                             f"{int(length)}-byte blob", status=200)
                     upper = last if upper is None else min(upper, last)
-            if isinstance(exchange, FastExchange) and isinstance(sink, Pumpable) and exchange.can_pump \
+            if pumped is not None and isinstance(exchange, FastExchange) and exchange.can_pump \
                     and upper is not None:
-                await sink.drain()  # whatever an earlier attempt queued is written first
+                await pumped.drain()  # whatever an earlier attempt queued is written first
                 delivered = 0
                 try:
-                    delivered = await exchange.pump_into(sink.split_sink(), skip=skip, limit=upper + 1 - pos)
+                    delivered = await exchange.pump_into(pumped.split_sink(), skip=skip, limit=upper + 1 - pos)
                 except TruncatedBody as exc:
                     delivered = getattr(exc, "delivered", 0)
                     raise
                 finally:
                     pos += delivered
-                    sink.pumped(delivered)
+                    pumped.pumped(delivered)
             else:
                 async with aclosing(exchange.aiter_raw()) as body:  # type: ignore[type-var]
                     async for chunk in body:
