@@ -107,8 +107,9 @@ def build_trees(base: Path, mb: int) -> tuple[Path, Path]:
 class Stack:
     """A fresh containerd + soci-lab snapshotter for one repetition (``config``: the snapshotter's config.toml)."""
 
-    def __init__(self, base: Path, config: str | None = None) -> None:
+    def __init__(self, base: Path, config: str | None = None, keep_events: Path | None = None) -> None:
         self.base = base
+        self.keep_events = keep_events
         base.mkdir(parents=True)
         (base / "config.toml").write_text(containerd_config(base, base / "sn.sock"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -165,6 +166,11 @@ class Stack:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self.keep_events is not None:  # the daemon's and every layer server's events, before they go
+            self.keep_events.mkdir(parents=True, exist_ok=True)
+            for f in self.base.rglob("events*.jsonl"):
+                rel = f.relative_to(self.base)
+                shutil.copy(f, self.keep_events / "__".join(rel.parts))
         from soci_lab.snapshot import umount_tree
         from soci_lab.snapshotter import remove_root
 
@@ -323,6 +329,9 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=64, help="synthetic: MiB of incompressible data in layer 2")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--networks", default=",".join(NETWORKS), help=f"comma-separated, of {', '.join(NETWORKS)}")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    ap.add_argument("--keep-events", type=Path,
+                    help="copy each soci-lab run's daemon and layer-server events under this directory")
     ap.add_argument("--json", type=Path, help="write every repetition here")
     ap.add_argument("--md", type=Path, help="write the BENCHMARKS.md section here")
     args = ap.parse_args()
@@ -349,10 +358,14 @@ def main() -> int:
                     for image, (plain, lazy, wl) in images.items():
                         for rep in range(args.reps):
                             order = MODES[rep % 3:] + MODES[:rep % 3]  # no mode always first
-                            for mode in order:
+                            for mode in [m for m in order if m in args.modes.split(",")]:
                                 ref = f"{host}/{lazy if mode == 'soci-lab lazy' else plain}"
                                 config = PARALLEL_CONFIG if mode == "soci-lab parallel" else None
-                                stack = Stack(work / f"stack-{uuid.uuid4().hex[:8]}", config)
+                                keep = None
+                                if args.keep_events is not None and mode.startswith("soci-lab"):
+                                    tag = f"{image}-{net.replace('/', '_')}-{mode.split()[-1]}-{rep}"
+                                    keep = args.keep_events / tag
+                                stack = Stack(work / f"stack-{uuid.uuid4().hex[:8]}", config, keep)
                                 try:
                                     r = run_once(stack, mode, ref, wl)
                                 finally:
