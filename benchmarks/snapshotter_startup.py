@@ -215,9 +215,11 @@ def run_once(stack: Stack, mode: str, ref: str, work: Workload) -> dict[str, flo
     cid = f"c{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
     if mode.startswith("soci-lab"):
-        subprocess.run([sys.executable, "-c", CLI_CODE, "image", "rpull", "--address",
-                        str(stack.base / "containerd.sock"), "--namespace", stack.ns, ref], check=True,
-                       capture_output=True, env=env)
+        done = subprocess.run([sys.executable, "-c", CLI_CODE, "image", "rpull", "--address",
+                               str(stack.base / "containerd.sock"), "--namespace", stack.ns, ref],
+                              capture_output=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"rpull exited {done.returncode}: {done.stderr.decode(errors='replace')[-800:]}")
         run = stack.ctr("run", "--rm", "--net-host", "--snapshotter", "soci-lab", ref, cid, *work.args)
     else:
         subprocess.run(stack.ctr("images", "pull", "--plain-http", ref), check=True, capture_output=True)

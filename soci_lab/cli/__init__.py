@@ -37,6 +37,8 @@ COMMAND_GROUPS = {
     "mount": "host", "umount": "host", "run": "host", "simulate": "sim", "compare": "report", "demo": "report",
     "dataset": "dataset", "service": "service", "snapshotter": "snapshotter", "fleet": "fleet",
 }  # fmt: skip
+#: groups whose commands another group's module adds to: ``image rpull`` is registered by ``snapshotter``
+GROUP_COMPANIONS = {"image": ("image", "snapshotter")}
 
 
 def build_parser(groups: Sequence[str] = GROUPS) -> argparse.ArgumentParser:
@@ -124,7 +126,7 @@ def parser_for(command: str | None) -> argparse.ArgumentParser:
         return _parsers["*"]
     key = group if group is not None else "*"
     if key not in _parsers:
-        _parsers[key] = build_parser((group,) if group is not None else GROUPS)
+        _parsers[key] = build_parser(GROUP_COMPANIONS.get(group, (group,)) if group is not None else GROUPS)
     return _parsers[key]
 
 
