@@ -7,9 +7,9 @@ per layer, each walking its layer's spans 0, 1, 2, … and caching their verifie
 process whenever a read starts a remote span fetch) makes it stay silent for ``silence_period_msec`` from
 that call before starting anything, so the reads of a starting container are not competing with background
 traffic: a pause during the silence moves its end, it does not queue a second silence after the first.
-The queue holds ``max_queue_size`` resolvers (−1 unlimited; 0 or less otherwise means upstream's default 300); when
-full, ``drop_policy`` ``newest`` refuses the resolver being
-added, ``oldest`` drops the head. ``add`` never blocks.
+The queue holds ``max_queue_size`` resolvers (−1 unlimited; 0 or less otherwise means upstream's default
+300); when full, ``drop_policy`` ``newest`` refuses the resolver being added, ``oldest`` drops the head.
+``add`` never blocks.
 
 One deliberate difference: a resolver skips spans that are already fetched or decompressed (read on demand
 or prefetched) without spending a rate-limit slot on them, so every slot starts a real fetch.

@@ -385,9 +385,9 @@ async def check_when_complete(
 ) -> LayerCheck | None:
     """Wait until every span has been fetched (background fetcher, prefetch and reads together), then
     :func:`check_layer` (hashing the compressed bytes of read spans kept while ``spans.keep_compressed``, set
-    by the caller before reads start, instead of fetching them again; released afterwards); on a difference call
-    ``on_failure(message)`` (the server then
-    answers EIO), else ``on_success()`` (per-entry header checks are no longer needed)."""
+    by the caller before reads start, instead of fetching them again; released afterwards); on a difference
+    call ``on_failure(message)`` (the server then answers EIO), else ``on_success()`` (per-entry header
+    checks are no longer needed)."""
     while any(s.state == SpanState.UNREQUESTED for s in spans.spans):
         await anyio.sleep(poll)
     try:
