@@ -11,8 +11,11 @@ The queue holds ``max_queue_size`` resolvers (−1 unlimited; 0 or less otherwis
 300); when full, ``drop_policy`` ``newest`` refuses the resolver being added, ``oldest`` drops the head.
 ``add`` never blocks.
 
-One deliberate difference: a resolver skips spans that are already fetched or decompressed (read on demand
-or prefetched) without spending a rate-limit slot on them, so every slot starts a real fetch.
+Two deliberate differences. Upstream pauses once, on an image's first mount; here every read that has to
+fetch a span pauses again, so a container that is still starting after the first silence period does not
+find its reads queued behind background spans on a slow link. And a resolver skips spans that are already
+fetched or decompressed (read on demand or prefetched) without spending a rate-limit slot on them, so every
+slot starts a real fetch.
 
 Across processes (one pyfuse3 mount per process), :func:`per_process_period` spreads the global rate over
 the layers: each of ``n`` serving processes uses ``n × fetch_period``.
