@@ -107,8 +107,9 @@ def build_trees(base: Path, mb: int) -> tuple[Path, Path]:
 class Stack:
     """A fresh containerd + soci-lab snapshotter for one repetition (``config``: the snapshotter's config.toml)."""
 
-    def __init__(self, base: Path, config: str | None = None) -> None:
+    def __init__(self, base: Path, config: str | None = None, keep_events: Path | None = None) -> None:
         self.base = base
+        self.keep_events = keep_events
         base.mkdir(parents=True)
         (base / "config.toml").write_text(containerd_config(base, base / "sn.sock"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -166,6 +167,14 @@ class Stack:
                 p.kill()
                 p.wait()
         from soci_lab.snapshot import umount_tree
+
+        if self.keep_events is not None:  # the daemon's and every layer server's events, before they go
+            umount_tree(self.base)  # the layer servers (which outlive the daemon) stop and write their events
+            time.sleep(3.0)
+            self.keep_events.mkdir(parents=True, exist_ok=True)
+            for f in self.base.rglob("events*.jsonl"):
+                rel = f.relative_to(self.base)
+                shutil.copy(f, self.keep_events / "__".join(rel.parts))
         from soci_lab.snapshotter import remove_root
 
         remove_root(self.base / "snroot")
@@ -209,9 +218,11 @@ def run_once(stack: Stack, mode: str, ref: str, work: Workload) -> dict[str, flo
     cid = f"c{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
     if mode.startswith("soci-lab"):
-        subprocess.run([sys.executable, "-c", CLI_CODE, "image", "rpull", "--address",
-                        str(stack.base / "containerd.sock"), "--namespace", stack.ns, ref], check=True,
-                       capture_output=True, env=env)
+        done = subprocess.run([sys.executable, "-c", CLI_CODE, "image", "rpull", "--address",
+                               str(stack.base / "containerd.sock"), "--namespace", stack.ns, ref],
+                              capture_output=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"rpull exited {done.returncode}: {done.stderr.decode(errors='replace')[-800:]}")
         run = stack.ctr("run", "--rm", "--net-host", "--snapshotter", "soci-lab", ref, cid, *work.args)
     else:
         subprocess.run(stack.ctr("images", "pull", "--plain-http", ref), check=True, capture_output=True)
@@ -233,7 +244,8 @@ def run_once(stack: Stack, mode: str, ref: str, work: Workload) -> dict[str, flo
     return {"pull_s": t_pull, "first_output_s": t_first, "end_s": t_end}
 
 
-def add_images(names: list[str], reg: object, work: Path, mb: int) -> dict[str, tuple[str, str, Workload]]:
+def add_images(names: list[str], reg: object, work: Path, mb: int,
+               span_size: int | None = None) -> dict[str, tuple[str, str, Workload]]:
     """Each image twice in the registry: ``NAME:plain`` and ``NAME-lazy:v1`` with a SOCI v2 index."""
     from soci_lab.artifacts import create_soci_index
     from soci_lab.images import build_image, copy_image
@@ -259,7 +271,8 @@ def add_images(names: list[str], reg: object, work: Path, mb: int) -> dict[str, 
                 copy_image(built.image, f"{host}/{ref}", insecure=True)
             wl = dataset_workload(name)
             min_layer = 10 << 20  # upstream's default minimum layer size
-        create_soci_index(f"{host}/{lazy}", min_layer_size=min_layer)
+        extra = {} if span_size is None else {"span_size": span_size}
+        create_soci_index(f"{host}/{lazy}", min_layer_size=min_layer, **extra)
         out[name] = (plain, lazy, wl)
     return out
 
@@ -280,7 +293,10 @@ def spread(rows: list[dict], image: str, net: str, mode: str, key: str) -> str:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     """The section of BENCHMARKS.md: one row per image, network and mode (8 columns, the suite's shape)."""
-    cond = (f"the shared root ext4 (/tmp); {{net}}; load {meta['load_before']:.1f} before, "
+    spans = "" if not meta.get("span_size") else f"SOCI index span size {meta['span_size'] >> 10} KiB; "
+    if meta.get("lazy_config"):
+        spans += f"lazy with config `{meta['lazy_config']}`; "
+    cond = (f"the shared root ext4 (/tmp); {spans}{{net}}; load {meta['load_before']:.1f} before, "
             f"{meta['load_after']:.1f} after, on {meta['cpus']} CPUs; {meta['date']} UTC, `{meta['commit']}`")
     out = [
         "## snapshotter_startup: containers through containerd 1.6, from `ctr` pull to first output",
@@ -323,6 +339,12 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=64, help="synthetic: MiB of incompressible data in layer 2")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--networks", default=",".join(NETWORKS), help=f"comma-separated, of {', '.join(NETWORKS)}")
+    ap.add_argument("--span-size", type=int, metavar="BYTES",
+                    help="the SOCI index's span size (default: upstream's 4 MiB), as `soci create --span-size`")
+    ap.add_argument("--lazy-config", type=Path, help="the snapshotter's config.toml for soci-lab lazy (default: none)")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    ap.add_argument("--keep-events", type=Path,
+                    help="copy each soci-lab run's daemon and layer-server events under this directory")
     ap.add_argument("--json", type=Path, help="write every repetition here")
     ap.add_argument("--md", type=Path, help="write the BENCHMARKS.md section here")
     args = ap.parse_args()
@@ -330,6 +352,8 @@ def main() -> int:
 
     meta = {"command": "flock /tmp/soci-lab-bench.lock .venv/bin/python benchmarks/snapshotter_startup.py "
                        + " ".join(sys.argv[1:]),
+            "span_size": args.span_size,
+            "lazy_config": " ".join(args.lazy_config.read_text().split()) if args.lazy_config else "",
             "load_before": os.getloadavg()[0], "cpus": os.cpu_count(), "reps": args.reps,
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -338,7 +362,7 @@ def main() -> int:
     rows: list[dict] = []
     try:
         with EmbeddedRegistry(root=work / "registry") as reg:
-            images = add_images(args.images.split(","), reg, work, args.mb)
+            images = add_images(args.images.split(","), reg, work, args.mb, args.span_size)
             for net in args.networks.split(","):
                 shaping = NETWORKS[net]
                 proxy = ShapingProxy(reg.url, bandwidth=shaping[0], latency=shaping[1]) if shaping else None
@@ -349,10 +373,16 @@ def main() -> int:
                     for image, (plain, lazy, wl) in images.items():
                         for rep in range(args.reps):
                             order = MODES[rep % 3:] + MODES[:rep % 3]  # no mode always first
-                            for mode in order:
+                            for mode in [m for m in order if m in args.modes.split(",")]:
                                 ref = f"{host}/{lazy if mode == 'soci-lab lazy' else plain}"
                                 config = PARALLEL_CONFIG if mode == "soci-lab parallel" else None
-                                stack = Stack(work / f"stack-{uuid.uuid4().hex[:8]}", config)
+                                if mode == "soci-lab lazy" and args.lazy_config is not None:
+                                    config = args.lazy_config.read_text()
+                                keep = None
+                                if args.keep_events is not None and mode.startswith("soci-lab"):
+                                    tag = f"{image}-{net.replace('/', '_')}-{mode.split()[-1]}-{rep}"
+                                    keep = args.keep_events / tag
+                                stack = Stack(work / f"stack-{uuid.uuid4().hex[:8]}", config, keep)
                                 try:
                                     r = run_once(stack, mode, ref, wl)
                                 finally:

@@ -38,9 +38,8 @@ COMMAND_GROUPS = {
     "dataset": "dataset", "service": "service", "snapshotter": "snapshotter", "fleet": "fleet",
     "calibrate": "calibrate",
 }  # fmt: skip
-#: groups that add subcommands to another group's command: ``snapshotter`` puts ``rpull`` under ``image``
-#: (as upstream's ``soci image rpull``), so a line of that command needs both groups
-COMMAND_EXTRA_GROUPS = {"image": ("snapshotter",)}
+#: groups whose commands another group's module adds to: ``image rpull`` is registered by ``snapshotter``
+GROUP_COMPANIONS = {"image": ("image", "snapshotter")}
 
 
 def build_parser(groups: Sequence[str] = GROUPS) -> argparse.ArgumentParser:
@@ -128,8 +127,7 @@ def parser_for(command: str | None) -> argparse.ArgumentParser:
         return _parsers["*"]
     key = group if group is not None else "*"
     if key not in _parsers:
-        groups = (group, *COMMAND_EXTRA_GROUPS.get(command or "", ())) if group is not None else GROUPS
-        _parsers[key] = build_parser(groups)
+        _parsers[key] = build_parser(GROUP_COMPANIONS.get(group, (group,)) if group is not None else GROUPS)
     return _parsers[key]
 
 

@@ -3,14 +3,19 @@
 One fetcher serves every lazily mounted layer of a process. It holds a bounded queue of *resolvers* (one
 per layer, each walking its layer's spans 0, 1, 2, … and caching their verified compressed bytes with
 :meth:`SpanManager.fetch_single_span`), and a global rate limit: **at most one span fetch is started per
-``fetch_period_msec`` across all layers**. ``pause()`` (called when a mount starts) makes it stay silent
-for ``silence_period_msec`` before starting anything, so the first reads of a starting container are not
-competing with background traffic. The queue holds ``max_queue_size`` resolvers (−1 unlimited; 0 or less
-otherwise means upstream's default 300); when full, ``drop_policy`` ``newest`` refuses the resolver being
-added, ``oldest`` drops the head. ``add`` never blocks.
+``fetch_period_msec`` across all layers**. ``pause()`` (called when a mount starts, and by the serving
+process whenever a read starts a remote span fetch) makes it stay silent for ``silence_period_msec`` from
+that call before starting anything, so the reads of a starting container are not competing with background
+traffic: a pause during the silence moves its end, it does not queue a second silence after the first.
+The queue holds ``max_queue_size`` resolvers (−1 unlimited; 0 or less otherwise means upstream's default
+300); when full, ``drop_policy`` ``newest`` refuses the resolver being added, ``oldest`` drops the head.
+``add`` never blocks.
 
-One deliberate difference: a resolver skips spans that are already fetched or decompressed (read on demand
-or prefetched) without spending a rate-limit slot on them, so every slot starts a real fetch.
+Two deliberate differences. Upstream pauses once, on an image's first mount; here every read that has to
+fetch a span pauses again, so a container that is still starting after the first silence period does not
+find its reads queued behind background spans on a slow link. And a resolver skips spans that are already
+fetched or decompressed (read on demand or prefetched) without spending a rate-limit slot on them, so every
+slot starts a real fetch.
 
 Across processes (one pyfuse3 mount per process), :func:`per_process_period` spreads the global rate over
 the layers: each of ``n`` serving processes uses ``n × fetch_period``.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import time
 
 import anyio
 
@@ -99,6 +105,9 @@ class BackgroundFetcher:
         self.dropped = 0
         self.started = 0
         self._pause = False
+        #: ``time.monotonic()`` before which nothing is started (the last pause plus the silence period)
+        self.quiet_until = 0.0
+        self.pauses = 0
         self._closed = False
         self._wakeup: anyio.Event | None = None
         self._next_slot = 0.0
@@ -119,8 +128,10 @@ class BackgroundFetcher:
         return True
 
     def pause(self) -> None:
-        """Stay silent for the silence period before starting the next fetch (upstream ``Pause``)."""
+        """Stay silent for the silence period from now before starting the next fetch (upstream ``Pause``)."""
         self._pause = True
+        self.pauses += 1
+        self.quiet_until = max(self.quiet_until, time.monotonic() + self.silence)
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -146,9 +157,8 @@ class BackgroundFetcher:
             while not self._closed:
                 if self._pause:
                     self._pause = False
-                    with anyio.move_on_after(self.silence):
-                        while not self._closed:
-                            await anyio.sleep(min(self.silence, 0.05))
+                    while not self._closed and time.monotonic() < self.quiet_until:
+                        await anyio.sleep(min(self.quiet_until - time.monotonic(), 0.05))
                     continue
                 resolver = None
                 while self.queue and resolver is None:

@@ -384,8 +384,10 @@ async def check_when_complete(
     poll: float = 0.25,
 ) -> LayerCheck | None:
     """Wait until every span has been fetched (background fetcher, prefetch and reads together), then
-    :func:`check_layer`; on a difference call ``on_failure(message)`` (the server then answers EIO), else
-    ``on_success()`` (per-entry header checks are no longer needed)."""
+    :func:`check_layer` (hashing the compressed bytes of read spans kept while ``spans.keep_compressed``, set
+    by the caller before reads start, instead of fetching them again; released afterwards); on a difference
+    call ``on_failure(message)`` (the server then answers EIO), else ``on_success()`` (per-entry header
+    checks are no longer needed)."""
     while any(s.state == SpanState.UNREQUESTED for s in spans.spans):
         await anyio.sleep(poll)
     try:
@@ -393,6 +395,8 @@ async def check_when_complete(
     except SociLabError as exc:
         on_failure(_one_line(exc))
         return None
+    finally:
+        spans.release_compressed()  # (kept for this check: see SpanManager.keep_compressed)
     if on_success is not None:
         on_success()
     return result

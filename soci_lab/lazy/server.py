@@ -90,6 +90,8 @@ def serve(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: Con
                 layer=spec.digest,
             )
             deferred = result.deferred or []  # priority > 0 spans: after the mount, in the background
+        if check == "background":  # the check will hash the spans reads fetch: keep their compressed bytes
+            spans.keep_compressed = True
         pyfuse3.init(fs, mountpoint, _fuse_options(options.allow_setuid_and_devices))
         mounted = True
         # cpu_s: CPU time of this serving process up to here (since its fork, or its start without the
@@ -106,6 +108,7 @@ def serve(spec: LazyLayerSpec, mountpoint: str, options: ServeOptions, conn: Con
             bg.add(SequentialResolver(spans, layer=spec.digest))
             if policy.pause_background_on_mount:
                 bg.pause()
+                spans.on_demand_fetch = bg.pause  # and again whenever a read has to fetch a span
         # readahead fetches in flight when the server stops are let finish (their request is on the wire
         # already; at most READAHEAD_DRAIN_S): cut off at a random point, they made a pull's requests and bytes
         # depend on how fast the stop came — the simulator, and any comparison of runs, count them whole

@@ -98,6 +98,13 @@ class SpanManager:
             self.spans.append(Span(i, cs, ce, us, ue))
         self._check_geometry()
         self._locks: dict[int, anyio.Lock] = {}
+        #: keep the verified compressed bytes of spans fetched for a read in the compressed cache too, so a
+        #: whole-layer check pending on this layer (:func:`soci_lab.lazy.layercheck.check_when_complete`) hashes
+        #: them instead of fetching them again; :meth:`release_compressed` ends it
+        self.keep_compressed = False
+        #: called when a read (not a prefetch or the background) starts a remote fetch: the serving process
+        #: pauses its background fetcher with it, so demand fetches have the link (upstream's silence period)
+        self.on_demand_fetch: Callable[[], None] | None = None
         #: compressed bytes fetched from the remote, all attempts (what the network carried)
         self.bytes_fetched = 0
         self.remote_fetches = 0
@@ -306,6 +313,9 @@ class SpanManager:
                         return comp
                     self._reconcile(span)
                 if span.state == SpanState.UNCOMPRESSED:
+                    comp = await self._cache_get(self.ccache, span_id)  # kept for a pending layer check
+                    if comp is not None:
+                        return comp
                     return await self._fetch_verified(span, reason)
                 self._set(span, SpanState.REQUESTED)
                 try:
@@ -354,14 +364,18 @@ class SpanManager:
                         return data
                     self._reconcile(span)
                 self._set(span, SpanState.REQUESTED)
+                if reason == "read" and self.on_demand_fetch is not None:
+                    self.on_demand_fetch()
                 try:
                     comp = await self._fetch_verified(span, reason)
                     data = await self._decompress(span, comp)
                     await self._cache_put(self.ucache, span_id, data)
+                    if self.keep_compressed:  # verified bytes, for the layer check's hash
+                        await self._cache_put(self.ccache, span_id, comp)
                 except BaseException:
                     self._set(span, SpanState.UNREQUESTED)
                     raise
-                if key in self.ccache:  # a stale compressed copy cannot exist, but keep caches consistent
+                if key in self.ccache and not self.keep_compressed:  # keep caches consistent
                     self.ccache.discard(key)
                 self._set(span, SpanState.UNCOMPRESSED)
                 return data
@@ -408,6 +422,14 @@ class SpanManager:
             hi = min(end, s.end_uncomp) - s.start_uncomp
             out.append(parts[i][lo:hi])
         return b"".join(out)
+
+    def release_compressed(self) -> None:
+        """Stop keeping compressed copies of decompressed spans and drop those kept (the layer check is over)."""
+        self.keep_compressed = False
+        for span in self.spans:
+            key = self._key(span.id)
+            if span.state == SpanState.UNCOMPRESSED and key in self.ccache and not self._lock(span.id).locked():
+                self.ccache.discard(key)
 
     # --- introspection ----------------------------------------------------------------------------
 

@@ -224,3 +224,36 @@ async def test_stalled_fetch_times_out_and_the_span_can_be_fetched_later():
     assert all(s.state == SpanState.UNREQUESTED for s in m.spans)
     f.stall = False
     assert await m.get_contents(1500, 2500) == data[1500:2500]
+
+
+async def test_a_read_that_fetches_pauses_the_background_fetcher_and_prefetch_and_background_do_not():
+    m = manager(4)
+    calls: list[str] = []
+    m.on_demand_fetch = lambda: calls.append("read")
+    await m.fetch_single_span(0)  # background: no pause
+    await m.resolve_span(1)  # prefetch: no pause
+    await m.span_bytes(0)  # from the compressed cache: nothing fetched, no pause
+    assert calls == []
+    await m.span_bytes(2)  # a read that goes to the registry
+    assert calls == ["read"]
+    await m.span_bytes(2)  # cached now
+    assert calls == ["read"]
+
+
+async def test_demand_fetches_keep_the_background_fetcher_silent_until_a_silence_period_after_the_last():
+    m = manager(40)
+    bg = BackgroundFetcher(BackgroundFetchConfig(fetch_period_msec=1, silence_period_msec=1000))
+    bg.add(SequentialResolver(m))
+    bg.pause()  # the mount
+    m.on_demand_fetch = bg.pause  # as the serving process wires it
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bg.run)
+        for sid in range(39, 19, -1):  # a container reading for 2 s, twice the silence period
+            await m.span_bytes(sid)
+            await anyio.sleep(0.1)
+            assert bg.started == 0, f"a background fetch started while reads were fetching (span {sid})"
+        with anyio.fail_after(30):
+            while bg.started == 0:  # after the reads stop, the silence ends and the background resumes
+                await anyio.sleep(0.05)
+        bg.close()
+    assert bg.pauses == 21

@@ -147,3 +147,65 @@ def test_a_layer_that_inflates_a_thousandfold_is_checked_in_bounded_memory(kind:
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, peak  # a few spans and 1 MiB pieces, not the 64 MiB stream
+
+
+def test_a_background_check_hashes_the_spans_reads_fetched_instead_of_fetching_them_again() -> None:
+    raw = _tar()
+    blob = _blob("gzip", raw)
+    z = Ztoc.from_bytes(build_ztoc(blob, span_size=SPAN).to_bytes())
+    assert z.max_span_id >= 3
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    ok: list[bool] = []
+    failures: list[str] = []
+    fetched: list[tuple[int, int]] = []
+
+    class Recording(BytesRangeFetcher):
+        async def fetch(self, lower: int, upper_inclusive: int) -> bytes:
+            fetched.append((lower, upper_inclusive))
+            return await super().fetch(lower, upper_inclusive)
+
+    async def run() -> SpanManager:
+        spans = SpanManager(z, Recording(blob))
+        spans.keep_compressed = True  # what the serving process sets when the check runs in the background
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: check_when_complete(
+                spans, z, digest=digest, blob_size=len(blob), on_failure=failures.append,
+                on_success=lambda: ok.append(True), poll=0.01))  # fmt: skip
+            for i in range(0, spans.max_span_id + 1, 2):
+                await spans.span_bytes(i)  # read on demand: decompressed
+            for i in range(1, spans.max_span_id + 1, 2):
+                await spans.fetch_single_span(i)  # the background fetcher's
+        return spans
+
+    spans = anyio.run(run)
+    assert ok == [True] and not failures
+    assert all(s.fetches == 1 for s in spans.spans), [s.fetches for s in spans.spans]
+    ranges = [spans.geometry.compressed_range(i) for i in range(spans.max_span_id + 1)]
+    assert sorted(fetched).count((ranges[0][0], ranges[0][1] - 1)) == 1
+    # kept only for the check: the decompressed spans' compressed copies are gone once it is over
+    read = [f"{i}" for i in range(0, spans.max_span_id + 1, 2)]
+    assert not any(k in spans.ccache for k in read)
+    assert all(spans.spans[i].state == SpanState.UNCOMPRESSED for i in range(0, spans.max_span_id + 1, 2))
+
+
+def test_a_kept_compressed_copy_that_differs_from_the_layer_still_fails_the_check() -> None:
+    raw = _tar()
+    blob = _blob("gzip", raw)
+    z = Ztoc.from_bytes(build_ztoc(blob, span_size=SPAN).to_bytes())
+    failures: list[str] = []
+
+    async def run() -> None:
+        spans = SpanManager(z, BytesRangeFetcher(blob))
+        spans.keep_compressed = True
+        await spans.span_bytes(1)
+        key = "1"
+        good = spans.ccache.get(key)
+        assert good is not None
+        spans.ccache.put(key, bytes([good[0] ^ 1]) + good[1:])  # what a corrupted cache would hand back
+        for i in range(spans.max_span_id + 1):
+            await spans.fetch_single_span(i)
+        await check_when_complete(spans, z, digest="sha256:" + hashlib.sha256(blob).hexdigest(),
+                                  blob_size=len(blob), on_failure=failures.append, poll=0.01)  # fmt: skip
+
+    anyio.run(run)
+    assert len(failures) == 1
