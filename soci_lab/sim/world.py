@@ -118,6 +118,10 @@ class SimParams:
     under containerd) whose layer-server forker and parallel puller (its apply workers) were up before the
     pull, so no per-pull start-up is charged: the first lazy server forks as fast as the next
     (``HostParams.mount_first_s`` unused) and no apply worker starts (``HostParams.apply_worker_s`` unused).
+    ``span_parallel_min_layer_size``: a parallel pull of an image with a gzip layer of at least this many
+    compressed bytes first runs lazy mode's SOCI discovery (manifest again, index, every zTOC) to inflate
+    that layer span-parallel (``soci_lab.snapshot`` ``Filesystem(span_parallel_min_layer_size=…)``, default
+    64 MiB); None: never.
     """
 
     network: NetworkParams = field(default_factory=NetworkParams)
@@ -131,6 +135,7 @@ class SimParams:
     fine_events: bool = True
     workload: WorkloadParams = field(default_factory=WorkloadParams)
     snapshotter: bool = False
+    span_parallel_min_layer_size: int | None = 64 << 20
 
 
 class Limit:
