@@ -37,7 +37,7 @@ beyond 25 %; ``uptime`` before and after. Written to ``--out`` (default
 ``benchmarks/results/heldout-<date>-<host>[-quick].json``) and printed. ``--quick``: minbase and the two
 synthetic images, loopback and 100 Mbit + 20 ms, one pull per cell, the loaded host on the synthetic images,
 a quick profile (a few minutes in all). ``--save-real DIR`` keeps every real pull (summary, events), each image's
-model and trace and the profile; ``--resim DIR [--profile FILE]`` then simulates those cells again without a pull
+model and trace and the profile (and the suite's events, ``soci_lab.calsuite.refit``, when it calibrates); ``--resim DIR [--profile FILE]`` then simulates those cells again without a pull
 (for model changes: the same real pulls before and after).
 """
 
@@ -228,7 +228,8 @@ def main() -> None:
         profile, profile_from = HostProfile.load(a.profile), a.profile
     else:
         print("calibrating this host (the calibration suite)", file=sys.stderr, flush=True)
-        profile, profile_from = calibrate(quick=a.quick, fresh=fresh), "made at the start of this run"
+        suite_dir = Path(a.save_real) / "suite" if a.save_real else None
+        profile, profile_from = calibrate(quick=a.quick, fresh=fresh, keep=suite_dir), "made at the start of this run"
     tmp = Path(tempfile.mkdtemp(prefix="heldout-"))
     puller = Puller(tmp / "states", fresh)
     cells: list[dict[str, Any]] = []
