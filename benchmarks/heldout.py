@@ -37,8 +37,9 @@ beyond 25 %; ``uptime`` before and after. Written to ``--out`` (default
 ``benchmarks/results/heldout-<date>-<host>[-quick].json``) and printed. ``--quick``: minbase and the two
 synthetic images, loopback and 100 Mbit + 20 ms, one pull per cell, the loaded host on the synthetic images,
 a quick profile (a few minutes in all). ``--save-real DIR`` keeps every real pull (summary, events), each image's
-model and trace and the profile (and the suite's events, ``soci_lab.calsuite.refit``, when it calibrates); ``--resim DIR [--profile FILE]`` then simulates those cells again without a pull
-(for model changes: the same real pulls before and after).
+model and trace and the profile (and the suite's events, ``soci_lab.calsuite.refit``, when it calibrates);
+``--resim DIR [--profile FILE]`` then simulates those cells again without a pull (for model changes: the same
+real pulls before and after).
 """
 
 from __future__ import annotations
