@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import random
@@ -177,13 +178,15 @@ def calibrate(
     repeat: int | None = None,
     progress: Callable[[str], None] | None = None,
     fresh: FreshFS | None = None,
+    keep: Path | None = None,
 ) -> HostProfile:
     """Run the suite on this host and fit its :class:`~soci_lab.sim.profile.HostProfile` (needs root,
     /dev/fuse and overlayfs: a :class:`SociLabError` line otherwise). ``fresh``: a new file system per pull
-    (:class:`Puller`)."""
+    (:class:`Puller`). ``keep``: a directory to keep every suite pull's events in, so that a changed fit can
+    be tried on the same pulls (:func:`refit`)."""
     from . import lab
     from .imagemodel import image_from_layout
-    from .sim import fit, synthetic_trace, write_trace
+    from .sim import synthetic_trace, write_trace
 
     ok, why = lab.can_mount()
     if not ok:
@@ -239,20 +242,43 @@ def calibrate(
         puller.drop()
         shutil.rmtree(work, ignore_errors=True)
     say("fitting the host profile")
-    every = [run.events for name in runs for run in runs[name]]
-    loop_cal = fit([run.events for run in runs[nets[0].name]])
+    frames = {name: [run.events for run in rs] for name, rs in runs.items()}
+    suite = {"quick": quick, "images": described, "networks": [n.name for n in nets], "modes": list(MODES),
+             "repeat": repeat, "runs": sum(len(v) for v in runs.values()), "trace_fraction": TRACE_FRACTION,
+             "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / "suite.json").write_text(json.dumps(suite))
+        for name, fs in frames.items():
+            for i, frame in enumerate(fs):
+                frame.to_pickle(keep / f"{name}-{i}.pkl")
+    return profile_from(frames, suite)
+
+
+def profile_from(frames: dict[str, list[Any]], suite: dict[str, Any]) -> HostProfile:
+    """The host profile fitted from the suite's events per network (the first network is loopback)."""
+    from .sim import fit
+
+    nets = [NamedNetwork.parse(n) for n in suite["networks"]]
+    every = [f for name in frames for f in frames[name]]
+    loop_cal = fit(frames[nets[0].name])
     cal = fit(every).with_network_of(loop_cal)
-    shaped = [(n, fit([run.events for run in runs[n.name]])) for n in nets if n.rate is not None]
+    shaped = [(n, fit(frames[n.name])) for n in nets if n.rate is not None]
     link, link_warnings = fit_link(loop_cal, shaped)
-    return HostProfile(
-        calibration=cal,
-        link=link,
-        link_warnings=link_warnings,
-        suite={"quick": quick, "images": described, "networks": [n.name for n in nets], "modes": list(MODES),
-               "repeat": repeat, "runs": sum(len(v) for v in runs.values()), "trace_fraction": TRACE_FRACTION,
-               "seconds": round(time.monotonic() - t0, 1)},
-        machine=machine(),
-    )
+    return HostProfile(calibration=cal, link=link, link_warnings=link_warnings, suite=suite, machine=machine())
+
+
+def refit(keep: Path) -> HostProfile:
+    """The host profile fitted again from the suite pulls a ``calibrate(keep=…)`` run kept (no pull)."""
+    import pandas as pd
+
+    suite = json.loads((keep / "suite.json").read_text())
+    def kept(name: str) -> list[Any]:
+        files = sorted(keep.glob(f"{name}-*.pkl"), key=lambda q: int(q.stem.rsplit("-", 1)[1]))
+        return [pd.read_pickle(p) for p in files]
+
+    frames = {n: kept(n) for n in suite["networks"]}
+    return profile_from(frames, suite)
 
 
 def machine() -> dict[str, Any]:

@@ -341,6 +341,7 @@ def _simulate(
             else:
                 params = profile.params(named, base)
             calibration = profile
+            params = _with_service_state(params, real)
         source = "host profile"
     # a lazy run without FUSE (lab.lazy_read) has no kernel page cache or readahead: simulate that path
     reader = any(r.provenance.get("lazy_path") == "reader" for r in real)
@@ -354,6 +355,23 @@ def _simulate(
             run.provenance["calibration"] = source
             runs.append(run)
     return calibration, runs
+
+
+def _with_service_state(params: Any, real: list[Run]) -> Any:
+    """``params`` with ``host.service_running`` as the real runs found the per-host service: the profile's
+    host was calibrated with whatever state the suite left, but whether *these* pulls' first layer server
+    was a warm fork or a cold start is in their own ``mount`` events (:func:`soci_lab.sim.fit_costs.fit_startup`:
+    the share of runs whose first server was warm; running when at least half were). Unchanged where the
+    runs say nothing (eager runs, no ``spawn`` detail)."""
+    from .sim.fit_costs import fit_startup
+
+    frames = [r.events.assign(_run=f"{i}") for i, r in enumerate(real) if r.events is not None and len(r.events)]
+    if not frames:
+        return params
+    found = fit_startup(pd.concat(frames, ignore_index=True), run_col="_run").get("service_running")
+    if found is None:
+        return params
+    return replace(params, host=replace(params.host, service_running=found.value >= 0.5))
 
 
 def image_model(ref: str, *, insecure: bool = False, span_size: int = 4 << 20, min_layer_size: int = 10 << 20) -> Any:

@@ -180,6 +180,8 @@ class HostFit:
     apply_per_byte_s: float | None = None
     worker_apply_per_file_s: float | None = None
     worker_apply_per_byte_s: float | None = None
+    apply_per_layer_s: float | None = None
+    worker_apply_per_layer_s: float | None = None
     mount_s: float | None = None
     mount_first_s: float | None = None
     mount_cpu_s: float | None = None
@@ -202,11 +204,16 @@ class HostFit:
         per algorithm merged into the base's)."""
         if self.decompress_rate:
             host = replace(host, decompress_rate={**host.decompress_rate, **self.decompress_rate})
+        # the three terms of an apply cost were fitted together: a fixed cost per layer the fit did not keep
+        # (too few distinct layers, not one standard error from 0) is 0 under the slopes it gave, never the base's
+        # (a worker fit stores its 0; None, in files from before the fixed cost: the in-process one)
         if self.apply_per_file_s is not None and self.apply_per_byte_s is not None:
-            host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s)
+            host = replace(host, apply_per_file_s=self.apply_per_file_s, apply_per_byte_s=self.apply_per_byte_s,
+                           apply_per_layer_s=self.apply_per_layer_s or 0.0)  # fmt: skip
         if self.worker_apply_per_file_s is not None and self.worker_apply_per_byte_s is not None:
             host = replace(host, worker_apply_per_file_s=self.worker_apply_per_file_s,
-                           worker_apply_per_byte_s=self.worker_apply_per_byte_s)  # fmt: skip
+                           worker_apply_per_byte_s=self.worker_apply_per_byte_s,
+                           worker_apply_per_layer_s=self.worker_apply_per_layer_s)  # fmt: skip
         if self.layer_decompress_rate:
             host = replace(host, layer_decompress_rate={**host.layer_decompress_rate, **self.layer_decompress_rate})
         for key in HOST_KEYS:
@@ -1060,13 +1067,25 @@ def _fit_apply(cal: Calibration, frame: pd.DataFrame) -> None:
         own = _apply_cost(ap)
         cal.samples["apply"] = len(ap)
     if own is not None:
-        (cal.host.apply_per_file_s, cal.host.apply_per_byte_s), se = own
-        cal.uncertainty.update(apply_per_file_s=se[0], apply_per_byte_s=se[1])
+        _set_apply(cal, "", own)
     worker = _apply_cost(ap[in_worker])
     if worker is not None:
-        (cal.host.worker_apply_per_file_s, cal.host.worker_apply_per_byte_s), se = worker
-        cal.uncertainty.update(worker_apply_per_file_s=se[0], worker_apply_per_byte_s=se[1])
+        _set_apply(cal, "worker_", worker)
         cal.samples["worker_apply"] = int(in_worker.sum())
+
+
+def _set_apply(cal: Calibration, prefix: str, cost: tuple[np.ndarray, np.ndarray, str | None]) -> None:
+    """The fitted apply terms (``prefix`` ``""`` or ``"worker_"``), their errors, and why no fixed cost per
+    layer was kept where none was (the slopes are then those of a fit without it, and it is 0)."""
+    (layer, per_file, per_byte), se, why = cost
+    setattr(cal.host, f"{prefix}apply_per_file_s", float(per_file))
+    setattr(cal.host, f"{prefix}apply_per_byte_s", float(per_byte))
+    setattr(cal.host, f"{prefix}apply_per_layer_s", float(layer))
+    cal.uncertainty.update({f"{prefix}apply_per_file_s": float(se[1]), f"{prefix}apply_per_byte_s": float(se[2])})
+    if why is None:
+        cal.uncertainty[f"{prefix}apply_per_layer_s"] = float(se[0])
+    else:
+        cal.warnings[f"{prefix}apply_per_layer_s"] = f"{why}: not fitted, 0 (the slopes fitted without it)"
 
 
 def _alone(ap: pd.DataFrame) -> np.ndarray:
@@ -1086,9 +1105,16 @@ def _alone(ap: pd.DataFrame) -> np.ndarray:
     return mask
 
 
-def _apply_cost(ap: pd.DataFrame) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """Per entry and per content byte, from ``apply`` events, and their bootstrap standard errors (None
-    below two usable events)."""
+def _apply_cost(ap: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str | None] | None:
+    """A fixed cost per layer, per entry and per content byte from ``apply`` events, their bootstrap standard
+    errors, and why the fixed cost was left at 0 (None when it was fitted); None below two usable events.
+
+    The fixed cost is fitted (non-negative least squares, intercept and two slopes) only from at least
+    :data:`MIN_SAMPLES` ``["apply_layer"]`` distinct layers (sizes): fewer leave no residual to tell an
+    intercept from the slopes — three python-pandas layers fit exactly, whatever the intercept. It is kept
+    only where it is inside :data:`BOUNDS` and one standard error from 0; otherwise the slopes are fitted
+    again without it (never a 3-term fit's slopes with its intercept dropped: those under-predict every
+    layer by the intercept)."""
     files = _attr(ap, "entries")
     if files.isna().all():
         files = _attr(ap, "files")
@@ -1097,8 +1123,23 @@ def _apply_cost(ap: pd.DataFrame) -> tuple[tuple[float, float], tuple[float, flo
         return None
     a = np.vstack([files.to_numpy(dtype=float), ap["bytes"].to_numpy(dtype=float)]).T
     y = (ap["t_end"] - ap["t_start"]).to_numpy()
-    se = _bootstrap_se(np.column_stack([a, y]), lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
-    return _nnls2(a, y), (float(se[0]), float(se[1]))
+    distinct = len({(float(f), float(b)) for f, b in a})
+    why: str | None
+    if distinct < MIN_SAMPLES["apply_layer"]:
+        why = f"{distinct} distinct layers, fewer than {MIN_SAMPLES['apply_layer']}"
+    else:
+        a3 = np.column_stack([np.ones(len(a)), a])
+        coef = _nnls(a3, y)
+        se = _bootstrap_se(np.column_stack([a3, y]), lambda r: _nnls(r[:, :3], r[:, 3]))
+        lo, hi = APPLY_PER_LAYER_BOUNDS
+        if not lo < coef[0] <= hi:
+            why = f"{coef[0]:.4g} s is outside ({lo:.4g}, {hi:.4g}]"
+        elif se[0] >= coef[0]:
+            why = f"{coef[0]:.4g} ± {se[0]:.2g} s is not one standard error from 0"
+        else:
+            return coef, se, None
+    se2 = _bootstrap_se(np.column_stack([a, y]), lambda r: np.array(_nnls2(r[:, :2], r[:, 2])))
+    return np.array([0.0, *_nnls2(a, y)]), np.array([np.nan, *se2]), why
 
 
 def _fit_layer_decompress(cal: Calibration, frame: pd.DataFrame) -> None:
@@ -1177,7 +1218,7 @@ def _fit_pull_finish(cal: Calibration, frame: pd.DataFrame) -> None:
 # --- what the data can tell ---------------------------------------------------------------------------
 
 #: the fewest samples a fit takes (fewer: the parameters are left unfitted, with a warning)
-MIN_SAMPLES = {"fuse_read": 8}
+MIN_SAMPLES = {"fuse_read": 8, "apply_layer": 5}
 #: physical bounds per parameter (seconds, bytes/s); a fit outside them is a sign of data that cannot tell
 #: the parameter (1.38 MB/s for a copy through FUSE from 3 reads), never a value to simulate with
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -1190,6 +1231,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     # a shaper's bucket: at least a packet's worth, at most a GB (a bucket that large is no shaping at all)
     "burst": (1500.0, 1e9),
 }  # fmt: skip
+#: an apply's fixed cost per layer (seconds): above 0 (else there is none to keep), at most a second; checked
+#: where it is fitted (:func:`_apply_cost`), since its slopes are fitted again without it when it fails
+APPLY_PER_LAYER_BOUNDS = (0.0, 1.0)
 #: a fitted zero is a value only where the bootstrap agrees to within this (seconds): else the fit hit its bound
 ZERO_SE = 1e-9
 #: bootstrap resamples behind an uncertainty

@@ -60,7 +60,10 @@ class HostParams:
     ``apply_per_file_s``/``apply_per_byte_s`` are the apply thread's cost in the puller's own process (the
     sequential puller, the snapshotter's local layers); ``worker_apply_per_file_s``/``worker_apply_per_byte_s``
     (None: the same) the cost in the parallel puller's apply worker processes, measured 5–45 % higher per
-    layer (highest for the first layers a fresh worker applies).
+    layer (highest for the first layers a fresh worker applies). ``apply_per_layer_s`` (and the workers'
+    ``worker_apply_per_layer_s``, None: the same) is the apply's fixed cost per layer, whatever its size
+    (opening the target, the first tar header, the directory fsyncs and renames at its end): without it a
+    fit over small layers puts that cost on the bytes, and big layers come out slow.
     """
 
     cores: int = 2
@@ -91,6 +94,8 @@ class HostParams:
     layer_decompress_rate: dict[str, float] = field(default_factory=dict)
     worker_apply_per_file_s: float | None = None
     worker_apply_per_byte_s: float | None = None
+    apply_per_layer_s: float = 0.0
+    worker_apply_per_layer_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -116,11 +121,12 @@ class HostParams:
     def apply_s(self, files: int, u_bytes: int, *, worker: bool = False) -> float:
         """Seconds of one core to apply a tar stream (create ``files`` entries, copy ``u_bytes``), in the
         puller's process or (``worker``) in an apply worker process."""
-        per_file, per_byte = self.apply_per_file_s, self.apply_per_byte_s
+        per_file, per_byte, per_layer = self.apply_per_file_s, self.apply_per_byte_s, self.apply_per_layer_s
         if worker:
             per_file = per_file if self.worker_apply_per_file_s is None else self.worker_apply_per_file_s
             per_byte = per_byte if self.worker_apply_per_byte_s is None else self.worker_apply_per_byte_s
-        return files * per_file + u_bytes * per_byte
+            per_layer = per_layer if self.worker_apply_per_layer_s is None else self.worker_apply_per_layer_s
+        return per_layer + files * per_file + u_bytes * per_byte
 
 
 class Host:

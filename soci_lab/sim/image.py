@@ -156,6 +156,31 @@ class ImageModel:
             cache[key] = self._resolve(path, follow_last)
         return cache[key]
 
+    def links_on_path(self, path: str, *, follow_last: bool = True) -> tuple[FileModel, ...]:
+        """The symlinks a walk of ``path`` reads (in order; a ``readlink`` of ``path`` reads its last one too):
+        on a real lazy mount the kernel asks each one's layer server for its target, and the server checks
+        the symlink's tar header first (``soci_lab.lazy.fusefs.readlink``), fetching the spans it lies in."""
+        read: list[FileModel] = []
+        view = self.view()
+        dirs = self._dirs or set()
+
+        def kind_of(p: str) -> str | None:
+            f = view.get(p)
+            if f is None:
+                return "dir" if p in dirs else None
+            return f.type if f.type in ("dir", "symlink") else "other"
+
+        def link_of(p: str) -> str:
+            read.append(view[p])
+            return view[p].link
+
+        walked = walk(path, kind_of, link_of, follow_last=follow_last)
+        if not follow_last and walked.error is None:
+            last = view.get(walked.path)
+            if last is not None and last.type == "symlink":
+                read.append(last)
+        return tuple(read)
+
     def _resolve(self, path: str, follow_last: bool) -> FileModel | None:
         view = self.view()
         dirs = self._dirs or set()

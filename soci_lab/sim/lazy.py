@@ -247,6 +247,7 @@ class LazyPull:
         self._verify = lp.verify_headers and not world.config.disable_verification
         self._pending: tuple[FileModel, int, int, list[tuple[list[int], list[int]]]] | None = None
         self.readaheads: list[simpy.Process] = []
+        self._links_checked: set[FileModel] = set()
         self._first = False
         self._spawned = False  # a layer server was forked (the next ones are warm forks: ``mount_s``)
         self._attrs: dict[str, Any] = {}
@@ -474,6 +475,22 @@ class LazyPull:
                     self.readaheads.append(env.process(sm.ensure(i, why="readahead")))
         # the FUSE requests' own work (kernel round trips, the server's dispatch, the copy) holds a core
         yield from world.host.cpu(self._fuse_cost(steps, size, missed=True))
+
+    def check_links(self, links: list[FileModel]) -> Generator[Any, Any, None]:
+        """Symlinks a path walk read: each one in a lazy layer has its tar header checked once, the spans
+        holding it resolved first (``soci_lab.lazy.reader.verify_entry``, called by the server's
+        ``readlink``) — real python-pandas and nodejs pulls fetched a span for ``/etc/localtime`` and
+        ``/usr/bin/x86_64`` that no file read touched. Nothing when headers are not verified."""
+        if not self._verify:
+            return
+        for f in links:
+            sm = self.managers.get(f.layer)
+            if sm is None or f.header <= 0 or f in self._links_checked:
+                continue
+            self._links_checked.add(f)
+            layer = self.world.image.layers[f.layer]
+            need = range(layer.span_id(f.offset - f.header), layer.span_id(max(0, f.offset - 1)) + 1)
+            yield from sm.get_spans(list(need))
 
     def settle(self) -> Generator[Any, Any, None]:
         """After the workload: let the readahead fetches it started finish, as they do while a real pull

@@ -51,10 +51,11 @@ SAMPLE_KEYS: dict[str, str] = {
     "overlay_mount_s": "overlay_mount", "start_s": "start", "fuse_op_s": "fuse_read", "fuse_read_rate": "fuse_read",
     "header_verify_s": "fuse_read", "fuse_meta_s": "fuse_meta", "syscall_s": "syscall", "span_cache_rate": "span_cache",
     "apply_worker_s": "apply_worker", "pull_finish_s": "pull_finish", "apply_worker_exit_s": "apply_worker_exit",
+    "apply_per_layer_s": "apply", "worker_apply_per_layer_s": "worker_apply",
 }  # fmt: skip
 #: the host parameters a profile lists, beside the per-algorithm rates
 HOST_PARAMETERS = ("apply_per_file_s", "apply_per_byte_s", "worker_apply_per_file_s", "worker_apply_per_byte_s",
-                   *HOST_KEYS)  # fmt: skip
+                   *HOST_KEYS, "apply_per_layer_s", "worker_apply_per_layer_s")  # fmt: skip
 
 
 #: the loopback fit's network parameters behind the link model's (their errors and warnings carry over)
