@@ -29,7 +29,18 @@ next one's creates: see ``eager_peers.py``), then all are removed:
 * ``skopeo+umoci`` — ``skopeo copy`` then ``umoci raw unpack``;
 * ``tar2`` — GNU ``tar -xf`` of the already-decompressed layer tars (from the page cache), 2 at a time: the
   files bound;
-* ``gzip2`` — ``gzip -dc`` of the layer blobs into /dev/null, 2 at a time: the single-threaded inflate bound.
+* ``gzip2`` — ``gzip -dc`` of the layer blobs into /dev/null, 2 at a time: the single-threaded inflate bound;
+* the parts of the **machine CPU-sum bound** (as ``eager_peers.py`` measures it on the loop device): ``network``
+  (``curl -o /dev/null`` of every layer blob at once, from the registry on loopback), ``isal2`` (ISA-L's
+  ``python -m isal.igzip -d -c``, 2 at a time: the inflate soci_lab does in process), ``hash`` (sha256 of every
+  blob and every decompressed tar with OpenSSL through :mod:`hashlib`, 2 threads: the compressed digest and the
+  diffID every verifying puller computes) and ``tar2`` above (the files). ``bound_machine_cpu_s`` = (the
+  machine's busy CPU over network + the faster of ``gzip2``/``isal2`` + hash + ``tar2``) / cores: the work the
+  machine must do for a verified pull, whoever does it, spread perfectly over the cores. On 2 cores the parts
+  compete for the same cores, so this, not ``tar2`` alone, is the physical floor of a verified pull. Where
+  other users keep the cores busy, ``/proc/stat`` counts their work too (every contender then shows ~2 × its
+  wall time): ``bound_cpu_s`` sums the parts' own CPU instead (curl, inflate, hash threads, tar; without the
+  registry's serving CPU).
 
 Every timing starts after the same settle step: ``sync``, then ``--settle`` seconds (default 6) of nothing. On
 the root ext4 (no journal) inodes freed in the last 5 s are skipped by the inode allocator, and that window
@@ -45,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -187,12 +200,34 @@ def main() -> None:
                     cd.pull(ref)
                     return time.perf_counter() - t
 
+            blob_urls = [f"{reg.url}/v2/bench/host/blobs/{d}" for d in stats["layer_digests"]]
+
+            def network(rep: int) -> None:
+                procs = [subprocess.Popen(["curl", "-sf", "-o", os.devnull, u]) for u in blob_urls]
+                if any(p.wait() for p in procs):
+                    raise RuntimeError("curl failed")
+
+            def hash_all(rep: int) -> None:
+                def one(p: Path) -> None:
+                    h = hashlib.sha256()
+                    with open(p, "rb", buffering=0) as f:
+                        while block := f.read(1 << 20):
+                            h.update(block)  # releases the GIL: the threads hash on both cores
+
+                files = [*blobs, *tars.iterdir()]
+                with ThreadPoolExecutor(2) as pool:
+                    list(pool.map(one, sorted(files, key=lambda p: -p.stat().st_size)))
+
             contenders = {
                 "soci_lab-parallel": lambda rep: soci("parallel", rep),
                 "soci_lab-sequential": lambda rep: soci("sequential", rep),
                 "skopeo+umoci": lambda rep: skopeo_umoci(ref, out_dir / f"skopeo-{rep}"),
                 "tar2": lambda rep: extract_all(list(tars.iterdir()), out_dir / f"tar-{rep}", at_once=2),
                 "gzip2": lambda rep: decompress_all(blobs, ["gzip", "-dc"], at_once=2),
+                "isal2": lambda rep: decompress_all(blobs, [sys.executable, "-m", "isal.igzip", "-d", "-c"],
+                                                    at_once=2),
+                "network": network,
+                "hash": hash_all,
             }
             if tools.get("containerd") and tools.get("ctr"):
                 contenders["containerd"] = containerd
@@ -234,7 +269,20 @@ def main() -> None:
              "parallel/sequential": ("soci_lab-parallel", "soci_lab-sequential"),
              "parallel/tar2": ("soci_lab-parallel", "tar2")}
     goals = {"parallel/containerd": 0.5, "parallel/sequential": 0.8, "parallel/tar2": 1.25}
-    per_rep = {k: ratios(*v) for k, v in pairs.items()}
+    cores = os.cpu_count() or 1
+    med_machine = {k: statistics.median(v) for k, v in machine.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    inflate = min((k for k in ("gzip2", "isal2") if k in med_machine), key=med_machine.get, default=None)
+    bound_keys = ["network", inflate, "hash", "tar2"]
+    bound_machine = bound_cpu = None
+    if all(k in med_machine for k in bound_keys if k) and inflate:
+        bound_machine = sum(med_machine[k] for k in bound_keys if k) / cores
+        bound_cpu = sum(med_cpu[k] for k in bound_keys if k) / cores
+        med["machine-CPU-sum bound"], med["own-CPU-sum bound"] = bound_machine, bound_cpu
+        pairs["parallel/machine CPU-sum bound"] = ("soci_lab-parallel", "machine-CPU-sum bound")
+        pairs["parallel/own-CPU-sum bound"] = ("soci_lab-parallel", "own-CPU-sum bound")
+    per_rep = {k: ratios(*v) if v[1] in times else [x / med[v[1]] for x in times.get(v[0], [])]
+               for k, v in pairs.items()}
     of_medians = {k: med[n] / med[d] for k, (n, d) in pairs.items() if n in med and d in med}
     out = {
         "size": a.size,
@@ -252,11 +300,16 @@ def main() -> None:
         "ratios_per_rep": per_rep,
         "ratio_of_medians": of_medians,
         "goals": goals,
-        "met": {k: v <= goals[k] for k, v in of_medians.items()},
+        "met": {k: v <= goals[k] for k, v in of_medians.items() if k in goals},
+        "bound_machine_cpu_s": bound_machine,
+        "bound_machine_cpu_parts": {k: med_machine[k] for k in bound_keys if k and k in med_machine},
+        "bound_cpu_s": bound_cpu,
+        "busy_share_of_cores": {k: med_machine[k] / (cores * med[k]) for k in times if med[k] > 0},
         "unpigz": shutil.which("unpigz"),
         "note": "cpu_s: this process and its waited-for children, so for soci_lab only the command itself (the "
         "serving process is the service's fork) and for containerd the ctr client and the daemon; "
-        "machine_cpu_s (/proc/stat) counts everything",
+        "machine_cpu_s (/proc/stat) counts everything; bound_machine_cpu_s = machine CPU of network + faster "
+        "inflate (2 at a time) + sha256 of blobs and tars + tar2, over the cores: the floor of a verified pull",
     }
     if a.json:
         print(json.dumps(out, indent=2))
@@ -265,11 +318,18 @@ def main() -> None:
           f"{stats['uncompressed_bytes'] / 1e6:.0f} MB, {stats['entries']} entries; median of {a.reps}; "
           f"load {min(min(v) for v in loads.values()):.2f} .. {max(max(v) for v in loads.values()):.2f}")
     for k, v in times.items():
-        print(f"{k:20s} {med[k]:7.2f} s  [{min(v):.2f} .. {max(v):.2f}]  {statistics.median(cpus[k]):6.2f} CPU-s  "
-              f"machine {statistics.median(machine[k]):6.2f} CPU-s")
+        print(f"{k:20s} {med[k]:7.2f} s  [{min(v):.2f} .. {max(v):.2f}]  {med_cpu[k]:6.2f} CPU-s  "
+              f"machine {med_machine[k]:6.2f} CPU-s ({med_machine[k] / (cores * med[k]):4.0%} of {cores} cores)")
+    if bound_machine is not None:
+        parts = " + ".join(f"{k} {v:.2f}" for k, v in out["bound_machine_cpu_parts"].items())
+        print(f"{'machine CPU-sum bound':20s} {bound_machine:7.2f} s  ({parts} machine CPU-s on {cores} cores)")
+        parts = " + ".join(f"{k} {med_cpu[k]:.2f}" for k in out["bound_machine_cpu_parts"])
+        print(f"{'own-CPU-sum bound':20s} {bound_cpu:7.2f} s  ({parts} CPU-s of the parts' own processes on {cores} "
+              "cores; without the registry's serving CPU: on a shared machine the machine bound counts others' work)")
     for k, v in of_medians.items():
         reps = ", ".join(f"{x:.2f}" for x in per_rep[k])
-        print(f"{k:20s} {v:5.2f} (per run {reps}; goal <= {goals[k]}: {'met' if v <= goals[k] else 'not met'})")
+        goal = f"goal <= {goals[k]}: {'met' if v <= goals[k] else 'not met'}" if k in goals else "the floor"
+        print(f"{k:32s} {v:5.2f} (per run {reps}; {goal})")
 
 
 if __name__ == "__main__":
