@@ -25,36 +25,30 @@ MAX_IDLE = 16
 _wire = threading.local()
 
 
-class _NotedHTTPConnection(HTTPConnection):
-    """Notes, per thread, whether a request went over a connection opened for an earlier one (a pooled one)."""
+class _NotesReuse:
+    """Notes, per thread, whether a request went over a connection opened for an earlier one (a pooled one);
+    mixed into urllib3's HTTP and HTTPS connections."""
 
     _fresh = False  # connected since the last request (HTTPS pools connect before the request)
 
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         self._fresh = True
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _wire.reused = self.sock is not None and not self._fresh
+        _wire.reused = self.sock is not None and not self._fresh  # type: ignore[attr-defined]
         try:
-            super().request(*args, **kwargs)
+            super().request(*args, **kwargs)  # type: ignore[misc]
         finally:
             self._fresh = False
 
 
-class _NotedHTTPSConnection(HTTPSConnection):
-    _fresh = False
+class _NotedHTTPConnection(_NotesReuse, HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        self._fresh = True
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _wire.reused = self.sock is not None and not self._fresh
-        try:
-            super().request(*args, **kwargs)
-        finally:
-            self._fresh = False
+class _NotedHTTPSConnection(_NotesReuse, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
